@@ -1,0 +1,2 @@
+//! podswitch CNI plugin.
+fn main() {}

@@ -1,0 +1,2 @@
+//! podswitchd: the node service.
+fn main() {}

@@ -1,0 +1,1 @@
+//! podswitch control plane: the `podswitchd` node service and (later) its API.
