@@ -19,10 +19,10 @@
 //! ```
 #![forbid(unsafe_code)]
 
-// pub mod arp;
+pub mod arp;
 pub mod checksum;
 pub mod ethernet;
-// pub mod icmpv4;
+pub mod icmpv4;
 // pub mod icmpv6;
 pub mod ipv4;
 // pub mod ipv6;
@@ -33,9 +33,9 @@ pub mod ipv4;
 #[doc(hidden)]
 pub mod testdata;
 
-// pub use arp::ArpPacket;
+pub use arp::ArpPacket;
 pub use ethernet::{EtherType, EthernetFrame, L2Header, MacAddr};
-// pub use icmpv4::Icmpv4Packet;
+pub use icmpv4::Icmpv4Packet;
 // pub use icmpv6::Icmpv6Packet;
 pub use ipv4::{IpProtocol, Ipv4Packet, Ipv4Repr};
 // pub use ipv6::Ipv6Packet;
