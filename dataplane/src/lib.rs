@@ -6,4 +6,6 @@
 //! pipeline runs against). This crate knows nothing about HTTP or CNI.
 #![deny(unsafe_code)]
 
+pub mod config;
+pub mod pipeline;
 pub mod wire;

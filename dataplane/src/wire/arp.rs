@@ -57,7 +57,11 @@ impl<T: AsRef<[u8]>> ArpPacket<T> {
             && read_u16(buf, field::PTYPE) == 0x0800
             && buf[field::HLEN] == 6
             && buf[field::PLEN] == 4;
-        if ethernet_ipv4 { Ok(()) } else { Err(WireError::Malformed) }
+        if ethernet_ipv4 {
+            Ok(())
+        } else {
+            Err(WireError::Malformed)
+        }
     }
 
     /// Returns the wrapped buffer.
@@ -201,14 +205,23 @@ mod tests {
     #[test]
     fn truncated_and_other_flavours() {
         for len in 0..PACKET_LEN {
-            assert_eq!(ArpPacket::new_checked(&REQUEST_BYTES[..len]).unwrap_err(), WireError::Truncated);
+            assert_eq!(
+                ArpPacket::new_checked(&REQUEST_BYTES[..len]).unwrap_err(),
+                WireError::Truncated
+            );
         }
         let mut bad = REQUEST_BYTES;
         bad[4] = 8; // hlen 8
-        assert_eq!(ArpPacket::new_checked(&bad[..]).unwrap_err(), WireError::Malformed);
+        assert_eq!(
+            ArpPacket::new_checked(&bad[..]).unwrap_err(),
+            WireError::Malformed
+        );
         let mut bad = REQUEST_BYTES;
         bad[1] = 6; // IEEE 802 htype
-        assert_eq!(ArpPacket::new_checked(&bad[..]).unwrap_err(), WireError::Malformed);
+        assert_eq!(
+            ArpPacket::new_checked(&bad[..]).unwrap_err(),
+            WireError::Malformed
+        );
     }
 
     #[test]

@@ -69,7 +69,13 @@ pub fn checksum(data: &[u8]) -> u16 {
 pub fn pseudo_header_v4(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, length: u32) -> u32 {
     let s = u32::from(src);
     let d = u32::from(dst);
-    (s >> 16) + (s & 0xffff) + (d >> 16) + (d & 0xffff) + u32::from(protocol) + (length >> 16) + (length & 0xffff)
+    (s >> 16)
+        + (s & 0xffff)
+        + (d >> 16)
+        + (d & 0xffff)
+        + u32::from(protocol)
+        + (length >> 16)
+        + (length & 0xffff)
 }
 
 /// Partial sum of the IPv6 pseudo-header used by TCP, UDP and ICMPv6.
@@ -145,8 +151,8 @@ mod tests {
     fn ipv4_header_checksum_known_value() {
         // Wikipedia's IPv4 header checksum example: b861.
         let hdr = [
-            0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0x00, 0x00, 0xc0, 0xa8, 0x00,
-            0x01, 0xc0, 0xa8, 0x00, 0xc7,
+            0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0x00, 0x00, 0xc0, 0xa8,
+            0x00, 0x01, 0xc0, 0xa8, 0x00, 0xc7,
         ];
         assert_eq!(checksum(&hdr), 0xb861);
     }

@@ -51,7 +51,11 @@ impl MacAddr {
 impl fmt::Display for MacAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let b = self.0;
-        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2], b[3], b[4], b[5])
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            b[0], b[1], b[2], b[3], b[4], b[5]
+        )
     }
 }
 
@@ -158,7 +162,11 @@ impl<T: AsRef<[u8]>> EthernetFrame<T> {
 
     /// Checks that the buffer holds the header.
     pub fn check_len(&self) -> Result<()> {
-        if self.buffer.as_ref().len() < HEADER_LEN { Err(WireError::Truncated) } else { Ok(()) }
+        if self.buffer.as_ref().len() < HEADER_LEN {
+            Err(WireError::Truncated)
+        } else {
+            Ok(())
+        }
     }
 
     /// Returns the wrapped buffer.
@@ -306,8 +314,14 @@ mod tests {
 
     #[test]
     fn truncated() {
-        assert_eq!(EthernetFrame::new_checked(&FRAME_BYTES[..13]).unwrap_err(), WireError::Truncated);
-        assert_eq!(L2Header::parse(&TAGGED_BYTES[..17]).unwrap_err(), WireError::Truncated);
+        assert_eq!(
+            EthernetFrame::new_checked(&FRAME_BYTES[..13]).unwrap_err(),
+            WireError::Truncated
+        );
+        assert_eq!(
+            L2Header::parse(&TAGGED_BYTES[..17]).unwrap_err(),
+            WireError::Truncated
+        );
     }
 
     #[test]

@@ -59,7 +59,11 @@ impl<T: AsRef<[u8]>> Icmpv4Packet<T> {
 
     /// Checks that the 8-byte header is present.
     pub fn check_len(&self) -> Result<()> {
-        if self.buffer.as_ref().len() < HEADER_LEN { Err(WireError::Truncated) } else { Ok(()) }
+        if self.buffer.as_ref().len() < HEADER_LEN {
+            Err(WireError::Truncated)
+        } else {
+            Ok(())
+        }
     }
 
     /// Returns the wrapped buffer.
@@ -99,7 +103,10 @@ impl<T: AsRef<[u8]>> Icmpv4Packet<T> {
 
     /// True for the types that quote an offending packet.
     pub fn is_error(&self) -> bool {
-        matches!(self.msg_type(), DST_UNREACHABLE | TIME_EXCEEDED | PARAM_PROBLEM)
+        matches!(
+            self.msg_type(),
+            DST_UNREACHABLE | TIME_EXCEEDED | PARAM_PROBLEM
+        )
     }
 
     /// Everything after the 8-byte header: echo data, or the quoted packet.
@@ -179,11 +186,15 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Icmpv4Packet<T> {
 mod tests {
     use super::*;
 
-    static ECHO_BYTES: [u8; 12] = [0x08, 0x00, 0x00, 0x00, 0x12, 0x34, 0x00, 0x07, 0xde, 0xad, 0xbe, 0xef];
+    static ECHO_BYTES: [u8; 12] = [
+        0x08, 0x00, 0x00, 0x00, 0x12, 0x34, 0x00, 0x07, 0xde, 0xad, 0xbe, 0xef,
+    ];
 
     fn echo() -> Vec<u8> {
         let mut bytes = ECHO_BYTES.to_vec();
-        Icmpv4Packet::new_checked(&mut bytes[..]).unwrap().fill_checksum();
+        Icmpv4Packet::new_checked(&mut bytes[..])
+            .unwrap()
+            .fill_checksum();
         bytes
     }
 
@@ -205,13 +216,19 @@ mod tests {
         let bytes = echo();
         let (hdr, payload) = etherparse::Icmpv4Header::from_slice(&bytes).unwrap();
         let expected = hdr.icmp_type.calc_checksum(payload);
-        assert_eq!(Icmpv4Packet::new_checked(&bytes[..]).unwrap().checksum(), expected);
+        assert_eq!(
+            Icmpv4Packet::new_checked(&bytes[..]).unwrap().checksum(),
+            expected
+        );
     }
 
     #[test]
     fn truncated() {
         for len in 0..HEADER_LEN {
-            assert_eq!(Icmpv4Packet::new_checked(&ECHO_BYTES[..len]).unwrap_err(), WireError::Truncated);
+            assert_eq!(
+                Icmpv4Packet::new_checked(&ECHO_BYTES[..len]).unwrap_err(),
+                WireError::Truncated
+            );
         }
     }
 

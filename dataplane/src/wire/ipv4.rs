@@ -202,7 +202,12 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     /// Partial sum of the TCP/UDP pseudo-header for this packet's payload.
     pub fn pseudo_header_sum(&self) -> u32 {
         let len = usize::from(self.total_len()) - self.header_len();
-        checksum::pseudo_header_v4(self.src_addr(), self.dst_addr(), self.protocol().0, len as u32)
+        checksum::pseudo_header_v4(
+            self.src_addr(),
+            self.dst_addr(),
+            self.protocol().0,
+            len as u32,
+        )
     }
 }
 
@@ -230,7 +235,11 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
 
     /// Sets DF, clears MF and the offset (no checksum update).
     pub fn set_unfragmented(&mut self, dont_frag: bool) {
-        write_u16(self.buffer.as_mut(), field::FLG_OFF, if dont_frag { FLAG_DF } else { 0 });
+        write_u16(
+            self.buffer.as_mut(),
+            field::FLG_OFF,
+            if dont_frag { FLAG_DF } else { 0 },
+        );
     }
 
     /// Sets the TTL (no checksum update).
@@ -390,24 +399,41 @@ mod tests {
         .unwrap();
         let p = Ipv4Packet::new_checked(&bytes[..]).unwrap();
         assert!(p.verify_checksum());
-        let oracle = etherparse::Ipv4HeaderSlice::from_slice(&bytes).unwrap().to_header();
+        let oracle = etherparse::Ipv4HeaderSlice::from_slice(&bytes)
+            .unwrap()
+            .to_header();
         assert_eq!(oracle.calc_header_checksum(), p.checksum());
     }
 
     #[test]
     fn truncated_and_malformed() {
         let bytes = packet();
-        assert_eq!(Ipv4Packet::new_checked(&bytes[..19]).unwrap_err(), WireError::Truncated);
-        assert_eq!(Ipv4Packet::new_checked(&bytes[..23]).unwrap_err(), WireError::Truncated);
+        assert_eq!(
+            Ipv4Packet::new_checked(&bytes[..19]).unwrap_err(),
+            WireError::Truncated
+        );
+        assert_eq!(
+            Ipv4Packet::new_checked(&bytes[..23]).unwrap_err(),
+            WireError::Truncated
+        );
         let mut bad = bytes.clone();
         bad[0] = 0x44; // IHL 4
-        assert_eq!(Ipv4Packet::new_checked(&bad[..]).unwrap_err(), WireError::Malformed);
+        assert_eq!(
+            Ipv4Packet::new_checked(&bad[..]).unwrap_err(),
+            WireError::Malformed
+        );
         let mut bad = bytes.clone();
         bad[0] = 0x65; // version 6
-        assert_eq!(Ipv4Packet::new_checked(&bad[..]).unwrap_err(), WireError::Malformed);
+        assert_eq!(
+            Ipv4Packet::new_checked(&bad[..]).unwrap_err(),
+            WireError::Malformed
+        );
         let mut bad = bytes.clone();
         bad[3] = 0x10; // total_len 16 < IHL
-        assert_eq!(Ipv4Packet::new_checked(&bad[..]).unwrap_err(), WireError::Malformed);
+        assert_eq!(
+            Ipv4Packet::new_checked(&bad[..]).unwrap_err(),
+            WireError::Malformed
+        );
         let mut bad = bytes;
         bad[0] = 0x4f; // IHL 15 = 60 bytes > buffer
         assert!(Ipv4Packet::new_checked(&bad[..]).is_err());
@@ -430,7 +456,9 @@ mod tests {
     #[test]
     fn options_walked() {
         // IHL 6 with a 4-byte option (NOP NOP NOP EOL).
-        let mut bytes = vec![0x46, 0, 0, 28, 0, 0, 0, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2, 1, 1, 1, 0];
+        let mut bytes = vec![
+            0x46, 0, 0, 28, 0, 0, 0, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2, 1, 1, 1, 0,
+        ];
         bytes.extend_from_slice(&[1, 2, 3, 4]);
         let mut p = Ipv4Packet::new_checked(&mut bytes[..]).unwrap();
         p.fill_checksum();
@@ -449,7 +477,9 @@ mod tests {
         assert_eq!(p.ttl(), 63);
         assert!(p.verify_checksum());
         let ours = p.checksum();
-        let oracle = etherparse::Ipv4HeaderSlice::from_slice(&bytes).unwrap().to_header();
+        let oracle = etherparse::Ipv4HeaderSlice::from_slice(&bytes)
+            .unwrap()
+            .to_header();
         assert_eq!(oracle.calc_header_checksum(), ours);
     }
 
@@ -465,7 +495,9 @@ mod tests {
                 p.decrement_ttl();
                 assert!(p.verify_checksum(), "ttl {ttl} ident {ident:#x}");
                 let ours = p.checksum();
-                let oracle = etherparse::Ipv4HeaderSlice::from_slice(&bytes).unwrap().to_header();
+                let oracle = etherparse::Ipv4HeaderSlice::from_slice(&bytes)
+                    .unwrap()
+                    .to_header();
                 assert_eq!(oracle.calc_header_checksum(), ours);
             }
         }

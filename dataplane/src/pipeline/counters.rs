@@ -1,0 +1,259 @@
+//! Per-worker counters: rx/tx per port, drops per reason, notable events.
+//!
+//! Each worker owns one [`WorkerCounters`] and is its only writer, so an
+//! increment is a relaxed load and store (no locked instruction); readers
+//! (metrics, `replay` summaries) sum the workers' values.
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use super::PortId;
+
+/// A counter with a single writer and any number of readers.
+#[derive(Default, Debug)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    /// Adds `n`. Only the owning worker calls this.
+    #[inline]
+    pub fn add(&self, n: u64) {
+        self.0.store(
+            self.0.load(Ordering::Relaxed).wrapping_add(n),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Adds one.
+    #[inline]
+    pub fn inc(&self) {
+        self.add(1);
+    }
+
+    /// Current value.
+    #[inline]
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+macro_rules! named_enum {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident => $text:literal,)* }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+        #[repr(u8)]
+        pub enum $name { $($(#[$vmeta])* $variant,)* }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant,)*];
+            /// Number of values.
+            pub const COUNT: usize = Self::ALL.len();
+
+            /// The stable snake_case name used in metrics and summaries.
+            pub const fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text,)* }
+            }
+        }
+
+        impl core::fmt::Display for $name {
+            fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+named_enum! {
+    /// Why the pipeline dropped a frame.
+    DropReason {
+        /// Placeholder verdict of a slot no stage looked at (a bug if seen).
+        NotProcessed => "not_processed",
+        /// The frame arrived on a port the snapshot does not know.
+        UnknownPort => "unknown_port",
+        /// Shorter than an Ethernet header, or a VLAN tag cut short.
+        EthernetMalformed => "ethernet_malformed",
+        /// 802.1Q/802.1ad tagged frame on an access port.
+        VlanTagged => "vlan_tagged",
+        /// Source MAC is multicast or zero.
+        InvalidSrcMac => "invalid_src_mac",
+        /// Source MAC is one of the switch's own.
+        SrcMacIsOurs => "src_mac_is_ours",
+        /// Destination was learned on the input port (no hair-pinning).
+        SamePort => "same_port",
+        /// Unicast frame on the uplink not addressed to the uplink's MAC.
+        NotForUs => "not_for_us",
+        /// ARP that is not Ethernet/IPv4, or truncated.
+        ArpMalformed => "arp_malformed",
+        /// ARP addressed to the switch that needs no action (e.g. unsolicited reply).
+        ArpIgnored => "arp_ignored",
+        /// IPv4 header invalid or truncated.
+        Ipv4Malformed => "ipv4_malformed",
+        /// IPv4 header checksum wrong.
+        Ipv4BadChecksum => "ipv4_bad_checksum",
+        /// IPv4 with a multicast, broadcast or reserved source or destination sent to the router.
+        Ipv4BadAddress => "ipv4_bad_address",
+        /// Non-IPv4 packet sent to the router's MAC (IPv6 routing is not implemented).
+        L3ProtocolUnsupported => "l3_protocol_unsupported",
+        /// ICMP to the switch that is truncated or fails its checksum.
+        IcmpMalformed => "icmp_malformed",
+        /// Packet to the switch's own address that it does not answer.
+        LocalUnsupported => "local_unsupported",
+        /// No route to the destination (an ICMP net unreachable is sent when allowed).
+        NoRoute => "no_route",
+        /// TTL ran out (an ICMP time exceeded is sent when allowed).
+        TtlExpired => "ttl_expired",
+        /// An ICMP error was due but the rate limit refused it.
+        IcmpRateLimited => "icmp_rate_limited",
+        /// Next hop unresolved and its hold queue full.
+        NeighbourHoldFull => "neighbour_hold_full",
+        /// Next hop did not answer ARP; the held packets are dropped.
+        NeighbourUnresolved => "neighbour_unresolved",
+        /// No free slot in the batch for a generated frame.
+        BatchFull => "batch_full",
+    }
+}
+
+named_enum! {
+    /// Things the pipeline did that are not drops.
+    Event {
+        /// A new MAC was learned.
+        MacLearned => "mac_learned",
+        /// A known MAC appeared on another port.
+        MacMoved => "mac_moved",
+        /// A MAC aged out.
+        MacAged => "mac_aged",
+        /// Unknown unicast was flooded.
+        UnknownUnicastFlooded => "unknown_unicast_flooded",
+        /// Broadcast or multicast was flooded.
+        MulticastFlooded => "multicast_flooded",
+        /// The switch answered an ARP request for one of its addresses.
+        ArpReplySent => "arp_reply_sent",
+        /// The switch sent an ARP request for a next hop.
+        ArpRequestSent => "arp_request_sent",
+        /// A neighbour (IP → MAC) was learned or changed.
+        NeighbourLearned => "neighbour_learned",
+        /// The switch answered an ICMP echo request.
+        IcmpEchoReplySent => "icmp_echo_reply_sent",
+        /// The switch sent an ICMP error (time exceeded, unreachable).
+        IcmpErrorSent => "icmp_error_sent",
+        /// A packet was routed.
+        Routed => "routed",
+        /// A packet was held while its next hop was resolved.
+        Held => "held",
+        /// A held packet was sent after resolution.
+        HeldReleased => "held_released",
+    }
+}
+
+/// Packet and byte counts of one port.
+#[derive(Default, Debug)]
+pub struct PortCounters {
+    /// Frames received.
+    pub rx_packets: Counter,
+    /// Bytes received.
+    pub rx_bytes: Counter,
+    /// Frames sent.
+    pub tx_packets: Counter,
+    /// Bytes sent.
+    pub tx_bytes: Counter,
+}
+
+/// All counters of one worker.
+#[derive(Debug)]
+pub struct WorkerCounters {
+    ports: Box<[PortCounters]>,
+    drops: [Counter; DropReason::COUNT],
+    events: [Counter; Event::COUNT],
+}
+
+impl Default for WorkerCounters {
+    fn default() -> Self {
+        WorkerCounters {
+            ports: (0..PortId::MAX_PORTS)
+                .map(|_| PortCounters::default())
+                .collect(),
+            drops: core::array::from_fn(|_| Counter::default()),
+            events: core::array::from_fn(|_| Counter::default()),
+        }
+    }
+}
+
+impl WorkerCounters {
+    /// The counters of `port`, or `None` for [`PortId::LOCAL`] and ids out of range.
+    #[inline]
+    pub fn port(&self, port: PortId) -> Option<&PortCounters> {
+        self.ports.get(usize::from(port.0))
+    }
+
+    /// Counts a received frame.
+    #[inline]
+    pub fn rx(&self, port: PortId, bytes: usize) {
+        if let Some(c) = self.port(port) {
+            c.rx_packets.inc();
+            c.rx_bytes.add(bytes as u64);
+        }
+    }
+
+    /// Counts a sent frame (called by the I/O layer once the frame is out).
+    #[inline]
+    pub fn tx(&self, port: PortId, bytes: usize) {
+        if let Some(c) = self.port(port) {
+            c.tx_packets.inc();
+            c.tx_bytes.add(bytes as u64);
+        }
+    }
+
+    /// Counts a drop.
+    #[inline]
+    pub fn count_drop(&self, reason: DropReason) {
+        self.drops[reason as usize].inc();
+    }
+
+    /// Counts an event.
+    #[inline]
+    pub fn event(&self, event: Event) {
+        self.events[event as usize].inc();
+    }
+
+    /// Drops counted for `reason`.
+    pub fn drops(&self, reason: DropReason) -> u64 {
+        self.drops[reason as usize].get()
+    }
+
+    /// Occurrences of `event`.
+    pub fn events(&self, event: Event) -> u64 {
+        self.events[event as usize].get()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_snake_case() {
+        let mut names: Vec<&str> = DropReason::ALL.iter().map(|r| r.as_str()).collect();
+        names.extend(Event::ALL.iter().map(|e| e.as_str()));
+        let n = names.len();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), n);
+        assert!(names.iter().all(|s| {
+            s.chars()
+                .all(|c| c.is_ascii_lowercase() || c == '_' || c.is_ascii_digit())
+        }));
+    }
+
+    #[test]
+    fn counting() {
+        let c = WorkerCounters::default();
+        c.rx(PortId(3), 60);
+        c.rx(PortId(3), 40);
+        c.tx(PortId::LOCAL, 99);
+        c.count_drop(DropReason::NoRoute);
+        c.event(Event::Routed);
+        let p = c.port(PortId(3)).unwrap();
+        assert_eq!((p.rx_packets.get(), p.rx_bytes.get()), (2, 100));
+        assert_eq!(c.drops(DropReason::NoRoute), 1);
+        assert_eq!(c.events(Event::Routed), 1);
+    }
+}

@@ -1,0 +1,316 @@
+//! Frame buffers and batches.
+//!
+//! A [`Frame`] is a preallocated buffer with headroom in front of the data
+//! (room for a VXLAN header or a virtio-net header without a copy) and
+//! tailroom behind it (room to grow a frame into an ICMP error). Frames are
+//! allocated once per worker and moved, never reallocated, on the hot path.
+
+use super::{PortId, Verdict};
+
+/// Bytes reserved in front of the frame data.
+pub const HEADROOM: usize = 128;
+/// Largest frame a buffer holds by default: a 64 KiB GSO super-frame plus headers.
+pub const MAX_FRAME_LEN: usize = 65_536 + 256;
+/// Frames received per batch.
+pub const BATCH_SIZE: usize = 32;
+
+/// One frame in a preallocated buffer.
+pub struct Frame {
+    buf: Box<[u8]>,
+    head: usize,
+    len: usize,
+    /// The port the frame arrived on ([`PortId::LOCAL`] for frames the switch made).
+    pub in_port: PortId,
+    /// Capture timestamp (replay) or receive time, in nanoseconds.
+    pub timestamp_ns: u64,
+}
+
+impl core::fmt::Debug for Frame {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Frame")
+            .field("in_port", &self.in_port)
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+impl Frame {
+    /// Allocates a buffer for frames up to `max_len` bytes.
+    pub fn with_capacity(max_len: usize) -> Frame {
+        Frame {
+            buf: vec![0u8; HEADROOM + max_len].into_boxed_slice(),
+            head: HEADROOM,
+            len: 0,
+            in_port: PortId::LOCAL,
+            timestamp_ns: 0,
+        }
+    }
+
+    /// The frame bytes.
+    #[inline]
+    pub fn data(&self) -> &[u8] {
+        &self.buf[self.head..self.head + self.len]
+    }
+
+    /// The frame bytes, mutable.
+    #[inline]
+    pub fn data_mut(&mut self) -> &mut [u8] {
+        &mut self.buf[self.head..self.head + self.len]
+    }
+
+    /// Length of the frame.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True for an empty frame.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Bytes available from the current start to the end of the buffer.
+    #[inline]
+    pub fn capacity(&self) -> usize {
+        self.buf.len() - self.head
+    }
+
+    /// Resets the start to the default headroom and copies `bytes` in;
+    /// false (and an empty frame) if they do not fit.
+    pub fn fill(&mut self, bytes: &[u8]) -> bool {
+        self.head = HEADROOM;
+        match self.buf.get_mut(HEADROOM..HEADROOM + bytes.len()) {
+            Some(dst) => {
+                dst.copy_from_slice(bytes);
+                self.len = bytes.len();
+                true
+            }
+            None => {
+                self.len = 0;
+                false
+            }
+        }
+    }
+
+    /// Grows or shrinks the frame at its end; false if `len` exceeds the capacity.
+    /// Grown bytes keep whatever the buffer held.
+    #[inline]
+    pub fn set_len(&mut self, len: usize) -> bool {
+        if len > self.capacity() {
+            return false;
+        }
+        self.len = len;
+        true
+    }
+
+    /// Opens `n` bytes in front of the data (for an outer header); false if
+    /// the headroom is too small.
+    #[inline]
+    pub fn push_front(&mut self, n: usize) -> bool {
+        if n > self.head {
+            return false;
+        }
+        self.head -= n;
+        self.len += n;
+        true
+    }
+
+    /// Removes `n` bytes from the front (decapsulation); false if the frame is shorter.
+    #[inline]
+    pub fn pull_front(&mut self, n: usize) -> bool {
+        if n > self.len {
+            return false;
+        }
+        self.head += n;
+        self.len -= n;
+        true
+    }
+
+    /// The whole buffer from the frame start to its end (data plus tailroom).
+    #[inline]
+    pub fn with_tailroom_mut(&mut self) -> &mut [u8] {
+        &mut self.buf[self.head..]
+    }
+}
+
+/// A batch of received frames plus the frames the pipeline generated while
+/// processing them (ARP requests, released held packets), each with its verdict.
+pub struct Batch {
+    frames: Vec<Frame>,
+    verdicts: Vec<Verdict>,
+    rx: usize,
+    len: usize,
+}
+
+impl Batch {
+    /// A batch of [`BATCH_SIZE`] receive slots plus as many generated slots,
+    /// each buffer `max_frame_len` bytes.
+    pub fn new(max_frame_len: usize) -> Batch {
+        Self::with_size(BATCH_SIZE, max_frame_len)
+    }
+
+    /// As [`Batch::new`] with `size` receive slots.
+    pub fn with_size(size: usize, max_frame_len: usize) -> Batch {
+        let slots = size * 2;
+        Batch {
+            frames: (0..slots)
+                .map(|_| Frame::with_capacity(max_frame_len))
+                .collect(),
+            verdicts: vec![Verdict::Drop(super::DropReason::NotProcessed); slots],
+            rx: 0,
+            len: 0,
+        }
+    }
+
+    /// Number of receive slots.
+    pub fn rx_capacity(&self) -> usize {
+        self.frames.len() / 2
+    }
+
+    /// Empties the batch.
+    #[inline]
+    pub fn clear(&mut self) {
+        self.rx = 0;
+        self.len = 0;
+    }
+
+    /// Copies a received frame in; false if the batch is full or the frame too large.
+    pub fn push_rx(&mut self, in_port: PortId, timestamp_ns: u64, bytes: &[u8]) -> bool {
+        if self.rx >= self.rx_capacity() || self.len != self.rx {
+            return false;
+        }
+        let frame = &mut self.frames[self.rx];
+        if !frame.fill(bytes) {
+            return false;
+        }
+        frame.in_port = in_port;
+        frame.timestamp_ns = timestamp_ns;
+        self.rx += 1;
+        self.len = self.rx;
+        true
+    }
+
+    /// The next free receive slot, for I/O that reads straight into buffers;
+    /// call [`Batch::commit_rx`] after filling it.
+    pub fn rx_slot(&mut self) -> Option<&mut Frame> {
+        if self.rx >= self.rx_capacity() || self.len != self.rx {
+            return None;
+        }
+        self.frames.get_mut(self.rx)
+    }
+
+    /// Marks the slot returned by [`Batch::rx_slot`] as received.
+    pub fn commit_rx(&mut self) {
+        if self.rx < self.rx_capacity() && self.len == self.rx {
+            self.rx += 1;
+            self.len = self.rx;
+        }
+    }
+
+    /// Number of received frames.
+    #[inline]
+    pub fn rx_len(&self) -> usize {
+        self.rx
+    }
+
+    /// Number of frames (received plus generated).
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when the batch holds no frame.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Frame `i` and its verdict.
+    #[inline]
+    pub fn get(&self, i: usize) -> Option<(&Frame, Verdict)> {
+        if i >= self.len {
+            return None;
+        }
+        Some((&self.frames[i], self.verdicts[i]))
+    }
+
+    /// Iterates over frames with their verdicts, received ones first.
+    pub fn iter(&self) -> impl Iterator<Item = (&Frame, Verdict)> {
+        self.frames[..self.len]
+            .iter()
+            .zip(self.verdicts[..self.len].iter().copied())
+    }
+
+    /// Mutable frame `i` (received or generated).
+    #[inline]
+    pub(crate) fn frame_mut(&mut self, i: usize) -> &mut Frame {
+        &mut self.frames[i]
+    }
+
+    /// Sets the verdict of frame `i`.
+    #[inline]
+    pub(crate) fn set_verdict(&mut self, i: usize, verdict: Verdict) {
+        self.verdicts[i] = verdict;
+    }
+
+    /// Claims a generated slot; returns its index.
+    #[inline]
+    pub(crate) fn alloc_generated(&mut self) -> Option<usize> {
+        if self.len >= self.frames.len() {
+            return None;
+        }
+        let i = self.len;
+        self.len += 1;
+        self.frames[i].head = HEADROOM;
+        self.frames[i].len = 0;
+        self.frames[i].in_port = PortId::LOCAL;
+        self.verdicts[i] = Verdict::Drop(super::DropReason::NotProcessed);
+        Some(i)
+    }
+
+    /// Gives back the last generated slot (when building it failed).
+    #[inline]
+    pub(crate) fn release_last_generated(&mut self) {
+        if self.len > self.rx {
+            self.len -= 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_room() {
+        let mut f = Frame::with_capacity(100);
+        assert!(f.fill(&[1, 2, 3]));
+        assert!(f.push_front(50));
+        assert_eq!(f.len(), 53);
+        assert!(f.pull_front(50));
+        assert_eq!(f.data(), &[1, 2, 3]);
+        assert!(!f.push_front(HEADROOM + 1));
+        assert!(!f.pull_front(4));
+        assert!(f.set_len(100));
+        assert!(!f.set_len(101));
+        assert!(!f.fill(&[0u8; 101]));
+        assert!(f.is_empty());
+    }
+
+    #[test]
+    fn batch_slots() {
+        let mut b = Batch::with_size(2, 64);
+        assert!(b.push_rx(PortId(0), 1, &[0; 60]));
+        assert!(b.push_rx(PortId(1), 2, &[0; 60]));
+        assert!(!b.push_rx(PortId(1), 3, &[0; 60]));
+        assert_eq!(b.rx_len(), 2);
+        let g = b.alloc_generated().unwrap();
+        assert_eq!(g, 2);
+        assert!(b.alloc_generated().is_some());
+        assert!(b.alloc_generated().is_none());
+        assert_eq!(b.len(), 4);
+        b.clear();
+        assert!(b.is_empty());
+    }
+}

@@ -1,0 +1,305 @@
+//! L2 stage: MAC learning with aging, unicast forwarding, flooding.
+//!
+//! Every worker keeps its own [`MacTable`] (a plain hash map, no lock on the
+//! per-packet path). A MAC learned or moved on one worker is published to
+//! the [`SharedMacTable`], whose generation counter tells the other workers
+//! to copy it in at their next batch. Learning a known MAC on the same port
+//! only refreshes timestamps; the shared copy is refreshed at most once per
+//! second per MAC, so aging works across workers without per-packet writes
+//! to shared memory.
+
+use core::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use hashbrown::HashMap;
+
+use super::{Event, PortId, Verdict, WorkerCounters};
+use crate::pipeline::DropReason;
+use crate::wire::MacAddr;
+
+/// How often a worker refreshes a MAC's shared timestamp, and sweeps for aged MACs.
+const REFRESH_NS: u64 = 1_000_000_000;
+
+/// A learned MAC as stored in the shared table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MacRecord {
+    /// The port it was last seen on.
+    pub port: PortId,
+    /// When it was last seen, in pipeline time (ns).
+    pub last_seen: u64,
+}
+
+/// The node-wide MAC table workers meet in.
+#[derive(Debug, Default)]
+pub struct SharedMacTable {
+    generation: AtomicU64,
+    map: Mutex<HashMap<u64, MacRecord>>,
+}
+
+impl SharedMacTable {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, MacRecord>> {
+        // A worker that panicked while holding the lock leaves valid data.
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn publish(&self, mac: u64, record: MacRecord) {
+        self.lock().insert(mac, record);
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    fn refresh(&self, mac: u64, record: MacRecord) {
+        if let Some(r) = self.lock().get_mut(&mac).filter(|r| r.port == record.port) {
+            r.last_seen = r.last_seen.max(record.last_seen);
+        }
+    }
+
+    /// A copy of every entry, for state views.
+    pub fn entries(&self) -> Vec<(MacAddr, MacRecord)> {
+        let mut v: Vec<_> = self
+            .lock()
+            .iter()
+            .map(|(k, r)| (mac_from_u64(*k), *r))
+            .collect();
+        v.sort_by_key(|e| e.0);
+        v
+    }
+}
+
+fn mac_from_u64(k: u64) -> MacAddr {
+    let b = k.to_be_bytes();
+    MacAddr([b[2], b[3], b[4], b[5], b[6], b[7]])
+}
+
+#[derive(Debug, Clone, Copy)]
+struct LocalMac {
+    port: PortId,
+    last_seen: u64,
+    published: u64,
+}
+
+/// One worker's MAC table.
+#[derive(Debug, Default)]
+pub(super) struct MacTable {
+    local: HashMap<u64, LocalMac, foldhash::fast::RandomState>,
+    synced_generation: u64,
+    next_sweep: u64,
+}
+
+impl MacTable {
+    /// Learns (or refreshes) `mac` on `port`.
+    #[inline]
+    pub(super) fn learn(
+        &mut self,
+        shared: &SharedMacTable,
+        counters: &WorkerCounters,
+        mac: MacAddr,
+        port: PortId,
+        now: u64,
+    ) {
+        let key = mac.to_u64();
+        match self.local.get_mut(&key) {
+            Some(e) if e.port == port => {
+                e.last_seen = now;
+                if now.saturating_sub(e.published) >= REFRESH_NS {
+                    e.published = now;
+                    shared.refresh(
+                        key,
+                        MacRecord {
+                            port,
+                            last_seen: now,
+                        },
+                    );
+                }
+            }
+            Some(e) => {
+                *e = LocalMac {
+                    port,
+                    last_seen: now,
+                    published: now,
+                };
+                shared.publish(
+                    key,
+                    MacRecord {
+                        port,
+                        last_seen: now,
+                    },
+                );
+                counters.event(Event::MacMoved);
+            }
+            None => {
+                self.local.insert(
+                    key,
+                    LocalMac {
+                        port,
+                        last_seen: now,
+                        published: now,
+                    },
+                );
+                shared.publish(
+                    key,
+                    MacRecord {
+                        port,
+                        last_seen: now,
+                    },
+                );
+                counters.event(Event::MacLearned);
+            }
+        }
+    }
+
+    /// The port `mac` was learned on.
+    #[inline]
+    pub(super) fn lookup(&self, mac: MacAddr) -> Option<PortId> {
+        self.local.get(&mac.to_u64()).map(|e| e.port)
+    }
+
+    /// Copies in what other workers published since the last sync.
+    #[inline]
+    pub(super) fn sync(&mut self, shared: &SharedMacTable) {
+        let generation = shared.generation.load(Ordering::Acquire);
+        if generation == self.synced_generation {
+            return;
+        }
+        let map = shared.lock();
+        for (key, rec) in map.iter() {
+            let e = self.local.entry(*key).or_insert(LocalMac {
+                port: rec.port,
+                last_seen: rec.last_seen,
+                published: rec.last_seen,
+            });
+            if rec.last_seen >= e.last_seen {
+                e.port = rec.port;
+                e.last_seen = rec.last_seen;
+            }
+        }
+        self.synced_generation = generation;
+    }
+
+    /// Once per second: removes MACs not seen by any worker within `aging_ns`.
+    #[inline]
+    pub(super) fn sweep(
+        &mut self,
+        shared: &SharedMacTable,
+        counters: &WorkerCounters,
+        now: u64,
+        aging_ns: u64,
+    ) {
+        if now < self.next_sweep {
+            return;
+        }
+        self.next_sweep = now.saturating_add(REFRESH_NS);
+        let stale = |t: u64| now.saturating_sub(t) > aging_ns;
+        if !self.local.values().any(|e| stale(e.last_seen)) {
+            return;
+        }
+        let mut map = shared.lock();
+        self.local.retain(|key, e| {
+            if !stale(e.last_seen) {
+                return true;
+            }
+            match map.get(key) {
+                Some(r) if !stale(r.last_seen) => {
+                    e.port = r.port;
+                    e.last_seen = r.last_seen;
+                    true
+                }
+                Some(_) => {
+                    map.remove(key);
+                    counters.event(Event::MacAged);
+                    false
+                }
+                None => false,
+            }
+        });
+    }
+
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.local.len()
+    }
+}
+
+/// Verdict for a unicast frame to `dst` that entered on `in_port`.
+#[inline]
+pub(super) fn unicast_verdict(
+    macs: &MacTable,
+    counters: &WorkerCounters,
+    dst: MacAddr,
+    in_port: PortId,
+) -> Verdict {
+    match macs.lookup(dst) {
+        Some(port) if port == in_port => Verdict::Drop(DropReason::SamePort),
+        Some(port) => Verdict::Forward(port),
+        None => {
+            counters.event(Event::UnknownUnicastFlooded);
+            Verdict::Flood
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEC: u64 = 1_000_000_000;
+
+    #[test]
+    fn learn_move_age() {
+        let shared = SharedMacTable::default();
+        let counters = WorkerCounters::default();
+        let mut t = MacTable::default();
+        let m = MacAddr([2, 0, 0, 0, 0, 1]);
+        t.learn(&shared, &counters, m, PortId(1), 0);
+        assert_eq!(t.lookup(m), Some(PortId(1)));
+        t.learn(&shared, &counters, m, PortId(2), SEC);
+        assert_eq!(t.lookup(m), Some(PortId(2)));
+        assert_eq!(counters.events(Event::MacLearned), 1);
+        assert_eq!(counters.events(Event::MacMoved), 1);
+        t.sweep(&shared, &counters, 100 * SEC, 300 * SEC);
+        assert_eq!(t.lookup(m), Some(PortId(2)));
+        t.sweep(&shared, &counters, 302 * SEC, 300 * SEC);
+        assert_eq!(t.lookup(m), None);
+        assert!(shared.entries().is_empty());
+        assert_eq!(counters.events(Event::MacAged), 1);
+    }
+
+    #[test]
+    fn workers_meet_in_shared_table() {
+        let shared = SharedMacTable::default();
+        let counters = WorkerCounters::default();
+        let (mut a, mut b) = (MacTable::default(), MacTable::default());
+        let m = MacAddr([2, 0, 0, 0, 0, 7]);
+        a.learn(&shared, &counters, m, PortId(3), 0);
+        assert_eq!(b.lookup(m), None);
+        b.sync(&shared);
+        assert_eq!(b.lookup(m), Some(PortId(3)));
+        // Only worker a keeps seeing traffic from m; b must not age it out.
+        for s in 1..=400 {
+            a.learn(&shared, &counters, m, PortId(3), s * SEC);
+            b.sweep(&shared, &counters, s * SEC, 300 * SEC);
+        }
+        assert_eq!(b.lookup(m), Some(PortId(3)));
+        assert_eq!(b.len(), 1);
+    }
+
+    #[test]
+    fn no_hairpin() {
+        let shared = SharedMacTable::default();
+        let counters = WorkerCounters::default();
+        let mut t = MacTable::default();
+        let m = MacAddr([2, 0, 0, 0, 0, 1]);
+        t.learn(&shared, &counters, m, PortId(1), 0);
+        assert_eq!(
+            unicast_verdict(&t, &counters, m, PortId(1)),
+            Verdict::Drop(DropReason::SamePort)
+        );
+        assert_eq!(
+            unicast_verdict(&t, &counters, m, PortId(2)),
+            Verdict::Forward(PortId(1))
+        );
+        assert_eq!(
+            unicast_verdict(&t, &counters, MacAddr([2, 0, 0, 0, 0, 9]), PortId(2)),
+            Verdict::Flood
+        );
+    }
+}

@@ -1,0 +1,109 @@
+//! L3 stage: IPv4 forwarding.
+//!
+//! Checks the header (RFC 1812 §5.2.2: length, version, checksum, no
+//! martian addresses), looks the destination up in the snapshot's LPM
+//! table, sends ICMP time exceeded when the TTL runs out and ICMP net
+//! unreachable when no route matches, and resolves the next hop through the
+//! neighbour table (holding the packet while ARP runs). The forwarded frame
+//! gets the outgoing interface's MAC as source, the next hop's MAC as
+//! destination, and TTL − 1 with an incremental checksum update.
+
+use core::net::Ipv4Addr;
+
+use super::neighbour::Lookup;
+use super::{Batch, DropReason, Event, Frame, L3If, Pipeline, Verdict};
+use crate::wire::icmpv4;
+use crate::wire::{EthernetFrame, Ipv4Packet, MacAddr};
+
+fn martian(ip: Ipv4Addr) -> bool {
+    ip.is_multicast() || ip.is_broadcast() || ip.is_unspecified() || ip.is_loopback()
+}
+
+impl Pipeline {
+    /// An IPv4 packet sent to the router's MAC on `iface`.
+    pub(super) fn ipv4_input(
+        &mut self,
+        batch: &mut Batch,
+        i: usize,
+        l3_offset: usize,
+        iface: L3If,
+        now: u64,
+    ) -> Verdict {
+        let frame = batch.frame_mut(i);
+        let (src, dst, ttl) = {
+            let Some(l3) = frame.data().get(l3_offset..) else {
+                return Verdict::Drop(DropReason::Ipv4Malformed);
+            };
+            let Ok(ip) = Ipv4Packet::new_checked(l3) else {
+                return Verdict::Drop(DropReason::Ipv4Malformed);
+            };
+            if !ip.verify_checksum() {
+                return Verdict::Drop(DropReason::Ipv4BadChecksum);
+            }
+            (ip.src_addr(), ip.dst_addr(), ip.ttl())
+        };
+        if martian(src) || martian(dst) {
+            return Verdict::Drop(DropReason::Ipv4BadAddress);
+        }
+        if self.snapshot.is_local_ip(dst) {
+            return self.local_input(frame, iface);
+        }
+        let Some(next_hop) = self.snapshot.routes.next_hop(dst) else {
+            let kind = (icmpv4::DST_UNREACHABLE, icmpv4::CODE_NET_UNREACHABLE);
+            return self.icmp_error(frame, iface, kind, DropReason::NoRoute, now);
+        };
+        if self
+            .snapshot
+            .l3_interface(next_hop.iface)
+            .is_some_and(|l3| l3.address.broadcast() == dst)
+        {
+            return Verdict::Drop(DropReason::Ipv4BadAddress);
+        }
+        if ttl <= 1 {
+            let kind = (icmpv4::TIME_EXCEEDED, icmpv4::CODE_TTL_EXCEEDED);
+            return self.icmp_error(frame, iface, kind, DropReason::TtlExpired, now);
+        }
+        let tuning = self.snapshot.tuning;
+        match self.neighbours.lookup(
+            next_hop.iface,
+            next_hop.addr,
+            now,
+            tuning.neighbour_reachable_ns,
+        ) {
+            Lookup::Reachable(mac) => {
+                self.forward_resolved(batch.frame_mut(i), next_hop.iface, mac)
+            }
+            Lookup::Stale(mac) => {
+                if self.neighbours.probe_due(
+                    next_hop.iface,
+                    next_hop.addr,
+                    now,
+                    tuning.probe_interval_ns,
+                ) {
+                    self.send_arp_request(batch, next_hop.iface, next_hop.addr);
+                }
+                self.forward_resolved(batch.frame_mut(i), next_hop.iface, mac)
+            }
+            Lookup::Unknown => self.hold(batch, i, next_hop.iface, next_hop.addr, now),
+        }
+    }
+
+    /// Rewrites a routed frame for next hop `mac` on `iface` and picks its output.
+    pub(super) fn forward_resolved(&self, frame: &mut Frame, iface: L3If, mac: MacAddr) -> Verdict {
+        let Some(l3) = self.snapshot.l3_interface(iface) else {
+            return Verdict::Drop(DropReason::NoRoute);
+        };
+        let data = frame.data_mut();
+        let Ok(mut eth) = EthernetFrame::new_checked(&mut *data) else {
+            return Verdict::Drop(DropReason::EthernetMalformed);
+        };
+        eth.set_dst_addr(mac);
+        eth.set_src_addr(l3.mac);
+        let Ok(mut ip) = Ipv4Packet::new_checked(eth.payload_mut()) else {
+            return Verdict::Drop(DropReason::Ipv4Malformed);
+        };
+        ip.decrement_ttl();
+        self.counters.event(Event::Routed);
+        self.output_verdict(iface, mac)
+    }
+}

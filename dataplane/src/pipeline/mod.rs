@@ -1,0 +1,260 @@
+//! The pipeline: a batch of frames in, a verdict per frame out.
+//!
+//! One [`Pipeline`] belongs to one worker thread. Per batch it syncs the
+//! tables it shares with the other workers (only when their generation
+//! moved), then runs every received frame through the stages:
+//!
+//! ```text
+//! frame ─► parse L2 ─► pod port: learn src MAC ─┬─ dst = gateway MAC ─► router ─┬─ to us: gateway (ARP, ICMP echo)
+//!          uplink: dst must be the uplink MAC ──┘                                └─ else: l3 (LPM, TTL, neighbour)
+//!                                               └─ else: l2 (unicast / flood)
+//! ```
+//!
+//! Each stage returns a [`Verdict`]; the frame is rewritten in place. The
+//! hot path never allocates, logs or panics: drops bump a per-worker
+//! counter keyed by [`DropReason`]. Frames the switch originates (ARP
+//! requests, packets released from the neighbour hold queue) are appended to
+//! the batch after the received ones, each with its own verdict.
+
+mod frame;
+mod gateway;
+mod l2;
+mod l3;
+mod neighbour;
+
+pub mod counters;
+pub mod routes;
+
+use std::sync::Arc;
+
+pub use counters::{Counter, DropReason, Event, PortCounters, WorkerCounters};
+pub use frame::{BATCH_SIZE, Batch, Frame, HEADROOM, MAX_FRAME_LEN};
+pub use l2::{MacRecord, SharedMacTable};
+pub use neighbour::{MAX_HOLD_PER_NEIGHBOUR, NeighbourRecord, SharedNeighbourTable};
+
+use crate::config::Snapshot;
+use crate::wire::{EtherType, L2Header};
+
+/// Index of a port in the configuration snapshot.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Default)]
+pub struct PortId(pub u16);
+
+impl PortId {
+    /// The switch itself: the "input port" of frames it originates.
+    pub const LOCAL: PortId = PortId(u16::MAX);
+    /// How many ports a snapshot may hold.
+    pub const MAX_PORTS: u16 = 4096;
+}
+
+/// An L3 interface of the switch.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum L3If {
+    /// The pod gateway on the bridge domain.
+    Bridge,
+    /// The node's uplink.
+    Uplink,
+}
+
+/// What to do with a frame.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Verdict {
+    /// Send out of this port.
+    Forward(PortId),
+    /// Send out of every bridge-domain port except the input port.
+    Flood,
+    /// Drop it, for this reason.
+    Drop(DropReason),
+    /// The switch consumed it (e.g. an ARP reply it was waiting for).
+    Consumed,
+    /// The frame was moved to the neighbour hold queue; nothing to send now.
+    Held,
+}
+
+/// The tables every worker of a node shares: written rarely (a MAC or a
+/// neighbour appears or moves), read through per-worker copies.
+#[derive(Debug, Default)]
+pub struct SharedTables {
+    /// Learned MACs.
+    pub macs: SharedMacTable,
+    /// Resolved neighbours.
+    pub neighbours: SharedNeighbourTable,
+}
+
+/// One worker's pipeline.
+pub struct Pipeline {
+    snapshot: Arc<Snapshot>,
+    shared: Arc<SharedTables>,
+    macs: l2::MacTable,
+    neighbours: neighbour::NeighbourTable,
+    hold: neighbour::HoldQueue,
+    icmp_bucket: gateway::TokenBucket,
+    counters: Arc<WorkerCounters>,
+}
+
+impl Pipeline {
+    /// A pipeline for one worker; `max_frame_len` sizes the hold-queue buffers.
+    pub fn new(
+        snapshot: Arc<Snapshot>,
+        shared: Arc<SharedTables>,
+        max_frame_len: usize,
+    ) -> Pipeline {
+        let icmp_bucket = gateway::TokenBucket::new(
+            snapshot.tuning.icmp_errors_per_sec,
+            snapshot.tuning.icmp_burst,
+        );
+        Pipeline {
+            snapshot,
+            shared,
+            macs: l2::MacTable::default(),
+            neighbours: neighbour::NeighbourTable::default(),
+            hold: neighbour::HoldQueue::new(max_frame_len),
+            icmp_bucket,
+            counters: Arc::new(WorkerCounters::default()),
+        }
+    }
+
+    /// Installs a new configuration snapshot (between batches).
+    pub fn set_snapshot(&mut self, snapshot: Arc<Snapshot>) {
+        if snapshot.tuning.icmp_errors_per_sec != self.snapshot.tuning.icmp_errors_per_sec
+            || snapshot.tuning.icmp_burst != self.snapshot.tuning.icmp_burst
+        {
+            self.icmp_bucket = gateway::TokenBucket::new(
+                snapshot.tuning.icmp_errors_per_sec,
+                snapshot.tuning.icmp_burst,
+            );
+        }
+        self.snapshot = snapshot;
+    }
+
+    /// The snapshot in use.
+    pub fn snapshot(&self) -> &Arc<Snapshot> {
+        &self.snapshot
+    }
+
+    /// This worker's counters.
+    pub fn counters(&self) -> &Arc<WorkerCounters> {
+        &self.counters
+    }
+
+    /// Runs every received frame of `batch` through the stages and sets its
+    /// verdict; appends generated frames. `now_ns` drives aging and timers:
+    /// call with an empty batch now and then so timers run when idle.
+    pub fn process(&mut self, batch: &mut Batch, now_ns: u64) {
+        self.macs.sync(&self.shared.macs);
+        self.neighbours.sync(&self.shared.neighbours);
+        self.macs.sweep(
+            &self.shared.macs,
+            &self.counters,
+            now_ns,
+            self.snapshot.tuning.mac_aging_ns,
+        );
+        for i in 0..batch.rx_len() {
+            let verdict = self.process_frame(batch, i, now_ns);
+            if let Verdict::Drop(reason) = verdict {
+                self.counters.count_drop(reason);
+            }
+            batch.set_verdict(i, verdict);
+        }
+        self.service_hold_queue(batch, now_ns);
+    }
+
+    fn process_frame(&mut self, batch: &mut Batch, i: usize, now: u64) -> Verdict {
+        let frame = batch.frame_mut(i);
+        let in_port = frame.in_port;
+        self.counters.rx(in_port, frame.len());
+        let Some(port) = self.snapshot.port(in_port) else {
+            return Verdict::Drop(DropReason::UnknownPort);
+        };
+        let is_uplink = port.is_uplink;
+        let l2 = match L2Header::parse(frame.data()) {
+            Ok(l2) => l2,
+            Err(_) => return Verdict::Drop(DropReason::EthernetMalformed),
+        };
+        if l2.vlan_tags > 0 {
+            return Verdict::Drop(DropReason::VlanTagged);
+        }
+        if is_uplink {
+            self.uplink_input(batch, i, &l2, now)
+        } else {
+            self.bridge_input(batch, i, &l2, now)
+        }
+    }
+
+    fn bridge_input(&mut self, batch: &mut Batch, i: usize, l2: &L2Header, now: u64) -> Verdict {
+        let in_port = batch.frame_mut(i).in_port;
+        if !l2.src.is_unicast() {
+            return Verdict::Drop(DropReason::InvalidSrcMac);
+        }
+        let gateway = self.snapshot.gateway;
+        if l2.src == gateway.mac {
+            return Verdict::Drop(DropReason::SrcMacIsOurs);
+        }
+        self.macs
+            .learn(&self.shared.macs, &self.counters, l2.src, in_port, now);
+        if l2.dst == gateway.mac {
+            return self.router_input(batch, i, l2, L3If::Bridge, now);
+        }
+        if l2.dst.is_multicast() {
+            if l2.ethertype == EtherType::ARP
+                && let Some(v) = self.arp_input(batch, i, L3If::Bridge, now)
+            {
+                return v;
+            }
+            self.counters.event(Event::MulticastFlooded);
+            return Verdict::Flood;
+        }
+        l2::unicast_verdict(&self.macs, &self.counters, l2.dst, in_port)
+    }
+
+    fn uplink_input(&mut self, batch: &mut Batch, i: usize, l2: &L2Header, now: u64) -> Verdict {
+        let Some((_, uplink)) = self.snapshot.uplink else {
+            return Verdict::Drop(DropReason::NotForUs);
+        };
+        if l2.dst == uplink.mac {
+            return self.router_input(batch, i, l2, L3If::Uplink, now);
+        }
+        if l2.dst.is_broadcast() && l2.ethertype == EtherType::ARP {
+            return self
+                .arp_input(batch, i, L3If::Uplink, now)
+                .unwrap_or(Verdict::Drop(DropReason::ArpIgnored));
+        }
+        Verdict::Drop(DropReason::NotForUs)
+    }
+
+    fn router_input(
+        &mut self,
+        batch: &mut Batch,
+        i: usize,
+        l2: &L2Header,
+        iface: L3If,
+        now: u64,
+    ) -> Verdict {
+        match l2.ethertype {
+            EtherType::IPV4 => self.ipv4_input(batch, i, l2.l3_offset, iface, now),
+            EtherType::ARP => self
+                .arp_input(batch, i, iface, now)
+                .unwrap_or(Verdict::Drop(DropReason::ArpIgnored)),
+            _ => Verdict::Drop(DropReason::L3ProtocolUnsupported),
+        }
+    }
+
+    /// The output verdict for a frame about to leave by `iface` toward `dst_mac`.
+    fn output_verdict(&self, iface: L3If, dst_mac: crate::wire::MacAddr) -> Verdict {
+        match iface {
+            L3If::Bridge => match self.macs.lookup(dst_mac) {
+                Some(port) => Verdict::Forward(port),
+                None => {
+                    self.counters.event(Event::UnknownUnicastFlooded);
+                    Verdict::Flood
+                }
+            },
+            L3If::Uplink => match self.snapshot.uplink {
+                Some((port, _)) => Verdict::Forward(port),
+                None => Verdict::Drop(DropReason::NoRoute),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

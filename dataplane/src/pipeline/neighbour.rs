@@ -1,0 +1,373 @@
+//! Neighbours (IPv4 → MAC, learned from ARP) and the hold queue.
+//!
+//! A routed packet whose next hop is unknown is **held**, not dropped: it
+//! moves (a buffer swap, no copy) into a small per-worker queue while the
+//! switch sends ARP requests, like Linux's `unres_qlen`. When the answer is
+//! learned — by this worker or, through the shared table, by another — the
+//! held packets are sent in order. After `probes` unanswered requests they
+//! are dropped and counted as `neighbour_unresolved`; a full queue drops
+//! with `neighbour_hold_full`. A resolved entry older than `reachable_secs`
+//! is still used while it is probed again (Linux's STALE/PROBE states), so
+//! established traffic never waits on ARP.
+
+use core::net::Ipv4Addr;
+use core::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use hashbrown::HashMap;
+
+use super::{Batch, DropReason, Event, Frame, L3If, Pipeline, Verdict};
+use crate::wire::arp::{ArpRepr, OP_REQUEST};
+use crate::wire::{EtherType, EthernetFrame, MacAddr};
+
+/// Next hops being resolved at once, per worker.
+pub(super) const MAX_PENDING: usize = 64;
+/// Largest `hold_per_neighbour` accepted.
+pub const MAX_HOLD_PER_NEIGHBOUR: usize = 16;
+/// Frames held at once, per worker.
+const HOLD_SLOTS: usize = 64;
+
+/// A resolved neighbour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NeighbourRecord {
+    /// Its MAC.
+    pub mac: MacAddr,
+    /// When ARP last confirmed it (pipeline time, ns).
+    pub confirmed: u64,
+}
+
+fn key(iface: L3If, ip: Ipv4Addr) -> u64 {
+    let tag: u64 = match iface {
+        L3If::Bridge => 0,
+        L3If::Uplink => 1,
+    };
+    tag << 32 | u64::from(u32::from(ip))
+}
+
+/// The node-wide neighbour table workers meet in.
+#[derive(Debug, Default)]
+pub struct SharedNeighbourTable {
+    generation: AtomicU64,
+    map: Mutex<HashMap<u64, NeighbourRecord>>,
+}
+
+impl SharedNeighbourTable {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, NeighbourRecord>> {
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A copy of every entry, for state views.
+    pub fn entries(&self) -> Vec<(L3If, Ipv4Addr, NeighbourRecord)> {
+        let mut v: Vec<_> = self
+            .lock()
+            .iter()
+            .map(|(k, r)| {
+                let iface = if k >> 32 == 0 {
+                    L3If::Bridge
+                } else {
+                    L3If::Uplink
+                };
+                (iface, Ipv4Addr::from(*k as u32), *r)
+            })
+            .collect();
+        v.sort_by_key(|e| (e.0 == L3If::Uplink, e.1));
+        v
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct LocalNeighbour {
+    record: NeighbourRecord,
+    last_probe: u64,
+}
+
+/// One worker's neighbour table.
+#[derive(Debug, Default)]
+pub(super) struct NeighbourTable {
+    local: HashMap<u64, LocalNeighbour, foldhash::fast::RandomState>,
+    synced_generation: u64,
+}
+
+/// What a lookup found.
+pub(super) enum Lookup {
+    /// Resolved and fresh.
+    Reachable(MacAddr),
+    /// Resolved but older than the reachable time: use it, and probe.
+    Stale(MacAddr),
+    /// Unknown.
+    Unknown,
+}
+
+impl NeighbourTable {
+    pub(super) fn sync(&mut self, shared: &SharedNeighbourTable) {
+        let generation = shared.generation.load(Ordering::Acquire);
+        if generation == self.synced_generation {
+            return;
+        }
+        for (k, rec) in shared.lock().iter() {
+            let e = self.local.entry(*k).or_insert(LocalNeighbour {
+                record: *rec,
+                last_probe: 0,
+            });
+            if rec.confirmed >= e.record.confirmed {
+                e.record = *rec;
+            }
+        }
+        self.synced_generation = generation;
+    }
+
+    #[inline]
+    pub(super) fn lookup(&self, iface: L3If, ip: Ipv4Addr, now: u64, reachable_ns: u64) -> Lookup {
+        match self.local.get(&key(iface, ip)) {
+            Some(e) if now.saturating_sub(e.record.confirmed) <= reachable_ns => {
+                Lookup::Reachable(e.record.mac)
+            }
+            Some(e) => Lookup::Stale(e.record.mac),
+            None => Lookup::Unknown,
+        }
+    }
+
+    /// True when `ip` has an entry (fresh or stale).
+    pub(super) fn contains(&self, iface: L3If, ip: Ipv4Addr) -> bool {
+        self.local.contains_key(&key(iface, ip))
+    }
+
+    /// Records `ip` at `mac`, confirmed now; publishes changes. Returns true if new or changed.
+    pub(super) fn learn(
+        &mut self,
+        shared: &SharedNeighbourTable,
+        iface: L3If,
+        ip: Ipv4Addr,
+        mac: MacAddr,
+        now: u64,
+    ) -> bool {
+        let record = NeighbourRecord {
+            mac,
+            confirmed: now,
+        };
+        let k = key(iface, ip);
+        let changed = self.local.get(&k).is_none_or(|e| e.record.mac != mac);
+        self.local.insert(
+            k,
+            LocalNeighbour {
+                record,
+                last_probe: 0,
+            },
+        );
+        shared.lock().insert(k, record);
+        if changed {
+            shared.generation.fetch_add(1, Ordering::Release);
+        }
+        changed
+    }
+
+    /// True (and notes the time) when a stale entry is due for another probe.
+    pub(super) fn probe_due(&mut self, iface: L3If, ip: Ipv4Addr, now: u64, interval: u64) -> bool {
+        match self.local.get_mut(&key(iface, ip)) {
+            Some(e) if now.saturating_sub(e.last_probe) >= interval => {
+                e.last_probe = now;
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    iface: L3If,
+    ip: Ipv4Addr,
+    slots: [u16; MAX_HOLD_PER_NEIGHBOUR],
+    held: usize,
+    probes_sent: u32,
+    last_probe: u64,
+}
+
+/// Packets waiting for ARP, with their preallocated buffers.
+pub(super) struct HoldQueue {
+    buffers: Vec<Frame>,
+    free: Vec<u16>,
+    pending: Vec<Pending>,
+}
+
+impl HoldQueue {
+    pub(super) fn new(max_frame_len: usize) -> HoldQueue {
+        HoldQueue {
+            buffers: (0..HOLD_SLOTS)
+                .map(|_| Frame::with_capacity(max_frame_len))
+                .collect(),
+            free: (0..HOLD_SLOTS as u16).rev().collect(),
+            pending: Vec::with_capacity(MAX_PENDING),
+        }
+    }
+
+    #[cfg(test)]
+    pub(super) fn held(&self) -> usize {
+        HOLD_SLOTS - self.free.len()
+    }
+}
+
+impl Pipeline {
+    /// Holds frame `i` of `batch` until `ip` on `iface` resolves; sends the
+    /// first ARP request when the next hop is new.
+    pub(super) fn hold(
+        &mut self,
+        batch: &mut Batch,
+        i: usize,
+        iface: L3If,
+        ip: Ipv4Addr,
+        now: u64,
+    ) -> Verdict {
+        let limit = self.snapshot.tuning.hold_per_neighbour;
+        let pos = match self
+            .hold
+            .pending
+            .iter()
+            .position(|p| p.iface == iface && p.ip == ip)
+        {
+            Some(pos) => pos,
+            None => {
+                if self.hold.pending.len() >= MAX_PENDING || limit == 0 {
+                    return Verdict::Drop(DropReason::NeighbourHoldFull);
+                }
+                let pending = Pending {
+                    iface,
+                    ip,
+                    slots: [0; MAX_HOLD_PER_NEIGHBOUR],
+                    held: 0,
+                    probes_sent: 1,
+                    last_probe: now,
+                };
+                self.hold.pending.push(pending);
+                self.send_arp_request(batch, iface, ip);
+                self.hold.pending.len() - 1
+            }
+        };
+        let pending = &mut self.hold.pending[pos];
+        if pending.held >= limit.min(MAX_HOLD_PER_NEIGHBOUR) {
+            return Verdict::Drop(DropReason::NeighbourHoldFull);
+        }
+        let Some(slot) = self.hold.free.pop() else {
+            return Verdict::Drop(DropReason::NeighbourHoldFull);
+        };
+        core::mem::swap(
+            batch.frame_mut(i),
+            &mut self.hold.buffers[usize::from(slot)],
+        );
+        pending.slots[pending.held] = slot;
+        pending.held += 1;
+        self.counters.event(Event::Held);
+        Verdict::Held
+    }
+
+    /// Releases held frames whose next hop resolved, re-probes the others,
+    /// and gives up on those that stayed silent.
+    pub(super) fn service_hold_queue(&mut self, batch: &mut Batch, now: u64) {
+        let tuning = self.snapshot.tuning;
+        let mut p = 0;
+        while p < self.hold.pending.len() {
+            let pending = self.hold.pending[p];
+            let mac = match self.neighbours.lookup(
+                pending.iface,
+                pending.ip,
+                now,
+                tuning.neighbour_reachable_ns,
+            ) {
+                super::neighbour::Lookup::Reachable(mac) | super::neighbour::Lookup::Stale(mac) => {
+                    Some(mac)
+                }
+                super::neighbour::Lookup::Unknown => None,
+            };
+            if let Some(mac) = mac {
+                if self.release(batch, p, mac) {
+                    self.hold.pending.swap_remove(p);
+                    continue;
+                }
+                p += 1;
+                continue;
+            }
+            if now.saturating_sub(pending.last_probe) >= tuning.probe_interval_ns {
+                if pending.probes_sent >= tuning.probes {
+                    for &slot in &pending.slots[..pending.held] {
+                        self.hold.free.push(slot);
+                        self.counters.count_drop(DropReason::NeighbourUnresolved);
+                    }
+                    self.hold.pending.swap_remove(p);
+                    continue;
+                }
+                self.hold.pending[p].probes_sent += 1;
+                self.hold.pending[p].last_probe = now;
+                self.send_arp_request(batch, pending.iface, pending.ip);
+            }
+            p += 1;
+        }
+    }
+
+    /// Moves the held frames of pending entry `p` into the batch, rewritten
+    /// for `mac`. Returns false if the batch filled up before all were out.
+    fn release(&mut self, batch: &mut Batch, p: usize, mac: MacAddr) -> bool {
+        let iface = self.hold.pending[p].iface;
+        while self.hold.pending[p].held > 0 {
+            let Some(j) = batch.alloc_generated() else {
+                return false;
+            };
+            let pending = &mut self.hold.pending[p];
+            let slot = pending.slots[0];
+            pending.slots.copy_within(1..pending.held, 0);
+            pending.held -= 1;
+            core::mem::swap(
+                batch.frame_mut(j),
+                &mut self.hold.buffers[usize::from(slot)],
+            );
+            self.hold.free.push(slot);
+            let verdict = self.forward_resolved(batch.frame_mut(j), iface, mac);
+            if let Verdict::Drop(r) = verdict {
+                self.counters.count_drop(r);
+            }
+            batch.set_verdict(j, verdict);
+            self.counters.event(Event::HeldReleased);
+        }
+        true
+    }
+
+    /// Appends a broadcast ARP request for `ip` out of `iface` to the batch.
+    pub(super) fn send_arp_request(&mut self, batch: &mut Batch, iface: L3If, ip: Ipv4Addr) {
+        let Some(l3) = self.snapshot.l3_interface(iface).copied() else {
+            return;
+        };
+        let Some(j) = batch.alloc_generated() else {
+            self.counters.count_drop(DropReason::BatchFull);
+            return;
+        };
+        let frame = batch.frame_mut(j);
+        let len = crate::wire::ethernet::HEADER_LEN + crate::wire::arp::PACKET_LEN;
+        if !frame.set_len(len) {
+            batch.release_last_generated();
+            return;
+        }
+        let mut eth = EthernetFrame::new_unchecked(frame.data_mut());
+        eth.set_dst_addr(MacAddr::BROADCAST);
+        eth.set_src_addr(l3.mac);
+        eth.set_ethertype(EtherType::ARP);
+        let repr = ArpRepr {
+            operation: OP_REQUEST,
+            sender_hw_addr: l3.mac,
+            sender_ip: l3.address.addr,
+            target_hw_addr: MacAddr::ZERO,
+            target_ip: ip,
+        };
+        if repr.emit(eth.payload_mut()).is_err() {
+            batch.release_last_generated();
+            return;
+        }
+        let verdict = match iface {
+            L3If::Bridge => Verdict::Flood,
+            L3If::Uplink => match self.snapshot.uplink {
+                Some((port, _)) => Verdict::Forward(port),
+                None => Verdict::Drop(DropReason::NoRoute),
+            },
+        };
+        batch.set_verdict(j, verdict);
+        self.counters.event(Event::ArpRequestSent);
+    }
+}
