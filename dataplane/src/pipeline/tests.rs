@@ -408,7 +408,7 @@ proptest! {
         for (port, bytes) in &frames {
             let mut f = heads[prefix].to_vec();
             f.extend_from_slice(bytes);
-            if f.len() > 14 && f.len() % 3 == 0 { f[12] = 0x08; f[13] = 0x00; f[14] = 0x45; }
+            if f.len() > 14 && f.len().is_multiple_of(3) { f[12] = 0x08; f[13] = 0x00; f[14] = 0x45; }
             batch.push_rx(PortId(*port), now, &f);
         }
         p.process(&mut batch, now);
