@@ -1,1 +1,147 @@
-//! Shared helpers for benchmarks.
+//! Benchmark scenarios over the captures in `pcaps/`, shared by the
+//! criterion benches (`benches/pipeline.rs`) and the instruction-count
+//! runner (`src/bin/instr.rs`), so both measure exactly the same work.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use podswitch_dataplane::config::{NodeConfig, Snapshot};
+use podswitch_dataplane::io::pcap::PcapReader;
+use podswitch_dataplane::pipeline::{BATCH_SIZE, Batch, Pipeline, PortId, SharedTables, Verdict};
+use podswitch_dataplane::wire::{EtherType, Ipv4Packet, L2Header, MacAddr};
+
+/// The workspace's `pcaps/` folder.
+pub fn pcaps_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../pcaps")
+}
+
+/// Reads the Ethernet frames of `pcaps/<name>`.
+pub fn load(name: &str) -> Vec<Vec<u8>> {
+    let path = pcaps_dir().join(name);
+    let mut reader = PcapReader::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut frames = Vec::new();
+    while let Some(rec) = reader.next_record().unwrap_or_else(|e| panic!("{}: {e}", path.display())) {
+        if rec.is_ethernet() {
+            frames.push(rec.data.to_vec());
+        }
+    }
+    frames
+}
+
+/// The snapshot for `pcaps/node.toml`.
+pub fn snapshot() -> Arc<Snapshot> {
+    let text = std::fs::read_to_string(pcaps_dir().join("node.toml")).expect("pcaps/node.toml");
+    let config = NodeConfig::from_toml_str(&text).expect("valid pcaps/node.toml");
+    Arc::new(Snapshot::build(&config, 1).expect("valid snapshot"))
+}
+
+/// A scenario: a pipeline primed to its steady state and the frames to feed it.
+pub struct Scenario {
+    /// The pipeline (MACs learned, neighbours resolved).
+    pub pipeline: Pipeline,
+    /// (input port, frame) in capture order.
+    pub frames: Vec<(PortId, Vec<u8>)>,
+    batch: Batch,
+    now: u64,
+}
+
+const POD_A_MAC: MacAddr = MacAddr([2, 0, 0x0a, 0xf4, 1, 2]);
+const POD_B_MAC: MacAddr = MacAddr([2, 0, 0x0a, 0xf4, 1, 3]);
+const POD_A: PortId = PortId(0);
+const POD_B: PortId = PortId(1);
+const UPLINK: PortId = PortId(2);
+
+/// Frames sent by pod-a or pod-b in `name`, each with the port it enters on.
+pub fn pod_frames(name: &str) -> Vec<(PortId, Vec<u8>)> {
+    load(name)
+        .into_iter()
+        .filter_map(|f| {
+            let src = L2Header::parse(&f).ok()?.src;
+            let port = if src == POD_A_MAC {
+                POD_A
+            } else if src == POD_B_MAC {
+                POD_B
+            } else {
+                return None;
+            };
+            Some((port, f))
+        })
+        .collect()
+}
+
+impl Scenario {
+    /// Builds a scenario from frames, priming MAC learning and ARP.
+    pub fn new(frames: Vec<(PortId, Vec<u8>)>) -> Scenario {
+        let mut pipeline = Pipeline::new(snapshot(), Arc::new(SharedTables::default()), 2048);
+        let mut batch = Batch::new(2048);
+        // Teach the switch where both pods are and who the uplink router is.
+        let primers = [
+            (POD_A, arp_frame(POD_A_MAC, [10, 244, 1, 2], [10, 244, 1, 1])),
+            (POD_B, arp_frame(POD_B_MAC, [10, 244, 1, 3], [10, 244, 1, 1])),
+            (UPLINK, arp_frame(MacAddr([2, 0, 0xc0, 0xa8, 0x64, 2]), [192, 168, 100, 2], [192, 168, 100, 1])),
+        ];
+        for (port, f) in &primers {
+            batch.push_rx(*port, 0, f);
+        }
+        pipeline.process(&mut batch, 0);
+        Scenario { pipeline, frames, batch, now: 1 }
+    }
+
+    /// Feeds every frame once, in batches of [`BATCH_SIZE`]; returns how
+    /// many were forwarded (so the work cannot be optimised away).
+    pub fn run_once(&mut self) -> usize {
+        let mut forwarded = 0;
+        for chunk in self.frames.chunks(BATCH_SIZE) {
+            self.batch.clear();
+            for (port, f) in chunk {
+                self.batch.push_rx(*port, self.now, f);
+            }
+            self.pipeline.process(&mut self.batch, self.now);
+            forwarded += self.batch.iter().filter(|(_, v)| matches!(v, Verdict::Forward(_) | Verdict::Flood)).count();
+        }
+        self.now += 1000;
+        forwarded
+    }
+}
+
+fn arp_frame(sha: MacAddr, spa: [u8; 4], tpa: [u8; 4]) -> Vec<u8> {
+    let mut f = vec![0u8; 42];
+    f[..6].copy_from_slice(&[0xff; 6]);
+    f[6..12].copy_from_slice(&sha.0);
+    f[12..14].copy_from_slice(&EtherType::ARP.0.to_be_bytes());
+    let repr = podswitch_dataplane::wire::arp::ArpRepr {
+        operation: podswitch_dataplane::wire::arp::OP_REQUEST,
+        sender_hw_addr: sha,
+        sender_ip: spa.into(),
+        target_hw_addr: MacAddr::ZERO,
+        target_ip: tpa.into(),
+    };
+    repr.emit(&mut f[14..]).expect("42-byte frame holds an ARP request");
+    f
+}
+
+/// Parse-only work per frame: L2 header, IPv4 header, and the L4 ports.
+#[inline]
+pub fn parse_5tuple(frame: &[u8]) -> Option<(u32, u32, u8, u16, u16)> {
+    let l2 = L2Header::parse(frame).ok()?;
+    if l2.ethertype != EtherType::IPV4 {
+        return None;
+    }
+    let ip = Ipv4Packet::new_checked(frame.get(l2.l3_offset..)?).ok()?;
+    let ports = ip.payload().get(..4).map_or((0, 0), |p| (u16::from_be_bytes([p[0], p[1]]), u16::from_be_bytes([p[2], p[3]])));
+    Some((ip.src_addr().into(), ip.dst_addr().into(), ip.protocol().0, ports.0, ports.1))
+}
+
+/// The named scenarios: (name, frames file, description).
+pub const SCENARIOS: &[(&str, &str, &str)] = &[
+    ("l2_64b", "small-udp.pcap", "L2 switching, 64-byte UDP frames pod-a -> pod-b"),
+    ("l2_mixed", "l2-pod-to-pod.pcap", "L2 switching, mixed frames (ARP, ICMP, TCP 256 KiB, UDP) between two pods"),
+    ("l3_64b", "small-udp-routed.pcap", "L3 routing, 64-byte UDP frames pod-a -> 10.244.2.1 via the uplink"),
+    ("l3_mixed", "routed.pcap", "L3 routing, mixed frames (ICMP, TCP) pod-a -> 10.244.2.1"),
+];
+
+/// Builds the named scenario.
+pub fn scenario(name: &str) -> Option<Scenario> {
+    let (_, file, _) = SCENARIOS.iter().find(|s| s.0 == name)?;
+    Some(Scenario::new(pod_frames(file)))
+}

@@ -8,4 +8,5 @@
 
 pub mod config;
 pub mod pipeline;
+pub mod replay;
 pub mod wire;

@@ -1,0 +1,41 @@
+//! Runs one benchmark scenario N times, for instruction counting under
+//! callgrind (`benches/instructions.sh` runs it at N and 2N and divides the
+//! difference by the frames processed, so setup cost cancels out).
+//!
+//! Usage: `instr <scenario|parse_64b|parse_mixed> <iterations>`
+
+use std::hint::black_box;
+
+use podswitch_benches::{SCENARIOS, parse_5tuple, pod_frames, scenario};
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let (Some(name), Some(n)) = (args.get(1), args.get(2).and_then(|n| n.parse::<u64>().ok())) else {
+        eprintln!("usage: instr <scenario> <iterations>; scenarios: parse_64b parse_mixed {}",
+            SCENARIOS.iter().map(|s| s.0).collect::<Vec<_>>().join(" "));
+        std::process::exit(2);
+    };
+    let frames_per_iter;
+    let mut sink = 0usize;
+    if let Some(file) = match name.as_str() {
+        "parse_64b" => Some("small-udp.pcap"),
+        "parse_mixed" => Some("l2-pod-to-pod.pcap"),
+        _ => None,
+    } {
+        let frames: Vec<Vec<u8>> = pod_frames(file).into_iter().map(|f| f.1).collect();
+        frames_per_iter = frames.len();
+        for _ in 0..n {
+            sink += frames.iter().filter_map(|f| parse_5tuple(black_box(f))).count();
+        }
+    } else {
+        let Some(mut s) = scenario(name) else {
+            eprintln!("unknown scenario {name}");
+            std::process::exit(2);
+        };
+        frames_per_iter = s.frames.len();
+        for _ in 0..n {
+            sink += s.run_once();
+        }
+    }
+    println!("scenario={name} iterations={n} frames_per_iteration={frames_per_iter} forwarded={sink}");
+}
