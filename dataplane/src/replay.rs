@@ -66,6 +66,8 @@ pub struct Summary {
     pub drops: Vec<(String, u64)>,
     /// Pipeline events (only those that occurred), in declaration order.
     pub events: Vec<(String, u64)>,
+    /// Input records skipped because their link type is not Ethernet.
+    pub skipped_non_ethernet: u64,
 }
 
 impl Summary {
@@ -84,6 +86,9 @@ impl Summary {
         }
         for (event, n) in &self.events {
             s.push_str(&format!("event {event}: {n}\n"));
+        }
+        if self.skipped_non_ethernet > 0 {
+            s.push_str(&format!("skipped non-Ethernet records: {}\n", self.skipped_non_ethernet));
         }
         s
     }
@@ -198,5 +203,126 @@ fn summarize(snapshot: &Snapshot, pipeline: &Pipeline, oversize: u64) -> Summary
         ports,
         drops,
         events,
+        skipped_non_ethernet: 0,
     }
+}
+
+/// One input capture and the port its frames enter on (`None`: the default port).
+#[derive(Debug, Clone)]
+pub struct ReplayInput {
+    /// Port name.
+    pub port: Option<String>,
+    /// Capture file (pcap or pcapng).
+    pub path: std::path::PathBuf,
+}
+
+/// Why a file replay failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// An input names a port the configuration does not have.
+    #[error("--port {0}: no port with this name in the configuration")]
+    UnknownPort(String),
+    /// The configuration has no port at all.
+    #[error("the configuration has no ports to replay into")]
+    NoPorts,
+    /// An input file could not be read from its start.
+    #[error("{path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// What was wrong.
+        #[source]
+        source: crate::io::pcap::PcapError,
+    },
+    /// An output could not be written.
+    #[error("cannot write {path}")]
+    Write {
+        /// The file.
+        path: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What [`replay_files`] did.
+#[derive(Debug, Clone)]
+pub struct FileReplayReport {
+    /// The totals (also written to `summary.txt` and `summary.json`).
+    pub summary: Summary,
+    /// Problems that did not stop the replay (e.g. a capture cut short).
+    pub warnings: Vec<String>,
+    /// Files written.
+    pub written: Vec<std::path::PathBuf>,
+}
+
+/// `podswitchd replay`: reads the captures, runs them through the pipeline
+/// for `config`, writes `<out_dir>/<port>.pcap` for every port plus
+/// `summary.txt` and `summary.json`.
+pub fn replay_files(config: &std::path::Path, inputs: &[ReplayInput], out_dir: &std::path::Path) -> Result<FileReplayReport, ReplayError> {
+    let config = crate::config::NodeConfig::load(config)?;
+    let snapshot = Arc::new(Snapshot::build(&config, 1)?);
+    let default_port = snapshot.ports.first().ok_or(ReplayError::NoPorts)?.id;
+    let mut frames = Vec::new();
+    let mut warnings = Vec::new();
+    let mut skipped = 0u64;
+    for input in inputs {
+        let port = match &input.port {
+            Some(name) => snapshot.port_by_name(name).ok_or_else(|| ReplayError::UnknownPort(name.clone()))?.id,
+            None => default_port,
+        };
+        let read = read_capture(&input.path, port, &mut frames, &mut skipped)?;
+        warnings.extend(read);
+    }
+    let mut result = replay(snapshot.clone(), frames);
+    result.summary.skipped_non_ethernet = skipped;
+    std::fs::create_dir_all(out_dir).map_err(|source| ReplayError::Write { path: out_dir.display().to_string(), source })?;
+    let mut written = Vec::new();
+    for (port, frames) in snapshot.ports.iter().zip(&result.outputs) {
+        let path = out_dir.join(format!("{}.pcap", port.name));
+        write_pcap(&path, frames).map_err(|source| ReplayError::Write { path: path.display().to_string(), source })?;
+        written.push(path);
+    }
+    let text_path = out_dir.join("summary.txt");
+    let mut text = result.summary.to_text();
+    for w in &warnings {
+        text.push_str(&format!("warning: {w}\n"));
+    }
+    std::fs::write(&text_path, text).map_err(|source| ReplayError::Write { path: text_path.display().to_string(), source })?;
+    written.push(text_path);
+    let json_path = out_dir.join("summary.json");
+    let json = serde_json::to_string_pretty(&result.summary).unwrap_or_default();
+    std::fs::write(&json_path, json + "\n").map_err(|source| ReplayError::Write { path: json_path.display().to_string(), source })?;
+    written.push(json_path);
+    Ok(FileReplayReport { summary: result.summary, warnings, written })
+}
+
+/// Appends the Ethernet frames of `path` to `frames`; a problem after the
+/// first record ends that file with a warning, one before is an error.
+fn read_capture(path: &std::path::Path, port: PortId, frames: &mut Vec<InputFrame>, skipped: &mut u64) -> Result<Option<String>, ReplayError> {
+    let name = path.display().to_string();
+    let mut reader = crate::io::pcap::PcapReader::open(path).map_err(|source| ReplayError::Read { path: name.clone(), source })?;
+    loop {
+        match reader.next_record() {
+            Ok(Some(rec)) if rec.is_ethernet() => {
+                frames.push(InputFrame { port, timestamp_ns: rec.timestamp_ns, data: rec.data.to_vec() });
+            }
+            Ok(Some(_)) => *skipped += 1,
+            Ok(None) => return Ok(None),
+            Err(e) => return Ok(Some(format!("{name}: {e}; frames after this point were not replayed"))),
+        }
+    }
+}
+
+fn write_pcap(path: &std::path::Path, frames: &[OutputFrame]) -> std::io::Result<()> {
+    let file = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let mut writer = crate::io::pcap::PcapWriter::new(file)?;
+    for f in frames {
+        writer.write_packet(f.timestamp_ns, &f.data)?;
+    }
+    writer.finish()?;
+    Ok(())
 }
