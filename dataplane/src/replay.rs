@@ -319,10 +319,10 @@ fn read_capture(path: &std::path::Path, port: PortId, frames: &mut Vec<InputFram
 
 fn write_pcap(path: &std::path::Path, frames: &[OutputFrame]) -> std::io::Result<()> {
     let file = std::io::BufWriter::new(std::fs::File::create(path)?);
-    let mut writer = crate::io::pcap::PcapWriter::new(file)?;
+    let mut writer = crate::io::pcap::PcapWriter::new(file).map_err(std::io::Error::other)?;
     for f in frames {
-        writer.write_packet(f.timestamp_ns, &f.data)?;
+        writer.write_frame(f.timestamp_ns, &f.data).map_err(std::io::Error::other)?;
     }
-    writer.finish()?;
-    Ok(())
+    writer.flush().map_err(std::io::Error::other)
+
 }
