@@ -27,7 +27,7 @@ pub mod ethernet;
 pub mod ipv4;
 pub mod ipv6;
 // pub mod tcp;
-// pub mod udp;
+pub mod udp;
 // pub mod vxlan;
 
 #[doc(hidden)]
@@ -40,7 +40,7 @@ pub use ethernet::{EtherType, EthernetFrame, L2Header, MacAddr};
 pub use ipv4::{IpProtocol, Ipv4Packet, Ipv4Repr};
 pub use ipv6::{Ipv6Fragment, Ipv6Packet, UpperLayer};
 // pub use tcp::TcpPacket;
-// pub use udp::UdpPacket;
+pub use udp::{UdpPacket, UdpRepr};
 // pub use vxlan::VxlanHeader;
 
 /// Why a buffer could not be viewed as a packet.
