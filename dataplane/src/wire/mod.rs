@@ -26,7 +26,7 @@ pub mod ethernet;
 // pub mod icmpv6;
 pub mod ipv4;
 pub mod ipv6;
-// pub mod tcp;
+pub mod tcp;
 pub mod udp;
 // pub mod vxlan;
 
@@ -39,7 +39,7 @@ pub use ethernet::{EtherType, EthernetFrame, L2Header, MacAddr};
 // pub use icmpv6::Icmpv6Packet;
 pub use ipv4::{IpProtocol, Ipv4Packet, Ipv4Repr};
 pub use ipv6::{Ipv6Fragment, Ipv6Packet, UpperLayer};
-// pub use tcp::TcpPacket;
+pub use tcp::TcpPacket;
 pub use udp::{UdpPacket, UdpRepr};
 // pub use vxlan::VxlanHeader;
 
