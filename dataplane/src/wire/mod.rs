@@ -23,7 +23,7 @@
 pub mod checksum;
 pub mod ethernet;
 // pub mod icmpv4;
-// pub mod icmpv6;
+pub mod icmpv6;
 pub mod ipv4;
 pub mod ipv6;
 pub mod tcp;
@@ -36,7 +36,7 @@ pub mod testdata;
 // pub use arp::ArpPacket;
 pub use ethernet::{EtherType, EthernetFrame, L2Header, MacAddr};
 // pub use icmpv4::Icmpv4Packet;
-// pub use icmpv6::Icmpv6Packet;
+pub use icmpv6::{Icmpv6Packet, Icmpv6Type};
 pub use ipv4::{IpProtocol, Ipv4Packet, Ipv4Repr};
 pub use ipv6::{Ipv6Fragment, Ipv6Packet, UpperLayer};
 pub use tcp::TcpPacket;
