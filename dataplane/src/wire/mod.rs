@@ -28,7 +28,7 @@ pub mod ipv4;
 pub mod ipv6;
 pub mod tcp;
 pub mod udp;
-// pub mod vxlan;
+pub mod vxlan;
 
 #[doc(hidden)]
 pub mod testdata;
@@ -41,7 +41,7 @@ pub use ipv4::{IpProtocol, Ipv4Packet, Ipv4Repr};
 pub use ipv6::{Ipv6Fragment, Ipv6Packet, UpperLayer};
 pub use tcp::TcpPacket;
 pub use udp::{UdpPacket, UdpRepr};
-// pub use vxlan::VxlanHeader;
+pub use vxlan::{VxlanHeader, VxlanRepr};
 
 /// Why a buffer could not be viewed as a packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
