@@ -337,13 +337,15 @@ mod tests {
     ];
 
     fn oracle_v4(bytes: &[u8], src: Ipv4Addr, dst: Ipv4Addr) -> u16 {
-        let (hdr, payload) = etherparse::TcpHeader::from_slice(bytes).unwrap();
+        let hdr = etherparse::TcpHeaderSlice::from_slice(bytes).unwrap();
+        let payload = &bytes[hdr.slice().len()..];
         hdr.calc_checksum_ipv4_raw(src.octets(), dst.octets(), payload)
             .unwrap()
     }
 
     fn oracle_v6(bytes: &[u8], src: Ipv6Addr, dst: Ipv6Addr) -> u16 {
-        let (hdr, payload) = etherparse::TcpHeader::from_slice(bytes).unwrap();
+        let hdr = etherparse::TcpHeaderSlice::from_slice(bytes).unwrap();
+        let payload = &bytes[hdr.slice().len()..];
         hdr.calc_checksum_ipv6_raw(src.octets(), dst.octets(), payload)
             .unwrap()
     }
@@ -483,6 +485,20 @@ mod tests {
         assert!(!p.verify_checksum_v6(SRC_V6, Ipv6Addr::LOCALHOST));
         let ours = p.checksum();
         assert_eq!(ours, oracle_v6(&bytes, SRC_V6, DST_V6));
+    }
+
+    #[test]
+    fn reserved_bits_are_covered() {
+        // etherparse's owned TcpHeader drops these bits; the checksum must not.
+        let mut bytes = SEGMENT_BYTES;
+        bytes[12] |= 0x0e;
+        let mut p = TcpPacket::new_checked(&mut bytes[..]).unwrap();
+        p.fill_checksum_v4(SRC_V4, DST_V4);
+        let ours = p.checksum();
+        assert_eq!(ours, oracle_v4(&bytes, SRC_V4, DST_V4));
+        let (owned, payload) = etherparse::TcpHeader::from_slice(&bytes).unwrap();
+        let lossy = owned.calc_checksum_ipv4_raw(SRC_V4.octets(), DST_V4.octets(), payload);
+        assert_ne!(lossy.unwrap(), ours);
     }
 
     #[test]
