@@ -30,6 +30,8 @@ pub mod tcp;
 pub mod udp;
 pub mod vxlan;
 
+#[cfg(test)]
+mod fuzz;
 #[doc(hidden)]
 pub mod testdata;
 
