@@ -720,6 +720,23 @@ mod tests {
     }
 
     #[test]
+    fn jumbogram_option_after_padding() {
+        // 16-byte Hop-by-Hop: Pad1 x4, Jumbo Payload, PadN(2).
+        let mut bytes = jumbogram(70_000, 70_000);
+        let hbh = [17, 1, 0, 0, 0, 0, 0xc2, 4, 0, 1, 0x11, 0x70, 1, 2, 0, 0];
+        bytes[HEADER_LEN..HEADER_LEN + 16].copy_from_slice(&hbh);
+        let p = Ipv6Packet::new_checked(&bytes[..]).unwrap();
+        let upper = p.upper_layer().unwrap();
+        assert_eq!((upper.protocol, upper.offset), (IpProtocol::UDP, 56));
+        // Only padding: no Jumbo Payload option.
+        bytes[HEADER_LEN + 6] = 1;
+        assert_eq!(
+            Ipv6Packet::new_checked(&bytes[..]).unwrap_err(),
+            WireError::Malformed
+        );
+    }
+
+    #[test]
     fn jumbogram_rejections() {
         // Jumbo length that fits 16 bits.
         assert_eq!(
