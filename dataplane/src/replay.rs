@@ -10,7 +10,9 @@
 use std::sync::Arc;
 
 use crate::config::Snapshot;
-use crate::pipeline::{BATCH_SIZE, Batch, DropReason, Event, MAX_FRAME_LEN, Pipeline, PortId, SharedTables, Verdict};
+use crate::pipeline::{
+    BATCH_SIZE, Batch, DropReason, Event, MAX_FRAME_LEN, Pipeline, PortId, SharedTables, Verdict,
+};
 
 const BATCH_WINDOW_NS: u64 = 1_000_000;
 const TICK_NS: u64 = 100_000_000;
@@ -73,7 +75,10 @@ pub struct Summary {
 impl Summary {
     /// A plain-text rendering, one fact per line.
     pub fn to_text(&self) -> String {
-        let mut s = format!("frames in: {}\nframes out: {}\n", self.frames_in, self.frames_out);
+        let mut s = format!(
+            "frames in: {}\nframes out: {}\n",
+            self.frames_in, self.frames_out
+        );
         s.push_str("port                 in_frames   in_bytes  out_frames  out_bytes\n");
         for p in &self.ports {
             s.push_str(&format!(
@@ -88,7 +93,10 @@ impl Summary {
             s.push_str(&format!("event {event}: {n}\n"));
         }
         if self.skipped_non_ethernet > 0 {
-            s.push_str(&format!("skipped non-Ethernet records: {}\n", self.skipped_non_ethernet));
+            s.push_str(&format!(
+                "skipped non-Ethernet records: {}\n",
+                self.skipped_non_ethernet
+            ));
         }
         s
     }
@@ -109,7 +117,11 @@ pub struct ReplayResult {
 /// counted as `oversize_input` in the summary's drops.
 pub fn replay(snapshot: Arc<Snapshot>, mut frames: Vec<InputFrame>) -> ReplayResult {
     frames.sort_by_key(|f| f.timestamp_ns);
-    let mut pipeline = Pipeline::new(snapshot.clone(), Arc::new(SharedTables::default()), MAX_FRAME_LEN);
+    let mut pipeline = Pipeline::new(
+        snapshot.clone(),
+        Arc::new(SharedTables::default()),
+        MAX_FRAME_LEN,
+    );
     let mut outputs: Vec<Vec<OutputFrame>> = vec![Vec::new(); snapshot.ports.len()];
     let mut batch = Batch::new(MAX_FRAME_LEN);
     let mut oversize = 0u64;
@@ -117,9 +129,18 @@ pub fn replay(snapshot: Arc<Snapshot>, mut frames: Vec<InputFrame>) -> ReplayRes
     let mut i = 0;
     while i < frames.len() {
         let start = frames[i].timestamp_ns;
-        tick_until(&mut pipeline, &mut batch, &mut outputs, &mut last_tick, start);
+        tick_until(
+            &mut pipeline,
+            &mut batch,
+            &mut outputs,
+            &mut last_tick,
+            start,
+        );
         batch.clear();
-        while i < frames.len() && batch.rx_len() < BATCH_SIZE && frames[i].timestamp_ns - start <= BATCH_WINDOW_NS {
+        while i < frames.len()
+            && batch.rx_len() < BATCH_SIZE
+            && frames[i].timestamp_ns - start <= BATCH_WINDOW_NS
+        {
             let f = &frames[i];
             if !batch.push_rx(f.port, f.timestamp_ns, &f.data) {
                 oversize += 1;
@@ -134,7 +155,13 @@ pub fn replay(snapshot: Arc<Snapshot>, mut frames: Vec<InputFrame>) -> ReplayRes
     ReplayResult { outputs, summary }
 }
 
-fn tick_until(pipeline: &mut Pipeline, batch: &mut Batch, outputs: &mut [Vec<OutputFrame>], last: &mut u64, until: u64) {
+fn tick_until(
+    pipeline: &mut Pipeline,
+    batch: &mut Batch,
+    outputs: &mut [Vec<OutputFrame>],
+    last: &mut u64,
+    until: u64,
+) {
     let from = *last;
     while *last + TICK_NS <= until && *last - from < MAX_TICKED_GAP_NS {
         *last += TICK_NS;
@@ -144,13 +171,21 @@ fn tick_until(pipeline: &mut Pipeline, batch: &mut Batch, outputs: &mut [Vec<Out
     *last = (*last).max(until);
 }
 
-fn run_batch(pipeline: &mut Pipeline, batch: &mut Batch, outputs: &mut [Vec<OutputFrame>], now: u64) {
+fn run_batch(
+    pipeline: &mut Pipeline,
+    batch: &mut Batch,
+    outputs: &mut [Vec<OutputFrame>],
+    now: u64,
+) {
     pipeline.process(batch, now);
     let snapshot = pipeline.snapshot().clone();
     let counters = pipeline.counters().clone();
     let mut send = |port: PortId, data: &[u8]| {
         if let Some(out) = outputs.get_mut(usize::from(port.0)) {
-            out.push(OutputFrame { timestamp_ns: now, data: data.to_vec() });
+            out.push(OutputFrame {
+                timestamp_ns: now,
+                data: data.to_vec(),
+            });
             counters.tx(port, data.len());
         }
     };
@@ -158,7 +193,11 @@ fn run_batch(pipeline: &mut Pipeline, batch: &mut Batch, outputs: &mut [Vec<Outp
         match verdict {
             Verdict::Forward(port) => send(port, frame.data()),
             Verdict::Flood => {
-                for &port in snapshot.bridge_ports.iter().filter(|&&p| p != frame.in_port) {
+                for &port in snapshot
+                    .bridge_ports
+                    .iter()
+                    .filter(|&&p| p != frame.in_port)
+                {
                     send(port, frame.data());
                 }
             }
@@ -262,7 +301,11 @@ pub struct FileReplayReport {
 /// `podswitchd replay`: reads the captures, runs them through the pipeline
 /// for `config`, writes `<out_dir>/<port>.pcap` for every port plus
 /// `summary.txt` and `summary.json`.
-pub fn replay_files(config: &std::path::Path, inputs: &[ReplayInput], out_dir: &std::path::Path) -> Result<FileReplayReport, ReplayError> {
+pub fn replay_files(
+    config: &std::path::Path,
+    inputs: &[ReplayInput],
+    out_dir: &std::path::Path,
+) -> Result<FileReplayReport, ReplayError> {
     let config = crate::config::NodeConfig::load(config)?;
     let snapshot = Arc::new(Snapshot::build(&config, 1)?);
     let default_port = snapshot.ports.first().ok_or(ReplayError::NoPorts)?.id;
@@ -271,7 +314,12 @@ pub fn replay_files(config: &std::path::Path, inputs: &[ReplayInput], out_dir: &
     let mut skipped = 0u64;
     for input in inputs {
         let port = match &input.port {
-            Some(name) => snapshot.port_by_name(name).ok_or_else(|| ReplayError::UnknownPort(name.clone()))?.id,
+            Some(name) => {
+                snapshot
+                    .port_by_name(name)
+                    .ok_or_else(|| ReplayError::UnknownPort(name.clone()))?
+                    .id
+            }
             None => default_port,
         };
         let read = read_capture(&input.path, port, &mut frames, &mut skipped)?;
@@ -279,11 +327,17 @@ pub fn replay_files(config: &std::path::Path, inputs: &[ReplayInput], out_dir: &
     }
     let mut result = replay(snapshot.clone(), frames);
     result.summary.skipped_non_ethernet = skipped;
-    std::fs::create_dir_all(out_dir).map_err(|source| ReplayError::Write { path: out_dir.display().to_string(), source })?;
+    std::fs::create_dir_all(out_dir).map_err(|source| ReplayError::Write {
+        path: out_dir.display().to_string(),
+        source,
+    })?;
     let mut written = Vec::new();
     for (port, frames) in snapshot.ports.iter().zip(&result.outputs) {
         let path = out_dir.join(format!("{}.pcap", port.name));
-        write_pcap(&path, frames).map_err(|source| ReplayError::Write { path: path.display().to_string(), source })?;
+        write_pcap(&path, frames).map_err(|source| ReplayError::Write {
+            path: path.display().to_string(),
+            source,
+        })?;
         written.push(path);
     }
     let text_path = out_dir.join("summary.txt");
@@ -291,28 +345,55 @@ pub fn replay_files(config: &std::path::Path, inputs: &[ReplayInput], out_dir: &
     for w in &warnings {
         text.push_str(&format!("warning: {w}\n"));
     }
-    std::fs::write(&text_path, text).map_err(|source| ReplayError::Write { path: text_path.display().to_string(), source })?;
+    std::fs::write(&text_path, text).map_err(|source| ReplayError::Write {
+        path: text_path.display().to_string(),
+        source,
+    })?;
     written.push(text_path);
     let json_path = out_dir.join("summary.json");
     let json = serde_json::to_string_pretty(&result.summary).unwrap_or_default();
-    std::fs::write(&json_path, json + "\n").map_err(|source| ReplayError::Write { path: json_path.display().to_string(), source })?;
+    std::fs::write(&json_path, json + "\n").map_err(|source| ReplayError::Write {
+        path: json_path.display().to_string(),
+        source,
+    })?;
     written.push(json_path);
-    Ok(FileReplayReport { summary: result.summary, warnings, written })
+    Ok(FileReplayReport {
+        summary: result.summary,
+        warnings,
+        written,
+    })
 }
 
 /// Appends the Ethernet frames of `path` to `frames`; a problem after the
 /// first record ends that file with a warning, one before is an error.
-fn read_capture(path: &std::path::Path, port: PortId, frames: &mut Vec<InputFrame>, skipped: &mut u64) -> Result<Option<String>, ReplayError> {
+fn read_capture(
+    path: &std::path::Path,
+    port: PortId,
+    frames: &mut Vec<InputFrame>,
+    skipped: &mut u64,
+) -> Result<Option<String>, ReplayError> {
     let name = path.display().to_string();
-    let mut reader = crate::io::pcap::PcapReader::open(path).map_err(|source| ReplayError::Read { path: name.clone(), source })?;
+    let mut reader =
+        crate::io::pcap::PcapReader::open(path).map_err(|source| ReplayError::Read {
+            path: name.clone(),
+            source,
+        })?;
     loop {
         match reader.next_record() {
             Ok(Some(rec)) if rec.is_ethernet() => {
-                frames.push(InputFrame { port, timestamp_ns: rec.timestamp_ns, data: rec.data.to_vec() });
+                frames.push(InputFrame {
+                    port,
+                    timestamp_ns: rec.timestamp_ns,
+                    data: rec.data.to_vec(),
+                });
             }
             Ok(Some(_)) => *skipped += 1,
             Ok(None) => return Ok(None),
-            Err(e) => return Ok(Some(format!("{name}: {e}; frames after this point were not replayed"))),
+            Err(e) => {
+                return Ok(Some(format!(
+                    "{name}: {e}; frames after this point were not replayed"
+                )));
+            }
         }
     }
 }
@@ -321,8 +402,9 @@ fn write_pcap(path: &std::path::Path, frames: &[OutputFrame]) -> std::io::Result
     let file = std::io::BufWriter::new(std::fs::File::create(path)?);
     let mut writer = crate::io::pcap::PcapWriter::new(file).map_err(std::io::Error::other)?;
     for f in frames {
-        writer.write_frame(f.timestamp_ns, &f.data).map_err(std::io::Error::other)?;
+        writer
+            .write_frame(f.timestamp_ns, &f.data)
+            .map_err(std::io::Error::other)?;
     }
     writer.flush().map_err(std::io::Error::other)
-
 }

@@ -181,12 +181,18 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
 
     /// The header bytes, options included.
     pub fn header(&self) -> &[u8] {
-        &self.buffer.as_ref()[..self.header_len()]
+        self.buffer
+            .as_ref()
+            .get(..self.header_len())
+            .unwrap_or_default()
     }
 
     /// The options bytes (empty when IHL is 5).
     pub fn options(&self) -> &[u8] {
-        &self.buffer.as_ref()[HEADER_LEN..self.header_len()]
+        self.buffer
+            .as_ref()
+            .get(HEADER_LEN..self.header_len())
+            .unwrap_or_default()
     }
 
     /// True when the header checksum verifies.
@@ -196,12 +202,15 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
 
     /// The payload, from the end of the header to `total_len`.
     pub fn payload(&self) -> &[u8] {
-        &self.buffer.as_ref()[self.header_len()..usize::from(self.total_len())]
+        self.buffer
+            .as_ref()
+            .get(self.header_len()..usize::from(self.total_len()))
+            .unwrap_or_default()
     }
 
     /// Partial sum of the TCP/UDP pseudo-header for this packet's payload.
     pub fn pseudo_header_sum(&self) -> u32 {
-        let len = usize::from(self.total_len()) - self.header_len();
+        let len = self.payload().len();
         checksum::pseudo_header_v4(
             self.src_addr(),
             self.dst_addr(),
@@ -309,7 +318,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
     /// Mutable payload, from the end of the header to `total_len`.
     pub fn payload_mut(&mut self) -> &mut [u8] {
         let range = self.header_len()..usize::from(self.total_len());
-        &mut self.buffer.as_mut()[range]
+        self.buffer.as_mut().get_mut(range).unwrap_or_default()
     }
 }
 

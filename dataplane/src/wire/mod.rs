@@ -23,25 +23,27 @@ pub mod arp;
 pub mod checksum;
 pub mod ethernet;
 pub mod icmpv4;
-// pub mod icmpv6;
+pub mod icmpv6;
 pub mod ipv4;
-// pub mod ipv6;
-// pub mod tcp;
-// pub mod udp;
-// pub mod vxlan;
+pub mod ipv6;
+pub mod tcp;
+pub mod udp;
+pub mod vxlan;
 
+#[cfg(test)]
+mod fuzz;
 #[doc(hidden)]
 pub mod testdata;
 
 pub use arp::ArpPacket;
 pub use ethernet::{EtherType, EthernetFrame, L2Header, MacAddr};
 pub use icmpv4::Icmpv4Packet;
-// pub use icmpv6::Icmpv6Packet;
+pub use icmpv6::{Icmpv6Packet, Icmpv6Type};
 pub use ipv4::{IpProtocol, Ipv4Packet, Ipv4Repr};
-// pub use ipv6::Ipv6Packet;
-// pub use tcp::TcpPacket;
-// pub use udp::UdpPacket;
-// pub use vxlan::VxlanHeader;
+pub use ipv6::{Ipv6Fragment, Ipv6Packet, UpperLayer};
+pub use tcp::TcpPacket;
+pub use udp::{UdpPacket, UdpRepr};
+pub use vxlan::{VxlanHeader, VxlanRepr};
 
 /// Why a buffer could not be viewed as a packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
