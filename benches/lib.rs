@@ -20,7 +20,10 @@ pub fn load(name: &str) -> Vec<Vec<u8>> {
     let path = pcaps_dir().join(name);
     let mut reader = PcapReader::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let mut frames = Vec::new();
-    while let Some(rec) = reader.next_record().unwrap_or_else(|e| panic!("{}: {e}", path.display())) {
+    while let Some(rec) = reader
+        .next_record()
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    {
         if rec.is_ethernet() {
             frames.push(rec.data.to_vec());
         }
@@ -76,15 +79,33 @@ impl Scenario {
         let mut batch = Batch::new(2048);
         // Teach the switch where both pods are and who the uplink router is.
         let primers = [
-            (POD_A, arp_frame(POD_A_MAC, [10, 244, 1, 2], [10, 244, 1, 1])),
-            (POD_B, arp_frame(POD_B_MAC, [10, 244, 1, 3], [10, 244, 1, 1])),
-            (UPLINK, arp_frame(MacAddr([2, 0, 0xc0, 0xa8, 0x64, 2]), [192, 168, 100, 2], [192, 168, 100, 1])),
+            (
+                POD_A,
+                arp_frame(POD_A_MAC, [10, 244, 1, 2], [10, 244, 1, 1]),
+            ),
+            (
+                POD_B,
+                arp_frame(POD_B_MAC, [10, 244, 1, 3], [10, 244, 1, 1]),
+            ),
+            (
+                UPLINK,
+                arp_frame(
+                    MacAddr([2, 0, 0xc0, 0xa8, 0x64, 2]),
+                    [192, 168, 100, 2],
+                    [192, 168, 100, 1],
+                ),
+            ),
         ];
         for (port, f) in &primers {
             batch.push_rx(*port, 0, f);
         }
         pipeline.process(&mut batch, 0);
-        Scenario { pipeline, frames, batch, now: 1 }
+        Scenario {
+            pipeline,
+            frames,
+            batch,
+            now: 1,
+        }
     }
 
     /// Feeds every frame once, in batches of [`BATCH_SIZE`]; returns how
@@ -97,7 +118,11 @@ impl Scenario {
                 self.batch.push_rx(*port, self.now, f);
             }
             self.pipeline.process(&mut self.batch, self.now);
-            forwarded += self.batch.iter().filter(|(_, v)| matches!(v, Verdict::Forward(_) | Verdict::Flood)).count();
+            forwarded += self
+                .batch
+                .iter()
+                .filter(|(_, v)| matches!(v, Verdict::Forward(_) | Verdict::Flood))
+                .count();
         }
         self.now += 1000;
         forwarded
@@ -116,7 +141,8 @@ fn arp_frame(sha: MacAddr, spa: [u8; 4], tpa: [u8; 4]) -> Vec<u8> {
         target_hw_addr: MacAddr::ZERO,
         target_ip: tpa.into(),
     };
-    repr.emit(&mut f[14..]).expect("42-byte frame holds an ARP request");
+    repr.emit(&mut f[14..])
+        .expect("42-byte frame holds an ARP request");
     f
 }
 
@@ -128,16 +154,43 @@ pub fn parse_5tuple(frame: &[u8]) -> Option<(u32, u32, u8, u16, u16)> {
         return None;
     }
     let ip = Ipv4Packet::new_checked(frame.get(l2.l3_offset..)?).ok()?;
-    let ports = ip.payload().get(..4).map_or((0, 0), |p| (u16::from_be_bytes([p[0], p[1]]), u16::from_be_bytes([p[2], p[3]])));
-    Some((ip.src_addr().into(), ip.dst_addr().into(), ip.protocol().0, ports.0, ports.1))
+    let ports = ip.payload().get(..4).map_or((0, 0), |p| {
+        (
+            u16::from_be_bytes([p[0], p[1]]),
+            u16::from_be_bytes([p[2], p[3]]),
+        )
+    });
+    Some((
+        ip.src_addr().into(),
+        ip.dst_addr().into(),
+        ip.protocol().0,
+        ports.0,
+        ports.1,
+    ))
 }
 
 /// The named scenarios: (name, frames file, description).
 pub const SCENARIOS: &[(&str, &str, &str)] = &[
-    ("l2_64b", "small-udp.pcap", "L2 switching, 64-byte UDP frames pod-a -> pod-b"),
-    ("l2_mixed", "l2-pod-to-pod.pcap", "L2 switching, mixed frames (ARP, ICMP, TCP 256 KiB, UDP) between two pods"),
-    ("l3_64b", "small-udp-routed.pcap", "L3 routing, 64-byte UDP frames pod-a -> 10.244.2.1 via the uplink"),
-    ("l3_mixed", "routed.pcap", "L3 routing, mixed frames (ICMP, TCP) pod-a -> 10.244.2.1"),
+    (
+        "l2_64b",
+        "small-udp.pcap",
+        "L2 switching, 64-byte UDP frames pod-a -> pod-b",
+    ),
+    (
+        "l2_mixed",
+        "l2-pod-to-pod.pcap",
+        "L2 switching, mixed frames (ARP, ICMP, TCP 256 KiB, UDP) between two pods",
+    ),
+    (
+        "l3_64b",
+        "small-udp-routed.pcap",
+        "L3 routing, 64-byte UDP frames pod-a -> 10.244.2.1 via the uplink",
+    ),
+    (
+        "l3_mixed",
+        "routed.pcap",
+        "L3 routing, mixed frames (ICMP, TCP) pod-a -> 10.244.2.1",
+    ),
 ];
 
 /// Builds the named scenario.

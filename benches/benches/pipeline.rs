@@ -12,7 +12,12 @@ fn parse(c: &mut Criterion) {
         let frames: Vec<Vec<u8>> = pod_frames(file).into_iter().map(|f| f.1).collect();
         group.throughput(Throughput::Elements(frames.len() as u64));
         group.bench_function(name, |b| {
-            b.iter(|| frames.iter().filter_map(|f| parse_5tuple(black_box(f))).count());
+            b.iter(|| {
+                frames
+                    .iter()
+                    .filter_map(|f| parse_5tuple(black_box(f)))
+                    .count()
+            });
         });
     }
     group.finish();

@@ -10,9 +10,12 @@ use podswitch_benches::{SCENARIOS, parse_5tuple, pod_frames, scenario};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let (Some(name), Some(n)) = (args.get(1), args.get(2).and_then(|n| n.parse::<u64>().ok())) else {
-        eprintln!("usage: instr <scenario> <iterations>; scenarios: parse_64b parse_mixed {}",
-            SCENARIOS.iter().map(|s| s.0).collect::<Vec<_>>().join(" "));
+    let (Some(name), Some(n)) = (args.get(1), args.get(2).and_then(|n| n.parse::<u64>().ok()))
+    else {
+        eprintln!(
+            "usage: instr <scenario> <iterations>; scenarios: parse_64b parse_mixed {}",
+            SCENARIOS.iter().map(|s| s.0).collect::<Vec<_>>().join(" ")
+        );
         std::process::exit(2);
     };
     let frames_per_iter;
@@ -25,7 +28,10 @@ fn main() {
         let frames: Vec<Vec<u8>> = pod_frames(file).into_iter().map(|f| f.1).collect();
         frames_per_iter = frames.len();
         for _ in 0..n {
-            sink += frames.iter().filter_map(|f| parse_5tuple(black_box(f))).count();
+            sink += frames
+                .iter()
+                .filter_map(|f| parse_5tuple(black_box(f)))
+                .count();
         }
     } else {
         let Some(mut s) = scenario(name) else {
@@ -37,5 +43,7 @@ fn main() {
             sink += s.run_once();
         }
     }
-    println!("scenario={name} iterations={n} frames_per_iteration={frames_per_iter} forwarded={sink}");
+    println!(
+        "scenario={name} iterations={n} frames_per_iteration={frames_per_iter} forwarded={sink}"
+    );
 }

@@ -11,7 +11,11 @@ use clap::{Parser, Subcommand};
 use podswitch_dataplane::replay::{ReplayInput, replay_files};
 
 #[derive(Parser)]
-#[command(name = "podswitchd", version, about = "podswitch node dataplane service")]
+#[command(
+    name = "podswitchd",
+    version,
+    about = "podswitch node dataplane service"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -44,10 +48,14 @@ fn parse_inputs(args: &ReplayArgs) -> Vec<ReplayInput> {
     args.inputs
         .iter()
         .map(|s| match s.split_once('=') {
-            Some((port, file)) if !port.is_empty() && !port.contains('/') => {
-                ReplayInput { port: Some(port.to_string()), path: PathBuf::from(file) }
-            }
-            _ => ReplayInput { port: args.port.clone(), path: PathBuf::from(s) },
+            Some((port, file)) if !port.is_empty() && !port.contains('/') => ReplayInput {
+                port: Some(port.to_string()),
+                path: PathBuf::from(file),
+            },
+            _ => ReplayInput {
+                port: args.port.clone(),
+                path: PathBuf::from(s),
+            },
         })
         .collect()
 }
@@ -59,7 +67,11 @@ fn replay(args: &ReplayArgs) -> anyhow::Result<()> {
     for w in &report.warnings {
         eprintln!("warning: {w}");
     }
-    println!("wrote {} files to {}", report.written.len(), args.out_dir.display());
+    println!(
+        "wrote {} files to {}",
+        report.written.len(),
+        args.out_dir.display()
+    );
     Ok(())
 }
 
