@@ -6,4 +6,5 @@
 //! pipeline runs against). This crate knows nothing about HTTP or CNI.
 #![deny(unsafe_code)]
 
+pub mod io;
 pub mod wire;
