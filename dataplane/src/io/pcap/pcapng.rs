@@ -243,11 +243,13 @@ impl Section {
                 });
             }
             buf.resize(rest, 0);
-            let consumed = if kind == SHB_TYPE {
-                buf.get_mut(..4).unwrap_or_default().copy_from_slice(&magic);
-                4
-            } else {
-                0
+            // The SHB byte-order magic was read already; it starts the body.
+            let consumed = match buf.get_mut(..4) {
+                Some(head) if kind == SHB_TYPE => {
+                    head.copy_from_slice(&magic);
+                    4
+                }
+                _ => 0,
             };
             input.fill_exact(buf.get_mut(consumed..).unwrap_or_default(), "block", start)?;
             let trailer = self.order.u32(buf, rest - BLOCK_TRAILER_LEN);
