@@ -83,7 +83,7 @@ pub fn oracle_check(frame: &[u8]) -> Result<Checked, String> {
         other => return Err(format!("unexpected link header {other:?}")),
     };
     if let Some(etherparse::NetSlice::Arp(arp)) = &sliced.net {
-        let mut take = |s: &[u8], n| -> Result<Vec<u8>, String> {
+        let take = |s: &[u8], n| -> Result<Vec<u8>, String> {
             if s.len() == n {
                 Ok(s.to_vec())
             } else {

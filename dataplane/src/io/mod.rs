@@ -1,0 +1,11 @@
+//! I/O: where frames enter and leave the dataplane.
+//!
+//! Today that is capture files ([`pcap`]): classic pcap and pcapng in,
+//! classic pcap out. The benchmarks, golden tests and offline replay use
+//! them. TAP (with `vnet_hdr`) and AF_PACKET rings come next, and they will
+//! live here too. This is the only module where `unsafe` may appear, and
+//! only with a `// SAFETY:` line per block. The pcap code needs none.
+
+pub mod pcap;
+
+pub use pcap::{CaptureFormat, LINKTYPE_ETHERNET, PcapError, PcapReader, PcapRecord, PcapWriter};
