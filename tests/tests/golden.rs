@@ -3,7 +3,7 @@
 //! equal the checked-in `expected/` files byte for byte, and every expected
 //! frame is independently checked by the etherparse oracle.
 //!
-//! `PODSWITCH_BLESS=1 cargo test -p podswitch-tests --test golden` rebuilds
+//! `PODSWITCH_BLESS=1 cargo test -p podswitch-tests --test golden -- --test-threads=1` rebuilds
 //! the scenario inputs (from the recordings in `pcaps/` and hand-built
 //! frames) and the expected outputs; review the diff before committing.
 
@@ -211,9 +211,11 @@ fn oracle_checks(name: &str) -> BTreeMap<&'static str, usize> {
                     if out.src == GW_IP || out.src == UP_IP {
                         let (ty, _) = out.icmp.expect("the switch only originates ICMP");
                         if ty == 0 {
-                            let req = input_ips.iter().find(|i| i.dst == out.src && i.src == out.dst && i.icmp == Some((8, 0)));
-                            let req = req.unwrap_or_else(|| panic!("{name}: echo reply without request"));
-                            assert_eq!(out.payload[4..], req.payload[4..], "{name}: echo data differs");
+                            // Same identifier, sequence number and data as a request to us.
+                            let req = input_ips.iter().find(|i| {
+                                i.dst == out.src && i.src == out.dst && i.icmp == Some((8, 0)) && i.payload[4..] == out.payload[4..]
+                            });
+                            assert!(req.is_some(), "{name}: echo reply matches no request");
                             "echo_reply"
                         } else {
                             let quoted = &out.payload[8..];
