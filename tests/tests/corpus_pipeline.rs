@@ -12,8 +12,8 @@ use podswitch_dataplane::io::PcapReader;
 use podswitch_dataplane::pipeline::PortId;
 use podswitch_dataplane::replay::{InputFrame, replay};
 use podswitch_dataplane::wire::{
-    ArpPacket, EtherType, Icmpv4Packet, Icmpv6Packet, IpProtocol, Ipv4Packet, Ipv6Packet, L2Header, TcpPacket, UdpPacket,
-    VxlanHeader, vxlan::VXLAN_PORT,
+    ArpPacket, EtherType, Icmpv4Packet, Icmpv6Packet, IpProtocol, Ipv4Packet, Ipv6Packet, L2Header,
+    TcpPacket, UdpPacket, VxlanHeader, vxlan::VXLAN_PORT,
 };
 use podswitch_tests::workspace;
 
@@ -22,21 +22,33 @@ fn corpus_dir() -> PathBuf {
     if beside_repo.is_dir() {
         return beside_repo;
     }
-    std::env::var_os("PODSWITCH_CORPUS").map(PathBuf::from).unwrap_or_else(|| {
-        panic!("corpus not found at {}; set PODSWITCH_CORPUS", beside_repo.display())
-    })
+    std::env::var_os("PODSWITCH_CORPUS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            panic!(
+                "corpus not found at {}; set PODSWITCH_CORPUS",
+                beside_repo.display()
+            )
+        })
 }
 
 /// Walks a frame through every view that applies, calling their getters;
 /// returns how many headers were viewed. Recurses once into VXLAN.
 fn dissect(frame: &[u8], depth: u8) -> usize {
-    let Ok(l2) = L2Header::parse(frame) else { return 0 };
+    let Ok(l2) = L2Header::parse(frame) else {
+        return 0;
+    };
     let l3 = frame.get(l2.l3_offset..).unwrap_or_default();
     let mut n = 1;
     match l2.ethertype {
         EtherType::ARP => {
             if let Ok(arp) = ArpPacket::new_checked(l3) {
-                let _ = (arp.operation(), arp.sender_ip(), arp.target_hw_addr(), arp.target_ip());
+                let _ = (
+                    arp.operation(),
+                    arp.sender_ip(),
+                    arp.target_hw_addr(),
+                    arp.target_ip(),
+                );
                 n += 1;
             }
         }
@@ -68,12 +80,19 @@ fn dissect(frame: &[u8], depth: u8) -> usize {
 fn l4(protocol: IpProtocol, payload: &[u8], depth: u8) -> usize {
     match protocol {
         IpProtocol::TCP => TcpPacket::new_checked(payload).map_or(0, |t| {
-            let _ = (t.src_port(), t.dst_port(), t.flags(), t.options(), t.payload());
+            let _ = (
+                t.src_port(),
+                t.dst_port(),
+                t.flags(),
+                t.options(),
+                t.payload(),
+            );
             1
         }),
         IpProtocol::UDP => UdpPacket::new_checked(payload).map_or(0, |u| {
             let inner = if u.dst_port() == VXLAN_PORT && depth == 0 {
-                VxlanHeader::new_checked(u.payload()).map_or(0, |v| 1 + dissect(v.payload(), depth + 1))
+                VxlanHeader::new_checked(u.payload())
+                    .map_or(0, |v| 1 + dissect(v.payload(), depth + 1))
             } else {
                 0
             };
@@ -139,18 +158,46 @@ fn every_corpus_frame_through_parsers_and_pipeline() {
             let inputs: Vec<InputFrame> = frames
                 .iter()
                 .enumerate()
-                .map(|(i, f)| InputFrame { port, timestamp_ns: i as u64 * 1_000, data: f.clone() })
+                .map(|(i, f)| InputFrame {
+                    port,
+                    timestamp_ns: i as u64 * 1_000,
+                    data: f.clone(),
+                })
                 .collect();
             let result = replay(snapshot.clone(), inputs);
-            assert_eq!(result.summary.frames_in, frames.len() as u64, "{}", path.display());
-            assert!(!result.summary.drops.iter().any(|d| d.0 == "not_processed"), "{}", path.display());
+            assert_eq!(
+                result.summary.frames_in,
+                frames.len() as u64,
+                "{}",
+                path.display()
+            );
+            assert!(
+                !result.summary.drops.iter().any(|d| d.0 == "not_processed"),
+                "{}",
+                path.display()
+            );
         }
-        println!("{}: {} frames", path.file_name().unwrap().to_string_lossy(), frames.len());
+        println!(
+            "{}: {} frames",
+            path.file_name().unwrap().to_string_lossy(),
+            frames.len()
+        );
         total_frames += frames.len();
     }
-    println!("{} files, {total_frames} frames, {total_headers} headers viewed, {} file errors", files.len(), errors.len());
+    println!(
+        "{} files, {total_frames} frames, {total_headers} headers viewed, {} file errors",
+        files.len(),
+        errors.len()
+    );
     assert!(total_frames > 100_000, "{total_frames}");
-    for broken in ["libpcap-linktype-reserved-field-not-zero.pcap", "libpcap-pcap-invalid-version-1.pcap", "ndpi-fuzz-2021-10-13.pcap"] {
-        assert!(errors.iter().any(|e| e.starts_with(broken)), "{broken} must be reported: {errors:?}");
+    for broken in [
+        "libpcap-linktype-reserved-field-not-zero.pcap",
+        "libpcap-pcap-invalid-version-1.pcap",
+        "ndpi-fuzz-2021-10-13.pcap",
+    ] {
+        assert!(
+            errors.iter().any(|e| e.starts_with(broken)),
+            "{broken} must be reported: {errors:?}"
+        );
     }
 }

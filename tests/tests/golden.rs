@@ -27,19 +27,40 @@ fn scenarios_dir() -> PathBuf {
 }
 
 /// Frames of a recording sent by `src_mac`.
-fn recorded_from(file: &str, src_mac: [u8; 6]) -> Vec<(u64, Vec<u8>)> {
-    read_pcap(&workspace().join("pcaps").join(file)).into_iter().filter(|(_, f)| f.get(6..12) == Some(&src_mac[..])).collect()
+fn recorded_from(file: &str, src_mac: [u8; 6]) -> Frames {
+    read_pcap(&workspace().join("pcaps").join(file))
+        .into_iter()
+        .filter(|(_, f)| f.get(6..12) == Some(&src_mac[..]))
+        .collect()
 }
 
-fn udp(ts: u64, src_mac: [u8; 6], dst_mac: [u8; 6], src: [u8; 4], dst: [u8; 4], ttl: u8) -> (u64, Vec<u8>) {
-    let b = PacketBuilder::ethernet2(src_mac, dst_mac).ipv4(src, dst, ttl).udp(41000, 7);
+fn udp(
+    ts: u64,
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src: [u8; 4],
+    dst: [u8; 4],
+    ttl: u8,
+) -> (u64, Vec<u8>) {
+    let b = PacketBuilder::ethernet2(src_mac, dst_mac)
+        .ipv4(src, dst, ttl)
+        .udp(41000, 7);
     let mut out = Vec::new();
     b.write(&mut out, b"golden scenario payload").unwrap();
     (ts, out)
 }
 
-fn ping(ts: u64, src_mac: [u8; 6], dst_mac: [u8; 6], src: [u8; 4], dst: [u8; 4], ttl: u8) -> (u64, Vec<u8>) {
-    let b = PacketBuilder::ethernet2(src_mac, dst_mac).ipv4(src, dst, ttl).icmpv4_echo_request(0x4242, 1);
+fn ping(
+    ts: u64,
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src: [u8; 4],
+    dst: [u8; 4],
+    ttl: u8,
+) -> (u64, Vec<u8>) {
+    let b = PacketBuilder::ethernet2(src_mac, dst_mac)
+        .ipv4(src, dst, ttl)
+        .icmpv4_echo_request(0x4242, 1);
     let mut out = Vec::new();
     b.write(&mut out, b"0123456789abcdef").unwrap();
     (ts, out)
@@ -49,7 +70,10 @@ const MS: u64 = 1_000_000;
 const T0: u64 = 1_700_000_000_000_000_000;
 
 /// Each scenario: name and its inputs per port (built when blessing).
-fn scenario_inputs(name: &str) -> Vec<(&'static str, Vec<(u64, Vec<u8>)>)> {
+/// Timestamped frames of one capture.
+type Frames = Vec<(u64, Vec<u8>)>;
+
+fn scenario_inputs(name: &str) -> Vec<(&'static str, Frames)> {
     match name {
         "arp-gateway" => vec![("pod-a", recorded_from("arp-gateway.pcap", POD_A))],
         "ping-gateway" => vec![("pod-a", recorded_from("ping-gateway.pcap", POD_A))],
@@ -60,13 +84,40 @@ fn scenario_inputs(name: &str) -> Vec<(&'static str, Vec<(u64, Vec<u8>)>)> {
         "flood-unknown-unicast" => {
             let unknown = [2, 0, 0x0a, 0xf4, 1, 0x63];
             vec![
-                ("pod-a", vec![
-                    udp(T0, POD_A, unknown, [10, 244, 1, 2], [10, 244, 1, 99], 64),
-                    udp(T0 + 2 * MS, POD_A, [0xff; 6], [10, 244, 1, 2], [10, 244, 1, 255], 64),
-                    udp(T0 + 4 * MS, POD_A, unknown, [10, 244, 1, 2], [10, 244, 1, 99], 64),
-                ]),
+                (
+                    "pod-a",
+                    vec![
+                        udp(T0, POD_A, unknown, [10, 244, 1, 2], [10, 244, 1, 99], 64),
+                        udp(
+                            T0 + 2 * MS,
+                            POD_A,
+                            [0xff; 6],
+                            [10, 244, 1, 2],
+                            [10, 244, 1, 255],
+                            64,
+                        ),
+                        udp(
+                            T0 + 4 * MS,
+                            POD_A,
+                            unknown,
+                            [10, 244, 1, 2],
+                            [10, 244, 1, 99],
+                            64,
+                        ),
+                    ],
+                ),
                 // The unknown host answers from pod-b's port: learned there, then unicast.
-                ("pod-b", vec![udp(T0 + 3 * MS, unknown, POD_A, [10, 244, 1, 99], [10, 244, 1, 2], 64)]),
+                (
+                    "pod-b",
+                    vec![udp(
+                        T0 + 3 * MS,
+                        unknown,
+                        POD_A,
+                        [10, 244, 1, 99],
+                        [10, 244, 1, 2],
+                        64,
+                    )],
+                ),
             ]
         }
         "routed-ttl-decrement" => vec![
@@ -78,10 +129,20 @@ fn scenario_inputs(name: &str) -> Vec<(&'static str, Vec<(u64, Vec<u8>)>)> {
             vec![
                 udp(T0, POD_A, GW_MAC, [10, 244, 1, 2], [10, 244, 2, 1], 1),
                 ping(T0 + MS, POD_A, GW_MAC, [10, 244, 1, 2], [10, 244, 2, 1], 1),
-                ping(T0 + 2 * MS, POD_A, GW_MAC, [10, 244, 1, 2], [10, 244, 2, 1], 0),
+                ping(
+                    T0 + 2 * MS,
+                    POD_A,
+                    GW_MAC,
+                    [10, 244, 1, 2],
+                    [10, 244, 2, 1],
+                    0,
+                ),
             ],
         )],
-        "no-route" => vec![("pod-a", vec![udp(T0, POD_A, GW_MAC, [10, 244, 1, 2], [172, 16, 0, 1], 64)])],
+        "no-route" => vec![(
+            "pod-a",
+            vec![udp(T0, POD_A, GW_MAC, [10, 244, 1, 2], [172, 16, 0, 1], 64)],
+        )],
         other => panic!("unknown scenario {other}"),
     }
 }
@@ -105,8 +166,16 @@ fn input_files(dir: &Path) -> Vec<ReplayInput> {
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .filter_map(|e| {
             let path = e.ok()?.path();
-            let port = path.file_name()?.to_str()?.strip_prefix("in-")?.strip_suffix(".pcap")?.to_string();
-            Some(ReplayInput { port: Some(port), path })
+            let port = path
+                .file_name()?
+                .to_str()?
+                .strip_prefix("in-")?
+                .strip_suffix(".pcap")?
+                .to_string();
+            Some(ReplayInput {
+                port: Some(port),
+                path,
+            })
         })
         .collect();
     inputs.sort_by(|a, b| a.port.cmp(&b.port));
@@ -125,8 +194,12 @@ fn run_scenario(name: &str) -> PathBuf {
     }
     let out = std::env::temp_dir().join(format!("podswitch-golden-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
-    let report = replay_files(&workspace().join("pcaps/node.toml"), &input_files(&dir), &out)
-        .unwrap_or_else(|e| panic!("{name}: replay failed: {e}"));
+    let report = replay_files(
+        &workspace().join("pcaps/node.toml"),
+        &input_files(&dir),
+        &out,
+    )
+    .unwrap_or_else(|e| panic!("{name}: replay failed: {e}"));
     assert!(report.warnings.is_empty(), "{name}: {:?}", report.warnings);
     let expected = dir.join("expected");
     if blessing() {
@@ -146,11 +219,21 @@ fn run_scenario(name: &str) -> PathBuf {
 fn assert_matches_expected(name: &str, out: &Path) {
     let expected = scenarios_dir().join(name).join("expected");
     let mut compared = 0;
-    for entry in std::fs::read_dir(&expected).unwrap_or_else(|e| panic!("{}: {e}", expected.display())) {
+    for entry in
+        std::fs::read_dir(&expected).unwrap_or_else(|e| panic!("{}: {e}", expected.display()))
+    {
         let want = entry.unwrap().path();
         let got = out.join(want.file_name().unwrap());
-        let (w, g) = (std::fs::read(&want).unwrap(), std::fs::read(&got).unwrap_or_default());
-        assert!(w == g, "{name}: {} differs from {}", got.display(), want.display());
+        let (w, g) = (
+            std::fs::read(&want).unwrap(),
+            std::fs::read(&got).unwrap_or_default(),
+        );
+        assert!(
+            w == g,
+            "{name}: {} differs from {}",
+            got.display(),
+            want.display()
+        );
         compared += 1;
     }
     assert!(compared >= 4, "{name}: expected/ holds {compared} files");
@@ -161,7 +244,9 @@ fn inputs_by_port(name: &str) -> Vec<(String, Vec<u8>)> {
         .into_iter()
         .flat_map(|i| {
             let port = i.port.clone().unwrap();
-            read_pcap(&i.path).into_iter().map(move |(_, f)| (port.clone(), f))
+            read_pcap(&i.path)
+                .into_iter()
+                .map(move |(_, f)| (port.clone(), f))
         })
         .collect()
 }
@@ -170,7 +255,15 @@ fn outputs(name: &str) -> BTreeMap<String, Vec<Vec<u8>>> {
     let dir = scenarios_dir().join(name).join("expected");
     ["pod-a", "pod-b", "up0"]
         .iter()
-        .map(|p| (p.to_string(), read_pcap(&dir.join(format!("{p}.pcap"))).into_iter().map(|f| f.1).collect()))
+        .map(|p| {
+            (
+                p.to_string(),
+                read_pcap(&dir.join(format!("{p}.pcap")))
+                    .into_iter()
+                    .map(|f| f.1)
+                    .collect(),
+            )
+        })
         .collect()
 }
 
@@ -194,17 +287,26 @@ fn oracle_checks(name: &str) -> BTreeMap<&'static str, usize> {
             let checked = oracle_check(&frame).unwrap_or_else(|e| panic!("{name}/{port}: {e}"));
             let kind = match checked {
                 Checked::Arp(op, sha, spa, tha, tpa) if sha == GW_MAC || sha == UP_MAC => {
-                    assert!(spa == GW_IP || spa == UP_IP, "{name}: ARP from us with sender IP {spa:?}");
+                    assert!(
+                        spa == GW_IP || spa == UP_IP,
+                        "{name}: ARP from us with sender IP {spa:?}"
+                    );
                     if op == 2 {
                         let asked = inputs.iter().any(|(_, f)| matches!(oracle_check(f), Ok(Checked::Arp(1, s, sp, _, tp)) if s == tha && sp == tpa && tp == spa));
-                        assert!(asked, "{name}: ARP reply to {tpa:?} answers no input request");
+                        assert!(
+                            asked,
+                            "{name}: ARP reply to {tpa:?} answers no input request"
+                        );
                         "arp_reply"
                     } else {
                         "arp_request"
                     }
                 }
                 Checked::Arp(..) => {
-                    assert!(inputs.iter().any(|(_, f)| *f == frame), "{name}/{port}: switched ARP frame altered");
+                    assert!(
+                        inputs.iter().any(|(_, f)| *f == frame),
+                        "{name}/{port}: switched ARP frame altered"
+                    );
                     "switched"
                 }
                 Checked::Ipv4(out) if out.src_mac == GW_MAC || out.src_mac == UP_MAC => {
@@ -213,28 +315,53 @@ fn oracle_checks(name: &str) -> BTreeMap<&'static str, usize> {
                         if ty == 0 {
                             // Same identifier, sequence number and data as a request to us.
                             let req = input_ips.iter().find(|i| {
-                                i.dst == out.src && i.src == out.dst && i.icmp == Some((8, 0)) && i.payload[4..] == out.payload[4..]
+                                i.dst == out.src
+                                    && i.src == out.dst
+                                    && i.icmp == Some((8, 0))
+                                    && i.payload[4..] == out.payload[4..]
                             });
                             assert!(req.is_some(), "{name}: echo reply matches no request");
                             "echo_reply"
                         } else {
                             let quoted = &out.payload[8..];
-                            let orig = input_ips.iter().find(|i| quoted.len() >= 20 && quoted[12..16] == i.src && quoted[16..20] == i.dst && i.payload.starts_with(&quoted[20..]));
-                            assert!(orig.is_some(), "{name}: ICMP error quotes no input datagram");
+                            let orig = input_ips.iter().find(|i| {
+                                quoted.len() >= 20
+                                    && quoted[12..16] == i.src
+                                    && quoted[16..20] == i.dst
+                                    && i.payload.starts_with(&quoted[20..])
+                            });
+                            assert!(
+                                orig.is_some(),
+                                "{name}: ICMP error quotes no input datagram"
+                            );
                             "icmp_error"
                         }
                     } else {
                         let orig = input_ips
                             .iter()
-                            .find(|i| i.src == out.src && i.dst == out.dst && i.ident == out.ident && i.payload == out.payload)
-                            .unwrap_or_else(|| panic!("{name}/{port}: routed packet matches no input"));
-                        assert_eq!(out.ttl + 1, orig.ttl, "{name}: TTL decremented by exactly one");
+                            .find(|i| {
+                                i.src == out.src
+                                    && i.dst == out.dst
+                                    && i.ident == out.ident
+                                    && i.payload == out.payload
+                            })
+                            .unwrap_or_else(|| {
+                                panic!("{name}/{port}: routed packet matches no input")
+                            });
+                        assert_eq!(
+                            out.ttl + 1,
+                            orig.ttl,
+                            "{name}: TTL decremented by exactly one"
+                        );
                         assert_ne!(out.dst_mac, GW_MAC);
                         "routed"
                     }
                 }
                 Checked::Ipv4(_) | Checked::Other => {
-                    assert!(inputs.iter().any(|(_, f)| *f == frame), "{name}/{port}: switched frame altered");
+                    assert!(
+                        inputs.iter().any(|(_, f)| *f == frame),
+                        "{name}/{port}: switched frame altered"
+                    );
                     "switched"
                 }
             };
@@ -268,10 +395,19 @@ fn ping_gateway() {
 fn l2_unicast_after_learning() {
     let k = golden("l2-unicast-after-learning");
     let outs = outputs("l2-unicast-after-learning");
-    assert!(outs["up0"].is_empty(), "the uplink is not in the bridge domain");
-    let a_in = inputs_by_port("l2-unicast-after-learning").iter().filter(|(p, f)| p == "pod-a" && f[..6] == POD_B).count();
+    assert!(
+        outs["up0"].is_empty(),
+        "the uplink is not in the bridge domain"
+    );
+    let a_in = inputs_by_port("l2-unicast-after-learning")
+        .iter()
+        .filter(|(p, f)| p == "pod-a" && f[..6] == POD_B)
+        .count();
     let to_b = outs["pod-b"].iter().filter(|f| f[..6] == POD_B).count();
-    assert_eq!(a_in, to_b, "every frame pod-a sent to pod-b's MAC reached pod-b");
+    assert_eq!(
+        a_in, to_b,
+        "every frame pod-a sent to pod-b's MAC reached pod-b"
+    );
     assert!(k["switched"] > 100, "{k:?}");
 }
 
@@ -285,9 +421,17 @@ fn flood_unknown_unicast() {
     assert_eq!(outs["pod-b"].len(), 3);
     assert_eq!(outs["pod-a"].len(), 1, "the reply went to pod-a only");
     assert!(outs["up0"].is_empty());
-    let summary = std::fs::read_to_string(scenarios_dir().join("flood-unknown-unicast/expected/summary.txt")).unwrap();
-    assert!(summary.contains("event unknown_unicast_flooded: 1\n"), "{summary}");
-    assert!(summary.contains("event multicast_flooded: 1\n"), "{summary}");
+    let summary =
+        std::fs::read_to_string(scenarios_dir().join("flood-unknown-unicast/expected/summary.txt"))
+            .unwrap();
+    assert!(
+        summary.contains("event unknown_unicast_flooded: 1\n"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("event multicast_flooded: 1\n"),
+        "{summary}"
+    );
 }
 
 #[test]
@@ -303,7 +447,11 @@ fn ttl_expiry() {
     assert_eq!(k.get("icmp_error"), Some(&3), "{k:?}");
     let outs = outputs("ttl-expiry");
     for f in &outs["pod-a"] {
-        assert_eq!(ipv4_of(f).unwrap().icmp, Some((11, 0)), "time exceeded in transit");
+        assert_eq!(
+            ipv4_of(f).unwrap().icmp,
+            Some((11, 0)),
+            "time exceeded in transit"
+        );
     }
 }
 
@@ -322,8 +470,16 @@ fn replay_is_deterministic() {
     let run = |tag: &str| {
         let out = std::env::temp_dir().join(format!("podswitch-det-{}-{tag}", std::process::id()));
         let _ = std::fs::remove_dir_all(&out);
-        replay_files(&workspace().join("pcaps/node.toml"), &input_files(&dir), &out).unwrap();
-        let bytes: Vec<Vec<u8>> = ["pod-a.pcap", "up0.pcap", "summary.json"].iter().map(|f| std::fs::read(out.join(f)).unwrap()).collect();
+        replay_files(
+            &workspace().join("pcaps/node.toml"),
+            &input_files(&dir),
+            &out,
+        )
+        .unwrap();
+        let bytes: Vec<Vec<u8>> = ["pod-a.pcap", "up0.pcap", "summary.json"]
+            .iter()
+            .map(|f| std::fs::read(out.join(f)).unwrap())
+            .collect();
         let _ = std::fs::remove_dir_all(&out);
         bytes
     };
@@ -337,6 +493,9 @@ fn every_scenario_is_tested() {
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
         .collect();
     for s in &on_disk {
-        assert!(SCENARIOS.contains(&s.as_str()), "pcaps/scenarios/{s} has no test");
+        assert!(
+            SCENARIOS.contains(&s.as_str()),
+            "pcaps/scenarios/{s} has no test"
+        );
     }
 }
