@@ -50,11 +50,13 @@ pub struct Scenario {
 
 const POD_A_MAC: MacAddr = MacAddr([2, 0, 0x0a, 0xf4, 1, 2]);
 const POD_B_MAC: MacAddr = MacAddr([2, 0, 0x0a, 0xf4, 1, 3]);
+const EXT_MAC: MacAddr = MacAddr([2, 0, 0xc0, 0xa8, 0x64, 2]);
 const POD_A: PortId = PortId(0);
 const POD_B: PortId = PortId(1);
 const UPLINK: PortId = PortId(2);
 
-/// Frames sent by pod-a or pod-b in `name`, each with the port it enters on.
+/// Frames sent by pod-a, pod-b or the uplink router in `name`, each with
+/// the port it enters on.
 pub fn pod_frames(name: &str) -> Vec<(PortId, Vec<u8>)> {
     load(name)
         .into_iter()
@@ -64,6 +66,8 @@ pub fn pod_frames(name: &str) -> Vec<(PortId, Vec<u8>)> {
                 POD_A
             } else if src == POD_B_MAC {
                 POD_B
+            } else if src == EXT_MAC {
+                UPLINK
             } else {
                 return None;
             };
@@ -169,7 +173,7 @@ pub fn parse_5tuple(frame: &[u8]) -> Option<(u32, u32, u8, u16, u16)> {
     ))
 }
 
-/// The named scenarios: (name, frames file, description).
+/// The named scenarios: (name, capture files joined by `+`, description).
 pub const SCENARIOS: &[(&str, &str, &str)] = &[
     (
         "l2_64b",
@@ -188,13 +192,17 @@ pub const SCENARIOS: &[(&str, &str, &str)] = &[
     ),
     (
         "l3_mixed",
-        "routed.pcap",
-        "L3 routing, mixed frames (ICMP, TCP) pod-a -> 10.244.2.1",
+        "routed.pcap+routed-up0.pcap",
+        "L3 routing, mixed frames (ARP, ICMP, TCP) both ways between pod-a and 10.244.2.1",
     ),
 ];
 
 /// Builds the named scenario.
 pub fn scenario(name: &str) -> Option<Scenario> {
-    let (_, file, _) = SCENARIOS.iter().find(|s| s.0 == name)?;
-    Some(Scenario::new(pod_frames(file)))
+    let (_, files, _) = SCENARIOS.iter().find(|s| s.0 == name)?;
+    let mut frames = Vec::new();
+    for file in files.split('+') {
+        frames.extend(pod_frames(file));
+    }
+    Some(Scenario::new(frames))
 }

@@ -175,15 +175,19 @@ impl<T: AsRef<[u8]>> EthernetFrame<T> {
     }
 
     /// Destination MAC address.
+    #[inline]
     pub fn dst_addr(&self) -> MacAddr {
-        let b = self.buffer.as_ref();
-        MacAddr([b[0], b[1], b[2], b[3], b[4], b[5]])
+        let mut mac = [0u8; 6];
+        mac.copy_from_slice(&self.buffer.as_ref()[field::DESTINATION]);
+        MacAddr(mac)
     }
 
     /// Source MAC address.
+    #[inline]
     pub fn src_addr(&self) -> MacAddr {
-        let b = self.buffer.as_ref();
-        MacAddr([b[6], b[7], b[8], b[9], b[10], b[11]])
+        let mut mac = [0u8; 6];
+        mac.copy_from_slice(&self.buffer.as_ref()[field::SOURCE]);
+        MacAddr(mac)
     }
 
     /// The EtherType (or the TPID of a first VLAN tag).
