@@ -151,10 +151,11 @@ impl Pipeline {
             }
             icmp.make_echo_reply();
         }
+        // Swapping the addresses leaves the header sum unchanged; only the
+        // TTL word needs an incremental update.
         ip.set_src_addr(dst);
         ip.set_dst_addr(src);
-        ip.set_ttl(DEFAULT_TTL);
-        ip.fill_checksum();
+        ip.set_ttl_with_checksum(DEFAULT_TTL);
         let mut eth = EthernetFrame::new_unchecked(frame.data_mut());
         eth.set_dst_addr(src_mac);
         eth.set_src_addr(l3.mac);

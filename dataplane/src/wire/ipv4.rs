@@ -295,6 +295,16 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
         self.set_checksum(check);
     }
 
+    /// Sets the TTL and updates the checksum incrementally.
+    pub fn set_ttl_with_checksum(&mut self, ttl: u8) {
+        let buf = self.buffer.as_ref();
+        let old = read_u16(buf, field::TTL);
+        let new = u16::from(ttl) << 8 | (old & 0x00ff);
+        let check = checksum::update_u16(self.checksum(), old, new);
+        write_u16(self.buffer.as_mut(), field::TTL, new);
+        self.set_checksum(check);
+    }
+
     /// Rewrites the source address and updates the header checksum;
     /// returns the old address so L4 checksums can be updated too.
     pub fn rewrite_src_addr(&mut self, addr: Ipv4Addr) -> Ipv4Addr {
@@ -503,6 +513,9 @@ mod tests {
                 p.fill_checksum();
                 p.decrement_ttl();
                 assert!(p.verify_checksum(), "ttl {ttl} ident {ident:#x}");
+                p.set_ttl_with_checksum(ttl ^ 0x5a);
+                assert!(p.verify_checksum(), "set ttl {ttl} ident {ident:#x}");
+                p.decrement_ttl();
                 let ours = p.checksum();
                 let oracle = etherparse::Ipv4HeaderSlice::from_slice(&bytes)
                     .unwrap()
