@@ -7,5 +7,7 @@
 //! only with a `// SAFETY:` line per block. The pcap code needs none.
 
 pub mod pcap;
+pub mod port;
 
+pub use port::PortQueue;
 pub use pcap::{CaptureFormat, LINKTYPE_ETHERNET, PcapError, PcapReader, PcapRecord, PcapWriter};

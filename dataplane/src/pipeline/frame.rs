@@ -14,6 +14,52 @@ pub const MAX_FRAME_LEN: usize = 65_536 + 256;
 /// Frames received per batch.
 pub const BATCH_SIZE: usize = 32;
 
+/// Kind of segmentation offload a frame asks for (virtio-net `gso_type`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum GsoKind {
+    /// An ordinary frame.
+    #[default]
+    None,
+    /// A TCP/IPv4 super-frame to be cut into `gso_size` segments.
+    TcpV4,
+    /// A TCP/IPv6 super-frame.
+    TcpV6,
+    /// A UDP super-frame (USO, `VIRTIO_NET_HDR_GSO_UDP_L4`).
+    UdpL4,
+}
+
+/// Offload state of a frame, as a virtio-net header describes it.
+///
+/// Frames read from a TAP or AF_PACKET socket with vnet headers may be GSO
+/// super-frames (up to 64 KiB) and may carry a partial L4 checksum. The
+/// pipeline switches and routes them as one unit; the output either hands
+/// the same state to a port that takes offloads or completes the work in
+/// software (`io::gso`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Offload {
+    /// Segmentation requested.
+    pub gso: GsoKind,
+    /// Payload bytes per segment (MSS for TCP).
+    pub gso_size: u16,
+    /// Length of the headers (Ethernet to the end of L4) repeated in every segment.
+    pub hdr_len: u16,
+    /// `Some((start, offset))`: the L4 checksum is partial (pseudo-header sum
+    /// only); the real one is the sum from `start` to the end of the frame,
+    /// stored at `start + offset`. Offsets are from the frame start.
+    pub csum: Option<(u16, u16)>,
+    /// The sender vouches that the checksums are valid (`DATA_VALID`).
+    pub csum_valid: bool,
+}
+
+impl Offload {
+    /// True when the frame needs segmentation or checksum completion before
+    /// a port without offloads can send it.
+    #[inline]
+    pub fn needs_software(&self) -> bool {
+        self.gso != GsoKind::None || self.csum.is_some()
+    }
+}
+
 /// One frame in a preallocated buffer.
 pub struct Frame {
     buf: Box<[u8]>,
@@ -23,6 +69,8 @@ pub struct Frame {
     pub in_port: PortId,
     /// Capture timestamp (replay) or receive time, in nanoseconds.
     pub timestamp_ns: u64,
+    /// Segmentation and checksum offload state.
+    pub offload: Offload,
 }
 
 impl core::fmt::Debug for Frame {
@@ -43,7 +91,19 @@ impl Frame {
             len: 0,
             in_port: PortId::LOCAL,
             timestamp_ns: 0,
+            offload: Offload::default(),
         }
+    }
+
+    /// Prepares the buffer for a receive: default headroom, empty frame, no
+    /// offload state; returns the space after the headroom to read into,
+    /// then call [`Frame::set_len`] with the bytes read.
+    #[inline]
+    pub fn reset_for_rx(&mut self) -> &mut [u8] {
+        self.head = HEADROOM;
+        self.len = 0;
+        self.offload = Offload::default();
+        &mut self.buf[HEADROOM..]
     }
 
     /// The frame bytes.
@@ -186,6 +246,7 @@ impl Batch {
         }
         frame.in_port = in_port;
         frame.timestamp_ns = timestamp_ns;
+        frame.offload = Offload::default();
         self.rx += 1;
         self.len = self.rx;
         true
@@ -265,6 +326,7 @@ impl Batch {
         self.frames[i].head = HEADROOM;
         self.frames[i].len = 0;
         self.frames[i].in_port = PortId::LOCAL;
+        self.frames[i].offload = Offload::default();
         self.verdicts[i] = Verdict::Drop(super::DropReason::NotProcessed);
         Some(i)
     }

@@ -28,7 +28,7 @@ pub mod routes;
 use std::sync::Arc;
 
 pub use counters::{Counter, DropReason, Event, PortCounters, WorkerCounters};
-pub use frame::{BATCH_SIZE, Batch, Frame, HEADROOM, MAX_FRAME_LEN};
+pub use frame::{BATCH_SIZE, Batch, Frame, GsoKind, HEADROOM, MAX_FRAME_LEN, Offload};
 pub use l2::{MacRecord, SharedMacTable};
 pub use neighbour::{MAX_HOLD_PER_NEIGHBOUR, NeighbourRecord, SharedNeighbourTable};
 

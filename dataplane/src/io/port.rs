@@ -1,0 +1,35 @@
+//! What a worker needs from one queue of one port, whatever the device.
+//!
+//! A worker owns one [`PortQueue`] per port: for a TAP, one queue of the
+//! multi-queue device; for an AF_PACKET port, one socket of the fanout
+//! group. The worker polls [`PortQueue::poll_fd`], receives into the free
+//! slots of its batch, runs the pipeline, and sends each verdict's frames
+//! back out through the queues it owns, flushing once per batch.
+
+use std::os::fd::RawFd;
+
+use crate::pipeline::{Batch, Frame, PortId};
+
+/// One queue of one port, owned by one worker.
+pub trait PortQueue: Send {
+    /// The file descriptor to poll for readability.
+    fn poll_fd(&self) -> RawFd;
+
+    /// Receives frames into the free receive slots of `batch` (as `port`,
+    /// stamped `now_ns`), without blocking. Returns how many were received;
+    /// `Ok(0)` when nothing is waiting.
+    fn recv_batch(&mut self, batch: &mut Batch, port: PortId, now_ns: u64) -> std::io::Result<usize>;
+
+    /// Sends `frame` or queues it for [`PortQueue::flush`]. A frame whose
+    /// offload state this queue cannot express (see
+    /// [`PortQueue::accepts_offload`]) must not be passed: the caller
+    /// segments it and completes its checksums first.
+    fn send(&mut self, frame: &Frame) -> std::io::Result<()>;
+
+    /// Sends whatever [`PortQueue::send`] queued.
+    fn flush(&mut self) -> std::io::Result<()>;
+
+    /// True when the device takes GSO super-frames and partial checksums
+    /// (a vnet header is written with each frame).
+    fn accepts_offload(&self) -> bool;
+}
