@@ -192,9 +192,19 @@ pub struct PortSection {
     pub ifname: Option<String>,
     /// The MAC assigned to the pod behind this port, if known.
     pub mac: Option<MacAddr>,
-    /// The IPv4 addresses assigned to the pod behind this port.
+    /// The IPv4 addresses assigned to the pod behind this port. With `mac`,
+    /// they are enforced: frames from other addresses are dropped (anti-spoofing).
     #[serde(default)]
     pub ips: Vec<Ipv4Addr>,
+    /// TAP only: the pod's network namespace (e.g. `/var/run/netns/pod-a`).
+    /// The TAP is moved there, renamed to `pod_ifname`, and given `mac`,
+    /// `ips` (with the pod subnet's prefix), `mtu` and a default route via
+    /// the gateway. Without it the TAP stays in the node's namespace.
+    pub netns: Option<std::path::PathBuf>,
+    /// TAP only: the interface name inside the pod. Default: `eth0`.
+    pub pod_ifname: Option<String>,
+    /// MTU of the pod interface. Default: 1500.
+    pub mtu: Option<u16>,
 }
 
 /// `[[routes]]`.
@@ -349,6 +359,21 @@ pub struct PortSpec {
     pub mac: Option<MacAddr>,
     /// The pod's IPv4 addresses.
     pub ips: Vec<Ipv4Addr>,
+    /// The pod's network namespace (TAP ports placed in a pod).
+    pub netns: Option<std::path::PathBuf>,
+    /// Interface name inside the pod.
+    pub pod_ifname: String,
+    /// MTU.
+    pub mtu: u16,
+}
+
+impl PortSpec {
+    /// True when frames from this port must carry its MAC (and, if
+    /// configured, one of its IPs) as source.
+    #[inline]
+    pub fn enforces_source(&self) -> bool {
+        self.mac.is_some()
+    }
 }
 
 /// An L3 interface of the switch (the gateway or the uplink) with its address.
@@ -408,6 +433,17 @@ impl Snapshot {
         let ports = build_ports(config)?;
         let gateway = build_gateway(&config.bridge)?;
         let uplink = build_uplink(config, &ports, &gateway)?;
+        for (i, p) in ports.iter().enumerate() {
+            let outside =
+                |ip: &&Ipv4Addr| !gateway.address.contains(**ip) || **ip == gateway.address.addr;
+            if let Some(ip) = p.ips.iter().find(outside) {
+                let reason = format!(
+                    "must be a host address in the pod subnet {} other than the gateway",
+                    gateway.address
+                );
+                return Err(invalid(format!("ports[{i}].ips"), ip, reason));
+            }
+        }
         let bridge_ports = ports
             .iter()
             .filter(|p| !p.is_uplink)
@@ -518,6 +554,40 @@ fn build_ports(config: &NodeConfig) -> Result<Vec<PortSpec>, ConfigError> {
                 "must be a unicast, non-zero MAC",
             ));
         }
+        let pod_ifname = p.pod_ifname.clone().unwrap_or_else(|| "eth0".to_string());
+        if p.netns.is_some() && p.kind != PortKind::Tap {
+            let netns = p
+                .netns
+                .as_ref()
+                .map(|n| n.display().to_string())
+                .unwrap_or_default();
+            let reason = "only tap ports are placed into a pod namespace";
+            return Err(invalid(format!("ports[{i}].netns"), netns, reason));
+        }
+        if pod_ifname.is_empty() || pod_ifname.len() > 15 || pod_ifname.contains(['/', ' ']) {
+            let reason = "a Linux interface name has 1 to 15 characters, no '/' or space";
+            return Err(invalid(
+                format!("ports[{i}].pod_ifname"),
+                &pod_ifname,
+                reason,
+            ));
+        }
+        let mtu = p.mtu.unwrap_or(1500);
+        if !(576..=9000).contains(&mtu) {
+            return Err(invalid(
+                format!("ports[{i}].mtu"),
+                mtu,
+                "must be 576 to 9000",
+            ));
+        }
+        if !p.ips.is_empty() && p.mac.is_none() {
+            let reason = "anti-spoofing by IP needs the port's mac too";
+            return Err(invalid(
+                format!("ports[{i}].ips"),
+                format!("{:?}", p.ips),
+                reason,
+            ));
+        }
         let id = PortId(u16::try_from(i).unwrap_or(u16::MAX));
         ports.push(PortSpec {
             id,
@@ -527,6 +597,9 @@ fn build_ports(config: &NodeConfig) -> Result<Vec<PortSpec>, ConfigError> {
             is_uplink: uplink_name == Some(p.name.as_str()),
             mac: p.mac,
             ips: p.ips.clone(),
+            netns: p.netns.clone(),
+            pod_ifname,
+            mtu,
         });
     }
     Ok(ports)

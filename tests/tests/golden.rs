@@ -143,6 +143,44 @@ fn scenario_inputs(name: &str) -> Vec<(&'static str, Frames)> {
             "pod-a",
             vec![udp(T0, POD_A, GW_MAC, [10, 244, 1, 2], [172, 16, 0, 1], 64)],
         )],
+        "anti-spoofing" => vec![(
+            "pod-a",
+            vec![
+                udp(T0, POD_A, POD_B, [10, 244, 1, 2], [10, 244, 1, 3], 64),
+                udp(
+                    T0 + 2 * MS,
+                    [2, 0, 0, 0, 0, 0x66],
+                    POD_B,
+                    [10, 244, 1, 2],
+                    [10, 244, 1, 3],
+                    64,
+                ),
+                udp(
+                    T0 + 4 * MS,
+                    POD_A,
+                    POD_B,
+                    [10, 244, 1, 66],
+                    [10, 244, 1, 3],
+                    64,
+                ),
+                ping(
+                    T0 + 6 * MS,
+                    POD_A,
+                    GW_MAC,
+                    [10, 244, 1, 77],
+                    [10, 244, 1, 1],
+                    64,
+                ),
+                ping(
+                    T0 + 8 * MS,
+                    POD_A,
+                    GW_MAC,
+                    [10, 244, 1, 2],
+                    [10, 244, 1, 1],
+                    64,
+                ),
+            ],
+        )],
         other => panic!("unknown scenario {other}"),
     }
 }
@@ -155,6 +193,7 @@ const SCENARIOS: &[&str] = &[
     "routed-ttl-decrement",
     "ttl-expiry",
     "no-route",
+    "anti-spoofing",
 ];
 
 fn blessing() -> bool {
@@ -182,6 +221,16 @@ fn input_files(dir: &Path) -> Vec<ReplayInput> {
     inputs
 }
 
+/// The scenario's own `node.toml` if it has one, else `pcaps/node.toml`.
+fn config_for(dir: &Path) -> PathBuf {
+    let own = dir.join("node.toml");
+    if own.is_file() {
+        own
+    } else {
+        workspace().join("pcaps/node.toml")
+    }
+}
+
 /// Replays scenario `name` and returns the output directory.
 fn run_scenario(name: &str) -> PathBuf {
     let dir = scenarios_dir().join(name);
@@ -194,12 +243,8 @@ fn run_scenario(name: &str) -> PathBuf {
     }
     let out = std::env::temp_dir().join(format!("podswitch-golden-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
-    let report = replay_files(
-        &workspace().join("pcaps/node.toml"),
-        &input_files(&dir),
-        &out,
-    )
-    .unwrap_or_else(|e| panic!("{name}: replay failed: {e}"));
+    let report = replay_files(&config_for(&dir), &input_files(&dir), &out)
+        .unwrap_or_else(|e| panic!("{name}: replay failed: {e}"));
     assert!(report.warnings.is_empty(), "{name}: {:?}", report.warnings);
     let expected = dir.join("expected");
     if blessing() {
@@ -470,12 +515,7 @@ fn replay_is_deterministic() {
     let run = |tag: &str| {
         let out = std::env::temp_dir().join(format!("podswitch-det-{}-{tag}", std::process::id()));
         let _ = std::fs::remove_dir_all(&out);
-        replay_files(
-            &workspace().join("pcaps/node.toml"),
-            &input_files(&dir),
-            &out,
-        )
-        .unwrap();
+        replay_files(&config_for(&dir), &input_files(&dir), &out).unwrap();
         let bytes: Vec<Vec<u8>> = ["pod-a.pcap", "up0.pcap", "summary.json"]
             .iter()
             .map(|f| std::fs::read(out.join(f)).unwrap())
@@ -498,4 +538,16 @@ fn every_scenario_is_tested() {
             "pcaps/scenarios/{s} has no test"
         );
     }
+}
+
+#[test]
+fn anti_spoofing() {
+    let k = golden("anti-spoofing");
+    assert_eq!(k.get("echo_reply"), Some(&1), "{k:?}");
+    assert_eq!(k.get("switched"), Some(&1), "{k:?}");
+    let summary =
+        std::fs::read_to_string(scenarios_dir().join("anti-spoofing/expected/summary.txt"))
+            .unwrap();
+    assert!(summary.contains("drop spoofed_src_mac: 1\n"), "{summary}");
+    assert!(summary.contains("drop spoofed_src_ip: 2\n"), "{summary}");
 }

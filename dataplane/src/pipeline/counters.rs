@@ -77,6 +77,10 @@ named_enum! {
         InvalidSrcMac => "invalid_src_mac",
         /// Source MAC is one of the switch's own.
         SrcMacIsOurs => "src_mac_is_ours",
+        /// Source MAC is not the one assigned to the pod port (anti-spoofing).
+        SpoofedSrcMac => "spoofed_src_mac",
+        /// Source IPv4 (or ARP sender IP) is not one assigned to the pod port.
+        SpoofedSrcIp => "spoofed_src_ip",
         /// Destination was learned on the input port (no hair-pinning).
         SamePort => "same_port",
         /// Unicast frame on the uplink not addressed to the uplink's MAC.
@@ -109,6 +113,12 @@ named_enum! {
         NeighbourUnresolved => "neighbour_unresolved",
         /// No free slot in the batch for a generated frame.
         BatchFull => "batch_full",
+        /// The output device refused the frame (queue full, device gone).
+        TxError => "tx_error",
+        /// A GSO super-frame or partial checksum could not be completed in software.
+        TxOffloadError => "tx_offload_error",
+        /// The input device gave a frame with an unusable vnet header.
+        RxVnetHeader => "rx_vnet_header",
     }
 }
 

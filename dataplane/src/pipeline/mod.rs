@@ -16,6 +16,7 @@
 //! requests, packets released from the neighbour hold queue) are appended to
 //! the batch after the received ones, each with its own verdict.
 
+mod antispoof;
 mod frame;
 mod gateway;
 mod l2;
@@ -172,6 +173,11 @@ impl Pipeline {
         };
         if l2.vlan_tags > 0 {
             return Verdict::Drop(DropReason::VlanTagged);
+        }
+        if port.enforces_source()
+            && let Err(reason) = antispoof::check(port, &l2, frame.data())
+        {
+            return Verdict::Drop(reason);
         }
         if is_uplink {
             self.uplink_input(batch, i, &l2, now)

@@ -21,9 +21,22 @@ const B: PortId = PortId(1);
 const UP: PortId = PortId(2);
 const SEC: u64 = 1_000_000_000;
 
-fn snapshot() -> Arc<Snapshot> {
-    let cfg = NodeConfig::from_toml_str(include_str!("../../../config/node.example.toml")).unwrap();
+/// The example config with plain bridge ports (no assigned MAC/IPs, so no
+/// anti-spoofing), or as written when `enforce` is set.
+fn snapshot_with(enforce: bool) -> Arc<Snapshot> {
+    let mut cfg =
+        NodeConfig::from_toml_str(include_str!("../../../config/node.example.toml")).unwrap();
+    if !enforce {
+        for p in &mut cfg.ports {
+            p.mac = None;
+            p.ips.clear();
+        }
+    }
     Arc::new(Snapshot::build(&cfg, 1).unwrap())
+}
+
+fn snapshot() -> Arc<Snapshot> {
+    snapshot_with(false)
 }
 
 fn pipeline() -> Pipeline {
@@ -389,6 +402,63 @@ fn uplink_only_takes_its_own_frames() {
     let out = run(&mut p, 0, &[(UP, other), (UP, arp_us)]);
     assert_eq!(out[0].1, Verdict::Drop(DropReason::NotForUs));
     assert_eq!(out[1].1, Verdict::Forward(UP));
+}
+
+#[test]
+fn anti_spoofing_drops_foreign_sources() {
+    let mut p = Pipeline::new(snapshot_with(true), Arc::default(), 2048);
+    let good = udp(POD_A, POD_B, [10, 244, 1, 2], [10, 244, 1, 3], 64);
+    let bad_mac = udp(
+        [2, 0, 0, 0, 0, 0x66],
+        POD_B,
+        [10, 244, 1, 2],
+        [10, 244, 1, 3],
+        64,
+    );
+    let bad_ip = udp(POD_A, POD_B, [10, 244, 1, 66], [10, 244, 1, 3], 64);
+    let arp_bad_ip = arp(
+        1,
+        POD_A,
+        [10, 244, 1, 66],
+        [0; 6],
+        [10, 244, 1, 1],
+        [0xff; 6],
+    );
+    let arp_bad_sha = arp(
+        1,
+        [2, 0, 0, 0, 0, 0x66],
+        [10, 244, 1, 2],
+        [0; 6],
+        [10, 244, 1, 1],
+        [0xff; 6],
+    );
+    let arp_probe = arp(1, POD_A, [0, 0, 0, 0], [0; 6], [10, 244, 1, 2], [0xff; 6]);
+    let frames = [good, bad_mac, bad_ip, arp_bad_ip, arp_bad_sha, arp_probe].map(|f| (A, f));
+    let out = run(&mut p, 0, &frames);
+    let verdicts: Vec<Verdict> = out.iter().map(|o| o.1).collect();
+    assert_eq!(
+        verdicts,
+        vec![
+            Verdict::Flood,
+            Verdict::Drop(DropReason::SpoofedSrcMac),
+            Verdict::Drop(DropReason::SpoofedSrcIp),
+            Verdict::Drop(DropReason::SpoofedSrcIp),
+            Verdict::Drop(DropReason::SpoofedSrcMac),
+            Verdict::Flood,
+        ]
+    );
+    assert_eq!(p.counters().drops(DropReason::SpoofedSrcMac), 2);
+    assert_eq!(p.counters().drops(DropReason::SpoofedSrcIp), 2);
+    // The uplink has no assigned MAC: anything goes there.
+    let out = run(
+        &mut p,
+        1,
+        &[(
+            UP,
+            udp(ROUTER, UP_MAC, [192, 168, 100, 2], [10, 244, 1, 2], 64),
+        )],
+    );
+    assert_ne!(out[0].1, Verdict::Drop(DropReason::SpoofedSrcMac));
 }
 
 proptest! {
