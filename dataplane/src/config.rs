@@ -205,6 +205,10 @@ pub struct PortSection {
     pub pod_ifname: Option<String>,
     /// MTU of the pod interface. Default: 1500.
     pub mtu: Option<u16>,
+    /// Use the device's segmentation/checksum offloads (vnet headers).
+    /// Default: true. With false, GSO super-frames are cut and partial
+    /// checksums completed in software before this port sends them.
+    pub offload: Option<bool>,
 }
 
 /// `[[routes]]`.
@@ -365,6 +369,8 @@ pub struct PortSpec {
     pub pod_ifname: String,
     /// MTU.
     pub mtu: u16,
+    /// Whether the device's offloads (vnet headers) are used.
+    pub offload: bool,
 }
 
 impl PortSpec {
@@ -600,6 +606,7 @@ fn build_ports(config: &NodeConfig) -> Result<Vec<PortSpec>, ConfigError> {
             netns: p.netns.clone(),
             pod_ifname,
             mtu,
+            offload: p.offload.unwrap_or(true),
         });
     }
     Ok(ports)

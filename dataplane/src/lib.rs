@@ -11,3 +11,4 @@ pub mod io;
 pub mod pipeline;
 pub mod replay;
 pub mod wire;
+pub mod worker;

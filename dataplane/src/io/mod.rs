@@ -7,6 +7,7 @@
 //! only with a `// SAFETY:` line per block. The pcap code needs none.
 
 pub mod pcap;
+pub mod poll;
 pub mod port;
 pub mod vnet;
 

@@ -151,6 +151,10 @@ named_enum! {
         Held => "held",
         /// A held packet was sent after resolution.
         HeldReleased => "held_released",
+        /// A GSO super-frame was cut into segments in software for a port without offloads.
+        GsoSegmented => "gso_segmented",
+        /// A partial checksum was completed in software for a port without offloads.
+        ChecksumCompleted => "checksum_completed",
     }
 }
 

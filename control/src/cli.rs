@@ -1,0 +1,129 @@
+//! The `podswitchd` command line (shared by the binary and the test harness).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use podswitch_dataplane::replay::{ReplayInput, replay_files};
+
+use crate::daemon::{RunOptions, run};
+
+#[derive(Parser)]
+#[command(
+    name = "podswitchd",
+    version,
+    about = "podswitch node dataplane service"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the node service in the foreground until SIGTERM/SIGINT.
+    Run(RunArgs),
+    /// Feed captured frames through the pipeline and write what each port would send.
+    Replay(ReplayArgs),
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Node configuration (TOML); see config/node.example.toml.
+    #[arg(long, default_value = "/etc/podswitch/node.toml")]
+    config: PathBuf,
+    /// Worker threads (default: the number of CPUs).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Directory for the single-instance lock and the stats file.
+    #[arg(long, default_value = "/run/podswitch")]
+    run_dir: PathBuf,
+    /// Write counters as JSON here every second (default: <run-dir>/stats.json).
+    #[arg(long)]
+    stats_file: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct ReplayArgs {
+    /// Node configuration (TOML); see config/node.example.toml.
+    #[arg(long)]
+    config: PathBuf,
+    /// Input capture (pcap or pcapng). Repeat for several inputs; `PORT=FILE`
+    /// sends that file's frames into PORT (inputs are merged by timestamp).
+    #[arg(long = "in", value_name = "[PORT=]FILE", required = true)]
+    inputs: Vec<String>,
+    /// Port the frames of plain `--in FILE` inputs enter on (default: the first port).
+    #[arg(long)]
+    port: Option<String>,
+    /// Directory for `<port>.pcap` per port, `summary.txt` and `summary.json`.
+    #[arg(long)]
+    out_dir: PathBuf,
+}
+
+fn parse_inputs(args: &ReplayArgs) -> Vec<ReplayInput> {
+    args.inputs
+        .iter()
+        .map(|s| match s.split_once('=') {
+            Some((port, file)) if !port.is_empty() && !port.contains('/') => ReplayInput {
+                port: Some(port.to_string()),
+                path: PathBuf::from(file),
+            },
+            _ => ReplayInput {
+                port: args.port.clone(),
+                path: PathBuf::from(s),
+            },
+        })
+        .collect()
+}
+
+fn replay(args: &ReplayArgs) -> anyhow::Result<()> {
+    let inputs = parse_inputs(args);
+    let report = replay_files(&args.config, &inputs, &args.out_dir).context("replay failed")?;
+    print!("{}", report.summary.to_text());
+    for w in &report.warnings {
+        eprintln!("warning: {w}");
+    }
+    println!(
+        "wrote {} files to {}",
+        report.written.len(),
+        args.out_dir.display()
+    );
+    Ok(())
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PODSWITCH_LOG")
+        .unwrap_or_else(|_| "info".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Parses the command line and runs it.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Run(args) => {
+            init_logging();
+            let workers = args
+                .workers
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            run(&RunOptions {
+                config: args.config.clone(),
+                workers,
+                run_dir: args.run_dir.clone(),
+                stats_file: args.stats_file.clone(),
+            })
+        }
+        Command::Replay(args) => replay(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("podswitchd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! Opening the live ports of a snapshot: one queue per worker per port.
+//!
+//! TAP ports get one queue per worker on a multi-queue device; a TAP with a
+//! pod namespace is re-attached if the persistent device is already there
+//! (daemon restart) and created and placed otherwise. AF_PACKET ports get
+//! one socket per worker in a fanout group, so the kernel spreads flows.
+
+use anyhow::{Context, Result};
+use podswitch_dataplane::config::{PortKind, PortSpec, Snapshot};
+use podswitch_dataplane::io::PortQueue;
+use podswitch_dataplane::io::afpacket::{AfPacketOptions, AfPacketQueue};
+use podswitch_dataplane::io::tap::{self, PodPlacement, TapOptions};
+use podswitch_dataplane::wire::MacAddr;
+
+/// The queues of every port, as `queues[worker][port]`.
+pub type WorkerQueues = Vec<Vec<Option<Box<dyn PortQueue>>>>;
+
+/// How a TAP port was brought up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TapOutcome {
+    /// A new device was created (and placed into the pod).
+    Created,
+    /// An existing persistent device was re-attached.
+    Reattached,
+}
+
+/// Opens every port's queues for `workers` workers. Returns the queues and,
+/// per port, what happened (for logs).
+pub fn open_all(
+    snapshot: &Snapshot,
+    workers: usize,
+    fanout_base: u16,
+) -> Result<(WorkerQueues, Vec<String>)> {
+    let mut queues: WorkerQueues = (0..workers)
+        .map(|_| (0..snapshot.ports.len()).map(|_| None).collect())
+        .collect();
+    let mut notes = Vec::new();
+    for port in &snapshot.ports {
+        let opened: Vec<Box<dyn PortQueue>> = match port.kind {
+            PortKind::Tap => {
+                let (qs, outcome) = open_tap(snapshot, port, workers)?;
+                notes.push(format!(
+                    "port {}: tap {:?} with {} queues",
+                    port.name,
+                    outcome,
+                    qs.len()
+                ));
+                qs.into_iter()
+                    .map(|q| Box::new(q) as Box<dyn PortQueue>)
+                    .collect()
+            }
+            PortKind::Afpacket => {
+                let group = fanout_base.wrapping_add(port.id.0);
+                let mut qs: Vec<Box<dyn PortQueue>> = Vec::with_capacity(workers);
+                for w in 0..workers {
+                    let opts = AfPacketOptions {
+                        ifname: port.ifname.clone(),
+                        fanout_group: Some(group),
+                        vnet_hdr: port.offload,
+                        ..AfPacketOptions::default()
+                    };
+                    let q = AfPacketQueue::open(&opts).with_context(|| {
+                        format!(
+                            "port {}: AF_PACKET socket {w} on {}",
+                            port.name, port.ifname
+                        )
+                    })?;
+                    qs.push(Box::new(q));
+                }
+                notes.push(format!(
+                    "port {}: af_packet on {} with {} fanout sockets (group {group})",
+                    port.name, port.ifname, workers
+                ));
+                qs
+            }
+        };
+        for (w, q) in opened.into_iter().enumerate() {
+            if let Some(slot) = queues
+                .get_mut(w)
+                .and_then(|wq| wq.get_mut(usize::from(port.id.0)))
+            {
+                *slot = Some(q);
+            }
+        }
+    }
+    Ok((queues, notes))
+}
+
+/// The pod-side settings of a TAP port placed into a pod namespace.
+pub fn placement(snapshot: &Snapshot, port: &PortSpec) -> Option<PodPlacement> {
+    let netns = port.netns.clone()?;
+    let gw = snapshot.gateway.address;
+    Some(PodPlacement {
+        netns,
+        ifname: port.pod_ifname.clone(),
+        mac: port.mac.unwrap_or_else(|| derived_mac(&port.name)),
+        mtu: port.mtu,
+        addresses: port.ips.iter().map(|ip| (*ip, gw.prefix_len)).collect(),
+        gateway: Some(gw.addr),
+        routes: Vec::new(),
+    })
+}
+
+fn open_tap(
+    snapshot: &Snapshot,
+    port: &PortSpec,
+    workers: usize,
+) -> Result<(Vec<tap::TapQueue>, TapOutcome)> {
+    let opts = TapOptions {
+        queues: workers,
+        offload: port.offload,
+        persist: true,
+    };
+    let Some(placement) = placement(snapshot, port) else {
+        let qs = tap::open_tap(&port.ifname, &opts)
+            .with_context(|| format!("port {}: TAP {}", port.name, port.ifname))?;
+        return Ok((qs, TapOutcome::Created));
+    };
+    if let Ok(qs) = tap::attach_pod_tap(&opts, &placement) {
+        return Ok((qs, TapOutcome::Reattached));
+    }
+    let qs = tap::create_pod_tap(&port.ifname, &opts, &placement).with_context(|| {
+        format!(
+            "port {}: TAP {} into {}",
+            port.name,
+            placement.ifname,
+            placement.netns.display()
+        )
+    })?;
+    Ok((qs, TapOutcome::Created))
+}
+
+/// A stable locally administered MAC for a port without one.
+fn derived_mac(name: &str) -> MacAddr {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in name.bytes() {
+        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    }
+    let b = h.to_be_bytes();
+    MacAddr([0x02, 0x50, b[0], b[1], b[2], b[3]])
+}

@@ -1,0 +1,93 @@
+//! Counter snapshots summed over workers, written as JSON for operators and
+//! tests (the control API will serve the same numbers).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use podswitch_dataplane::config::Snapshot;
+use podswitch_dataplane::pipeline::{DropReason, Event, WorkerCounters};
+
+/// Totals of one port.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct PortStats {
+    /// Port name.
+    pub name: String,
+    /// Frames received.
+    pub rx_packets: u64,
+    /// Bytes received.
+    pub rx_bytes: u64,
+    /// Frames sent.
+    pub tx_packets: u64,
+    /// Bytes sent.
+    pub tx_bytes: u64,
+}
+
+/// Counters of the whole dataplane.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct Stats {
+    /// Generation of the configuration snapshot in use.
+    pub generation: u64,
+    /// Worker threads.
+    pub workers: usize,
+    /// Per port, in port order.
+    pub ports: Vec<PortStats>,
+    /// Drops by reason (every reason, zeros included).
+    pub drops: std::collections::BTreeMap<String, u64>,
+    /// Events (every event, zeros included).
+    pub events: std::collections::BTreeMap<String, u64>,
+}
+
+impl Stats {
+    /// Sums `workers`' counters for the ports of `snapshot`.
+    pub fn collect(snapshot: &Snapshot, workers: &[Arc<WorkerCounters>]) -> Stats {
+        let ports = snapshot
+            .ports
+            .iter()
+            .map(|p| {
+                let mut s = PortStats {
+                    name: p.name.clone(),
+                    ..PortStats::default()
+                };
+                for c in workers.iter().filter_map(|w| w.port(p.id)) {
+                    s.rx_packets += c.rx_packets.get();
+                    s.rx_bytes += c.rx_bytes.get();
+                    s.tx_packets += c.tx_packets.get();
+                    s.tx_bytes += c.tx_bytes.get();
+                }
+                s
+            })
+            .collect();
+        let drops = DropReason::ALL
+            .iter()
+            .map(|r| {
+                (
+                    r.as_str().to_string(),
+                    workers.iter().map(|w| w.drops(*r)).sum(),
+                )
+            })
+            .collect();
+        let events = Event::ALL
+            .iter()
+            .map(|e| {
+                (
+                    e.as_str().to_string(),
+                    workers.iter().map(|w| w.events(*e)).sum(),
+                )
+            })
+            .collect();
+        Stats {
+            generation: snapshot.generation,
+            workers: workers.len(),
+            ports,
+            drops,
+            events,
+        }
+    }
+
+    /// Writes the stats as JSON to `path` atomically (write, then rename).
+    pub fn write(&self, path: &Path) -> std::io::Result<()> {
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(self).unwrap_or_default())?;
+        std::fs::rename(tmp, path)
+    }
+}

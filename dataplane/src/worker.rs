@@ -1,0 +1,230 @@
+//! Worker threads: poll the queues a worker owns, run batches through its
+//! pipeline, send the verdicts' frames out.
+//!
+//! A worker owns one [`PortQueue`] per port (a TAP queue or an AF_PACKET
+//! fanout socket) and its [`Pipeline`]; nothing on the per-packet path is
+//! shared but the read-mostly tables inside the pipeline. The configuration
+//! is re-read once per batch from an [`ArcSwap`] (a pointer load; the new
+//! snapshot is taken only when its generation moved). Frames the output
+//! cannot take as they are (a GSO super-frame or a partial checksum toward a
+//! port without offloads) are segmented and completed in software first.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+
+use crate::config::Snapshot;
+use crate::io::PortQueue;
+use crate::io::poll::PollSet;
+use crate::pipeline::{
+    Batch, DropReason, Event, Frame, MAX_FRAME_LEN, Pipeline, PortId, SharedTables, Verdict,
+    WorkerCounters,
+};
+
+/// How long a worker sleeps in `poll` at most: bounds shutdown latency and
+/// how late timers (ARP retries, aging) run when no traffic comes.
+pub const POLL_TIMEOUT: Duration = Duration::from_millis(50);
+
+/// Everything a worker is built from.
+pub struct WorkerSetup {
+    /// Worker number, for names and logs.
+    pub id: usize,
+    /// This worker's queue for each port, by port id (`None`: no queue).
+    pub queues: Vec<Option<Box<dyn PortQueue>>>,
+    /// The published configuration.
+    pub snapshots: Arc<ArcSwap<Snapshot>>,
+    /// Tables shared with the other workers.
+    pub shared: Arc<SharedTables>,
+    /// Set to stop the worker; it exits within [`POLL_TIMEOUT`] plus one batch.
+    pub stop: Arc<AtomicBool>,
+    /// Common time origin of all workers (pipeline timestamps compare across workers).
+    pub epoch: Instant,
+}
+
+/// One worker: its pipeline, queues and buffers.
+pub struct Worker {
+    id: usize,
+    pipeline: Pipeline,
+    queues: Vec<Option<Box<dyn PortQueue>>>,
+    /// (port, index into `queues`) in poll-set order.
+    polled: Vec<PortId>,
+    poll: PollSet,
+    snapshots: Arc<ArcSwap<Snapshot>>,
+    stop: Arc<AtomicBool>,
+    epoch: Instant,
+    batch: Batch,
+    scratch: Frame,
+    dirty: Vec<bool>,
+}
+
+impl Worker {
+    /// Builds a worker; its buffers are allocated here, never later.
+    pub fn new(setup: WorkerSetup) -> Worker {
+        let snapshot = setup.snapshots.load_full();
+        let pipeline = Pipeline::new(snapshot, setup.shared, MAX_FRAME_LEN);
+        let polled: Vec<PortId> = (0..setup.queues.len())
+            .filter(|&i| setup.queues[i].is_some())
+            .map(|i| PortId(u16::try_from(i).unwrap_or(u16::MAX)))
+            .collect();
+        let fds: Vec<_> = polled
+            .iter()
+            .filter_map(|p| setup.queues[usize::from(p.0)].as_ref().map(|q| q.poll_fd()))
+            .collect();
+        let dirty = vec![false; setup.queues.len()];
+        Worker {
+            id: setup.id,
+            pipeline,
+            queues: setup.queues,
+            polled,
+            poll: PollSet::new(&fds),
+            snapshots: setup.snapshots,
+            stop: setup.stop,
+            epoch: setup.epoch,
+            batch: Batch::new(MAX_FRAME_LEN),
+            scratch: Frame::with_capacity(MAX_FRAME_LEN),
+            dirty,
+        }
+    }
+
+    /// This worker's counters (read them from any thread).
+    pub fn counters(&self) -> Arc<WorkerCounters> {
+        self.pipeline.counters().clone()
+    }
+
+    /// Worker number.
+    pub fn id(&self) -> usize {
+        self.id
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Runs until the stop flag is set.
+    pub fn run(&mut self) -> std::io::Result<()> {
+        let timeout = i32::try_from(POLL_TIMEOUT.as_millis()).unwrap_or(50);
+        let mut last_timer_run = 0u64;
+        while !self.stop.load(Ordering::Relaxed) {
+            let ready = self.poll.wait(timeout)?;
+            self.refresh_snapshot();
+            let mut processed = false;
+            for i in 0..self.polled.len() {
+                if ready > 0 && self.poll.is_ready(i) {
+                    processed |= self.drain_queue(self.polled[i]);
+                }
+            }
+            let now = self.now();
+            if !processed && now.saturating_sub(last_timer_run) >= POLL_TIMEOUT.as_nanos() as u64 {
+                // Idle: let timers (ARP retries, held packets, aging) run.
+                self.batch.clear();
+                self.pipeline.process(&mut self.batch, now);
+                self.transmit();
+                last_timer_run = now;
+            }
+            if processed {
+                last_timer_run = now;
+            }
+            self.flush();
+        }
+        Ok(())
+    }
+
+    fn refresh_snapshot(&mut self) {
+        let current = self.snapshots.load();
+        if current.generation != self.pipeline.snapshot().generation {
+            self.pipeline.set_snapshot(Arc::clone(&current));
+        }
+    }
+
+    /// Reads and processes batches from one queue until it is empty (at most
+    /// a few batches, so one busy port cannot starve the others).
+    fn drain_queue(&mut self, port: PortId) -> bool {
+        let mut any = false;
+        for _ in 0..4 {
+            self.batch.clear();
+            let now = self.now();
+            let Some(Some(queue)) = self.queues.get_mut(usize::from(port.0)) else {
+                return any;
+            };
+            match queue.recv_batch(&mut self.batch, port, now) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+            any = true;
+            self.pipeline.process(&mut self.batch, now);
+            self.transmit();
+            if self.batch.rx_len() < self.batch.rx_capacity() {
+                break;
+            }
+        }
+        any
+    }
+
+    /// Sends every frame of the batch per its verdict.
+    fn transmit(&mut self) {
+        let snapshot = Arc::clone(self.pipeline.snapshot());
+        for i in 0..self.batch.len() {
+            let Some((frame, verdict)) = self.batch.get(i) else {
+                break;
+            };
+            match verdict {
+                Verdict::Forward(port) => self.send(port, i),
+                Verdict::Flood => {
+                    let in_port = frame.in_port;
+                    for &port in snapshot.bridge_ports.iter().filter(|&&p| p != in_port) {
+                        self.send(port, i);
+                    }
+                }
+                Verdict::Drop(_) | Verdict::Consumed | Verdict::Held => {}
+            }
+        }
+    }
+
+    /// Sends frame `i` of the batch out of `port`, in software-offloaded
+    /// segments if the queue cannot take the frame's offload state.
+    fn send(&mut self, port: PortId, i: usize) {
+        let counters = Arc::clone(self.pipeline.counters());
+        let Some((frame, _)) = self.batch.get(i) else {
+            return;
+        };
+        let Some(Some(queue)) = self.queues.get_mut(usize::from(port.0)) else {
+            counters.count_drop(DropReason::TxError);
+            return;
+        };
+        self.dirty[usize::from(port.0)] = true;
+        if frame.offload.needs_software() && !queue.accepts_offload() {
+            counters.event(if frame.offload.gso == crate::pipeline::GsoKind::None {
+                Event::ChecksumCompleted
+            } else {
+                Event::GsoSegmented
+            });
+            let result = crate::io::gso::segment(frame, &mut self.scratch, |segment| {
+                match queue.send(segment) {
+                    Ok(()) => counters.tx(port, segment.len()),
+                    Err(_) => counters.count_drop(DropReason::TxError),
+                }
+            });
+            if result.is_err() {
+                counters.count_drop(DropReason::TxOffloadError);
+            }
+            return;
+        }
+        match queue.send(frame) {
+            Ok(()) => counters.tx(port, frame.len()),
+            Err(_) => counters.count_drop(DropReason::TxError),
+        }
+    }
+
+    fn flush(&mut self) {
+        for (i, dirty) in self.dirty.iter_mut().enumerate() {
+            if core::mem::take(dirty)
+                && let Some(Some(q)) = self.queues.get_mut(i)
+                && q.flush().is_err()
+            {
+                self.pipeline.counters().count_drop(DropReason::TxError);
+            }
+        }
+    }
+}
