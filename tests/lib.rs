@@ -1,5 +1,8 @@
-//! Shared helpers for workspace-level tests: paths, pcap reading, and the
-//! independent oracle (etherparse) that checks frames the pipeline wrote.
+//! Shared helpers for workspace-level tests: paths, pcap reading, the
+//! independent oracle (etherparse) that checks frames the pipeline wrote,
+//! and ([`live`]) namespaces, a daemon runner and traffic for live tests.
+
+pub mod live;
 
 use std::path::{Path, PathBuf};
 

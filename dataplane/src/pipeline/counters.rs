@@ -151,6 +151,8 @@ named_enum! {
         Held => "held",
         /// A held packet was sent after resolution.
         HeldReleased => "held_released",
+        /// A GSO super-frame was received and switched or routed as one unit.
+        GsoFrames => "gso_frames",
         /// A GSO super-frame was cut into segments in software for a port without offloads.
         GsoSegmented => "gso_segmented",
         /// A partial checksum was completed in software for a port without offloads.

@@ -8,7 +8,7 @@
 
 use core::net::Ipv4Addr;
 
-use super::{Batch, DropReason, Event, Frame, L3If, Pipeline, Verdict};
+use super::{Batch, DropReason, Event, Frame, L3If, Offload, Pipeline, Verdict};
 use crate::wire::arp::{ArpPacket, ArpRepr, OP_REPLY, OP_REQUEST};
 use crate::wire::ethernet::HEADER_LEN as ETH_LEN;
 use crate::wire::icmpv4::{self, Icmpv4Packet};
@@ -113,6 +113,7 @@ impl Pipeline {
                 let mut eth = EthernetFrame::new_unchecked(frame.data_mut());
                 eth.set_dst_addr(repr.sender_hw_addr);
                 eth.set_src_addr(l3.mac);
+                frame.offload = Offload::default();
                 self.counters.event(Event::ArpReplySent);
                 Some(Verdict::Forward(in_port))
             }
@@ -159,6 +160,7 @@ impl Pipeline {
         let mut eth = EthernetFrame::new_unchecked(frame.data_mut());
         eth.set_dst_addr(src_mac);
         eth.set_src_addr(l3.mac);
+        frame.offload = Offload::default();
         self.counters.event(Event::IcmpEchoReplySent);
         Verdict::Forward(in_port)
     }
@@ -239,6 +241,7 @@ fn build_icmp_error(
     }
     buf.copy_within(ETH_LEN..ETH_LEN + quote_len, quote_at);
     frame.set_len(new_len);
+    frame.offload = Offload::default();
     let data = frame.data_mut();
     let mut eth = EthernetFrame::new_unchecked(&mut *data);
     eth.set_dst_addr(orig_mac);

@@ -163,6 +163,9 @@ impl Pipeline {
         let frame = batch.frame_mut(i);
         let in_port = frame.in_port;
         self.counters.rx(in_port, frame.len());
+        if frame.offload.gso != GsoKind::None {
+            self.counters.event(Event::GsoFrames);
+        }
         let Some(port) = self.snapshot.port(in_port) else {
             return Verdict::Drop(DropReason::UnknownPort);
         };
