@@ -7,6 +7,7 @@ use etherparse::{
     IpHeaders, IpNumber, Ipv4Header, Ipv6Extensions, Ipv6FlowLabel, Ipv6Header, Ipv6RawExtHeader,
     NetSlice, PacketBuilder, SlicedPacket, TcpOptionElement, TransportSlice, VlanId,
 };
+use proptest::prelude::*;
 
 use super::*;
 use crate::pipeline::{Frame, GsoKind, MAX_FRAME_LEN, Offload};
@@ -623,4 +624,126 @@ fn scratch_too_small_and_emit_errors() {
     });
     assert_eq!(err, Err(GsoError::ZeroGsoSize));
     assert_eq!(calls, 2);
+}
+
+/// Verifies the IP and L4 checksums of a segment with our own views.
+fn wire_checksums_ok(seg: &[u8]) -> bool {
+    use crate::wire::{EtherType, L2Header};
+    let Ok(l2) = L2Header::parse(seg) else {
+        return false;
+    };
+    let ip = &seg[l2.l3_offset..];
+    if l2.ethertype == EtherType::IPV4 {
+        let p = Ipv4Packet::new_checked(ip).unwrap();
+        let l4 = &ip[p.header_len()..];
+        let l4_ok = match p.protocol() {
+            IpProtocol::TCP => TcpPacket::new_checked(l4)
+                .unwrap()
+                .verify_checksum_v4(p.src_addr(), p.dst_addr()),
+            _ => UdpPacket::new_checked(l4)
+                .unwrap()
+                .verify_checksum_v4(p.src_addr(), p.dst_addr()),
+        };
+        p.verify_checksum() && l4_ok
+    } else {
+        let p = Ipv6Packet::new_checked(ip).unwrap();
+        let upper = p.upper_layer().unwrap();
+        let l4 = p.upper_layer_payload(&upper);
+        match upper.protocol {
+            IpProtocol::TCP => TcpPacket::new_checked(l4)
+                .unwrap()
+                .verify_checksum_v6(p.src_addr(), p.dst_addr()),
+            _ => UdpPacket::new_checked(l4)
+                .unwrap()
+                .verify_checksum_v6(p.src_addr(), p.dst_addr()),
+        }
+    }
+}
+
+fn gso_kind() -> impl Strategy<Value = GsoKind> {
+    prop_oneof![
+        Just(GsoKind::None),
+        Just(GsoKind::TcpV4),
+        Just(GsoKind::TcpV6),
+        Just(GsoKind::UdpL4)
+    ]
+}
+
+fn any_offload() -> impl Strategy<Value = Offload> {
+    (
+        gso_kind(),
+        any::<u16>(),
+        any::<u16>(),
+        proptest::option::of((0u16..200, 0u16..200)),
+        any::<bool>(),
+    )
+        .prop_map(|(gso, gso_size, hdr_len, csum, csum_valid)| Offload {
+            gso,
+            gso_size,
+            hdr_len,
+            csum,
+            csum_valid,
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn segments_keep_every_invariant(
+        payload_len in 1usize..60_000,
+        mss in 1u16..9000,
+        ipv4 in any::<bool>(),
+        tcp in any::<bool>(),
+        vlan in any::<bool>(),
+        flags in prop_oneof![Just(FLAG_ACK), Just(FLAG_PSH | FLAG_ACK | FLAG_FIN), Just(FLAG_CWR | FLAG_ECE | FLAG_PSH)],
+    ) {
+        let spec = Spec { ipv4, tcp, vlan, dest_opts: !ipv4 && vlan, flags, payload_len, mss };
+        let (frame, offload) = build(&spec);
+        let count = payload_len.div_ceil(usize::from(mss));
+        match run(&frame, &offload) {
+            Ok(segments) => check(&spec, &frame, &segments),
+            Err(e) => {
+                prop_assert!(count > MAX_SEGMENTS);
+                prop_assert_eq!(e, GsoError::TooManySegments(count));
+            }
+        }
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic(
+        bytes in proptest::collection::vec(any::<u8>(), 0..2000),
+        offload in any_offload(),
+        start in 0usize..2100,
+        offset in 0usize..2100,
+    ) {
+        let _ = run(&bytes, &offload);
+        let mut copy = bytes.clone();
+        let _ = complete_checksum(&mut copy, start, offset);
+    }
+
+    #[test]
+    fn mutated_headers_never_panic_and_accepted_ones_verify(
+        ipv4 in any::<bool>(),
+        tcp in any::<bool>(),
+        payload_len in 0usize..3000,
+        mss in 1u16..1500,
+        mutations in proptest::collection::vec((0usize..80, any::<u8>()), 1..6),
+        resize in -3isize..3,
+    ) {
+        let spec = Spec { ipv4, tcp, vlan: false, dest_opts: !ipv4, flags: FLAG_ACK, payload_len, mss };
+        let (mut frame, offload) = build(&spec);
+        for (at, value) in mutations {
+            if let Some(b) = frame.get_mut(at) {
+                *b = value;
+            }
+        }
+        let new_len = frame.len().saturating_add_signed(resize);
+        frame.resize(new_len, 0xab);
+        if let Ok(segments) = run(&frame, &offload) {
+            for seg in &segments {
+                prop_assert!(wire_checksums_ok(seg));
+            }
+        }
+    }
 }
