@@ -65,8 +65,9 @@ use crate::wire::{
 
 /// Most segments one super-frame may produce. Linux senders never go below
 /// a 48-byte MSS (`TCP_MIN_SND_MSS`), which gives at most 1366 segments for
-/// 64 KiB, and cap USO at 128 (`UDP_MAX_SEGMENTS`); a frame asking for more
-/// is refused rather than flooding the output queue.
+/// 64 KiB, and cap USO at `UDP_MAX_SEGMENTS` (64, or 128 on recent
+/// kernels); a frame asking for more is refused rather than flooding the
+/// output queue.
 pub const MAX_SEGMENTS: usize = 2048;
 
 /// IPv4 option types whose route changes the final destination, and so the
