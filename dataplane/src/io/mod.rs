@@ -3,9 +3,12 @@
 //! Today that is capture files ([`pcap`]): classic pcap and pcapng in,
 //! classic pcap out. The benchmarks, golden tests and offline replay use
 //! them. TAP (with `vnet_hdr`) and AF_PACKET rings come next, and they will
-//! live here too. This is the only module where `unsafe` may appear, and
-//! only with a `// SAFETY:` line per block. The pcap code needs none.
+//! live here too, with [`vnet`] (their offload header) and [`gso`] (the
+//! segmentation and checksum completion a port without offloads needs).
+//! This is the only module where `unsafe` may appear, and only with a
+//! `// SAFETY:` line per block. The pcap and GSO code needs none.
 
+pub mod gso;
 pub mod pcap;
 pub mod poll;
 pub mod port;
