@@ -72,6 +72,8 @@ use crate::io::vnet::{self, VNET_HDR_LEN_LEGACY};
 use crate::pipeline::{Batch, Frame, Offload, PortId};
 
 mod sys;
+#[cfg(test)]
+mod tests;
 
 use sys::RingMap;
 
