@@ -54,10 +54,9 @@ pub fn open_all(
                 let mut qs: Vec<Box<dyn PortQueue>> = Vec::with_capacity(workers);
                 for w in 0..workers {
                     let opts = AfPacketOptions {
-                        ifname: port.ifname.clone(),
                         fanout_group: Some(group),
                         vnet_hdr: port.offload,
-                        ..AfPacketOptions::default()
+                        ..AfPacketOptions::new(port.ifname.clone())
                     };
                     let q = AfPacketQueue::open(&opts).with_context(|| {
                         format!(

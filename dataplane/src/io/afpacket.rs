@@ -1,0 +1,659 @@
+#![allow(unsafe_code)]
+//! AF_PACKET ports: a TPACKET_V3 receive ring and batched `sendmmsg`
+//! transmit on one interface, one socket per worker in a fanout group.
+//!
+//! Written by hand on `libc` because no maintained crate does this right:
+//! `pnet_datalink` reads one packet per `recvfrom`, and `netring` (the only
+//! live TPACKET_V3 crate) has no `PACKET_VNET_HDR` and needs a newer Rust
+//! than ours (see `shared/research/rust-ecosystem.md`, A2).
+//!
+//! How the socket is set up, in the order the kernel needs:
+//!
+//! 1. `socket(AF_PACKET, SOCK_RAW, 0)`, non-blocking; protocol 0 so nothing
+//!    is queued until the bind below.
+//! 2. `PACKET_VERSION = TPACKET_V3`.
+//! 3. `PACKET_VNET_HDR`, which the kernel refuses once a ring exists. With
+//!    it, each received packet has a 10-byte `virtio_net_hdr` right before
+//!    its MAC header in the ring (at `tp_mac - 10`), and each sent message
+//!    starts with one. That is how GSO super-frames and partial checksums
+//!    cross the socket unchanged. If the kernel refuses, the queue runs
+//!    without it and [`PortQueue::accepts_offload`] says false.
+//! 4. `PACKET_RX_RING` (`tpacket_req3`) and `mmap`.
+//! 5. `bind` to the interface with `ETH_P_ALL`.
+//! 6. `PACKET_IGNORE_OUTGOING`, then `PACKET_FANOUT` with
+//!    `HASH | DEFRAG | IGNORE_OUTGOING`. A fanout group receives through
+//!    its own hook, so the socket option alone would not stop the group
+//!    from seeing the node's transmissions; the fanout flag does.
+//! 7. `PACKET_QDISC_BYPASS` for transmit (optional, like the vnet header).
+//!
+//! Receive walks the blocks that the kernel has handed to user space
+//! (`TP_STATUS_USER`). It copies each packet into a free slot of the batch
+//! and gives a block back once every packet in it has been taken. When the
+//! batch fills mid-block, the position is kept for the next call.
+//! Transmit copies each frame (behind its vnet header) into a preallocated
+//! arena. [`PortQueue::flush`] then sends the whole arena, up to
+//! [`TX_BATCH`] messages, with one `sendmmsg`. A partial send hides the
+//! error of the first unsent message, so the next call starts with that
+//! message. If the kernel refuses it (`EMSGSIZE`, `EINVAL`), only that
+//! frame is dropped. If the socket is full (`EAGAIN`, `ENOBUFS`), the rest
+//! of the batch is dropped. Every drop bumps a counter in [`AfPacketStats`].
+//!
+//! Seen on Linux 6.18 over veth (the tests check each point):
+//!
+//! - **Receive.** With vnet headers, `tp_mac` is 92 instead of 82, and the
+//!   10 bytes before it hold the header. TCP GSO super-frames arrive whole,
+//!   e.g. `gso_type` TCPV4, `gso_size` 1448, `hdr_len` 66, and a partial
+//!   checksum at (34, 16).
+//! - **Transmit, partial checksum.** A frame sent with a partial checksum
+//!   crosses a veth still partial when tx checksumming is on. With it off
+//!   (`ethtool -K tx off`), the kernel completes the checksum before the
+//!   driver.
+//! - **Transmit, qdisc bypass.** Frames sent with qdisc bypass are not
+//!   seen by other packet sockets on the sending interface. Without it,
+//!   they see them as `PACKET_OUTGOING`.
+//!
+//! ```no_run
+//! use podswitch_dataplane::io::{AfPacketOptions, AfPacketQueue, PortQueue};
+//! use podswitch_dataplane::pipeline::{Batch, PortId, MAX_FRAME_LEN};
+//!
+//! let mut opts = AfPacketOptions::new("eth0");
+//! opts.fanout_group = Some(1);
+//! let mut queue = AfPacketQueue::open(&opts)?;
+//! let mut batch = Batch::new(MAX_FRAME_LEN);
+//! let received = queue.recv_batch(&mut batch, PortId(0), 0)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+
+use crate::io::PortQueue;
+use crate::io::vnet::{self, VNET_HDR_LEN_LEGACY};
+use crate::pipeline::{Batch, Frame, Offload, PortId};
+
+mod sys;
+#[cfg(test)]
+mod tests;
+
+use sys::RingMap;
+
+/// Messages sent per `sendmmsg`.
+pub const TX_BATCH: usize = 64;
+/// Bytes of frames (with their vnet headers) queued between flushes; a
+/// frame that does not fit triggers a flush first.
+pub const TX_ARENA_LEN: usize = 256 * 1024;
+
+/// Where and how to open one AF_PACKET queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AfPacketOptions {
+    /// Interface name, in the network namespace of the opening thread.
+    pub ifname: String,
+    /// Fanout group to join (hash of the flow, fragments reassembled); one
+    /// socket per worker, all with the same group id.
+    pub fanout_group: Option<u16>,
+    /// Ask for virtio-net headers (GSO and partial checksums pass through).
+    pub vnet_hdr: bool,
+    /// Transmit straight to the driver, skipping the qdisc layer.
+    pub qdisc_bypass: bool,
+    /// Ring block size in bytes (a multiple of the page size; bounds the largest packet).
+    pub block_size: u32,
+    /// Number of ring blocks.
+    pub block_count: u32,
+    /// Nominal frame size of the ring request (V3 packs packets of any size;
+    /// the kernel only checks the geometry).
+    pub frame_size: u32,
+    /// Milliseconds after which the kernel hands over a partly filled block.
+    pub retire_timeout_ms: u32,
+}
+
+impl AfPacketOptions {
+    /// Defaults for `ifname`: vnet headers and qdisc bypass on, no fanout,
+    /// 8 blocks of 1 MiB, 2 KiB frames, 1 ms block timeout.
+    pub fn new(ifname: impl Into<String>) -> AfPacketOptions {
+        AfPacketOptions {
+            ifname: ifname.into(),
+            fanout_group: None,
+            vnet_hdr: true,
+            qdisc_bypass: true,
+            block_size: 1 << 20,
+            block_count: 8,
+            frame_size: 2048,
+            retire_timeout_ms: 1,
+        }
+    }
+
+    /// Checks the ring geometry against the kernel's rules (`packet_set_ring`).
+    fn validate(&self) -> Result<(), AfPacketError> {
+        let invalid = |field, value: u32, reason| {
+            Err(AfPacketError::InvalidOption {
+                field,
+                value,
+                reason,
+            })
+        };
+        let page = sys::page_size();
+        if self.block_size == 0 || !(self.block_size as usize).is_multiple_of(page) {
+            return invalid(
+                "block_size",
+                self.block_size,
+                "must be a positive multiple of the page size",
+            );
+        }
+        if self.block_count == 0 {
+            return invalid("block_count", self.block_count, "must be at least 1");
+        }
+        if (self.frame_size as usize) < sys::MIN_FRAME_SIZE
+            || !(self.frame_size as usize).is_multiple_of(libc::TPACKET_ALIGNMENT)
+        {
+            return invalid(
+                "frame_size",
+                self.frame_size,
+                "must be a multiple of 16 and at least 80",
+            );
+        }
+        if self.frame_size > self.block_size {
+            return invalid("frame_size", self.frame_size, "must not exceed block_size");
+        }
+        let frames = u64::from(self.block_size / self.frame_size) * u64::from(self.block_count);
+        let bytes = u64::from(self.block_size) * u64::from(self.block_count);
+        if frames > u64::from(u32::MAX) || bytes > isize::MAX as u64 {
+            return invalid("block_count", self.block_count, "makes the ring too large");
+        }
+        Ok(())
+    }
+}
+
+/// Opening an AF_PACKET queue failed; the message names the step.
+#[derive(Debug, thiserror::Error)]
+pub enum AfPacketError {
+    /// An option the kernel would refuse.
+    #[error("invalid AF_PACKET option {field} = {value}: {reason}")]
+    InvalidOption {
+        /// The option's field name.
+        field: &'static str,
+        /// The value given.
+        value: u32,
+        /// What the kernel requires.
+        reason: &'static str,
+    },
+    /// The interface name contains a NUL byte.
+    #[error("interface name {0:?} contains a NUL byte")]
+    InterfaceName(String),
+    /// No interface of that name in the current network namespace.
+    #[error("looking up interface {ifname:?}")]
+    UnknownInterface {
+        /// The name looked up.
+        ifname: String,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// `socket(AF_PACKET)` failed (CAP_NET_RAW is needed).
+    #[error("creating the AF_PACKET socket")]
+    Socket(#[source] io::Error),
+    /// The kernel refused `PACKET_VERSION = TPACKET_V3`.
+    #[error("selecting TPACKET_V3 (PACKET_VERSION)")]
+    Version(#[source] io::Error),
+    /// The kernel refused the receive ring request.
+    #[error("requesting the receive ring (PACKET_RX_RING)")]
+    RxRing(#[source] io::Error),
+    /// Mapping the receive ring failed.
+    #[error("mapping the receive ring (mmap)")]
+    Mmap(#[source] io::Error),
+    /// Binding to the interface failed.
+    #[error("binding to interface {ifname:?} (index {ifindex})")]
+    Bind {
+        /// The interface name.
+        ifname: String,
+        /// Its index.
+        ifindex: u32,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// Joining the fanout group failed (a group with other flags, or another interface).
+    #[error("joining fanout group {group} (PACKET_FANOUT)")]
+    Fanout {
+        /// The group id.
+        group: u16,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// What the kernel granted when the queue was opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AfPacketCapabilities {
+    /// Virtio-net headers on receive and transmit.
+    pub vnet_hdr: bool,
+    /// Transmit bypasses the qdisc layer.
+    pub qdisc_bypass: bool,
+    /// The kernel filters out outgoing packets (socket option, or fanout flag
+    /// in a group); otherwise they are skipped in user space by packet type.
+    pub ignore_outgoing: bool,
+}
+
+/// Counters of one queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AfPacketStats {
+    /// Frames delivered into batches.
+    pub rx_packets: u64,
+    /// Packets the kernel dropped because the ring was full (`PACKET_STATISTICS`).
+    pub rx_drops_ring: u64,
+    /// Packets skipped for a vnet header we cannot honour.
+    pub rx_bad_vnet: u64,
+    /// Packets skipped because they were truncated in the ring or larger than a frame buffer.
+    pub rx_oversized: u64,
+    /// Outgoing packets that still reached the ring, skipped.
+    pub rx_outgoing: u64,
+    /// Ring blocks given back early because a packet header pointed outside them.
+    pub rx_bad_blocks: u64,
+    /// Frames sent.
+    pub tx_packets: u64,
+    /// Frames given to `send` that were not sent: too large for the
+    /// arena, refused by the kernel, or dropped when the socket was full.
+    pub tx_errors: u64,
+}
+
+/// One AF_PACKET socket with its receive ring: one queue of one port.
+pub struct AfPacketQueue {
+    ring: RingMap,
+    fd: OwnedFd,
+    ifindex: u32,
+    caps: AfPacketCapabilities,
+    /// Vnet header bytes before each packet (0 or 10).
+    vnet_len: usize,
+    /// Next block to read.
+    rx_block: usize,
+    /// Position inside `rx_block` when the last call stopped mid-block:
+    /// (offset of the next packet header, packets left).
+    rx_pos: Option<(usize, u32)>,
+    tx: TxQueue,
+    stats: AfPacketStats,
+}
+
+impl std::fmt::Debug for AfPacketQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AfPacketQueue")
+            .field("fd", &self.fd.as_raw_fd())
+            .field("ifindex", &self.ifindex)
+            .field("caps", &self.caps)
+            .finish()
+    }
+}
+
+impl AfPacketQueue {
+    /// Opens a queue on `opts.ifname` in the calling thread's network namespace.
+    pub fn open(opts: &AfPacketOptions) -> Result<AfPacketQueue, AfPacketError> {
+        opts.validate()?;
+        let name = CString::new(opts.ifname.as_str())
+            .map_err(|_| AfPacketError::InterfaceName(opts.ifname.clone()))?;
+        let ifindex =
+            sys::interface_index(&name).map_err(|source| AfPacketError::UnknownInterface {
+                ifname: opts.ifname.clone(),
+                source,
+            })?;
+        let fd = sys::packet_socket().map_err(AfPacketError::Socket)?;
+        let sock = fd.as_fd();
+        let version = libc::tpacket_versions::TPACKET_V3 as libc::c_int;
+        sys::set_packet_option(sock, libc::PACKET_VERSION, &version)
+            .map_err(AfPacketError::Version)?;
+        // Must precede the ring: the kernel refuses it (EBUSY) afterwards.
+        let vnet_hdr = opts.vnet_hdr
+            && sys::set_packet_option(sock, libc::PACKET_VNET_HDR, &1 as &libc::c_int).is_ok();
+        let req = libc::tpacket_req3 {
+            tp_block_size: opts.block_size,
+            tp_block_nr: opts.block_count,
+            tp_frame_size: opts.frame_size,
+            tp_frame_nr: opts.block_size / opts.frame_size * opts.block_count,
+            tp_retire_blk_tov: opts.retire_timeout_ms,
+            tp_sizeof_priv: 0,
+            tp_feature_req_word: 0,
+        };
+        sys::set_packet_option(sock, libc::PACKET_RX_RING, &req).map_err(AfPacketError::RxRing)?;
+        let ring = RingMap::map(sock, opts.block_size as usize, opts.block_count as usize)
+            .map_err(AfPacketError::Mmap)?;
+        sys::bind_packet(sock, ifindex).map_err(|source| AfPacketError::Bind {
+            ifname: opts.ifname.clone(),
+            ifindex,
+            source,
+        })?;
+        let mut ignore_outgoing =
+            sys::set_packet_option(sock, libc::PACKET_IGNORE_OUTGOING, &1 as &libc::c_int).is_ok();
+        if let Some(group) = opts.fanout_group {
+            ignore_outgoing = join_fanout(&fd, group)?;
+        }
+        let qdisc_bypass = opts.qdisc_bypass
+            && sys::set_packet_option(sock, libc::PACKET_QDISC_BYPASS, &1 as &libc::c_int).is_ok();
+        Ok(AfPacketQueue {
+            ring,
+            fd,
+            ifindex,
+            caps: AfPacketCapabilities {
+                vnet_hdr,
+                qdisc_bypass,
+                ignore_outgoing,
+            },
+            vnet_len: if vnet_hdr { VNET_HDR_LEN_LEGACY } else { 0 },
+            rx_block: 0,
+            rx_pos: None,
+            tx: TxQueue::new(),
+            stats: AfPacketStats::default(),
+        })
+    }
+
+    /// The interface index the socket is bound to.
+    pub fn ifindex(&self) -> u32 {
+        self.ifindex
+    }
+
+    /// What the kernel granted at open.
+    pub fn capabilities(&self) -> AfPacketCapabilities {
+        self.caps
+    }
+
+    /// The counters, after adding the kernel's ring drops since the last call.
+    pub fn stats(&mut self) -> AfPacketStats {
+        if let Ok(kernel) = sys::packet_statistics(self.fd.as_fd()) {
+            self.stats.rx_drops_ring += u64::from(kernel.tp_drops);
+        }
+        self.stats
+    }
+}
+
+/// Joins fanout group `group`; returns whether the group ignores outgoing
+/// packets (the flag is retried without on kernels that do not know it).
+fn join_fanout(fd: &OwnedFd, group: u16) -> Result<bool, AfPacketError> {
+    let arg = |flags: u32| (u32::from(group) | (flags << 16)) as libc::c_int;
+    let with_ignore = sys::FANOUT_HASH_DEFRAG | libc::PACKET_FANOUT_FLAG_IGNORE_OUTGOING;
+    match sys::set_packet_option(fd.as_fd(), libc::PACKET_FANOUT, &arg(with_ignore)) {
+        Ok(()) => Ok(true),
+        Err(first) if first.raw_os_error() == Some(libc::EINVAL) => sys::set_packet_option(
+            fd.as_fd(),
+            libc::PACKET_FANOUT,
+            &arg(sys::FANOUT_HASH_DEFRAG),
+        )
+        .map(|()| false)
+        .map_err(|source| AfPacketError::Fanout { group, source }),
+        Err(source) => Err(AfPacketError::Fanout { group, source }),
+    }
+}
+
+/// One packet as the ring holds it.
+struct RingPacket<'a> {
+    /// Offset of the next packet header from this one (0 on the last).
+    next_offset: usize,
+    /// `sll_pkttype` (`PACKET_HOST`, `PACKET_OUTGOING`, ...).
+    pkt_type: u8,
+    /// Length on the wire; more than `data.len()` when the ring truncated it.
+    wire_len: usize,
+    /// The vnet header in front of the MAC header (empty without vnet headers).
+    vnet_hdr: &'a [u8],
+    /// The frame from its MAC header.
+    data: &'a [u8],
+}
+
+fn read_u32(bytes: &[u8], at: usize) -> Option<u32> {
+    bytes
+        .get(at..at + 4)
+        .and_then(|b| b.try_into().ok())
+        .map(u32::from_ne_bytes)
+}
+
+fn read_u16(bytes: &[u8], at: usize) -> Option<u16> {
+    bytes
+        .get(at..at + 2)
+        .and_then(|b| b.try_into().ok())
+        .map(u16::from_ne_bytes)
+}
+
+/// Reads the packet whose `tpacket3_hdr` sits at `offset` in `block`;
+/// `None` if any field points outside the block.
+fn ring_packet(block: &[u8], offset: usize, vnet_len: usize) -> Option<RingPacket<'_>> {
+    let hdr = block.get(offset..offset.checked_add(sys::PKT_HDR_LEN)?)?;
+    let mac = offset.checked_add(usize::from(read_u16(hdr, sys::PKT_MAC)?))?;
+    let snaplen = read_u32(hdr, sys::PKT_SNAPLEN)? as usize;
+    Some(RingPacket {
+        next_offset: read_u32(hdr, sys::PKT_NEXT_OFFSET)? as usize,
+        pkt_type: *block.get(offset.checked_add(sys::PKT_TYPE)?)?,
+        wire_len: read_u32(hdr, sys::PKT_LEN)? as usize,
+        vnet_hdr: block.get(mac.checked_sub(vnet_len)?..mac)?,
+        data: block.get(mac..mac.checked_add(snaplen)?)?,
+    })
+}
+
+/// Frames waiting for [`PortQueue::flush`]: copies in one arena, and where each is.
+struct TxQueue {
+    arena: Box<[u8]>,
+    used: usize,
+    /// (start, length) in `arena` of each queued message.
+    msgs: [(usize, usize); TX_BATCH],
+    count: usize,
+}
+
+impl TxQueue {
+    fn new() -> TxQueue {
+        TxQueue {
+            arena: vec![0; TX_ARENA_LEN].into_boxed_slice(),
+            used: 0,
+            msgs: [(0, 0); TX_BATCH],
+            count: 0,
+        }
+    }
+
+    fn has_room(&self, len: usize) -> bool {
+        self.count < TX_BATCH && self.used + len <= self.arena.len()
+    }
+
+    fn clear(&mut self) {
+        self.used = 0;
+        self.count = 0;
+    }
+}
+
+/// What a failed `sendmmsg` means for the messages not yet sent.
+enum SendFailure {
+    /// This message is bad (too long, bad vnet header): drop it, send the rest.
+    Message,
+    /// The socket or device cannot take more now: drop the rest.
+    Full,
+    /// Anything else: drop the rest and report the error.
+    Socket,
+}
+
+fn classify(err: &io::Error) -> SendFailure {
+    match err.raw_os_error() {
+        Some(libc::EMSGSIZE | libc::EINVAL | libc::EFAULT) => SendFailure::Message,
+        Some(libc::EAGAIN | libc::ENOBUFS | libc::ENETDOWN | libc::ENXIO | libc::EINTR) => {
+            SendFailure::Full
+        }
+        _ => SendFailure::Socket,
+    }
+}
+
+/// Copies `pkt` into `frame`; false (with a counter bumped) if it is
+/// outgoing, has a bad vnet header, or does not fit whole.
+fn copy_packet(
+    pkt: &RingPacket<'_>,
+    frame: &mut Frame,
+    vnet_hdr: bool,
+    stats: &mut AfPacketStats,
+) -> bool {
+    if pkt.pkt_type == libc::PACKET_OUTGOING {
+        stats.rx_outgoing += 1;
+        return false;
+    }
+    let offload = if vnet_hdr {
+        match vnet::decode(pkt.vnet_hdr) {
+            Ok(offload) => offload,
+            Err(_) => {
+                stats.rx_bad_vnet += 1;
+                return false;
+            }
+        }
+    } else {
+        Offload::default()
+    };
+    let len = pkt.data.len();
+    match frame.reset_for_rx().get_mut(..len) {
+        Some(dst) if pkt.wire_len == len => dst.copy_from_slice(pkt.data),
+        _ => {
+            stats.rx_oversized += 1;
+            return false;
+        }
+    }
+    frame.offload = offload;
+    frame.set_len(len)
+}
+
+impl AfPacketQueue {
+    /// Sends `msgs` (the queued messages) with as few `sendmmsg` calls as
+    /// possible, counting what was sent and what was dropped.
+    fn send_queued(&mut self, msgs: &mut [libc::mmsghdr]) -> io::Result<()> {
+        let count = msgs.len();
+        let mut next = 0;
+        // Each pass sends at least one message or drops at least one: at most `count` passes.
+        while next < count {
+            match sys::send_messages(self.fd.as_fd(), &mut msgs[next..]) {
+                // After a partial send the error of the first unsent message is
+                // lost; the next pass starts with it and gets the error back.
+                Ok(sent) if sent > 0 => {
+                    self.stats.tx_packets += sent as u64;
+                    next += sent;
+                }
+                Ok(_) => break,
+                Err(err) => match classify(&err) {
+                    SendFailure::Message => {
+                        self.stats.tx_errors += 1;
+                        next += 1;
+                    }
+                    SendFailure::Full => break,
+                    SendFailure::Socket => {
+                        self.stats.tx_errors += (count - next) as u64;
+                        return Err(err);
+                    }
+                },
+            }
+        }
+        self.stats.tx_errors += (count - next) as u64;
+        Ok(())
+    }
+}
+
+impl PortQueue for AfPacketQueue {
+    fn poll_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    fn recv_batch(&mut self, batch: &mut Batch, port: PortId, now_ns: u64) -> io::Result<usize> {
+        let mut received = 0;
+        // Each pass finishes a block or stops: the bound only guards against a
+        // ring whose every block is empty.
+        for _ in 0..=self.ring.block_count() {
+            if batch.rx_slot().is_none() {
+                break;
+            }
+            let Some(block) = self.ring.user_block(self.rx_block) else {
+                break;
+            };
+            let (mut offset, mut left) = self.rx_pos.take().unwrap_or_else(|| {
+                let first = read_u32(block, sys::BLOCK_FIRST_PKT).unwrap_or(0);
+                (
+                    first as usize,
+                    read_u32(block, sys::BLOCK_NUM_PKTS).unwrap_or(0),
+                )
+            });
+            while left > 0 {
+                let Some(frame) = batch.rx_slot() else { break };
+                let Some(pkt) = ring_packet(block, offset, self.vnet_len)
+                    .filter(|p| p.next_offset > 0 || left == 1)
+                else {
+                    // A header pointing outside the block: the rest cannot be trusted.
+                    self.stats.rx_bad_blocks += 1;
+                    left = 0;
+                    break;
+                };
+                offset += pkt.next_offset;
+                left -= 1;
+                if copy_packet(&pkt, frame, self.vnet_len > 0, &mut self.stats) {
+                    frame.in_port = port;
+                    frame.timestamp_ns = now_ns;
+                    batch.commit_rx();
+                    received += 1;
+                }
+            }
+            if left > 0 {
+                self.rx_pos = Some((offset, left));
+                break;
+            }
+            self.ring.release(self.rx_block);
+            self.rx_block = (self.rx_block + 1) % self.ring.block_count();
+        }
+        self.stats.rx_packets += received as u64;
+        Ok(received)
+    }
+
+    fn send(&mut self, frame: &Frame) -> io::Result<()> {
+        let len = self.vnet_len + frame.len();
+        if len > self.tx.arena.len() {
+            self.stats.tx_errors += 1;
+            return Ok(());
+        }
+        if !self.tx.has_room(len)
+            && let Err(err) = self.flush()
+        {
+            self.stats.tx_errors += 1;
+            return Err(err);
+        }
+        let tx = &mut self.tx;
+        let (Some(dst), Some(msg)) = (
+            tx.arena.get_mut(tx.used..tx.used + len),
+            tx.msgs.get_mut(tx.count),
+        ) else {
+            self.stats.tx_errors += 1;
+            return Ok(());
+        };
+        let (hdr, data) = dst.split_at_mut(self.vnet_len);
+        if !hdr.is_empty() {
+            vnet::encode(&frame.offload, hdr);
+        }
+        data.copy_from_slice(frame.data());
+        *msg = (tx.used, len);
+        tx.used += len;
+        tx.count += 1;
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        let count = self.tx.count;
+        if count == 0 {
+            return Ok(());
+        }
+        let mut iovecs = [libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        }; TX_BATCH];
+        // SAFETY: mmsghdr is plain C data for which all-zero bytes are valid
+        // (null pointers, zero lengths).
+        let mut msgs: [libc::mmsghdr; TX_BATCH] = unsafe { std::mem::zeroed() };
+        for ((&(start, len), iov), msg) in
+            self.tx.msgs[..count].iter().zip(&mut iovecs).zip(&mut msgs)
+        {
+            // sendmmsg only reads through iov_base; *mut is just the C type.
+            iov.iov_base = self.tx.arena[start..start + len].as_ptr().cast_mut().cast();
+            iov.iov_len = len;
+            msg.msg_hdr.msg_iov = iov;
+            msg.msg_hdr.msg_iovlen = 1;
+        }
+        // The arena is not touched again until the send is over; the iovecs
+        // stay on this stack frame until then.
+        let result = self.send_queued(&mut msgs[..count]);
+        self.tx.clear();
+        result
+    }
+
+    fn accepts_offload(&self) -> bool {
+        self.caps.vnet_hdr
+    }
+}
