@@ -10,5 +10,5 @@ pub mod pcap;
 pub mod port;
 pub mod vnet;
 
-pub use port::PortQueue;
 pub use pcap::{CaptureFormat, LINKTYPE_ETHERNET, PcapError, PcapReader, PcapRecord, PcapWriter};
+pub use port::PortQueue;

@@ -18,7 +18,12 @@ pub trait PortQueue: Send {
     /// Receives frames into the free receive slots of `batch` (as `port`,
     /// stamped `now_ns`), without blocking. Returns how many were received;
     /// `Ok(0)` when nothing is waiting.
-    fn recv_batch(&mut self, batch: &mut Batch, port: PortId, now_ns: u64) -> std::io::Result<usize>;
+    fn recv_batch(
+        &mut self,
+        batch: &mut Batch,
+        port: PortId,
+        now_ns: u64,
+    ) -> std::io::Result<usize>;
 
     /// Sends `frame` or queues it for [`PortQueue::flush`]. A frame whose
     /// offload state this queue cannot express (see

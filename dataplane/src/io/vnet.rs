@@ -52,7 +52,10 @@ pub enum VnetError {
 
 /// Reads a vnet header (either length) into an [`Offload`].
 pub fn decode(hdr: &[u8]) -> Result<Offload, VnetError> {
-    let h: &[u8; VNET_HDR_LEN_LEGACY] = hdr.get(..VNET_HDR_LEN_LEGACY).and_then(|h| h.try_into().ok()).ok_or(VnetError::Truncated)?;
+    let h: &[u8; VNET_HDR_LEN_LEGACY] = hdr
+        .get(..VNET_HDR_LEN_LEGACY)
+        .and_then(|h| h.try_into().ok())
+        .ok_or(VnetError::Truncated)?;
     let le = |i: usize| u16::from_le_bytes([h[i], h[i + 1]]);
     let (flags, gso_type) = (h[0], h[1]);
     let gso = match gso_type & !GSO_ECN {
@@ -78,8 +81,14 @@ pub fn decode(hdr: &[u8]) -> Result<Offload, VnetError> {
 /// Writes `offload` as a vnet header into `hdr` (10 or 12 bytes; a 12-byte
 /// header gets `num_buffers` = 0). Returns the bytes written, 0 if `hdr` is short.
 pub fn encode(offload: &Offload, hdr: &mut [u8]) -> usize {
-    let len = if hdr.len() >= VNET_HDR_LEN_V1 { VNET_HDR_LEN_V1 } else { VNET_HDR_LEN_LEGACY };
-    let Some(h) = hdr.get_mut(..len) else { return 0 };
+    let len = if hdr.len() >= VNET_HDR_LEN_V1 {
+        VNET_HDR_LEN_V1
+    } else {
+        VNET_HDR_LEN_LEGACY
+    };
+    let Some(h) = hdr.get_mut(..len) else {
+        return 0;
+    };
     let mut flags = 0;
     let (start, offset) = match offload.csum {
         Some(c) => {
@@ -116,7 +125,9 @@ mod tests {
     #[test]
     fn tso_header_round_trip() {
         // What a pod's kernel writes for a 3-segment TCP/IPv4 super-frame.
-        let bytes = [0x01, 0x01, 0x42, 0x00, 0xa8, 0x05, 0x22, 0x00, 0x10, 0x00, 0x00, 0x00];
+        let bytes = [
+            0x01, 0x01, 0x42, 0x00, 0xa8, 0x05, 0x22, 0x00, 0x10, 0x00, 0x00, 0x00,
+        ];
         let o = decode(&bytes).unwrap();
         assert_eq!(o.gso, GsoKind::TcpV4);
         assert_eq!(o.gso_size, 1448);
@@ -135,8 +146,14 @@ mod tests {
     fn plain_and_invalid() {
         assert_eq!(decode(&[0; 10]).unwrap(), Offload::default());
         assert_eq!(decode(&[0; 9]).unwrap_err(), VnetError::Truncated);
-        assert_eq!(decode(&[0, 3, 0, 0, 1, 0, 0, 0, 0, 0]).unwrap_err(), VnetError::UnsupportedGso(3));
-        assert_eq!(decode(&[0, 1, 0, 0, 0, 0, 0, 0, 0, 0]).unwrap_err(), VnetError::ZeroGsoSize);
+        assert_eq!(
+            decode(&[0, 3, 0, 0, 1, 0, 0, 0, 0, 0]).unwrap_err(),
+            VnetError::UnsupportedGso(3)
+        );
+        assert_eq!(
+            decode(&[0, 1, 0, 0, 0, 0, 0, 0, 0, 0]).unwrap_err(),
+            VnetError::ZeroGsoSize
+        );
         let ecn = decode(&[2, 0x84, 54, 0, 0xa0, 5, 0, 0, 0, 0]).unwrap();
         assert_eq!(ecn.gso, GsoKind::TcpV6);
         assert!(ecn.csum_valid);
