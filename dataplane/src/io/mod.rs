@@ -6,6 +6,8 @@
 //! live here too. This is the only module where `unsafe` may appear, and
 //! only with a `// SAFETY:` line per block. The pcap code needs none.
 
+pub mod netlink;
+pub mod netns;
 pub mod pcap;
 pub mod port;
 pub mod vnet;
