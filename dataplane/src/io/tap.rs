@@ -290,38 +290,7 @@ fn open_queues(name: &str, opts: &TapOptions, mode: OpenMode) -> Result<Vec<TapQ
     };
     let mut queues = Vec::with_capacity(opts.queues);
     for queue in 0..opts.queues {
-        let fd = open_tun().map_err(TapError::OpenTun)?;
-        if queue == 0 {
-            let features = tun_features(fd.as_raw_fd()).map_err(TapError::GetFeatures)?;
-            if features & libc::IFF_VNET_HDR == 0 {
-                return Err(TapError::VnetHdrUnsupported(features));
-            }
-            if features & libc::IFF_MULTI_QUEUE == 0 {
-                return Err(TapError::MultiQueueUnsupported(features));
-            }
-        }
-        let exclusive = if mode == OpenMode::Create && queue == 0 {
-            libc::IFF_TUN_EXCL
-        } else {
-            0
-        };
-        let mut req = IfReqFlags::new(name, QUEUE_FLAGS | exclusive);
-        if let Err(source) = ioctl_with_mut_ref(fd.as_raw_fd(), libc::TUNSETIFF, &mut req) {
-            return Err(match (source.raw_os_error(), mode) {
-                (Some(libc::EBUSY), OpenMode::Create) => TapError::AlreadyExists(name.to_owned()),
-                (Some(libc::EINVAL), OpenMode::Attach) => {
-                    TapError::NotAMultiQueueTap(name.to_owned())
-                }
-                _ => TapError::SetIff {
-                    name: name.to_owned(),
-                    queue,
-                    source,
-                },
-            });
-        }
-        let mut hdr_len = VNET_HDR_LEN_V1 as libc::c_int;
-        ioctl_with_mut_ref(fd.as_raw_fd(), libc::TUNSETVNETHDRSZ, &mut hdr_len)
-            .map_err(TapError::SetVnetHdrSize)?;
+        let fd = open_queue(name, queue, mode)?;
         let tap = TapQueue {
             fd,
             offload: opts.offload,
@@ -342,6 +311,42 @@ fn open_queues(name: &str, opts: &TapOptions, mode: OpenMode) -> Result<Vec<TapQ
         first.set_persist(opts.persist)?;
     }
     Ok(queues)
+}
+
+/// Opens `/dev/net/tun` and attaches it as queue `queue` of `name`, with
+/// 12-byte vnet headers. The first queue probes the driver's features.
+fn open_queue(name: &str, queue: usize, mode: OpenMode) -> Result<OwnedFd, TapError> {
+    let fd = open_tun().map_err(TapError::OpenTun)?;
+    if queue == 0 {
+        let features = tun_features(fd.as_raw_fd()).map_err(TapError::GetFeatures)?;
+        if features & libc::IFF_VNET_HDR == 0 {
+            return Err(TapError::VnetHdrUnsupported(features));
+        }
+        if features & libc::IFF_MULTI_QUEUE == 0 {
+            return Err(TapError::MultiQueueUnsupported(features));
+        }
+    }
+    let exclusive = if mode == OpenMode::Create && queue == 0 {
+        libc::IFF_TUN_EXCL
+    } else {
+        0
+    };
+    let mut req = IfReqFlags::new(name, QUEUE_FLAGS | exclusive);
+    if let Err(source) = ioctl_with_mut_ref(fd.as_raw_fd(), libc::TUNSETIFF, &mut req) {
+        return Err(match (source.raw_os_error(), mode) {
+            (Some(libc::EBUSY), OpenMode::Create) => TapError::AlreadyExists(name.to_owned()),
+            (Some(libc::EINVAL), OpenMode::Attach) => TapError::NotAMultiQueueTap(name.to_owned()),
+            _ => TapError::SetIff {
+                name: name.to_owned(),
+                queue,
+                source,
+            },
+        });
+    }
+    let mut hdr_len = VNET_HDR_LEN_V1 as libc::c_int;
+    ioctl_with_mut_ref(fd.as_raw_fd(), libc::TUNSETVNETHDRSZ, &mut hdr_len)
+        .map_err(TapError::SetVnetHdrSize)?;
+    Ok(fd)
 }
 
 /// The index of device `name` in the calling thread's netns.

@@ -359,9 +359,12 @@ fn persistent_tap_outlives_its_queues_and_is_attached_again() {
     assert_eq!(queues.len(), 2);
     let addrs = pod.ip(&["-4", "addr", "show", "dev", "eth0"]);
     assert_eq!(addrs.matches("inet ").count(), 1, "{addrs}");
+    // Losing the carrier (no queue open) does not take the routes away.
+    assert!(has_route(&pod, "default", Some("10.77.0.1")));
     let mut peer = Peer::new(queues);
     assert_eq!(peer.arp_pod(), POD_MAC.octets());
     peer.ping_pod(GW_IP, 7);
+    peer.ping_pod(Ipv4Addr::new(198, 51, 100, 7), 8);
 
     // Deleting while the daemon still holds queues: the link goes anyway.
     delete_pod_tap(&place).unwrap();
