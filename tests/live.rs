@@ -90,9 +90,16 @@ pub struct Daemon {
     log: PathBuf,
 }
 
-/// The path of the daemon binary built for tests.
-pub fn daemon_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_podswitchd-under-test")
+/// The daemon binary built for tests: `$PODSWITCHD_BIN`, or the tests
+/// package's `podswitchd-under-test` next to the running test (cargo builds
+/// it for this package's integration tests).
+pub fn daemon_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("PODSWITCHD_BIN") {
+        return PathBuf::from(bin);
+    }
+    let exe = std::env::current_exe().expect("current test executable");
+    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps");
+    dir.join("podswitchd-under-test")
 }
 
 impl Daemon {
@@ -113,7 +120,9 @@ impl Daemon {
         let log = run_dir.join("daemon.log");
         let log_file = std::fs::File::create(&log).unwrap();
         let child = Command::new("ip")
-            .args(["netns", "exec", &node.name, daemon_bin(), "run", "--workers", &workers.to_string()])
+            .args(["netns", "exec", &node.name])
+            .arg(daemon_bin())
+            .args(["run", "--workers", &workers.to_string()])
             .arg("--config")
             .arg(&config)
             .arg("--run-dir")

@@ -111,7 +111,10 @@ fn open_tap(
         persist: true,
     };
     let Some(placement) = placement(snapshot, port) else {
-        let qs = tap::open_tap(&port.ifname, &opts)
+        if let Ok(qs) = tap::attach_tap(&port.ifname, &opts) {
+            return Ok((qs, TapOutcome::Reattached));
+        }
+        let qs = tap::create_tap(&port.ifname, &opts)
             .with_context(|| format!("port {}: TAP {}", port.name, port.ifname))?;
         return Ok((qs, TapOutcome::Created));
     };

@@ -1,7 +1,7 @@
 //! podswitch dataplane: packet formats, pipeline stages and I/O.
 //!
 //! The folders follow the packet's path: [`wire`] (formats), [`io`] (pcap
-//! files now; TAP and AF_PACKET next), [`pipeline`] (batches, verdicts and
+//! files and TAP ports; AF_PACKET next), [`pipeline`] (batches, verdicts and
 //! one module per stage) and [`config`] (the immutable snapshot the
 //! pipeline runs against). This crate knows nothing about HTTP or CNI.
 #![deny(unsafe_code)]

@@ -239,7 +239,9 @@ fn second_instance_is_refused() {
     }
     let t = topology("si", Attach::Tap, Attach::Tap, 1);
     let out = std::process::Command::new("ip")
-        .args(["netns", "exec", &t.node.name, podswitch_tests::live::daemon_bin(), "run"])
+        .args(["netns", "exec", &t.node.name])
+        .arg(podswitch_tests::live::daemon_bin())
+        .arg("run")
         .arg("--config")
         .arg(&t.daemon.config)
         .arg("--run-dir")

@@ -2,22 +2,32 @@
 //!
 //! - Capture files ([`pcap`]): classic pcap and pcapng in, classic pcap out;
 //!   the benchmarks, golden tests and offline replay use them.
-//! - Live ports, behind the [`PortQueue`] trait a worker drives: [`afpacket`]
-//!   (a TPACKET_V3 ring per worker in a fanout group) and TAP devices, both
-//!   with virtio-net headers ([`vnet`]); [`gso`] cuts super-frames and
-//!   completes partial checksums for ports without offloads; [`poll`] waits
-//!   on a worker's queues.
+//! - Live ports, behind the [`PortQueue`] trait a worker drives: [`tap`]
+//!   (multi-queue TAPs, placed into pods with [`netlink`] and [`netns`]) and
+//!   [`afpacket`] (a TPACKET_V3 ring per worker in a fanout group), both with
+//!   virtio-net headers ([`vnet`]); [`gso`] cuts super-frames and completes
+//!   partial checksums for ports without offloads; [`poll`] waits on a
+//!   worker's queues.
 //!
 //! This is the only module where `unsafe` may appear, and only with a
 //! `// SAFETY:` line per block.
 
 pub mod afpacket;
 pub mod gso;
+pub mod netlink;
+pub mod netns;
 pub mod pcap;
 pub mod poll;
 pub mod port;
+pub mod tap;
 pub mod vnet;
 
 pub use afpacket::{AfPacketOptions, AfPacketQueue};
+pub use netlink::{LinkState, NetlinkError, Rtnetlink};
+pub use netns::run_in_netns;
 pub use pcap::{CaptureFormat, LINKTYPE_ETHERNET, PcapError, PcapReader, PcapRecord, PcapWriter};
 pub use port::PortQueue;
+pub use tap::{
+    PodPlacement, TapError, TapOptions, TapQueue, attach_pod_tap, attach_tap, create_pod_tap,
+    create_tap, delete_pod_tap,
+};
