@@ -24,8 +24,16 @@ pub fn root_or_skip(test: &str) -> bool {
 
 /// Runs `ip` with `args`; panics with its stderr on failure.
 pub fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("ip (iproute2) must be installed");
-    assert!(out.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .expect("ip (iproute2) must be installed");
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A named network namespace, deleted on drop.
@@ -59,23 +67,35 @@ impl Netns {
         let (proto, field) = (proto.to_string(), field.to_string());
         self.run(move || {
             let text = std::fs::read_to_string("/proc/thread-self/net/snmp").unwrap_or_default();
-            let lines: Vec<&str> = text.lines().filter(|l| l.starts_with(&format!("{proto}:"))).collect();
-            let (Some(names), Some(values)) = (lines.first(), lines.get(1)) else { return 0 };
+            let lines: Vec<&str> = text
+                .lines()
+                .filter(|l| l.starts_with(&format!("{proto}:")))
+                .collect();
+            let (Some(names), Some(values)) = (lines.first(), lines.get(1)) else {
+                return 0;
+            };
             let idx = names.split_whitespace().position(|n| n == field);
-            idx.and_then(|i| values.split_whitespace().nth(i)).and_then(|v| v.parse().ok()).unwrap_or(0)
+            idx.and_then(|i| values.split_whitespace().nth(i))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
         })
     }
 }
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
     }
 }
 
 /// A veth pair: `a` in namespace `ns_a` (or the caller's), `b` in `ns_b`.
 pub fn veth(a: &str, ns_a: &Netns, b: &str, ns_b: &Netns) {
-    ip(&["link", "add", a, "netns", &ns_a.name, "type", "veth", "peer", "name", b, "netns", &ns_b.name]);
+    ip(&[
+        "link", "add", a, "netns", &ns_a.name, "type", "veth", "peer", "name", b, "netns",
+        &ns_b.name,
+    ]);
     ip(&["-n", &ns_a.name, "link", "set", a, "up"]);
     ip(&["-n", &ns_b.name, "link", "set", b, "up"]);
 }
@@ -98,7 +118,10 @@ pub fn daemon_bin() -> PathBuf {
         return PathBuf::from(bin);
     }
     let exe = std::env::current_exe().expect("current test executable");
-    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps");
     dir.join("podswitchd-under-test")
 }
 
@@ -106,7 +129,8 @@ impl Daemon {
     /// Writes `config` and starts the daemon in `node` with `workers` workers;
     /// returns once its first stats file exists (it is forwarding).
     pub fn start(node: &Netns, tag: &str, config: &str, workers: usize) -> Daemon {
-        let run_dir = std::env::temp_dir().join(format!("podswitch-live-{}-{tag}", std::process::id()));
+        let run_dir =
+            std::env::temp_dir().join(format!("podswitch-live-{}-{tag}", std::process::id()));
         std::fs::create_dir_all(&run_dir).unwrap();
         let config_path = run_dir.join("node.toml");
         std::fs::write(&config_path, config).unwrap();
@@ -132,13 +156,22 @@ impl Daemon {
             .stderr(log_file)
             .spawn()
             .expect("start podswitchd");
-        let mut d = Daemon { child: Some(child), run_dir, config, log };
+        let mut d = Daemon {
+            child: Some(child),
+            run_dir,
+            config,
+            log,
+        };
         let deadline = Instant::now() + Duration::from_secs(20);
         while !stats.exists() {
             if let Some(status) = d.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
                 panic!("podswitchd exited with {status}: {}", d.log_text());
             }
-            assert!(Instant::now() < deadline, "podswitchd did not start: {}", d.log_text());
+            assert!(
+                Instant::now() < deadline,
+                "podswitchd did not start: {}",
+                d.log_text()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         d
@@ -207,16 +240,26 @@ pub fn pattern_byte(offset: u64) -> u8 {
 /// Sends `bytes` of the pattern over TCP from `client` to a server in
 /// `server` at `server_ip:port`; the server checks every byte. Returns the
 /// bytes verified and the transfer time.
-pub fn tcp_transfer(client: &Netns, server: &Netns, server_ip: Ipv4Addr, port: u16, bytes: u64) -> (u64, Duration) {
+pub fn tcp_transfer(
+    client: &Netns,
+    server: &Netns,
+    server_ip: Ipv4Addr,
+    port: u16,
+    bytes: u64,
+) -> (u64, Duration) {
     let addr = SocketAddr::V4(SocketAddrV4::new(server_ip, port));
-    let listener: TcpListener = server.run(move || TcpListener::bind(addr)).expect("bind in server netns");
+    let listener: TcpListener = server
+        .run(move || TcpListener::bind(addr))
+        .expect("bind in server netns");
     let reader = std::thread::spawn(move || -> Result<u64, String> {
         let (mut s, _) = listener.accept().map_err(|e| e.to_string())?;
         s.set_read_timeout(Some(Duration::from_secs(30))).ok();
         let mut buf = vec![0u8; 256 * 1024];
         let mut off = 0u64;
         loop {
-            let n = s.read(&mut buf).map_err(|e| format!("read at {off}: {e}"))?;
+            let n = s
+                .read(&mut buf)
+                .map_err(|e| format!("read at {off}: {e}"))?;
             if n == 0 {
                 return Ok(off);
             }
@@ -241,11 +284,15 @@ pub fn tcp_transfer(client: &Netns, server: &Netns, server_ip: Ipv4Addr, port: u
         for (i, b) in buf[..n].iter_mut().enumerate() {
             *b = pattern_byte(off + i as u64);
         }
-        s.write_all(&buf[..n]).unwrap_or_else(|e| panic!("write at {off}: {e}"));
+        s.write_all(&buf[..n])
+            .unwrap_or_else(|e| panic!("write at {off}: {e}"));
         off += n as u64;
     }
     s.shutdown(std::net::Shutdown::Write).ok();
-    let verified = reader.join().expect("reader thread").unwrap_or_else(|e| panic!("server: {e}"));
+    let verified = reader
+        .join()
+        .expect("reader thread")
+        .unwrap_or_else(|e| panic!("server: {e}"));
     (verified, start.elapsed())
 }
 
@@ -254,21 +301,47 @@ pub fn tcp_transfer(client: &Netns, server: &Netns, server_ip: Ipv4Addr, port: u
 pub fn ping(ns: &Netns, dst: Ipv4Addr, timeout: Duration) -> Option<Duration> {
     ns.run(move || {
         let sock = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4)).ok()?;
-        sock.set_read_timeout(Some(Duration::from_millis(50))).ok()?;
+        sock.set_read_timeout(Some(Duration::from_millis(50)))
+            .ok()?;
         let ident: u16 = (std::process::id() as u16) ^ 0x5a5a;
-        let mut req = [8u8, 0, 0, 0, (ident >> 8) as u8, ident as u8, 0, 1, b'p', b's', b'w', b'i', b't', b'c', b'h', b'!'];
+        let mut req = [
+            8u8,
+            0,
+            0,
+            0,
+            (ident >> 8) as u8,
+            ident as u8,
+            0,
+            1,
+            b'p',
+            b's',
+            b'w',
+            b'i',
+            b't',
+            b'c',
+            b'h',
+            b'!',
+        ];
         let c = podswitch_dataplane::wire::checksum::checksum(&req);
         req[2..4].copy_from_slice(&c.to_be_bytes());
         let start = Instant::now();
-        sock.send_to(&req, &SocketAddr::V4(SocketAddrV4::new(dst, 0)).into()).ok()?;
+        sock.send_to(&req, &SocketAddr::V4(SocketAddrV4::new(dst, 0)).into())
+            .ok()?;
         let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 1500];
         while start.elapsed() < timeout {
-            let Ok((n, _)) = sock.recv_from(&mut buf) else { continue };
+            let Ok((n, _)) = sock.recv_from(&mut buf) else {
+                continue;
+            };
             // SAFETY: recv_from initialised the first n bytes.
-            let bytes: Vec<u8> = buf[..n].iter().map(|b| unsafe { b.assume_init() }).collect();
+            let bytes: Vec<u8> = buf[..n]
+                .iter()
+                .map(|b| unsafe { b.assume_init() })
+                .collect();
             let ihl = usize::from(bytes.first()? & 0x0f) * 4;
             let icmp = bytes.get(ihl..)?;
-            if icmp.first() == Some(&0) && icmp.get(4..6) == Some(&[(ident >> 8) as u8, ident as u8]) {
+            if icmp.first() == Some(&0)
+                && icmp.get(4..6) == Some(&[(ident >> 8) as u8, ident as u8])
+            {
                 return Some(start.elapsed());
             }
         }
@@ -302,8 +375,19 @@ pub fn send_raw_frames(ns: &Netns, ifname: &str, frames: Vec<Vec<u8>>) {
         sll.sll_ifindex = index as i32;
         let len = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
         // SAFETY: sll is a valid sockaddr_ll of `len` bytes and the fd is open for the call.
-        let rc = unsafe { libc::bind(std::os::fd::AsRawFd::as_raw_fd(&sock), (&raw const sll).cast(), len) };
-        assert_eq!(rc, 0, "bind AF_PACKET to {ifname:?}: {}", std::io::Error::last_os_error());
+        let rc = unsafe {
+            libc::bind(
+                std::os::fd::AsRawFd::as_raw_fd(&sock),
+                (&raw const sll).cast(),
+                len,
+            )
+        };
+        assert_eq!(
+            rc,
+            0,
+            "bind AF_PACKET to {ifname:?}: {}",
+            std::io::Error::last_os_error()
+        );
         for f in frames {
             sock.send(&f).expect("send raw frame");
         }

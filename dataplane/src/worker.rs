@@ -200,13 +200,18 @@ impl Worker {
             } else {
                 Event::GsoSegmented
             });
-            let result = crate::io::gso::segment(frame.data(), &frame.offload, &mut self.scratch, |segment| {
-                match queue.send(segment) {
-                    Ok(()) => counters.tx(port, segment.len()),
-                    Err(_) => counters.count_drop(DropReason::TxError),
-                }
-                Ok::<(), crate::io::gso::GsoError>(())
-            });
+            let result = crate::io::gso::segment(
+                frame.data(),
+                &frame.offload,
+                &mut self.scratch,
+                |segment| {
+                    match queue.send(segment) {
+                        Ok(()) => counters.tx(port, segment.len()),
+                        Err(_) => counters.count_drop(DropReason::TxError),
+                    }
+                    Ok::<(), crate::io::gso::GsoError>(())
+                },
+            );
             if result.is_err() {
                 counters.count_drop(DropReason::TxOffloadError);
             }

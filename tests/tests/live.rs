@@ -11,7 +11,9 @@ use std::net::Ipv4Addr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use podswitch_tests::live::{Daemon, Netns, ip, ping, root_or_skip, send_raw_frames, tcp_transfer, veth, wait_reachable};
+use podswitch_tests::live::{
+    Daemon, Netns, ip, ping, root_or_skip, send_raw_frames, tcp_transfer, veth, wait_reachable,
+};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -35,7 +37,14 @@ struct Topology {
     node: Netns,
 }
 
-fn port_toml(name: &str, tag: &str, ip: Ipv4Addr, mac: &str, pod: &Netns, attach: Attach) -> String {
+fn port_toml(
+    name: &str,
+    tag: &str,
+    ip: Ipv4Addr,
+    mac: &str,
+    pod: &Netns,
+    attach: Attach,
+) -> String {
     let ident = format!("ps{}{}{}", std::process::id() % 100_000, tag, &name[4..]);
     match attach {
         Attach::Tap => format!(
@@ -53,8 +62,24 @@ fn port_toml(name: &str, tag: &str, ip: Ipv4Addr, mac: &str, pod: &Netns, attach
 fn veth_pod(node: &Netns, pod: &Netns, x: &str, ip_addr: Ipv4Addr, mac: &str) {
     veth(&format!("veth-{x}"), node, "eth0", pod);
     ip(&["-n", &pod.name, "link", "set", "eth0", "address", mac]);
-    ip(&["-n", &pod.name, "addr", "add", &format!("{ip_addr}/24"), "dev", "eth0"]);
-    ip(&["-n", &pod.name, "route", "add", "default", "via", &GW.to_string()]);
+    ip(&[
+        "-n",
+        &pod.name,
+        "addr",
+        "add",
+        &format!("{ip_addr}/24"),
+        "dev",
+        "eth0",
+    ]);
+    ip(&[
+        "-n",
+        &pod.name,
+        "route",
+        "add",
+        "default",
+        "via",
+        &GW.to_string(),
+    ]);
 }
 
 fn topology(tag: &str, a: Attach, b: Attach, workers: usize) -> Topology {
@@ -74,7 +99,12 @@ fn topology(tag: &str, a: Attach, b: Attach, workers: usize) -> Topology {
         port_toml("pod-b", tag, B_IP, mac_b, &pb, b),
     );
     let daemon = Daemon::start(&node, tag, &config, workers);
-    Topology { daemon, a: pa, b: pb, node }
+    Topology {
+        daemon,
+        a: pa,
+        b: pb,
+        node,
+    }
 }
 
 fn stat(stats: &serde_json::Value, group: &str, key: &str) -> u64 {
@@ -82,21 +112,43 @@ fn stat(stats: &serde_json::Value, group: &str, key: &str) -> u64 {
 }
 
 fn port_stat(stats: &serde_json::Value, port: &str, key: &str) -> u64 {
-    stats["ports"].as_array().into_iter().flatten().find(|p| p["name"] == port).map_or(0, |p| p[key].as_u64().unwrap_or(0))
+    stats["ports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p["name"] == port)
+        .map_or(0, |p| p[key].as_u64().unwrap_or(0))
 }
 
 /// ARP (implicit in the first ping), ICMP to the gateway and the other pod,
 /// and a verified 256 MiB TCP transfer, with no checksum errors in the receiver.
 fn exercise(t: &Topology, label: &str) {
-    assert!(wait_reachable(&t.a, GW, Duration::from_secs(10)), "{label}: gateway unreachable\n{}", t.daemon.log_text());
-    assert!(wait_reachable(&t.a, B_IP, Duration::from_secs(10)), "{label}: pod-b unreachable\n{}", t.daemon.log_text());
-    assert!(ping(&t.b, A_IP, Duration::from_secs(2)).is_some(), "{label}: pod-b -> pod-a");
+    assert!(
+        wait_reachable(&t.a, GW, Duration::from_secs(10)),
+        "{label}: gateway unreachable\n{}",
+        t.daemon.log_text()
+    );
+    assert!(
+        wait_reachable(&t.a, B_IP, Duration::from_secs(10)),
+        "{label}: pod-b unreachable\n{}",
+        t.daemon.log_text()
+    );
+    assert!(
+        ping(&t.b, A_IP, Duration::from_secs(2)).is_some(),
+        "{label}: pod-b -> pod-a"
+    );
     let csum_errors = t.b.snmp("Tcp", "InCsumErrors") + t.b.snmp("Ip", "InHdrErrors");
     let (verified, took) = tcp_transfer(&t.a, &t.b, B_IP, 5201, 256 * MIB);
     assert_eq!(verified, 256 * MIB, "{label}");
     let after = t.b.snmp("Tcp", "InCsumErrors") + t.b.snmp("Ip", "InHdrErrors");
-    assert_eq!(csum_errors, after, "{label}: the receiving kernel saw bad checksums");
-    println!("{label}: 256 MiB verified in {took:?} ({:.2} Gbit/s)", 256.0 * 8.0 * 1.048_576 / 1000.0 / took.as_secs_f64());
+    assert_eq!(
+        csum_errors, after,
+        "{label}: the receiving kernel saw bad checksums"
+    );
+    println!(
+        "{label}: 256 MiB verified in {took:?} ({:.2} Gbit/s)",
+        256.0 * 8.0 * 1.048_576 / 1000.0 / took.as_secs_f64()
+    );
 }
 
 #[test]
@@ -111,9 +163,15 @@ fn tap_pods_arp_icmp_tcp() {
     assert!(stat(&s, "events", "arp_reply_sent") >= 1, "{s}");
     assert!(stat(&s, "events", "icmp_echo_reply_sent") >= 1, "{s}");
     assert!(port_stat(&s, "pod-b", "tx_bytes") > 256 * MIB, "{s}");
-    assert!(stat(&s, "events", "gso_frames") > 0, "TSO super-frames crossed TAP -> TAP as one unit: {s}");
+    assert!(
+        stat(&s, "events", "gso_frames") > 0,
+        "TSO super-frames crossed TAP -> TAP as one unit: {s}"
+    );
     let frames = port_stat(&s, "pod-a", "rx_packets");
-    assert!(frames < 256 * MIB / 1448 / 4, "super-frames, not MTU-sized frames: {frames} frames for 256 MiB");
+    assert!(
+        frames < 256 * MIB / 1448 / 4,
+        "super-frames, not MTU-sized frames: {frames} frames for 256 MiB"
+    );
 }
 
 #[test]
@@ -122,7 +180,12 @@ fn afpacket_pods_arp_icmp_tcp() {
     if !root_or_skip("afpacket_pods_arp_icmp_tcp") {
         return;
     }
-    let t = topology("aa", Attach::Veth { offload: true }, Attach::Veth { offload: true }, 2);
+    let t = topology(
+        "aa",
+        Attach::Veth { offload: true },
+        Attach::Veth { offload: true },
+        2,
+    );
     exercise(&t, "veth<->veth (AF_PACKET)");
     let s = t.daemon.fresh_stats();
     assert!(port_stat(&s, "pod-b", "tx_bytes") > 256 * MIB, "{s}");
@@ -147,7 +210,10 @@ fn gso_segmented_for_port_without_vnet_hdr() {
     let t = topology("gs", Attach::Tap, Attach::Veth { offload: false }, 2);
     exercise(&t, "tap -> AF_PACKET without vnet_hdr");
     let s = t.daemon.fresh_stats();
-    assert!(stat(&s, "events", "gso_segmented") > 0, "super-frames were segmented in software: {s}");
+    assert!(
+        stat(&s, "events", "gso_segmented") > 0,
+        "super-frames were segmented in software: {s}"
+    );
     assert_eq!(stat(&s, "drops", "tx_offload_error"), 0, "{s}");
 }
 
@@ -158,9 +224,15 @@ fn spoofed_frames_are_dropped_and_counted() {
         return;
     }
     let t = topology("sp", Attach::Tap, Attach::Tap, 1);
-    assert!(wait_reachable(&t.a, B_IP, Duration::from_secs(10)), "{}", t.daemon.log_text());
+    assert!(
+        wait_reachable(&t.a, B_IP, Duration::from_secs(10)),
+        "{}",
+        t.daemon.log_text()
+    );
     let udp = |src_mac: [u8; 6], src_ip: [u8; 4]| {
-        let b = etherparse::PacketBuilder::ethernet2(src_mac, [2, 0, 0x0a, 0xf4, 1, 3]).ipv4(src_ip, [10, 244, 1, 3], 64).udp(1000, 2000);
+        let b = etherparse::PacketBuilder::ethernet2(src_mac, [2, 0, 0x0a, 0xf4, 1, 3])
+            .ipv4(src_ip, [10, 244, 1, 3], 64)
+            .udp(1000, 2000);
         let mut out = Vec::new();
         b.write(&mut out, b"spoofed").unwrap();
         out
@@ -183,9 +255,15 @@ fn sigterm_under_load_exits_within_2s() {
         return;
     }
     let mut t = topology("st", Attach::Tap, Attach::Tap, 2);
-    assert!(wait_reachable(&t.a, B_IP, Duration::from_secs(10)), "{}", t.daemon.log_text());
+    assert!(
+        wait_reachable(&t.a, B_IP, Duration::from_secs(10)),
+        "{}",
+        t.daemon.log_text()
+    );
     // Load: UDP from pod-a to pod-b for at most 4 s (bounded in count too).
-    let load = t.a.run(|| std::net::UdpSocket::bind("10.244.1.2:0")).unwrap();
+    let load =
+        t.a.run(|| std::net::UdpSocket::bind("10.244.1.2:0"))
+            .unwrap();
     let flood = std::thread::spawn(move || {
         let start = Instant::now();
         let mut sent = 0u64;
@@ -198,13 +276,22 @@ fn sigterm_under_load_exits_within_2s() {
     });
     std::thread::sleep(Duration::from_millis(800));
     let before = t.daemon.stats();
-    let took = t.daemon.stop().expect("podswitchd did not exit within 2 s of SIGTERM");
+    let took = t
+        .daemon
+        .stop()
+        .expect("podswitchd did not exit within 2 s of SIGTERM");
     let sent = flood.join().unwrap();
     println!("SIGTERM under load ({sent} datagrams offered): exited in {took:?}");
     assert!(took <= Duration::from_secs(2));
-    assert!(port_stat(&before, "pod-a", "rx_packets") > 0, "there was load: {before}");
+    assert!(
+        port_stat(&before, "pod-a", "rx_packets") > 0,
+        "there was load: {before}"
+    );
     let log = t.daemon.log_text();
-    assert!(log.contains("stopped; persistent TAPs left in place"), "{log}");
+    assert!(
+        log.contains("stopped; persistent TAPs left in place"),
+        "{log}"
+    );
     // The pods keep their interfaces.
     ip(&["-n", &t.a.name, "link", "show", "eth0"]);
     let _ = &t.node;
@@ -217,16 +304,33 @@ fn restart_reattaches_persistent_taps() {
         return;
     }
     let mut t = topology("rs", Attach::Tap, Attach::Tap, 2);
-    assert!(wait_reachable(&t.a, B_IP, Duration::from_secs(10)), "{}", t.daemon.log_text());
+    assert!(
+        wait_reachable(&t.a, B_IP, Duration::from_secs(10)),
+        "{}",
+        t.daemon.log_text()
+    );
     t.daemon.stop().expect("clean stop");
-    assert!(ping(&t.a, B_IP, Duration::from_millis(500)).is_none(), "no forwarding while the daemon is down");
+    assert!(
+        ping(&t.a, B_IP, Duration::from_millis(500)).is_none(),
+        "no forwarding while the daemon is down"
+    );
     let start = Instant::now();
     let (run_dir, config) = (t.daemon.run_dir.clone(), t.daemon.config.clone());
     t.daemon = Daemon::start_with(&t.node, run_dir, config, 2);
     let log = t.daemon.log_text();
-    assert!(log.contains("Reattached"), "TAPs re-attached, not re-created: {log}");
-    assert!(wait_reachable(&t.a, B_IP, Duration::from_secs(10)), "traffic resumes: {}", t.daemon.log_text());
-    println!("restart: forwarding again {:?} after start", start.elapsed());
+    assert!(
+        log.contains("Reattached"),
+        "TAPs re-attached, not re-created: {log}"
+    );
+    assert!(
+        wait_reachable(&t.a, B_IP, Duration::from_secs(10)),
+        "traffic resumes: {}",
+        t.daemon.log_text()
+    );
+    println!(
+        "restart: forwarding again {:?} after start",
+        start.elapsed()
+    );
     let (verified, _) = tcp_transfer(&t.a, &t.b, B_IP, 5202, 16 * MIB);
     assert_eq!(verified, 16 * MIB);
 }
@@ -250,5 +354,8 @@ fn second_instance_is_refused() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("another podswitchd is already running"), "{err}");
+    assert!(
+        err.contains("another podswitchd is already running"),
+        "{err}"
+    );
 }

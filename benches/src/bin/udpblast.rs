@@ -24,12 +24,17 @@ fn arg<T: std::str::FromStr>(args: &[String], i: usize, what: &str) -> T {
 }
 
 fn send(dst: Ipv4Addr, port: u16, flows: u16, payload: usize, seconds: u64, max: u64) {
-    let socks: Vec<UdpSocket> = (0..flows.max(1)).map(|_| UdpSocket::bind("0.0.0.0:0").expect("bind")).collect();
+    let socks: Vec<UdpSocket> = (0..flows.max(1))
+        .map(|_| UdpSocket::bind("0.0.0.0:0").expect("bind"))
+        .collect();
     for s in &socks {
         s.connect(SocketAddrV4::new(dst, port)).expect("connect");
     }
     let buf = vec![0x5au8; payload];
-    let mut iov = [libc::iovec { iov_base: buf.as_ptr() as *mut libc::c_void, iov_len: buf.len() }; BATCH];
+    let mut iov = [libc::iovec {
+        iov_base: buf.as_ptr() as *mut libc::c_void,
+        iov_len: buf.len(),
+    }; BATCH];
     // SAFETY: an all-zero mmsghdr is a valid value of this plain C struct.
     let mut msgs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
     for (m, v) in msgs.iter_mut().zip(iov.iter_mut()) {
@@ -49,15 +54,23 @@ fn send(dst: Ipv4Addr, port: u16, flows: u16, payload: usize, seconds: u64, max:
         }
     }
     let secs = start.elapsed().as_secs_f64();
-    println!("sent {sent} packets in {secs:.2} s: {:.0} pps", sent as f64 / secs);
+    println!(
+        "sent {sent} packets in {secs:.2} s: {:.0} pps",
+        sent as f64 / secs
+    );
 }
 
 fn sink(bind: Ipv4Addr, port: u16, seconds: u64) {
     let sock = UdpSocket::bind(SocketAddrV4::new(bind, port)).expect("bind");
     sock.set_read_timeout(Some(Duration::from_millis(100))).ok();
     let mut bufs = vec![[0u8; 2048]; BATCH];
-    let mut iov: Vec<libc::iovec> =
-        bufs.iter_mut().map(|b| libc::iovec { iov_base: b.as_mut_ptr().cast(), iov_len: b.len() }).collect();
+    let mut iov: Vec<libc::iovec> = bufs
+        .iter_mut()
+        .map(|b| libc::iovec {
+            iov_base: b.as_mut_ptr().cast(),
+            iov_len: b.len(),
+        })
+        .collect();
     // SAFETY: an all-zero mmsghdr is a valid value of this plain C struct.
     let mut msgs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
     for (m, v) in msgs.iter_mut().zip(iov.iter_mut()) {
@@ -68,15 +81,28 @@ fn sink(bind: Ipv4Addr, port: u16, seconds: u64) {
     let (mut received, mut first, mut last) = (0u64, None, Instant::now());
     while Instant::now() < deadline {
         // SAFETY: msgs holds BATCH headers pointing at live buffers; the socket has a read timeout.
-        let n = unsafe { libc::recvmmsg(sock.as_raw_fd(), msgs.as_mut_ptr(), BATCH as u32, libc::MSG_WAITFORONE, std::ptr::null_mut()) };
+        let n = unsafe {
+            libc::recvmmsg(
+                sock.as_raw_fd(),
+                msgs.as_mut_ptr(),
+                BATCH as u32,
+                libc::MSG_WAITFORONE,
+                std::ptr::null_mut(),
+            )
+        };
         if n > 0 {
             first.get_or_insert_with(Instant::now);
             last = Instant::now();
             received += n as u64;
         }
     }
-    let secs = first.map_or(0.0, |f| last.duration_since(f).as_secs_f64()).max(1e-9);
-    println!("received {received} packets in {secs:.2} s: {:.0} pps", received as f64 / secs);
+    let secs = first
+        .map_or(0.0, |f| last.duration_since(f).as_secs_f64())
+        .max(1e-9);
+    println!(
+        "received {received} packets in {secs:.2} s: {:.0} pps",
+        received as f64 / secs
+    );
 }
 
 fn echo(bind: Ipv4Addr, port: u16, seconds: u64) {
@@ -106,16 +132,39 @@ fn rtt(dst: Ipv4Addr, port: u16, count: usize) {
     }
     samples.sort();
     let median = samples.get(samples.len() / 2).copied().unwrap_or_default();
-    println!("rtt {} of {count} answered: median {:.1} us", samples.len(), median.as_secs_f64() * 1e6);
+    println!(
+        "rtt {} of {count} answered: median {:.1} us",
+        samples.len(),
+        median.as_secs_f64() * 1e6
+    );
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
-        Some("send") => send(arg(&args, 2, "dst"), arg(&args, 3, "port"), arg(&args, 4, "flows"), arg(&args, 5, "payload"), arg(&args, 6, "seconds"), arg(&args, 7, "max")),
-        Some("sink") => sink(arg(&args, 2, "bind"), arg(&args, 3, "port"), arg(&args, 4, "seconds")),
-        Some("echo") => echo(arg(&args, 2, "bind"), arg(&args, 3, "port"), arg(&args, 4, "seconds")),
-        Some("rtt") => rtt(arg(&args, 2, "dst"), arg(&args, 3, "port"), arg(&args, 4, "count")),
+        Some("send") => send(
+            arg(&args, 2, "dst"),
+            arg(&args, 3, "port"),
+            arg(&args, 4, "flows"),
+            arg(&args, 5, "payload"),
+            arg(&args, 6, "seconds"),
+            arg(&args, 7, "max"),
+        ),
+        Some("sink") => sink(
+            arg(&args, 2, "bind"),
+            arg(&args, 3, "port"),
+            arg(&args, 4, "seconds"),
+        ),
+        Some("echo") => echo(
+            arg(&args, 2, "bind"),
+            arg(&args, 3, "port"),
+            arg(&args, 4, "seconds"),
+        ),
+        Some("rtt") => rtt(
+            arg(&args, 2, "dst"),
+            arg(&args, 3, "port"),
+            arg(&args, 4, "count"),
+        ),
         _ => {
             eprintln!("usage: udpblast send|sink|echo|rtt ... (see the module doc)");
             std::process::exit(2);

@@ -386,6 +386,8 @@ struct RingPacket<'a> {
     next_offset: usize,
     /// `sll_pkttype` (`PACKET_HOST`, `PACKET_OUTGOING`, ...).
     pkt_type: u8,
+    /// `tp_status` (`TP_STATUS_CSUMNOTREADY`, `TP_STATUS_GSO_TCP`, ...).
+    status: u32,
     /// Length on the wire; more than `data.len()` when the ring truncated it.
     wire_len: usize,
     /// The vnet header in front of the MAC header (empty without vnet headers).
@@ -417,6 +419,7 @@ fn ring_packet(block: &[u8], offset: usize, vnet_len: usize) -> Option<RingPacke
     Some(RingPacket {
         next_offset: read_u32(hdr, sys::PKT_NEXT_OFFSET)? as usize,
         pkt_type: *block.get(offset.checked_add(sys::PKT_TYPE)?)?,
+        status: read_u32(hdr, sys::PKT_STATUS)?,
         wire_len: read_u32(hdr, sys::PKT_LEN)? as usize,
         vnet_hdr: block.get(mac.checked_sub(vnet_len)?..mac)?,
         data: block.get(mac..mac.checked_add(snaplen)?)?,
@@ -492,6 +495,13 @@ fn copy_packet(
                 return false;
             }
         }
+    } else if pkt.status & (libc::TP_STATUS_CSUMNOTREADY | sys::TP_STATUS_GSO_TCP) != 0 {
+        // Without a vnet header the ring still says when a checksum is
+        // partial (veth and loopback hand over locally built packets that
+        // way) or the packet is a TCP super-frame; where the checksum lives
+        // and the segment size come from the headers themselves.
+        let gso = pkt.status & sys::TP_STATUS_GSO_TCP != 0;
+        crate::io::gso::offload_from_headers(pkt.data, gso).unwrap_or_default()
     } else {
         Offload::default()
     };

@@ -38,6 +38,11 @@ pub(super) const PKT_SNAPLEN: usize = offset_of!(tpacket3_hdr, tp_snaplen);
 pub(super) const PKT_LEN: usize = offset_of!(tpacket3_hdr, tp_len);
 /// `tpacket3_hdr.tp_mac`: offset of the MAC header from the packet header.
 pub(super) const PKT_MAC: usize = offset_of!(tpacket3_hdr, tp_mac);
+/// `tpacket3_hdr.tp_status`.
+pub(super) const PKT_STATUS: usize = offset_of!(tpacket3_hdr, tp_status);
+/// `TP_STATUS_GSO_TCP` (`include/uapi/linux/if_packet.h`; not in libc): the
+/// packet is a TCP GSO super-frame.
+pub(super) const TP_STATUS_GSO_TCP: u32 = 1 << 8;
 /// `sockaddr_ll.sll_pkttype`; the kernel puts a `sockaddr_ll` right after
 /// the aligned `tpacket3_hdr` (`tpacket_rcv`: `h.raw + TPACKET_ALIGN(hdrlen)`).
 pub(super) const PKT_TYPE: usize =
@@ -303,6 +308,8 @@ mod tests {
         assert_eq!(PKT_SNAPLEN, 12);
         assert_eq!(PKT_LEN, 16);
         assert_eq!(PKT_MAC, 24);
+        assert_eq!(PKT_STATUS, 20);
+        assert_eq!(TP_STATUS_GSO_TCP, 0x100);
         assert_eq!(PKT_TYPE, 48 + 10);
         assert_eq!(MIN_FRAME_SIZE, 68);
     }

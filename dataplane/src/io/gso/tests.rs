@@ -747,3 +747,36 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn offload_from_headers_finds_the_checksum() {
+    let mut tcp4 = Vec::new();
+    etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+        .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+        .tcp(1, 2, 3, 1000)
+        .write(&mut tcp4, &[0u8; 3000])
+        .unwrap();
+    let o = super::offload_from_headers(&tcp4, false).unwrap();
+    assert_eq!(o.csum, Some((34, 16)));
+    assert_eq!(o.gso, GsoKind::None);
+    let o = super::offload_from_headers(&tcp4, true).unwrap();
+    assert_eq!((o.gso, o.gso_size, o.hdr_len), (GsoKind::TcpV4, 1460, 54));
+    let mut udp6 = Vec::new();
+    etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+        .ipv6([1; 16], [2; 16], 64)
+        .udp(1, 2)
+        .write(&mut udp6, b"x")
+        .unwrap();
+    assert_eq!(
+        super::offload_from_headers(&udp6, false).unwrap().csum,
+        Some((54, 6))
+    );
+    let mut icmp = Vec::new();
+    etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+        .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+        .icmpv4_echo_request(1, 1)
+        .write(&mut icmp, b"x")
+        .unwrap();
+    assert_eq!(super::offload_from_headers(&icmp, false), None);
+    assert_eq!(super::offload_from_headers(&icmp[..20], false), None);
+}
