@@ -42,6 +42,10 @@ struct RunArgs {
     /// Write counters as JSON here every second (default: <run-dir>/stats.json).
     #[arg(long)]
     stats_file: Option<PathBuf>,
+    /// After traffic, workers keep polling without sleeping for this many
+    /// microseconds (lower latency for more CPU; 0 = always sleep in poll).
+    #[arg(long, default_value_t = 200)]
+    busy_poll_us: u64,
 }
 
 #[derive(clap::Args)]
@@ -115,6 +119,7 @@ pub fn main() -> ExitCode {
                 workers,
                 run_dir: args.run_dir.clone(),
                 stats_file: args.stats_file.clone(),
+                busy_poll_us: args.busy_poll_us,
             })
         }
         Command::Replay(args) => replay(args),

@@ -34,6 +34,8 @@ pub struct RunOptions {
     pub run_dir: PathBuf,
     /// Where to write the stats JSON every second (default: `<run_dir>/stats.json`).
     pub stats_file: Option<PathBuf>,
+    /// Busy-poll window after traffic, in microseconds (0: always sleep in poll).
+    pub busy_poll_us: u64,
 }
 
 /// Holds the single-instance lock for as long as it lives.
@@ -113,6 +115,7 @@ pub fn run(opts: &RunOptions) -> Result<()> {
             shared: Arc::clone(&shared),
             stop: Arc::clone(&stop),
             epoch,
+            busy_poll: Duration::from_micros(opts.busy_poll_us),
         });
         counters.push(worker.counters());
         let handle = std::thread::Builder::new()

@@ -41,6 +41,10 @@ pub struct WorkerSetup {
     pub stop: Arc<AtomicBool>,
     /// Common time origin of all workers (pipeline timestamps compare across workers).
     pub epoch: Instant,
+    /// After traffic, keep polling without sleeping for this long before
+    /// blocking in `poll` again (0: always block). Trades CPU for latency:
+    /// a sleeping worker costs a wake-up per packet at low rates.
+    pub busy_poll: Duration,
 }
 
 /// One worker: its pipeline, queues and buffers.
@@ -57,6 +61,7 @@ pub struct Worker {
     batch: Batch,
     scratch: Frame,
     dirty: Vec<bool>,
+    busy_poll_ns: u64,
 }
 
 impl Worker {
@@ -85,6 +90,7 @@ impl Worker {
             batch: Batch::new(MAX_FRAME_LEN),
             scratch: Frame::with_capacity(MAX_FRAME_LEN),
             dirty,
+            busy_poll_ns: u64::try_from(setup.busy_poll.as_nanos()).unwrap_or(u64::MAX),
         }
     }
 
@@ -106,8 +112,15 @@ impl Worker {
     pub fn run(&mut self) -> std::io::Result<()> {
         let timeout = i32::try_from(POLL_TIMEOUT.as_millis()).unwrap_or(50);
         let mut last_timer_run = 0u64;
+        let mut last_traffic = 0u64;
         while !self.stop.load(Ordering::Relaxed) {
-            let ready = self.poll.wait(timeout)?;
+            let spinning = self.now().saturating_sub(last_traffic) < self.busy_poll_ns;
+            let ready = self.poll.wait(if spinning { 0 } else { timeout })?;
+            if spinning && ready == 0 {
+                // Stay on the CPU only while nobody else wants it (the pods'
+                // own threads share these cores).
+                std::thread::yield_now();
+            }
             self.refresh_snapshot();
             let mut processed = false;
             for i in 0..self.polled.len() {
@@ -125,6 +138,7 @@ impl Worker {
             }
             if processed {
                 last_timer_run = now;
+                last_traffic = now;
             }
             self.flush();
         }

@@ -3,7 +3,7 @@
 //! (iperf3 tops out near 0.2–0.3 Mpps here), plus a ping-pong RTT mode.
 //!
 //! ```text
-//! udpblast send <dst-ip> <port> <flows> <payload-bytes> <seconds> <max-packets>
+//! udpblast send <dst-ip> <port> <flows> <payload-bytes> <seconds> <max-packets> [<rate-pps>]
 //! udpblast sink <bind-ip> <port> <seconds>            prints packets and packets/s received
 //! udpblast echo <bind-ip> <port> <seconds>            answers every datagram
 //! udpblast rtt  <dst-ip> <port> <count>               prints the median round trip in µs
@@ -23,7 +23,7 @@ fn arg<T: std::str::FromStr>(args: &[String], i: usize, what: &str) -> T {
     })
 }
 
-fn send(dst: Ipv4Addr, port: u16, flows: u16, payload: usize, seconds: u64, max: u64) {
+fn send(dst: Ipv4Addr, port: u16, flows: u16, payload: usize, seconds: u64, max: u64, rate: u64) {
     let socks: Vec<UdpSocket> = (0..flows.max(1))
         .map(|_| UdpSocket::bind("0.0.0.0:0").expect("bind"))
         .collect();
@@ -45,6 +45,11 @@ fn send(dst: Ipv4Addr, port: u16, flows: u16, payload: usize, seconds: u64, max:
     let mut sent = 0u64;
     let mut round = 0usize;
     while start.elapsed() < deadline && sent < max {
+        if rate > 0 && sent as f64 > rate as f64 * start.elapsed().as_secs_f64() {
+            // Ahead of the offered rate: give the CPU away until the next batch is due.
+            std::thread::yield_now();
+            continue;
+        }
         let fd = socks[round % socks.len()].as_raw_fd();
         round += 1;
         // SAFETY: msgs holds BATCH initialised headers pointing at iov/buf, which outlive the call.
@@ -149,6 +154,7 @@ fn main() {
             arg(&args, 5, "payload"),
             arg(&args, 6, "seconds"),
             arg(&args, 7, "max"),
+            args.get(8).and_then(|r| r.parse().ok()).unwrap_or(0),
         ),
         Some("sink") => sink(
             arg(&args, 2, "bind"),

@@ -79,6 +79,10 @@ use sys::RingMap;
 
 /// Messages sent per `sendmmsg`.
 pub const TX_BATCH: usize = 64;
+/// Messages one `recvmmsg` reads at most.
+const RX_MMSG_BATCH: usize = 64;
+/// Receive buffer of a socket read with `recvmmsg` (no ring): 8 MiB.
+const RX_SOCKET_BUFFER: libc::c_int = 8 << 20;
 /// Bytes of frames (with their vnet headers) queued between flushes; a
 /// frame that does not fit triggers a flush first.
 pub const TX_ARENA_LEN: usize = 256 * 1024;
@@ -104,6 +108,14 @@ pub struct AfPacketOptions {
     pub frame_size: u32,
     /// Milliseconds after which the kernel hands over a partly filled block.
     pub retire_timeout_ms: u32,
+    /// Receive through the TPACKET_V3 mmap ring (true) or with `recvmmsg`
+    /// into the batch's buffers (false, the default). The ring saves a copy
+    /// but hands a block over only when it is full or `retire_timeout_ms`
+    /// (at least 1 ms) has passed, which adds up to that much latency at low
+    /// rates; `recvmmsg` wakes the worker per packet and still reads a whole
+    /// batch per system call. Without vnet headers the ring is always used,
+    /// because its status word is what tells a partial checksum.
+    pub rx_ring: bool,
 }
 
 impl AfPacketOptions {
@@ -119,6 +131,7 @@ impl AfPacketOptions {
             block_count: 8,
             frame_size: 2048,
             retire_timeout_ms: 1,
+            rx_ring: false,
         }
     }
 
@@ -258,7 +271,8 @@ pub struct AfPacketStats {
 
 /// One AF_PACKET socket with its receive ring: one queue of one port.
 pub struct AfPacketQueue {
-    ring: RingMap,
+    /// The receive ring, or `None` when receiving with `recvmmsg`.
+    ring: Option<RingMap>,
     fd: OwnedFd,
     ifindex: u32,
     caps: AfPacketCapabilities,
@@ -302,6 +316,7 @@ impl AfPacketQueue {
         // Must precede the ring: the kernel refuses it (EBUSY) afterwards.
         let vnet_hdr = opts.vnet_hdr
             && sys::set_packet_option(sock, libc::PACKET_VNET_HDR, &1 as &libc::c_int).is_ok();
+        let use_ring = opts.rx_ring || !vnet_hdr;
         let req = libc::tpacket_req3 {
             tp_block_size: opts.block_size,
             tp_block_nr: opts.block_count,
@@ -311,9 +326,17 @@ impl AfPacketQueue {
             tp_sizeof_priv: 0,
             tp_feature_req_word: 0,
         };
-        sys::set_packet_option(sock, libc::PACKET_RX_RING, &req).map_err(AfPacketError::RxRing)?;
-        let ring = RingMap::map(sock, opts.block_size as usize, opts.block_count as usize)
-            .map_err(AfPacketError::Mmap)?;
+        let ring = if use_ring {
+            sys::set_packet_option(sock, libc::PACKET_RX_RING, &req)
+                .map_err(AfPacketError::RxRing)?;
+            let map = RingMap::map(sock, opts.block_size as usize, opts.block_count as usize)
+                .map_err(AfPacketError::Mmap)?;
+            Some(map)
+        } else {
+            // The socket buffer now absorbs bursts the ring would have held.
+            sys::set_receive_buffer(sock, RX_SOCKET_BUFFER).map_err(AfPacketError::RxRing)?;
+            None
+        };
         sys::bind_packet(sock, ifindex).map_err(|source| AfPacketError::Bind {
             ifname: opts.ifname.clone(),
             ifindex,
@@ -551,20 +574,19 @@ impl AfPacketQueue {
     }
 }
 
-impl PortQueue for AfPacketQueue {
-    fn poll_fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
-    }
-
-    fn recv_batch(&mut self, batch: &mut Batch, port: PortId, now_ns: u64) -> io::Result<usize> {
+impl AfPacketQueue {
+    /// Receives from the TPACKET_V3 ring.
+    fn recv_ring(&mut self, batch: &mut Batch, port: PortId, now_ns: u64) -> io::Result<usize> {
+        let Some(ring) = self.ring.as_mut() else { return Ok(0) };
         let mut received = 0;
+
         // Each pass finishes a block or stops: the bound only guards against a
         // ring whose every block is empty.
-        for _ in 0..=self.ring.block_count() {
+        for _ in 0..=ring.block_count() {
             if batch.rx_slot().is_none() {
                 break;
             }
-            let Some(block) = self.ring.user_block(self.rx_block) else {
+            let Some(block) = ring.user_block(self.rx_block) else {
                 break;
             };
             let (mut offset, mut left) = self.rx_pos.take().unwrap_or_else(|| {
@@ -597,11 +619,75 @@ impl PortQueue for AfPacketQueue {
                 self.rx_pos = Some((offset, left));
                 break;
             }
-            self.ring.release(self.rx_block);
-            self.rx_block = (self.rx_block + 1) % self.ring.block_count();
+            ring.release(self.rx_block);
+            self.rx_block = (self.rx_block + 1) % ring.block_count();
         }
         self.stats.rx_packets += received as u64;
         Ok(received)
+    }
+
+    /// Receives up to a batch with one `recvmmsg`, straight into the
+    /// batch's free buffers, each with its vnet header in front.
+    fn recv_mmsg(&mut self, batch: &mut Batch, port: PortId, now_ns: u64) -> io::Result<usize> {
+        let slots = batch.rx_free_slots();
+        let n = slots.len().min(RX_MMSG_BATCH);
+        if n == 0 {
+            return Ok(0);
+        }
+        let mut hdrs = [[0u8; VNET_HDR_LEN_LEGACY]; RX_MMSG_BATCH];
+        let empty = libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 };
+        let mut iovecs = [[empty; 2]; RX_MMSG_BATCH];
+        // SAFETY: mmsghdr is plain C data for which all-zero bytes are valid
+        // (null pointers, zero lengths).
+        let mut msgs: [libc::mmsghdr; RX_MMSG_BATCH] = unsafe { std::mem::zeroed() };
+        for (((frame, hdr), iov), msg) in slots.iter_mut().zip(&mut hdrs).zip(&mut iovecs).zip(&mut msgs).take(n) {
+            let buf = frame.reset_for_rx();
+            iov[0] = libc::iovec { iov_base: hdr.as_mut_ptr().cast(), iov_len: hdr.len() };
+            iov[1] = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+            msg.msg_hdr.msg_iov = iov.as_mut_ptr();
+            msg.msg_hdr.msg_iovlen = 2;
+        }
+        // The buffers and iovecs live on this frame and are not touched until the call returns.
+        let got = sys::recv_messages(self.fd.as_fd(), &mut msgs[..n])?;
+        let mut kept = 0;
+        for i in 0..got {
+            let (len, flags) = (msgs[i].msg_len as usize, msgs[i].msg_hdr.msg_flags);
+            let offload = match vnet::decode(&hdrs[i]) {
+                Ok(o) => o,
+                Err(_) => {
+                    self.stats.rx_bad_vnet += 1;
+                    continue;
+                }
+            };
+            if flags & libc::MSG_TRUNC != 0 || len < VNET_HDR_LEN_LEGACY {
+                self.stats.rx_oversized += 1;
+                continue;
+            }
+            // Close the gap left by dropped messages so kept frames stay first.
+            slots.swap(kept, i);
+            let frame = &mut slots[kept];
+            frame.set_len(len - VNET_HDR_LEN_LEGACY);
+            frame.offload = offload;
+            frame.in_port = port;
+            frame.timestamp_ns = now_ns;
+            kept += 1;
+        }
+        batch.commit_rx_n(kept);
+        self.stats.rx_packets += kept as u64;
+        Ok(kept)
+    }
+}
+
+impl PortQueue for AfPacketQueue {
+    fn poll_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    fn recv_batch(&mut self, batch: &mut Batch, port: PortId, now_ns: u64) -> io::Result<usize> {
+        if self.ring.is_none() {
+            return self.recv_mmsg(batch, port, now_ns);
+        }
+        self.recv_ring(batch, port, now_ns)
     }
 
     fn send(&mut self, frame: &Frame) -> io::Result<()> {

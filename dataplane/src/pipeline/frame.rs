@@ -261,6 +261,25 @@ impl Batch {
         self.frames.get_mut(self.rx)
     }
 
+    /// All free receive slots at once, for I/O that fills several per
+    /// system call (`recvmmsg`); call [`Batch::commit_rx_n`] with how many
+    /// of them, from the first, were filled. Empty once generated frames exist.
+    pub fn rx_free_slots(&mut self) -> &mut [Frame] {
+        if self.len != self.rx {
+            return &mut [];
+        }
+        let cap = self.rx_capacity();
+        &mut self.frames[self.rx..cap]
+    }
+
+    /// Marks the first `n` slots returned by [`Batch::rx_free_slots`] as received.
+    pub fn commit_rx_n(&mut self, n: usize) {
+        if self.len == self.rx {
+            self.rx = (self.rx + n).min(self.rx_capacity());
+            self.len = self.rx;
+        }
+    }
+
     /// Marks the slot returned by [`Batch::rx_slot`] as received.
     pub fn commit_rx(&mut self) {
         if self.rx < self.rx_capacity() && self.len == self.rx {

@@ -106,13 +106,25 @@ pub(super) fn set_packet_option<T: Copy>(
     name: c_int,
     value: &T,
 ) -> io::Result<()> {
+    set_option(fd, libc::SOL_PACKET, name, value)
+}
+
+/// Sets the receive buffer to `bytes`: `SO_RCVBUFFORCE` (root, above
+/// `rmem_max`), falling back to `SO_RCVBUF`.
+pub(super) fn set_receive_buffer(fd: BorrowedFd<'_>, bytes: c_int) -> io::Result<()> {
+    set_option(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &bytes)
+        .or_else(|_| set_option(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, &bytes))
+}
+
+/// `setsockopt(fd, level, name, value)`.
+fn set_option<T: Copy>(fd: BorrowedFd<'_>, level: c_int, name: c_int, value: &T) -> io::Result<()> {
     let len = libc::socklen_t::try_from(size_of::<T>())
         .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     // SAFETY: `value` points to `len` readable bytes for the duration of the call; the kernel only reads them.
     check(unsafe {
         libc::setsockopt(
             fd.as_raw_fd(),
-            libc::SOL_PACKET,
+            level,
             name,
             (value as *const T).cast::<c_void>(),
             len,
@@ -176,6 +188,23 @@ pub(super) fn send_messages(fd: BorrowedFd<'_>, msgs: &mut [libc::mmsghdr]) -> i
         libc::sendmmsg(fd.as_raw_fd(), msgs.as_mut_ptr(), count, libc::MSG_DONTWAIT)
     })?;
     Ok(sent as usize)
+}
+
+/// `recvmmsg(fd, msgs, MSG_DONTWAIT)`: returns how many messages were
+/// received; 0 when none is waiting.
+pub(super) fn recv_messages(fd: BorrowedFd<'_>, msgs: &mut [libc::mmsghdr]) -> io::Result<usize> {
+    let count = u32::try_from(msgs.len()).unwrap_or(u32::MAX);
+    // SAFETY: `msgs` holds `count` initialised headers whose iovecs point to
+    // live, exclusively borrowed buffers (guaranteed by the caller for the
+    // call); the kernel writes only into those buffers and the headers.
+    let rc = unsafe {
+        libc::recvmmsg(fd.as_raw_fd(), msgs.as_mut_ptr(), count, libc::MSG_DONTWAIT, std::ptr::null_mut())
+    };
+    match check(rc) {
+        Ok(n) => Ok(n as usize),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+        Err(e) => Err(e),
+    }
 }
 
 /// The shared memory of a receive ring: `block_count` blocks of `block_size` bytes.

@@ -315,6 +315,7 @@ fn small_ring(ifname: &str, vnet_hdr: bool) -> AfPacketOptions {
     opts.vnet_hdr = vnet_hdr;
     opts.block_size = 64 * 1024;
     opts.block_count = 8;
+    opts.rx_ring = true;
     opts
 }
 
@@ -371,12 +372,12 @@ fn options_are_checked_before_any_syscall() {
 
 /// 200 frames of many sizes through a ring of 64 KiB blocks into batches
 /// of 8: packets span several blocks and most calls stop mid-block.
-fn receive_from_peer(vnet_hdr: bool) {
+/// With `ring` false the same frames come through `recvmmsg` instead.
+fn receive_from_peer(vnet_hdr: bool, ring: bool) {
     let pair = VethPair::new();
-    let mut queue = pair
-        .a
-        .run(|| AfPacketQueue::open(&small_ring(IF_A, vnet_hdr)))
-        .expect("open");
+    let mut opts = small_ring(IF_A, vnet_hdr);
+    opts.rx_ring = ring;
+    let mut queue = pair.a.run(|| AfPacketQueue::open(&opts)).expect("open");
     assert_eq!(queue.accepts_offload(), vnet_hdr);
     assert_eq!(queue.capabilities().vnet_hdr, vnet_hdr);
     let peer = pair.b.run(|| RawSocket::open(IF_B));
@@ -414,14 +415,21 @@ fn receive_from_peer(vnet_hdr: bool) {
 #[test]
 fn receives_frames_from_the_peer() {
     if is_root("receives_frames_from_the_peer") {
-        receive_from_peer(false);
+        receive_from_peer(false, true);
     }
 }
 
 #[test]
 fn receives_frames_from_the_peer_with_vnet_headers() {
     if is_root("receives_frames_from_the_peer_with_vnet_headers") {
-        receive_from_peer(true);
+        receive_from_peer(true, true);
+    }
+}
+
+#[test]
+fn receives_frames_from_the_peer_with_recvmmsg() {
+    if is_root("receives_frames_from_the_peer_with_recvmmsg") {
+        receive_from_peer(true, false);
     }
 }
 
