@@ -577,7 +577,9 @@ impl AfPacketQueue {
 impl AfPacketQueue {
     /// Receives from the TPACKET_V3 ring.
     fn recv_ring(&mut self, batch: &mut Batch, port: PortId, now_ns: u64) -> io::Result<usize> {
-        let Some(ring) = self.ring.as_mut() else { return Ok(0) };
+        let Some(ring) = self.ring.as_mut() else {
+            return Ok(0);
+        };
         let mut received = 0;
 
         // Each pass finishes a block or stops: the bound only guards against a
@@ -635,15 +637,30 @@ impl AfPacketQueue {
             return Ok(0);
         }
         let mut hdrs = [[0u8; VNET_HDR_LEN_LEGACY]; RX_MMSG_BATCH];
-        let empty = libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 };
+        let empty = libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        };
         let mut iovecs = [[empty; 2]; RX_MMSG_BATCH];
         // SAFETY: mmsghdr is plain C data for which all-zero bytes are valid
         // (null pointers, zero lengths).
         let mut msgs: [libc::mmsghdr; RX_MMSG_BATCH] = unsafe { std::mem::zeroed() };
-        for (((frame, hdr), iov), msg) in slots.iter_mut().zip(&mut hdrs).zip(&mut iovecs).zip(&mut msgs).take(n) {
+        for (((frame, hdr), iov), msg) in slots
+            .iter_mut()
+            .zip(&mut hdrs)
+            .zip(&mut iovecs)
+            .zip(&mut msgs)
+            .take(n)
+        {
             let buf = frame.reset_for_rx();
-            iov[0] = libc::iovec { iov_base: hdr.as_mut_ptr().cast(), iov_len: hdr.len() };
-            iov[1] = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+            iov[0] = libc::iovec {
+                iov_base: hdr.as_mut_ptr().cast(),
+                iov_len: hdr.len(),
+            };
+            iov[1] = libc::iovec {
+                iov_base: buf.as_mut_ptr().cast(),
+                iov_len: buf.len(),
+            };
             msg.msg_hdr.msg_iov = iov.as_mut_ptr();
             msg.msg_hdr.msg_iovlen = 2;
         }

@@ -198,7 +198,13 @@ pub(super) fn recv_messages(fd: BorrowedFd<'_>, msgs: &mut [libc::mmsghdr]) -> i
     // live, exclusively borrowed buffers (guaranteed by the caller for the
     // call); the kernel writes only into those buffers and the headers.
     let rc = unsafe {
-        libc::recvmmsg(fd.as_raw_fd(), msgs.as_mut_ptr(), count, libc::MSG_DONTWAIT, std::ptr::null_mut())
+        libc::recvmmsg(
+            fd.as_raw_fd(),
+            msgs.as_mut_ptr(),
+            count,
+            libc::MSG_DONTWAIT,
+            std::ptr::null_mut(),
+        )
     };
     match check(rc) {
         Ok(n) => Ok(n as usize),
