@@ -37,6 +37,14 @@ struct Topology {
     node: Netns,
 }
 
+impl Drop for Topology {
+    fn drop(&mut self) {
+        // Stop the daemon before its run directory (config, log, stats) goes.
+        let _ = self.daemon.stop();
+        let _ = std::fs::remove_dir_all(&self.daemon.run_dir);
+    }
+}
+
 fn port_toml(
     name: &str,
     tag: &str,
