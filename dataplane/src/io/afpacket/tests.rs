@@ -7,7 +7,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::CString;
-use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::process::Command;
 use std::sync::Mutex;
@@ -79,18 +78,8 @@ impl Netns {
     /// Runs `f` on a thread that has entered this namespace; sockets it
     /// opens stay in the namespace wherever they are used later.
     fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        let ns = File::open(format!("/run/netns/{}", self.name)).expect("open netns file");
-        std::thread::scope(|s| {
-            let thread = s.spawn(move || {
-                // SAFETY: `ns` is an open namespace file; setns changes only this thread's namespace.
-                let ret = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-                assert_eq!(ret, 0, "setns: {}", std::io::Error::last_os_error());
-                f()
-            });
-            thread
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-        })
+        let path = format!("/run/netns/{}", self.name);
+        crate::io::netns::run_in_netns(std::path::Path::new(&path), f).expect("enter netns")
     }
 
     /// `ip -n <ns> args...`.
