@@ -56,6 +56,7 @@ pub fn open_all(
                     let opts = AfPacketOptions {
                         fanout_group: Some(group),
                         vnet_hdr: port.offload,
+                        rx_ring: port.rx_ring,
                         ..AfPacketOptions::new(port.ifname.clone())
                     };
                     let q = AfPacketQueue::open(&opts).with_context(|| {

@@ -209,6 +209,10 @@ pub struct PortSection {
     /// Default: true. With false, GSO super-frames are cut and partial
     /// checksums completed in software before this port sends them.
     pub offload: Option<bool>,
+    /// AF_PACKET only: receive through the TPACKET_V3 mmap ring instead of
+    /// `recvmmsg`. The ring saves a copy but releases a block only when it
+    /// is full or after 1 ms. Default: false.
+    pub rx_ring: Option<bool>,
 }
 
 /// `[[routes]]`.
@@ -371,6 +375,8 @@ pub struct PortSpec {
     pub mtu: u16,
     /// Whether the device's offloads (vnet headers) are used.
     pub offload: bool,
+    /// AF_PACKET: receive through the mmap ring.
+    pub rx_ring: bool,
 }
 
 impl PortSpec {
@@ -586,6 +592,14 @@ fn build_ports(config: &NodeConfig) -> Result<Vec<PortSpec>, ConfigError> {
                 "must be 576 to 9000",
             ));
         }
+        if p.rx_ring.is_some() && p.kind != PortKind::Afpacket {
+            let reason = "only afpacket ports have a receive ring";
+            return Err(invalid(
+                format!("ports[{i}].rx_ring"),
+                p.rx_ring.unwrap_or_default(),
+                reason,
+            ));
+        }
         if !p.ips.is_empty() && p.mac.is_none() {
             let reason = "anti-spoofing by IP needs the port's mac too";
             return Err(invalid(
@@ -607,6 +621,7 @@ fn build_ports(config: &NodeConfig) -> Result<Vec<PortSpec>, ConfigError> {
             pod_ifname,
             mtu,
             offload: p.offload.unwrap_or(true),
+            rx_ring: p.rx_ring.unwrap_or(false),
         });
     }
     Ok(ports)
