@@ -116,6 +116,7 @@ pub fn run(opts: &RunOptions) -> Result<()> {
             stop: Arc::clone(&stop),
             epoch,
             busy_poll: Duration::from_micros(opts.busy_poll_us),
+            commands: None,
         });
         counters.push(worker.counters());
         let handle = std::thread::Builder::new()

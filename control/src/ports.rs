@@ -32,7 +32,7 @@ pub fn open_all(
     fanout_base: u16,
 ) -> Result<(WorkerQueues, Vec<String>)> {
     let mut queues: WorkerQueues = (0..workers)
-        .map(|_| (0..snapshot.ports.len()).map(|_| None).collect())
+        .map(|_| (0..snapshot.port_id_limit()).map(|_| None).collect())
         .collect();
     let mut notes = Vec::new();
     for port in &snapshot.ports {

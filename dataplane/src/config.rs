@@ -425,8 +425,10 @@ pub struct Snapshot {
     pub generation: u64,
     /// Node name.
     pub node_name: String,
-    /// Ports, indexed by [`PortId`].
+    /// Ports, in configuration order (look one up by id with [`Snapshot::port`]).
     pub ports: Vec<PortSpec>,
+    /// Position in `ports` of each port id (`u16::MAX`: no such port).
+    port_slots: Vec<u16>,
     /// Ids of the ports in the bridge domain (all but the uplink).
     pub bridge_ports: Vec<PortId>,
     /// The pod gateway (the bridge's L3 interface).
@@ -442,7 +444,50 @@ pub struct Snapshot {
 impl Snapshot {
     /// Validates `config` and builds generation `generation` from it.
     pub fn build(config: &NodeConfig, generation: u64) -> Result<Snapshot, ConfigError> {
-        let ports = build_ports(config)?;
+        Self::build_with_ids(config, generation, None)
+    }
+
+    /// As [`Snapshot::build`], with port ids taken from `ids` (by port name)
+    /// instead of positions: a running daemon keeps a port's id for its
+    /// lifetime, because its workers' queues are indexed by it. Every port
+    /// must have an id in `ids`; ids may leave gaps.
+    pub fn build_with_ids(
+        config: &NodeConfig,
+        generation: u64,
+        ids: Option<&std::collections::BTreeMap<String, u16>>,
+    ) -> Result<Snapshot, ConfigError> {
+        let mut ports = build_ports(config)?;
+        if let Some(ids) = ids {
+            for (i, p) in ports.iter_mut().enumerate() {
+                let id = ids
+                    .get(&p.name)
+                    .copied()
+                    .filter(|id| *id < PortId::MAX_PORTS);
+                let id = id.ok_or_else(|| {
+                    invalid(format!("ports[{i}].name"), &p.name, "no port id assigned")
+                })?;
+                p.id = PortId(id);
+            }
+        }
+        let mut port_slots = vec![
+            u16::MAX;
+            ports
+                .iter()
+                .map(|p| usize::from(p.id.0) + 1)
+                .max()
+                .unwrap_or(0)
+        ];
+        for (i, p) in ports.iter().enumerate() {
+            let slot = &mut port_slots[usize::from(p.id.0)];
+            if *slot != u16::MAX {
+                return Err(invalid(
+                    format!("ports[{i}].name"),
+                    &p.name,
+                    "port id assigned twice",
+                ));
+            }
+            *slot = u16::try_from(i).unwrap_or(u16::MAX);
+        }
         let gateway = build_gateway(&config.bridge)?;
         let uplink = build_uplink(config, &ports, &gateway)?;
         for (i, p) in ports.iter().enumerate() {
@@ -490,6 +535,7 @@ impl Snapshot {
             generation,
             node_name: config.node.name.clone(),
             ports,
+            port_slots,
             bridge_ports,
             gateway,
             uplink,
@@ -501,7 +547,13 @@ impl Snapshot {
     /// The port with this id.
     #[inline]
     pub fn port(&self, id: PortId) -> Option<&PortSpec> {
-        self.ports.get(usize::from(id.0))
+        let slot = *self.port_slots.get(usize::from(id.0))?;
+        self.ports.get(usize::from(slot))
+    }
+
+    /// One more than the largest port id (the size of a table indexed by id).
+    pub fn port_id_limit(&self) -> usize {
+        self.port_slots.len()
     }
 
     /// The port with this name.

@@ -122,7 +122,7 @@ pub fn replay(snapshot: Arc<Snapshot>, mut frames: Vec<InputFrame>) -> ReplayRes
         Arc::new(SharedTables::default()),
         MAX_FRAME_LEN,
     );
-    let mut outputs: Vec<Vec<OutputFrame>> = vec![Vec::new(); snapshot.ports.len()];
+    let mut outputs: Vec<Vec<OutputFrame>> = vec![Vec::new(); snapshot.port_id_limit()];
     let mut batch = Batch::new(MAX_FRAME_LEN);
     let mut oversize = 0u64;
     let mut last_tick = frames.first().map_or(0, |f| f.timestamp_ns);
@@ -332,7 +332,8 @@ pub fn replay_files(
         source,
     })?;
     let mut written = Vec::new();
-    for (port, frames) in snapshot.ports.iter().zip(&result.outputs) {
+    for port in &snapshot.ports {
+        let frames = &result.outputs[usize::from(port.id.0)];
         let path = out_dir.join(format!("{}.pcap", port.name));
         write_pcap(&path, frames).map_err(|source| ReplayError::Write {
             path: path.display().to_string(),

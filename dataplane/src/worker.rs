@@ -11,6 +11,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -26,6 +27,15 @@ use crate::pipeline::{
 /// How long a worker sleeps in `poll` at most: bounds shutdown latency and
 /// how late timers (ARP retries, aging) run when no traffic comes.
 pub const POLL_TIMEOUT: Duration = Duration::from_millis(50);
+
+/// A change to the queues a worker owns, sent while it runs (a port was
+/// added or removed through the control API).
+pub enum WorkerCommand {
+    /// Start polling and sending on this queue for this port.
+    AddQueue(PortId, Box<dyn PortQueue>),
+    /// Stop using (and drop) the queue of this port.
+    RemoveQueue(PortId),
+}
 
 /// Everything a worker is built from.
 pub struct WorkerSetup {
@@ -45,6 +55,8 @@ pub struct WorkerSetup {
     /// blocking in `poll` again (0: always block). Trades CPU for latency:
     /// a sleeping worker costs a wake-up per packet at low rates.
     pub busy_poll: Duration,
+    /// Queue changes while running (`None`: the queues never change).
+    pub commands: Option<Receiver<WorkerCommand>>,
 }
 
 /// One worker: its pipeline, queues and buffers.
@@ -62,6 +74,7 @@ pub struct Worker {
     scratch: Frame,
     dirty: Vec<bool>,
     busy_poll_ns: u64,
+    commands: Option<Receiver<WorkerCommand>>,
 }
 
 impl Worker {
@@ -69,21 +82,14 @@ impl Worker {
     pub fn new(setup: WorkerSetup) -> Worker {
         let snapshot = setup.snapshots.load_full();
         let pipeline = Pipeline::new(snapshot, setup.shared, MAX_FRAME_LEN);
-        let polled: Vec<PortId> = (0..setup.queues.len())
-            .filter(|&i| setup.queues[i].is_some())
-            .map(|i| PortId(u16::try_from(i).unwrap_or(u16::MAX)))
-            .collect();
-        let fds: Vec<_> = polled
-            .iter()
-            .filter_map(|p| setup.queues[usize::from(p.0)].as_ref().map(|q| q.poll_fd()))
-            .collect();
+        let (polled, poll) = poll_set(&setup.queues);
         let dirty = vec![false; setup.queues.len()];
         Worker {
             id: setup.id,
             pipeline,
             queues: setup.queues,
             polled,
-            poll: PollSet::new(&fds),
+            poll,
             snapshots: setup.snapshots,
             stop: setup.stop,
             epoch: setup.epoch,
@@ -91,6 +97,7 @@ impl Worker {
             scratch: Frame::with_capacity(MAX_FRAME_LEN),
             dirty,
             busy_poll_ns: u64::try_from(setup.busy_poll.as_nanos()).unwrap_or(u64::MAX),
+            commands: setup.commands,
         }
     }
 
@@ -114,6 +121,7 @@ impl Worker {
         let mut last_timer_run = 0u64;
         let mut last_traffic = 0u64;
         while !self.stop.load(Ordering::Relaxed) {
+            self.apply_commands();
             let spinning = self.now().saturating_sub(last_traffic) < self.busy_poll_ns;
             let ready = self.poll.wait(if spinning { 0 } else { timeout })?;
             if spinning && ready == 0 {
@@ -143,6 +151,35 @@ impl Worker {
             self.flush();
         }
         Ok(())
+    }
+
+    /// Takes queue changes from the control plane (between batches only).
+    fn apply_commands(&mut self) {
+        let Some(commands) = &self.commands else {
+            return;
+        };
+        let mut changed = false;
+        while let Ok(command) = commands.try_recv() {
+            match command {
+                WorkerCommand::AddQueue(port, queue) => {
+                    let i = usize::from(port.0);
+                    if self.queues.len() <= i {
+                        self.queues.resize_with(i + 1, || None);
+                        self.dirty.resize(i + 1, false);
+                    }
+                    self.queues[i] = Some(queue);
+                }
+                WorkerCommand::RemoveQueue(port) => {
+                    if let Some(slot) = self.queues.get_mut(usize::from(port.0)) {
+                        *slot = None;
+                    }
+                }
+            }
+            changed = true;
+        }
+        if changed {
+            (self.polled, self.poll) = poll_set(&self.queues);
+        }
     }
 
     fn refresh_snapshot(&mut self) {
@@ -247,4 +284,17 @@ impl Worker {
             }
         }
     }
+}
+
+/// The ports with a queue, in poll order, and the poll set over their fds.
+fn poll_set(queues: &[Option<Box<dyn PortQueue>>]) -> (Vec<PortId>, PollSet) {
+    let polled: Vec<PortId> = (0..queues.len())
+        .filter(|&i| queues[i].is_some())
+        .map(|i| PortId(u16::try_from(i).unwrap_or(u16::MAX)))
+        .collect();
+    let fds: Vec<_> = polled
+        .iter()
+        .filter_map(|p| queues[usize::from(p.0)].as_ref().map(|q| q.poll_fd()))
+        .collect();
+    (polled, PollSet::new(&fds))
 }
