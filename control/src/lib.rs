@@ -1,7 +1,9 @@
-//! podswitch control plane: the `podswitchd` node service (and, later, its
-//! control API and `podswitchctl`).
+//! podswitch control plane: the `podswitchd` node service, its control API
+//! and the state that API manages.
 
 pub mod cli;
 pub mod daemon;
 pub mod ports;
+pub mod state;
 pub mod stats;
+pub mod store;

@@ -96,7 +96,7 @@ impl serde::Serialize for Ipv4Cidr {
 }
 
 /// The node configuration file, as written.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeConfig {
     /// Node identity.
@@ -121,7 +121,7 @@ pub struct NodeConfig {
 }
 
 /// `[node]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeSection {
     /// A name for logs and the API.
@@ -142,7 +142,7 @@ fn default_node_name() -> String {
 }
 
 /// `[bridge]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BridgeSection {
     /// Gateway address with the pod subnet's prefix, e.g. `10.244.1.1/24`.
@@ -159,7 +159,7 @@ fn default_mac_aging() -> u64 {
 }
 
 /// `[uplink]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct UplinkSection {
     /// Name of the port (in `[[ports]]`) that is the uplink.
@@ -181,7 +181,7 @@ pub enum PortKind {
 }
 
 /// `[[ports]]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PortSection {
     /// Unique port name.
@@ -216,7 +216,7 @@ pub struct PortSection {
 }
 
 /// `[[routes]]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteSection {
     /// Destination prefix, e.g. `10.244.2.0/24` or `0.0.0.0/0`.
@@ -226,7 +226,7 @@ pub struct RouteSection {
 }
 
 /// `[neighbours]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct NeighbourSection {
     /// Seconds a resolved neighbour is trusted before it is resolved again.
@@ -268,7 +268,7 @@ impl Default for NeighbourSection {
 }
 
 /// `[icmp]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct IcmpSection {
     /// ICMP errors per second each worker may send (Linux `icmp_msgs_per_sec`: 1000).

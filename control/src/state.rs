@@ -1,0 +1,611 @@
+//! What the control API manages: ports added at run time, routes, the
+//! node's addressing, services and endpoints, nodes and mirrors; their
+//! validation (every error names the field and the value), and the diff a
+//! declarative apply makes.
+//!
+//! Services, nodes and mirrors are stored and served now; the dataplane
+//! starts enforcing them with the services, VXLAN and mirror issues.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+
+use podswitch_dataplane::config::{
+    BridgeSection, Ipv4Cidr, NodeConfig, PortSection, RouteSection, UplinkSection,
+};
+use serde::{Deserialize, Serialize};
+
+/// An API error: HTTP status and a message naming the field and the value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// HTTP status code.
+    pub status: u16,
+    /// Message for the client.
+    pub message: String,
+}
+
+impl ApiError {
+    /// 400 with `field = value: reason`.
+    pub fn invalid(
+        field: impl AsRef<str>,
+        value: impl std::fmt::Display,
+        reason: impl AsRef<str>,
+    ) -> ApiError {
+        ApiError {
+            status: 400,
+            message: format!("{} = {value}: {}", field.as_ref(), reason.as_ref()),
+        }
+    }
+    /// 400 with a free message.
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: 400,
+            message: message.into(),
+        }
+    }
+    /// 404.
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: 404,
+            message: message.into(),
+        }
+    }
+    /// 409.
+    pub fn conflict(message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: 409,
+            message: message.into(),
+        }
+    }
+    /// 500.
+    pub fn internal(message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: 500,
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.message, self.status)
+    }
+}
+
+/// One port of a service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServicePort {
+    /// Port name (optional, unique within the service).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    /// `TCP`, `UDP` or `SCTP`.
+    #[serde(default = "default_protocol")]
+    pub protocol: String,
+    /// The service port on the cluster IP.
+    pub port: u32,
+    /// The endpoints' port (default: `port`).
+    #[serde(default)]
+    pub target_port: Option<u32>,
+    /// NodePort, 30000–32767.
+    #[serde(default)]
+    pub node_port: Option<u32>,
+}
+
+fn default_protocol() -> String {
+    "TCP".to_string()
+}
+
+/// A service (ClusterIP, optionally NodePort).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Service {
+    /// `namespace/name`.
+    pub name: String,
+    /// The virtual IP.
+    pub cluster_ip: Ipv4Addr,
+    /// Ports, at least one.
+    pub ports: Vec<ServicePort>,
+    /// `None` or `ClientIP`.
+    #[serde(default = "default_affinity")]
+    pub session_affinity: String,
+    /// ClientIP affinity timeout in seconds (1–86400).
+    #[serde(default = "default_affinity_timeout")]
+    pub affinity_timeout_secs: u32,
+}
+
+fn default_affinity() -> String {
+    "None".to_string()
+}
+fn default_affinity_timeout() -> u32 {
+    10_800
+}
+
+/// An endpoint of a service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Endpoint {
+    /// Pod address.
+    pub address: Ipv4Addr,
+    /// Ready for new connections.
+    #[serde(default = "yes")]
+    pub ready: bool,
+    /// Being deleted: keeps existing flows, gets no new ones.
+    #[serde(default)]
+    pub terminating: bool,
+    /// Node the pod runs on.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub node: String,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A service with its endpoints, as listed and as applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceWithEndpoints {
+    /// The service.
+    #[serde(flatten)]
+    pub service: Service,
+    /// Its endpoints.
+    #[serde(default)]
+    pub endpoints: Vec<Endpoint>,
+}
+
+/// Another node of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeRecord {
+    /// Node name.
+    pub name: String,
+    /// Its address on the underlay.
+    pub node_ip: Ipv4Addr,
+    /// The pod CIDR it owns.
+    pub pod_cidr: Ipv4Cidr,
+    /// VXLAN network identifier (1–16777215).
+    #[serde(default = "default_vni")]
+    pub vni: u32,
+}
+
+fn default_vni() -> u32 {
+    1
+}
+
+/// A mirror session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mirror {
+    /// Session name.
+    pub name: String,
+    /// Ports to mirror (empty: all).
+    #[serde(default)]
+    pub ports: Vec<String>,
+    /// `ingress`, `egress` or `both`.
+    #[serde(default = "default_direction")]
+    pub direction: String,
+    /// Pipeline stage.
+    #[serde(default = "default_stage")]
+    pub stage: String,
+    /// tcpdump filter expression.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub filter: String,
+    /// Mirror interface name.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub iface: String,
+}
+
+fn default_direction() -> String {
+    "both".to_string()
+}
+fn default_stage() -> String {
+    "ingress".to_string()
+}
+
+/// The node's own addressing (`PUT /v1/node`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeAddressing {
+    /// Gateway with the pod subnet prefix.
+    pub gateway: Ipv4Cidr,
+    /// Gateway MAC.
+    pub gateway_mac: podswitch_dataplane::wire::MacAddr,
+    /// Uplink, if any.
+    #[serde(default)]
+    pub uplink: Option<UplinkSection>,
+    /// MAC aging.
+    #[serde(default = "default_aging")]
+    pub mac_aging_secs: u64,
+}
+
+fn default_aging() -> u64 {
+    300
+}
+
+/// Everything set through the API (persisted).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ApiState {
+    /// Ports added through the API, by name.
+    pub ports: BTreeMap<String, PortSection>,
+    /// Port ids of every port (config file and API), by name.
+    pub port_ids: BTreeMap<String, u16>,
+    /// Routes added through the API, by prefix.
+    pub routes: BTreeMap<String, RouteSection>,
+    /// Node addressing set through the API (overrides the file's).
+    pub node: Option<NodeAddressing>,
+    /// Services by name.
+    pub services: BTreeMap<String, Service>,
+    /// Endpoints by service name.
+    pub endpoints: BTreeMap<String, Vec<Endpoint>>,
+    /// Nodes by name.
+    pub nodes: BTreeMap<String, NodeRecord>,
+    /// Mirrors by name.
+    pub mirrors: BTreeMap<String, Mirror>,
+}
+
+impl ApiState {
+    /// The node configuration the dataplane runs: the file's, with the API's
+    /// node addressing, ports and routes added.
+    pub fn effective_config(&self, file: &NodeConfig) -> NodeConfig {
+        let mut config = file.clone();
+        if let Some(node) = &self.node {
+            config.bridge = BridgeSection {
+                gateway: node.gateway,
+                gateway_mac: node.gateway_mac,
+                mac_aging_secs: node.mac_aging_secs,
+            };
+            config.uplink = node.uplink.clone();
+        }
+        config.ports.extend(self.ports.values().cloned());
+        config.routes.extend(self.routes.values().cloned());
+        config
+    }
+
+    /// Gives every port of `config` an id, keeping existing ones and
+    /// handing out the lowest free id to new ports; drops ids of ports gone.
+    pub fn assign_port_ids(&mut self, config: &NodeConfig) {
+        let names: BTreeSet<&str> = config.ports.iter().map(|p| p.name.as_str()).collect();
+        self.port_ids
+            .retain(|name, _| names.contains(name.as_str()));
+        for p in &config.ports {
+            if !self.port_ids.contains_key(&p.name) {
+                let used: BTreeSet<u16> = self.port_ids.values().copied().collect();
+                let id = (0u16..).find(|id| !used.contains(id)).unwrap_or(u16::MAX);
+                self.port_ids.insert(p.name.clone(), id);
+            }
+        }
+    }
+}
+
+/// `namespace/name` with DNS-1123 labels.
+pub fn check_service_name(field: &str, name: &str) -> Result<(), ApiError> {
+    let ok = name
+        .split_once('/')
+        .is_some_and(|(ns, n)| dns_label(ns) && dns_label(n));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            field,
+            format!("{name:?}"),
+            "must be namespace/name, each a DNS label (a-z, 0-9, '-', at most 63)",
+        ))
+    }
+}
+
+/// A DNS-1123 label.
+pub fn dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// A resource name for nodes, mirrors, ports: 1–64 of `[A-Za-z0-9._-]`.
+pub fn check_name(field: &str, name: &str) -> Result<(), ApiError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            field,
+            format!("{name:?}"),
+            "must be 1 to 64 characters of A-Z a-z 0-9 . _ -",
+        ))
+    }
+}
+
+/// Validates one service on its own (`field` prefixes every error).
+pub fn validate_service(field: &str, s: &Service) -> Result<(), ApiError> {
+    check_service_name(&format!("{field}.name"), &s.name)?;
+    let ip = s.cluster_ip;
+    if ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast() || ip.is_loopback() {
+        return Err(ApiError::invalid(
+            format!("{field}.cluster_ip"),
+            ip,
+            "must be a unicast address",
+        ));
+    }
+    if s.ports.is_empty() {
+        return Err(ApiError::invalid(
+            format!("{field}.ports"),
+            "[]",
+            "a service needs at least one port",
+        ));
+    }
+    let mut seen = BTreeSet::new();
+    for (i, p) in s.ports.iter().enumerate() {
+        let f = format!("{field}.ports[{i}]");
+        if !matches!(p.protocol.as_str(), "TCP" | "UDP" | "SCTP") {
+            return Err(ApiError::invalid(
+                format!("{f}.protocol"),
+                &p.protocol,
+                "must be TCP, UDP or SCTP",
+            ));
+        }
+        if !(1..=65535).contains(&p.port) {
+            return Err(ApiError::invalid(
+                format!("{f}.port"),
+                p.port,
+                "must be 1 to 65535",
+            ));
+        }
+        if let Some(t) = p.target_port.filter(|t| !(1..=65535).contains(t)) {
+            return Err(ApiError::invalid(
+                format!("{f}.target_port"),
+                t,
+                "must be 1 to 65535",
+            ));
+        }
+        if let Some(n) = p.node_port.filter(|n| !(30000..=32767).contains(n)) {
+            return Err(ApiError::invalid(
+                format!("{f}.node_port"),
+                n,
+                "must be 30000 to 32767",
+            ));
+        }
+        if !p.name.is_empty() && !dns_label(&p.name) {
+            return Err(ApiError::invalid(
+                format!("{f}.name"),
+                &p.name,
+                "must be a DNS label",
+            ));
+        }
+        if !seen.insert((p.port, p.protocol.clone())) {
+            return Err(ApiError::invalid(
+                format!("{f}.port"),
+                p.port,
+                format!("{} is listed twice", p.protocol),
+            ));
+        }
+    }
+    if s.ports.iter().filter(|p| !p.name.is_empty()).count()
+        != s.ports
+            .iter()
+            .filter(|p| !p.name.is_empty())
+            .map(|p| &p.name)
+            .collect::<BTreeSet<_>>()
+            .len()
+    {
+        return Err(ApiError::invalid(
+            format!("{field}.ports"),
+            "names",
+            "port names must be unique",
+        ));
+    }
+    if !matches!(s.session_affinity.as_str(), "None" | "ClientIP") {
+        return Err(ApiError::invalid(
+            format!("{field}.session_affinity"),
+            &s.session_affinity,
+            "must be None or ClientIP",
+        ));
+    }
+    if !(1..=86400).contains(&s.affinity_timeout_secs) {
+        return Err(ApiError::invalid(
+            format!("{field}.affinity_timeout_secs"),
+            s.affinity_timeout_secs,
+            "must be 1 to 86400",
+        ));
+    }
+    Ok(())
+}
+
+/// Validates a service's endpoint list.
+pub fn validate_endpoints(field: &str, endpoints: &[Endpoint]) -> Result<(), ApiError> {
+    let mut seen = BTreeSet::new();
+    for (i, e) in endpoints.iter().enumerate() {
+        let a = e.address;
+        if a.is_unspecified() || a.is_multicast() || a.is_broadcast() || a.is_loopback() {
+            return Err(ApiError::invalid(
+                format!("{field}[{i}].address"),
+                a,
+                "must be a unicast address",
+            ));
+        }
+        if !seen.insert(a) {
+            return Err(ApiError {
+                status: 409,
+                message: format!("{field}[{i}].address = {a}: listed twice"),
+            });
+        }
+        if !e.node.is_empty() {
+            check_name(&format!("{field}[{i}].node"), &e.node)?;
+        }
+    }
+    Ok(())
+}
+
+/// Checks that no two services share a cluster IP or a NodePort.
+pub fn check_service_conflicts<'a>(
+    services: impl Iterator<Item = &'a Service>,
+) -> Result<(), ApiError> {
+    let mut ips: BTreeMap<Ipv4Addr, &str> = BTreeMap::new();
+    let mut node_ports: BTreeMap<(u32, &str), &str> = BTreeMap::new();
+    for s in services {
+        if let Some(other) = ips.insert(s.cluster_ip, &s.name) {
+            return Err(ApiError::conflict(format!(
+                "cluster_ip = {}: already used by service {other}",
+                s.cluster_ip
+            )));
+        }
+        for p in &s.ports {
+            if let Some(np) = p.node_port
+                && let Some(other) = node_ports.insert((np, p.protocol.as_str()), &s.name)
+            {
+                return Err(ApiError::conflict(format!(
+                    "node_port = {np}: already used by service {other}"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Validates one node on its own.
+pub fn validate_node(field: &str, n: &NodeRecord) -> Result<(), ApiError> {
+    check_name(&format!("{field}.name"), &n.name)?;
+    if n.node_ip.is_unspecified() || n.node_ip.is_multicast() || n.node_ip.is_broadcast() {
+        return Err(ApiError::invalid(
+            format!("{field}.node_ip"),
+            n.node_ip,
+            "must be a unicast address",
+        ));
+    }
+    if n.pod_cidr.prefix_len == 0 || n.pod_cidr.prefix_len > 30 {
+        return Err(ApiError::invalid(
+            format!("{field}.pod_cidr"),
+            n.pod_cidr,
+            "prefix must be /1 to /30",
+        ));
+    }
+    if !(1..=16_777_215).contains(&n.vni) {
+        return Err(ApiError::invalid(
+            format!("{field}.vni"),
+            n.vni,
+            "must be 1 to 16777215",
+        ));
+    }
+    Ok(())
+}
+
+/// Checks that node pod CIDRs do not overlap each other or the local pod subnet.
+pub fn check_node_overlaps<'a>(
+    nodes: impl Iterator<Item = &'a NodeRecord>,
+    local: Ipv4Cidr,
+) -> Result<(), ApiError> {
+    let overlap = |a: &Ipv4Cidr, b: &Ipv4Cidr| a.contains(b.network()) || b.contains(a.network());
+    let nodes: Vec<&NodeRecord> = nodes.collect();
+    for (i, n) in nodes.iter().enumerate() {
+        if overlap(&n.pod_cidr, &local) {
+            return Err(ApiError::invalid(
+                format!("nodes[{}].pod_cidr", n.name),
+                n.pod_cidr,
+                format!("overlaps this node's pod subnet {local}"),
+            ));
+        }
+        if let Some(m) = nodes[..i]
+            .iter()
+            .find(|m| overlap(&m.pod_cidr, &n.pod_cidr))
+        {
+            return Err(ApiError::invalid(
+                format!("nodes[{}].pod_cidr", n.name),
+                n.pod_cidr,
+                format!("overlaps node {}'s {}", m.name, m.pod_cidr),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Validates one mirror against the known port names.
+pub fn validate_mirror(field: &str, m: &Mirror, ports: &BTreeSet<String>) -> Result<(), ApiError> {
+    check_name(&format!("{field}.name"), &m.name)?;
+    if let Some(p) = m.ports.iter().find(|p| !ports.contains(*p)) {
+        return Err(ApiError::invalid(
+            format!("{field}.ports"),
+            p,
+            "no such port",
+        ));
+    }
+    if !matches!(m.direction.as_str(), "ingress" | "egress" | "both") {
+        return Err(ApiError::invalid(
+            format!("{field}.direction"),
+            &m.direction,
+            "must be ingress, egress or both",
+        ));
+    }
+    let stages = [
+        "ingress",
+        "egress",
+        "pre-nat",
+        "post-nat",
+        "pre-encap",
+        "post-encap",
+        "drop",
+    ];
+    if !stages.contains(&m.stage.as_str()) {
+        return Err(ApiError::invalid(
+            format!("{field}.stage"),
+            &m.stage,
+            format!("must be one of {}", stages.join(", ")),
+        ));
+    }
+    if !m.iface.is_empty() && (m.iface.len() > 15 || m.iface.contains(['/', ' '])) {
+        return Err(ApiError::invalid(
+            format!("{field}.iface"),
+            &m.iface,
+            "a Linux interface name has 1 to 15 characters",
+        ));
+    }
+    Ok(())
+}
+
+/// The document of a declarative apply.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApplyDocument {
+    /// Services with their endpoints.
+    #[serde(default)]
+    pub services: Vec<ServiceWithEndpoints>,
+    /// API routes.
+    #[serde(default)]
+    pub routes: Vec<RouteSection>,
+    /// Nodes.
+    #[serde(default)]
+    pub nodes: Vec<NodeRecord>,
+}
+
+/// Counts of what an apply changed in one kind of resource.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Changed {
+    /// New resources.
+    pub added: usize,
+    /// Changed resources.
+    pub updated: usize,
+    /// Resources gone.
+    pub removed: usize,
+}
+
+/// Compares `old` and `new` maps.
+pub fn diff<K: Ord, V: PartialEq>(old: &BTreeMap<K, V>, new: &BTreeMap<K, V>) -> Changed {
+    let mut c = Changed::default();
+    for (k, v) in new {
+        match old.get(k) {
+            None => c.added += 1,
+            Some(o) if o != v => c.updated += 1,
+            Some(_) => {}
+        }
+    }
+    c.removed = old.keys().filter(|k| !new.contains_key(*k)).count();
+    c
+}
+
+/// The route key: the prefix with host bits cleared, as text.
+pub fn route_key(prefix: &Ipv4Cidr) -> String {
+    format!("{}/{}", prefix.network(), prefix.prefix_len)
+}
