@@ -86,7 +86,7 @@ mac = "02:00:0a:f4:01:03"
 ips = ["10.244.1.3"]
 TOML
 fi
-ip netns exec "$P-node" "$PSD" run --config "$TMP/node.toml" --run-dir "$TMP/run" --workers "$WORKERS" --busy-poll-us "${BUSY_POLL_US:-200}" 2>"$TMP/podswitchd.log" &
+ip netns exec "$P-node" "$PSD" run --config "$TMP/node.toml" --run-dir "$TMP/run" --api-socket "$TMP/run/api.sock" --state-dir "$TMP/state" --workers "$WORKERS" --busy-poll-us "${BUSY_POLL_US:-200}" 2>"$TMP/podswitchd.log" &
 DPID=$!
 for _ in $(seq 100); do [ -f "$TMP/run/stats.json" ] && break; sleep 0.1; done
 [ -f "$TMP/run/stats.json" ] || { cat "$TMP/podswitchd.log"; exit 1; }

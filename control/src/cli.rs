@@ -46,6 +46,15 @@ struct RunArgs {
     /// microseconds (lower latency for more CPU; 0 = always sleep in poll).
     #[arg(long, default_value_t = 200)]
     busy_poll_us: u64,
+    /// The control API socket (HTTP/JSON, root only).
+    #[arg(long, default_value = "/run/podswitch/api.sock")]
+    api_socket: PathBuf,
+    /// Where everything set through the API is stored (state.redb).
+    #[arg(long, default_value = "/var/lib/podswitch")]
+    state_dir: PathBuf,
+    /// Also serve Prometheus metrics over TCP at this address (e.g. 127.0.0.1:9641).
+    #[arg(long)]
+    metrics_listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(clap::Args)]
@@ -120,6 +129,9 @@ pub fn main() -> ExitCode {
                 run_dir: args.run_dir.clone(),
                 stats_file: args.stats_file.clone(),
                 busy_poll_us: args.busy_poll_us,
+                api_socket: args.api_socket.clone(),
+                state_dir: args.state_dir.clone(),
+                metrics_listen: args.metrics_listen,
             })
         }
         Command::Replay(args) => replay(args),

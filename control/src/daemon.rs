@@ -15,13 +15,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use arc_swap::ArcSwap;
 use podswitch_dataplane::config::{NodeConfig, Snapshot};
 use podswitch_dataplane::pipeline::SharedTables;
 use podswitch_dataplane::worker::{Worker, WorkerSetup};
 
+use crate::api::{self, Api, RootOnlyListener};
+use crate::control::Control;
 use crate::ports;
 use crate::stats::Stats;
+use crate::store::Store;
 
 /// Options of `podswitchd run`.
 #[derive(Debug, Clone)]
@@ -36,6 +38,12 @@ pub struct RunOptions {
     pub stats_file: Option<PathBuf>,
     /// Busy-poll window after traffic, in microseconds (0: always sleep in poll).
     pub busy_poll_us: u64,
+    /// The control API socket.
+    pub api_socket: PathBuf,
+    /// Where the API state is stored (`state.redb`).
+    pub state_dir: PathBuf,
+    /// Also serve `/metrics` over TCP here.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// Holds the single-instance lock for as long as it lives.
@@ -85,10 +93,13 @@ impl InstanceLock {
 /// Runs the node service until SIGTERM or SIGINT.
 pub fn run(opts: &RunOptions) -> Result<()> {
     let lock = InstanceLock::acquire(&opts.run_dir)?;
-    let config = NodeConfig::load(&opts.config)?;
-    let snapshot = Arc::new(Snapshot::build(&config, 1)?);
+    let file = NodeConfig::load(&opts.config)?;
+    let store = Store::open(&opts.state_dir)?;
+    // The stored API state is restored before the first packet is forwarded.
+    let (mut control, snapshot) =
+        Control::restore(file, store).context("restoring the stored state")?;
     let workers = opts.workers.max(1);
-    tracing::info!(node = %snapshot.node_name, workers, ports = snapshot.ports.len(), lock = %lock.path().display(), "starting");
+    tracing::info!(node = %snapshot.node_name, workers, ports = snapshot.ports.len(), generation = snapshot.generation, lock = %lock.path().display(), "starting");
 
     let stop = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::clone(&stop))
@@ -102,12 +113,12 @@ pub fn run(opts: &RunOptions) -> Result<()> {
     for note in &notes {
         tracing::info!("{note}");
     }
-    let snapshots = Arc::new(ArcSwap::from(Arc::clone(&snapshot)));
+    let snapshots = control.snapshots();
     let shared = Arc::new(SharedTables::default());
     let epoch = Instant::now();
-    let mut counters = Vec::new();
-    let mut handles = Vec::new();
+    let (mut counters, mut senders, mut handles) = (Vec::new(), Vec::new(), Vec::new());
     for (id, queues) in queues.into_iter().enumerate() {
+        let (tx, rx) = std::sync::mpsc::channel();
         let mut worker = Worker::new(WorkerSetup {
             id,
             queues,
@@ -116,34 +127,38 @@ pub fn run(opts: &RunOptions) -> Result<()> {
             stop: Arc::clone(&stop),
             epoch,
             busy_poll: Duration::from_micros(opts.busy_poll_us),
-            commands: None,
+            commands: Some(rx),
         });
         counters.push(worker.counters());
+        senders.push(tx);
         let handle = std::thread::Builder::new()
             .name(format!("podswitch-w{id}"))
             .spawn(move || worker.run())
             .context("cannot start worker thread")?;
         handles.push(handle);
     }
+    control.attach_workers(senders, counters.clone(), fanout_base);
     tracing::info!(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "forwarding"
     );
 
-    let stats_file = opts
-        .stats_file
-        .clone()
-        .unwrap_or_else(|| opts.run_dir.join("stats.json"));
-    let mut next_stats = Instant::now();
-    while !stop.load(Ordering::Relaxed) {
-        if Instant::now() >= next_stats {
-            write_stats(&stats_file, &snapshots.load(), &counters);
-            next_stats += Duration::from_secs(1);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let api = Api::new(control);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("podswitch-api")
+        .enable_all()
+        .build()
+        .context("cannot start the API runtime")?;
+    let served = runtime.block_on(serve(opts, Arc::clone(&api), &stop));
+
     tracing::info!("stopping");
+    api.control
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .set_stopped();
     let stopping = Instant::now();
+    stop.store(true, Ordering::Relaxed);
     for h in handles {
         match h.join() {
             Ok(Ok(())) => {}
@@ -151,12 +166,73 @@ pub fn run(opts: &RunOptions) -> Result<()> {
             Err(_) => tracing::error!("worker panicked"),
         }
     }
-    write_stats(&stats_file, &snapshots.load(), &counters);
+    write_stats(&stats_path(opts), &snapshots.load(), &counters);
+    runtime.shutdown_timeout(Duration::from_millis(200));
+    let _ = std::fs::remove_file(&opts.api_socket);
     tracing::info!(
         elapsed_ms = stopping.elapsed().as_millis() as u64,
         "stopped; persistent TAPs left in place"
     );
     drop(lock);
+    served
+}
+
+fn stats_path(opts: &RunOptions) -> PathBuf {
+    opts.stats_file
+        .clone()
+        .unwrap_or_else(|| opts.run_dir.join("stats.json"))
+}
+
+/// Serves the API (and metrics) until the stop flag is set; writes the
+/// stats file every second meanwhile.
+async fn serve(opts: &RunOptions, api: Arc<Api>, stop: &Arc<AtomicBool>) -> Result<()> {
+    let listener = RootOnlyListener::bind(&opts.api_socket)
+        .with_context(|| format!("cannot listen on {}", opts.api_socket.display()))?;
+    tracing::info!(socket = %opts.api_socket.display(), "API listening");
+    let stopped = {
+        let stop = Arc::clone(stop);
+        move || {
+            let stop = Arc::clone(&stop);
+            async move {
+                while !stop.load(Ordering::Relaxed) {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+    };
+    let api_server =
+        axum::serve(listener, api::router(Arc::clone(&api))).with_graceful_shutdown(stopped());
+    let api_task = tokio::spawn(async move { api_server.await });
+    let metrics_task = match opts.metrics_listen {
+        Some(addr) => {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} for metrics"))?;
+            tracing::info!(%addr, "metrics listening");
+            let server = axum::serve(l, api::metrics_router(Arc::clone(&api)))
+                .with_graceful_shutdown(stopped());
+            Some(tokio::spawn(async move { server.await }))
+        }
+        None => None,
+    };
+    let stats_file = stats_path(opts);
+    while !stop.load(Ordering::Relaxed) {
+        let (snapshot, counters) = {
+            let c = api.control.lock().unwrap_or_else(|e| e.into_inner());
+            (c.snapshot(), c.worker_counters().to_vec())
+        };
+        write_stats(&stats_file, &snapshot, &counters);
+        for _ in 0..50 {
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let _ = api_task.await;
+    if let Some(t) = metrics_task {
+        let _ = t.await;
+    }
     Ok(())
 }
 

@@ -36,44 +36,8 @@ pub fn open_all(
         .collect();
     let mut notes = Vec::new();
     for port in &snapshot.ports {
-        let opened: Vec<Box<dyn PortQueue>> = match port.kind {
-            PortKind::Tap => {
-                let (qs, outcome) = open_tap(snapshot, port, workers)?;
-                notes.push(format!(
-                    "port {}: tap {:?} with {} queues",
-                    port.name,
-                    outcome,
-                    qs.len()
-                ));
-                qs.into_iter()
-                    .map(|q| Box::new(q) as Box<dyn PortQueue>)
-                    .collect()
-            }
-            PortKind::Afpacket => {
-                let group = fanout_base.wrapping_add(port.id.0);
-                let mut qs: Vec<Box<dyn PortQueue>> = Vec::with_capacity(workers);
-                for w in 0..workers {
-                    let opts = AfPacketOptions {
-                        fanout_group: Some(group),
-                        vnet_hdr: port.offload,
-                        rx_ring: port.rx_ring,
-                        ..AfPacketOptions::new(port.ifname.clone())
-                    };
-                    let q = AfPacketQueue::open(&opts).with_context(|| {
-                        format!(
-                            "port {}: AF_PACKET socket {w} on {}",
-                            port.name, port.ifname
-                        )
-                    })?;
-                    qs.push(Box::new(q));
-                }
-                notes.push(format!(
-                    "port {}: af_packet on {} with {} fanout sockets (group {group})",
-                    port.name, port.ifname, workers
-                ));
-                qs
-            }
-        };
+        let (opened, note) = open_port(snapshot, port, workers, fanout_base)?;
+        notes.push(note);
         for (w, q) in opened.into_iter().enumerate() {
             if let Some(slot) = queues
                 .get_mut(w)
@@ -84,6 +48,85 @@ pub fn open_all(
         }
     }
     Ok((queues, notes))
+}
+
+/// Opens one queue per worker for `port`; returns them and a line for the log.
+pub fn open_port(
+    snapshot: &Snapshot,
+    port: &PortSpec,
+    workers: usize,
+    fanout_base: u16,
+) -> Result<(Vec<Box<dyn PortQueue>>, String)> {
+    match port.kind {
+        PortKind::Tap => {
+            let (qs, outcome) = open_tap(snapshot, port, workers)?;
+            let note = format!(
+                "port {}: tap {:?} with {} queues",
+                port.name,
+                outcome,
+                qs.len()
+            );
+            Ok((
+                qs.into_iter()
+                    .map(|q| Box::new(q) as Box<dyn PortQueue>)
+                    .collect(),
+                note,
+            ))
+        }
+        PortKind::Afpacket => {
+            let group = fanout_base.wrapping_add(port.id.0);
+            let mut qs: Vec<Box<dyn PortQueue>> = Vec::with_capacity(workers);
+            for w in 0..workers {
+                let opts = AfPacketOptions {
+                    fanout_group: Some(group),
+                    vnet_hdr: port.offload,
+                    rx_ring: port.rx_ring,
+                    ..AfPacketOptions::new(port.ifname.clone())
+                };
+                let q = AfPacketQueue::open(&opts).with_context(|| {
+                    format!(
+                        "port {}: AF_PACKET socket {w} on {}",
+                        port.name, port.ifname
+                    )
+                })?;
+                qs.push(Box::new(q));
+            }
+            let note = format!(
+                "port {}: af_packet on {} with {workers} fanout sockets (group {group})",
+                port.name, port.ifname
+            );
+            Ok((qs, note))
+        }
+    }
+}
+
+/// Removes what [`open_port`] created for a port that is being deleted: a
+/// TAP placed in a pod is deleted there (it is persistent); a TAP in the
+/// node namespace stops being persistent, so it goes with its last queue.
+pub fn remove_port(snapshot: &Snapshot, port: &PortSpec) -> Result<()> {
+    if port.kind != PortKind::Tap {
+        return Ok(());
+    }
+    match placement(snapshot, port) {
+        Some(p) => tap::delete_pod_tap(&p).with_context(|| {
+            format!(
+                "port {}: delete TAP {} in {}",
+                port.name,
+                p.ifname,
+                p.netns.display()
+            )
+        }),
+        None => {
+            let opts = TapOptions {
+                queues: 1,
+                offload: port.offload,
+                persist: false,
+            };
+            // Attaching with persist off makes the device go when this queue closes.
+            let _ = tap::attach_tap(&port.ifname, &opts);
+            Ok(())
+        }
+    }
 }
 
 /// The pod-side settings of a TAP port placed into a pod namespace.

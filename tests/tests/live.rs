@@ -358,6 +358,10 @@ fn second_instance_is_refused() {
         .arg(&t.daemon.config)
         .arg("--run-dir")
         .arg(&t.daemon.run_dir)
+        .arg("--api-socket")
+        .arg(t.daemon.run_dir.join("api2.sock"))
+        .arg("--state-dir")
+        .arg(t.daemon.run_dir.join("state2"))
         .output()
         .unwrap();
     assert!(!out.status.success());

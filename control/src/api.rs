@@ -1,0 +1,632 @@
+//! The v1 control API (`docs/api.md`): HTTP/JSON on a Unix socket.
+//!
+//! Handlers parse and check the request, then run the change on a blocking
+//! thread against the one [`Control`] (a mutex serialises writers: devices
+//! are opened and the store is fsynced there, never on the async runtime).
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path as UrlPath, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use crate::control::Control;
+use crate::state::{
+    ApiError, ApplyDocument, Endpoint, Mirror, NodeAddressing, NodeRecord, ServiceWithEndpoints,
+};
+
+/// State shared by the handlers.
+pub struct Api {
+    /// The control plane.
+    pub control: Mutex<Control>,
+    /// Requests by (method, status), for `/metrics`.
+    pub requests: Mutex<BTreeMap<(String, u16), u64>>,
+}
+
+impl Api {
+    /// Wraps a control plane.
+    pub fn new(control: Control) -> Arc<Api> {
+        Arc::new(Api {
+            control: Mutex::new(control),
+            requests: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    fn control(&self) -> std::sync::MutexGuard<'_, Control> {
+        self.control.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+type Shared = State<Arc<Api>>;
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (status, axum::Json(json!({ "error": self.message }))).into_response()
+    }
+}
+
+fn ok(status: StatusCode, v: Value) -> Response {
+    (status, axum::Json(v)).into_response()
+}
+
+/// Decodes a JSON (default) or TOML body; unknown fields and wrong types are 400, other media 415.
+fn parse<T: DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> Result<T, ApiError> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
+    let ct = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match ct.as_str() {
+        "application/json" | "" => serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}"))),
+        "application/toml" | "text/toml" => {
+            let text = std::str::from_utf8(body)
+                .map_err(|_| ApiError::bad_request("invalid TOML body: not UTF-8"))?;
+            toml::from_str(text).map_err(|e| {
+                ApiError::bad_request(format!("invalid TOML body: {}", e.to_string().trim()))
+            })
+        }
+        other => Err(ApiError {
+            status: 415,
+            message: format!(
+                "Content-Type {other} is not supported; send application/json or application/toml"
+            ),
+        }),
+    }
+}
+
+/// Runs `f` with the control plane on a blocking thread.
+async fn with_control<T: Send + 'static>(
+    api: &Arc<Api>,
+    f: impl FnOnce(&mut Control) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let api = Arc::clone(api);
+    tokio::task::spawn_blocking(move || f(&mut api.control()))
+        .await
+        .map_err(|e| ApiError::internal(format!("request failed: {e}")))?
+}
+
+/// The router of the v1 API plus `/metrics`.
+pub fn router(api: Arc<Api>) -> Router {
+    Router::new()
+        .route("/v1/health", get(health))
+        .route("/v1/config", get(config))
+        .route("/v1/stats", get(stats))
+        .route("/v1/conntrack", get(conntrack))
+        .route("/v1/ports", get(list_ports).post(add_port))
+        .route("/v1/ports/{name}", get(get_port).delete(delete_port))
+        .route("/v1/node", get(get_node).put(put_node))
+        .route("/v1/routes", get(list_routes).post(add_route))
+        .route("/v1/routes/{*prefix}", axum::routing::delete(delete_route))
+        .route("/v1/services", get(list_services).post(add_service))
+        .route(
+            "/v1/services/{ns}/{name}",
+            get(get_service).delete(delete_service),
+        )
+        .route(
+            "/v1/services/{ns}/{name}/endpoints",
+            get(get_endpoints).put(put_endpoints).post(add_endpoint),
+        )
+        .route(
+            "/v1/services/{ns}/{name}/endpoints/{address}",
+            axum::routing::delete(delete_endpoint),
+        )
+        .route("/v1/nodes", get(list_nodes).post(add_node))
+        .route("/v1/nodes/{name}", get(get_node_record).delete(delete_node))
+        .route("/v1/mirrors", get(list_mirrors).post(add_mirror))
+        .route("/v1/mirrors/{name}", get(get_mirror).delete(delete_mirror))
+        .route("/v1/state", axum::routing::put(apply))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { ApiError::not_found("no such API path; see docs/api.md") })
+        .method_not_allowed_fallback(|| async {
+            ApiError {
+                status: 405,
+                message: "method not allowed on this path".into(),
+            }
+        })
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&api),
+            count_requests,
+        ))
+        .with_state(api)
+}
+
+/// The metrics-only router for `--metrics-listen`.
+pub fn metrics_router(api: Arc<Api>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(api)
+}
+
+async fn count_requests(State(api): Shared, req: Request, next: Next) -> Response {
+    let method = req.method().to_string();
+    let response = next.run(req).await;
+    let key = (method, response.status().as_u16());
+    *api.requests
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(key)
+        .or_insert(0) += 1;
+    response
+}
+
+async fn health(State(api): Shared) -> Response {
+    let c = api.control();
+    let body = json!({ "forwarding": c.forwarding(), "workers": c.workers(), "generation": c.snapshot().generation });
+    ok(
+        if c.forwarding() {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        },
+        body,
+    )
+}
+
+async fn config(State(api): Shared) -> Response {
+    let c = api.control();
+    let snapshot = c.snapshot();
+    let routes: Vec<Value> = snapshot
+        .routes
+        .routes()
+        .iter()
+        .map(|r| json!({"prefix": r.prefix.to_string(), "via": r.via}))
+        .collect();
+    let st = c.state();
+    ok(
+        StatusCode::OK,
+        json!({
+            "generation": snapshot.generation,
+            "node": node_json(&c),
+            "ports": c.port_views(),
+            "routes": routes,
+            "services": st.services.len(),
+            "endpoints": st.endpoints.values().map(Vec::len).sum::<usize>(),
+            "nodes": st.nodes.len(),
+            "mirrors": st.mirrors.len(),
+        }),
+    )
+}
+
+async fn stats(State(api): Shared) -> Response {
+    let c = api.control();
+    let mut v = serde_json::to_value(c.stats()).unwrap_or(Value::Null);
+    let per_worker: Vec<Value> = c
+        .worker_counters()
+        .iter()
+        .map(|w| {
+            let drops: BTreeMap<&str, u64> = podswitch_dataplane::pipeline::DropReason::ALL
+                .iter()
+                .map(|r| (r.as_str(), w.drops(*r)))
+                .filter(|d| d.1 > 0)
+                .collect();
+            let events: BTreeMap<&str, u64> = podswitch_dataplane::pipeline::Event::ALL
+                .iter()
+                .map(|e| (e.as_str(), w.events(*e)))
+                .filter(|d| d.1 > 0)
+                .collect();
+            json!({ "drops": drops, "events": events })
+        })
+        .collect();
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert("per_worker".into(), Value::Array(per_worker));
+    }
+    ok(StatusCode::OK, v)
+}
+
+async fn conntrack() -> ApiError {
+    ApiError {
+        status: 501,
+        message: "connection tracking is not implemented yet; it comes with the services issue"
+            .into(),
+    }
+}
+
+async fn metrics(State(api): Shared) -> Response {
+    let stats = api.control().stats();
+    let requests = api
+        .requests
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let body = crate::metrics::render(&stats, &requests);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}
+
+async fn list_ports(State(api): Shared) -> Response {
+    ok(
+        StatusCode::OK,
+        json!({ "ports": api.control().port_views() }),
+    )
+}
+
+async fn get_port(
+    State(api): Shared,
+    UrlPath(name): UrlPath<String>,
+) -> Result<Response, ApiError> {
+    let views = api.control().port_views();
+    let port = views
+        .into_iter()
+        .find(|p| p["name"] == name.as_str())
+        .ok_or_else(|| ApiError::not_found(format!("port {name} not found")))?;
+    Ok(ok(StatusCode::OK, port))
+}
+
+async fn add_port(
+    State(api): Shared,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let port: podswitch_dataplane::config::PortSection = parse(&headers, &body)?;
+    let name = port.name.clone();
+    with_control(&api, move |c| c.add_port(port)).await?;
+    let views = api.control().port_views();
+    Ok(ok(
+        StatusCode::CREATED,
+        views
+            .into_iter()
+            .find(|p| p["name"] == name.as_str())
+            .unwrap_or(Value::Null),
+    ))
+}
+
+async fn delete_port(
+    State(api): Shared,
+    UrlPath(name): UrlPath<String>,
+) -> Result<Response, ApiError> {
+    with_control(&api, move |c| c.delete_port(&name)).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+fn node_json(c: &Control) -> Value {
+    let snapshot = c.snapshot();
+    let uplink = snapshot.uplink.map(|(port, l3)| {
+        let name = snapshot
+            .port(port)
+            .map(|p| p.name.clone())
+            .unwrap_or_default();
+        json!({ "port": name, "address": l3.address.to_string(), "mac": l3.mac.to_string() })
+    });
+    json!({
+        "name": snapshot.node_name,
+        "gateway": snapshot.gateway.address.to_string(),
+        "gateway_mac": snapshot.gateway.mac.to_string(),
+        "uplink": uplink,
+        "mac_aging_secs": snapshot.tuning.mac_aging_ns / 1_000_000_000,
+    })
+}
+
+async fn get_node(State(api): Shared) -> Response {
+    ok(StatusCode::OK, node_json(&api.control()))
+}
+
+async fn put_node(
+    State(api): Shared,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let node: NodeAddressing = parse(&headers, &body)?;
+    with_control(&api, move |c| c.set_node(node)).await?;
+    Ok(ok(StatusCode::OK, node_json(&api.control())))
+}
+
+async fn list_routes(State(api): Shared) -> Response {
+    let c = api.control();
+    let snapshot = c.snapshot();
+    let api_keys: Vec<&String> = c.state().routes.keys().collect();
+    let routes: Vec<Value> = snapshot
+        .routes
+        .routes()
+        .iter()
+        .map(|r| {
+            let key = crate::state::route_key(&r.prefix);
+            let source = if r.via.is_none() {
+                "connected"
+            } else if api_keys.contains(&&key) {
+                "api"
+            } else {
+                "config"
+            };
+            json!({ "prefix": key, "via": r.via, "source": source })
+        })
+        .collect();
+    ok(StatusCode::OK, json!({ "routes": routes }))
+}
+
+async fn add_route(
+    State(api): Shared,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let route: podswitch_dataplane::config::RouteSection = parse(&headers, &body)?;
+    let v = json!({ "prefix": crate::state::route_key(&route.prefix), "via": route.via });
+    with_control(&api, move |c| c.add_route(route)).await?;
+    Ok(ok(StatusCode::CREATED, v))
+}
+
+async fn delete_route(
+    State(api): Shared,
+    UrlPath(prefix): UrlPath<String>,
+) -> Result<Response, ApiError> {
+    with_control(&api, move |c| c.delete_route(&prefix)).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+fn service_json(c: &Control, name: &str) -> Option<Value> {
+    let st = c.state();
+    let s = st.services.get(name)?;
+    let endpoints = st.endpoints.get(name).cloned().unwrap_or_default();
+    serde_json::to_value(ServiceWithEndpoints {
+        service: s.clone(),
+        endpoints,
+    })
+    .ok()
+}
+
+async fn list_services(State(api): Shared) -> Response {
+    let c = api.control();
+    let list: Vec<Value> = c
+        .state()
+        .services
+        .keys()
+        .filter_map(|n| service_json(&c, n))
+        .collect();
+    ok(StatusCode::OK, json!({ "services": list }))
+}
+
+async fn get_service(
+    State(api): Shared,
+    UrlPath((ns, name)): UrlPath<(String, String)>,
+) -> Result<Response, ApiError> {
+    let full = format!("{ns}/{name}");
+    let v = service_json(&api.control(), &full)
+        .ok_or_else(|| ApiError::not_found(format!("service {full} not found")))?;
+    Ok(ok(StatusCode::OK, v))
+}
+
+async fn add_service(
+    State(api): Shared,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let s: ServiceWithEndpoints = parse(&headers, &body)?;
+    let name = s.service.name.clone();
+    with_control(&api, move |c| c.add_service(s.service, s.endpoints)).await?;
+    Ok(ok(
+        StatusCode::CREATED,
+        service_json(&api.control(), &name).unwrap_or(Value::Null),
+    ))
+}
+
+async fn delete_service(
+    State(api): Shared,
+    UrlPath((ns, name)): UrlPath<(String, String)>,
+) -> Result<Response, ApiError> {
+    let full = format!("{ns}/{name}");
+    with_control(&api, move |c| c.delete_service(&full)).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn get_endpoints(
+    State(api): Shared,
+    UrlPath((ns, name)): UrlPath<(String, String)>,
+) -> Result<Response, ApiError> {
+    let full = format!("{ns}/{name}");
+    let c = api.control();
+    if !c.state().services.contains_key(&full) {
+        return Err(ApiError::not_found(format!("service {full} not found")));
+    }
+    Ok(ok(
+        StatusCode::OK,
+        json!({ "endpoints": c.state().endpoints.get(&full).cloned().unwrap_or_default() }),
+    ))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EndpointList {
+    endpoints: Vec<Endpoint>,
+}
+
+async fn put_endpoints(
+    State(api): Shared,
+    UrlPath((ns, name)): UrlPath<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let list: EndpointList = parse(&headers, &body)?;
+    let full = format!("{ns}/{name}");
+    let svc = full.clone();
+    with_control(&api, move |c| c.set_endpoints(&svc, list.endpoints)).await?;
+    Ok(ok(
+        StatusCode::OK,
+        json!({ "endpoints": api.control().state().endpoints.get(&full).cloned().unwrap_or_default() }),
+    ))
+}
+
+async fn add_endpoint(
+    State(api): Shared,
+    UrlPath((ns, name)): UrlPath<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let e: Endpoint = parse(&headers, &body)?;
+    let v = serde_json::to_value(&e).unwrap_or(Value::Null);
+    let full = format!("{ns}/{name}");
+    with_control(&api, move |c| c.add_endpoint(&full, e)).await?;
+    Ok(ok(StatusCode::CREATED, v))
+}
+
+async fn delete_endpoint(
+    State(api): Shared,
+    UrlPath((ns, name, address)): UrlPath<(String, String, String)>,
+) -> Result<Response, ApiError> {
+    let addr: Ipv4Addr = address
+        .parse()
+        .map_err(|_| ApiError::invalid("address", &address, "not an IPv4 address"))?;
+    let full = format!("{ns}/{name}");
+    with_control(&api, move |c| c.delete_endpoint(&full, addr)).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn list_nodes(State(api): Shared) -> Response {
+    let nodes: Vec<NodeRecord> = api.control().state().nodes.values().cloned().collect();
+    ok(StatusCode::OK, json!({ "nodes": nodes }))
+}
+
+async fn get_node_record(
+    State(api): Shared,
+    UrlPath(name): UrlPath<String>,
+) -> Result<Response, ApiError> {
+    let n = api
+        .control()
+        .state()
+        .nodes
+        .get(&name)
+        .cloned()
+        .ok_or_else(|| ApiError::not_found(format!("node {name} not found")))?;
+    Ok(ok(
+        StatusCode::OK,
+        serde_json::to_value(n).unwrap_or(Value::Null),
+    ))
+}
+
+async fn add_node(
+    State(api): Shared,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let n: NodeRecord = parse(&headers, &body)?;
+    let v = serde_json::to_value(&n).unwrap_or(Value::Null);
+    with_control(&api, move |c| c.add_node(n)).await?;
+    Ok(ok(StatusCode::CREATED, v))
+}
+
+async fn delete_node(
+    State(api): Shared,
+    UrlPath(name): UrlPath<String>,
+) -> Result<Response, ApiError> {
+    with_control(&api, move |c| c.delete_node(&name)).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn list_mirrors(State(api): Shared) -> Response {
+    let m: Vec<Mirror> = api.control().state().mirrors.values().cloned().collect();
+    ok(StatusCode::OK, json!({ "mirrors": m }))
+}
+
+async fn get_mirror(
+    State(api): Shared,
+    UrlPath(name): UrlPath<String>,
+) -> Result<Response, ApiError> {
+    let m = api
+        .control()
+        .state()
+        .mirrors
+        .get(&name)
+        .cloned()
+        .ok_or_else(|| ApiError::not_found(format!("mirror {name} not found")))?;
+    Ok(ok(
+        StatusCode::OK,
+        serde_json::to_value(m).unwrap_or(Value::Null),
+    ))
+}
+
+async fn add_mirror(
+    State(api): Shared,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let m: Mirror = parse(&headers, &body)?;
+    let v = serde_json::to_value(&m).unwrap_or(Value::Null);
+    with_control(&api, move |c| c.add_mirror(m)).await?;
+    Ok(ok(StatusCode::CREATED, v))
+}
+
+async fn delete_mirror(
+    State(api): Shared,
+    UrlPath(name): UrlPath<String>,
+) -> Result<Response, ApiError> {
+    with_control(&api, move |c| c.delete_mirror(&name)).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn apply(State(api): Shared, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    let doc: ApplyDocument = parse(&headers, &body)?;
+    let report = with_control(&api, move |c| c.apply(doc)).await?;
+    Ok(ok(
+        StatusCode::OK,
+        serde_json::to_value(report).unwrap_or(Value::Null),
+    ))
+}
+
+/// A Unix listener that serves root peers only: others get `403` and are closed.
+pub struct RootOnlyListener {
+    inner: tokio::net::UnixListener,
+}
+
+impl RootOnlyListener {
+    /// Binds `path` (replacing a stale socket file) with mode 0600.
+    pub fn bind(path: &Path) -> std::io::Result<RootOnlyListener> {
+        use std::os::unix::fs::PermissionsExt;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let _ = std::fs::remove_file(path);
+        let inner = tokio::net::UnixListener::bind(path)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        Ok(RootOnlyListener { inner })
+    }
+}
+
+impl axum::serve::Listener for RootOnlyListener {
+    type Io = tokio::net::UnixStream;
+    type Addr = tokio::net::unix::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            match self.inner.accept().await {
+                Ok((stream, addr)) => {
+                    if stream.peer_cred().is_ok_and(|c| c.uid() == 0) {
+                        return (stream, addr);
+                    }
+                    tokio::spawn(refuse(stream));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "API socket accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.inner.local_addr()
+    }
+}
+
+async fn refuse(mut stream: tokio::net::UnixStream) {
+    use tokio::io::AsyncWriteExt;
+    let body = r#"{"error":"the podswitch API is for root only"}"#;
+    let msg = format!(
+        "HTTP/1.1 403 Forbidden\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.write_all(msg.as_bytes()).await;
+    let _ = stream.shutdown().await;
+}

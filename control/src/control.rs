@@ -1,0 +1,590 @@
+//! The control plane's state machine: every API change is validated in
+//! full, stored durably, then published to the workers as one new snapshot.
+//!
+//! One [`Control`] lives behind a mutex: changes are serialised, so the
+//! final state of concurrent clients always equals some serial order of
+//! their requests. A change is (1) checked on its own, (2) merged into a
+//! candidate [`ApiState`] from which the whole snapshot is rebuilt (which
+//! checks it against everything else), (3) for a port, its device is opened,
+//! (4) the keys that differ are committed to the store, and only then (5)
+//! the new snapshot is published and the workers get their queues. Any
+//! failure before (5) leaves both the running and the stored state as they were.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Sender;
+
+use arc_swap::ArcSwap;
+use podswitch_dataplane::config::{NodeConfig, PortSection, RouteSection, Snapshot};
+use podswitch_dataplane::pipeline::{PortId, WorkerCounters};
+use podswitch_dataplane::worker::WorkerCommand;
+
+use crate::state::{
+    ApiError, ApiState, ApplyDocument, Changed, Endpoint, Mirror, NodeAddressing, NodeRecord,
+    Service, check_name, check_node_overlaps, check_service_conflicts, check_service_name, diff,
+    route_key, validate_endpoints, validate_mirror, validate_node, validate_service,
+};
+use crate::store::{Store, changes};
+use crate::{ports, stats::Stats};
+
+/// What an apply changed, per kind of resource.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ApplyReport {
+    /// Generation after the apply.
+    pub generation: u64,
+    /// Changes per kind.
+    pub changed: BTreeMap<&'static str, Changed>,
+}
+
+/// The running control plane.
+pub struct Control {
+    file: NodeConfig,
+    state: ApiState,
+    store: Store,
+    snapshots: Arc<ArcSwap<Snapshot>>,
+    workers: Vec<Sender<WorkerCommand>>,
+    counters: Vec<Arc<WorkerCounters>>,
+    fanout_base: u16,
+    forwarding: Arc<AtomicBool>,
+}
+
+fn config_error(e: podswitch_dataplane::config::ConfigError) -> ApiError {
+    ApiError::bad_request(
+        e.to_string()
+            .trim_start_matches("invalid config: ")
+            .to_string(),
+    )
+}
+
+impl Control {
+    /// Builds the first snapshot from the file and the stored state (port
+    /// ids assigned and stored). Fails when the stored state no longer fits
+    /// the file.
+    pub fn restore(file: NodeConfig, store: Store) -> anyhow::Result<(Control, Arc<Snapshot>)> {
+        let mut state = store.load()?;
+        let before = state.clone();
+        let config = state.effective_config(&file);
+        state.assign_port_ids(&config);
+        store.commit(&changes(&before, &state))?;
+        let snapshot = Arc::new(Snapshot::build_with_ids(&config, 1, Some(&state.port_ids))?);
+        let control = Control {
+            file,
+            state,
+            store,
+            snapshots: Arc::new(ArcSwap::from(Arc::clone(&snapshot))),
+            workers: Vec::new(),
+            counters: Vec::new(),
+            fanout_base: 0,
+            forwarding: Arc::new(AtomicBool::new(false)),
+        };
+        Ok((control, snapshot))
+    }
+
+    /// Connects the running workers (their command channels and counters).
+    pub fn attach_workers(
+        &mut self,
+        workers: Vec<Sender<WorkerCommand>>,
+        counters: Vec<Arc<WorkerCounters>>,
+        fanout_base: u16,
+    ) {
+        self.workers = workers;
+        self.counters = counters;
+        self.fanout_base = fanout_base;
+        self.forwarding.store(true, Ordering::Release);
+    }
+
+    /// The published snapshot cell (workers read it).
+    pub fn snapshots(&self) -> Arc<ArcSwap<Snapshot>> {
+        Arc::clone(&self.snapshots)
+    }
+
+    /// The snapshot in use.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshots.load_full()
+    }
+
+    /// True once the workers run.
+    pub fn forwarding(&self) -> bool {
+        self.forwarding.load(Ordering::Acquire)
+    }
+
+    /// Marks the dataplane as stopped (shutdown).
+    pub fn set_stopped(&self) {
+        self.forwarding.store(false, Ordering::Release);
+    }
+
+    /// Worker count.
+    pub fn workers(&self) -> usize {
+        self.counters.len()
+    }
+
+    /// Counters summed over workers.
+    pub fn stats(&self) -> Stats {
+        Stats::collect(&self.snapshot(), &self.counters)
+    }
+
+    /// Per-worker counters.
+    pub fn worker_counters(&self) -> &[Arc<WorkerCounters>] {
+        &self.counters
+    }
+
+    /// The stored API state.
+    pub fn state(&self) -> &ApiState {
+        &self.state
+    }
+
+    /// The node configuration file as loaded.
+    pub fn file(&self) -> &NodeConfig {
+        &self.file
+    }
+
+    /// Builds the snapshot `candidate` would run (next generation).
+    fn build(&self, candidate: &mut ApiState) -> Result<Snapshot, ApiError> {
+        let config = candidate.effective_config(&self.file);
+        candidate.assign_port_ids(&config);
+        let generation = self.snapshots.load().generation + 1;
+        Snapshot::build_with_ids(&config, generation, Some(&candidate.port_ids))
+            .map_err(config_error)
+    }
+
+    /// Stores `candidate`, then publishes `snapshot`.
+    fn commit(&mut self, candidate: ApiState, snapshot: Snapshot) -> Result<u64, ApiError> {
+        self.store
+            .commit(&changes(&self.state, &candidate))
+            .map_err(|e| ApiError::internal(format!("the change was not stored: {e}")))?;
+        self.state = candidate;
+        let generation = snapshot.generation;
+        self.snapshots.store(Arc::new(snapshot));
+        Ok(generation)
+    }
+
+    fn port_names(&self) -> BTreeSet<String> {
+        self.snapshot()
+            .ports
+            .iter()
+            .map(|p| p.name.clone())
+            .collect()
+    }
+
+    /// `POST /v1/ports`.
+    pub fn add_port(&mut self, port: PortSection) -> Result<u64, ApiError> {
+        check_name("name", &port.name)?;
+        if self.port_names().contains(&port.name) {
+            return Err(ApiError::conflict(format!(
+                "name = {}: a port with this name exists",
+                port.name
+            )));
+        }
+        let mut candidate = self.state.clone();
+        candidate.ports.insert(port.name.clone(), port.clone());
+        let snapshot = self.build(&mut candidate).map_err(|e| ApiError {
+            status: e.status,
+            message: strip_index(&e.message, "ports["),
+        })?;
+        let spec = snapshot
+            .port_by_name(&port.name)
+            .cloned()
+            .ok_or_else(|| ApiError::internal("port vanished"))?;
+        if let Some(other) = snapshot
+            .ports
+            .iter()
+            .find(|p| p.name != spec.name && p.ifname == spec.ifname)
+        {
+            return Err(ApiError::conflict(format!(
+                "ifname = {}: already used by port {}",
+                spec.ifname, other.name
+            )));
+        }
+        let (queues, note) = ports::open_port(
+            &snapshot,
+            &spec,
+            self.workers.len().max(1),
+            self.fanout_base,
+        )
+        .map_err(|e| ApiError::bad_request(format!("{e:#}")))?;
+        if let Err(e) = self.commit(candidate, snapshot) {
+            let _ = ports::remove_port(&self.snapshot(), &spec);
+            return Err(e);
+        }
+        tracing::info!("{note} (added through the API)");
+        for (tx, q) in self.workers.iter().zip(queues) {
+            let _ = tx.send(WorkerCommand::AddQueue(spec.id, q));
+        }
+        Ok(self.snapshot().generation)
+    }
+
+    /// `DELETE /v1/ports/{name}`.
+    pub fn delete_port(&mut self, name: &str) -> Result<(), ApiError> {
+        let old = self.snapshot();
+        let Some(spec) = old.port_by_name(name).cloned() else {
+            return Err(ApiError::not_found(format!("port {name} not found")));
+        };
+        if !self.state.ports.contains_key(name) {
+            return Err(ApiError::conflict(format!(
+                "port {name} comes from the config file; remove it there"
+            )));
+        }
+        if self
+            .state
+            .mirrors
+            .values()
+            .any(|m| m.ports.iter().any(|p| p == name))
+        {
+            return Err(ApiError::conflict(format!(
+                "port {name} is used by a mirror session"
+            )));
+        }
+        let mut candidate = self.state.clone();
+        candidate.ports.remove(name);
+        let snapshot = self.build(&mut candidate)?;
+        self.commit(candidate, snapshot)?;
+        for tx in &self.workers {
+            let _ = tx.send(WorkerCommand::RemoveQueue(spec.id));
+        }
+        if let Err(e) = ports::remove_port(&old, &spec) {
+            tracing::warn!(port = name, error = %format!("{e:#}"), "port removed from the dataplane, device cleanup failed");
+        }
+        Ok(())
+    }
+
+    /// `POST /v1/routes`.
+    pub fn add_route(&mut self, route: RouteSection) -> Result<u64, ApiError> {
+        let key = route_key(&route.prefix);
+        if self
+            .snapshot()
+            .routes
+            .routes()
+            .iter()
+            .any(|r| route_key(&r.prefix) == key)
+        {
+            return Err(ApiError::conflict(format!(
+                "prefix = {key}: a route for this prefix exists"
+            )));
+        }
+        let mut candidate = self.state.clone();
+        candidate.routes.insert(key, route);
+        let snapshot = self.build(&mut candidate).map_err(|e| ApiError {
+            status: e.status,
+            message: strip_index(&e.message, "routes["),
+        })?;
+        self.commit(candidate, snapshot)
+    }
+
+    /// `DELETE /v1/routes/{prefix}`.
+    pub fn delete_route(&mut self, prefix: &str) -> Result<u64, ApiError> {
+        let cidr: podswitch_dataplane::config::Ipv4Cidr = prefix
+            .parse()
+            .map_err(|e: String| ApiError::invalid("prefix", prefix, e))?;
+        let key = route_key(&cidr);
+        if !self.state.routes.contains_key(&key) {
+            let from_file = self.file.routes.iter().any(|r| route_key(&r.prefix) == key);
+            return Err(if from_file {
+                ApiError::conflict(format!(
+                    "route {key} comes from the config file; remove it there"
+                ))
+            } else {
+                ApiError::not_found(format!("route {key} not found"))
+            });
+        }
+        let mut candidate = self.state.clone();
+        candidate.routes.remove(&key);
+        let snapshot = self.build(&mut candidate)?;
+        self.commit(candidate, snapshot)
+    }
+
+    /// `PUT /v1/node`.
+    pub fn set_node(&mut self, node: NodeAddressing) -> Result<u64, ApiError> {
+        let mut candidate = self.state.clone();
+        candidate.node = Some(node);
+        let snapshot = self.build(&mut candidate)?;
+        self.commit(candidate, snapshot)
+    }
+
+    /// `POST /v1/services`.
+    pub fn add_service(
+        &mut self,
+        service: Service,
+        endpoints: Vec<Endpoint>,
+    ) -> Result<u64, ApiError> {
+        validate_service("service", &service)?;
+        validate_endpoints("endpoints", &endpoints)?;
+        if self.state.services.contains_key(&service.name) {
+            return Err(ApiError::conflict(format!(
+                "name = {}: a service with this name exists",
+                service.name
+            )));
+        }
+        let mut candidate = self.state.clone();
+        let name = service.name.clone();
+        candidate.services.insert(name.clone(), service);
+        check_service_conflicts(candidate.services.values())?;
+        if !endpoints.is_empty() {
+            candidate.endpoints.insert(name, endpoints);
+        }
+        self.commit_stored_only(candidate)
+    }
+
+    /// Commits a change that does not alter the dataplane snapshot's
+    /// forwarding tables (services, nodes, mirrors are stored now and
+    /// enforced later), still as a new generation.
+    fn commit_stored_only(&mut self, mut candidate: ApiState) -> Result<u64, ApiError> {
+        let snapshot = self.build(&mut candidate)?;
+        self.commit(candidate, snapshot)
+    }
+
+    /// `DELETE /v1/services/{ns}/{name}`.
+    pub fn delete_service(&mut self, name: &str) -> Result<u64, ApiError> {
+        if !self.state.services.contains_key(name) {
+            return Err(ApiError::not_found(format!("service {name} not found")));
+        }
+        let mut candidate = self.state.clone();
+        candidate.services.remove(name);
+        candidate.endpoints.remove(name);
+        self.commit_stored_only(candidate)
+    }
+
+    fn require_service(&self, name: &str) -> Result<(), ApiError> {
+        check_service_name("service", name)?;
+        if self.state.services.contains_key(name) {
+            Ok(())
+        } else {
+            Err(ApiError::not_found(format!("service {name} not found")))
+        }
+    }
+
+    /// `PUT /v1/services/{ns}/{name}/endpoints`.
+    pub fn set_endpoints(
+        &mut self,
+        service: &str,
+        endpoints: Vec<Endpoint>,
+    ) -> Result<u64, ApiError> {
+        self.require_service(service)?;
+        validate_endpoints("endpoints", &endpoints)?;
+        let mut candidate = self.state.clone();
+        if endpoints.is_empty() {
+            candidate.endpoints.remove(service);
+        } else {
+            candidate.endpoints.insert(service.to_string(), endpoints);
+        }
+        self.commit_stored_only(candidate)
+    }
+
+    /// `POST /v1/services/{ns}/{name}/endpoints`.
+    pub fn add_endpoint(&mut self, service: &str, endpoint: Endpoint) -> Result<u64, ApiError> {
+        self.require_service(service)?;
+        let mut list = self
+            .state
+            .endpoints
+            .get(service)
+            .cloned()
+            .unwrap_or_default();
+        if list.iter().any(|e| e.address == endpoint.address) {
+            return Err(ApiError::conflict(format!(
+                "address = {}: already an endpoint of {service}",
+                endpoint.address
+            )));
+        }
+        list.push(endpoint);
+        validate_endpoints("endpoint", &list)?;
+        self.set_endpoints(service, list)
+    }
+
+    /// `DELETE /v1/services/{ns}/{name}/endpoints/{address}`.
+    pub fn delete_endpoint(&mut self, service: &str, address: Ipv4Addr) -> Result<u64, ApiError> {
+        self.require_service(service)?;
+        let mut list = self
+            .state
+            .endpoints
+            .get(service)
+            .cloned()
+            .unwrap_or_default();
+        let before = list.len();
+        list.retain(|e| e.address != address);
+        if list.len() == before {
+            return Err(ApiError::not_found(format!(
+                "endpoint {address} of {service} not found"
+            )));
+        }
+        self.set_endpoints(service, list)
+    }
+
+    /// `POST /v1/nodes`.
+    pub fn add_node(&mut self, node: NodeRecord) -> Result<u64, ApiError> {
+        validate_node("node", &node)?;
+        if self.state.nodes.contains_key(&node.name) {
+            return Err(ApiError::conflict(format!(
+                "name = {}: a node with this name exists",
+                node.name
+            )));
+        }
+        if let Some(other) = self
+            .state
+            .nodes
+            .values()
+            .find(|n| n.node_ip == node.node_ip)
+        {
+            return Err(ApiError::conflict(format!(
+                "node_ip = {}: already node {}",
+                node.node_ip, other.name
+            )));
+        }
+        let mut candidate = self.state.clone();
+        candidate.nodes.insert(node.name.clone(), node);
+        check_node_overlaps(candidate.nodes.values(), self.snapshot().gateway.address)?;
+        self.commit_stored_only(candidate)
+    }
+
+    /// `DELETE /v1/nodes/{name}`.
+    pub fn delete_node(&mut self, name: &str) -> Result<u64, ApiError> {
+        if !self.state.nodes.contains_key(name) {
+            return Err(ApiError::not_found(format!("node {name} not found")));
+        }
+        let mut candidate = self.state.clone();
+        candidate.nodes.remove(name);
+        self.commit_stored_only(candidate)
+    }
+
+    /// `POST /v1/mirrors`.
+    pub fn add_mirror(&mut self, mirror: Mirror) -> Result<u64, ApiError> {
+        validate_mirror("mirror", &mirror, &self.port_names())?;
+        if self.state.mirrors.contains_key(&mirror.name) {
+            return Err(ApiError::conflict(format!(
+                "name = {}: a mirror with this name exists",
+                mirror.name
+            )));
+        }
+        let mut candidate = self.state.clone();
+        candidate.mirrors.insert(mirror.name.clone(), mirror);
+        self.commit_stored_only(candidate)
+    }
+
+    /// `DELETE /v1/mirrors/{name}`.
+    pub fn delete_mirror(&mut self, name: &str) -> Result<u64, ApiError> {
+        if !self.state.mirrors.contains_key(name) {
+            return Err(ApiError::not_found(format!("mirror {name} not found")));
+        }
+        let mut candidate = self.state.clone();
+        candidate.mirrors.remove(name);
+        self.commit_stored_only(candidate)
+    }
+
+    /// `PUT /v1/state`: services (with endpoints), API routes and nodes
+    /// become exactly the document's.
+    pub fn apply(&mut self, doc: ApplyDocument) -> Result<ApplyReport, ApiError> {
+        let mut services = BTreeMap::new();
+        let mut endpoints = BTreeMap::new();
+        for (i, s) in doc.services.into_iter().enumerate() {
+            validate_service(&format!("services[{i}]"), &s.service)?;
+            validate_endpoints(&format!("services[{i}].endpoints"), &s.endpoints)?;
+            let name = s.service.name.clone();
+            if !s.endpoints.is_empty() {
+                endpoints.insert(name.clone(), s.endpoints);
+            }
+            if services.insert(name.clone(), s.service).is_some() {
+                return Err(ApiError::conflict(format!(
+                    "services[{i}].name = {name}: listed twice"
+                )));
+            }
+        }
+        check_service_conflicts(services.values())?;
+        let mut routes = BTreeMap::new();
+        for (i, r) in doc.routes.into_iter().enumerate() {
+            let key = route_key(&r.prefix);
+            if routes.insert(key.clone(), r).is_some() {
+                return Err(ApiError::conflict(format!(
+                    "routes[{i}].prefix = {key}: listed twice"
+                )));
+            }
+        }
+        let mut nodes = BTreeMap::new();
+        for (i, n) in doc.nodes.into_iter().enumerate() {
+            validate_node(&format!("nodes[{i}]"), &n)?;
+            let name = n.name.clone();
+            if nodes.insert(name.clone(), n).is_some() {
+                return Err(ApiError::conflict(format!(
+                    "nodes[{i}].name = {name}: listed twice"
+                )));
+            }
+        }
+        check_node_overlaps(nodes.values(), self.snapshot().gateway.address)?;
+        let mut report = ApplyReport::default();
+        report
+            .changed
+            .insert("services", diff(&self.state.services, &services));
+        report
+            .changed
+            .insert("endpoints", diff(&self.state.endpoints, &endpoints));
+        report
+            .changed
+            .insert("routes", diff(&self.state.routes, &routes));
+        report
+            .changed
+            .insert("nodes", diff(&self.state.nodes, &nodes));
+        let mut candidate = self.state.clone();
+        candidate.services = services;
+        candidate.endpoints = endpoints;
+        candidate.routes = routes;
+        candidate.nodes = nodes;
+        let snapshot = self.build(&mut candidate).map_err(|e| ApiError {
+            status: e.status,
+            message: e.message,
+        })?;
+        report.generation = self.commit(candidate, snapshot)?;
+        Ok(report)
+    }
+
+    /// Ports with their id, origin and counters (for `GET /v1/ports`).
+    pub fn port_views(&self) -> Vec<serde_json::Value> {
+        let snapshot = self.snapshot();
+        let stats = self.stats();
+        let config = self.state.effective_config(&self.file);
+        snapshot
+            .ports
+            .iter()
+            .filter_map(|spec| {
+                let section = config.ports.iter().find(|p| p.name == spec.name)?;
+                let mut v = serde_json::to_value(section).ok()?;
+                let counters = stats
+                    .ports
+                    .iter()
+                    .find(|p| p.name == spec.name)
+                    .cloned()
+                    .unwrap_or_default();
+                let obj = v.as_object_mut()?;
+                obj.retain(|_, value| !value.is_null());
+                obj.insert("id".into(), spec.id.0.into());
+                let source = if self.state.ports.contains_key(&spec.name) {
+                    "api"
+                } else {
+                    "config"
+                };
+                obj.insert("source".into(), source.into());
+                obj.insert(
+                    "counters".into(),
+                    serde_json::json!({
+                        "rx_packets": counters.rx_packets, "rx_bytes": counters.rx_bytes,
+                        "tx_packets": counters.tx_packets, "tx_bytes": counters.tx_bytes,
+                    }),
+                );
+                Some(v)
+            })
+            .collect()
+    }
+
+    /// The id of a port by name.
+    pub fn port_id(&self, name: &str) -> Option<PortId> {
+        self.snapshot().port_by_name(name).map(|p| p.id)
+    }
+}
+
+/// `ports[7].mac = …` → `mac = …` for errors about the one port (or route) a request named.
+fn strip_index(message: &str, prefix: &str) -> String {
+    if let Some(rest) = message.strip_prefix(prefix)
+        && let Some(close) = rest.find("].")
+    {
+        return rest[close + 2..].to_string();
+    }
+    message.to_string()
+}
