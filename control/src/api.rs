@@ -59,8 +59,8 @@ fn ok(status: StatusCode, v: Value) -> Response {
     (status, axum::Json(v)).into_response()
 }
 
-/// Decodes a JSON (default) or TOML body; unknown fields and wrong types are 400, other media 415.
-fn parse<T: DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> Result<T, ApiError> {
+/// Decodes a JSON (default) or TOML body into a value tree; other media are 415.
+fn parse_value(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -88,6 +88,81 @@ fn parse<T: DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> Result<T, Api
             ),
         }),
     }
+}
+
+/// Turns a value tree into `T`; errors name the path of the bad field
+/// (prefixed with `prefix`), e.g. `ports[0].port: invalid type …`.
+fn from_value<T: DeserializeOwned>(value: Value, prefix: &str) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let field = match (prefix.is_empty(), path == ".") {
+            (true, true) => String::new(),
+            (true, false) => format!("{path}: "),
+            (false, true) => format!("{prefix}: "),
+            (false, false) => format!("{prefix}.{path}: "),
+        };
+        ApiError::bad_request(format!("invalid body: {field}{inner}"))
+    })
+}
+
+/// Decodes a JSON or TOML body into `T` with field paths in errors.
+fn parse<T: DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> Result<T, ApiError> {
+    from_value(parse_value(headers, body)?, "")
+}
+
+/// A service object with an optional `endpoints` list, split in two (so
+/// that errors keep their field paths).
+fn service_from_value(mut value: Value, prefix: &str) -> Result<ServiceWithEndpoints, ApiError> {
+    let endpoints = match value.as_object_mut().and_then(|o| o.remove("endpoints")) {
+        Some(e) => from_value(e, &format!("{prefix}endpoints"))?,
+        None => Vec::new(),
+    };
+    let service = from_value(value, prefix.trim_end_matches('.'))?;
+    Ok(ServiceWithEndpoints { service, endpoints })
+}
+
+/// The apply document, with paths like `services[3].ports[0].port` in errors.
+fn apply_document(value: Value) -> Result<ApplyDocument, ApiError> {
+    let Value::Object(mut doc) = value else {
+        return Err(ApiError::bad_request(
+            "invalid body: the document must be an object with services, routes and nodes",
+        ));
+    };
+    let mut list = |key: &str| -> Result<Vec<Value>, ApiError> {
+        match doc.remove(key) {
+            None => Ok(Vec::new()),
+            Some(Value::Array(items)) => Ok(items),
+            Some(_) => Err(ApiError::bad_request(format!(
+                "invalid body: {key}: must be a list"
+            ))),
+        }
+    };
+    let services = list("services")?;
+    let routes = list("routes")?;
+    let nodes = list("nodes")?;
+    if let Some(key) = doc.keys().next() {
+        return Err(ApiError::bad_request(format!(
+            "invalid body: unknown field `{key}`, expected services, routes or nodes"
+        )));
+    }
+    Ok(ApplyDocument {
+        services: services
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| service_from_value(v, &format!("services[{i}].")))
+            .collect::<Result<_, _>>()?,
+        routes: routes
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| from_value(v, &format!("routes[{i}]")))
+            .collect::<Result<_, _>>()?,
+        nodes: nodes
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| from_value(v, &format!("nodes[{i}]")))
+            .collect::<Result<_, _>>()?,
+    })
 }
 
 /// Runs `f` with the control plane on a blocking thread.
@@ -404,7 +479,7 @@ async fn add_service(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let s: ServiceWithEndpoints = parse(&headers, &body)?;
+    let s = service_from_value(parse_value(&headers, &body)?, "")?;
     let name = s.service.name.clone();
     with_control(&api, move |c| c.add_service(s.service, s.endpoints)).await?;
     Ok(ok(
@@ -452,10 +527,17 @@ async fn put_endpoints(
     let list: EndpointList = parse(&headers, &body)?;
     let full = format!("{ns}/{name}");
     let svc = full.clone();
-    with_control(&api, move |c| c.set_endpoints(&svc, list.endpoints)).await?;
+    let generation = with_control(&api, move |c| c.set_endpoints(&svc, list.endpoints)).await?;
+    let endpoints = api
+        .control()
+        .state()
+        .endpoints
+        .get(&full)
+        .cloned()
+        .unwrap_or_default();
     Ok(ok(
         StatusCode::OK,
-        json!({ "endpoints": api.control().state().endpoints.get(&full).cloned().unwrap_or_default() }),
+        json!({ "endpoints": endpoints, "generation": generation }),
     ))
 }
 
@@ -567,7 +649,7 @@ async fn delete_mirror(
 }
 
 async fn apply(State(api): Shared, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
-    let doc: ApplyDocument = parse(&headers, &body)?;
+    let doc = apply_document(parse_value(&headers, &body)?)?;
     let report = with_control(&api, move |c| c.apply(doc)).await?;
     Ok(ok(
         StatusCode::OK,
