@@ -264,6 +264,9 @@ async fn nodes_mirrors_routes_and_node_addressing_crud() {
     assert_eq!(call(&app, "DELETE", "/v1/ports/nope", None).await.0, 404);
 }
 
+/// (method, path, body with its content type, expected status, text the error must contain)
+type Case<'a> = (&'a str, &'a str, Option<(&'a str, String)>, u16, &'a str);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_inputs_name_the_field_and_change_nothing() {
     let dir = temp_dir("bad");
@@ -295,7 +298,7 @@ async fn bad_inputs_name_the_field_and_change_nothing() {
         v.to_string()
     };
     let json_ct = "application/json";
-    let cases: Vec<(&str, &str, Option<(&str, String)>, u16, &str)> = vec![
+    let cases: Vec<Case> = vec![
         ("POST", "/v1/services", Some((json_ct, "{not json".into())), 400, "invalid JSON body"),
         ("POST", "/v1/services", Some((json_ct, svc(json!({"port.port": "80"})))), 400, "ports[0].port"),
         ("POST", "/v1/services", Some((json_ct, svc(json!({"colour": "red"})))), 400, "colour"),
