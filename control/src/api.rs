@@ -48,6 +48,9 @@ impl Api {
 
 type Shared = State<Arc<Api>>;
 
+/// Largest request body: a 10,000-service document is about 6 MB.
+const MAX_BODY: usize = 64 << 20;
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -214,6 +217,7 @@ pub fn router(api: Arc<Api>) -> Router {
                 message: "method not allowed on this path".into(),
             }
         })
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .layer(middleware::from_fn_with_state(
             Arc::clone(&api),
             count_requests,

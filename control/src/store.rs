@@ -73,6 +73,18 @@ pub enum Change {
     Delete(TableId, String),
 }
 
+impl Change {
+    /// Store `value` as JSON at `table/key`.
+    pub fn put<T: Serialize>(table: TableId, key: &str, value: &T) -> Change {
+        Change::Put(table, key.to_string(), json(value))
+    }
+
+    /// Delete `table/key`.
+    pub fn delete(table: TableId, key: &str) -> Change {
+        Change::Delete(table, key.to_string())
+    }
+}
+
 /// Which table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TableId {
