@@ -189,6 +189,11 @@ impl FakeApi {
         &self.socket_path
     }
 
+    /// The server's temporary directory (removed when it stops), for test files.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Every request received so far, in order.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.requests.lock().map(|r| r.clone()).unwrap_or_default()
