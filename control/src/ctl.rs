@@ -35,6 +35,20 @@ Exit status: 0 success; 1 the server refused the request (its message is
 printed as \"Error: <message>\") or a local input was bad; 2 podswitchd could
 not be reached, or the command line is wrong.";
 
+const SERVICE_PORT_HELP: &str =
+    "A service port; repeat for more: [NAME:]PORT[:TARGET][/PROTOCOL][,nodeport=N]";
+
+const SERVICE_PORT_LONG_HELP: &str = "\
+A service port; repeat for more: [NAME:]PORT[:TARGET][/PROTOCOL][,nodeport=N]
+
+  NAME      the port's name, optional (it must not be all digits)
+  PORT      the service port
+  TARGET    the endpoints' port (default: PORT)
+  PROTOCOL  TCP, UDP or SCTP, in any case (default: TCP)
+  N         a node port, 30000-32767 (default: none)
+
+Examples: 80 | 80:8080 | dns:53/UDP | http:80:8080/TCP,nodeport=30080";
+
 /// The command line of `podswitchctl`.
 #[derive(Debug, Parser)]
 #[command(
@@ -217,21 +231,14 @@ pub struct ServiceAddArgs {
     /// The service's cluster IP.
     #[arg(long, value_name = "IP")]
     pub cluster_ip: String,
-    /// A service port; repeat for more: [NAME:]PORT[:TARGET][/PROTOCOL][,nodeport=N]
-    ///
-    ///   NAME      the port's name, optional (it must not be all digits)
-    ///   PORT      the service port
-    ///   TARGET    the endpoints' port (default: PORT)
-    ///   PROTOCOL  TCP, UDP or SCTP, in any case (default: TCP)
-    ///   N         a node port, 30000-32767 (default: none)
-    ///
-    /// Examples: 80 | 80:8080 | dns:53/UDP | http:80:8080/TCP,nodeport=30080
+    /// The service ports, each `[NAME:]PORT[:TARGET][/PROTOCOL][,nodeport=N]`.
     #[arg(
         long = "port",
         value_name = "SPEC",
         required = true,
-        verbatim_doc_comment,
-        value_parser = ServicePortArg::parse
+        value_parser = ServicePortArg::parse,
+        help = SERVICE_PORT_HELP,
+        long_help = SERVICE_PORT_LONG_HELP
     )]
     pub ports: Vec<ServicePortArg>,
     /// Session affinity (default: None).
