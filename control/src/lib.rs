@@ -1,10 +1,14 @@
 //! podswitch control plane: the `podswitchd` node service, its control API
-//! and the state that API manages.
+//! and the state that API manages, and `podswitchctl`, the API's command
+//! line client.
 
 pub mod api;
 pub mod cli;
+pub mod client;
 pub mod control;
+pub mod ctl;
 pub mod daemon;
+pub mod fake_api;
 pub mod metrics;
 pub mod ports;
 pub mod state;
