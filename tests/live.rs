@@ -110,6 +110,11 @@ pub struct Daemon {
     log: PathBuf,
 }
 
+/// The `podswitchctl` built for tests, next to the daemon binary.
+pub fn ctl_bin() -> PathBuf {
+    daemon_bin().with_file_name("podswitchctl-under-test")
+}
+
 /// The daemon binary built for tests: `$PODSWITCHD_BIN`, or the tests
 /// package's `podswitchd-under-test` next to the running test (cargo builds
 /// it for this package's integration tests).
@@ -139,6 +144,17 @@ impl Daemon {
 
     /// Starts (again) with an existing run directory and config.
     pub fn start_with(node: &Netns, run_dir: PathBuf, config: PathBuf, workers: usize) -> Daemon {
+        Self::start_with_args(node, run_dir, config, workers, &[])
+    }
+
+    /// As [`Daemon::start_with`] with extra `podswitchd run` arguments.
+    pub fn start_with_args(
+        node: &Netns,
+        run_dir: PathBuf,
+        config: PathBuf,
+        workers: usize,
+        extra: &[&str],
+    ) -> Daemon {
         let stats = run_dir.join("stats.json");
         let _ = std::fs::remove_file(&stats);
         let log = run_dir.join("daemon.log");
@@ -155,6 +171,7 @@ impl Daemon {
             .arg(run_dir.join("api.sock"))
             .arg("--state-dir")
             .arg(run_dir.join("state"))
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().unwrap())
             .stderr(log_file)
@@ -179,6 +196,30 @@ impl Daemon {
             std::thread::sleep(Duration::from_millis(20));
         }
         d
+    }
+
+    /// Runs `podswitchctl --socket <this daemon's socket> ARGS`; returns
+    /// (exit code, stdout, stderr).
+    pub fn ctl(&self, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new(ctl_bin())
+            .arg("--socket")
+            .arg(self.run_dir.join("api.sock"))
+            .args(args)
+            .output()
+            .expect("run podswitchctl");
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (
+            out.status.code().unwrap_or(-1),
+            text(&out.stdout),
+            text(&out.stderr),
+        )
+    }
+
+    /// As [`Daemon::ctl`], panicking unless it succeeds; returns stdout.
+    pub fn ctl_ok(&self, args: &[&str]) -> String {
+        let (code, out, err) = self.ctl(args);
+        assert_eq!(code, 0, "podswitchctl {args:?} failed: {err}{out}");
+        out
     }
 
     /// The daemon's log so far.
