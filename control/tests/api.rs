@@ -41,10 +41,26 @@ prefix = "10.244.9.0/24"
 via = "192.168.100.9"
 "#;
 
-fn temp_dir(tag: &str) -> PathBuf {
+/// A temporary directory removed on drop (also when the test fails).
+struct TempDir(PathBuf);
+
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn temp_dir(tag: &str) -> TempDir {
     let dir = std::env::temp_dir().join(format!("podswitch-api-{}-{tag}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    dir
+    TempDir(dir)
 }
 
 fn control(dir: &Path) -> Control {
@@ -573,7 +589,7 @@ fn non_root_clients_are_refused() {
     );
     // Open the socket file so the peer-credential check is what refuses.
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&*dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     let script = format!(
         "import socket; s = socket.socket(socket.AF_UNIX); s.connect({:?}); print(s.recv(4096).decode().split()[1])",
         socket.display().to_string()
