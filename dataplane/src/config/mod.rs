@@ -1,0 +1,433 @@
+//! Node configuration: the TOML file and the immutable [`Snapshot`] built from it.
+//!
+//! The file is parsed into [`NodeConfig`] (plain serde types, unknown fields
+//! rejected), then validated completely into a [`Snapshot`]: ports get
+//! [`PortId`]s, connected routes are derived, static routes are resolved to
+//! an outgoing L3 interface. The pipeline only ever sees a `Snapshot`; a new
+//! configuration is a new snapshot with a higher generation, swapped in
+//! whole. `config/node.example.toml` documents every field.
+
+use core::fmt;
+use core::net::Ipv4Addr;
+use core::str::FromStr;
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::wire::MacAddr;
+
+mod snapshot;
+
+pub use snapshot::{L3Interface, PortSpec, Snapshot, Tuning};
+
+/// An IPv4 prefix such as `10.244.1.0/24` (host bits may be set: `10.244.1.1/24`).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct Ipv4Cidr {
+    /// The address as written.
+    pub addr: Ipv4Addr,
+    /// Prefix length, 0..=32.
+    pub prefix_len: u8,
+}
+
+impl Ipv4Cidr {
+    /// The netmask as a u32.
+    pub fn mask(&self) -> u32 {
+        if self.prefix_len == 0 {
+            0
+        } else {
+            u32::MAX << (32 - u32::from(self.prefix_len))
+        }
+    }
+
+    /// The network address (host bits cleared).
+    pub fn network(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.addr) & self.mask())
+    }
+
+    /// The directed broadcast address.
+    pub fn broadcast(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.addr) | !self.mask())
+    }
+
+    /// True when `ip` lies inside the prefix.
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        (u32::from(ip) & self.mask()) == u32::from(self.network())
+    }
+}
+
+impl fmt::Display for Ipv4Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix_len)
+    }
+}
+
+impl FromStr for Ipv4Cidr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (addr, len) = s
+            .split_once('/')
+            .ok_or_else(|| format!("{s:?} is not a CIDR like 10.244.1.0/24"))?;
+        let addr: Ipv4Addr = addr
+            .parse()
+            .map_err(|_| format!("{s:?}: {addr:?} is not an IPv4 address"))?;
+        let prefix_len: u8 = len
+            .parse()
+            .map_err(|_| format!("{s:?}: prefix length {len:?} is not a number"))?;
+        if prefix_len > 32 {
+            return Err(format!(
+                "{s:?}: prefix length {prefix_len} is larger than 32"
+            ));
+        }
+        Ok(Ipv4Cidr { addr, prefix_len })
+    }
+}
+
+impl<'de> Deserialize<'de> for Ipv4Cidr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl serde::Serialize for Ipv4Cidr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// The node configuration file, as written.
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Node identity.
+    #[serde(default)]
+    pub node: NodeSection,
+    /// The bridge domain of the node's pods and its gateway.
+    pub bridge: BridgeSection,
+    /// The node's uplink, an L3 port outside the bridge domain.
+    pub uplink: Option<UplinkSection>,
+    /// Ports (pod attachments and the uplink).
+    #[serde(default)]
+    pub ports: Vec<PortSection>,
+    /// Static routes.
+    #[serde(default)]
+    pub routes: Vec<RouteSection>,
+    /// Neighbour (ARP) resolution tuning.
+    #[serde(default)]
+    pub neighbours: NeighbourSection,
+    /// ICMP error generation tuning.
+    #[serde(default)]
+    pub icmp: IcmpSection,
+}
+
+/// `[node]`.
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSection {
+    /// A name for logs and the API.
+    #[serde(default = "default_node_name")]
+    pub name: String,
+}
+
+impl Default for NodeSection {
+    fn default() -> Self {
+        NodeSection {
+            name: default_node_name(),
+        }
+    }
+}
+
+fn default_node_name() -> String {
+    "node".to_string()
+}
+
+/// `[bridge]`.
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BridgeSection {
+    /// Gateway address with the pod subnet's prefix, e.g. `10.244.1.1/24`.
+    pub gateway: Ipv4Cidr,
+    /// The gateway's MAC address (what pods resolve the gateway to).
+    pub gateway_mac: MacAddr,
+    /// Seconds a learned MAC stays without traffic from it (Linux bridge: 300).
+    #[serde(default = "default_mac_aging")]
+    pub mac_aging_secs: u64,
+}
+
+fn default_mac_aging() -> u64 {
+    300
+}
+
+/// `[uplink]`.
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UplinkSection {
+    /// Name of the port (in `[[ports]]`) that is the uplink.
+    pub port: String,
+    /// The node's address on the uplink with its prefix, e.g. `192.168.100.1/24`.
+    pub address: Ipv4Cidr,
+    /// The uplink's MAC address.
+    pub mac: MacAddr,
+}
+
+/// How a port reaches the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PortKind {
+    /// A TAP device created by podswitchd.
+    Tap,
+    /// An AF_PACKET socket on an existing interface (veth host end, uplink NIC).
+    Afpacket,
+}
+
+/// `[[ports]]`.
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortSection {
+    /// Unique port name.
+    pub name: String,
+    /// `tap` or `afpacket`.
+    pub kind: PortKind,
+    /// The kernel interface name (defaults to the port name).
+    pub ifname: Option<String>,
+    /// The MAC assigned to the pod behind this port, if known.
+    pub mac: Option<MacAddr>,
+    /// The IPv4 addresses assigned to the pod behind this port. With `mac`,
+    /// they are enforced: frames from other addresses are dropped (anti-spoofing).
+    #[serde(default)]
+    pub ips: Vec<Ipv4Addr>,
+    /// TAP only: the pod's network namespace (e.g. `/var/run/netns/pod-a`).
+    /// The TAP is moved there, renamed to `pod_ifname`, and given `mac`,
+    /// `ips` (with the pod subnet's prefix), `mtu` and a default route via
+    /// the gateway. Without it the TAP stays in the node's namespace.
+    pub netns: Option<std::path::PathBuf>,
+    /// TAP only: the interface name inside the pod. Default: `eth0`.
+    pub pod_ifname: Option<String>,
+    /// MTU of the pod interface. Default: 1500.
+    pub mtu: Option<u16>,
+    /// Use the device's segmentation/checksum offloads (vnet headers).
+    /// Default: true. With false, GSO super-frames are cut and partial
+    /// checksums completed in software before this port sends them.
+    pub offload: Option<bool>,
+    /// AF_PACKET only: receive through the TPACKET_V3 mmap ring instead of
+    /// `recvmmsg`. The ring saves a copy but releases a block only when it
+    /// is full or after 1 ms. Default: false.
+    pub rx_ring: Option<bool>,
+}
+
+/// `[[routes]]`.
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSection {
+    /// Destination prefix, e.g. `10.244.2.0/24` or `0.0.0.0/0`.
+    pub prefix: Ipv4Cidr,
+    /// Next hop; must lie in the pod subnet or the uplink subnet.
+    pub via: Ipv4Addr,
+}
+
+/// `[neighbours]`.
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NeighbourSection {
+    /// Seconds a resolved neighbour is trusted before it is resolved again.
+    #[serde(default = "default_reachable")]
+    pub reachable_secs: u64,
+    /// Milliseconds between ARP probes for an unresolved next hop (Linux: 1000).
+    #[serde(default = "default_probe_interval")]
+    pub probe_interval_ms: u64,
+    /// ARP probes sent before held packets are dropped (Linux: 3).
+    #[serde(default = "default_probes")]
+    pub probes: u32,
+    /// Packets held per unresolved next hop while ARP runs.
+    #[serde(default = "default_hold")]
+    pub hold_per_neighbour: usize,
+}
+
+fn default_reachable() -> u64 {
+    300
+}
+fn default_probe_interval() -> u64 {
+    1000
+}
+fn default_probes() -> u32 {
+    3
+}
+fn default_hold() -> usize {
+    3
+}
+
+impl Default for NeighbourSection {
+    fn default() -> Self {
+        NeighbourSection {
+            reachable_secs: default_reachable(),
+            probe_interval_ms: default_probe_interval(),
+            probes: default_probes(),
+            hold_per_neighbour: default_hold(),
+        }
+    }
+}
+
+/// `[icmp]`.
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct IcmpSection {
+    /// ICMP errors per second each worker may send (Linux `icmp_msgs_per_sec`: 1000).
+    #[serde(default = "default_icmp_rate")]
+    pub errors_per_sec: u32,
+    /// Burst allowed above the rate (Linux `icmp_msgs_burst`: 50).
+    #[serde(default = "default_icmp_burst")]
+    pub burst: u32,
+}
+
+fn default_icmp_rate() -> u32 {
+    1000
+}
+fn default_icmp_burst() -> u32 {
+    50
+}
+
+impl Default for IcmpSection {
+    fn default() -> Self {
+        IcmpSection {
+            errors_per_sec: default_icmp_rate(),
+            burst: default_icmp_burst(),
+        }
+    }
+}
+
+/// Why a configuration was refused. Messages name the field and the value.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Reading the file failed.
+    #[error("cannot read config file {path}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TOML did not match the schema.
+    #[error("invalid config: {0}")]
+    Parse(String),
+    /// A value is not allowed.
+    #[error("invalid config: {field} = {value}: {reason}")]
+    Invalid {
+        /// The field path, e.g. `ports[2].name`.
+        field: String,
+        /// The offending value.
+        value: String,
+        /// Why it is refused.
+        reason: String,
+    },
+}
+
+pub(crate) fn invalid(
+    field: impl Into<String>,
+    value: impl fmt::Display,
+    reason: impl Into<String>,
+) -> ConfigError {
+    ConfigError::Invalid {
+        field: field.into(),
+        value: value.to_string(),
+        reason: reason.into(),
+    }
+}
+
+impl NodeConfig {
+    /// Parses TOML text.
+    pub fn from_toml_str(text: &str) -> Result<NodeConfig, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))
+    }
+
+    /// Reads and parses a TOML file.
+    pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_toml_str(&text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) const EXAMPLE: &str = include_str!("../../../config/node.example.toml");
+
+    #[test]
+    fn example_file_builds() {
+        let cfg = NodeConfig::from_toml_str(EXAMPLE).unwrap();
+        let snap = Snapshot::build(&cfg, 1).unwrap();
+        assert_eq!(snap.gateway.address.addr, Ipv4Addr::new(10, 244, 1, 1));
+        assert!(snap.uplink.is_some());
+        assert!(snap.bridge_ports.len() >= 2);
+    }
+
+    fn base() -> String {
+        r#"
+[bridge]
+gateway = "10.244.1.1/24"
+gateway_mac = "02:00:0a:f4:01:01"
+[uplink]
+port = "up0"
+address = "192.168.100.1/24"
+mac = "02:00:c0:a8:64:01"
+[[ports]]
+name = "pod-a"
+kind = "tap"
+[[ports]]
+name = "up0"
+kind = "afpacket"
+"#
+        .to_string()
+    }
+
+    fn err(extra: &str) -> String {
+        let text = base() + extra;
+        match NodeConfig::from_toml_str(&text).and_then(|c| Snapshot::build(&c, 1)) {
+            Ok(_) => panic!("accepted: {extra}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn errors_name_field_and_value() {
+        assert!(
+            err("[[ports]]\nname = \"pod-a\"\nkind = \"tap\"\n").contains("ports[2].name = pod-a")
+        );
+        assert!(
+            err("[[routes]]\nprefix = \"10.9.0.0/16\"\nvia = \"172.16.0.1\"\n")
+                .contains("routes[0].via = 172.16.0.1")
+        );
+        assert!(
+            err("[[routes]]\nprefix = \"10.9.0.0/33\"\nvia = \"10.244.1.9\"\n")
+                .contains("larger than 32")
+        );
+        assert!(err("[[ports]]\nname = \"x\"\nkind = \"vhost\"\n").contains("vhost"));
+        assert!(err("[[ports]]\nname = \"x\"\nkind = \"tap\"\ncolour = 1\n").contains("colour"));
+        assert!(
+            err("[[ports]]\nname = \"x\"\nkind = \"tap\"\nmac = \"01:00:5e:00:00:01\"\n")
+                .contains("ports[2].mac")
+        );
+        assert!(
+            err("[[ports]]\nname = \"x\"\nkind = \"tap\"\nifname = \"much-too-long-ifname\"\n")
+                .contains("ports[2].ifname")
+        );
+    }
+
+    #[test]
+    fn cidr_math() {
+        let c: Ipv4Cidr = "10.244.1.1/24".parse().unwrap();
+        assert_eq!(c.network(), Ipv4Addr::new(10, 244, 1, 0));
+        assert_eq!(c.broadcast(), Ipv4Addr::new(10, 244, 1, 255));
+        assert!(c.contains(Ipv4Addr::new(10, 244, 1, 200)));
+        assert!(!c.contains(Ipv4Addr::new(10, 244, 2, 1)));
+        let all: Ipv4Cidr = "0.0.0.0/0".parse().unwrap();
+        assert!(all.contains(Ipv4Addr::new(8, 8, 8, 8)));
+        assert!("10.0.0.0".parse::<Ipv4Cidr>().is_err());
+        assert!("10.0.0.300/8".parse::<Ipv4Cidr>().is_err());
+    }
+}
