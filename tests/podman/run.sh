@@ -28,6 +28,8 @@
 #   BEFORE_NETWORK    shell command run before podman first loads the network,
 #                     inside the private netns (e.g. start a daemon the plugin needs;
 #                     background it and write its PID under $WORKDIR)
+#   AFTER_ADD         shell command run (in the netns) once both containers are up
+#                     and traffic works; must succeed (sees IP_A IP_B CID_A CID_B)
 #   AFTER_RM          shell command run (in the netns) after both containers are
 #                     removed; must succeed (e.g. the daemon has no ports left)
 #   AFTER_TEST        shell command always run at exit, after containers are
@@ -116,6 +118,8 @@ run_hook() { # name command
 cleanup() {
   local rc=$?
   set +e
+  # Finish the cleanup even if our reader went away or we are interrupted again.
+  trap '' PIPE INT TERM HUP
   [ $rc = 0 ] && [ $failed = 0 ] || failed=1
   if [ -e "$NETNS_PATH" ]; then
     for c in "$CTR_A" "$CTR_B"; do PT=60 P rm -f -t 0 "$c" >/dev/null 2>&1; done
@@ -155,7 +159,7 @@ cleanup() {
   exit $rc
 }
 trap cleanup EXIT
-trap 'exit 130' INT TERM
+trap 'exit 130' INT TERM HUP
 
 hard_nofile=$(ulimit -Hn)
 [ "$hard_nofile" = unlimited ] && hard_nofile=1048576
@@ -279,6 +283,8 @@ traffic() { # phase
   say "$1: ping both ways, HTTP ok"
 }
 traffic "after ADD"
+export IP_A IP_B CID_A CID_B
+run_hook AFTER_ADD "${AFTER_ADD:-}" || fail "AFTER_ADD hook failed"
 
 # ---- network reload: DEL + ADD with CNI_ARGS IP=<old>;MAC=<old> ----------------------
 P network reload "$CTR_B" >>"$LOG_DIR/podman.log" || fail "podman network reload $CTR_B"
