@@ -466,4 +466,4 @@ fn assign_requested(
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
