@@ -115,6 +115,11 @@ pub fn ctl_bin() -> PathBuf {
     daemon_bin().with_file_name("podswitchctl-under-test")
 }
 
+/// The `podswitch` CNI plugin built for tests, next to the daemon binary.
+pub fn cni_bin() -> PathBuf {
+    daemon_bin().with_file_name("podswitch-cni-under-test")
+}
+
 /// The daemon binary built for tests: `$PODSWITCHD_BIN`, or the tests
 /// package's `podswitchd-under-test` next to the running test (cargo builds
 /// it for this package's integration tests).

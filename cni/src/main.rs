@@ -1,2 +1,4 @@
-//! podswitch CNI plugin.
-fn main() {}
+//! The `podswitch` CNI plugin binary; all logic is in the library.
+fn main() -> std::process::ExitCode {
+    podswitch_cni::main()
+}
