@@ -25,7 +25,6 @@ fn plugin_bin() -> PathBuf {
 /// Both CNI versions podman 4.3 speaks, one after the other (one apt-get, one
 /// podman at a time on small CI machines).
 #[test]
-#[ignore = "needs the podswitch CNI plugin (issue 5)"]
 fn podman_cni() {
     if !root_or_skip("podman_cni") {
         return;
