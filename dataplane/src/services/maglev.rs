@@ -214,7 +214,12 @@ mod tests {
 
     #[test]
     fn sizes_are_prime_and_ascending() {
-        let is_prime = |n: u32| n > 1 && (2..).take_while(|d| d * d <= n).all(|d| n % d != 0);
+        let is_prime = |n: u32| {
+            n > 1
+                && (2..)
+                    .take_while(|d| d * d <= n)
+                    .all(|d| !n.is_multiple_of(d))
+        };
         assert!(TABLE_SIZES.iter().all(|&m| is_prime(m)));
         assert!(TABLE_SIZES.windows(2).all(|w| w[0] < w[1]));
         assert_eq!(table_size(1), 101);
