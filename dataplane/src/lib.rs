@@ -10,5 +10,6 @@ pub mod config;
 pub mod io;
 pub mod pipeline;
 pub mod replay;
+pub mod services;
 pub mod wire;
 pub mod worker;

@@ -1,0 +1,372 @@
+//! Maglev consistent hashing (Eisenbud et al., "Maglev: A Fast and Reliable
+//! Software Network Load Balancer", NSDI 2016, §3.4).
+//!
+//! Each backend walks its own permutation of the `M` slots of a lookup
+//! table (`offset = h1 % M`, `skip = h2 % (M − 1) + 1`, slot `j` of the
+//! permutation is `(offset + j·skip) % M`, a full cycle because `M` is
+//! prime); backends take turns claiming their next free slot until the
+//! table is full. Every backend ends up with ⌊M/N⌋ or ⌈M/N⌉ slots, and
+//! when a backend leaves, mostly only its own slots move.
+//!
+//! The permutation comes from the backend's identity (address and port),
+//! hashed with a fixed function of our own rather than a crate's hasher,
+//! so a table rebuilt from the same backends, on any node and any build,
+//! is the same table. The input order does not matter either: backends
+//! are placed in identity order.
+//!
+//! ## Table size
+//!
+//! [`table_size`] picks the smallest prime from [`TABLE_SIZES`] that is at
+//! least `100 × N` (capped at [`DEFAULT_TABLE_SIZE`] = 65537, the paper's
+//! size). The paper asks for `M ≫ N`: the share of a backend is exact to
+//! one slot (±1/M of the traffic, so ±1 % of its fair share at M ≥ 100 N),
+//! and the number of other flows moved when the backend set changes falls
+//! as `M/N` grows. A fixed 65537 for every service would cost 128 KiB per
+//! service (entries are `u16`); 100,000 services of a handful of backends
+//! would need 12.5 GiB. With `M ≈ 100 N` they need about 160 MiB. The list
+//! grows by about 1.5× per step so a table is at most 1.5× the size the rule
+//! asks for, and a fixed list (rather than "the next prime") keeps the sizes
+//! few and each of them covered by the tests.
+
+use core::net::Ipv4Addr;
+
+/// The paper's table size, used for services of 655 or more backends.
+pub const DEFAULT_TABLE_SIZE: u32 = 65_537;
+
+/// The table sizes to choose from: primes about 1.5× apart.
+pub const TABLE_SIZES: [u32; 17] = [
+    101,
+    157,
+    229,
+    347,
+    521,
+    769,
+    1151,
+    1733,
+    2591,
+    3889,
+    5827,
+    8737,
+    13109,
+    19661,
+    29501,
+    44249,
+    DEFAULT_TABLE_SIZE,
+];
+
+/// Slots per backend the table size aims for.
+pub const SLOTS_PER_BACKEND: u32 = 100;
+
+/// Most backends a table can place (entries are `u16` indices).
+pub const MAX_BACKENDS: usize = u16::MAX as usize + 1;
+
+const SEED_OFFSET: u64 = 0x9e37_79b9_7f4a_7c15;
+const SEED_SKIP: u64 = 0xc2b2_ae3d_27d4_eb4f;
+
+/// A backend's identity: what its place in the table is derived from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BackendId {
+    /// Endpoint address.
+    pub addr: Ipv4Addr,
+    /// Endpoint port.
+    pub port: u16,
+}
+
+impl BackendId {
+    /// Builds an identity.
+    pub const fn new(addr: Ipv4Addr, port: u16) -> BackendId {
+        BackendId { addr, port }
+    }
+
+    /// Address and port packed into one integer (48 bits).
+    #[inline]
+    pub fn key(&self) -> u64 {
+        (u64::from(u32::from(self.addr)) << 16) | u64::from(self.port)
+    }
+}
+
+/// The splitmix64 finaliser: a bijection on `u64` with full avalanche.
+#[inline]
+pub(crate) fn mix64(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// The table size for `backends` backends: the smallest listed prime of at
+/// least `100 × backends`, at most [`DEFAULT_TABLE_SIZE`].
+pub fn table_size(backends: usize) -> u32 {
+    let wanted = (backends as u64).saturating_mul(u64::from(SLOTS_PER_BACKEND));
+    TABLE_SIZES
+        .iter()
+        .copied()
+        .find(|&m| u64::from(m) >= wanted)
+        .unwrap_or(DEFAULT_TABLE_SIZE)
+}
+
+/// A Maglev lookup table: flow hash → index of a backend.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Maglev {
+    /// Slot → index into the caller's backend slice. Empty without backends.
+    table: Box<[u16]>,
+}
+
+impl Maglev {
+    /// Builds the table for `backends` with the size from [`table_size`].
+    /// Backends past [`MAX_BACKENDS`] get no slots.
+    pub fn new(backends: &[BackendId]) -> Maglev {
+        Maglev::with_size(backends, table_size(backends.len()))
+    }
+
+    /// Builds the table with `size` slots, which should be a prime (the
+    /// permutations are full cycles only then) larger than the backend count.
+    pub fn with_size(backends: &[BackendId], size: u32) -> Maglev {
+        let backends = &backends[..backends.len().min(MAX_BACKENDS)];
+        if backends.is_empty() || size < 2 {
+            return Maglev::default();
+        }
+        let m = u64::from(size);
+        // Identity order, so the input order does not change the table.
+        let mut order: Vec<u16> = (0..backends.len()).map(|i| i as u16).collect();
+        order.sort_by_key(|&i| backends[usize::from(i)]);
+        // Per backend: current slot of its permutation and its skip.
+        let mut cursor: Vec<(u64, u64)> = order
+            .iter()
+            .map(|&i| {
+                let key = backends[usize::from(i)].key();
+                let offset = mix64(key ^ SEED_OFFSET) % m;
+                let skip = mix64(key ^ SEED_SKIP) % (m - 1) + 1;
+                (offset, skip)
+            })
+            .collect();
+        let mut table = vec![0u16; size as usize];
+        let mut taken = vec![false; size as usize];
+        let mut filled = 0usize;
+        'fill: loop {
+            for (&backend, (slot, skip)) in order.iter().zip(cursor.iter_mut()) {
+                // A full cycle over a prime modulus: a free slot is always
+                // found while the table is not full.
+                while taken[*slot as usize] {
+                    *slot = (*slot + *skip) % m;
+                }
+                taken[*slot as usize] = true;
+                table[*slot as usize] = backend;
+                *slot = (*slot + *skip) % m;
+                filled += 1;
+                if filled == table.len() {
+                    break 'fill;
+                }
+            }
+        }
+        Maglev {
+            table: table.into_boxed_slice(),
+        }
+    }
+
+    /// The backend (index into the slice the table was built from) for a
+    /// flow; `None` when there are no backends.
+    #[inline]
+    pub fn lookup(&self, flow_hash: u64) -> Option<usize> {
+        // Multiply-shift maps the hash's high 32 bits onto the slots
+        // without a division (Lemire's fast range reduction).
+        let slot = ((flow_hash >> 32) * self.table.len() as u64) >> 32;
+        self.table.get(slot as usize).map(|&b| usize::from(b))
+    }
+
+    /// Number of slots (0 without backends).
+    pub fn size(&self) -> usize {
+        self.table.len()
+    }
+
+    /// The slot → backend index table.
+    pub fn slots(&self) -> &[u16] {
+        &self.table
+    }
+
+    /// Heap bytes held by the table.
+    pub fn heap_bytes(&self) -> usize {
+        self.table.len() * core::mem::size_of::<u16>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backends(n: usize) -> Vec<BackendId> {
+        (0..n)
+            .map(|i| BackendId::new(Ipv4Addr::from(0x0af4_0000 + i as u32 * 7 + 1), 8080))
+            .collect()
+    }
+
+    fn counts(t: &Maglev, n: usize) -> Vec<usize> {
+        let mut c = vec![0; n];
+        for &b in t.slots() {
+            c[usize::from(b)] += 1;
+        }
+        c
+    }
+
+    /// Slot → identity, to compare tables built from different lists.
+    fn owners(t: &Maglev, b: &[BackendId]) -> Vec<BackendId> {
+        t.slots().iter().map(|&i| b[usize::from(i)]).collect()
+    }
+
+    #[test]
+    fn sizes_are_prime_and_ascending() {
+        let is_prime = |n: u32| {
+            n > 1
+                && (2..)
+                    .take_while(|d| d * d <= n)
+                    .all(|d| !n.is_multiple_of(d))
+        };
+        assert!(TABLE_SIZES.iter().all(|&m| is_prime(m)));
+        assert!(TABLE_SIZES.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(table_size(1), 101);
+        assert_eq!(table_size(3), 347);
+        assert_eq!(table_size(10), 1151);
+        assert_eq!(table_size(655), 65_537);
+        assert_eq!(table_size(5000), 65_537);
+    }
+
+    #[test]
+    fn no_backends_no_answer() {
+        let t = Maglev::new(&[]);
+        assert_eq!(t.size(), 0);
+        assert_eq!(t.lookup(0), None);
+        assert_eq!(t.lookup(u64::MAX), None);
+    }
+
+    #[test]
+    fn every_slot_filled_and_shares_even() {
+        for n in [1, 3, 10, 100, 1000] {
+            let b = backends(n);
+            for t in [Maglev::new(&b), Maglev::with_size(&b, DEFAULT_TABLE_SIZE)] {
+                let c = counts(&t, n);
+                // Round-robin filling: everyone gets ⌊M/N⌋ or ⌈M/N⌉ slots.
+                let fair = t.size() / n;
+                assert!(
+                    c.iter().all(|&k| k == fair || k == fair + 1),
+                    "n={n} m={} {c:?}",
+                    t.size()
+                );
+                assert_eq!(c.iter().sum::<usize>(), t.size());
+            }
+        }
+    }
+
+    #[test]
+    fn lookup_covers_every_slot_evenly() {
+        // Hashes spread over the full u64 range land on slots evenly.
+        let b = backends(3);
+        let t = Maglev::new(&b);
+        let mut hits = vec![0u32; 3];
+        let mut h = 1u64;
+        for _ in 0..300_000 {
+            h = mix64(h);
+            hits[t.lookup(h).unwrap()] += 1;
+        }
+        for &k in &hits {
+            assert!((k as f64 - 100_000.0).abs() < 2_000.0, "{hits:?}");
+        }
+        assert!(t.lookup(u64::MAX).is_some() && t.lookup(0).is_some());
+    }
+
+    #[test]
+    fn deterministic_and_order_independent() {
+        let b = backends(10);
+        let mut reversed = b.clone();
+        reversed.reverse();
+        let t1 = Maglev::new(&b);
+        assert_eq!(t1, Maglev::new(&b));
+        assert_eq!(owners(&t1, &b), owners(&Maglev::new(&reversed), &reversed));
+    }
+
+    /// (share of the removed backend's slots that moved, share of the other
+    /// slots that moved) when backend `gone` leaves a set of `n`. The table
+    /// keeps its size (`size`, or the rule's size for `n`), as a service's
+    /// does when a backend stops being ready.
+    fn removal(n: usize, gone: usize, size: Option<u32>) -> (f64, f64) {
+        let b = backends(n);
+        let mut fewer = b.clone();
+        fewer.remove(gone);
+        let m = size.unwrap_or(table_size(n));
+        let build = |list: &[BackendId]| Maglev::with_size(list, m);
+        let (before, after) = (owners(&build(&b), &b), owners(&build(&fewer), &fewer));
+        assert_eq!(before.len(), after.len(), "same table size");
+        let (mut own, mut own_moved, mut other_moved) = (0, 0, 0);
+        for (x, y) in before.iter().zip(&after) {
+            if *x == b[gone] {
+                own += 1;
+                own_moved += usize::from(x != y);
+            } else {
+                other_moved += usize::from(x != y);
+            }
+        }
+        let others = before.len() - own;
+        (
+            own_moved as f64 / own as f64,
+            other_moved as f64 / others as f64,
+        )
+    }
+
+    #[test]
+    fn removing_a_backend_moves_mostly_its_own_slots() {
+        for (n, size) in [
+            (3, None),
+            (10, None),
+            (100, None),
+            (100, Some(DEFAULT_TABLE_SIZE)),
+        ] {
+            for gone in [0, n / 2, n - 1] {
+                let (own, others) = removal(n, gone, size);
+                assert_eq!(own, 1.0);
+                assert!(others < 0.03, "n={n} gone={gone} others moved {others}");
+            }
+        }
+    }
+
+    #[test]
+    fn adding_a_backend_moves_about_its_share() {
+        for n in [10, 100] {
+            let b = backends(n + 1);
+            // Same table size before and after, as removal in reverse.
+            let m = table_size(n + 1);
+            let before = owners(&Maglev::with_size(&b[..n], m), &b[..n]);
+            let after = owners(&Maglev::with_size(&b, m), &b);
+            let moved = before.iter().zip(&after).filter(|(x, y)| x != y).count();
+            let to_new = after.iter().filter(|&&o| o == b[n]).count();
+            // The newcomer takes its fair share, exactly to one slot...
+            let fair = m as usize / (n + 1);
+            assert!(
+                to_new == fair || to_new == fair + 1,
+                "n={n} to_new={to_new}"
+            );
+            // ...and a few other slots change hands among the old backends.
+            let reshuffled = (moved - to_new) as f64 / m as f64;
+            assert!(reshuffled < 0.03, "n={n} reshuffled {reshuffled}");
+        }
+    }
+
+    #[test]
+    #[ignore = "prints disruption figures: cargo test -p podswitch-dataplane disruption -- --ignored --nocapture"]
+    fn disruption_figures() {
+        for n in [3, 10, 100, 1000] {
+            for size in [None, Some(DEFAULT_TABLE_SIZE)] {
+                let m = size.unwrap_or(table_size(n));
+                let worst = (0..n.min(50))
+                    .map(|g| removal(n, g * n / n.min(50), size).1)
+                    .fold(0.0f64, f64::max);
+                let mean = (0..n.min(50))
+                    .map(|g| removal(n, g * n / n.min(50), size).1)
+                    .sum::<f64>()
+                    / n.min(50) as f64;
+                println!(
+                    "n={n:5} M={m:6}: other slots moved on removal mean {:.2} % worst {:.2} %",
+                    mean * 100.0,
+                    worst * 100.0
+                );
+            }
+        }
+    }
+}

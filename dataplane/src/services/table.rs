@@ -1,0 +1,399 @@
+//! The service table: (protocol, ClusterIP, port) and (protocol, NodePort)
+//! → [`ServiceEntry`], each with a Maglev table over its ready backends.
+//!
+//! Built once per snapshot, immutable afterwards. Keys are packed into
+//! integers and looked up in hashbrown maps with a fixed-seed foldhash, so
+//! a lookup is one hash of a `u64` and one probe whatever the number of
+//! services.
+
+use core::net::Ipv4Addr;
+use core::time::Duration;
+
+use hashbrown::HashMap;
+
+use super::maglev::{BackendId, Maglev, table_size};
+
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
+
+/// A backend as selection returns it: where to DNAT to.
+pub type Backend = BackendId;
+
+/// Transport protocol of a service port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Protocol {
+    /// TCP (IP protocol 6).
+    Tcp,
+    /// UDP (IP protocol 17).
+    Udp,
+    /// SCTP (IP protocol 132).
+    Sctp,
+}
+
+impl Protocol {
+    /// The IP protocol number.
+    pub const fn number(self) -> u8 {
+        match self {
+            Protocol::Tcp => 6,
+            Protocol::Udp => 17,
+            Protocol::Sctp => 132,
+        }
+    }
+
+    /// The protocol for an IP protocol number, if services can use it.
+    #[inline]
+    pub const fn from_number(proto: u8) -> Option<Protocol> {
+        match proto {
+            6 => Some(Protocol::Tcp),
+            17 => Some(Protocol::Udp),
+            132 => Some(Protocol::Sctp),
+            _ => None,
+        }
+    }
+}
+
+/// One endpoint of a service port, as the snapshot is given it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackendSpec {
+    /// Pod address.
+    pub addr: Ipv4Addr,
+    /// The port on the pod (the service's target port, resolved).
+    pub port: u16,
+    /// Ready for new connections.
+    pub ready: bool,
+    /// Being deleted: keeps its existing flows, gets no new ones.
+    pub terminating: bool,
+}
+
+impl BackendSpec {
+    /// A ready, not terminating endpoint.
+    pub const fn ready(addr: Ipv4Addr, port: u16) -> BackendSpec {
+        BackendSpec {
+            addr,
+            port,
+            ready: true,
+            terminating: false,
+        }
+    }
+
+    /// Whether new flows may go to it.
+    pub const fn takes_new_flows(&self) -> bool {
+        self.ready && !self.terminating
+    }
+}
+
+/// One service port: the dataplane's view of a Kubernetes `ServicePort`
+/// with its endpoints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceSpec {
+    /// The ClusterIP.
+    pub vip: Ipv4Addr,
+    /// The service port on the ClusterIP.
+    pub port: u16,
+    /// Transport protocol.
+    pub protocol: Protocol,
+    /// The endpoints' port as configured; each backend carries its resolved port.
+    pub target_port: u16,
+    /// The NodePort, if the service has one.
+    pub node_port: Option<u16>,
+    /// ClientIP session affinity timeout; `None` without affinity.
+    pub affinity: Option<Duration>,
+    /// All endpoints, ready or not.
+    pub backends: Vec<BackendSpec>,
+}
+
+/// Why a service table could not be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ServiceTableError {
+    /// Two services claim the same ClusterIP, port and protocol.
+    #[error("services {first} and {second} both use {protocol:?} {vip}:{port}")]
+    DuplicateCluster {
+        /// Index of the first service in the list.
+        first: usize,
+        /// Index of the second.
+        second: usize,
+        /// The shared protocol.
+        protocol: Protocol,
+        /// The shared ClusterIP.
+        vip: Ipv4Addr,
+        /// The shared port.
+        port: u16,
+    },
+    /// Two services claim the same NodePort and protocol.
+    #[error("services {first} and {second} both use {protocol:?} node port {node_port}")]
+    DuplicateNodePort {
+        /// Index of the first service in the list.
+        first: usize,
+        /// Index of the second.
+        second: usize,
+        /// The shared protocol.
+        protocol: Protocol,
+        /// The shared NodePort.
+        node_port: u16,
+    },
+    /// A service port or node port is 0.
+    #[error("service {index} ({vip}): port and node_port must not be 0")]
+    ZeroPort {
+        /// Index of the service in the list.
+        index: usize,
+        /// Its ClusterIP.
+        vip: Ipv4Addr,
+    },
+    /// More services than entries can be indexed.
+    #[error("too many services: {0} (at most {max})", max = u32::MAX)]
+    TooMany(usize),
+}
+
+/// A service port in the table: its identity, its backends and the Maglev
+/// table that picks one of the ready ones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceEntry {
+    vip: Ipv4Addr,
+    port: u16,
+    protocol: Protocol,
+    target_port: u16,
+    node_port: Option<u16>,
+    affinity: Option<Duration>,
+    /// Ready, not terminating backends, in identity order: the Maglev
+    /// table's indices point here.
+    selectable: Box<[Backend]>,
+    /// Every backend (ready, not ready, terminating), sorted, deduplicated.
+    all: Box<[Backend]>,
+    maglev: Maglev,
+}
+
+impl ServiceEntry {
+    /// Builds the entry. The Maglev table size follows the number of all
+    /// backends, not only the ready ones, so readiness flapping does not
+    /// resize (and so reshuffle) the table.
+    pub fn new(spec: &ServiceSpec) -> ServiceEntry {
+        let id = |b: &BackendSpec| BackendId::new(b.addr, b.port);
+        let mut all: Vec<Backend> = spec.backends.iter().map(id).collect();
+        all.sort_unstable();
+        all.dedup();
+        let mut selectable: Vec<Backend> = spec
+            .backends
+            .iter()
+            .filter(|b| b.takes_new_flows())
+            .map(id)
+            .collect();
+        selectable.sort_unstable();
+        selectable.dedup();
+        let maglev = Maglev::with_size(&selectable, table_size(all.len()));
+        ServiceEntry {
+            vip: spec.vip,
+            port: spec.port,
+            protocol: spec.protocol,
+            target_port: spec.target_port,
+            node_port: spec.node_port,
+            affinity: spec.affinity,
+            selectable: selectable.into_boxed_slice(),
+            all: all.into_boxed_slice(),
+            maglev,
+        }
+    }
+
+    /// The backend for a new flow; `None` when no backend is ready.
+    #[inline]
+    pub fn select(&self, flow_hash: u64) -> Option<Backend> {
+        self.maglev
+            .lookup(flow_hash)
+            .and_then(|i| self.selectable.get(i).copied())
+    }
+
+    /// True when new flows have nowhere to go: the pipeline answers them
+    /// with a TCP RST or an ICMP port unreachable.
+    #[inline]
+    pub fn has_no_ready_backend(&self) -> bool {
+        self.selectable.is_empty()
+    }
+
+    /// Whether `addr:port` is any backend of the service, ready or not,
+    /// terminating or not: existing flows to it stay valid.
+    #[inline]
+    pub fn backend_exists(&self, addr: Ipv4Addr, port: u16) -> bool {
+        self.all.binary_search(&BackendId::new(addr, port)).is_ok()
+    }
+
+    /// The ClusterIP.
+    pub fn vip(&self) -> Ipv4Addr {
+        self.vip
+    }
+
+    /// The service port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The transport protocol.
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
+    }
+
+    /// The configured target port.
+    pub fn target_port(&self) -> u16 {
+        self.target_port
+    }
+
+    /// The NodePort, if any.
+    pub fn node_port(&self) -> Option<u16> {
+        self.node_port
+    }
+
+    /// ClientIP affinity timeout; `None` without affinity.
+    pub fn affinity_timeout(&self) -> Option<Duration> {
+        self.affinity
+    }
+
+    /// The backends new flows may go to, in identity order.
+    pub fn selectable_backends(&self) -> &[Backend] {
+        &self.selectable
+    }
+
+    /// Every backend, sorted.
+    pub fn backends(&self) -> &[Backend] {
+        &self.all
+    }
+
+    /// The Maglev table.
+    pub fn maglev(&self) -> &Maglev {
+        &self.maglev
+    }
+
+    /// Heap bytes held by the entry (backend lists and Maglev table).
+    pub fn heap_bytes(&self) -> usize {
+        (self.selectable.len() + self.all.len()) * core::mem::size_of::<Backend>()
+            + self.maglev.heap_bytes()
+    }
+}
+
+#[inline]
+fn cluster_key(protocol: Protocol, vip: Ipv4Addr, port: u16) -> u64 {
+    (u64::from(u32::from(vip)) << 24) | (u64::from(port) << 8) | u64::from(protocol.number())
+}
+
+#[inline]
+fn node_port_key(protocol: Protocol, node_port: u16) -> u32 {
+    (u32::from(node_port) << 8) | u32::from(protocol.number())
+}
+
+/// The immutable service table of a snapshot.
+#[derive(Debug, Clone, Default)]
+pub struct ServiceTable {
+    entries: Vec<ServiceEntry>,
+    cluster: FastMap<u64, u32>,
+    node_ports: FastMap<u32, u32>,
+}
+
+impl ServiceTable {
+    /// Builds the table; two services on the same (protocol, ClusterIP,
+    /// port) or the same (protocol, NodePort) are an error.
+    pub fn new(specs: Vec<ServiceSpec>) -> Result<ServiceTable, ServiceTableError> {
+        if u32::try_from(specs.len()).is_err() {
+            return Err(ServiceTableError::TooMany(specs.len()));
+        }
+        let hasher = || foldhash::fast::FixedState::with_seed(0);
+        let mut cluster = FastMap::with_capacity_and_hasher(specs.len(), hasher());
+        let mut node_ports = FastMap::with_hasher(hasher());
+        for (i, s) in specs.iter().enumerate() {
+            if s.port == 0 || s.node_port == Some(0) {
+                return Err(ServiceTableError::ZeroPort {
+                    index: i,
+                    vip: s.vip,
+                });
+            }
+            let index = i as u32;
+            if let Some(&first) = cluster.get(&cluster_key(s.protocol, s.vip, s.port)) {
+                return Err(ServiceTableError::DuplicateCluster {
+                    first: first as usize,
+                    second: i,
+                    protocol: s.protocol,
+                    vip: s.vip,
+                    port: s.port,
+                });
+            }
+            cluster.insert(cluster_key(s.protocol, s.vip, s.port), index);
+            if let Some(node_port) = s.node_port {
+                let key = node_port_key(s.protocol, node_port);
+                if let Some(&first) = node_ports.get(&key) {
+                    return Err(ServiceTableError::DuplicateNodePort {
+                        first: first as usize,
+                        second: i,
+                        protocol: s.protocol,
+                        node_port,
+                    });
+                }
+                node_ports.insert(key, index);
+            }
+        }
+        let entries = specs.iter().map(ServiceEntry::new).collect();
+        Ok(ServiceTable {
+            entries,
+            cluster,
+            node_ports,
+        })
+    }
+
+    /// The service on a ClusterIP and port, for a protocol.
+    #[inline]
+    pub fn lookup_cluster(
+        &self,
+        protocol: Protocol,
+        dst_ip: Ipv4Addr,
+        dst_port: u16,
+    ) -> Option<&ServiceEntry> {
+        let &i = self.cluster.get(&cluster_key(protocol, dst_ip, dst_port))?;
+        self.entries.get(i as usize)
+    }
+
+    /// The service on a NodePort, for a protocol. The caller checks that the
+    /// destination is one of the node's addresses.
+    #[inline]
+    pub fn lookup_node_port(&self, protocol: Protocol, dst_port: u16) -> Option<&ServiceEntry> {
+        let &i = self.node_ports.get(&node_port_key(protocol, dst_port))?;
+        self.entries.get(i as usize)
+    }
+
+    /// All entries, in configuration order.
+    pub fn entries(&self) -> &[ServiceEntry] {
+        &self.entries
+    }
+
+    /// Number of service ports.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True without services.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Approximate memory held by the table, in bytes: entries, their heap
+    /// data and the two maps' buckets.
+    pub fn memory_bytes(&self) -> usize {
+        let entries = self.entries.capacity() * core::mem::size_of::<ServiceEntry>()
+            + self
+                .entries
+                .iter()
+                .map(ServiceEntry::heap_bytes)
+                .sum::<usize>();
+        // hashbrown: one control byte plus one (key, value) per bucket;
+        // buckets ≥ capacity · 8/7, rounded up to a power of two.
+        let map = |cap: usize, slot: usize| {
+            if cap == 0 {
+                0
+            } else {
+                (cap * 8 / 7).next_power_of_two() * (slot + 1)
+            }
+        };
+        entries
+            + map(self.cluster.capacity(), core::mem::size_of::<(u64, u32)>())
+            + map(
+                self.node_ports.capacity(),
+                core::mem::size_of::<(u32, u32)>(),
+            )
+    }
+}
+
+#[cfg(test)]
+mod tests;
