@@ -330,3 +330,27 @@ fn memory_per_entry_at_one_million() {
     println!("conntrack: {per_entry:.1} bytes/entry at 1M");
     assert!(per_entry <= 128.0, "{per_entry} bytes/entry");
 }
+
+#[test]
+fn lookup_batch_matches_lookup() {
+    let mut t = ConntrackTable::new(1000, Timeouts::default());
+    for n in 0..500 {
+        t.insert(ConnKey::udp(client(n), VIP), Nat::dnat(POD), T0)
+            .unwrap();
+    }
+    let keys: Vec<_> = (0..1000)
+        .map(|n| {
+            if n % 2 == 0 {
+                ConnKey::udp(client(n), VIP)
+            } else {
+                ConnKey::udp(POD, client(n))
+            }
+        })
+        .collect();
+    let mut out = vec![None; keys.len()];
+    t.lookup_batch(&keys, T0, &mut out);
+    for (key, got) in keys.iter().zip(&out) {
+        assert_eq!(*got, t.lookup(key, T0));
+    }
+    assert_eq!(out.iter().flatten().count(), 500);
+}
