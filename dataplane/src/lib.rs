@@ -7,6 +7,7 @@
 #![deny(unsafe_code)]
 
 pub mod config;
+pub mod conntrack;
 pub mod io;
 pub mod pipeline;
 pub mod replay;

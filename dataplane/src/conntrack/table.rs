@@ -1,0 +1,634 @@
+//! The table: an entry slab, a free list and an open-addressing index.
+//!
+//! The index holds two slots per entry (original and reply key), each an
+//! entry id with the direction in its low bit plus 32 bits of the key's
+//! hash; probing is linear, deletion shifts back (no tombstones, so churn
+//! does not slow lookups). Its size is the power of two at or above four
+//! slots per entry: load ≤ 0.5.
+
+use core::fmt;
+use core::hash::BuildHasher;
+use core::net::Ipv4Addr;
+
+use super::key::{ConnKey, Nat};
+use super::tcp::{TcpReject, TcpSegment, TcpState, TcpTracking};
+use super::{ConntrackStats, Direction, Timeouts};
+use crate::wire::IpProtocol;
+
+/// How far an insert into a full table looks for an expired or unassured victim.
+const EVICTION_SCAN: usize = 4096;
+/// Among how many assured entries it picks the oldest, when it found none.
+const EVICTION_OLDEST_OF: usize = 64;
+/// The most entries a table may hold (index slots must fit the hash tag).
+pub const MAX_CAPACITY: usize = 1 << 29;
+
+const IN_USE: u8 = 1;
+const ASSURED: u8 = 2;
+const REPLIED: u8 = 4;
+
+/// Names an entry; valid until the entry is removed or evicted.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+pub struct EntryId(u32);
+
+impl EntryId {
+    /// The slot number, for diagnostics.
+    pub const fn index(self) -> u32 {
+        self.0
+    }
+}
+
+/// One tracked connection (64 bytes).
+#[derive(Clone, Copy, Debug)]
+pub struct Entry {
+    original: ConnKey,
+    reply: ConnKey,
+    tcp: TcpTracking,
+    /// Table time in seconds at which the entry dies.
+    expires: u32,
+    flags: u8,
+}
+
+impl Entry {
+    const FREE: Entry = Entry {
+        original: ConnKey::UNUSED,
+        reply: ConnKey::UNUSED,
+        tcp: TcpTracking::NEW,
+        expires: 0,
+        flags: 0,
+    };
+
+    /// The key of the original direction.
+    pub const fn original(&self) -> &ConnKey {
+        &self.original
+    }
+
+    /// The key of the reply direction (carries the NAT).
+    pub const fn reply(&self) -> &ConnKey {
+        &self.reply
+    }
+
+    /// The key of direction `dir`.
+    pub const fn key(&self, dir: Direction) -> &ConnKey {
+        match dir {
+            Direction::Original => &self.original,
+            Direction::Reply => &self.reply,
+        }
+    }
+
+    /// IP protocol.
+    pub const fn protocol(&self) -> IpProtocol {
+        self.original.protocol
+    }
+
+    /// The TCP state (NONE for other protocols).
+    pub const fn tcp_state(&self) -> TcpState {
+        self.tcp.state
+    }
+
+    /// Seen in both directions and, for TCP, through the handshake.
+    pub const fn is_assured(&self) -> bool {
+        self.flags & ASSURED != 0
+    }
+
+    /// A packet of the reply direction was seen.
+    pub const fn is_replied(&self) -> bool {
+        self.flags & REPLIED != 0
+    }
+
+    /// The translation recorded for the original direction.
+    pub fn nat(&self) -> Nat {
+        let inverse = self.reply.inverted();
+        Nat {
+            src: (inverse.src() != self.original.src()).then_some(inverse.src()),
+            dst: (inverse.dst() != self.original.dst()).then_some(inverse.dst()),
+        }
+    }
+
+    /// The `(source, destination)` a packet of direction `dir` must carry
+    /// after translation: the other direction's key, inverted.
+    #[inline]
+    pub const fn rewrite(&self, dir: Direction) -> ((Ipv4Addr, u16), (Ipv4Addr, u16)) {
+        let other = self.key(dir.opposite());
+        (other.dst(), other.src())
+    }
+
+    /// Seconds left at `now_ns`.
+    pub fn remaining_secs(&self, now_ns: u64) -> u32 {
+        self.expires.saturating_sub(seconds(now_ns))
+    }
+
+    /// A `conntrack -L` style line.
+    pub const fn listing(&self, now_ns: u64) -> Listing<'_> {
+        Listing {
+            entry: self,
+            now_ns,
+        }
+    }
+
+    fn in_use(&self) -> bool {
+        self.flags & IN_USE != 0
+    }
+
+    fn live(&self, now: u32) -> bool {
+        self.in_use() && self.expires > now
+    }
+}
+
+/// Shows an entry as `conntrack -L` does.
+#[derive(Debug)]
+pub struct Listing<'a> {
+    entry: &'a Entry,
+    now_ns: u64,
+}
+
+impl fmt::Display for Listing<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let e = self.entry;
+        let proto = e.protocol();
+        let name = match proto {
+            IpProtocol::TCP => "tcp",
+            IpProtocol::UDP => "udp",
+            IpProtocol::ICMP => "icmp",
+            _ => "unknown",
+        };
+        write!(f, "{name:<8}{} {}", proto.0, e.remaining_secs(self.now_ns))?;
+        if proto == IpProtocol::TCP {
+            write!(f, " {}", e.tcp_state().name())?;
+        }
+        let tuple = |f: &mut fmt::Formatter<'_>, k: &ConnKey| {
+            if proto == IpProtocol::ICMP {
+                write!(
+                    f,
+                    " src={} dst={} id={}",
+                    k.src_addr, k.dst_addr, k.src_port
+                )
+            } else {
+                write!(
+                    f,
+                    " src={} dst={} sport={} dport={}",
+                    k.src_addr, k.dst_addr, k.src_port, k.dst_port
+                )
+            }
+        };
+        tuple(f, &e.original)?;
+        if !e.is_replied() {
+            f.write_str(" [UNREPLIED]")?;
+        }
+        tuple(f, &e.reply)?;
+        if e.is_assured() {
+            f.write_str(" [ASSURED]")?;
+        }
+        Ok(())
+    }
+}
+
+/// Why an insert failed.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, thiserror::Error)]
+pub enum InsertError {
+    /// A live entry already holds the original or the reply key.
+    #[error("a live connection already uses this tuple")]
+    Clash(EntryId),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct Slot {
+    /// Low 32 bits of the key's hash; its low bits are the home slot.
+    tag: u32,
+    /// `id << 1 | direction`, or `EMPTY`.
+    value: u32,
+}
+
+const EMPTY: Slot = Slot {
+    tag: 0,
+    value: u32::MAX,
+};
+
+/// Table time: whole seconds of the pipeline clock.
+#[inline]
+fn seconds(now_ns: u64) -> u32 {
+    u32::try_from(now_ns / 1_000_000_000).unwrap_or(u32::MAX)
+}
+
+/// A bounded connection tracking table, owned by one worker.
+pub struct ConntrackTable {
+    entries: Vec<Entry>,
+    free: Vec<u32>,
+    index: Vec<Slot>,
+    mask: usize,
+    hasher: foldhash::fast::RandomState,
+    timeouts: Timeouts,
+    hand: usize,
+    len: usize,
+    stats: ConntrackStats,
+}
+
+impl fmt::Debug for ConntrackTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConntrackTable")
+            .field("capacity", &self.entries.len())
+            .field("len", &self.len)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ConntrackTable {
+    /// A table for `capacity` connections (clamped to 1..=[`MAX_CAPACITY`]);
+    /// allocates everything now.
+    pub fn new(capacity: usize, timeouts: Timeouts) -> ConntrackTable {
+        let capacity = capacity.clamp(1, MAX_CAPACITY);
+        let slots = (capacity * 4).next_power_of_two();
+        let top = u32::try_from(capacity).unwrap_or(u32::MAX);
+        ConntrackTable {
+            entries: vec![Entry::FREE; capacity],
+            // Popped from the back: ids are handed out in ascending order.
+            free: (0..top).rev().collect(),
+            index: vec![EMPTY; slots],
+            mask: slots - 1,
+            hasher: foldhash::fast::RandomState::default(),
+            timeouts,
+            hand: 0,
+            len: 0,
+            stats: ConntrackStats::default(),
+        }
+    }
+
+    /// Live and not-yet-expired-away entries.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// No entries.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The most entries the table holds.
+    pub fn capacity(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &ConntrackStats {
+        &self.stats
+    }
+
+    /// The timeouts in force.
+    pub fn timeouts(&self) -> &Timeouts {
+        &self.timeouts
+    }
+
+    /// Bytes the table allocated: entries, free list and index.
+    pub fn memory_bytes(&self) -> usize {
+        self.entries.capacity() * size_of::<Entry>()
+            + self.free.capacity() * size_of::<u32>()
+            + self.index.capacity() * size_of::<Slot>()
+    }
+
+    /// The entry `id` names, if it is in use.
+    #[inline]
+    pub fn get(&self, id: EntryId) -> Option<&Entry> {
+        self.entries.get(id.0 as usize).filter(|e| e.in_use())
+    }
+
+    /// Every entry in use (including expired ones not yet collected), for listings.
+    pub fn iter(&self) -> impl Iterator<Item = (EntryId, &Entry)> {
+        self.entries
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.in_use())
+            .map(|(i, e)| (EntryId(i as u32), e))
+    }
+
+    #[inline]
+    fn hash(&self, key: &ConnKey) -> u32 {
+        self.hasher.hash_one(key.words()) as u32
+    }
+
+    /// The index value (`id << 1 | direction`) of `key`.
+    #[inline]
+    fn find(&self, key: &ConnKey) -> Option<u32> {
+        self.find_hashed(key, self.hash(key))
+    }
+
+    #[inline]
+    fn find_hashed(&self, key: &ConnKey, tag: u32) -> Option<u32> {
+        let mut i = tag as usize & self.mask;
+        loop {
+            let slot = *self.index.get(i)?;
+            if slot.value == EMPTY.value {
+                return None;
+            }
+            if slot.tag == tag {
+                let dir = if slot.value & 1 == 0 {
+                    Direction::Original
+                } else {
+                    Direction::Reply
+                };
+                let entry = self.entries.get((slot.value >> 1) as usize)?;
+                if entry.key(dir).words() == key.words() {
+                    return Some(slot.value);
+                }
+            }
+            i = (i + 1) & self.mask;
+        }
+    }
+
+    /// The live entry `key` belongs to, and the direction `key` travels in.
+    /// Read-only: call [`update`](Self::update) or
+    /// [`update_tcp`](Self::update_tcp) to refresh it.
+    #[inline]
+    pub fn lookup(&self, key: &ConnKey, now_ns: u64) -> Option<(EntryId, Direction)> {
+        self.resolve(self.find(key)?, seconds(now_ns))
+    }
+
+    /// [`lookup`](Self::lookup) for a batch: `out[i]` answers `keys[i]`
+    /// (up to the shorter of the two). Hashing every key and touching its
+    /// index slot first lets the CPU overlap the cache misses of the batch.
+    pub fn lookup_batch(
+        &self,
+        keys: &[ConnKey],
+        now_ns: u64,
+        out: &mut [Option<(EntryId, Direction)>],
+    ) {
+        const CHUNK: usize = 32;
+        let now = seconds(now_ns);
+        for (keys, out) in keys.chunks(CHUNK).zip(out.chunks_mut(CHUNK)) {
+            let mut tags = [0u32; CHUNK];
+            let mut touched = 0u32;
+            for (tag, key) in tags.iter_mut().zip(keys) {
+                *tag = self.hash(key);
+                // Reading the home slot now starts its cache miss early.
+                touched ^= self
+                    .index
+                    .get(*tag as usize & self.mask)
+                    .map_or(0, |s| s.value);
+            }
+            core::hint::black_box(touched);
+            for ((o, key), &tag) in out.iter_mut().zip(keys).zip(&tags) {
+                *o = self
+                    .find_hashed(key, tag)
+                    .and_then(|value| self.resolve(value, now));
+            }
+        }
+    }
+
+    #[inline]
+    fn resolve(&self, value: u32, now: u32) -> Option<(EntryId, Direction)> {
+        let id = value >> 1;
+        let entry = self.entries.get(id as usize)?;
+        if !entry.live(now) {
+            return None;
+        }
+        let dir = if value & 1 == 0 {
+            Direction::Original
+        } else {
+            Direction::Reply
+        };
+        Some((EntryId(id), dir))
+    }
+
+    /// Tracks a new connection whose first packet has key `original`,
+    /// translated by `nat`. A full table evicts one entry first (expired,
+    /// else unassured, else the oldest among the next few the clock hand
+    /// passes). Fails if a live entry holds either key (e.g. two clients
+    /// masqueraded onto the same port). TCP entries start in NONE: feed the
+    /// first segment to [`update_tcp`](Self::update_tcp) next.
+    pub fn insert(
+        &mut self,
+        original: ConnKey,
+        nat: Nat,
+        now_ns: u64,
+    ) -> Result<EntryId, InsertError> {
+        let now = seconds(now_ns);
+        let reply = nat.reply_key(&original);
+        for key in [original, reply] {
+            if let Some(value) = self.find(&key) {
+                let id = EntryId(value >> 1);
+                if self.get(id).is_some_and(|e| e.live(now)) {
+                    self.stats.clashes += 1;
+                    return Err(InsertError::Clash(id));
+                }
+                self.release(id);
+                self.stats.expired += 1;
+            }
+        }
+        if self.free.is_empty() {
+            self.evict(now);
+        }
+        let Some(id) = self.free.pop() else {
+            // Unreachable: eviction always frees one slot of a full table.
+            self.stats.clashes += 1;
+            return Err(InsertError::Clash(EntryId(0)));
+        };
+        let timeout = match original.protocol {
+            IpProtocol::TCP => self.timeouts.tcp_syn_sent,
+            IpProtocol::UDP => self.timeouts.udp_unreplied,
+            IpProtocol::ICMP => self.timeouts.icmp,
+            _ => self.timeouts.generic,
+        };
+        if let Some(e) = self.entries.get_mut(id as usize) {
+            *e = Entry {
+                original,
+                reply,
+                tcp: TcpTracking::NEW,
+                expires: now.saturating_add(timeout),
+                flags: IN_USE,
+            };
+        }
+        self.index_insert(&original, id << 1);
+        self.index_insert(&reply, (id << 1) | 1);
+        self.len += 1;
+        self.stats.inserted += 1;
+        Ok(EntryId(id))
+    }
+
+    /// Records a non-TCP packet (UDP, ICMP echo, other) of direction `dir`:
+    /// refreshes the timeout; the first reply marks the entry replied (UDP:
+    /// assured, with the longer timeout).
+    #[inline]
+    pub fn update(&mut self, id: EntryId, dir: Direction, now_ns: u64) {
+        let t = &self.timeouts;
+        let Some(e) = self.entries.get_mut(id.0 as usize).filter(|e| e.in_use()) else {
+            return;
+        };
+        if dir == Direction::Reply {
+            e.flags |= REPLIED;
+        }
+        let timeout = match e.original.protocol {
+            IpProtocol::UDP if e.flags & REPLIED != 0 => {
+                e.flags |= ASSURED;
+                t.udp_assured
+            }
+            IpProtocol::UDP => t.udp_unreplied,
+            IpProtocol::ICMP => t.icmp,
+            _ => t.generic,
+        };
+        e.expires = seconds(now_ns).saturating_add(timeout);
+    }
+
+    /// Runs a TCP segment of direction `dir` through the entry's state
+    /// machine: on success refreshes the timeout for the new state and marks
+    /// the entry assured once established with both sides seen. On failure
+    /// nothing changes and the reason is counted; the caller decides whether
+    /// to forward the segment (Linux forwards it untracked) or drop it.
+    #[inline]
+    pub fn update_tcp(
+        &mut self,
+        id: EntryId,
+        dir: Direction,
+        segment: &TcpSegment,
+        now_ns: u64,
+    ) -> Result<TcpState, TcpReject> {
+        let Some(e) = self.entries.get_mut(id.0 as usize).filter(|e| e.in_use()) else {
+            return Err(TcpReject::InvalidTransition);
+        };
+        match e.tcp.track(dir, segment) {
+            Ok(state) => {
+                if dir == Direction::Reply {
+                    e.flags |= REPLIED;
+                }
+                if state == TcpState::Established && e.tcp.seen_reply() {
+                    e.flags |= ASSURED;
+                }
+                e.expires = seconds(now_ns).saturating_add(self.timeouts.tcp(state));
+                Ok(state)
+            }
+            Err(reason) => {
+                match reason {
+                    TcpReject::Ignored => self.stats.tcp_ignored += 1,
+                    TcpReject::InvalidTransition => self.stats.tcp_invalid += 1,
+                    TcpReject::OutOfWindow => self.stats.tcp_out_of_window += 1,
+                }
+                Err(reason)
+            }
+        }
+    }
+
+    /// Removes the entry `id` names (no-op if it is free).
+    pub fn remove(&mut self, id: EntryId) {
+        if self.get(id).is_some() {
+            self.release(id);
+            self.stats.removed += 1;
+        }
+    }
+
+    /// Moves the clock hand over at most `budget` slots, removing entries
+    /// whose timeout ran out; returns how many it removed.
+    pub fn expire(&mut self, now_ns: u64, budget: usize) -> usize {
+        let now = seconds(now_ns);
+        let mut removed = 0;
+        for _ in 0..budget.min(self.entries.len()) {
+            let i = self.hand;
+            self.hand = if i + 1 == self.entries.len() {
+                0
+            } else {
+                i + 1
+            };
+            if self
+                .entries
+                .get(i)
+                .is_some_and(|e| e.in_use() && e.expires <= now)
+            {
+                self.release(EntryId(i as u32));
+                removed += 1;
+            }
+        }
+        self.stats.expired += removed as u64;
+        removed
+    }
+
+    /// Frees one slot of a full table: the first expired or unassured entry
+    /// the clock hand meets within `EVICTION_SCAN`, else the entry closest to
+    /// expiry (the least recently refreshed for its state) among the first
+    /// `EVICTION_OLDEST_OF`. The hand keeps moving, so a run of assured
+    /// entries is crossed once per lap, not once per insert.
+    fn evict(&mut self, now: u32) {
+        let n = self.entries.len();
+        let mut victim: Option<(usize, u32)> = None;
+        for scanned in 0..EVICTION_SCAN.min(n) {
+            let i = self.hand;
+            self.hand = if i + 1 == n { 0 } else { i + 1 };
+            let Some(e) = self.entries.get(i).filter(|e| e.in_use()) else {
+                continue;
+            };
+            if e.expires <= now {
+                self.release(EntryId(i as u32));
+                self.stats.expired += 1;
+                return;
+            }
+            if !e.is_assured() {
+                self.release(EntryId(i as u32));
+                self.stats.evicted_unassured += 1;
+                return;
+            }
+            if scanned < EVICTION_OLDEST_OF && victim.is_none_or(|(_, expires)| e.expires < expires)
+            {
+                victim = Some((i, e.expires));
+            }
+        }
+        if let Some((i, _)) = victim {
+            self.release(EntryId(i as u32));
+            self.stats.evicted_assured += 1;
+        }
+    }
+
+    /// Unlinks an in-use entry from the index and frees its slot.
+    fn release(&mut self, id: EntryId) {
+        let Some(e) = self.entries.get_mut(id.0 as usize) else {
+            return;
+        };
+        let (original, reply) = (e.original, e.reply);
+        *e = Entry::FREE;
+        self.index_remove(&original, id.0 << 1);
+        self.index_remove(&reply, (id.0 << 1) | 1);
+        self.free.push(id.0);
+        self.len -= 1;
+    }
+
+    fn index_insert(&mut self, key: &ConnKey, value: u32) {
+        let tag = self.hash(key);
+        let mut i = tag as usize & self.mask;
+        while let Some(slot) = self.index.get_mut(i) {
+            if slot.value == EMPTY.value {
+                *slot = Slot { tag, value };
+                return;
+            }
+            i = (i + 1) & self.mask;
+        }
+    }
+
+    /// Removes `value` from `key`'s probe sequence, shifting later slots back.
+    fn index_remove(&mut self, key: &ConnKey, value: u32) {
+        let mask = self.mask;
+        let mut hole = self.hash(key) as usize & mask;
+        loop {
+            match self.index.get(hole) {
+                Some(s) if s.value == value => break,
+                Some(s) if s.value != EMPTY.value => hole = (hole + 1) & mask,
+                _ => return,
+            }
+        }
+        let mut j = (hole + 1) & mask;
+        while let Some(&slot) = self.index.get(j) {
+            if slot.value == EMPTY.value {
+                break;
+            }
+            let home = slot.tag as usize & mask;
+            // The slot may move back into the hole unless its home lies after the hole.
+            if (j.wrapping_sub(home) & mask) >= (j.wrapping_sub(hole) & mask) {
+                if let Some(h) = self.index.get_mut(hole) {
+                    *h = slot;
+                }
+                hole = j;
+            }
+            j = (j + 1) & mask;
+        }
+        if let Some(h) = self.index.get_mut(hole) {
+            *h = EMPTY;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
