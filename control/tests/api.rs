@@ -5,8 +5,6 @@
 //! clients, and refusal of non-root peers. Ports need real devices and are
 //! covered by the live tests in `tests/tests/api_live.rs`.
 
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -483,24 +481,17 @@ async fn health_conntrack_and_metrics() {
     }
 }
 
-/// Minimal HTTP/1.1 client over a Unix socket (Connection: close).
+/// One request over the real socket with the project's client (`podswitchctl`'s).
 fn http(socket: &Path, method: &str, path: &str, body: &str) -> (u16, Value) {
-    let mut s = UnixStream::connect(socket).unwrap();
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: podswitchd\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
-    let text = String::from_utf8_lossy(&raw);
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
-    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+    let client = podswitch_control::client::ApiClient::new(socket);
+    let body = (!body.is_empty()).then_some(("application/json", body.as_bytes()));
+    let resp = client
+        .request(method, path, body)
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+    (
+        resp.status,
+        serde_json::from_slice(&resp.body).unwrap_or(Value::Null),
+    )
 }
 
 fn serve_on_socket(dir: &Path) -> (PathBuf, tokio::runtime::Runtime) {
