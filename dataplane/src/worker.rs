@@ -236,7 +236,7 @@ impl Worker {
     /// Sends frame `i` of the batch out of `port`, in software-offloaded
     /// segments if the queue cannot take the frame's offload state.
     fn send(&mut self, port: PortId, i: usize) {
-        let counters = Arc::clone(self.pipeline.counters());
+        let counters = self.pipeline.counters();
         let Some((frame, _)) = self.batch.get(i) else {
             return;
         };
