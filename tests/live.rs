@@ -244,11 +244,6 @@ impl Daemon {
         self.stats()
     }
 
-    /// The process id (of `ip netns exec`, which execs the daemon).
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().map_or(0, |c| c.id())
-    }
-
     /// Sends `signal` and waits up to `limit` for exit; returns the time it took.
     pub fn stop_with(&mut self, signal: i32, limit: Duration) -> Option<Duration> {
         let mut child = self.child.take()?;
@@ -442,14 +437,4 @@ pub fn send_raw_frames(ns: &Netns, ifname: &str, frames: Vec<Vec<u8>>) {
             sock.send(&f).expect("send raw frame");
         }
     });
-}
-
-/// Where test config files are written.
-pub fn temp_path(name: &str) -> PathBuf {
-    std::env::temp_dir().join(format!("podswitch-{}-{name}", std::process::id()))
-}
-
-/// True if `path` exists.
-pub fn exists(path: &Path) -> bool {
-    path.exists()
 }

@@ -18,7 +18,7 @@ use std::sync::mpsc::Sender;
 
 use arc_swap::ArcSwap;
 use podswitch_dataplane::config::{NodeConfig, PortSection, RouteSection, Snapshot};
-use podswitch_dataplane::pipeline::{PortId, WorkerCounters};
+use podswitch_dataplane::pipeline::WorkerCounters;
 use podswitch_dataplane::worker::WorkerCommand;
 
 use crate::state::{
@@ -133,11 +133,6 @@ impl Control {
     /// The stored API state.
     pub fn state(&self) -> &ApiState {
         &self.state
-    }
-
-    /// The node configuration file as loaded.
-    pub fn file(&self) -> &NodeConfig {
-        &self.file
     }
 
     /// Builds the snapshot `candidate` would run (next generation).
@@ -607,11 +602,6 @@ impl Control {
                 Some(v)
             })
             .collect()
-    }
-
-    /// The id of a port by name.
-    pub fn port_id(&self, name: &str) -> Option<PortId> {
-        self.snapshot().port_by_name(name).map(|p| p.id)
     }
 }
 

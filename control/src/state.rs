@@ -565,18 +565,15 @@ pub fn validate_mirror(field: &str, m: &Mirror, ports: &BTreeSet<String>) -> Res
     Ok(())
 }
 
-/// The document of a declarative apply.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The document of a declarative apply (decoded by `api::apply_document`,
+/// which keeps field paths such as `services[3].ports[0].port` in errors).
+#[derive(Debug, Clone, Default)]
 pub struct ApplyDocument {
     /// Services with their endpoints.
-    #[serde(default)]
     pub services: Vec<ServiceWithEndpoints>,
     /// API routes.
-    #[serde(default)]
     pub routes: Vec<RouteSection>,
     /// Nodes.
-    #[serde(default)]
     pub nodes: Vec<NodeRecord>,
 }
 
