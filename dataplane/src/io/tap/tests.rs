@@ -458,6 +458,9 @@ fn open_errors_are_precise() {
         let more = attach_tap("dup0", &plain).unwrap();
         assert!(!more[0].accepts_offload());
         drop((first, more));
+        // The kernel unregisters a TAP whose last queue closed asynchronously;
+        // under load the link can outlive the close by a moment.
+        wait_link_gone("dup0");
         assert!(matches!(
             attach_tap("dup0", &opts(1, false)),
             Err(TapError::NoSuchTap(_))
@@ -699,4 +702,13 @@ fn tcp_super_frames_both_ways() {
         .unwrap()
         .expect("pod-side TCP client");
     assert_eq!(got, pattern(DOWN_LEN, 0xa5));
+}
+
+/// Waits (at most 5 s) until no link named `name` exists in this thread's netns.
+fn wait_link_gone(name: &str) {
+    let mut nl = crate::io::netlink::Rtnetlink::open().expect("rtnetlink");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while nl.link_index(name).is_ok() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
