@@ -13,4 +13,5 @@ pub mod metrics;
 pub mod ports;
 pub mod state;
 pub mod stats;
+pub mod services;
 pub mod store;

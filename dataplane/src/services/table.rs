@@ -8,6 +8,7 @@
 
 use core::net::Ipv4Addr;
 use core::time::Duration;
+use std::sync::Arc;
 
 use hashbrown::HashMap;
 
@@ -144,7 +145,9 @@ pub enum ServiceTableError {
 }
 
 /// A service port in the table: its identity, its backends and the Maglev
-/// table that picks one of the ready ones.
+/// table that picks one of the ready ones. Cloning is cheap (the backend
+/// lists and the Maglev slots are shared), so a control plane can keep the
+/// entries of unchanged services across table rebuilds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceEntry {
     vip: Ipv4Addr,
@@ -155,9 +158,9 @@ pub struct ServiceEntry {
     affinity: Option<Duration>,
     /// Ready, not terminating backends, in identity order: the Maglev
     /// table's indices point here.
-    selectable: Box<[Backend]>,
+    selectable: Arc<[Backend]>,
     /// Every backend (ready, not ready, terminating), sorted, deduplicated.
-    all: Box<[Backend]>,
+    all: Arc<[Backend]>,
     maglev: Maglev,
 }
 
@@ -186,8 +189,8 @@ impl ServiceEntry {
             target_port: spec.target_port,
             node_port: spec.node_port,
             affinity: spec.affinity,
-            selectable: selectable.into_boxed_slice(),
-            all: all.into_boxed_slice(),
+            selectable: selectable.into(),
+            all: all.into(),
             maglev,
         }
     }
@@ -288,13 +291,19 @@ impl ServiceTable {
     /// Builds the table; two services on the same (protocol, ClusterIP,
     /// port) or the same (protocol, NodePort) are an error.
     pub fn new(specs: Vec<ServiceSpec>) -> Result<ServiceTable, ServiceTableError> {
-        if u32::try_from(specs.len()).is_err() {
-            return Err(ServiceTableError::TooMany(specs.len()));
+        ServiceTable::from_entries(specs.iter().map(ServiceEntry::new).collect())
+    }
+
+    /// Builds the table from entries built before (e.g. kept from the last
+    /// table for services that did not change); same checks as [`ServiceTable::new`].
+    pub fn from_entries(entries: Vec<ServiceEntry>) -> Result<ServiceTable, ServiceTableError> {
+        if u32::try_from(entries.len()).is_err() {
+            return Err(ServiceTableError::TooMany(entries.len()));
         }
         let hasher = || foldhash::fast::FixedState::with_seed(0);
-        let mut cluster = FastMap::with_capacity_and_hasher(specs.len(), hasher());
+        let mut cluster = FastMap::with_capacity_and_hasher(entries.len(), hasher());
         let mut node_ports = FastMap::with_hasher(hasher());
-        for (i, s) in specs.iter().enumerate() {
+        for (i, s) in entries.iter().enumerate() {
             if s.port == 0 || s.node_port == Some(0) {
                 return Err(ServiceTableError::ZeroPort {
                     index: i,
@@ -325,7 +334,6 @@ impl ServiceTable {
                 node_ports.insert(key, index);
             }
         }
-        let entries = specs.iter().map(ServiceEntry::new).collect();
         Ok(ServiceTable {
             entries,
             cluster,
