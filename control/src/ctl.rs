@@ -19,9 +19,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::client::{ApiClient, ClientError};
 
 mod commands;
+mod conntrack;
 mod render;
 mod service_port;
 
+pub use conntrack::{ConntrackFilterArgs, ConntrackProtocol};
 pub use service_port::{ServicePortArg, ServicePortError};
 
 /// Exit status when the server refused the request or a local input was bad.
@@ -109,7 +111,7 @@ pub enum Command {
     /// Pod attachments: TAP devices in pods, AF_PACKET sockets on interfaces.
     #[command(subcommand, visible_alias = "ports")]
     Port(PortCommand),
-    /// Services (stored now, enforced with the services issue).
+    /// Services: ClusterIP and NodePort, load-balanced over their endpoints.
     #[command(subcommand, visible_alias = "svc")]
     Service(ServiceCommand),
     /// The endpoints of a service.
@@ -478,9 +480,11 @@ pub struct ApplyArgs {
 /// `conntrack ...`.
 #[derive(Debug, Subcommand)]
 pub enum ConntrackCommand {
-    /// List tracked connections.
+    /// List tracked connections, like `conntrack -L` (filters like its flags).
     #[command(visible_alias = "ls")]
-    List,
+    List(ConntrackFilterArgs),
+    /// Delete tracked connections (all, or those matching the filters), like `conntrack -F/-D`.
+    Flush(ConntrackFilterArgs),
 }
 
 /// Why a command failed, which decides the exit status.

@@ -11,7 +11,7 @@ pub mod daemon;
 pub mod fake_api;
 pub mod metrics;
 pub mod ports;
+pub mod services;
 pub mod state;
 pub mod stats;
-pub mod services;
 pub mod store;

@@ -81,7 +81,8 @@ impl ServiceCache {
         state: &ApiState,
         static_entries: &[ServiceEntry],
     ) -> Result<ServiceTable, ApiError> {
-        self.built.retain(|name, _| state.services.contains_key(name));
+        self.built
+            .retain(|name, _| state.services.contains_key(name));
         let mut entries = Vec::with_capacity(state.services.len() + static_entries.len());
         for (name, service) in &state.services {
             let endpoints = state
@@ -178,8 +179,14 @@ mod tests {
     fn cache_rebuilds_only_changed_services_and_forgets_deleted_ones() {
         let mut state = ApiState::default();
         for i in 0..50u8 {
-            let s = service(&format!("default/s{i}"), [10, 96, 1, i], &[("TCP", 80, None)]);
-            state.endpoints.insert(s.name.clone(), vec![endpoint(i + 2, true, false)]);
+            let s = service(
+                &format!("default/s{i}"),
+                [10, 96, 1, i],
+                &[("TCP", 80, None)],
+            );
+            state
+                .endpoints
+                .insert(s.name.clone(), vec![endpoint(i + 2, true, false)]);
             state.services.insert(s.name.clone(), s);
         }
         let mut cache = ServiceCache::default();
@@ -200,8 +207,14 @@ mod tests {
         state.services.remove("default/s3");
         let second = cache.table(&state, &[]).unwrap();
         assert_eq!(second.len(), 49);
-        assert_eq!(slots(&first, [10, 96, 1, 8]), slots(&second, [10, 96, 1, 8]));
-        assert_ne!(slots(&first, [10, 96, 1, 7]), slots(&second, [10, 96, 1, 7]));
+        assert_eq!(
+            slots(&first, [10, 96, 1, 8]),
+            slots(&second, [10, 96, 1, 8])
+        );
+        assert_ne!(
+            slots(&first, [10, 96, 1, 7]),
+            slots(&second, [10, 96, 1, 7])
+        );
         let s7 = second
             .lookup_cluster(Protocol::Tcp, Ipv4Addr::new(10, 96, 1, 7), 80)
             .unwrap();
@@ -218,7 +231,10 @@ mod tests {
     fn a_static_service_on_an_api_service_address_is_a_conflict() {
         let mut state = ApiState::default();
         let s = service("default/web", [10, 96, 0, 10], &[("TCP", 80, None)]);
-        let statics: Vec<ServiceEntry> = service_specs(&s, &[]).iter().map(ServiceEntry::new).collect();
+        let statics: Vec<ServiceEntry> = service_specs(&s, &[])
+            .iter()
+            .map(ServiceEntry::new)
+            .collect();
         state.services.insert(s.name.clone(), s);
         let err = ServiceCache::default().table(&state, &statics).unwrap_err();
         assert_eq!(err.status, 409);
