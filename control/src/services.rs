@@ -95,13 +95,24 @@ impl ServiceCache {
                 .get(name)
                 .is_some_and(|b| b.service == *service && b.endpoints == endpoints);
             if !fresh {
+                let previous = self.built.get(name).map(|b| b.entries.as_slice());
+                let entries = service_specs(service, endpoints)
+                    .iter()
+                    .map(|spec| {
+                        // Same Maglev size as before, so an endpoint change
+                        // moves only the flows it must.
+                        let size = previous
+                            .into_iter()
+                            .flatten()
+                            .find(|e| e.protocol() == spec.protocol && e.port() == spec.port)
+                            .map(|e| e.maglev().size() as u32);
+                        ServiceEntry::with_table_size(spec, size)
+                    })
+                    .collect();
                 let built = Built {
                     service: service.clone(),
                     endpoints: endpoints.to_vec(),
-                    entries: service_specs(service, endpoints)
-                        .iter()
-                        .map(ServiceEntry::new)
-                        .collect(),
+                    entries,
                 };
                 self.built.insert(name.clone(), built);
             }
@@ -225,6 +236,27 @@ mod tests {
                 .is_none()
         );
         assert_eq!(cache.built.len(), 49);
+        // Shrinking from two endpoints to one keeps the Maglev size.
+        let size = |t: &ServiceTable| {
+            t.lookup_cluster(Protocol::Tcp, Ipv4Addr::new(10, 96, 1, 7), 80)
+                .unwrap()
+                .maglev()
+                .size()
+        };
+        state
+            .endpoints
+            .insert("default/s7".into(), vec![endpoint(9, true, false)]);
+        let third = cache.table(&state, &[]).unwrap();
+        assert_eq!(size(&third), size(&second));
+        assert!(
+            size(&third)
+                > ServiceTable::new(service_specs(
+                    &state.services["default/s7"],
+                    &state.endpoints["default/s7"]
+                ))
+                .map(|t| size(&t))
+                .unwrap()
+        );
     }
 
     #[test]

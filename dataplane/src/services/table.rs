@@ -169,6 +169,16 @@ impl ServiceEntry {
     /// backends, not only the ready ones, so readiness flapping does not
     /// resize (and so reshuffle) the table.
     pub fn new(spec: &ServiceSpec) -> ServiceEntry {
+        ServiceEntry::with_table_size(spec, None)
+    }
+
+    /// As [`ServiceEntry::new`], keeping the Maglev table size of the
+    /// service's previous entry when it still suits the backend count (from
+    /// half to four times the size [`table_size`] would pick). Maglev moves
+    /// only the removed backend's flows only while the size stays the same:
+    /// a new size reshuffles everything, so a control plane passes the
+    /// previous size on every endpoint change.
+    pub fn with_table_size(spec: &ServiceSpec, previous: Option<u32>) -> ServiceEntry {
         let id = |b: &BackendSpec| BackendId::new(b.addr, b.port);
         let mut all: Vec<Backend> = spec.backends.iter().map(id).collect();
         all.sort_unstable();
@@ -181,7 +191,11 @@ impl ServiceEntry {
             .collect();
         selectable.sort_unstable();
         selectable.dedup();
-        let maglev = Maglev::with_size(&selectable, table_size(all.len()));
+        let wanted = table_size(all.len());
+        let size = previous
+            .filter(|&p| p > 0 && wanted <= p.saturating_mul(2) && p <= wanted.saturating_mul(4))
+            .unwrap_or(wanted);
+        let maglev = Maglev::with_size(&selectable, size);
         ServiceEntry {
             vip: spec.vip,
             port: spec.port,
