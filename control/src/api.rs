@@ -4,14 +4,14 @@
 //! thread against the one [`Control`] (a mutex serialises writers: devices
 //! are opened and the store is fsynced there, never on the async runtime).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path as UrlPath, Request, State};
+use axum::extract::{Path as UrlPath, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -185,7 +185,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/v1/health", get(health))
         .route("/v1/config", get(config))
         .route("/v1/stats", get(stats))
-        .route("/v1/conntrack", get(conntrack))
+        .route("/v1/conntrack", get(conntrack_list).delete(conntrack_flush))
         .route("/v1/ports", get(list_ports).post(add_port))
         .route("/v1/ports/{name}", get(get_port).delete(delete_port))
         .route("/v1/node", get(get_node).put(put_node))
@@ -308,12 +308,52 @@ async fn stats(State(api): Shared) -> Response {
     ok(StatusCode::OK, v)
 }
 
-async fn conntrack() -> ApiError {
-    ApiError {
-        status: 501,
-        message: "connection tracking is not implemented yet; it comes with the services issue"
-            .into(),
-    }
+/// The shared connection table, or 503 before the workers run.
+fn conntrack_tables(
+    api: &Api,
+) -> Result<Arc<podswitch_dataplane::pipeline::SharedTables>, ApiError> {
+    api.control().tables().ok_or_else(|| ApiError {
+        status: 503,
+        message: "the dataplane is not running yet".into(),
+    })
+}
+
+async fn conntrack_list(
+    State(api): Shared,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let (filter, limit) = crate::conntrack_view::parse_filter(&query)?;
+    let tables = conntrack_tables(&api)?;
+    // Listing walks the table shard by shard: off the async runtime.
+    let body = tokio::task::spawn_blocking(move || {
+        let now = podswitch_dataplane::nat::monotonic_ns();
+        let records = tables.conntrack.list(&filter, now, limit);
+        let entries: Vec<Value> = records
+            .iter()
+            .map(crate::conntrack_view::record_json)
+            .collect();
+        json!({
+            "count": entries.len(),
+            "entries": entries,
+            "total": tables.conntrack.len(),
+            "capacity": tables.conntrack.capacity(),
+        })
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("listing failed: {e}")))?;
+    Ok(ok(StatusCode::OK, body))
+}
+
+async fn conntrack_flush(
+    State(api): Shared,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let (filter, _) = crate::conntrack_view::parse_filter(&query)?;
+    let tables = conntrack_tables(&api)?;
+    let flushed = tokio::task::spawn_blocking(move || tables.conntrack.flush(&filter))
+        .await
+        .map_err(|e| ApiError::internal(format!("flush failed: {e}")))?;
+    Ok(ok(StatusCode::OK, json!({ "flushed": flushed })))
 }
 
 async fn metrics(State(api): Shared) -> Response {

@@ -18,7 +18,8 @@ use std::sync::mpsc::Sender;
 
 use arc_swap::ArcSwap;
 use podswitch_dataplane::config::{NodeConfig, PortSection, RouteSection, Snapshot};
-use podswitch_dataplane::pipeline::WorkerCounters;
+use podswitch_dataplane::pipeline::{SharedTables, WorkerCounters};
+use podswitch_dataplane::services::ServiceEntry;
 use podswitch_dataplane::worker::WorkerCommand;
 
 use crate::state::{
@@ -26,6 +27,7 @@ use crate::state::{
     Service, check_name, check_node_overlaps, check_service_conflicts, check_service_name, diff,
     route_key, validate_endpoints, validate_mirror, validate_node, validate_service,
 };
+use crate::services::ServiceCache;
 use crate::store::{Change, Store, TableId, changes};
 use crate::{ports, stats::Stats};
 
@@ -48,6 +50,12 @@ pub struct Control {
     counters: Vec<Arc<WorkerCounters>>,
     fanout_base: u16,
     forwarding: Arc<AtomicBool>,
+    /// Built service entries, reused across snapshots.
+    services: ServiceCache,
+    /// Services of the config file (`[[services]]`), after the API's.
+    static_services: Vec<ServiceEntry>,
+    /// The tables the workers share (connection tracking), once they run.
+    tables: Option<Arc<SharedTables>>,
 }
 
 fn config_error(e: podswitch_dataplane::config::ConfigError) -> ApiError {
@@ -68,7 +76,13 @@ impl Control {
         let config = state.effective_config(&file);
         state.assign_port_ids(&config);
         store.commit(&changes(&before, &state))?;
-        let snapshot = Arc::new(Snapshot::build_with_ids(&config, 1, Some(&state.port_ids))?);
+        let snapshot = Snapshot::build_with_ids(&config, 1, Some(&state.port_ids))?;
+        let static_services = snapshot.services.entries().to_vec();
+        let mut services = ServiceCache::default();
+        let table = services
+            .table(&state, &static_services)
+            .map_err(|e| anyhow::anyhow!("stored services: {}", e.message))?;
+        let snapshot = Arc::new(snapshot.with_services(Arc::new(table)));
         let control = Control {
             file,
             state,
@@ -78,6 +92,9 @@ impl Control {
             counters: Vec::new(),
             fanout_base: 0,
             forwarding: Arc::new(AtomicBool::new(false)),
+            services,
+            static_services,
+            tables: None,
         };
         Ok((control, snapshot))
     }
@@ -93,6 +110,16 @@ impl Control {
         self.counters = counters;
         self.fanout_base = fanout_base;
         self.forwarding.store(true, Ordering::Release);
+    }
+
+    /// Connects the tables the workers share (for `conntrack list/flush`).
+    pub fn attach_tables(&mut self, tables: Arc<SharedTables>) {
+        self.tables = Some(tables);
+    }
+
+    /// The tables the workers share, once they run.
+    pub fn tables(&self) -> Option<Arc<SharedTables>> {
+        self.tables.clone()
     }
 
     /// The published snapshot cell (workers read it).
@@ -136,12 +163,37 @@ impl Control {
     }
 
     /// Builds the snapshot `candidate` would run (next generation).
-    fn build(&self, candidate: &mut ApiState) -> Result<Snapshot, ApiError> {
+    fn build(&mut self, candidate: &mut ApiState) -> Result<Snapshot, ApiError> {
         let config = candidate.effective_config(&self.file);
         candidate.assign_port_ids(&config);
         let generation = self.snapshots.load().generation + 1;
-        Snapshot::build_with_ids(&config, generation, Some(&candidate.port_ids))
-            .map_err(config_error)
+        let snapshot = Snapshot::build_with_ids(&config, generation, Some(&candidate.port_ids))
+            .map_err(config_error)?;
+        let table = self.services.table(candidate, &self.static_services)?;
+        Ok(snapshot.with_services(Arc::new(table)))
+    }
+
+    /// Refuses API services on a ClusterIP or NodePort of a config-file service.
+    fn check_static_conflicts<'a>(
+        &self,
+        services: impl Iterator<Item = &'a Service>,
+    ) -> Result<(), ApiError> {
+        for s in services {
+            for e in &self.static_services {
+                let node_port_taken = s.ports.iter().any(|p| {
+                    p.node_port.is_some()
+                        && p.node_port == e.node_port().map(u32::from)
+                        && p.protocol.eq_ignore_ascii_case(protocol_name(e))
+                });
+                if s.cluster_ip == e.vip() || node_port_taken {
+                    return Err(ApiError::conflict(format!(
+                        "name = {}: cluster IP {} or a node port is used by a service of the node's config file",
+                        s.name, s.cluster_ip
+                    )));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Stores `candidate`, then publishes `snapshot`.
@@ -317,6 +369,7 @@ impl Control {
                 .values()
                 .chain(std::iter::once(&service)),
         )?;
+        self.check_static_conflicts(std::iter::once(&service))?;
         let name = service.name.clone();
         let mut keys = vec![Change::put(TableId::Services, &name, &service)];
         if !endpoints.is_empty() {
@@ -330,11 +383,11 @@ impl Control {
         })
     }
 
-    /// Stores `keys` and applies `mutate` to the state, for changes that do
-    /// not alter the dataplane's tables (services, endpoints, nodes and
-    /// mirrors are stored now and enforced later): no full-state clone or
-    /// diff, so one change next to 10,000 services stays cheap. The snapshot
-    /// is republished with the next generation.
+    /// Stores `keys` and applies `mutate` to the state, for changes checked
+    /// in full before (services, endpoints, nodes, mirrors): no full-state
+    /// clone or diff, so one change next to 10,000 services stays cheap. The
+    /// snapshot is republished with the next generation and the service
+    /// table rebuilt (only changed services get a new Maglev table).
     fn commit_keys(
         &mut self,
         keys: &[Change],
@@ -344,7 +397,13 @@ impl Control {
             .commit(keys)
             .map_err(|e| ApiError::internal(format!("the change was not stored: {e}")))?;
         mutate(&mut self.state);
-        let mut snapshot = (*self.snapshot()).clone();
+        // Conflicts were refused before the store was touched; a failure
+        // here would be a bug, and keeps the old table running.
+        let table = self
+            .services
+            .table(&self.state, &self.static_services)
+            .map_err(|e| ApiError::internal(format!("service table: {}", e.message)))?;
+        let mut snapshot = (*self.snapshot()).clone().with_services(Arc::new(table));
         snapshot.generation += 1;
         let generation = snapshot.generation;
         self.snapshots.store(Arc::new(snapshot));
@@ -520,6 +579,7 @@ impl Control {
             }
         }
         check_service_conflicts(services.values())?;
+        self.check_static_conflicts(services.values())?;
         let mut routes = BTreeMap::new();
         for (i, r) in doc.routes.into_iter().enumerate() {
             let key = route_key(&r.prefix);
@@ -613,4 +673,12 @@ fn strip_index(message: &str, prefix: &str) -> String {
         return rest[close + 2..].to_string();
     }
     message.to_string()
+}
+
+fn protocol_name(e: &ServiceEntry) -> &'static str {
+    match e.protocol() {
+        podswitch_dataplane::services::Protocol::Tcp => "TCP",
+        podswitch_dataplane::services::Protocol::Udp => "UDP",
+        podswitch_dataplane::services::Protocol::Sctp => "SCTP",
+    }
 }

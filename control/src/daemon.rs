@@ -138,6 +138,7 @@ pub fn run(opts: &RunOptions) -> Result<()> {
         handles.push(handle);
     }
     control.attach_workers(senders, counters.clone(), fanout_base);
+    control.attach_tables(Arc::clone(&shared));
     tracing::info!(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "forwarding"

@@ -6,6 +6,7 @@ pub mod api;
 pub mod cli;
 pub mod client;
 pub mod control;
+pub mod conntrack_view;
 pub mod ctl;
 pub mod daemon;
 pub mod fake_api;
