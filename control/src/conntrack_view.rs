@@ -153,7 +153,10 @@ mod tests {
         .unwrap();
         assert_eq!(f.protocol, Some(IpProtocol::UDP));
         assert_eq!(f.dst, Some(Ipv4Addr::new(10, 96, 0, 10)));
-        assert_eq!((f.dport, f.state, limit), (Some(53), Some(TcpState::Established), 10));
+        assert_eq!(
+            (f.dport, f.state, limit),
+            (Some(53), Some(TcpState::Established), 10)
+        );
         for (pairs, needle) in [
             (vec![("proto", "gre")], "proto = gre"),
             (vec![("src", "10.0.0")], "src = 10.0.0"),
@@ -193,6 +196,9 @@ mod tests {
         assert_eq!(v["nat"]["snat"], Value::Null);
         // The CLI renders exactly this JSON.
         let line = crate::ctl::render_conntrack_entry(&v);
-        assert!(line.starts_with("tcp      6 431999 ESTABLISHED src=10.244.1.2"), "{line}");
+        assert!(
+            line.starts_with("tcp      6 431999 ESTABLISHED src=10.244.1.2"),
+            "{line}"
+        );
     }
 }

@@ -22,12 +22,12 @@ use podswitch_dataplane::pipeline::{SharedTables, WorkerCounters};
 use podswitch_dataplane::services::ServiceEntry;
 use podswitch_dataplane::worker::WorkerCommand;
 
+use crate::services::ServiceCache;
 use crate::state::{
     ApiError, ApiState, ApplyDocument, Changed, Endpoint, Mirror, NodeAddressing, NodeRecord,
     Service, check_name, check_node_overlaps, check_service_conflicts, check_service_name, diff,
     route_key, validate_endpoints, validate_mirror, validate_node, validate_service,
 };
-use crate::services::ServiceCache;
 use crate::store::{Change, Store, TableId, changes};
 use crate::{ports, stats::Stats};
 
@@ -149,7 +149,12 @@ impl Control {
 
     /// Counters summed over workers.
     pub fn stats(&self) -> Stats {
-        Stats::collect(&self.snapshot(), &self.counters)
+        let mut stats = Stats::collect(&self.snapshot(), &self.counters);
+        stats.conntrack = self
+            .tables
+            .as_deref()
+            .map(crate::stats::ConntrackStats::read);
+        stats
     }
 
     /// Per-worker counters.

@@ -23,7 +23,9 @@ mod conntrack;
 mod render;
 mod service_port;
 
-pub use conntrack::{ConntrackFilterArgs, ConntrackProtocol, render_entry as render_conntrack_entry};
+pub use conntrack::{
+    ConntrackFilterArgs, ConntrackProtocol, render_entry as render_conntrack_entry,
+};
 pub use service_port::{ServicePortArg, ServicePortError};
 
 /// Exit status when the server refused the request or a local input was bad.

@@ -167,7 +167,12 @@ pub fn run(opts: &RunOptions) -> Result<()> {
             Err(_) => tracing::error!("worker panicked"),
         }
     }
-    write_stats(&stats_path(opts), &snapshots.load(), &counters);
+    write_stats(
+        &stats_path(opts),
+        &snapshots.load(),
+        &counters,
+        Some(&shared),
+    );
     runtime.shutdown_timeout(Duration::from_millis(200));
     let _ = std::fs::remove_file(&opts.api_socket);
     tracing::info!(
@@ -218,11 +223,11 @@ async fn serve(opts: &RunOptions, api: Arc<Api>, stop: &Arc<AtomicBool>) -> Resu
     };
     let stats_file = stats_path(opts);
     while !stop.load(Ordering::Relaxed) {
-        let (snapshot, counters) = {
+        let (snapshot, counters, tables) = {
             let c = api.control.lock().unwrap_or_else(|e| e.into_inner());
-            (c.snapshot(), c.worker_counters().to_vec())
+            (c.snapshot(), c.worker_counters().to_vec(), c.tables())
         };
-        write_stats(&stats_file, &snapshot, &counters);
+        write_stats(&stats_file, &snapshot, &counters, tables.as_deref());
         for _ in 0..50 {
             if stop.load(Ordering::Relaxed) {
                 break;
@@ -241,8 +246,11 @@ fn write_stats(
     path: &Path,
     snapshot: &Snapshot,
     counters: &[Arc<podswitch_dataplane::pipeline::WorkerCounters>],
+    tables: Option<&SharedTables>,
 ) {
-    if let Err(e) = Stats::collect(snapshot, counters).write(path) {
+    let mut stats = Stats::collect(snapshot, counters);
+    stats.conntrack = tables.map(crate::stats::ConntrackStats::read);
+    if let Err(e) = stats.write(path) {
         tracing::warn!(path = %path.display(), error = %e, "cannot write stats");
     }
 }

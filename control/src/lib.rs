@@ -5,8 +5,8 @@
 pub mod api;
 pub mod cli;
 pub mod client;
-pub mod control;
 pub mod conntrack_view;
+pub mod control;
 pub mod ctl;
 pub mod daemon;
 pub mod fake_api;
