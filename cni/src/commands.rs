@@ -56,6 +56,7 @@ pub fn add(env: &Env, config: &Config) -> Result<serde_json::Value, CniError> {
         "mac": mac,
         "ips": v4,
         "mtu": config.mtu,
+        "masquerade": config.ip_masq,
     });
     if let Err(error) = daemon.create_port(&port) {
         if is_unreachable(&error) {

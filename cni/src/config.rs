@@ -26,8 +26,8 @@ pub struct Config {
     pub socket: PathBuf,
     /// Pod MTU.
     pub mtu: u32,
-    /// Accepted and stored; masquerading is enforced by the services work.
-    pub ip_masq: bool,
+    /// Masquerade this pod's traffic leaving the cluster; `None`: the node's default.
+    pub ip_masq: Option<bool>,
     /// DNS for the result.
     pub dns: Dns,
     /// Extra routes for the result.
