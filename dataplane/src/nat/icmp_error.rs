@@ -176,10 +176,3 @@ fn rewrite_quoted(inner: &mut [u8], l4_at: usize, old: &ConnKey, new: &ConnKey) 
         }
     }
 }
-
-/// The outer addresses a translated error carries, for tests.
-#[cfg(test)]
-pub(crate) fn outer_addrs(ip: &[u8]) -> (core::net::Ipv4Addr, core::net::Ipv4Addr) {
-    let p = Ipv4Packet::new_unchecked(ip);
-    (p.src_addr(), p.dst_addr())
-}

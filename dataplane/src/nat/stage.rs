@@ -299,7 +299,12 @@ impl NatStage<'_> {
         if let Some(service) = service {
             return self.service_flow(frame, l3, p, service, iface, sum);
         }
-        if self.masquerades(frame.in_port, iface, &key) {
+        // A packet whose TTL runs out here gets its ICMP error untranslated.
+        let ttl = frame
+            .data()
+            .get(l3..)
+            .map_or(0, |ip| Ipv4Packet::new_unchecked(ip).ttl());
+        if ttl > 1 && self.masquerades(frame.in_port, iface, &key) {
             return self.masquerade_flow(frame, l3, p, sum);
         }
         NatAction::Continue

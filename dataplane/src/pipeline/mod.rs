@@ -160,6 +160,11 @@ impl Pipeline {
         &self.counters
     }
 
+    /// The tables shared with the other workers.
+    pub fn shared_tables(&self) -> &Arc<SharedTables> {
+        &self.shared
+    }
+
     /// Runs every received frame of `batch` through the stages and sets its
     /// verdict; appends generated frames. `now_ns` drives aging and timers:
     /// call with an empty batch now and then so timers run when idle.
