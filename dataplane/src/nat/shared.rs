@@ -437,6 +437,13 @@ mod tests {
     }
 
     #[test]
+    fn memory_per_entry_at_1m_is_at_most_128_bytes() {
+        let ct = SharedConntrack::new(1 << 20, Timeouts::default());
+        let per_entry = ct.memory_bytes() as f64 / ct.capacity() as f64;
+        assert!(per_entry <= 128.0, "{per_entry:.1} bytes/entry");
+    }
+
+    #[test]
     fn shards_scale_with_capacity() {
         assert_eq!(SharedConntrack::new(1, Timeouts::default()).shard_count(), 1);
         let big = SharedConntrack::new(1 << 20, Timeouts::default());
