@@ -36,6 +36,13 @@ fn established(c: &mut Criterion) {
             b.iter(|| black_box(nat::run(&mut e.pipeline, &mut batch, &e.replies, 2)))
         });
     }
+    // A smaller working set (fits in L2 with its index slots).
+    let mut e = nat::established(1, 1_000);
+    let mut batch = Batch::new(2048);
+    group.throughput(Throughput::Elements(1_000));
+    group.bench_function("established_dnat_1k_flows/1", |b| {
+        b.iter(|| black_box(nat::run(&mut e.pipeline, &mut batch, &e.originals, 2)))
+    });
     group.finish();
 }
 

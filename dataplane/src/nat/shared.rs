@@ -254,6 +254,30 @@ impl SharedConntrack {
         self.with_shard(second, |t| probe(second, t))
     }
 
+    /// As [`with_entry`](Self::with_entry), probing only the shard of the
+    /// key's destination: where the reply of a DNAT flow (endpoint →
+    /// client) is found, the only kind switched at L2.
+    #[inline]
+    pub fn with_entry_at_dst<R>(
+        &self,
+        key: &ConnKey,
+        now_ns: u64,
+        f: impl FnOnce(&mut ConntrackTable, Found) -> R,
+    ) -> Option<R> {
+        let shard = self.shard_of(key.dst_addr, key.dst_port, key.protocol);
+        self.with_shard(shard, |table| {
+            let (id, direction) = table.lookup(key, now_ns)?;
+            Some(f(
+                table,
+                Found {
+                    shard,
+                    id,
+                    direction,
+                },
+            ))
+        })
+    }
+
     /// Collects expired entries of one shard (round robin over calls), at
     /// most `budget` slots; skips the shard if another thread holds it.
     pub fn expire_step(&self, now_ns: u64, budget: usize) -> usize {

@@ -10,7 +10,7 @@ use super::icmp_error::{self, IcmpErrorOutcome};
 use super::masquerade::{AllocError, insert_with_port};
 use super::reject;
 use super::rewrite::{ICMP_IDENT_AT, L4Sum, SCTP, read_u16, rewrite_packet};
-use super::shared::SharedConntrack;
+use super::shared::{Found, SharedConntrack};
 use crate::config::Snapshot;
 use crate::conntrack::{
     ConnKey, ConntrackTable, Direction, Entry, EntryId, Nat, TcpReject, TcpSegment,
@@ -225,7 +225,7 @@ impl NatStage<'_> {
     /// Looks the packet up; on a hit tracks it and rewrites it.
     fn established(&self, ip: &mut [u8], p: &Parsed, sum: L4Sum, reply_only: bool) -> Established {
         let (now, mark) = (self.now, self.mark());
-        let hit = self.conntrack.with_entry(&p.key, now, |table, found| {
+        let track = |table: &mut ConntrackTable, found: Found| {
             let (id, dir) = (found.id, found.direction);
             let entry = table.get(id)?;
             if reply_only && dir != Direction::Reply {
@@ -250,7 +250,12 @@ impl NatStage<'_> {
                 Ok(_) | Err(TcpReject::Ignored) => Hit::Rewrite(dir, src, dst),
                 Err(_) => Hit::Invalid,
             })
-        });
+        };
+        let hit = if reply_only {
+            self.conntrack.with_entry_at_dst(&p.key, now, track)
+        } else {
+            self.conntrack.with_entry(&p.key, now, track)
+        };
         match hit.flatten() {
             None | Some(Hit::OtherDirection) => Established::Miss,
             Some(Hit::Rewrite(dir, src, dst)) => {

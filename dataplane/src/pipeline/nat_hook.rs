@@ -6,8 +6,9 @@ use crate::nat::{NatAction, NatStage};
 use crate::wire::{EthernetFrame, Ipv4Packet};
 use crate::wire::icmpv4;
 
-/// Conntrack slots expiry visits per batch with traffic, and when idle.
-const EXPIRE_BUDGET: usize = 64;
+/// Conntrack slots expiry visits per batch with traffic, and when idle:
+/// at 1 Mpps (31k batches/s) a 1M table is swept in about 4 s.
+const EXPIRE_BUDGET: usize = 8;
 const EXPIRE_BUDGET_IDLE: usize = 4096;
 
 /// What routing does after the NAT stage.
