@@ -2,6 +2,9 @@
 //! criterion benches (`benches/pipeline.rs`) and the instruction-count
 //! runner (`src/bin/instr.rs`), so both measure exactly the same work.
 
+#[path = "src/nat.rs"]
+pub mod nat;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 

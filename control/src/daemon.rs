@@ -114,8 +114,9 @@ pub fn run(opts: &RunOptions) -> Result<()> {
         tracing::info!("{note}");
     }
     let snapshots = control.snapshots();
-    let shared = Arc::new(SharedTables::default());
-    let epoch = Instant::now();
+    let shared = Arc::new(SharedTables::for_snapshot(&snapshot));
+    // Workers' time is the NAT clock, so the API can show conntrack timeouts.
+    let epoch = podswitch_dataplane::nat::clock_origin();
     let (mut counters, mut senders, mut handles) = (Vec::new(), Vec::new(), Vec::new());
     for (id, queues) in queues.into_iter().enumerate() {
         let (tx, rx) = std::sync::mpsc::channel();

@@ -4,11 +4,14 @@
 //! timers. Building it is the complete validation of a configuration.
 
 use core::net::Ipv4Addr;
+use std::sync::Arc;
 
 use super::{BridgeSection, ConfigError, Ipv4Cidr, NodeConfig, PortKind, invalid};
 use crate::pipeline::MAX_HOLD_PER_NEIGHBOUR;
 use crate::pipeline::routes::{Route, RouteTable};
 use crate::pipeline::{L3If, PortId};
+use crate::nat::NatSettings;
+use crate::services::ServiceTable;
 use crate::wire::MacAddr;
 
 /// A port as the pipeline sees it.
@@ -38,6 +41,8 @@ pub struct PortSpec {
     pub offload: bool,
     /// AF_PACKET: receive through the mmap ring.
     pub rx_ring: bool,
+    /// Masquerade override (`None`: the node's `nat.masquerade`).
+    pub masquerade: Option<bool>,
 }
 
 impl PortSpec {
@@ -100,6 +105,12 @@ pub struct Snapshot {
     pub routes: RouteTable,
     /// Timers and limits.
     pub tuning: Tuning,
+    // --- services / NAT (issue 6) ---
+    /// Services: ClusterIP and NodePort → endpoints.
+    pub services: Arc<ServiceTable>,
+    /// Masquerade, cluster CIDRs, port ranges, conntrack sizing.
+    pub nat: NatSettings,
+    // --- end services / NAT ---
 }
 
 impl Snapshot {
@@ -192,6 +203,11 @@ impl Snapshot {
             icmp_errors_per_sec: config.icmp.errors_per_sec,
             icmp_burst: config.icmp.burst,
         };
+        let nat = NatSettings::build(&config.nat, &config.conntrack, gateway.address)?;
+        let services = Arc::new(crate::nat::build_services(
+            &config.services,
+            nat.node_port_range,
+        )?);
         Ok(Snapshot {
             generation,
             node_name: config.node.name.clone(),
@@ -202,7 +218,16 @@ impl Snapshot {
             uplink,
             routes,
             tuning,
+            services,
+            nat,
         })
+    }
+
+    /// The same snapshot with another service table (the control plane
+    /// builds and caches its own from API state).
+    pub fn with_services(mut self, services: Arc<ServiceTable>) -> Snapshot {
+        self.services = services;
+        self
     }
 
     /// The port with this id.
@@ -335,6 +360,7 @@ fn build_ports(config: &NodeConfig) -> Result<Vec<PortSpec>, ConfigError> {
             mtu,
             offload: p.offload.unwrap_or(true),
             rx_ring: p.rx_ring.unwrap_or(false),
+            masquerade: p.masquerade,
         });
     }
     Ok(ports)

@@ -119,6 +119,18 @@ named_enum! {
         TxOffloadError => "tx_offload_error",
         /// The input device gave a frame with an unusable vnet header.
         RxVnetHeader => "rx_vnet_header",
+        // --- services / NAT (issue 6) ---
+        /// New connection to a service without a ready endpoint (answered with a TCP RST or ICMP port unreachable).
+        ServiceNoEndpoints => "service_no_endpoints",
+        /// No free port for masquerade or hairpin SNAT.
+        NatPortExhausted => "nat_port_exhausted",
+        /// TCP segment invalid or out of window for its tracked connection (not NATed, like Linux's INVALID).
+        ConntrackInvalid => "conntrack_invalid",
+        /// The connection could not be tracked (table refused the insert).
+        ConntrackFull => "conntrack_full",
+        /// TCP segment of a connection whose endpoint left the service (a RST is sent to the client).
+        ServiceEndpointRemoved => "service_endpoint_removed",
+        // --- end services / NAT ---
     }
 }
 
@@ -157,6 +169,24 @@ named_enum! {
         GsoSegmented => "gso_segmented",
         /// A partial checksum was completed in software for a port without offloads.
         ChecksumCompleted => "checksum_completed",
+        // --- services / NAT (issue 6) ---
+        /// A new connection to a ClusterIP or NodePort was DNATed to an endpoint.
+        Dnat => "dnat",
+        /// A new connection was masqueraded to the uplink address.
+        SnatMasquerade => "snat_masquerade",
+        /// A pod reached a service that landed on itself: SNAT to the gateway.
+        SnatHairpin => "snat_hairpin",
+        /// A reply packet was translated back.
+        ReverseNat => "reverse_nat",
+        /// An ICMP error about a tracked flow was translated (outer and quoted headers).
+        IcmpErrorUnnat => "icmp_error_unnat",
+        /// A flow pinned to an endpoint that left its service was re-resolved or closed.
+        FlowReresolved => "flow_reresolved",
+        /// A conntrack entry was evicted to make room.
+        ConntrackEvicted => "conntrack_evicted",
+        /// A connection to a service without endpoints was refused (RST or ICMP sent).
+        ServiceRejected => "service_rejected",
+        // --- end services / NAT ---
     }
 }
 

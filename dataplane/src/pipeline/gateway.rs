@@ -176,6 +176,24 @@ impl Pipeline {
         dropped: DropReason,
         now: u64,
     ) -> Verdict {
+        let Some(l3) = self.snapshot.l3_interface(iface).copied() else {
+            self.counters.count_drop(dropped);
+            return Verdict::Consumed;
+        };
+        self.icmp_error_from(frame, iface, l3.address.addr, kind, dropped, now)
+    }
+
+    /// As [`icmp_error`](Self::icmp_error), sent from `src_ip` (e.g. the
+    /// ClusterIP a refused connection was sent to).
+    pub(super) fn icmp_error_from(
+        &mut self,
+        frame: &mut Frame,
+        iface: L3If,
+        src_ip: Ipv4Addr,
+        kind: (u8, u8),
+        dropped: DropReason,
+        now: u64,
+    ) -> Verdict {
         self.counters.count_drop(dropped);
         let Some(l3) = self.snapshot.l3_interface(iface).copied() else {
             return Verdict::Consumed;
@@ -187,7 +205,7 @@ impl Pipeline {
             self.counters.count_drop(DropReason::IcmpRateLimited);
             return Verdict::Consumed;
         }
-        if build_icmp_error(frame, l3.address.addr, l3.mac, kind).is_none() {
+        if build_icmp_error(frame, src_ip, l3.mac, kind).is_none() {
             return Verdict::Consumed;
         }
         self.counters.event(Event::IcmpErrorSent);

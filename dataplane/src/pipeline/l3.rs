@@ -10,6 +10,7 @@
 
 use core::net::Ipv4Addr;
 
+use super::nat_hook::AfterNat;
 use super::neighbour::Lookup;
 use super::{Batch, DropReason, Event, Frame, L3If, Pipeline, Verdict};
 use crate::wire::icmpv4;
@@ -45,6 +46,11 @@ impl Pipeline {
         if martian(src) || martian(dst) {
             return Verdict::Drop(DropReason::Ipv4BadAddress);
         }
+        let dst = match self.nat_routed(batch, i, l3_offset, iface, now) {
+            AfterNat::Route(dst) => dst,
+            AfterNat::Verdict(v) => return v,
+        };
+        let frame = batch.frame_mut(i);
         if self.snapshot.is_local_ip(dst) {
             return self.local_input(frame, iface);
         }

@@ -21,6 +21,7 @@ mod frame;
 mod gateway;
 mod l2;
 mod l3;
+mod nat_hook;
 mod neighbour;
 
 pub mod counters;
@@ -71,14 +72,36 @@ pub enum Verdict {
     Held,
 }
 
-/// The tables every worker of a node shares: written rarely (a MAC or a
-/// neighbour appears or moves), read through per-worker copies.
+/// The tables every worker of a node shares: MACs and neighbours are
+/// written rarely and read through per-worker copies; connection tracking
+/// is sharded and locked per packet (see [`crate::nat`]).
 #[derive(Debug, Default)]
 pub struct SharedTables {
     /// Learned MACs.
     pub macs: SharedMacTable,
     /// Resolved neighbours.
     pub neighbours: SharedNeighbourTable,
+    // --- services / NAT (issue 6) ---
+    /// Connection tracking (services, masquerade).
+    pub conntrack: crate::nat::SharedConntrack,
+    /// Session affinity (ClientIP).
+    pub affinity: crate::nat::AffinityTable,
+    // --- end services / NAT ---
+}
+
+impl SharedTables {
+    /// Shared tables with a conntrack of `capacity` entries and `timeouts`.
+    pub fn new(capacity: usize, timeouts: crate::conntrack::Timeouts) -> SharedTables {
+        SharedTables {
+            conntrack: crate::nat::SharedConntrack::new(capacity, timeouts),
+            ..SharedTables::default()
+        }
+    }
+
+    /// Shared tables sized by a snapshot's `[conntrack]` settings.
+    pub fn for_snapshot(snapshot: &Snapshot) -> SharedTables {
+        SharedTables::new(snapshot.nat.conntrack_capacity, snapshot.nat.timeouts)
+    }
 }
 
 /// One worker's pipeline.
@@ -137,6 +160,11 @@ impl Pipeline {
         &self.counters
     }
 
+    /// The tables shared with the other workers.
+    pub fn shared_tables(&self) -> &Arc<SharedTables> {
+        &self.shared
+    }
+
     /// Runs every received frame of `batch` through the stages and sets its
     /// verdict; appends generated frames. `now_ns` drives aging and timers:
     /// call with an empty batch now and then so timers run when idle.
@@ -156,6 +184,7 @@ impl Pipeline {
             }
             batch.set_verdict(i, verdict);
         }
+        self.nat_expire(batch.rx_len(), now_ns);
         self.service_hold_queue(batch, now_ns);
     }
 
@@ -211,6 +240,11 @@ impl Pipeline {
             }
             self.counters.event(Event::MulticastFlooded);
             return Verdict::Flood;
+        }
+        if l2.ethertype == EtherType::IPV4
+            && let Some(v) = self.nat_bridged(batch, i, l2.l3_offset, now)
+        {
+            return v;
         }
         l2::unicast_verdict(&self.macs, &self.counters, l2.dst, in_port)
     }

@@ -261,6 +261,19 @@ impl ServiceEntry {
         self.affinity
     }
 
+    /// Whether new flows may go to `backend` (ready, not terminating).
+    #[inline]
+    pub fn is_selectable(&self, backend: Backend) -> bool {
+        self.selectable.binary_search(&backend).is_ok()
+    }
+
+    /// The service port's identity packed into one integer (ClusterIP,
+    /// port, protocol), e.g. to key per-service state such as affinity.
+    #[inline]
+    pub fn key(&self) -> u64 {
+        cluster_key(self.protocol, self.vip, self.port)
+    }
+
     /// The backends new flows may go to, in identity order.
     pub fn selectable_backends(&self) -> &[Backend] {
         &self.selectable
@@ -299,6 +312,8 @@ pub struct ServiceTable {
     entries: Vec<ServiceEntry>,
     cluster: FastMap<u64, u32>,
     node_ports: FastMap<u32, u32>,
+    /// ClusterIP → whether any of its service ports has a ready backend.
+    vips: FastMap<u32, bool>,
 }
 
 impl ServiceTable {
@@ -348,10 +363,15 @@ impl ServiceTable {
                 node_ports.insert(key, index);
             }
         }
+        let mut vips = FastMap::with_hasher(hasher());
+        for e in &entries {
+            *vips.entry(u32::from(e.vip)).or_insert(false) |= !e.has_no_ready_backend();
+        }
         Ok(ServiceTable {
             entries,
             cluster,
             node_ports,
+            vips,
         })
     }
 
@@ -373,6 +393,13 @@ impl ServiceTable {
     pub fn lookup_node_port(&self, protocol: Protocol, dst_port: u16) -> Option<&ServiceEntry> {
         let &i = self.node_ports.get(&node_port_key(protocol, dst_port))?;
         self.entries.get(i as usize)
+    }
+
+    /// `Some(ready)` when `ip` is a ClusterIP: `ready` tells whether any
+    /// service port on it has a ready backend (ICMP echo is answered then).
+    #[inline]
+    pub fn cluster_ip_ready(&self, ip: Ipv4Addr) -> Option<bool> {
+        self.vips.get(&u32::from(ip)).copied()
     }
 
     /// All entries, in configuration order.
@@ -414,6 +441,7 @@ impl ServiceTable {
                 self.node_ports.capacity(),
                 core::mem::size_of::<(u32, u32)>(),
             )
+            + map(self.vips.capacity(), core::mem::size_of::<(u32, bool)>())
     }
 }
 
