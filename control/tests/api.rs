@@ -632,7 +632,10 @@ async fn conntrack_lists_filters_and_flushes() {
         let (proto, key) = if i % 2 == 0 {
             (IpProtocol::UDP, ConnKey::udp((client, 40000 + i), vip))
         } else {
-            (IpProtocol::TCP, ConnKey::tcp((client, 40000 + i), (vip.0, 80)))
+            (
+                IpProtocol::TCP,
+                ConnKey::tcp((client, 40000 + i), (vip.0, 80)),
+            )
         };
         let endpoint = (Ipv4Addr::new(10, 244, 1, 5 + (i % 3) as u8), 8053);
         let shard = ct.shard_of(client, 40000 + i, proto);
@@ -640,8 +643,18 @@ async fn conntrack_lists_filters_and_flushes() {
             .unwrap();
     }
     let (s, v) = call(&app, "GET", "/v1/conntrack", None).await;
-    assert_eq!((s, v["count"].as_u64(), v["total"].as_u64()), (200, Some(10), Some(10)), "{v}");
-    let (_, v) = call(&app, "GET", "/v1/conntrack?proto=udp&reply_src=10.244.1.5", None).await;
+    assert_eq!(
+        (s, v["count"].as_u64(), v["total"].as_u64()),
+        (200, Some(10), Some(10)),
+        "{v}"
+    );
+    let (_, v) = call(
+        &app,
+        "GET",
+        "/v1/conntrack?proto=udp&reply_src=10.244.1.5",
+        None,
+    )
+    .await;
     let entries = v["entries"].as_array().unwrap();
     // UDP flows are i = 0, 2, 4, 6, 8; endpoint .5 takes i % 3 == 0: 0 and 6.
     assert_eq!(entries.len(), 2, "{v}");
@@ -650,10 +663,21 @@ async fn conntrack_lists_filters_and_flushes() {
     assert_eq!(entries[0]["nat"]["dnat"], "10.244.1.5:8053");
     let (_, v) = call(&app, "GET", "/v1/conntrack?limit=3", None).await;
     assert_eq!(v["count"], 3);
-    for bad in ["proto=gre", "src=1.2.3", "dport=99999", "state=OPEN", "colour=red"] {
+    for bad in [
+        "proto=gre",
+        "src=1.2.3",
+        "dport=99999",
+        "state=OPEN",
+        "colour=red",
+    ] {
         let (s, v) = call(&app, "GET", &format!("/v1/conntrack?{bad}"), None).await;
         assert_eq!(s, 400, "{bad}: {v}");
-        assert!(v["error"].as_str().unwrap().contains(bad.split('=').next().unwrap()));
+        assert!(
+            v["error"]
+                .as_str()
+                .unwrap()
+                .contains(bad.split('=').next().unwrap())
+        );
     }
     let (s, v) = call(&app, "DELETE", "/v1/conntrack?proto=tcp", None).await;
     assert_eq!((s, v["flushed"].as_u64()), (200, Some(5)));
@@ -662,5 +686,8 @@ async fn conntrack_lists_filters_and_flushes() {
     let (_, v) = call(&app, "GET", "/metrics", None).await;
     let text = v.as_str().unwrap();
     assert!(text.contains("podswitch_conntrack_entries 5"), "{text}");
-    assert!(text.contains("podswitch_conntrack_total{op=\"inserted\"} 10"), "{text}");
+    assert!(
+        text.contains("podswitch_conntrack_total{op=\"inserted\"} 10"),
+        "{text}"
+    );
 }
