@@ -404,9 +404,19 @@ impl Control {
         mutate(&mut self.state);
         // Conflicts were refused before the store was touched; a failure
         // here would be a bug, and keeps the old table running.
+        let changed: Vec<&str> = keys
+            .iter()
+            .filter_map(|k| match k {
+                Change::Put(TableId::Services | TableId::Endpoints, name, _)
+                | Change::Delete(TableId::Services | TableId::Endpoints, name) => {
+                    Some(name.as_str())
+                }
+                _ => None,
+            })
+            .collect();
         let table = self
             .services
-            .table(&self.state, &self.static_services)
+            .table_after(&self.state, &self.static_services, &changed)
             .map_err(|e| ApiError::internal(format!("service table: {}", e.message)))?;
         let mut snapshot = (*self.snapshot()).clone().with_services(Arc::new(table));
         snapshot.generation += 1;

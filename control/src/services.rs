@@ -75,25 +75,58 @@ pub struct ServiceCache {
 impl ServiceCache {
     /// The service table for `state`'s services and endpoints, followed by
     /// `static_entries` (services from the node's config file). Reuses the
-    /// entries of services that did not change and forgets deleted ones.
+    /// entries of services whose definition and endpoints compare equal to
+    /// the last build, and forgets deleted ones.
     pub fn table(
         &mut self,
         state: &ApiState,
         static_entries: &[ServiceEntry],
     ) -> Result<ServiceTable, ApiError> {
-        self.built
-            .retain(|name, _| state.services.contains_key(name));
-        let mut entries = Vec::with_capacity(state.services.len() + static_entries.len());
+        self.build(state, static_entries, None)
+    }
+
+    /// As [`ServiceCache::table`] when only the services named in `changed`
+    /// can differ from the last build (the caller knows which keys it
+    /// stored): the others are reused without comparing them, which is
+    /// most of the cost next to thousands of services.
+    pub fn table_after(
+        &mut self,
+        state: &ApiState,
+        static_entries: &[ServiceEntry],
+        changed: &[&str],
+    ) -> Result<ServiceTable, ApiError> {
+        for name in changed {
+            if !state.services.contains_key(*name) {
+                self.built.remove(*name);
+            }
+        }
+        self.build(state, static_entries, Some(changed))
+    }
+
+    fn build(
+        &mut self,
+        state: &ApiState,
+        static_entries: &[ServiceEntry],
+        changed: Option<&[&str]>,
+    ) -> Result<ServiceTable, ApiError> {
+        if changed.is_none() {
+            self.built
+                .retain(|name, _| state.services.contains_key(name));
+        }
+        let mut entries = Vec::with_capacity(2 * state.services.len() + static_entries.len());
         for (name, service) in &state.services {
             let endpoints = state
                 .endpoints
                 .get(name)
                 .map(Vec::as_slice)
                 .unwrap_or_default();
-            let fresh = self
-                .built
-                .get(name)
-                .is_some_and(|b| b.service == *service && b.endpoints == endpoints);
+            let fresh = match changed {
+                Some(changed) => self.built.contains_key(name) && !changed.contains(&name.as_str()),
+                None => self
+                    .built
+                    .get(name)
+                    .is_some_and(|b| b.service == *service && b.endpoints == endpoints),
+            };
             if !fresh {
                 let previous = self.built.get(name).map(|b| b.entries.as_slice());
                 let entries = service_specs(service, endpoints)
@@ -257,6 +290,35 @@ mod tests {
                 .map(|t| size(&t))
                 .unwrap()
         );
+    }
+
+    #[test]
+    fn table_after_rebuilds_the_named_services_only() {
+        let mut state = ApiState::default();
+        for i in 0..5u8 {
+            let s = service(
+                &format!("default/s{i}"),
+                [10, 96, 1, i],
+                &[("TCP", 80, None)],
+            );
+            state
+                .endpoints
+                .insert(s.name.clone(), vec![endpoint(i + 2, true, false)]);
+            state.services.insert(s.name.clone(), s);
+        }
+        let mut cache = ServiceCache::default();
+        cache.table(&state, &[]).unwrap();
+        state.endpoints.insert("default/s1".into(), vec![]);
+        state.services.remove("default/s2");
+        let t = cache
+            .table_after(&state, &[], &["default/s1", "default/s2"])
+            .unwrap();
+        assert_eq!(t.len(), 4);
+        let s1 = t
+            .lookup_cluster(Protocol::Tcp, Ipv4Addr::new(10, 96, 1, 1), 80)
+            .unwrap();
+        assert!(s1.has_no_ready_backend());
+        assert!(!cache.built.contains_key("default/s2"));
     }
 
     #[test]
