@@ -192,6 +192,12 @@ pub struct PortAddArgs {
     /// AF_PACKET only: receive through the TPACKET_V3 ring instead of recvmmsg.
     #[arg(long)]
     pub rx_ring: bool,
+    /// Masquerade this pod's traffic leaving the cluster (default: the node's `[nat] masquerade`).
+    #[arg(long, conflicts_with = "no_masquerade")]
+    pub masquerade: bool,
+    /// Never masquerade this pod's traffic.
+    #[arg(long)]
+    pub no_masquerade: bool,
 }
 
 /// `port add --kind`.

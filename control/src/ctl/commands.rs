@@ -276,6 +276,8 @@ struct NewPort<'a> {
     offload: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     rx_ring: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    masquerade: Option<bool>,
 }
 
 impl<'a> From<&'a PortAddArgs> for NewPort<'a> {
@@ -294,6 +296,11 @@ impl<'a> From<&'a PortAddArgs> for NewPort<'a> {
             mtu: args.mtu,
             offload: args.no_offload.then_some(false),
             rx_ring: args.rx_ring.then_some(true),
+            masquerade: match (args.masquerade, args.no_masquerade) {
+                (true, _) => Some(true),
+                (_, true) => Some(false),
+                _ => None,
+            },
         }
     }
 }
