@@ -138,6 +138,7 @@ pub fn run(opts: &RunOptions) -> Result<()> {
         handles.push(handle);
     }
     control.attach_workers(senders, counters.clone(), fanout_base);
+    control.attach_mirrors(Arc::clone(&shared.mirrors));
     tracing::info!(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "forwarding"
@@ -229,6 +230,11 @@ async fn serve(opts: &RunOptions, api: Arc<Api>, stop: &Arc<AtomicBool>) -> Resu
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+    // Running captures end (graceful shutdown waits for their streams).
+    api.control
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .close_mirrors();
     let _ = api_task.await;
     if let Some(t) = metrics_task {
         let _ = t.await;

@@ -10,6 +10,7 @@ pub mod ctl;
 pub mod daemon;
 pub mod fake_api;
 pub mod metrics;
+pub mod mirror;
 pub mod ports;
 pub mod state;
 pub mod stats;
