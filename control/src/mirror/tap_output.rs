@@ -124,33 +124,38 @@ fn quiet_kernel(iface: &str) -> Result<(), String> {
     tc_ingress_drop(iface);
     let mut nl = Rtnetlink::open().map_err(|e| chain(&e))?;
     let index = nl.link_index(iface).map_err(|e| chain(&e))?;
-    // Copies of GSO super-frames are longer than a usual MTU.
-    nl.link_set_mtu(index, 65_535).map_err(|e| chain(&e))?;
+    // Copies of GSO super-frames are longer than a usual MTU (the TAP maximum is 65535 - 14).
+    nl.link_set_mtu(index, 65_521).map_err(|e| chain(&e))?;
     nl.link_set_up_noarp(index).map_err(|e| chain(&e))
 }
 
-/// `tc qdisc add dev IF clsact; tc filter add dev IF ingress matchall action drop`.
-/// Without tc (iproute2) the other measures still keep IP away from unicast
-/// copies; the failure is logged.
+/// `tc qdisc add dev IF clsact`, then an ingress filter that drops every
+/// frame: a one-instruction classic BPF program in direct-action mode
+/// (`ret #TC_ACT_SHOT`; cls_bpf is common where the matchall classifier or
+/// the gact action are not built), or else `matchall action drop`. Without
+/// tc (iproute2) the other measures still keep IP away from unicast copies;
+/// the failure is logged.
 fn tc_ingress_drop(iface: &str) {
-    let steps: [&[&str]; 2] = [
-        &["qdisc", "add", "dev", iface, "clsact"],
-        &[
-            "filter", "add", "dev", iface, "ingress", "matchall", "action", "drop",
-        ],
-    ];
-    for args in steps {
+    let tc = |args: &[&str]| -> Result<(), String> {
         match std::process::Command::new("tc").args(args).output() {
-            Ok(out) if out.status.success() => {}
-            Ok(out) => {
-                tracing::warn!(iface, step = args.join(" "), error = %String::from_utf8_lossy(&out.stderr).trim(), "tc ingress drop on the mirror interface failed");
-                return;
-            }
-            Err(e) => {
-                tracing::warn!(iface, error = %e, "cannot run tc for the mirror interface's ingress drop");
-                return;
-            }
+            Ok(out) if out.status.success() => Ok(()),
+            Ok(out) => Err(String::from_utf8_lossy(&out.stderr).trim().to_string()),
+            Err(e) => Err(format!("cannot run tc: {e}")),
         }
+    };
+    let result = tc(&["qdisc", "add", "dev", iface, "clsact"]).and_then(|()| {
+        tc(&[
+            "filter", "add", "dev", iface, "ingress", "bpf", "da", "bytecode", "1,6 0 0 2",
+        ])
+        .or_else(|first| {
+            tc(&[
+                "filter", "add", "dev", iface, "ingress", "matchall", "action", "drop",
+            ])
+            .map_err(|second| format!("{first}; {second}"))
+        })
+    });
+    if let Err(error) = result {
+        tracing::warn!(iface, %error, "tc ingress drop on the mirror interface failed");
     }
 }
 
