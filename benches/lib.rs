@@ -46,6 +46,7 @@ pub struct Scenario {
     pub frames: Vec<(PortId, Vec<u8>)>,
     batch: Batch,
     now: u64,
+    shared: Arc<SharedTables>,
 }
 
 const POD_A_MAC: MacAddr = MacAddr([2, 0, 0x0a, 0xf4, 1, 2]);
@@ -79,7 +80,8 @@ pub fn pod_frames(name: &str) -> Vec<(PortId, Vec<u8>)> {
 impl Scenario {
     /// Builds a scenario from frames, priming MAC learning and ARP.
     pub fn new(frames: Vec<(PortId, Vec<u8>)>) -> Scenario {
-        let mut pipeline = Pipeline::new(snapshot(), Arc::new(SharedTables::default()), 2048);
+        let shared = Arc::new(SharedTables::default());
+        let mut pipeline = Pipeline::new(snapshot(), Arc::clone(&shared), 2048);
         let mut batch = Batch::new(2048);
         // Teach the switch where both pods are and who the uplink router is.
         let primers = [
@@ -109,12 +111,24 @@ impl Scenario {
             frames,
             batch,
             now: 1,
+            shared,
         }
+    }
+
+    /// The tables the pipeline shares (mirror sessions are registered there).
+    pub fn shared(&self) -> &Arc<SharedTables> {
+        &self.shared
     }
 
     /// Feeds every frame once, in batches of [`BATCH_SIZE`]; returns how
     /// many were forwarded (so the work cannot be optimised away).
     pub fn run_once(&mut self) -> usize {
+        self.run_once_then(|| {})
+    }
+
+    /// As [`Scenario::run_once`], calling `after_batch` after each batch
+    /// (e.g. a mirror consumer giving its buffers back).
+    pub fn run_once_then(&mut self, mut after_batch: impl FnMut()) -> usize {
         let mut forwarded = 0;
         for chunk in self.frames.chunks(BATCH_SIZE) {
             self.batch.clear();
@@ -127,6 +141,7 @@ impl Scenario {
                 .iter()
                 .filter(|(_, v)| matches!(v, Verdict::Forward(_) | Verdict::Flood))
                 .count();
+            after_batch();
         }
         self.now += 1000;
         forwarded

@@ -629,9 +629,7 @@ fn stream_response(
         return Ok(0);
     }
     // The body runs as long as the capture: no read timeout from here on.
-    stream
-        .set_read_timeout(None)
-        .map_err(|e| reader.io(e))?;
+    stream.set_read_timeout(None).map_err(|e| reader.io(e))?;
     let chunked = head
         .header("transfer-encoding")
         .is_some_and(|te| te.to_ascii_lowercase().contains("chunked"));

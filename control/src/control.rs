@@ -21,12 +21,12 @@ use podswitch_dataplane::config::{NodeConfig, PortSection, RouteSection, Snapsho
 use podswitch_dataplane::pipeline::WorkerCounters;
 use podswitch_dataplane::worker::WorkerCommand;
 
+use crate::mirror::{MirrorRuntime, Selection, capture};
 use crate::state::{
     ApiError, ApiState, ApplyDocument, Changed, Endpoint, Mirror, NodeAddressing, NodeRecord,
     Service, check_name, check_node_overlaps, check_service_conflicts, check_service_name, diff,
     route_key, validate_endpoints, validate_mirror, validate_node, validate_service,
 };
-use crate::mirror::{MirrorRuntime, Selection, capture};
 use crate::store::{Change, Store, TableId, changes};
 use crate::{ports, stats::Stats};
 

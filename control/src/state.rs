@@ -541,7 +541,8 @@ pub fn validate_mirror(field: &str, m: &Mirror, ports: &BTreeSet<String>) -> Res
             "required: the mirror interface to create (for a transient capture use POST /v1/capture)",
         ));
     }
-    if m.iface.len() > 15 || m.iface.contains(['/', ' ', ':']) || m.iface == "." || m.iface == ".." {
+    if m.iface.len() > 15 || m.iface.contains(['/', ' ', ':']) || m.iface == "." || m.iface == ".."
+    {
         return Err(ApiError::invalid(
             format!("{field}.iface"),
             &m.iface,

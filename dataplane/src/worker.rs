@@ -243,6 +243,7 @@ impl Worker {
         };
         let Some(Some(queue)) = self.queues.get_mut(usize::from(port.0)) else {
             counters.count_drop(DropReason::TxError);
+            mirror_sent(&self.pipeline, port, frame.in_port, frame.data(), false);
             return;
         };
         self.dirty[usize::from(port.0)] = true;
@@ -277,7 +278,13 @@ impl Worker {
             Ok(()) => counters.tx(port, frame.len()),
             Err(_) => counters.count_drop(DropReason::TxError),
         }
-        mirror_sent(&self.pipeline, port, frame.in_port, frame.data(), sent.is_ok());
+        mirror_sent(
+            &self.pipeline,
+            port,
+            frame.in_port,
+            frame.data(),
+            sent.is_ok(),
+        );
     }
 
     fn flush(&mut self) {

@@ -88,7 +88,12 @@ fn mirror_iface() -> String {
 }
 
 /// An Ethernet/IPv4/UDP (or TCP) frame with `len` bytes of payload.
-fn frame(src: ([u8; 6], [u8; 4]), dst: ([u8; 6], [u8; 4]), tcp_port: Option<u16>, len: usize) -> Vec<u8> {
+fn frame(
+    src: ([u8; 6], [u8; 4]),
+    dst: ([u8; 6], [u8; 4]),
+    tcp_port: Option<u16>,
+    len: usize,
+) -> Vec<u8> {
     let builder = etherparse::PacketBuilder::ethernet2(src.0, dst.0).ipv4(src.1, dst.1, 64);
     let payload: Vec<u8> = (0..len).map(|i| (i * 7 + len) as u8).collect();
     let mut out = Vec::new();
@@ -97,7 +102,7 @@ fn frame(src: ([u8; 6], [u8; 4]), dst: ([u8; 6], [u8; 4]), tcp_port: Option<u16>
             .tcp(40000, port, 1, 1000)
             .write(&mut out, &payload)
             .unwrap(),
-        None => builder.udp(40000, 9999, ).write(&mut out, &payload).unwrap(),
+        None => builder.udp(40000, 9999).write(&mut out, &payload).unwrap(),
     }
     out
 }
@@ -331,7 +336,10 @@ fn mirror_interface_tcpdump_and_tshark_see_exactly_the_frames_and_the_kernel_ign
         listed["mirrors"][0]["counters"]["bytes"],
         expected_bytes as u64
     );
-    assert_eq!(listed["mirrors"][0]["counters"]["write_errors"], 0, "{listed}");
+    assert_eq!(
+        listed["mirrors"][0]["counters"]["write_errors"], 0,
+        "{listed}"
+    );
     // Let the tools' capture buffers time out and be written.
     std::thread::sleep(Duration::from_millis(1500));
     let by_tcpdump = sorted(tcpdump.finish());
@@ -351,7 +359,10 @@ fn mirror_interface_tcpdump_and_tshark_see_exactly_the_frames_and_the_kernel_ign
 
     // Shown in the table and in the metrics.
     let table = t.daemon.ctl_ok(&["mirror", "list"]);
-    assert!(table.contains("FRAMES") && table.contains(&iface), "{table}");
+    assert!(
+        table.contains("FRAMES") && table.contains(&iface),
+        "{table}"
+    );
     let metrics = t.daemon.ctl_ok(&["metrics"]);
     assert!(
         metrics.contains(&format!(
@@ -365,7 +376,9 @@ fn mirror_interface_tcpdump_and_tshark_see_exactly_the_frames_and_the_kernel_ign
     let (run_dir, config) = (t.daemon.run_dir.clone(), t.daemon.config.clone());
     t.daemon.stop();
     assert!(
-        wait_for(Duration::from_secs(5), || (!link_exists(&t.node, &iface)).then_some(())).is_some(),
+        wait_for(Duration::from_secs(5), || (!link_exists(&t.node, &iface))
+            .then_some(()))
+        .is_some(),
         "the mirror interface goes with the daemon"
     );
     t.daemon = Daemon::start_with(&t.node, run_dir, config, 1);
@@ -376,14 +389,19 @@ fn mirror_interface_tcpdump_and_tshark_see_exactly_the_frames_and_the_kernel_ign
     );
     t.daemon.ctl_ok(&["mirror", "del", &iface]);
     assert!(
-        wait_for(Duration::from_secs(5), || (!link_exists(&t.node, &iface)).then_some(())).is_some(),
+        wait_for(Duration::from_secs(5), || (!link_exists(&t.node, &iface))
+            .then_some(()))
+        .is_some(),
         "deleted → TAP removed"
     );
 }
 
 /// Runs `podswitchctl capture ARGS -w - | tcpdump -r - -nn` and returns
 /// (the ctl child, the tcpdump child) once tcpdump has read the file header.
-fn capture_into_tcpdump(d: &Daemon, args: &[&str]) -> (Child, Child, std::sync::mpsc::Receiver<String>) {
+fn capture_into_tcpdump(
+    d: &Daemon,
+    args: &[&str],
+) -> (Child, Child, std::sync::mpsc::Receiver<String>) {
     let mut ctl = Command::new(ctl_bin())
         .arg("--socket")
         .arg(d.run_dir.join("api.sock"))
@@ -430,23 +448,34 @@ fn capture_stream_into_tcpdump_pcapng_comments_filter_and_drops() {
     let generation_before = generation(&t.daemon);
 
     // 1. `-c 6 -w - | tcpdump -r -`: parses with no warning, six lines.
-    let (mut ctl, tcpdump, stderr) = capture_into_tcpdump(&t.daemon, &["--port", "pod-a", "-c", "6"]);
+    let (mut ctl, tcpdump, stderr) =
+        capture_into_tcpdump(&t.daemon, &["--port", "pod-a", "-c", "6"]);
     let frames: Vec<Vec<u8>> = (0..10)
         .map(|i| frame((MAC_A, IP_A), (MAC_B, NOBODY), None, 20 + i))
         .collect();
     send_raw_frames(&t.a, "eth0", frames);
-    let out = tcpdump.wait_with_output().expect("tcpdump ends with the stream");
+    let out = tcpdump
+        .wait_with_output()
+        .expect("tcpdump ends with the stream");
     wait_exit(&mut ctl, Duration::from_secs(10));
     let text = String::from_utf8_lossy(&out.stdout);
     let rest: Vec<String> = stderr.try_iter().collect();
     assert!(out.status.success(), "tcpdump failed: {rest:?}");
     assert_eq!(text.lines().count(), 6, "{text}");
     assert!(
-        text.lines().all(|l| l.contains("10.244.1.2.40000 > 10.244.1.77.9999: UDP")),
+        text.lines()
+            .all(|l| l.contains("10.244.1.2.40000 > 10.244.1.77.9999: UDP")),
         "{text}"
     );
-    assert!(rest.iter().all(|l| !l.to_lowercase().contains("warning")), "{rest:?}");
-    assert_eq!(generation(&t.daemon), generation_before, "captures are not config");
+    assert!(
+        rest.iter().all(|l| !l.to_lowercase().contains("warning")),
+        "{rest:?}"
+    );
+    assert_eq!(
+        generation(&t.daemon),
+        generation_before,
+        "captures are not config"
+    );
 
     // 2. A filter: only `tcp port 80` frames come through.
     let file = temp("cs-filter.pcap");
@@ -457,7 +486,16 @@ fn capture_stream_into_tcpdump_pcapng_comments_filter_and_drops() {
             Command::new(ctl_bin())
                 .arg("--socket")
                 .arg(run_dir.join("api.sock"))
-                .args(["capture", "--port", "pod-a", "-c", "3", "--duration", "20", "-w"])
+                .args([
+                    "capture",
+                    "--port",
+                    "pod-a",
+                    "-c",
+                    "3",
+                    "--duration",
+                    "20",
+                    "-w",
+                ])
                 .arg(&file)
                 .args(["tcp", "port", "80"])
                 .output()
@@ -476,7 +514,11 @@ fn capture_stream_into_tcpdump_pcapng_comments_filter_and_drops() {
     }
     send_raw_frames(&t.a, "eth0", mixed);
     let out = filtered.join().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(read_frames(&file), port80, "only the port-80 frames");
     let _ = std::fs::remove_file(&file);
 
@@ -490,8 +532,18 @@ fn capture_stream_into_tcpdump_pcapng_comments_filter_and_drops() {
                 .arg("--socket")
                 .arg(run_dir.join("api.sock"))
                 .args([
-                    "capture", "--port", "pod-a", "--stage", "drop", "--format", "pcapng", "-c",
-                    "3", "--duration", "20", "-w",
+                    "capture",
+                    "--port",
+                    "pod-a",
+                    "--stage",
+                    "drop",
+                    "--format",
+                    "pcapng",
+                    "-c",
+                    "3",
+                    "--duration",
+                    "20",
+                    "-w",
                 ])
                 .arg(&file)
                 .output()
@@ -507,7 +559,11 @@ fn capture_stream_into_tcpdump_pcapng_comments_filter_and_drops() {
     ];
     send_raw_frames(&t.a, "eth0", spoofed.clone());
     let out = dropped.join().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(
         read_frames(&file),
         vec![spoofed[0].clone(), spoofed[2].clone(), spoofed[3].clone()]
@@ -542,8 +598,16 @@ fn capture_stream_into_tcpdump_pcapng_comments_filter_and_drops() {
                 .arg("--socket")
                 .arg(run_dir.join("api.sock"))
                 .args([
-                    "capture", "--port", "pod-b", "--format", "pcapng", "-c", "2", "--duration",
-                    "20", "-w",
+                    "capture",
+                    "--port",
+                    "pod-b",
+                    "--format",
+                    "pcapng",
+                    "-c",
+                    "2",
+                    "--duration",
+                    "20",
+                    "-w",
                 ])
                 .arg(&file)
                 .output()
@@ -551,11 +615,23 @@ fn capture_stream_into_tcpdump_pcapng_comments_filter_and_drops() {
         })
     };
     wait_for_capture_session(&t.daemon);
-    send_raw_frames(&t.a, "eth0", vec![frame((MAC_A, IP_A), (MAC_B, NOBODY), None, 5)]);
+    send_raw_frames(
+        &t.a,
+        "eth0",
+        vec![frame((MAC_A, IP_A), (MAC_B, NOBODY), None, 5)],
+    );
     std::thread::sleep(Duration::from_millis(200));
-    send_raw_frames(&t.b, "eth0", vec![frame((MAC_B, IP_B), (MAC_A, NOBODY), None, 6)]);
+    send_raw_frames(
+        &t.b,
+        "eth0",
+        vec![frame((MAC_B, IP_B), (MAC_A, NOBODY), None, 6)],
+    );
     let out = both.join().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let tshark = Command::new("tshark")
         .arg("-r")
         .arg(&file)
@@ -570,7 +646,10 @@ fn capture_stream_into_tcpdump_pcapng_comments_filter_and_drops() {
 
     // The transient sessions are gone.
     let metrics = t.daemon.ctl_ok(&["metrics"]);
-    assert!(!metrics.contains("podswitch_mirror_frames_total"), "{metrics}");
+    assert!(
+        !metrics.contains("podswitch_mirror_frames_total"),
+        "{metrics}"
+    );
 }
 
 /// Waits until a capture's session is registered (it shows in the metrics).
@@ -603,7 +682,15 @@ fn bad_mirror_requests_are_refused_clearly_and_lose_nothing() {
         "ports = nope: no such port",
     );
     refused(
-        &["mirror", "add", "m2", "--iface", "psx0", "--filter", "tcp port eighty"],
+        &[
+            "mirror",
+            "add",
+            "m2",
+            "--iface",
+            "psx0",
+            "--filter",
+            "tcp port eighty",
+        ],
         "filter = tcp port eighty: ",
     );
     refused(
@@ -623,7 +710,10 @@ fn bad_mirror_requests_are_refused_clearly_and_lose_nothing() {
         &["capture", "--port", "nope", "-w", "-"],
         "capture.ports = nope",
     );
-    refused(&["capture", "-w", "-", "tcp", "port"], "capture.filter = tcp port: ");
+    refused(
+        &["capture", "-w", "-", "tcp", "port"],
+        "capture.filter = tcp port: ",
+    );
     // Unknown stage through the API itself (the CLI only offers real ones).
     let client = podswitch_control::client::ApiClient::new(t.daemon.run_dir.join("api.sock"));
     let e = client
@@ -633,7 +723,10 @@ fn bad_mirror_requests_are_refused_clearly_and_lose_nothing() {
             &serde_json::json!({"name": "m3", "stage": "middle", "iface": "psx2"}),
         )
         .unwrap_err();
-    assert!(e.to_string().contains("stage = middle: must be one of"), "{e}");
+    assert!(
+        e.to_string().contains("stage = middle: must be one of"),
+        "{e}"
+    );
     let e = client
         .stream_json(
             "POST",

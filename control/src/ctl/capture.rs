@@ -48,9 +48,8 @@ pub(super) fn run(ctx: &mut Ctx<'_>, args: &CaptureArgs) -> Result<(), Failure> 
             .stream_json("POST", "/v1/capture", &body, &mut *ctx.out)?;
         return Ok(());
     }
-    let mut file = std::fs::File::create(&args.write).map_err(|e| {
-        Failure::Local(format!("cannot create {}: {e}", args.write.display()))
-    })?;
+    let mut file = std::fs::File::create(&args.write)
+        .map_err(|e| Failure::Local(format!("cannot create {}: {e}", args.write.display())))?;
     ctx.client
         .stream_json("POST", "/v1/capture", &body, &mut file)?;
     file.flush()?;

@@ -511,7 +511,14 @@ fn mirror(ctx: &mut Ctx<'_>, command: &MirrorCommand) -> Result<(), Failure> {
     match command {
         MirrorCommand::List => ctx.list("/v1/mirrors", "mirrors", |mirrors| {
             let mut table = Table::new(&[
-                "NAME", "PORTS", "DIRECTION", "STAGE", "IFACE", "FILTER", "FRAMES", "BYTES",
+                "NAME",
+                "PORTS",
+                "DIRECTION",
+                "STAGE",
+                "IFACE",
+                "FILTER",
+                "FRAMES",
+                "BYTES",
                 "DROPPED",
             ]);
             for mirror in mirrors {

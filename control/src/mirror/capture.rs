@@ -168,7 +168,7 @@ async fn run(capture: Capture, tx: mpsc::Sender<Bytes>) {
             match capture.format {
                 Format::Pcap => pcapng::pcap_record(&mut out, &record),
                 Format::Pcapng => {
-                    let comment = pcapng::comment(&record.note, &name);
+                    let comment = pcapng::comment(&record.note, name);
                     pcapng::pcapng_record(&mut out, &record, &comment);
                 }
             }

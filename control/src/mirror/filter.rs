@@ -81,7 +81,11 @@ mod tests {
             "ip and (tcp[((tcp[12:1] & 0xf0) >> 2):4] = 0x47455420)",
         ];
         let mut files = Vec::new();
-        for dir in ["../pcaps", "../pcaps/scenarios", "/work/shared/pcaps-corpus"] {
+        for dir in [
+            "../pcaps",
+            "../pcaps/scenarios",
+            "/work/shared/pcaps-corpus",
+        ] {
             collect(std::path::Path::new(dir), &mut files);
         }
         assert!(!files.is_empty(), "no capture found");
@@ -150,13 +154,22 @@ mod tests {
         let exprs = ["tcp port 80", "udp dst port 53", "icmp", "tcp[13] & 2 != 0"];
         let programs: Vec<_> = exprs
             .iter()
-            .map(|e| (compile(e).unwrap().unwrap(), capture.compile(e, true).unwrap()))
+            .map(|e| {
+                (
+                    compile(e).unwrap().unwrap(),
+                    capture.compile(e, true).unwrap(),
+                )
+            })
             .collect();
         while let Ok(Some(record)) = reader.next_record() {
             for cut in [0, 13, 14, 20, 33, 34, 40, record.data.len() / 2] {
                 let data = &record.data[..cut.min(record.data.len())];
                 for (expr, (ours, theirs)) in exprs.iter().zip(&programs) {
-                    assert_eq!(ours.matches(data), theirs.filter(data), "{expr:?} on {cut} bytes");
+                    assert_eq!(
+                        ours.matches(data),
+                        theirs.filter(data),
+                        "{expr:?} on {cut} bytes"
+                    );
                 }
             }
         }

@@ -192,7 +192,9 @@ pub fn metrics(registry: &MirrorRegistry) -> String {
             |c: &SessionCounts| c.dropped,
         ),
     ] {
-        out.push_str(&format!("# HELP {metric} {help}\n# TYPE {metric} counter\n"));
+        out.push_str(&format!(
+            "# HELP {metric} {help}\n# TYPE {metric} counter\n"
+        ));
         for s in &sessions {
             out.push_str(&format!(
                 "{metric}{{session=\"{}\"}} {}\n",

@@ -65,11 +65,7 @@ impl TapOutput {
                 .spawn(move || write_loop(tap, &session, &stop, &errors))
                 .map_err(|e| ApiError::internal(format!("cannot start the mirror writer: {e}")))?
         };
-        tracing::info!(
-            iface,
-            session = session.name(),
-            "mirror interface created"
-        );
+        tracing::info!(iface, session = session.name(), "mirror interface created");
         Ok(TapOutput {
             session,
             stop,
@@ -145,7 +141,15 @@ fn tc_ingress_drop(iface: &str) {
     };
     let result = tc(&["qdisc", "add", "dev", iface, "clsact"]).and_then(|()| {
         tc(&[
-            "filter", "add", "dev", iface, "ingress", "bpf", "da", "bytecode", "1,6 0 0 2",
+            "filter",
+            "add",
+            "dev",
+            iface,
+            "ingress",
+            "bpf",
+            "da",
+            "bytecode",
+            "1,6 0 0 2",
         ])
         .or_else(|first| {
             tc(&[

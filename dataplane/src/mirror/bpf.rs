@@ -444,7 +444,11 @@ mod tests {
 
     #[test]
     fn division_by_zero_is_no_match() {
-        let p = program(&[(LDX | W | IMM, 0, 0, 0), (ALU | DIV | X, 0, 0, 0), (RET, 0, 0, 5)]);
+        let p = program(&[
+            (LDX | W | IMM, 0, 0, 0),
+            (ALU | DIV | X, 0, 0, 0),
+            (RET, 0, 0, 5),
+        ]);
         assert_eq!(p.run(&[1, 2, 3]), 0);
     }
 
@@ -456,7 +460,10 @@ mod tests {
             Err(BpfError::JumpOutOfRange(0))
         );
         assert_eq!(
-            Program::new(vec![Insn::new(LD | W | MEM, 0, 0, 16), Insn::new(RET, 0, 0, 0)]),
+            Program::new(vec![
+                Insn::new(LD | W | MEM, 0, 0, 16),
+                Insn::new(RET, 0, 0, 0)
+            ]),
             Err(BpfError::BadMemIndex(0))
         );
         assert!(matches!(

@@ -122,7 +122,8 @@ impl Session {
         }
     }
 
-    /// Copies the frame if this session wants it.
+    /// Copies the frame if this session wants it; false when it wanted it
+    /// but its output had no free buffer.
     #[inline]
     fn offer(
         &self,
@@ -131,14 +132,14 @@ impl Session {
         data: &[u8],
         timestamp_ns: u64,
         note: MirrorNote,
-    ) {
+    ) -> bool {
         if self.stages & stage.bit() == 0 || !self.ports.contains(port) {
-            return;
+            return true;
         }
         let mut keep = self.snaplen;
         if let Some(filter) = &self.filter {
             match filter.run(data) {
-                0 => return,
+                0 => return true,
                 n => keep = keep.min(n as usize),
             }
         }
@@ -148,8 +149,10 @@ impl Session {
             self.counters
                 .bytes
                 .fetch_add(copy.len() as u64, Ordering::Relaxed);
+            true
         } else {
             self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            false
         }
     }
 }
@@ -250,11 +253,16 @@ impl MirrorView {
         self.stages & stage.bit() != 0
     }
 
-    /// Offers a frame to every session.
+    /// Offers a frame to every session; returns how many wanted a copy but
+    /// could not take one (their output is behind).
     #[inline(never)]
-    pub fn offer(&self, stage: MirrorStage, port: PortId, data: &[u8], note: MirrorNote) {
+    pub fn offer(&self, stage: MirrorStage, port: PortId, data: &[u8], note: MirrorNote) -> usize {
+        let mut dropped = 0;
         for session in &self.set.sessions {
-            session.offer(stage, port, data, self.wall_ns, note);
+            if !session.offer(stage, port, data, self.wall_ns, note) {
+                dropped += 1;
+            }
         }
+        dropped
     }
 }

@@ -41,7 +41,10 @@ fn queue_drops_when_the_consumer_is_behind_and_recycles() {
     assert!(q.push(&[2; 3], 3, 6, note));
     assert!(!q.push(&[3; 3], 3, 7, note), "no free buffer left");
     let r = q.pop().unwrap();
-    assert_eq!((r.data(), r.orig_len, r.timestamp_ns), (&[1u8; 8][..], 20, 5));
+    assert_eq!(
+        (r.data(), r.orig_len, r.timestamp_ns),
+        (&[1u8; 8][..], 20, 5)
+    );
     q.recycle(r);
     assert!(q.push(&[4; 2], 2, 8, note));
     assert_eq!(q.pending(), 2);

@@ -157,6 +157,9 @@ named_enum! {
         GsoSegmented => "gso_segmented",
         /// A partial checksum was completed in software for a port without offloads.
         ChecksumCompleted => "checksum_completed",
+        // mirror (issue 8):
+        /// A mirror copy was dropped because its output was behind (the frame itself was not).
+        MirrorDropped => "mirror_dropped",
     }
 }
 

@@ -162,7 +162,8 @@ impl Pipeline {
                 if self.mirror_active(MirrorStage::Drop)
                     && let Some((frame, _)) = batch.get(i)
                 {
-                    let note = MirrorNote::new(MirrorStage::Drop, frame.in_port).with_verdict(verdict);
+                    let note =
+                        MirrorNote::new(MirrorStage::Drop, frame.in_port).with_verdict(verdict);
                     self.mirror(MirrorStage::Drop, frame.in_port, frame.data(), note);
                 }
             }
@@ -272,10 +273,13 @@ impl Pipeline {
 
     /// Offers `data` (as seen at `stage` on `port`) to the active sessions:
     /// those that select the stage and the port and whose filter accepts it
-    /// get a copy, or count a drop if their output is behind. Never blocks.
+    /// get a copy, or count a drop (per session, and [`Event::MirrorDropped`])
+    /// if their output is behind. Never blocks.
     #[inline]
     pub fn mirror(&self, stage: MirrorStage, port: PortId, data: &[u8], note: MirrorNote) {
-        self.mirror.offer(stage, port, data, note);
+        for _ in 0..self.mirror.offer(stage, port, data, note) {
+            self.counters.event(Event::MirrorDropped);
+        }
     }
 
     /// The output verdict for a frame about to leave by `iface` toward `dst_mac`.

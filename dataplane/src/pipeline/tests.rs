@@ -465,7 +465,7 @@ fn anti_spoofing_drops_foreign_sources() {
 #[test]
 fn mirror_hooks_copy_ingress_and_drops_with_their_reason() {
     use crate::mirror::{
-        MirrorQueue, MirrorStage, PortSelection, Session, SessionSpec, MAX_SNAPLEN,
+        MAX_SNAPLEN, MirrorQueue, MirrorStage, PortSelection, Session, SessionSpec,
     };
     let shared: Arc<SharedTables> = Arc::default();
     let mut p = Pipeline::new(snapshot(), Arc::clone(&shared), 2048);
@@ -488,8 +488,16 @@ fn mirror_hooks_copy_ingress_and_drops_with_their_reason() {
     ));
     shared.mirrors.add(Arc::clone(&session));
     let generation = p.snapshot().generation;
-    run(&mut p, 1, &[(A, good.clone()), (A, bad.clone()), (B, good.clone())]);
-    assert_eq!(p.snapshot().generation, generation, "sessions are not config");
+    run(
+        &mut p,
+        1,
+        &[(A, good.clone()), (A, bad.clone()), (B, good.clone())],
+    );
+    assert_eq!(
+        p.snapshot().generation,
+        generation,
+        "sessions are not config"
+    );
     let mut got = Vec::new();
     while let Some(r) = queue.pop() {
         got.push((r.data().to_vec(), r.note));
@@ -508,6 +516,27 @@ fn mirror_hooks_copy_ingress_and_drops_with_their_reason() {
     shared.mirrors.remove(&session);
     run(&mut p, 2, &[(A, bad)]);
     assert!(queue.pop().is_none());
+
+    // A consumer that is behind: copies are dropped and counted, frames are not.
+    let slow = Arc::new(Session::new(
+        "slow",
+        SessionSpec {
+            ports: PortSelection::All,
+            stages: vec![MirrorStage::Ingress],
+            filter: None,
+            snaplen: MAX_SNAPLEN,
+        },
+        Arc::new(MirrorQueue::new(1, 2048)),
+    ));
+    shared.mirrors.add(Arc::clone(&slow));
+    let out = run(
+        &mut p,
+        3,
+        &[(A, good.clone()), (A, good.clone()), (A, good)],
+    );
+    assert!(out.iter().all(|(_, v)| *v == Verdict::Forward(B)));
+    assert_eq!((slow.counts().frames, slow.counts().dropped), (1, 2));
+    assert_eq!(p.counters().events(Event::MirrorDropped), 2);
 }
 
 proptest! {
