@@ -12,34 +12,10 @@ use std::sync::Arc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use podswitch_benches::{SCENARIOS, scenario};
-use podswitch_dataplane::mirror::bpf::{Insn, Program};
+use podswitch_dataplane::mirror::bpf::{Program, TCP_PORT_80};
 use podswitch_dataplane::mirror::{
     DEFAULT_QUEUE_DEPTH, MirrorQueue, MirrorStage, PortSelection, Session, SessionSpec,
 };
-
-/// `tcpdump -dd 'tcp port 80'` (libpcap 1.10, Ethernet).
-const TCP_PORT_80: [(u16, u8, u8, u32); 20] = [
-    (0x28, 0, 0, 0x0000000c),
-    (0x15, 0, 6, 0x000086dd),
-    (0x30, 0, 0, 0x00000014),
-    (0x15, 0, 15, 0x00000006),
-    (0x28, 0, 0, 0x00000036),
-    (0x15, 12, 0, 0x00000050),
-    (0x28, 0, 0, 0x00000038),
-    (0x15, 10, 11, 0x00000050),
-    (0x15, 0, 10, 0x00000800),
-    (0x30, 0, 0, 0x00000017),
-    (0x15, 0, 8, 0x00000006),
-    (0x28, 0, 0, 0x00000014),
-    (0x45, 6, 0, 0x00001fff),
-    (0xb1, 0, 0, 0x0000000e),
-    (0x48, 0, 0, 0x0000000e),
-    (0x15, 2, 0, 0x00000050),
-    (0x48, 0, 0, 0x00000010),
-    (0x15, 0, 1, 0x00000050),
-    (0x6, 0, 0, 0x00040000),
-    (0x6, 0, 0, 0x00000000),
-];
 
 fn session(filter: Option<Program>) -> (Arc<Session>, Arc<MirrorQueue>) {
     let queue = Arc::new(MirrorQueue::new(DEFAULT_QUEUE_DEPTH, 2048));
@@ -57,15 +33,7 @@ fn session(filter: Option<Program>) -> (Arc<Session>, Arc<MirrorQueue>) {
 
 fn mirror(c: &mut Criterion) {
     let mut group = c.benchmark_group("mirror");
-    let no_match = || {
-        Program::new(
-            TCP_PORT_80
-                .iter()
-                .map(|&(code, jt, jf, k)| Insn::new(code, jt, jf, k))
-                .collect(),
-        )
-        .expect("libpcap's program")
-    };
+    let no_match = || Program::new(TCP_PORT_80.to_vec()).expect("libpcap's program");
     for (name, _, _) in SCENARIOS {
         for mode in ["off", "ingress", "ingress_nomatch"] {
             let mut s = scenario(name).expect("known scenario");

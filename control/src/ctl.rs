@@ -423,15 +423,9 @@ pub enum MirrorCommand {
 pub struct MirrorAddArgs {
     /// Mirror name (default: the interface's name).
     pub name: Option<String>,
-    /// A port to mirror; repeat or separate with commas (none: all ports).
-    #[arg(long = "port", value_name = "PORT", value_delimiter = ',')]
-    pub ports: Vec<String>,
-    /// Which direction of the ports' traffic (when no --stage is given).
-    #[arg(long, value_enum)]
-    pub direction: Option<MirrorDirection>,
-    /// Where in the pipeline frames are copied; repeat for several.
-    #[arg(long = "stage", value_enum, value_delimiter = ',')]
-    pub stages: Vec<MirrorStage>,
+    /// Ports, direction, stages.
+    #[command(flatten)]
+    pub select: SelectArgs,
     /// A capture filter, e.g. "tcp port 80".
     #[arg(long)]
     pub filter: Option<String>,
@@ -446,10 +440,10 @@ pub struct MirrorAddArgs {
     pub filter_words: Vec<String>,
 }
 
-/// `capture`: a transient session streamed as a capture file.
+/// What a mirror or a capture selects: `mirror add` and `capture`.
 #[derive(Debug, Args)]
-pub struct CaptureArgs {
-    /// A port to capture on; repeat or separate with commas (none: all ports).
+pub struct SelectArgs {
+    /// A port to copy frames of; repeat or separate with commas (none: all ports).
     #[arg(long = "port", value_name = "PORT", value_delimiter = ',')]
     pub ports: Vec<String>,
     /// Which direction of the ports' traffic (when no --stage is given).
@@ -458,6 +452,14 @@ pub struct CaptureArgs {
     /// Where in the pipeline frames are copied; repeat for several.
     #[arg(long = "stage", value_enum, value_delimiter = ',')]
     pub stages: Vec<MirrorStage>,
+}
+
+/// `capture`: a transient session streamed as a capture file.
+#[derive(Debug, Args)]
+pub struct CaptureArgs {
+    /// Ports, direction, stages.
+    #[command(flatten)]
+    pub select: SelectArgs,
     /// File format; pcapng carries a comment per packet (stage, ports, verdict, NAT).
     #[arg(long, value_enum, default_value_t = CaptureFormat::Pcap)]
     pub format: CaptureFormat,

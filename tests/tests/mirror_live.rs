@@ -479,29 +479,12 @@ fn capture_stream_into_tcpdump_pcapng_comments_filter_and_drops() {
 
     // 2. A filter: only `tcp port 80` frames come through.
     let file = temp("cs-filter.pcap");
-    let filtered = {
-        let run_dir = t.daemon.run_dir.clone();
-        let file = file.clone();
-        std::thread::spawn(move || {
-            Command::new(ctl_bin())
-                .arg("--socket")
-                .arg(run_dir.join("api.sock"))
-                .args([
-                    "capture",
-                    "--port",
-                    "pod-a",
-                    "-c",
-                    "3",
-                    "--duration",
-                    "20",
-                    "-w",
-                ])
-                .arg(&file)
-                .args(["tcp", "port", "80"])
-                .output()
-                .expect("podswitchctl capture")
-        })
-    };
+    let filtered = capture_to_file(
+        &t.daemon,
+        &["--port", "pod-a", "-c", "3", "--duration", "20"],
+        &file,
+        &["tcp", "port", "80"],
+    );
     wait_for_capture_session(&t.daemon);
     let port80: Vec<Vec<u8>> = (0..3)
         .map(|i| frame((MAC_A, IP_A), (MAC_B, NOBODY), Some(80), 30 + i))
@@ -524,32 +507,23 @@ fn capture_stream_into_tcpdump_pcapng_comments_filter_and_drops() {
 
     // 3. The drop stage in pcapng: spoofed frames with their reason, read by tshark.
     let file = temp("cs-drops.pcapng");
-    let dropped = {
-        let run_dir = t.daemon.run_dir.clone();
-        let file = file.clone();
-        std::thread::spawn(move || {
-            Command::new(ctl_bin())
-                .arg("--socket")
-                .arg(run_dir.join("api.sock"))
-                .args([
-                    "capture",
-                    "--port",
-                    "pod-a",
-                    "--stage",
-                    "drop",
-                    "--format",
-                    "pcapng",
-                    "-c",
-                    "3",
-                    "--duration",
-                    "20",
-                    "-w",
-                ])
-                .arg(&file)
-                .output()
-                .expect("podswitchctl capture")
-        })
-    };
+    let dropped = capture_to_file(
+        &t.daemon,
+        &[
+            "--port",
+            "pod-a",
+            "--stage",
+            "drop",
+            "--format",
+            "pcapng",
+            "-c",
+            "3",
+            "--duration",
+            "20",
+        ],
+        &file,
+        &[],
+    );
     wait_for_capture_session(&t.daemon);
     let spoofed = vec![
         frame(([2, 0, 0, 0, 0, 0x66], IP_A), (MAC_B, NOBODY), None, 10),
@@ -590,30 +564,21 @@ fn capture_stream_into_tcpdump_pcapng_comments_filter_and_drops() {
 
     // 4. Egress and ingress in one pcapng: each comment names its stage.
     let file = temp("cs-both.pcapng");
-    let both = {
-        let run_dir = t.daemon.run_dir.clone();
-        let file = file.clone();
-        std::thread::spawn(move || {
-            Command::new(ctl_bin())
-                .arg("--socket")
-                .arg(run_dir.join("api.sock"))
-                .args([
-                    "capture",
-                    "--port",
-                    "pod-b",
-                    "--format",
-                    "pcapng",
-                    "-c",
-                    "2",
-                    "--duration",
-                    "20",
-                    "-w",
-                ])
-                .arg(&file)
-                .output()
-                .expect("podswitchctl capture")
-        })
-    };
+    let both = capture_to_file(
+        &t.daemon,
+        &[
+            "--port",
+            "pod-b",
+            "--format",
+            "pcapng",
+            "-c",
+            "2",
+            "--duration",
+            "20",
+        ],
+        &file,
+        &[],
+    );
     wait_for_capture_session(&t.daemon);
     send_raw_frames(
         &t.a,
@@ -650,6 +615,25 @@ fn capture_stream_into_tcpdump_pcapng_comments_filter_and_drops() {
         !metrics.contains("podswitch_mirror_frames_total"),
         "{metrics}"
     );
+}
+
+/// Runs `podswitchctl capture ARGS -w FILE FILTER…` on a thread.
+fn capture_to_file(
+    d: &Daemon,
+    args: &[&str],
+    file: &Path,
+    filter: &[&str],
+) -> std::thread::JoinHandle<std::process::Output> {
+    let mut command = Command::new(ctl_bin());
+    command
+        .arg("--socket")
+        .arg(d.run_dir.join("api.sock"))
+        .arg("capture")
+        .args(args)
+        .arg("-w")
+        .arg(file)
+        .args(filter);
+    std::thread::spawn(move || command.output().expect("podswitchctl capture"))
 }
 
 /// Waits until a capture's session is registered (it shows in the metrics).

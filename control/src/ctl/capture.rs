@@ -31,9 +31,9 @@ struct CaptureBody<'a> {
 /// duration, the daemon, or the reader of stdout ends it.
 pub(super) fn run(ctx: &mut Ctx<'_>, args: &CaptureArgs) -> Result<(), Failure> {
     let body = CaptureBody {
-        ports: &args.ports,
-        direction: args.direction.map(value_name),
-        stages: args.stages.iter().map(|s| value_name(*s)).collect(),
+        ports: &args.select.ports,
+        direction: args.select.direction.map(value_name),
+        stages: args.select.stages.iter().map(|s| value_name(*s)).collect(),
         filter: args.filter.join(" "),
         snaplen: args.snaplen,
         format: match args.format {

@@ -580,7 +580,7 @@ struct NewMirror<'a> {
 
 impl<'a> From<&'a MirrorAddArgs> for NewMirror<'a> {
     fn from(args: &'a MirrorAddArgs) -> NewMirror<'a> {
-        let stages: Vec<String> = args.stages.iter().map(|s| value_name(*s)).collect();
+        let stages: Vec<String> = args.select.stages.iter().map(|s| value_name(*s)).collect();
         let (stage, stages) = match stages.len() {
             0 => (None, Vec::new()),
             1 => (stages.into_iter().next(), Vec::new()),
@@ -597,8 +597,8 @@ impl<'a> From<&'a MirrorAddArgs> for NewMirror<'a> {
                 .as_deref()
                 .or(args.iface.as_deref())
                 .unwrap_or_default(),
-            ports: &args.ports,
-            direction: args.direction.map(value_name),
+            ports: &args.select.ports,
+            direction: args.select.direction.map(value_name),
             stage,
             stages,
             filter,

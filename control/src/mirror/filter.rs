@@ -176,6 +176,15 @@ mod tests {
     }
 
     #[test]
+    fn the_known_program_is_libpcaps() {
+        let ours = compile("tcp port 80").unwrap().unwrap();
+        assert_eq!(
+            ours.insns(),
+            &podswitch_dataplane::mirror::bpf::TCP_PORT_80[..]
+        );
+    }
+
+    #[test]
     fn errors_are_libpcaps() {
         let e = compile("tcp port eighty").unwrap_err();
         assert!(e.contains("eighty"), "{e}");

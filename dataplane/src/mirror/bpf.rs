@@ -49,6 +49,31 @@ impl Insn {
     }
 }
 
+/// libpcap's program for `tcp port 80` on Ethernet (`tcpdump -dd 'tcp port 80'`,
+/// libpcap 1.10): a known program for tests and benchmarks.
+pub const TCP_PORT_80: [Insn; 20] = [
+    Insn::new(0x28, 0, 0, 0x0000000c),
+    Insn::new(0x15, 0, 6, 0x000086dd),
+    Insn::new(0x30, 0, 0, 0x00000014),
+    Insn::new(0x15, 0, 15, 0x00000006),
+    Insn::new(0x28, 0, 0, 0x00000036),
+    Insn::new(0x15, 12, 0, 0x00000050),
+    Insn::new(0x28, 0, 0, 0x00000038),
+    Insn::new(0x15, 10, 11, 0x00000050),
+    Insn::new(0x15, 0, 10, 0x00000800),
+    Insn::new(0x30, 0, 0, 0x00000017),
+    Insn::new(0x15, 0, 8, 0x00000006),
+    Insn::new(0x28, 0, 0, 0x00000014),
+    Insn::new(0x45, 6, 0, 0x00001fff),
+    Insn::new(0xb1, 0, 0, 0x0000000e),
+    Insn::new(0x48, 0, 0, 0x0000000e),
+    Insn::new(0x15, 2, 0, 0x00000050),
+    Insn::new(0x48, 0, 0, 0x00000010),
+    Insn::new(0x15, 0, 1, 0x00000050),
+    Insn::new(0x6, 0, 0, 0x00040000),
+    Insn::new(0x6, 0, 0, 0x00000000),
+];
+
 /// Why a program was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BpfError {
@@ -323,30 +348,6 @@ fn run(insns: &[Insn], packet: &[u8]) -> Option<u32> {
 mod tests {
     use super::*;
 
-    /// `tcpdump -dd 'tcp port 80'` (libpcap 1.10, Ethernet).
-    pub(crate) const TCP_PORT_80: [(u16, u8, u8, u32); 20] = [
-        (0x28, 0, 0, 0x0000000c),
-        (0x15, 0, 6, 0x000086dd),
-        (0x30, 0, 0, 0x00000014),
-        (0x15, 0, 15, 0x00000006),
-        (0x28, 0, 0, 0x00000036),
-        (0x15, 12, 0, 0x00000050),
-        (0x28, 0, 0, 0x00000038),
-        (0x15, 10, 11, 0x00000050),
-        (0x15, 0, 10, 0x00000800),
-        (0x30, 0, 0, 0x00000017),
-        (0x15, 0, 8, 0x00000006),
-        (0x28, 0, 0, 0x00000014),
-        (0x45, 6, 0, 0x00001fff),
-        (0xb1, 0, 0, 0x0000000e),
-        (0x48, 0, 0, 0x0000000e),
-        (0x15, 2, 0, 0x00000050),
-        (0x48, 0, 0, 0x00000010),
-        (0x15, 0, 1, 0x00000050),
-        (0x6, 0, 0, 0x00040000),
-        (0x6, 0, 0, 0x00000000),
-    ];
-
     fn program(raw: &[(u16, u8, u8, u32)]) -> Program {
         Program::new(
             raw.iter()
@@ -370,7 +371,7 @@ mod tests {
 
     #[test]
     fn tcp_port_80() {
-        let p = program(&TCP_PORT_80);
+        let p = Program::new(TCP_PORT_80.to_vec()).unwrap();
         assert_eq!(p.run(&tcp_frame(40000, 80, 0)), 0x40000);
         assert_eq!(p.run(&tcp_frame(80, 40000, 0)), 0x40000);
         assert_eq!(p.run(&tcp_frame(40000, 81, 0)), 0);

@@ -136,14 +136,14 @@ impl Session {
         if self.stages & stage.bit() == 0 || !self.ports.contains(port) {
             return true;
         }
-        let mut keep = self.snaplen;
-        if let Some(filter) = &self.filter {
-            match filter.run(data) {
-                0 => return true,
-                n => keep = keep.min(n as usize),
-            }
+        // The filter decides match or not; its accept value is libpcap's
+        // handle snap length (65535), not the session's, so it does not cut.
+        if let Some(filter) = &self.filter
+            && !filter.matches(data)
+        {
+            return true;
         }
-        let copy = &data[..data.len().min(keep)];
+        let copy = &data[..data.len().min(self.snaplen)];
         if self.queue.push(copy, data.len(), timestamp_ns, note) {
             self.counters.frames.fetch_add(1, Ordering::Relaxed);
             self.counters

@@ -95,11 +95,11 @@ fn view_follows_the_registry_and_sessions_select() {
 
 #[test]
 fn filter_and_snaplen_cut() {
-    // Accept frames whose first byte is 1, keep 4 bytes of them.
+    // Accept frames whose first byte is 1 (the accept value does not cut: the snap length does).
     let filter = Program::new(vec![
         Insn::new(0x30, 0, 0, 0),
         Insn::new(0x15, 0, 1, 1),
-        Insn::new(0x06, 0, 0, 4),
+        Insn::new(0x06, 0, 0, 1),
         Insn::new(0x06, 0, 0, 0),
     ])
     .unwrap();
