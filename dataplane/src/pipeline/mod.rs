@@ -159,12 +159,8 @@ impl Pipeline {
             let verdict = self.process_frame(batch, i, now_ns);
             if let Verdict::Drop(reason) = verdict {
                 self.counters.count_drop(reason);
-                if self.mirror_active(MirrorStage::Drop)
-                    && let Some((frame, _)) = batch.get(i)
-                {
-                    let note =
-                        MirrorNote::new(MirrorStage::Drop, frame.in_port).with_verdict(verdict);
-                    self.mirror(MirrorStage::Drop, frame.in_port, frame.data(), note);
+                if let Some((frame, _)) = batch.get(i) {
+                    self.mirror_drop(frame, reason);
                 }
             }
             batch.set_verdict(i, verdict);
@@ -279,6 +275,16 @@ impl Pipeline {
     pub fn mirror(&self, stage: MirrorStage, port: PortId, data: &[u8], note: MirrorNote) {
         for _ in 0..self.mirror.offer(stage, port, data, note) {
             self.counters.event(Event::MirrorDropped);
+        }
+    }
+
+    /// Drop-stage hook for a frame the pipeline drops (by its input port).
+    #[inline]
+    fn mirror_drop(&self, frame: &Frame, reason: DropReason) {
+        if self.mirror_active(MirrorStage::Drop) {
+            let note = MirrorNote::new(MirrorStage::Drop, frame.in_port)
+                .with_verdict(Verdict::Drop(reason));
+            self.mirror(MirrorStage::Drop, frame.in_port, frame.data(), note);
         }
     }
 

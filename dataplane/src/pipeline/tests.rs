@@ -513,6 +513,20 @@ fn mirror_hooks_copy_ingress_and_drops_with_their_reason() {
     assert_eq!(got[2].1.drop_reason(), Some(DropReason::SrcMacIsOurs));
     assert!(got.iter().all(|(_, n)| n.in_port == A));
 
+    // A drop answered with an ICMP error is a drop too: the original is copied.
+    let expired = udp(POD_A, GW_MAC, [10, 244, 1, 2], [10, 244, 2, 5], 1);
+    let out = run(&mut p, 2, &[(A, expired.clone())]);
+    assert_eq!(out[0].1, Verdict::Forward(A), "the ICMP error goes back");
+    let mut got = Vec::new();
+    while let Some(r) = queue.pop() {
+        got.push((r.data().to_vec(), r.note));
+        queue.recycle(r);
+    }
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].1.stage, MirrorStage::Ingress);
+    assert_eq!(got[1].0, expired);
+    assert_eq!(got[1].1.drop_reason(), Some(DropReason::TtlExpired));
+
     shared.mirrors.remove(&session);
     run(&mut p, 2, &[(A, bad)]);
     assert!(queue.pop().is_none());
