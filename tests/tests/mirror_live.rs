@@ -14,7 +14,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use podswitch_dataplane::io::PcapReader;
-use podswitch_tests::live::{Daemon, Netns, ctl_bin, ip, root_or_skip, send_raw_frames};
+use podswitch_tests::live::{
+    Daemon, Netns, ctl_bin, ip, root_or_skip, send_raw_frames, tcp_transfer, wait_reachable,
+};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -615,6 +617,48 @@ fn capture_stream_into_tcpdump_pcapng_comments_filter_and_drops() {
         !metrics.contains("podswitch_mirror_frames_total"),
         "{metrics}"
     );
+}
+
+#[test]
+fn gso_super_frames_are_captured_as_they_are() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !tools_or_skip("gso_super_frames_are_captured_as_they_are") {
+        return;
+    }
+    let t = pods("gs");
+    let b_ip = std::net::Ipv4Addr::from(IP_B);
+    assert!(
+        wait_reachable(&t.a, b_ip, Duration::from_secs(10)),
+        "{}",
+        t.daemon.log_text()
+    );
+    let file = temp("gs.pcap");
+    let capture = capture_to_file(
+        &t.daemon,
+        &["--port", "pod-a", "-c", "20", "--duration", "30"],
+        &file,
+        &["tcp", "dst", "port", "5301", "and", "greater", "1000"],
+    );
+    wait_for_capture_session(&t.daemon);
+    let (verified, _) = tcp_transfer(&t.a, &t.b, b_ip, 5301, 16 << 20);
+    assert_eq!(verified, 16 << 20);
+    let out = capture.join().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut reader = PcapReader::open(&file).unwrap();
+    let mut largest = 0;
+    while let Some(r) = reader.next_record().unwrap() {
+        assert_eq!(r.data.len() as u32, r.orig_len, "copied whole");
+        largest = largest.max(r.data.len());
+    }
+    assert!(
+        largest > 1514,
+        "TSO super-frames are captured as one frame, as tcpdump sees them on a real interface: largest {largest}"
+    );
+    let _ = std::fs::remove_file(&file);
 }
 
 /// Runs `podswitchctl capture ARGS -w FILE FILTER…` on a thread.
