@@ -7,6 +7,10 @@ use std::sync::Arc;
 
 use podswitch_dataplane::config::{NodeConfig, Snapshot};
 use podswitch_dataplane::io::pcap::PcapReader;
+use podswitch_dataplane::mirror::bpf::{Program, TCP_PORT_80};
+use podswitch_dataplane::mirror::{
+    DEFAULT_QUEUE_DEPTH, MirrorQueue, MirrorStage, PortSelection, Session, SessionSpec,
+};
 use podswitch_dataplane::pipeline::{BATCH_SIZE, Batch, Pipeline, PortId, SharedTables, Verdict};
 use podswitch_dataplane::wire::{EtherType, Ipv4Packet, L2Header, MacAddr};
 
@@ -220,4 +224,38 @@ pub fn scenario(name: &str) -> Option<Scenario> {
         frames.extend(pod_frames(file));
     }
     Some(Scenario::new(frames))
+}
+
+/// Mirror modes of the mirror benchmark: no session, a session on all
+/// ports at ingress copying every frame, and one whose filter (libpcap's
+/// `tcp port 80`) matches none of the scenarios' frames.
+pub const MIRROR_MODES: &[&str] = &["off", "ingress", "ingress_nomatch"];
+
+/// Activates the mirror session of `mode` on `scenario`; returns its queue
+/// (`None` for `off`). Give the copies back with [`drain`] after each batch.
+pub fn mirror_session(scenario: &Scenario, mode: &str) -> Option<Arc<MirrorQueue>> {
+    let filter = match mode {
+        "ingress" => None,
+        "ingress_nomatch" => Some(Program::new(TCP_PORT_80.to_vec()).expect("libpcap's program")),
+        _ => return None,
+    };
+    let queue = Arc::new(MirrorQueue::new(DEFAULT_QUEUE_DEPTH, 2048));
+    let spec = SessionSpec {
+        ports: PortSelection::All,
+        stages: vec![MirrorStage::Ingress],
+        filter,
+        snaplen: 2048,
+    };
+    let session = Session::new(format!("bench-{mode}"), spec, Arc::clone(&queue));
+    scenario.shared().mirrors.add(Arc::new(session));
+    Some(queue)
+}
+
+/// The consumer's side: takes every copy and gives its buffer back.
+pub fn drain(queue: Option<&Arc<MirrorQueue>>) {
+    if let Some(q) = queue {
+        while let Some(r) = q.pop() {
+            q.recycle(std::hint::black_box(r));
+        }
+    }
 }

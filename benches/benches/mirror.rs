@@ -8,61 +8,25 @@
 //! Run `cargo bench -p podswitch-benches --bench mirror`.
 
 use std::hint::black_box;
-use std::sync::Arc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use podswitch_benches::{SCENARIOS, scenario};
-use podswitch_dataplane::mirror::bpf::{Program, TCP_PORT_80};
-use podswitch_dataplane::mirror::{
-    DEFAULT_QUEUE_DEPTH, MirrorQueue, MirrorStage, PortSelection, Session, SessionSpec,
-};
-
-fn session(filter: Option<Program>) -> (Arc<Session>, Arc<MirrorQueue>) {
-    let queue = Arc::new(MirrorQueue::new(DEFAULT_QUEUE_DEPTH, 2048));
-    let spec = SessionSpec {
-        ports: PortSelection::All,
-        stages: vec![MirrorStage::Ingress],
-        filter,
-        snaplen: 2048,
-    };
-    (
-        Arc::new(Session::new("bench", spec, Arc::clone(&queue))),
-        queue,
-    )
-}
+use podswitch_benches::{MIRROR_MODES, SCENARIOS, drain, mirror_session, scenario};
 
 fn mirror(c: &mut Criterion) {
     let mut group = c.benchmark_group("mirror");
-    let no_match = || Program::new(TCP_PORT_80.to_vec()).expect("libpcap's program");
     for (name, _, _) in SCENARIOS {
-        for mode in ["off", "ingress", "ingress_nomatch"] {
+        for mode in MIRROR_MODES {
             let mut s = scenario(name).expect("known scenario");
-            let queue = match mode {
-                "off" => None,
-                _ => {
-                    let filter = (mode == "ingress_nomatch").then(no_match);
-                    let (session, queue) = session(filter);
-                    s.shared().mirrors.add(session);
-                    Some(queue)
-                }
-            };
+            let queue = mirror_session(&s, mode);
             group.throughput(Throughput::Elements(s.frames.len() as u64));
             group.bench_function(format!("{name}/{mode}"), |b| {
-                b.iter(|| {
-                    black_box(s.run_once_then(|| {
-                        if let Some(q) = &queue {
-                            while let Some(r) = q.pop() {
-                                q.recycle(black_box(r));
-                            }
-                        }
-                    }))
-                })
+                b.iter(|| black_box(s.run_once_then(|| drain(queue.as_ref()))))
             });
             if let Some(q) = &queue {
                 let session = &s.shared().mirrors.sessions()[0];
                 let counts = session.counts();
                 assert_eq!(counts.dropped, 0, "the consumer kept up");
-                if mode == "ingress_nomatch" {
+                if *mode == "ingress_nomatch" {
                     assert_eq!(counts.frames, 0, "the filter matched nothing");
                 } else {
                     assert!(counts.frames > 0);

@@ -149,6 +149,8 @@ const TXA: u16 = 0x80;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Program {
     insns: Box<[Insn]>,
+    /// The same program decoded once, so that running it is one dispatch per instruction.
+    ops: Box<[Op]>,
 }
 
 impl Program {
@@ -166,8 +168,10 @@ impl Program {
         if insns.last().is_some_and(|i| i.code & 0x07 != RET) {
             return Err(BpfError::NoFinalReturn);
         }
+        let ops = insns.iter().map(decode).collect();
         Ok(Program {
             insns: insns.into_boxed_slice(),
+            ops,
         })
     }
 
@@ -178,7 +182,7 @@ impl Program {
 
     /// Runs the program over `packet`: the number of bytes to keep, 0 for no match.
     pub fn run(&self, packet: &[u8]) -> u32 {
-        run(&self.insns, packet).unwrap_or(0)
+        run(&self.ops, packet).unwrap_or(0)
     }
 
     /// True when the program accepts `packet`.
@@ -271,75 +275,127 @@ fn load(packet: &[u8], offset: u32, size: u16) -> Option<u32> {
     }
 }
 
-/// Runs a checked program; `None` ends it with no match.
-fn run(insns: &[Insn], packet: &[u8]) -> Option<u32> {
+/// A checked instruction, decoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Op {
+    LdAbs(u16, u32),
+    LdInd(u16, u32),
+    LdImm(u32),
+    LdLen,
+    LdMem(usize),
+    LdxImm(u32),
+    LdxLen,
+    LdxMem(usize),
+    LdxMsh(u32),
+    St(usize),
+    Stx(usize),
+    AluK(u16, u32),
+    AluX(u16),
+    Neg,
+    Ja(u32),
+    JmpK(u16, u32, u8, u8),
+    JmpX(u16, u8, u8),
+    RetK(u32),
+    RetA,
+    Tax,
+    Txa,
+}
+
+/// Decodes an instruction [`check`] accepted.
+fn decode(insn: &Insn) -> Op {
+    let (code, k) = (insn.code, insn.k);
+    let size = code & 0x18;
+    let op = code & 0xf0;
+    match code & 0x07 {
+        LD => match code & 0xe0 {
+            IMM => Op::LdImm(k),
+            LEN => Op::LdLen,
+            ABS => Op::LdAbs(size, k),
+            IND => Op::LdInd(size, k),
+            _ => Op::LdMem(k as usize),
+        },
+        LDX => match code & 0xe0 {
+            IMM => Op::LdxImm(k),
+            LEN => Op::LdxLen,
+            MSH => Op::LdxMsh(k),
+            _ => Op::LdxMem(k as usize),
+        },
+        ST => Op::St(k as usize),
+        STX => Op::Stx(k as usize),
+        ALU if op == NEG => Op::Neg,
+        ALU if code & X != 0 => Op::AluX(op),
+        ALU => Op::AluK(op, k),
+        JMP if op == JA => Op::Ja(k),
+        JMP if code & X != 0 => Op::JmpX(op, insn.jt, insn.jf),
+        JMP => Op::JmpK(op, k, insn.jt, insn.jf),
+        RET if code & RET_A != 0 => Op::RetA,
+        RET => Op::RetK(k),
+        _ if code & TXA != 0 => Op::Txa,
+        _ => Op::Tax,
+    }
+}
+
+#[inline(always)]
+fn alu(op: u16, a: u32, operand: u32) -> Option<u32> {
+    Some(match op {
+        ADD => a.wrapping_add(operand),
+        SUB => a.wrapping_sub(operand),
+        MUL => a.wrapping_mul(operand),
+        DIV => a.checked_div(operand)?,
+        MOD => a.checked_rem(operand)?,
+        OR => a | operand,
+        AND => a & operand,
+        XOR => a ^ operand,
+        LSH => a.checked_shl(operand).unwrap_or(0),
+        _ => a.checked_shr(operand).unwrap_or(0),
+    })
+}
+
+#[inline(always)]
+fn condition(op: u16, a: u32, operand: u32) -> bool {
+    match op {
+        JEQ => a == operand,
+        JGT => a > operand,
+        JGE => a >= operand,
+        _ => a & operand != 0,
+    }
+}
+
+/// Runs a checked, decoded program; `None` ends it with no match.
+fn run(ops: &[Op], packet: &[u8]) -> Option<u32> {
     let (mut a, mut x) = (0u32, 0u32);
     let mut mem = [0u32; MEM_WORDS];
     let len = u32::try_from(packet.len()).unwrap_or(u32::MAX);
     let mut pc = 0usize;
     loop {
-        let insn = *insns.get(pc)?;
+        let op = *ops.get(pc)?;
         pc += 1;
-        let code = insn.code;
-        let k = insn.k;
-        match code & 0x07 {
-            LD => {
-                a = match code & 0xe0 {
-                    IMM => k,
-                    LEN => len,
-                    ABS => load(packet, k, code & 0x18)?,
-                    IND => load(packet, x.checked_add(k)?, code & 0x18)?,
-                    _ => *mem.get(k as usize)?,
-                }
+        match op {
+            Op::LdAbs(size, k) => a = load(packet, k, size)?,
+            Op::LdInd(size, k) => a = load(packet, x.checked_add(k)?, size)?,
+            Op::LdImm(k) => a = k,
+            Op::LdLen => a = len,
+            Op::LdMem(i) => a = *mem.get(i)?,
+            Op::LdxImm(k) => x = k,
+            Op::LdxLen => x = len,
+            Op::LdxMem(i) => x = *mem.get(i)?,
+            Op::LdxMsh(k) => x = (load(packet, k, B)? & 0x0f) << 2,
+            Op::St(i) => *mem.get_mut(i)? = a,
+            Op::Stx(i) => *mem.get_mut(i)? = x,
+            Op::AluK(op, k) => a = alu(op, a, k)?,
+            Op::AluX(op) => a = alu(op, a, x)?,
+            Op::Neg => a = a.wrapping_neg(),
+            Op::Ja(k) => pc = pc.checked_add(k as usize)?,
+            Op::JmpK(op, k, jt, jf) => {
+                pc += usize::from(if condition(op, a, k) { jt } else { jf });
             }
-            LDX => {
-                x = match code & 0xe0 {
-                    IMM => k,
-                    LEN => len,
-                    MSH => (load(packet, k, B)? & 0x0f) << 2,
-                    _ => *mem.get(k as usize)?,
-                }
+            Op::JmpX(op, jt, jf) => {
+                pc += usize::from(if condition(op, a, x) { jt } else { jf });
             }
-            ST => *mem.get_mut(k as usize)? = a,
-            STX => *mem.get_mut(k as usize)? = x,
-            ALU => {
-                let operand = if code & X != 0 { x } else { k };
-                a = match code & 0xf0 {
-                    ADD => a.wrapping_add(operand),
-                    SUB => a.wrapping_sub(operand),
-                    MUL => a.wrapping_mul(operand),
-                    DIV => a.checked_div(operand)?,
-                    MOD => a.checked_rem(operand)?,
-                    OR => a | operand,
-                    AND => a & operand,
-                    XOR => a ^ operand,
-                    LSH => a.checked_shl(operand).unwrap_or(0),
-                    RSH => a.checked_shr(operand).unwrap_or(0),
-                    _ => a.wrapping_neg(),
-                }
-            }
-            JMP => {
-                let operand = if code & X != 0 { x } else { k };
-                let taken = match code & 0xf0 {
-                    JA => {
-                        pc = pc.checked_add(k as usize)?;
-                        continue;
-                    }
-                    JEQ => a == operand,
-                    JGT => a > operand,
-                    JGE => a >= operand,
-                    _ => a & operand != 0,
-                };
-                pc += usize::from(if taken { insn.jt } else { insn.jf });
-            }
-            RET => return Some(if code & RET_A != 0 { a } else { k }),
-            _ => {
-                if code & TXA != 0 {
-                    a = x;
-                } else {
-                    x = a;
-                }
-            }
+            Op::RetK(k) => return Some(k),
+            Op::RetA => return Some(a),
+            Op::Tax => x = a,
+            Op::Txa => a = x,
         }
     }
 }
