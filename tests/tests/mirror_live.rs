@@ -611,6 +611,42 @@ fn capture_stream_into_tcpdump_pcapng_comments_filter_and_drops() {
     );
     let _ = std::fs::remove_file(&file);
 
+    // 5. A client that goes away ends its capture (noticed at the latest
+    // when the next copy is written to the closed stream).
+    let mut ctl = Command::new(ctl_bin())
+        .arg("--socket")
+        .arg(t.daemon.run_dir.join("api.sock"))
+        .args(["capture", "--port", "pod-a", "-w", "-"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("podswitchctl capture");
+    let mut header = [0u8; 24];
+    std::io::Read::read_exact(ctl.stdout.as_mut().unwrap(), &mut header).unwrap();
+    assert_eq!(
+        &header[..4],
+        &0xa1b2_3c4du32.to_le_bytes(),
+        "nanosecond pcap"
+    );
+    ctl.kill().unwrap();
+    let _ = ctl.wait();
+    let gone = || {
+        (!t.daemon
+            .ctl_ok(&["metrics"])
+            .contains("podswitch_mirror_frames_total"))
+        .then_some(())
+    };
+    if wait_for(Duration::from_secs(2), gone).is_none() {
+        send_raw_frames(
+            &t.a,
+            "eth0",
+            vec![frame((MAC_A, IP_A), (MAC_B, NOBODY), None, 7)],
+        );
+        assert!(
+            wait_for(Duration::from_secs(5), gone).is_some(),
+            "the capture outlived its client"
+        );
+    }
+
     // The transient sessions are gone.
     let metrics = t.daemon.ctl_ok(&["metrics"]);
     assert!(
