@@ -10,6 +10,10 @@ use std::sync::Arc;
 
 use podswitch_dataplane::config::{NodeConfig, Snapshot};
 use podswitch_dataplane::io::pcap::PcapReader;
+use podswitch_dataplane::mirror::bpf::{Program, TCP_PORT_80};
+use podswitch_dataplane::mirror::{
+    DEFAULT_QUEUE_DEPTH, MirrorQueue, MirrorStage, PortSelection, Session, SessionSpec,
+};
 use podswitch_dataplane::pipeline::{BATCH_SIZE, Batch, Pipeline, PortId, SharedTables, Verdict};
 use podswitch_dataplane::wire::{EtherType, Ipv4Packet, L2Header, MacAddr};
 
@@ -49,6 +53,7 @@ pub struct Scenario {
     pub frames: Vec<(PortId, Vec<u8>)>,
     batch: Batch,
     now: u64,
+    shared: Arc<SharedTables>,
 }
 
 const POD_A_MAC: MacAddr = MacAddr([2, 0, 0x0a, 0xf4, 1, 2]);
@@ -82,7 +87,8 @@ pub fn pod_frames(name: &str) -> Vec<(PortId, Vec<u8>)> {
 impl Scenario {
     /// Builds a scenario from frames, priming MAC learning and ARP.
     pub fn new(frames: Vec<(PortId, Vec<u8>)>) -> Scenario {
-        let mut pipeline = Pipeline::new(snapshot(), Arc::new(SharedTables::default()), 2048);
+        let shared = Arc::new(SharedTables::default());
+        let mut pipeline = Pipeline::new(snapshot(), Arc::clone(&shared), 2048);
         let mut batch = Batch::new(2048);
         // Teach the switch where both pods are and who the uplink router is.
         let primers = [
@@ -112,12 +118,24 @@ impl Scenario {
             frames,
             batch,
             now: 1,
+            shared,
         }
+    }
+
+    /// The tables the pipeline shares (mirror sessions are registered there).
+    pub fn shared(&self) -> &Arc<SharedTables> {
+        &self.shared
     }
 
     /// Feeds every frame once, in batches of [`BATCH_SIZE`]; returns how
     /// many were forwarded (so the work cannot be optimised away).
     pub fn run_once(&mut self) -> usize {
+        self.run_once_then(|| {})
+    }
+
+    /// As [`Scenario::run_once`], calling `after_batch` after each batch
+    /// (e.g. a mirror consumer giving its buffers back).
+    pub fn run_once_then(&mut self, mut after_batch: impl FnMut()) -> usize {
         let mut forwarded = 0;
         for chunk in self.frames.chunks(BATCH_SIZE) {
             self.batch.clear();
@@ -130,6 +148,7 @@ impl Scenario {
                 .iter()
                 .filter(|(_, v)| matches!(v, Verdict::Forward(_) | Verdict::Flood))
                 .count();
+            after_batch();
         }
         self.now += 1000;
         forwarded
@@ -208,4 +227,38 @@ pub fn scenario(name: &str) -> Option<Scenario> {
         frames.extend(pod_frames(file));
     }
     Some(Scenario::new(frames))
+}
+
+/// Mirror modes of the mirror benchmark: no session, a session on all
+/// ports at ingress copying every frame, and one whose filter (libpcap's
+/// `tcp port 80`) matches none of the scenarios' frames.
+pub const MIRROR_MODES: &[&str] = &["off", "ingress", "ingress_nomatch"];
+
+/// Activates the mirror session of `mode` on `scenario`; returns its queue
+/// (`None` for `off`). Give the copies back with [`drain`] after each batch.
+pub fn mirror_session(scenario: &Scenario, mode: &str) -> Option<Arc<MirrorQueue>> {
+    let filter = match mode {
+        "ingress" => None,
+        "ingress_nomatch" => Some(Program::new(TCP_PORT_80.to_vec()).expect("libpcap's program")),
+        _ => return None,
+    };
+    let queue = Arc::new(MirrorQueue::new(DEFAULT_QUEUE_DEPTH, 2048));
+    let spec = SessionSpec {
+        ports: PortSelection::All,
+        stages: vec![MirrorStage::Ingress],
+        filter,
+        snaplen: 2048,
+    };
+    let session = Session::new(format!("bench-{mode}"), spec, Arc::clone(&queue));
+    scenario.shared().mirrors.add(Arc::new(session));
+    Some(queue)
+}
+
+/// The consumer's side: takes every copy and gives its buffer back.
+pub fn drain(queue: Option<&Arc<MirrorQueue>>) {
+    if let Some(q) = queue {
+        while let Some(r) = q.pop() {
+            q.recycle(std::hint::black_box(r));
+        }
+    }
 }

@@ -208,6 +208,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/v1/nodes/{name}", get(get_node_record).delete(delete_node))
         .route("/v1/mirrors", get(list_mirrors).post(add_mirror))
         .route("/v1/mirrors/{name}", get(get_mirror).delete(delete_mirror))
+        .route("/v1/capture", axum::routing::post(capture))
         .route("/v1/state", axum::routing::put(apply))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::not_found("no such API path; see docs/api.md") })
@@ -363,7 +364,8 @@ async fn metrics(State(api): Shared) -> Response {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .clone();
-    let body = crate::metrics::render(&stats, &requests);
+    let mut body = crate::metrics::render(&stats, &requests);
+    body.push_str(&api.control().mirror_metrics());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
@@ -652,8 +654,10 @@ async fn delete_node(
 }
 
 async fn list_mirrors(State(api): Shared) -> Response {
-    let m: Vec<Mirror> = api.control().state().mirrors.values().cloned().collect();
-    ok(StatusCode::OK, json!({ "mirrors": m }))
+    ok(
+        StatusCode::OK,
+        json!({ "mirrors": api.control().mirror_views() }),
+    )
 }
 
 async fn get_mirror(
@@ -662,15 +666,11 @@ async fn get_mirror(
 ) -> Result<Response, ApiError> {
     let m = api
         .control()
-        .state()
-        .mirrors
-        .get(&name)
-        .cloned()
+        .mirror_views()
+        .into_iter()
+        .find(|m| m["name"] == name.as_str())
         .ok_or_else(|| ApiError::not_found(format!("mirror {name} not found")))?;
-    Ok(ok(
-        StatusCode::OK,
-        serde_json::to_value(m).unwrap_or(Value::Null),
-    ))
+    Ok(ok(StatusCode::OK, m))
 }
 
 async fn add_mirror(
@@ -690,6 +690,22 @@ async fn delete_mirror(
 ) -> Result<Response, ApiError> {
     with_control(&api, move |c| c.delete_mirror(&name)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `POST /v1/capture`: streams a pcap or pcapng file of a transient session.
+async fn capture(
+    State(api): Shared,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let request: crate::mirror::capture::CaptureRequest = parse(&headers, &body)?;
+    let capture = with_control(&api, move |c| c.start_capture(&request)).await?;
+    let content_type = capture.format.content_type();
+    Ok((
+        [(header::CONTENT_TYPE, content_type)],
+        crate::mirror::capture::body(capture),
+    )
+        .into_response())
 }
 
 async fn apply(State(api): Shared, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {

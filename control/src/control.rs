@@ -23,6 +23,7 @@ use podswitch_dataplane::services::ServiceEntry;
 use podswitch_dataplane::worker::WorkerCommand;
 
 use crate::services::ServiceCache;
+use crate::mirror::{MirrorRuntime, Selection, capture};
 use crate::state::{
     ApiError, ApiState, ApplyDocument, Changed, Endpoint, Mirror, NodeAddressing, NodeRecord,
     Service, check_name, check_node_overlaps, check_service_conflicts, check_service_name, diff,
@@ -56,6 +57,8 @@ pub struct Control {
     static_services: Vec<ServiceEntry>,
     /// The tables the workers share (connection tracking), once they run.
     tables: Option<Arc<SharedTables>>,
+    /// mirror: the daemon's mirror outputs (`None` without a dataplane, e.g. in tests).
+    mirrors: Option<MirrorRuntime>,
 }
 
 fn config_error(e: podswitch_dataplane::config::ConfigError) -> ApiError {
@@ -95,6 +98,7 @@ impl Control {
             services,
             static_services,
             tables: None,
+            mirrors: None,
         };
         Ok((control, snapshot))
     }
@@ -550,7 +554,8 @@ impl Control {
         })
     }
 
-    /// `POST /v1/mirrors`.
+    /// `POST /v1/mirrors`: validated (ports, stages, the filter compiled by
+    /// libpcap, a free interface name), its interface created, then stored.
     pub fn add_mirror(&mut self, mirror: Mirror) -> Result<u64, ApiError> {
         validate_mirror("mirror", &mirror, &self.port_names())?;
         if self.state.mirrors.contains_key(&mirror.name) {
@@ -559,19 +564,164 @@ impl Control {
                 mirror.name
             )));
         }
+        if let Some(other) = self
+            .state
+            .mirrors
+            .values()
+            .find(|m| m.iface == mirror.iface)
+        {
+            return Err(ApiError::conflict(format!(
+                "iface = {}: already the interface of mirror {}",
+                mirror.iface, other.name
+            )));
+        }
+        let spec = Selection::of_mirror(&mirror).resolve("mirror", &self.snapshot())?;
+        if let Some(runtime) = &mut self.mirrors {
+            runtime.start(&mirror, spec)?;
+        }
+        let name = mirror.name.clone();
         let keys = [Change::put(TableId::Mirrors, &mirror.name, &mirror)];
-        self.commit_keys(&keys, |st| {
+        let committed = self.commit_keys(&keys, |st| {
             st.mirrors.insert(mirror.name.clone(), mirror);
-        })
+        });
+        if committed.is_err()
+            && let Some(runtime) = &mut self.mirrors
+        {
+            runtime.stop(&name);
+        }
+        committed
     }
 
-    /// `DELETE /v1/mirrors/{name}`.
+    /// `DELETE /v1/mirrors/{name}`: its interface is removed.
     pub fn delete_mirror(&mut self, name: &str) -> Result<u64, ApiError> {
         if !self.state.mirrors.contains_key(name) {
             return Err(ApiError::not_found(format!("mirror {name} not found")));
         }
-        self.commit_keys(&[Change::delete(TableId::Mirrors, name)], |st| {
+        let generation = self.commit_keys(&[Change::delete(TableId::Mirrors, name)], |st| {
             st.mirrors.remove(name);
+        })?;
+        if let Some(runtime) = &mut self.mirrors {
+            runtime.stop(name);
+        }
+        Ok(generation)
+    }
+
+    /// Starts the mirror outputs of the running daemon: the stored mirrors'
+    /// interfaces are created again (a failure is logged, not fatal).
+    pub fn attach_mirrors(&mut self, registry: Arc<podswitch_dataplane::mirror::MirrorRegistry>) {
+        let mut runtime = MirrorRuntime::new(registry);
+        let snapshot = self.snapshot();
+        for mirror in self.state.mirrors.values() {
+            let started = Selection::of_mirror(mirror)
+                .resolve("mirror", &snapshot)
+                .and_then(|spec| runtime.start(mirror, spec));
+            if let Err(e) = started {
+                tracing::warn!(mirror = %mirror.name, error = %e.message, "stored mirror not restored");
+            }
+        }
+        self.mirrors = Some(runtime);
+    }
+
+    /// Ends captures and removes the mirror interfaces (shutdown).
+    pub fn close_mirrors(&mut self) {
+        if let Some(runtime) = &mut self.mirrors {
+            runtime.close();
+        }
+    }
+
+    /// The mirrors with their counters (for `GET /v1/mirrors`).
+    pub fn mirror_views(&self) -> Vec<serde_json::Value> {
+        self.state
+            .mirrors
+            .values()
+            .filter_map(|m| {
+                let mut v = serde_json::to_value(m).ok()?;
+                let counts = self.mirrors.as_ref().and_then(|r| r.counts(&m.name));
+                let obj = v.as_object_mut()?;
+                obj.insert("active".into(), counts.is_some().into());
+                let (c, errors) = counts.unwrap_or_default();
+                obj.insert(
+                    "counters".into(),
+                    serde_json::json!({
+                        "frames": c.frames, "bytes": c.bytes, "dropped": c.dropped,
+                        "write_errors": errors,
+                    }),
+                );
+                Some(v)
+            })
+            .collect()
+    }
+
+    /// Prometheus lines of the active mirror sessions.
+    pub fn mirror_metrics(&self) -> String {
+        self.mirrors
+            .as_ref()
+            .map(|r| crate::mirror::metrics(r.registry()))
+            .unwrap_or_default()
+    }
+
+    /// `POST /v1/capture`: validates the request and registers a transient
+    /// session (not stored, no new generation); the caller streams it.
+    pub fn start_capture(
+        &mut self,
+        request: &capture::CaptureRequest,
+    ) -> Result<capture::Capture, ApiError> {
+        crate::state::check_selection(
+            "capture",
+            &request.ports,
+            &request.direction,
+            &request.stage,
+            &request.stages,
+            &self.port_names(),
+        )?;
+        let format = capture::Format::from_name(&request.format).ok_or_else(|| {
+            ApiError::invalid("capture.format", &request.format, "must be pcap or pcapng")
+        })?;
+        if !(request.duration_secs.is_finite() && request.duration_secs >= 0.0) {
+            return Err(ApiError::invalid(
+                "capture.duration_secs",
+                request.duration_secs,
+                "must be a number of seconds ≥ 0",
+            ));
+        }
+        let snapshot = self.snapshot();
+        let selection = Selection {
+            ports: &request.ports,
+            direction: &request.direction,
+            stage: &request.stage,
+            stages: &request.stages,
+            filter: &request.filter,
+            snaplen: request.snaplen,
+        };
+        let spec = selection.resolve("capture", &snapshot)?;
+        let Some(runtime) = &self.mirrors else {
+            return Err(ApiError {
+                status: 503,
+                message: "no dataplane is running to capture from".into(),
+            });
+        };
+        let snaplen = spec.snaplen;
+        let queue = crate::mirror::new_queue(&spec);
+        let session = Arc::new(podswitch_dataplane::mirror::Session::new(
+            format!("capture-{}", next_capture_id()),
+            spec,
+            queue,
+        ));
+        runtime.registry().add(Arc::clone(&session));
+        Ok(capture::Capture {
+            session,
+            registry: Arc::clone(runtime.registry()),
+            closing: runtime.closing(),
+            port_names: snapshot
+                .ports
+                .iter()
+                .map(|p| (p.id, p.name.clone()))
+                .collect(),
+            format,
+            count: request.count,
+            duration: (request.duration_secs > 0.0)
+                .then(|| std::time::Duration::from_secs_f64(request.duration_secs)),
+            snaplen,
         })
     }
 
@@ -678,6 +828,12 @@ impl Control {
             })
             .collect()
     }
+}
+
+/// A number per capture, for session names (metrics labels).
+fn next_capture_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 /// `ports[7].mac = …` → `mac = …` for errors about the one port (or route) a request named.

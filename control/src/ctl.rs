@@ -18,6 +18,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::client::{ApiClient, ClientError};
 
+mod capture;
 mod commands;
 mod conntrack;
 mod render;
@@ -128,6 +129,8 @@ pub enum Command {
     /// Traffic mirrors.
     #[command(subcommand, visible_alias = "mirrors")]
     Mirror(MirrorCommand),
+    /// Capture frames at pipeline stages into a pcap/pcapng file or stdout (like tcpdump -w).
+    Capture(CaptureArgs),
     /// Make services, endpoints, API routes and nodes exactly a document's (PUT /v1/state).
     Apply(ApplyArgs),
     /// Port counters and the non-zero drops and events.
@@ -428,23 +431,72 @@ pub enum MirrorCommand {
 /// `mirror add`. Fields not given are left to the server's defaults.
 #[derive(Debug, Args)]
 pub struct MirrorAddArgs {
-    /// Mirror name.
-    pub name: String,
-    /// A port to mirror; repeat or separate with commas.
-    #[arg(long = "port", value_name = "PORT", value_delimiter = ',')]
-    pub ports: Vec<String>,
-    /// Which direction of the ports' traffic.
-    #[arg(long, value_enum)]
-    pub direction: Option<MirrorDirection>,
-    /// Where in the pipeline frames are copied.
-    #[arg(long, value_enum)]
-    pub stage: Option<MirrorStage>,
+    /// Mirror name (default: the interface's name).
+    pub name: Option<String>,
+    /// Ports, direction, stages.
+    #[command(flatten)]
+    pub select: SelectArgs,
     /// A capture filter, e.g. "tcp port 80".
     #[arg(long)]
     pub filter: Option<String>,
     /// The interface mirrored frames are sent to, e.g. psmirror0.
     #[arg(long)]
     pub iface: Option<String>,
+    /// Bytes kept of each frame (default: whole frames).
+    #[arg(long)]
+    pub snaplen: Option<u32>,
+    /// The filter as tcpdump takes it, after `--` (instead of --filter).
+    #[arg(last = true, value_name = "FILTER")]
+    pub filter_words: Vec<String>,
+}
+
+/// What a mirror or a capture selects: `mirror add` and `capture`.
+#[derive(Debug, Args)]
+pub struct SelectArgs {
+    /// A port to copy frames of; repeat or separate with commas (none: all ports).
+    #[arg(long = "port", value_name = "PORT", value_delimiter = ',')]
+    pub ports: Vec<String>,
+    /// Which direction of the ports' traffic (when no --stage is given).
+    #[arg(long, value_enum)]
+    pub direction: Option<MirrorDirection>,
+    /// Where in the pipeline frames are copied; repeat for several.
+    #[arg(long = "stage", value_enum, value_delimiter = ',')]
+    pub stages: Vec<MirrorStage>,
+}
+
+/// `capture`: a transient session streamed as a capture file.
+#[derive(Debug, Args)]
+pub struct CaptureArgs {
+    /// Ports, direction, stages.
+    #[command(flatten)]
+    pub select: SelectArgs,
+    /// File format; pcapng carries a comment per packet (stage, ports, verdict, NAT).
+    #[arg(long, value_enum, default_value_t = CaptureFormat::Pcap)]
+    pub format: CaptureFormat,
+    /// Stop after this many frames.
+    #[arg(short = 'c', value_name = "N")]
+    pub count: Option<u64>,
+    /// Stop after this many seconds.
+    #[arg(long, value_name = "SECS")]
+    pub duration: Option<f64>,
+    /// Bytes kept of each frame (default: whole frames).
+    #[arg(short = 's', long)]
+    pub snaplen: Option<u32>,
+    /// Where to write: a file, or `-` for stdout.
+    #[arg(short = 'w', value_name = "FILE")]
+    pub write: PathBuf,
+    /// A tcpdump filter expression, e.g. tcp port 80.
+    #[arg(trailing_var_arg = true, value_name = "FILTER")]
+    pub filter: Vec<String>,
+}
+
+/// `capture --format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CaptureFormat {
+    /// Classic pcap (nanosecond timestamps).
+    Pcap,
+    /// pcapng with per-packet comments.
+    Pcapng,
 }
 
 /// `mirror add --direction`.

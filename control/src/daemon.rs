@@ -140,6 +140,7 @@ pub fn run(opts: &RunOptions) -> Result<()> {
     }
     control.attach_workers(senders, counters.clone(), fanout_base);
     control.attach_tables(Arc::clone(&shared));
+    control.attach_mirrors(Arc::clone(&shared.mirrors));
     tracing::info!(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "forwarding"
@@ -236,6 +237,11 @@ async fn serve(opts: &RunOptions, api: Arc<Api>, stop: &Arc<AtomicBool>) -> Resu
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+    // Running captures end (graceful shutdown waits for their streams).
+    api.control
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .close_mirrors();
     let _ = api_task.await;
     if let Some(t) = metrics_task {
         let _ = t.await;

@@ -11,6 +11,7 @@ pub mod ctl;
 pub mod daemon;
 pub mod fake_api;
 pub mod metrics;
+pub mod mirror;
 pub mod ports;
 pub mod services;
 pub mod state;

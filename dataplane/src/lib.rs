@@ -10,6 +10,7 @@ pub mod config;
 pub mod conntrack;
 pub mod io;
 pub mod nat;
+pub mod mirror;
 pub mod pipeline;
 pub mod replay;
 pub mod services;

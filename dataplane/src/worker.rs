@@ -19,6 +19,7 @@ use arc_swap::ArcSwap;
 use crate::config::Snapshot;
 use crate::io::PortQueue;
 use crate::io::poll::PollSet;
+use crate::mirror::{MirrorNote, MirrorStage};
 use crate::pipeline::{
     Batch, DropReason, Event, Frame, MAX_FRAME_LEN, Pipeline, PortId, SharedTables, Verdict,
     WorkerCounters,
@@ -242,6 +243,7 @@ impl Worker {
         };
         let Some(Some(queue)) = self.queues.get_mut(usize::from(port.0)) else {
             counters.count_drop(DropReason::TxError);
+            mirror_sent(&self.pipeline, port, frame.in_port, frame.data(), false);
             return;
         };
         self.dirty[usize::from(port.0)] = true;
@@ -251,15 +253,18 @@ impl Worker {
             } else {
                 Event::GsoSegmented
             });
+            let pipeline = &self.pipeline;
             let result = crate::io::gso::segment(
                 frame.data(),
                 &frame.offload,
                 &mut self.scratch,
                 |segment| {
-                    match queue.send(segment) {
+                    let sent = queue.send(segment);
+                    match sent {
                         Ok(()) => counters.tx(port, segment.len()),
                         Err(_) => counters.count_drop(DropReason::TxError),
                     }
+                    mirror_sent(pipeline, port, frame.in_port, segment.data(), sent.is_ok());
                     Ok::<(), crate::io::gso::GsoError>(())
                 },
             );
@@ -268,10 +273,18 @@ impl Worker {
             }
             return;
         }
-        match queue.send(frame) {
+        let sent = queue.send(frame);
+        match sent {
             Ok(()) => counters.tx(port, frame.len()),
             Err(_) => counters.count_drop(DropReason::TxError),
         }
+        mirror_sent(
+            &self.pipeline,
+            port,
+            frame.in_port,
+            frame.data(),
+            sent.is_ok(),
+        );
     }
 
     fn flush(&mut self) {
@@ -283,6 +296,29 @@ impl Worker {
                 self.pipeline.counters().count_drop(DropReason::TxError);
             }
         }
+    }
+}
+
+/// Mirror hook of the transmit path: a frame sent on `port` is an egress
+/// copy (flooded copies included, segments as cut); one the output refused is
+/// a drop with [`DropReason::TxError`], selected by its output port.
+#[inline]
+fn mirror_sent(pipeline: &Pipeline, port: PortId, in_port: PortId, data: &[u8], sent: bool) {
+    let stage = if sent {
+        MirrorStage::Egress
+    } else {
+        MirrorStage::Drop
+    };
+    if pipeline.mirror_active(stage) {
+        let verdict = if sent {
+            Verdict::Forward(port)
+        } else {
+            Verdict::Drop(DropReason::TxError)
+        };
+        let note = MirrorNote::new(stage, in_port)
+            .with_out_port(port)
+            .with_verdict(verdict);
+        pipeline.mirror(stage, port, data, note);
     }
 }
 

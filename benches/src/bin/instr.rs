@@ -2,11 +2,12 @@
 //! callgrind (`benches/instructions.sh` runs it at N and 2N and divides the
 //! difference by the frames processed, so setup cost cancels out).
 //!
-//! Usage: `instr <scenario|parse_64b|parse_mixed> <iterations>`
+//! Usage: `instr <scenario|parse_64b|parse_mixed> <iterations> [off|ingress|ingress_nomatch]`
+//! (the last: a mirror session, as in `benches/mirror.rs`).
 
 use std::hint::black_box;
 
-use podswitch_benches::{SCENARIOS, parse_5tuple, pod_frames, scenario};
+use podswitch_benches::{SCENARIOS, drain, mirror_session, parse_5tuple, pod_frames, scenario};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -39,8 +40,9 @@ fn main() {
             std::process::exit(2);
         };
         frames_per_iter = s.frames.len();
+        let queue = mirror_session(&s, args.get(3).map_or("off", String::as_str));
         for _ in 0..n {
-            sink += s.run_once();
+            sink += s.run_once_then(|| drain(queue.as_ref()));
         }
     }
     println!(

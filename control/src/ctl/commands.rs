@@ -32,6 +32,7 @@ pub(super) fn dispatch(ctx: &mut Ctx<'_>, command: &Command) -> Result<u8, Failu
         Command::Route(command) => route(ctx, command).map(|()| 0),
         Command::Node(command) => node(ctx, command).map(|()| 0),
         Command::Mirror(command) => mirror(ctx, command).map(|()| 0),
+        Command::Capture(args) => super::capture::run(ctx, args).map(|()| 0),
         Command::Apply(args) => apply(ctx, args).map(|()| 0),
         Command::Stats => stats(ctx).map(|()| 0),
         Command::Conntrack(ConntrackCommand::List(filter)) => {
@@ -521,23 +522,46 @@ fn node(ctx: &mut Ctx<'_>, command: &NodeCommand) -> Result<(), Failure> {
 fn mirror(ctx: &mut Ctx<'_>, command: &MirrorCommand) -> Result<(), Failure> {
     match command {
         MirrorCommand::List => ctx.list("/v1/mirrors", "mirrors", |mirrors| {
-            let mut table = Table::new(&["NAME", "PORTS", "DIRECTION", "STAGE", "IFACE", "FILTER"]);
+            let mut table = Table::new(&[
+                "NAME",
+                "PORTS",
+                "DIRECTION",
+                "STAGE",
+                "IFACE",
+                "FILTER",
+                "FRAMES",
+                "BYTES",
+                "DROPPED",
+            ]);
             for mirror in mirrors {
+                let counter = |key: &str| {
+                    mirror
+                        .get("counters")
+                        .map_or_else(|| NONE.to_string(), |c| field(c, key))
+                };
+                let stages = match mirror.get("stages") {
+                    Some(list) => cell(list),
+                    None => field(mirror, "stage"),
+                };
                 table.push(vec![
                     field(mirror, "name"),
                     field(mirror, "ports"),
                     field(mirror, "direction"),
-                    field(mirror, "stage"),
+                    stages,
                     field(mirror, "iface"),
                     field(mirror, "filter"),
+                    counter("frames"),
+                    counter("bytes"),
+                    counter("dropped"),
                 ]);
             }
             table
         }),
         MirrorCommand::Show { name } => ctx.show(&format!("/v1/mirrors/{}", segment(name))),
         MirrorCommand::Add(args) => {
-            let done = format!("mirror/{} created", args.name);
-            ctx.send("POST", "/v1/mirrors", &NewMirror::from(args), &done)
+            let body = NewMirror::from(args);
+            let done = format!("mirror/{} created", body.name);
+            ctx.send("POST", "/v1/mirrors", &body, &done)
         }
         MirrorCommand::Del { name } => {
             let path = format!("/v1/mirrors/{}", segment(name));
@@ -556,27 +580,48 @@ struct NewMirror<'a> {
     direction: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     stage: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    stages: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    filter: Option<&'a str>,
+    filter: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     iface: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    snaplen: Option<u32>,
 }
 
 impl<'a> From<&'a MirrorAddArgs> for NewMirror<'a> {
     fn from(args: &'a MirrorAddArgs) -> NewMirror<'a> {
+        let stages: Vec<String> = args.select.stages.iter().map(|s| value_name(*s)).collect();
+        let (stage, stages) = match stages.len() {
+            0 => (None, Vec::new()),
+            1 => (stages.into_iter().next(), Vec::new()),
+            _ => (None, stages),
+        };
+        let filter = match (&args.filter, args.filter_words.is_empty()) {
+            (Some(f), _) => Some(f.clone()),
+            (None, false) => Some(args.filter_words.join(" ")),
+            (None, true) => None,
+        };
         NewMirror {
-            name: &args.name,
-            ports: &args.ports,
-            direction: args.direction.map(value_name),
-            stage: args.stage.map(value_name),
-            filter: args.filter.as_deref(),
+            name: args
+                .name
+                .as_deref()
+                .or(args.iface.as_deref())
+                .unwrap_or_default(),
+            ports: &args.select.ports,
+            direction: args.select.direction.map(value_name),
+            stage,
+            stages,
+            filter,
             iface: args.iface.as_deref(),
+            snaplen: args.snaplen,
         }
     }
 }
 
 /// The command-line spelling of a value (`pre-nat`), which is the API's.
-fn value_name(value: impl clap::ValueEnum) -> String {
+pub(super) fn value_name(value: impl clap::ValueEnum) -> String {
     value
         .to_possible_value()
         .map(|v| v.get_name().to_string())

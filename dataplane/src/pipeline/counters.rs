@@ -187,6 +187,9 @@ named_enum! {
         /// A connection to a service without endpoints was refused (RST or ICMP sent).
         ServiceRejected => "service_rejected",
         // --- end services / NAT ---
+        // mirror (issue 8):
+        /// A mirror copy was dropped because its output was behind (the frame itself was not).
+        MirrorDropped => "mirror_dropped",
     }
 }
 

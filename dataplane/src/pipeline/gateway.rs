@@ -195,6 +195,7 @@ impl Pipeline {
         now: u64,
     ) -> Verdict {
         self.counters.count_drop(dropped);
+        self.mirror_drop(frame, dropped);
         let Some(l3) = self.snapshot.l3_interface(iface).copied() else {
             return Verdict::Consumed;
         };

@@ -35,6 +35,7 @@ pub use l2::{MacRecord, SharedMacTable};
 pub use neighbour::{MAX_HOLD_PER_NEIGHBOUR, NeighbourRecord, SharedNeighbourTable};
 
 use crate::config::Snapshot;
+use crate::mirror::{MirrorNote, MirrorRegistry, MirrorStage, MirrorView};
 use crate::wire::{EtherType, L2Header};
 
 /// Index of a port in the configuration snapshot.
@@ -87,6 +88,8 @@ pub struct SharedTables {
     /// Session affinity (ClientIP).
     pub affinity: crate::nat::AffinityTable,
     // --- end services / NAT ---
+    /// Active mirror sessions (outside the snapshot: captures do not bump its generation).
+    pub mirrors: Arc<MirrorRegistry>,
 }
 
 impl SharedTables {
@@ -113,6 +116,7 @@ pub struct Pipeline {
     hold: neighbour::HoldQueue,
     icmp_bucket: gateway::TokenBucket,
     counters: Arc<WorkerCounters>,
+    mirror: MirrorView,
 }
 
 impl Pipeline {
@@ -134,6 +138,7 @@ impl Pipeline {
             hold: neighbour::HoldQueue::new(max_frame_len),
             icmp_bucket,
             counters: Arc::new(WorkerCounters::default()),
+            mirror: MirrorView::default(),
         }
     }
 
@@ -169,6 +174,7 @@ impl Pipeline {
     /// verdict; appends generated frames. `now_ns` drives aging and timers:
     /// call with an empty batch now and then so timers run when idle.
     pub fn process(&mut self, batch: &mut Batch, now_ns: u64) {
+        self.mirror.sync(&self.shared.mirrors);
         self.macs.sync(&self.shared.macs);
         self.neighbours.sync(&self.shared.neighbours);
         self.macs.sweep(
@@ -181,6 +187,9 @@ impl Pipeline {
             let verdict = self.process_frame(batch, i, now_ns);
             if let Verdict::Drop(reason) = verdict {
                 self.counters.count_drop(reason);
+                if let Some((frame, _)) = batch.get(i) {
+                    self.mirror_drop(frame, reason);
+                }
             }
             batch.set_verdict(i, verdict);
         }
@@ -192,6 +201,10 @@ impl Pipeline {
         let frame = batch.frame_mut(i);
         let in_port = frame.in_port;
         self.counters.rx(in_port, frame.len());
+        if self.mirror_active(MirrorStage::Ingress) {
+            let note = MirrorNote::new(MirrorStage::Ingress, in_port);
+            self.mirror(MirrorStage::Ingress, in_port, frame.data(), note);
+        }
         if frame.offload.gso != GsoKind::None {
             self.counters.event(Event::GsoFrames);
         }
@@ -278,6 +291,34 @@ impl Pipeline {
                 .arp_input(batch, i, iface, now)
                 .unwrap_or(Verdict::Drop(DropReason::ArpIgnored)),
             _ => Verdict::Drop(DropReason::L3ProtocolUnsupported),
+        }
+    }
+
+    /// True when a mirror session wants copies at `stage`: one load and a
+    /// branch. Stages call it before building a [`MirrorNote`].
+    #[inline(always)]
+    pub fn mirror_active(&self, stage: MirrorStage) -> bool {
+        self.mirror.active(stage)
+    }
+
+    /// Offers `data` (as seen at `stage` on `port`) to the active sessions:
+    /// those that select the stage and the port and whose filter accepts it
+    /// get a copy, or count a drop (per session, and [`Event::MirrorDropped`])
+    /// if their output is behind. Never blocks.
+    #[inline]
+    pub fn mirror(&self, stage: MirrorStage, port: PortId, data: &[u8], note: MirrorNote) {
+        for _ in 0..self.mirror.offer(stage, port, data, note) {
+            self.counters.event(Event::MirrorDropped);
+        }
+    }
+
+    /// Drop-stage hook for a frame the pipeline drops (by its input port).
+    #[inline]
+    fn mirror_drop(&self, frame: &Frame, reason: DropReason) {
+        if self.mirror_active(MirrorStage::Drop) {
+            let note = MirrorNote::new(MirrorStage::Drop, frame.in_port)
+                .with_verdict(Verdict::Drop(reason));
+            self.mirror(MirrorStage::Drop, frame.in_port, frame.data(), note);
         }
     }
 

@@ -289,6 +289,10 @@ impl Pipeline {
             if now.saturating_sub(pending.last_probe) >= tuning.probe_interval_ns {
                 if pending.probes_sent >= tuning.probes {
                     for &slot in &pending.slots[..pending.held] {
+                        self.mirror_drop(
+                            &self.hold.buffers[usize::from(slot)],
+                            DropReason::NeighbourUnresolved,
+                        );
                         self.hold.free.push(slot);
                         self.counters.count_drop(DropReason::NeighbourUnresolved);
                     }
@@ -323,6 +327,7 @@ impl Pipeline {
             let verdict = self.forward_resolved(batch.frame_mut(j), iface, mac);
             if let Verdict::Drop(r) = verdict {
                 self.counters.count_drop(r);
+                self.mirror_drop(batch.frame_mut(j), r);
             }
             batch.set_verdict(j, verdict);
             self.counters.event(Event::HeldReleased);
