@@ -151,6 +151,12 @@ impl NatStage<'_> {
     /// An IPv4 packet routed by the gateway (`iface` received it), after
     /// the header checks and before the local-address check.
     pub fn routed(&self, frame: &mut Frame, l3: usize, iface: L3If) -> NatAction {
+        if self.conntrack.is_empty()
+            && self.snapshot.services.is_empty()
+            && !self.may_masquerade(frame, l3, iface)
+        {
+            return NatAction::Continue;
+        }
         let sum = if frame.offload.csum.is_some() {
             L4Sum::Partial
         } else {
@@ -454,6 +460,24 @@ impl NatStage<'_> {
             rewrite_packet(ip, sum, src, dst);
         }
         NatAction::Continue
+    }
+
+    /// A cheap first test of [`masquerades`](Self::masquerades) (no route lookup).
+    fn may_masquerade(&self, frame: &Frame, l3: usize, iface: L3If) -> bool {
+        let s = self.snapshot;
+        if iface != L3If::Bridge || s.uplink.is_none() {
+            return false;
+        }
+        let Some(ip) = frame.data().get(l3..) else {
+            return false;
+        };
+        let ip = Ipv4Packet::new_unchecked(ip);
+        ip.header().len() >= 20
+            && s.nat.in_cluster(ip.src_addr())
+            && !s.nat.in_cluster(ip.dst_addr())
+            && s
+                .port(frame.in_port)
+                .is_some_and(|p| p.masquerade.unwrap_or(s.nat.masquerade))
     }
 
     /// Whether a new flow from `in_port` is masqueraded: from inside the
