@@ -82,13 +82,21 @@ fn l2_reply_lookup(c: &mut Criterion) {
     let mut group = c.benchmark_group("nat");
     let mut s = scenario("l2_64b").expect("scenario");
     group.throughput(Throughput::Elements(s.frames.len() as u64));
-    group.bench_function("l2_64b_conntrack_empty", |b| b.iter(|| black_box(s.run_once())));
+    group.bench_function("l2_64b_conntrack_empty", |b| {
+        b.iter(|| black_box(s.run_once()))
+    });
     // One unrelated entry: the L2 path now probes the table for every IPv4 frame.
     let ct = &s.pipeline.shared_tables().conntrack;
     let key = ConnKey::tcp(([10, 0, 0, 1].into(), 1), ([10, 96, 0, 1].into(), 80));
     let shard = ct.shard_of(key.src_addr, key.src_port, IpProtocol::TCP);
-    ct.insert_with(shard, key, Nat::dnat(([10, 0, 0, 2].into(), 80)), 0, |_, _| ())
-        .expect("insert");
+    ct.insert_with(
+        shard,
+        key,
+        Nat::dnat(([10, 0, 0, 2].into(), 80)),
+        0,
+        |_, _| (),
+    )
+    .expect("insert");
     group.bench_function("l2_64b_conntrack_nonempty", |b| {
         b.iter(|| black_box(s.run_once()))
     });
@@ -106,8 +114,16 @@ fn run_threads(e: &nat::Established, threads: usize, crossed: bool, rounds: u64)
         _ => {
             let half = FLOWS / 2;
             vec![
-                e.originals[..half].iter().chain(&e.replies[..half]).cloned().collect(),
-                e.originals[half..].iter().chain(&e.replies[half..]).cloned().collect(),
+                e.originals[..half]
+                    .iter()
+                    .chain(&e.replies[..half])
+                    .cloned()
+                    .collect(),
+                e.originals[half..]
+                    .iter()
+                    .chain(&e.replies[half..])
+                    .cloned()
+                    .collect(),
             ]
         }
     };
@@ -152,5 +168,11 @@ fn shared_threads(c: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, established, new_flows, l2_reply_lookup, shared_threads);
+criterion_group!(
+    benches,
+    established,
+    new_flows,
+    l2_reply_lookup,
+    shared_threads
+);
 criterion_main!(benches);

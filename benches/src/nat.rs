@@ -88,8 +88,16 @@ pub fn tcp_frame(
 pub fn pipeline(snapshot: Arc<Snapshot>, shared: Arc<SharedTables>) -> Pipeline {
     let mut p = Pipeline::new(snapshot, shared, 2048);
     let mut batch = Batch::new(2048);
-    batch.push_rx(POD_A, 0, &arp_frame(POD_A_MAC, [10, 244, 1, 2], [10, 244, 1, 1]));
-    batch.push_rx(POD_B, 0, &arp_frame(POD_B_MAC, [10, 244, 1, 3], [10, 244, 1, 1]));
+    batch.push_rx(
+        POD_A,
+        0,
+        &arp_frame(POD_A_MAC, [10, 244, 1, 2], [10, 244, 1, 1]),
+    );
+    batch.push_rx(
+        POD_B,
+        0,
+        &arp_frame(POD_B_MAC, [10, 244, 1, 3], [10, 244, 1, 1]),
+    );
     p.process(&mut batch, 0);
     p
 }
@@ -143,13 +151,24 @@ pub fn established(services: usize, flows: usize) -> Established {
         let (out, v) = batch.get(0).expect("one frame");
         assert_eq!(v, Verdict::Forward(POD_B), "SYN reaches the endpoint");
         let ip = Ipv4Packet::new_checked(&out.data()[14..]).expect("IPv4");
-        let endpoint = (ip.dst_addr(), u16::from_be_bytes([ip.payload()[2], ip.payload()[3]]));
+        let endpoint = (
+            ip.dst_addr(),
+            u16::from_be_bytes([ip.payload()[2], ip.payload()[3]]),
+        );
         let to_client = (POD_B_MAC.0, POD_A_MAC.0);
         let synack = tcp_frame(to_client, endpoint, client, FLAG_SYN | FLAG_ACK, 500, 101);
         let ack = tcp_frame((POD_A_MAC.0, GW_MAC), client, service, FLAG_ACK, 101, 501);
-        run(&mut p, &mut batch, &[(POD_B, synack), (POD_A, ack.clone())], 1);
+        run(
+            &mut p,
+            &mut batch,
+            &[(POD_B, synack), (POD_A, ack.clone())],
+            1,
+        );
         originals.push((POD_A, ack));
-        replies.push((POD_B, tcp_frame(to_client, endpoint, client, FLAG_ACK, 501, 101)));
+        replies.push((
+            POD_B,
+            tcp_frame(to_client, endpoint, client, FLAG_ACK, 501, 101),
+        ));
     }
     // Spread the flows like a real mix (not in setup order).
     let scramble = |v: &mut Vec<(PortId, Vec<u8>)>| {

@@ -361,9 +361,9 @@ fn oracle_checks(name: &str) -> BTreeMap<&'static str, usize> {
                     "switched"
                 }
                 Checked::Ipv4(out) if out.src_mac == GW_MAC || out.src_mac == UP_MAC => {
-                    let routed_as_is = input_ips.iter().any(|i| {
-                        i.src == out.src && i.dst == out.dst && i.ident == out.ident
-                    });
+                    let routed_as_is = input_ips
+                        .iter()
+                        .any(|i| i.src == out.src && i.dst == out.dst && i.ident == out.ident);
                     if !routed_as_is && let Some(kind) = nat_match(&input_ips, &out) {
                         kind
                     } else if out.src == GW_IP || out.src == UP_IP {
@@ -435,9 +435,16 @@ fn oracle_checks(name: &str) -> BTreeMap<&'static str, usize> {
 fn nat_match(inputs: &[Ipv4Facts], out: &Ipv4Facts) -> Option<&'static str> {
     if out.icmp == Some((0, 0)) {
         let asked = inputs.iter().any(|i| {
-            i.icmp == Some((8, 0)) && i.dst == out.src && i.src == out.dst && i.payload.get(4..) == out.payload.get(4..)
+            i.icmp == Some((8, 0))
+                && i.dst == out.src
+                && i.src == out.dst
+                && i.payload.get(4..) == out.payload.get(4..)
         });
-        if asked && !inputs.iter().any(|i| i.icmp == Some((0, 0)) && i.ident == out.ident) {
+        if asked
+            && !inputs
+                .iter()
+                .any(|i| i.icmp == Some((0, 0)) && i.ident == out.ident)
+        {
             return Some("echo_reply");
         }
     }

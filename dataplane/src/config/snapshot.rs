@@ -7,10 +7,10 @@ use core::net::Ipv4Addr;
 use std::sync::Arc;
 
 use super::{BridgeSection, ConfigError, Ipv4Cidr, NodeConfig, PortKind, invalid};
+use crate::nat::NatSettings;
 use crate::pipeline::MAX_HOLD_PER_NEIGHBOUR;
 use crate::pipeline::routes::{Route, RouteTable};
 use crate::pipeline::{L3If, PortId};
-use crate::nat::NatSettings;
 use crate::services::ServiceTable;
 use crate::wire::MacAddr;
 

@@ -298,7 +298,13 @@ pub fn build_services(
             "TCP" => Protocol::Tcp,
             "UDP" => Protocol::Udp,
             "SCTP" => Protocol::Sctp,
-            other => return Err(invalid(field("protocol"), other, "must be TCP, UDP or SCTP")),
+            other => {
+                return Err(invalid(
+                    field("protocol"),
+                    other,
+                    "must be TCP, UDP or SCTP",
+                ));
+            }
         };
         if s.port == 0 {
             return Err(invalid(field("port"), 0, "must be 1 to 65535"));
@@ -348,7 +354,9 @@ pub fn build_services(
         });
     }
     ServiceTable::new(specs).map_err(|e| match e {
-        ServiceTableError::DuplicateCluster { second, vip, port, .. } => invalid(
+        ServiceTableError::DuplicateCluster {
+            second, vip, port, ..
+        } => invalid(
             format!("services[{second}].cluster_ip"),
             format!("{vip}:{port}"),
             e.to_string(),
@@ -382,12 +390,8 @@ mod tests {
     #[test]
     fn settings_defaults_and_errors() {
         let bridge: Ipv4Cidr = "10.244.1.1/24".parse().unwrap();
-        let s = NatSettings::build(
-            &NatSection::default(),
-            &ConntrackSection::default(),
-            bridge,
-        )
-        .unwrap();
+        let s = NatSettings::build(&NatSection::default(), &ConntrackSection::default(), bridge)
+            .unwrap();
         assert!(s.masquerade && s.in_cluster(Ipv4Addr::new(10, 244, 1, 9)));
         assert!(!s.in_cluster(Ipv4Addr::new(10, 244, 2, 9)));
         assert!(s.allocatable(1024) && !s.allocatable(30000) && !s.allocatable(80));

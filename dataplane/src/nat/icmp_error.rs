@@ -51,13 +51,14 @@ fn quoted_key(inner: &[u8]) -> Option<(ConnKey, usize)> {
     let l4 = inner.get(l4_at..l4_at + 8)?;
     let (src, dst, protocol) = (ip.src_addr(), ip.dst_addr(), ip.protocol());
     let key = match protocol {
-        IpProtocol::TCP | IpProtocol::UDP | SCTP => ConnKey::new(
-            protocol,
-            (src, read_u16(l4, 0)?),
-            (dst, read_u16(l4, 2)?),
-        ),
+        IpProtocol::TCP | IpProtocol::UDP | SCTP => {
+            ConnKey::new(protocol, (src, read_u16(l4, 0)?), (dst, read_u16(l4, 2)?))
+        }
         IpProtocol::ICMP
-            if matches!(l4.first(), Some(&icmpv4::ECHO_REQUEST | &icmpv4::ECHO_REPLY)) =>
+            if matches!(
+                l4.first(),
+                Some(&icmpv4::ECHO_REQUEST | &icmpv4::ECHO_REPLY)
+            ) =>
         {
             ConnKey::icmp_echo(src, dst, read_u16(l4, ICMP_IDENT_AT)?)
         }
@@ -84,8 +85,8 @@ pub(crate) fn translate(
     let Some((quoted, l4_at)) = quoted_key(icmp.data()) else {
         return IcmpErrorOutcome::NotTracked;
     };
-    let Some((dir, outer_key, inner_new)) =
-        conntrack.with_entry(&quoted.inverted(), now_ns, |table, found| {
+    let Some((dir, outer_key, inner_new)) = conntrack
+        .with_entry(&quoted.inverted(), now_ns, |table, found| {
             let e = table.get(found.id)?;
             let dir = found.direction;
             Some((dir, e.rewrite(dir), *e.key(dir.opposite())))
@@ -155,10 +156,7 @@ fn rewrite_quoted(inner: &mut [u8], l4_at: usize, old: &ConnKey, new: &ConnKey) 
         L4Sum::Partial
     };
     if holds_checksum {
-        for (old_a, new_a) in [
-            (old.src_addr, new.src_addr),
-            (old.dst_addr, new.dst_addr),
-        ] {
+        for (old_a, new_a) in [(old.src_addr, new.src_addr), (old.dst_addr, new.dst_addr)] {
             if old_a != new_a {
                 l4_addr_changed(l4, protocol, sum, old_a, new_a);
             }

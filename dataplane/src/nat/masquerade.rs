@@ -44,9 +44,8 @@ pub(crate) fn insert_with_port<R>(
     let range = settings.masquerade_ports;
     let n = range.len();
     let start = (start_hash % u64::from(n)) as u32;
-    let candidates = core::iter::once(original.src_port).chain(
-        (0..n).map(|i| (u32::from(range.first) + (start + i) % n) as u16),
-    );
+    let candidates = core::iter::once(original.src_port)
+        .chain((0..n).map(|i| (u32::from(range.first) + (start + i) % n) as u16));
     conntrack.with_shard(shard, |table| {
         if table.lookup(&original, now_ns).is_some() {
             return Err(AllocError::Clash);

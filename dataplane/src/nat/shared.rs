@@ -123,7 +123,11 @@ impl Default for SharedConntrack {
 /// (and port allocation) computes the same one. ICMP shards by address.
 #[inline]
 pub(crate) fn shard_index(mask: usize, addr: Ipv4Addr, port: u16, protocol: IpProtocol) -> usize {
-    let port = if protocol == IpProtocol::ICMP { 0 } else { port };
+    let port = if protocol == IpProtocol::ICMP {
+        0
+    } else {
+        port
+    };
     let x = (u64::from(addr.to_bits()) << 16) | u64::from(port);
     (crate::services::maglev::mix64(x) >> 32) as usize & mask
 }
@@ -291,7 +295,12 @@ impl SharedConntrack {
     }
 
     /// Up to `limit` entries matching `filter`, in shard order.
-    pub fn list(&self, filter: &ConntrackFilter, now_ns: u64, limit: usize) -> Vec<ConntrackRecord> {
+    pub fn list(
+        &self,
+        filter: &ConntrackFilter,
+        now_ns: u64,
+        limit: usize,
+    ) -> Vec<ConntrackRecord> {
         let mut out = Vec::new();
         for shard in 0..self.shards.len() {
             let table = self.lock(shard);
@@ -469,7 +478,10 @@ mod tests {
 
     #[test]
     fn shards_scale_with_capacity() {
-        assert_eq!(SharedConntrack::new(1, Timeouts::default()).shard_count(), 1);
+        assert_eq!(
+            SharedConntrack::new(1, Timeouts::default()).shard_count(),
+            1
+        );
         let big = SharedConntrack::new(1 << 20, Timeouts::default());
         assert_eq!(big.shard_count(), MAX_SHARDS);
         assert_eq!(big.capacity(), 1 << 20);

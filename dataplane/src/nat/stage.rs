@@ -91,7 +91,9 @@ fn parse(ip: &[u8]) -> Option<Parsed> {
             let icmp_type = *l4.first()?;
             if icmp_error::is_error_type(icmp_type) {
                 parsed.icmp_error = true;
-            } else if matches!(icmp_type, icmpv4::ECHO_REQUEST | icmpv4::ECHO_REPLY) && l4.len() >= 8 {
+            } else if matches!(icmp_type, icmpv4::ECHO_REQUEST | icmpv4::ECHO_REPLY)
+                && l4.len() >= 8
+            {
                 parsed.key = ConnKey::icmp_echo(src, dst, read_u16(l4, ICMP_IDENT_AT)?);
                 parsed.echo_request = icmp_type == icmpv4::ECHO_REQUEST;
             } else {
@@ -177,8 +179,7 @@ impl NatStage<'_> {
                 Established::Miss => {}
                 Established::Action(action) => return action,
                 Established::ResetClient => {
-                    self.counters
-                        .count_drop(DropReason::ServiceEndpointRemoved);
+                    self.counters.count_drop(DropReason::ServiceEndpointRemoved);
                     return self.reset(frame, l3, iface);
                 }
             }
@@ -271,9 +272,9 @@ impl NatStage<'_> {
                 }
                 Established::Action(NatAction::Continue)
             }
-            Some(Hit::Invalid) => {
-                Established::Action(NatAction::Verdict(Verdict::Drop(DropReason::ConntrackInvalid)))
-            }
+            Some(Hit::Invalid) => Established::Action(NatAction::Verdict(Verdict::Drop(
+                DropReason::ConntrackInvalid,
+            ))),
             Some(Hit::Stale) => {
                 self.counters.event(Event::FlowReresolved);
                 match p.tcp {
@@ -284,7 +285,14 @@ impl NatStage<'_> {
         }
     }
 
-    fn new_flow(&self, frame: &mut Frame, l3: usize, p: &Parsed, iface: L3If, sum: L4Sum) -> NatAction {
+    fn new_flow(
+        &self,
+        frame: &mut Frame,
+        l3: usize,
+        p: &Parsed,
+        iface: L3If,
+        sum: L4Sum,
+    ) -> NatAction {
         let snapshot = self.snapshot;
         let key = p.key;
         if p.echo_request
@@ -323,13 +331,18 @@ impl NatStage<'_> {
 
     /// The first packet's tracking, run on the new entry under its lock;
     /// `false` (entry removed) if a TCP segment does not fit.
-    fn first_packet(&self, p: &Parsed) -> impl FnOnce(&mut ConntrackTable, EntryId) -> bool + use<> {
+    fn first_packet(
+        &self,
+        p: &Parsed,
+    ) -> impl FnOnce(&mut ConntrackTable, EntryId) -> bool + use<> {
         let (now, mark, tcp) = (self.now, self.mark(), p.tcp);
         move |table: &mut ConntrackTable, id: EntryId| {
             table.set_mark(id, mark);
             match tcp {
                 Some(segment) => {
-                    let ok = table.update_tcp(id, Direction::Original, &segment, now).is_ok();
+                    let ok = table
+                        .update_tcp(id, Direction::Original, &segment, now)
+                        .is_ok();
                     if !ok {
                         table.remove(id);
                     }
@@ -475,8 +488,7 @@ impl NatStage<'_> {
         ip.header().len() >= 20
             && s.nat.in_cluster(ip.src_addr())
             && !s.nat.in_cluster(ip.dst_addr())
-            && s
-                .port(frame.in_port)
+            && s.port(frame.in_port)
                 .is_some_and(|p| p.masquerade.unwrap_or(s.nat.masquerade))
     }
 
@@ -487,14 +499,12 @@ impl NatStage<'_> {
         let nat = &s.nat;
         iface == L3If::Bridge
             && s.uplink.is_some()
-            && s
-                .port(in_port)
+            && s.port(in_port)
                 .is_some_and(|p| p.masquerade.unwrap_or(nat.masquerade))
             && nat.in_cluster(key.src_addr)
             && !nat.in_cluster(key.dst_addr)
             && !s.is_local_ip(key.dst_addr)
-            && s
-                .routes
+            && s.routes
                 .next_hop(key.dst_addr)
                 .is_some_and(|hop| hop.iface == L3If::Uplink)
     }

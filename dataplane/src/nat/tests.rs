@@ -119,7 +119,10 @@ struct Node {
 
 impl Node {
     fn new() -> Node {
-        Node::with(config(WEB_ON_B), SharedTables::new(4096, Timeouts::default()))
+        Node::with(
+            config(WEB_ON_B),
+            SharedTables::new(4096, Timeouts::default()),
+        )
     }
 
     fn with(cfg: NodeConfig, shared: SharedTables) -> Node {
@@ -238,7 +241,14 @@ fn echo(macs: (Mac, Mac), src: [u8; 4], dst: [u8; 4], ident: u16, reply: bool) -
 }
 
 /// An ICMP error from `src` to `dst` quoting the IPv4 packet of `quoted` (a frame).
-fn icmp_error(macs: (Mac, Mac), src: [u8; 4], dst: [u8; 4], kind: (u8, u8), quoted: &[u8], quote_len: usize) -> Vec<u8> {
+fn icmp_error(
+    macs: (Mac, Mac),
+    src: [u8; 4],
+    dst: [u8; 4],
+    kind: (u8, u8),
+    quoted: &[u8],
+    quote_len: usize,
+) -> Vec<u8> {
     let ip = &quoted[14..];
     let ip = &ip[..quote_len.min(ip.len())];
     let icmp_type = match kind {
@@ -282,7 +292,11 @@ fn facts(frame: &[u8]) -> Facts {
         panic!("not IPv4")
     };
     let h = ip.header().to_header();
-    assert_eq!(h.header_checksum, h.calc_header_checksum(), "IPv4 header checksum");
+    assert_eq!(
+        h.header_checksum,
+        h.calc_header_checksum(),
+        "IPv4 header checksum"
+    );
     let mut f = Facts {
         src_mac: frame[6..12].try_into().unwrap(),
         dst_mac: frame[..6].try_into().unwrap(),
@@ -300,7 +314,13 @@ fn facts(frame: &[u8]) -> Facts {
             assert_eq!(t.checksum(), expect, "TCP checksum");
             f.src.1 = t.source_port();
             f.dst.1 = t.destination_port();
-            f.tcp = Some((t.sequence_number(), t.acknowledgment_number(), t.syn(), t.ack(), t.rst()));
+            f.tcp = Some((
+                t.sequence_number(),
+                t.acknowledgment_number(),
+                t.syn(),
+                t.ack(),
+                t.rst(),
+            ));
             f.payload = t.payload().to_vec();
         }
         Some(TransportSlice::Udp(u)) => {
@@ -334,7 +354,11 @@ fn facts(frame: &[u8]) -> Facts {
 /// checked, and its L4 checksum when the whole datagram is quoted.
 fn quoted(q: &[u8]) -> (Ep, Ep) {
     let (h, rest) = etherparse::Ipv4Header::from_slice(q).expect("quoted IPv4 header");
-    assert_eq!(h.header_checksum, h.calc_header_checksum(), "quoted IPv4 header checksum");
+    assert_eq!(
+        h.header_checksum,
+        h.calc_header_checksum(),
+        "quoted IPv4 header checksum"
+    );
     let sport = u16::from_be_bytes([rest[0], rest[1]]);
     let dport = u16::from_be_bytes([rest[2], rest[3]]);
     let complete = usize::from(h.total_len) == q.len();
@@ -342,11 +366,19 @@ fn quoted(q: &[u8]) -> (Ep, Ep) {
         match h.protocol {
             etherparse::IpNumber::UDP => {
                 let (u, payload) = etherparse::UdpHeader::from_slice(rest).unwrap();
-                assert_eq!(u.checksum, u.calc_checksum_ipv4(&h, payload).unwrap(), "quoted UDP checksum");
+                assert_eq!(
+                    u.checksum,
+                    u.calc_checksum_ipv4(&h, payload).unwrap(),
+                    "quoted UDP checksum"
+                );
             }
             etherparse::IpNumber::TCP => {
                 let (t, payload) = etherparse::TcpHeader::from_slice(rest).unwrap();
-                assert_eq!(t.checksum, t.calc_checksum_ipv4(&h, payload).unwrap(), "quoted TCP checksum");
+                assert_eq!(
+                    t.checksum,
+                    t.calc_checksum_ipv4(&h, payload).unwrap(),
+                    "quoted TCP checksum"
+                );
             }
             _ => {}
         }
@@ -362,28 +394,118 @@ const CLIENT: Ep = (IP_A, 40000);
 
 /// A → web (DNATed to B:8080): SYN, SYN-ACK (B answers A directly at L2), ACK.
 fn handshake(n: &mut Node, client: Ep) {
-    let syn = n.through(A, tcp((MAC_A, GW_MAC), client, (WEB, 80), 100, Flags::Syn, b""), B);
+    let syn = n.through(
+        A,
+        tcp((MAC_A, GW_MAC), client, (WEB, 80), 100, Flags::Syn, b""),
+        B,
+    );
     assert_eq!((syn.src, syn.dst), (client, (IP_B, 8080)));
     assert_eq!((syn.src_mac, syn.dst_mac, syn.ttl), (GW_MAC, MAC_B, 63));
-    let synack = n.through(B, tcp((MAC_B, MAC_A), (IP_B, 8080), client, 500, Flags::SynAck(101), b""), A);
+    let synack = n.through(
+        B,
+        tcp(
+            (MAC_B, MAC_A),
+            (IP_B, 8080),
+            client,
+            500,
+            Flags::SynAck(101),
+            b"",
+        ),
+        A,
+    );
     assert_eq!((synack.src, synack.dst), ((WEB, 80), client));
-    assert_eq!((synack.src_mac, synack.dst_mac, synack.ttl), (GW_MAC, MAC_A, 63));
-    n.through(A, tcp((MAC_A, GW_MAC), client, (WEB, 80), 101, Flags::Ack(501), b""), B);
+    assert_eq!(
+        (synack.src_mac, synack.dst_mac, synack.ttl),
+        (GW_MAC, MAC_A, 63)
+    );
+    n.through(
+        A,
+        tcp(
+            (MAC_A, GW_MAC),
+            client,
+            (WEB, 80),
+            101,
+            Flags::Ack(501),
+            b"",
+        ),
+        B,
+    );
 }
 
 #[test]
 fn cluster_ip_tcp_handshake_data_and_close() {
     let mut n = Node::new();
     handshake(&mut n, CLIENT);
-    let data = n.through(A, tcp((MAC_A, GW_MAC), CLIENT, (WEB, 80), 101, Flags::Ack(501), b"GET /"), B);
+    let data = n.through(
+        A,
+        tcp(
+            (MAC_A, GW_MAC),
+            CLIENT,
+            (WEB, 80),
+            101,
+            Flags::Ack(501),
+            b"GET /",
+        ),
+        B,
+    );
     assert_eq!(data.payload, b"GET /");
     // The endpoint may also answer through the gateway (routed): translated too.
-    let resp = n.through(B, tcp((MAC_B, GW_MAC), (IP_B, 8080), CLIENT, 501, Flags::Ack(106), b"200 OK"), A);
-    assert_eq!((resp.src, resp.dst, resp.payload.as_slice()), ((WEB, 80), CLIENT, &b"200 OK"[..]));
-    n.through(A, tcp((MAC_A, GW_MAC), CLIENT, (WEB, 80), 106, Flags::Fin(507), b""), B);
-    n.through(B, tcp((MAC_B, MAC_A), (IP_B, 8080), CLIENT, 507, Flags::Fin(107), b""), A);
-    n.through(A, tcp((MAC_A, GW_MAC), CLIENT, (WEB, 80), 107, Flags::Ack(508), b""), B);
-    let listed = n.p.shared_tables().conntrack.list(&ConntrackFilter::default(), n.now, 10);
+    let resp = n.through(
+        B,
+        tcp(
+            (MAC_B, GW_MAC),
+            (IP_B, 8080),
+            CLIENT,
+            501,
+            Flags::Ack(106),
+            b"200 OK",
+        ),
+        A,
+    );
+    assert_eq!(
+        (resp.src, resp.dst, resp.payload.as_slice()),
+        ((WEB, 80), CLIENT, &b"200 OK"[..])
+    );
+    n.through(
+        A,
+        tcp(
+            (MAC_A, GW_MAC),
+            CLIENT,
+            (WEB, 80),
+            106,
+            Flags::Fin(507),
+            b"",
+        ),
+        B,
+    );
+    n.through(
+        B,
+        tcp(
+            (MAC_B, MAC_A),
+            (IP_B, 8080),
+            CLIENT,
+            507,
+            Flags::Fin(107),
+            b"",
+        ),
+        A,
+    );
+    n.through(
+        A,
+        tcp(
+            (MAC_A, GW_MAC),
+            CLIENT,
+            (WEB, 80),
+            107,
+            Flags::Ack(508),
+            b"",
+        ),
+        B,
+    );
+    let listed =
+        n.p.shared_tables()
+            .conntrack
+            .list(&ConntrackFilter::default(), n.now, 10);
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].tcp_state, Some(TcpState::TimeWait));
     assert!(listed[0].assured);
@@ -395,26 +517,74 @@ fn cluster_ip_tcp_handshake_data_and_close() {
 fn out_of_window_and_invalid_segments_are_dropped() {
     let mut n = Node::new();
     handshake(&mut n, CLIENT);
-    let far = tcp((MAC_A, GW_MAC), CLIENT, (WEB, 80), 101 + 0x4000_0000, Flags::Ack(501), b"x");
-    assert_eq!(n.verdict(A, far), Verdict::Drop(DropReason::ConntrackInvalid));
+    let far = tcp(
+        (MAC_A, GW_MAC),
+        CLIENT,
+        (WEB, 80),
+        101 + 0x4000_0000,
+        Flags::Ack(501),
+        b"x",
+    );
+    assert_eq!(
+        n.verdict(A, far),
+        Verdict::Drop(DropReason::ConntrackInvalid)
+    );
     // SYN-ACK from the client makes no sense.
-    let bogus = tcp((MAC_A, GW_MAC), CLIENT, (WEB, 80), 101, Flags::SynAck(501), b"");
-    assert_eq!(n.verdict(A, bogus), Verdict::Drop(DropReason::ConntrackInvalid));
+    let bogus = tcp(
+        (MAC_A, GW_MAC),
+        CLIENT,
+        (WEB, 80),
+        101,
+        Flags::SynAck(501),
+        b"",
+    );
+    assert_eq!(
+        n.verdict(A, bogus),
+        Verdict::Drop(DropReason::ConntrackInvalid)
+    );
     // A FIN to the service with no connection is not NATed.
-    let stray = tcp((MAC_A, GW_MAC), (IP_A, 999), (WEB, 80), 1, Flags::Fin(1), b"");
-    assert_eq!(n.verdict(A, stray), Verdict::Drop(DropReason::ConntrackInvalid));
+    let stray = tcp(
+        (MAC_A, GW_MAC),
+        (IP_A, 999),
+        (WEB, 80),
+        1,
+        Flags::Fin(1),
+        b"",
+    );
+    assert_eq!(
+        n.verdict(A, stray),
+        Verdict::Drop(DropReason::ConntrackInvalid)
+    );
     assert_eq!(n.drops(DropReason::ConntrackInvalid), 3);
     // The connection itself still works.
-    n.through(A, tcp((MAC_A, GW_MAC), CLIENT, (WEB, 80), 101, Flags::Ack(501), b"ok"), B);
+    n.through(
+        A,
+        tcp(
+            (MAC_A, GW_MAC),
+            CLIENT,
+            (WEB, 80),
+            101,
+            Flags::Ack(501),
+            b"ok",
+        ),
+        B,
+    );
 }
 
 #[test]
 fn rst_closes_the_tracked_connection() {
     let mut n = Node::new();
     handshake(&mut n, CLIENT);
-    let rst = n.through(B, tcp((MAC_B, MAC_A), (IP_B, 8080), CLIENT, 501, Flags::Rst, b""), A);
+    let rst = n.through(
+        B,
+        tcp((MAC_B, MAC_A), (IP_B, 8080), CLIENT, 501, Flags::Rst, b""),
+        A,
+    );
     assert_eq!(rst.src, (WEB, 80));
-    let listed = n.p.shared_tables().conntrack.list(&ConntrackFilter::default(), n.now, 10);
+    let listed =
+        n.p.shared_tables()
+            .conntrack
+            .list(&ConntrackFilter::default(), n.now, 10);
     assert_eq!(listed[0].tcp_state, Some(TcpState::Close));
     assert!(listed[0].timeout_secs <= 10);
 }
@@ -424,10 +594,16 @@ fn udp_query_and_response() {
     let mut n = Node::new();
     let client = (IP_A, 33333);
     let q = n.through(A, udp((MAC_A, GW_MAC), client, (DNS, 53), b"query"), B);
-    assert_eq!((q.src, q.dst, q.payload.as_slice()), (client, (IP_B, 5353), &b"query"[..]));
+    assert_eq!(
+        (q.src, q.dst, q.payload.as_slice()),
+        (client, (IP_B, 5353), &b"query"[..])
+    );
     let r = n.through(B, udp((MAC_B, MAC_A), (IP_B, 5353), client, b"answer"), A);
     assert_eq!((r.src, r.dst, r.src_mac), ((DNS, 53), client, GW_MAC));
-    let rec = &n.p.shared_tables().conntrack.list(&ConntrackFilter::default(), n.now, 1)[0];
+    let rec =
+        &n.p.shared_tables()
+            .conntrack
+            .list(&ConntrackFilter::default(), n.now, 1)[0];
     assert!(rec.assured && rec.seen_reply);
     assert_eq!(rec.timeout_secs, 120);
 }
@@ -436,44 +612,89 @@ fn udp_query_and_response() {
 fn echo_to_cluster_ip_is_answered_by_the_gateway() {
     let mut n = Node::new();
     let reply = n.through(A, echo((MAC_A, GW_MAC), IP_A, WEB, 7, false), A);
-    assert_eq!((reply.src.0, reply.dst.0, reply.icmp), (WEB, IP_A, Some((0, 0))));
-    assert_eq!(n.verdict(A, echo((MAC_A, GW_MAC), IP_A, EMPTY, 7, false)), Verdict::Drop(DropReason::ServiceNoEndpoints));
+    assert_eq!(
+        (reply.src.0, reply.dst.0, reply.icmp),
+        (WEB, IP_A, Some((0, 0)))
+    );
+    assert_eq!(
+        n.verdict(A, echo((MAC_A, GW_MAC), IP_A, EMPTY, 7, false)),
+        Verdict::Drop(DropReason::ServiceNoEndpoints)
+    );
 }
 
 #[test]
 fn no_endpoints_tcp_gets_a_reset_and_udp_a_port_unreachable() {
     let mut n = Node::new();
-    let syn = tcp((MAC_A, GW_MAC), (IP_A, 41000), (EMPTY, 80), 7777, Flags::Syn, b"");
+    let syn = tcp(
+        (MAC_A, GW_MAC),
+        (IP_A, 41000),
+        (EMPTY, 80),
+        7777,
+        Flags::Syn,
+        b"",
+    );
     let rst = n.through(A, syn, A);
     assert_eq!((rst.src, rst.dst), ((EMPTY, 80), (IP_A, 41000)));
     assert_eq!((rst.src_mac, rst.dst_mac), (GW_MAC, MAC_A));
     // No ACK in the SYN: RST|ACK acking SYN.seq + 1, like iptables' tcp-reset.
     assert_eq!(rst.tcp, Some((0, 7778, false, true, true)));
-    let ack = tcp((MAC_A, GW_MAC), (IP_A, 41001), (EMPTY, 80), 1, Flags::Ack(4242), b"");
+    let ack = tcp(
+        (MAC_A, GW_MAC),
+        (IP_A, 41001),
+        (EMPTY, 80),
+        1,
+        Flags::Ack(4242),
+        b"",
+    );
     let rst = n.through(A, ack, A);
     assert_eq!(rst.tcp, Some((4242, 0, false, false, true)));
     let q = udp((MAC_A, GW_MAC), (IP_A, 41002), (EMPTY, 53), b"q");
     let unreach = n.through(A, q, A);
-    assert_eq!((unreach.src.0, unreach.dst.0, unreach.icmp), (EMPTY, IP_A, Some((3, 3))));
+    assert_eq!(
+        (unreach.src.0, unreach.dst.0, unreach.icmp),
+        (EMPTY, IP_A, Some((3, 3)))
+    );
     assert_eq!(unreach.inner, Some(((IP_A, 41002), (EMPTY, 53))));
     assert_eq!(n.drops(DropReason::ServiceNoEndpoints), 3);
     assert_eq!(n.events(Event::ServiceRejected), 3);
-    assert!(n.p.shared_tables().conntrack.is_empty(), "refused flows are not tracked");
+    assert!(
+        n.p.shared_tables().conntrack.is_empty(),
+        "refused flows are not tracked"
+    );
 }
 
 #[test]
 fn hairpin_snats_to_the_gateway() {
     let mut n = Node::new();
-    let out = n.through(A, tcp((MAC_A, GW_MAC), CLIENT, (SELF, 80), 1, Flags::Syn, b""), A);
+    let out = n.through(
+        A,
+        tcp((MAC_A, GW_MAC), CLIENT, (SELF, 80), 1, Flags::Syn, b""),
+        A,
+    );
     assert_eq!(out.src.0, GW);
     assert_eq!(out.dst, (IP_A, 8080));
     assert_eq!((out.src_mac, out.dst_mac), (GW_MAC, MAC_A));
     let gw_port = out.src.1;
     let ct = &n.p.shared_tables().conntrack;
     let shard = ct.shard_of(IP_A.into(), CLIENT.1, crate::wire::IpProtocol::TCP);
-    assert_eq!(ct.shard_of(GW.into(), gw_port, crate::wire::IpProtocol::TCP), shard, "meets in the client's shard");
+    assert_eq!(
+        ct.shard_of(GW.into(), gw_port, crate::wire::IpProtocol::TCP),
+        shard,
+        "meets in the client's shard"
+    );
     // A answers the gateway; the reply comes back from the service.
-    let back = n.through(A, tcp((MAC_A, GW_MAC), (IP_A, 8080), (GW, gw_port), 9, Flags::SynAck(2), b""), A);
+    let back = n.through(
+        A,
+        tcp(
+            (MAC_A, GW_MAC),
+            (IP_A, 8080),
+            (GW, gw_port),
+            9,
+            Flags::SynAck(2),
+            b"",
+        ),
+        A,
+    );
     assert_eq!((back.src, back.dst), ((SELF, 80), CLIENT));
     assert_eq!(n.events(Event::SnatHairpin), 1);
 }
@@ -481,26 +702,74 @@ fn hairpin_snats_to_the_gateway() {
 #[test]
 fn masquerade_out_and_back_never_collides() {
     let mut n = Node::new();
-    let out = n.through(A, tcp((MAC_A, GW_MAC), CLIENT, (REMOTE, 443), 1, Flags::Syn, b""), UP);
+    let out = n.through(
+        A,
+        tcp((MAC_A, GW_MAC), CLIENT, (REMOTE, 443), 1, Flags::Syn, b""),
+        UP,
+    );
     assert_eq!((out.src, out.dst), ((NODE, 40000), (REMOTE, 443)));
     assert_eq!((out.src_mac, out.dst_mac), (UP_MAC, ROUTER));
-    let back = n.through(UP, tcp((ROUTER, UP_MAC), (REMOTE, 443), (NODE, 40000), 9, Flags::SynAck(2), b""), A);
-    assert_eq!((back.src, back.dst, back.dst_mac), ((REMOTE, 443), CLIENT, MAC_A));
+    let back = n.through(
+        UP,
+        tcp(
+            (ROUTER, UP_MAC),
+            (REMOTE, 443),
+            (NODE, 40000),
+            9,
+            Flags::SynAck(2),
+            b"",
+        ),
+        A,
+    );
+    assert_eq!(
+        (back.src, back.dst, back.dst_mac),
+        ((REMOTE, 443), CLIENT, MAC_A)
+    );
     // B uses the same source port toward the same remote: another port.
-    let other = n.through(B, tcp((MAC_B, GW_MAC), (IP_B, 40000), (REMOTE, 443), 1, Flags::Syn, b""), UP);
+    let other = n.through(
+        B,
+        tcp(
+            (MAC_B, GW_MAC),
+            (IP_B, 40000),
+            (REMOTE, 443),
+            1,
+            Flags::Syn,
+            b"",
+        ),
+        UP,
+    );
     assert_eq!(other.src.0, NODE);
     assert_ne!(other.src.1, 40000);
-    let back = n.through(UP, tcp((ROUTER, UP_MAC), (REMOTE, 443), (NODE, other.src.1), 9, Flags::SynAck(2), b""), B);
+    let back = n.through(
+        UP,
+        tcp(
+            (ROUTER, UP_MAC),
+            (REMOTE, 443),
+            (NODE, other.src.1),
+            9,
+            Flags::SynAck(2),
+            b"",
+        ),
+        B,
+    );
     assert_eq!(back.dst, (IP_B, 40000));
     // ICMP echo: the identifier is the port.
     let ping = n.through(A, echo((MAC_A, GW_MAC), IP_A, REMOTE, 40000, false), UP);
     let ping2 = n.through(B, echo((MAC_B, GW_MAC), IP_B, REMOTE, 40000, false), UP);
     assert_eq!(ping.src, (NODE, 40000));
     assert_ne!(ping2.src.1, 40000);
-    let pong = n.through(UP, echo((ROUTER, UP_MAC), REMOTE, NODE, ping2.src.1, true), B);
+    let pong = n.through(
+        UP,
+        echo((ROUTER, UP_MAC), REMOTE, NODE, ping2.src.1, true),
+        B,
+    );
     assert_eq!((pong.dst, pong.icmp), ((IP_B, 40000), Some((0, 0))));
     // Pod-to-pod and cluster-internal traffic is not masqueraded.
-    let internal = n.through(A, udp((MAC_A, GW_MAC), (IP_A, 1), ([10, 244, 1, 4], 2), b"x"), C);
+    let internal = n.through(
+        A,
+        udp((MAC_A, GW_MAC), (IP_A, 1), ([10, 244, 1, 4], 2), b"x"),
+        C,
+    );
     assert_eq!(internal.src, (IP_A, 1));
     assert_eq!(n.events(Event::SnatMasquerade), 4);
 }
@@ -522,7 +791,11 @@ fn masquerade_port_exhaustion_is_counted() {
     cfg.nat.masquerade_ports = Some("20000-20001".parse().unwrap());
     let mut n = Node::with(cfg, SharedTables::default());
     for (port, mac, ip) in [(A, MAC_A, IP_A), (B, MAC_B, IP_B)] {
-        n.through(port, udp((mac, GW_MAC), (ip, 20000), (REMOTE, 53), b"x"), UP);
+        n.through(
+            port,
+            udp((mac, GW_MAC), (ip, 20000), (REMOTE, 53), b"x"),
+            UP,
+        );
     }
     let v = n.verdict(C, udp((MAC_C, GW_MAC), (IP_C, 20000), (REMOTE, 53), b"x"));
     assert_eq!(v, Verdict::Drop(DropReason::NatPortExhausted));
@@ -532,10 +805,31 @@ fn masquerade_port_exhaustion_is_counted() {
 fn node_port_from_outside() {
     let mut n = Node::new();
     let client = (EXTERNAL, 5555);
-    let inb = n.through(UP, tcp((ROUTER, UP_MAC), client, (NODE, 30080), 1, Flags::Syn, b""), B);
-    assert_eq!((inb.src, inb.dst, inb.src_mac), (client, (IP_B, 8080), GW_MAC));
-    let out = n.through(B, tcp((MAC_B, GW_MAC), (IP_B, 8080), client, 9, Flags::SynAck(2), b""), UP);
-    assert_eq!((out.src, out.dst, out.dst_mac), ((NODE, 30080), client, ROUTER));
+    let inb = n.through(
+        UP,
+        tcp((ROUTER, UP_MAC), client, (NODE, 30080), 1, Flags::Syn, b""),
+        B,
+    );
+    assert_eq!(
+        (inb.src, inb.dst, inb.src_mac),
+        (client, (IP_B, 8080), GW_MAC)
+    );
+    let out = n.through(
+        B,
+        tcp(
+            (MAC_B, GW_MAC),
+            (IP_B, 8080),
+            client,
+            9,
+            Flags::SynAck(2),
+            b"",
+        ),
+        UP,
+    );
+    assert_eq!(
+        (out.src, out.dst, out.dst_mac),
+        ((NODE, 30080), client, ROUTER)
+    );
 }
 
 #[test]
@@ -569,15 +863,35 @@ fn frag_needed_for_a_masqueraded_flow_reaches_the_pod() {
     let sent = out[0].0.clone();
     // A router on the way quotes the translated packet: in full, then cut to 28 bytes.
     for quote in [1500, 28] {
-        let err = icmp_error((ROUTER, UP_MAC), [192, 168, 100, 2], NODE, (3, 4), &sent, quote);
+        let err = icmp_error(
+            (ROUTER, UP_MAC),
+            [192, 168, 100, 2],
+            NODE,
+            (3, 4),
+            &sent,
+            quote,
+        );
         let f = n.through(UP, err, A);
-        assert_eq!((f.src.0, f.dst.0, f.icmp), ([192, 168, 100, 2], IP_A, Some((3, 4))));
+        assert_eq!(
+            (f.src.0, f.dst.0, f.icmp),
+            ([192, 168, 100, 2], IP_A, Some((3, 4)))
+        );
         assert_eq!(f.inner, Some((CLIENT, (REMOTE, 443))));
     }
     // A time exceeded about an untracked packet passes untouched.
     let other = udp((UP_MAC, ROUTER), (NODE, 1), (REMOTE, 2), b"");
-    let err = icmp_error((ROUTER, UP_MAC), [192, 168, 100, 2], NODE, (11, 0), &other, 1500);
-    assert_eq!(n.verdict(UP, err), Verdict::Drop(DropReason::LocalUnsupported));
+    let err = icmp_error(
+        (ROUTER, UP_MAC),
+        [192, 168, 100, 2],
+        NODE,
+        (11, 0),
+        &other,
+        1500,
+    );
+    assert_eq!(
+        n.verdict(UP, err),
+        Verdict::Drop(DropReason::LocalUnsupported)
+    );
 }
 
 #[test]
@@ -587,13 +901,24 @@ fn removed_endpoint_flows_are_reresolved_or_reset() {
     // web moves from B to C: the established connection's next segment gets
     // a RST back to the client.
     n.reconfigure(config(r#"{ address = "10.244.1.4" }"#), 2);
-    let data = tcp((MAC_A, GW_MAC), CLIENT, (WEB, 80), 101, Flags::Ack(501), b"more");
+    let data = tcp(
+        (MAC_A, GW_MAC),
+        CLIENT,
+        (WEB, 80),
+        101,
+        Flags::Ack(501),
+        b"more",
+    );
     let rst = n.through(A, data, A);
     assert_eq!((rst.src, rst.dst), ((WEB, 80), CLIENT));
     assert_eq!(rst.tcp.map(|t| t.4), Some(true));
     assert_eq!(n.drops(DropReason::ServiceEndpointRemoved), 1);
     // A new SYN on the same tuple lands on C.
-    let syn = n.through(A, tcp((MAC_A, GW_MAC), CLIENT, (WEB, 80), 9000, Flags::Syn, b""), C);
+    let syn = n.through(
+        A,
+        tcp((MAC_A, GW_MAC), CLIENT, (WEB, 80), 9000, Flags::Syn, b""),
+        C,
+    );
     assert_eq!(syn.dst, (IP_C, 8080));
     assert!(n.events(Event::FlowReresolved) >= 1);
 }
@@ -627,19 +952,63 @@ fn terminating_endpoint_keeps_its_flows_but_gets_no_new_ones() {
     // Find a connection that landed on B.
     let mut on_b = None;
     for sport in 40000..40100 {
-        let f = n.send(A, tcp((MAC_A, GW_MAC), (IP_A, sport), (WEB, 80), 1, Flags::Syn, b""));
+        let f = n.send(
+            A,
+            tcp(
+                (MAC_A, GW_MAC),
+                (IP_A, sport),
+                (WEB, 80),
+                1,
+                Flags::Syn,
+                b"",
+            ),
+        );
         if f[0].1 == Verdict::Forward(B) {
             on_b = Some(sport);
             break;
         }
     }
     let sport = on_b.expect("Maglev sends some flows to B");
-    n.through(B, tcp((MAC_B, MAC_A), (IP_B, 8080), (IP_A, sport), 500, Flags::SynAck(2), b""), A);
-    let terminating = r#"{ address = "10.244.1.3", terminating = true }, { address = "10.244.1.4" }"#;
+    n.through(
+        B,
+        tcp(
+            (MAC_B, MAC_A),
+            (IP_B, 8080),
+            (IP_A, sport),
+            500,
+            Flags::SynAck(2),
+            b"",
+        ),
+        A,
+    );
+    let terminating =
+        r#"{ address = "10.244.1.3", terminating = true }, { address = "10.244.1.4" }"#;
     n.reconfigure(config(terminating), 2);
-    n.through(A, tcp((MAC_A, GW_MAC), (IP_A, sport), (WEB, 80), 2, Flags::Ack(501), b""), B);
+    n.through(
+        A,
+        tcp(
+            (MAC_A, GW_MAC),
+            (IP_A, sport),
+            (WEB, 80),
+            2,
+            Flags::Ack(501),
+            b"",
+        ),
+        B,
+    );
     for sport in 50000..50050 {
-        n.through(A, tcp((MAC_A, GW_MAC), (IP_A, sport), (WEB, 80), 1, Flags::Syn, b""), C);
+        n.through(
+            A,
+            tcp(
+                (MAC_A, GW_MAC),
+                (IP_A, sport),
+                (WEB, 80),
+                1,
+                Flags::Syn,
+                b"",
+            ),
+            C,
+        );
     }
     assert_eq!(n.events(Event::FlowReresolved), 0);
 }
@@ -649,7 +1018,17 @@ fn affinity_keeps_a_client_on_one_endpoint() {
     let mut n = Node::new();
     let mut ports = std::collections::HashSet::new();
     for sport in 1000..1030 {
-        let out = n.send(B, tcp((MAC_B, GW_MAC), (IP_B, sport), (STICKY, 80), 1, Flags::Syn, b""));
+        let out = n.send(
+            B,
+            tcp(
+                (MAC_B, GW_MAC),
+                (IP_B, sport),
+                (STICKY, 80),
+                1,
+                Flags::Syn,
+                b"",
+            ),
+        );
         ports.insert(format!("{:?}", out[0].1));
     }
     assert_eq!(ports.len(), 1, "{ports:?}");
@@ -686,14 +1065,20 @@ fn partial_checksums_stay_partial() {
     let (out, v) = batch.get(0).unwrap();
     assert_eq!(v, Verdict::Forward(B));
     let data = out.data();
-    assert_eq!(&data[14 + 20 + 16..14 + 20 + 18], &pseudo(IP_A, IP_B).to_be_bytes());
+    assert_eq!(
+        &data[14 + 20 + 16..14 + 20 + 18],
+        &pseudo(IP_A, IP_B).to_be_bytes()
+    );
     assert_eq!(&data[14 + 20 + 2..14 + 20 + 4], &8080u16.to_be_bytes());
 }
 
 #[test]
 fn flood_of_ten_times_capacity_keeps_established_flows() {
     const CAP: usize = 1024;
-    let mut n = Node::with(config(WEB_ON_B), SharedTables::new(CAP, Timeouts::default()));
+    let mut n = Node::with(
+        config(WEB_ON_B),
+        SharedTables::new(CAP, Timeouts::default()),
+    );
     let established: Vec<Ep> = (0..64).map(|i| (IP_A, 20000 + i)).collect();
     for &c in &established {
         handshake(&mut n, c);
@@ -705,7 +1090,10 @@ fn flood_of_ten_times_capacity_keeps_established_flows() {
     while sent < 10 * CAP as u32 {
         batch.clear();
         for _ in 0..32 {
-            let client = ([10, 244, 1, 100 + (sent % 100) as u8], 1024 + (sent / 100) as u16);
+            let client = (
+                [10, 244, 1, 100 + (sent % 100) as u8],
+                1024 + (sent / 100) as u16,
+            );
             let syn = tcp((MAC_C, GW_MAC), client, (WEB, 80), 1, Flags::Syn, b"");
             assert!(batch.push_rx(C, n.now, &syn));
             sent += 1;
@@ -715,13 +1103,44 @@ fn flood_of_ten_times_capacity_keeps_established_flows() {
         assert!(batch.iter().all(|(_, v)| v == Verdict::Forward(B)));
     }
     let ct = &n.p.shared_tables().conntrack;
-    assert!(ct.len() <= ct.capacity(), "{} > {}", ct.len(), ct.capacity());
-    assert!(n.events(Event::ConntrackEvicted) > 8 * CAP as u64, "{}", n.events(Event::ConntrackEvicted));
+    assert!(
+        ct.len() <= ct.capacity(),
+        "{} > {}",
+        ct.len(),
+        ct.capacity()
+    );
+    assert!(
+        n.events(Event::ConntrackEvicted) > 8 * CAP as u64,
+        "{}",
+        n.events(Event::ConntrackEvicted)
+    );
     assert_eq!(ct.stats().evicted_assured, 0, "assured flows were evicted");
     for &c in &established {
-        let f = n.through(A, tcp((MAC_A, GW_MAC), c, (WEB, 80), 101, Flags::Ack(501), b"still"), B);
+        let f = n.through(
+            A,
+            tcp(
+                (MAC_A, GW_MAC),
+                c,
+                (WEB, 80),
+                101,
+                Flags::Ack(501),
+                b"still",
+            ),
+            B,
+        );
         assert_eq!(f.dst, (IP_B, 8080));
-        let r = n.through(B, tcp((MAC_B, MAC_A), (IP_B, 8080), c, 501, Flags::Ack(106), b"here"), A);
+        let r = n.through(
+            B,
+            tcp(
+                (MAC_B, MAC_A),
+                (IP_B, 8080),
+                c,
+                501,
+                Flags::Ack(106),
+                b"here",
+            ),
+            A,
+        );
         assert_eq!(r.src, (WEB, 80));
     }
 }
@@ -733,14 +1152,43 @@ mod properties {
 
     fn seeds() -> Vec<(PortId, Vec<u8>)> {
         vec![
-            (A, tcp((MAC_A, GW_MAC), CLIENT, (WEB, 80), 1, Flags::Syn, b"abc")),
-            (B, tcp((MAC_B, MAC_A), (IP_B, 8080), CLIENT, 1, Flags::SynAck(2), b"")),
+            (
+                A,
+                tcp((MAC_A, GW_MAC), CLIENT, (WEB, 80), 1, Flags::Syn, b"abc"),
+            ),
+            (
+                B,
+                tcp(
+                    (MAC_B, MAC_A),
+                    (IP_B, 8080),
+                    CLIENT,
+                    1,
+                    Flags::SynAck(2),
+                    b"",
+                ),
+            ),
             (A, udp((MAC_A, GW_MAC), CLIENT, (DNS, 53), b"q")),
             (A, udp((MAC_A, GW_MAC), CLIENT, (REMOTE, 53), b"q")),
-            (UP, tcp((ROUTER, UP_MAC), (EXTERNAL, 1), (NODE, 30080), 1, Flags::Syn, b"")),
+            (
+                UP,
+                tcp(
+                    (ROUTER, UP_MAC),
+                    (EXTERNAL, 1),
+                    (NODE, 30080),
+                    1,
+                    Flags::Syn,
+                    b"",
+                ),
+            ),
             (A, echo((MAC_A, GW_MAC), IP_A, WEB, 1, false)),
-            (A, tcp((MAC_A, GW_MAC), CLIENT, (EMPTY, 80), 1, Flags::Syn, b"")),
-            (A, tcp((MAC_A, GW_MAC), CLIENT, (SELF, 80), 1, Flags::Syn, b"")),
+            (
+                A,
+                tcp((MAC_A, GW_MAC), CLIENT, (EMPTY, 80), 1, Flags::Syn, b""),
+            ),
+            (
+                A,
+                tcp((MAC_A, GW_MAC), CLIENT, (SELF, 80), 1, Flags::Syn, b""),
+            ),
             {
                 let q = udp((GW_MAC, MAC_B), CLIENT, (IP_B, 5353), b"query");
                 (B, icmp_error((MAC_B, MAC_A), IP_B, IP_A, (3, 3), &q, 1500))

@@ -3,8 +3,8 @@
 
 use super::{Batch, DropReason, Event, L3If, Pipeline, Verdict};
 use crate::nat::{NatAction, NatStage};
-use crate::wire::{EthernetFrame, Ipv4Packet};
 use crate::wire::icmpv4;
+use crate::wire::{EthernetFrame, Ipv4Packet};
 
 /// Conntrack slots expiry visits per batch with traffic, and when idle:
 /// at 1 Mpps (31k batches/s) a 1M table is swept in about 4 s.

@@ -156,7 +156,13 @@ fn udp(ts: u64, macs: ([u8; 6], [u8; 6]), src: Ep, dst: Ep, data: &[u8]) -> (u64
     (ts, out)
 }
 
-fn echo_reply(ts: u64, macs: ([u8; 6], [u8; 6]), src: [u8; 4], dst: [u8; 4], id: u16) -> (u64, Vec<u8>) {
+fn echo_reply(
+    ts: u64,
+    macs: ([u8; 6], [u8; 6]),
+    src: [u8; 4],
+    dst: [u8; 4],
+    id: u16,
+) -> (u64, Vec<u8>) {
     let b = PacketBuilder::ethernet2(macs.0, macs.1)
         .ipv4(src, dst, 64)
         .icmpv4_echo_reply(id, 1);
@@ -185,7 +191,8 @@ fn hairpin_port() -> u16 {
     let ct = SharedConntrack::new(CONNTRACK_CAPACITY, Timeouts::default());
     (40000..50000)
         .find(|&p| {
-            ct.shard_of(GW_IP.into(), p, IpProtocol::TCP) == ct.shard_of(IP_A.into(), p, IpProtocol::TCP)
+            ct.shard_of(GW_IP.into(), p, IpProtocol::TCP)
+                == ct.shard_of(IP_A.into(), p, IpProtocol::TCP)
         })
         .expect("some port shares the shard")
 }
@@ -200,33 +207,115 @@ pub(super) fn inputs(name: &str) -> Vec<(&'static str, Frames)> {
         "service-tcp-clusterip" => {
             let (vip, ep) = ((WEB, 80), (IP_B, 8080));
             vec![
-                with_hello("pod-a", vec![
-                    tcp(t(2), a_gw, client, vip, seg(1000, None, true, false), b""),
-                    tcp(t(6), a_gw, client, vip, seg(1001, Some(5001), false, false), b""),
-                    tcp(t(8), a_gw, client, vip, seg(1001, Some(5001), false, false), b"GET /"),
-                    tcp(t(12), a_gw, client, vip, seg(1006, Some(5016), false, true), b""),
-                    tcp(t(16), a_gw, client, vip, seg(1007, Some(5017), false, false), b""),
-                ]),
+                with_hello(
+                    "pod-a",
+                    vec![
+                        tcp(t(2), a_gw, client, vip, seg(1000, None, true, false), b""),
+                        tcp(
+                            t(6),
+                            a_gw,
+                            client,
+                            vip,
+                            seg(1001, Some(5001), false, false),
+                            b"",
+                        ),
+                        tcp(
+                            t(8),
+                            a_gw,
+                            client,
+                            vip,
+                            seg(1001, Some(5001), false, false),
+                            b"GET /",
+                        ),
+                        tcp(
+                            t(12),
+                            a_gw,
+                            client,
+                            vip,
+                            seg(1006, Some(5016), false, true),
+                            b"",
+                        ),
+                        tcp(
+                            t(16),
+                            a_gw,
+                            client,
+                            vip,
+                            seg(1007, Some(5017), false, false),
+                            b"",
+                        ),
+                    ],
+                ),
                 // The endpoint answers the on-link client directly (dst = pod-a's MAC).
-                with_hello("pod-b", vec![
-                    tcp(t(4), b_a, ep, client, seg(5000, Some(1001), true, false), b""),
-                    tcp(t(10), b_a, ep, client, seg(5001, Some(1006), false, false), b"HTTP/1.1 200 OK"),
-                    tcp(t(14), b_a, ep, client, seg(5016, Some(1007), false, true), b""),
-                ]),
+                with_hello(
+                    "pod-b",
+                    vec![
+                        tcp(
+                            t(4),
+                            b_a,
+                            ep,
+                            client,
+                            seg(5000, Some(1001), true, false),
+                            b"",
+                        ),
+                        tcp(
+                            t(10),
+                            b_a,
+                            ep,
+                            client,
+                            seg(5001, Some(1006), false, false),
+                            b"HTTP/1.1 200 OK",
+                        ),
+                        tcp(
+                            t(14),
+                            b_a,
+                            ep,
+                            client,
+                            seg(5016, Some(1007), false, true),
+                            b"",
+                        ),
+                    ],
+                ),
             ]
         }
         "service-udp-dns" => vec![
-            with_hello("pod-a", vec![udp(t(2), a_gw, (IP_A, 33333), (DNS, 53), b"\x12\x34query example.org")]),
-            with_hello("pod-b", vec![udp(t(4), b_a, (IP_B, 5353), (IP_A, 33333), b"\x12\x34answer 93.184.216.34")]),
+            with_hello(
+                "pod-a",
+                vec![udp(
+                    t(2),
+                    a_gw,
+                    (IP_A, 33333),
+                    (DNS, 53),
+                    b"\x12\x34query example.org",
+                )],
+            ),
+            with_hello(
+                "pod-b",
+                vec![udp(
+                    t(4),
+                    b_a,
+                    (IP_B, 5353),
+                    (IP_A, 33333),
+                    b"\x12\x34answer 93.184.216.34",
+                )],
+            ),
         ],
-        "service-icmp-echo" => vec![with_hello("pod-a", vec![
-            ping(t(2), POD_A, GW_MAC, IP_A, WEB, 64),
-            ping(t(4), POD_A, GW_MAC, IP_A, EMPTY, 64),
-        ])],
+        "service-icmp-echo" => vec![with_hello(
+            "pod-a",
+            vec![
+                ping(t(2), POD_A, GW_MAC, IP_A, WEB, 64),
+                ping(t(4), POD_A, GW_MAC, IP_A, EMPTY, 64),
+            ],
+        )],
         "service-icmp-unreachable" => {
             let query = udp(t(2), a_gw, (IP_A, 33333), (DNS, 53), b"\x12\x34query");
             // What pod-b received (after DNAT), quoted whole in its port unreachable.
-            let (_, seen) = udp(0, (GW_MAC, POD_B), (IP_A, 33333), (IP_B, 5353), b"\x12\x34query");
+            let (_, seen) = udp(
+                0,
+                (GW_MAC, POD_B),
+                (IP_A, 33333),
+                (IP_B, 5353),
+                b"\x12\x34query",
+            );
             let b = PacketBuilder::ethernet2(POD_B, POD_A)
                 .ipv4(IP_B, IP_A, 64)
                 .icmpv4(etherparse::Icmpv4Type::DestinationUnreachable(
@@ -234,38 +323,119 @@ pub(super) fn inputs(name: &str) -> Vec<(&'static str, Frames)> {
                 ));
             let mut err = Vec::new();
             b.write(&mut err, &seen[14..]).unwrap();
-            vec![with_hello("pod-a", vec![query]), with_hello("pod-b", vec![(t(4), err)])]
+            vec![
+                with_hello("pod-a", vec![query]),
+                with_hello("pod-b", vec![(t(4), err)]),
+            ]
         }
         "service-nodeport" => {
             let ext: Ep = (EXTERNAL, 5555);
             vec![
-                with_hello("up0", vec![
-                    tcp(t(2), up, ext, (UP_IP, 30080), seg(7000, None, true, false), b""),
-                    tcp(t(6), up, ext, (UP_IP, 30080), seg(7001, Some(9001), false, false), b""),
-                ]),
+                with_hello(
+                    "up0",
+                    vec![
+                        tcp(
+                            t(2),
+                            up,
+                            ext,
+                            (UP_IP, 30080),
+                            seg(7000, None, true, false),
+                            b"",
+                        ),
+                        tcp(
+                            t(6),
+                            up,
+                            ext,
+                            (UP_IP, 30080),
+                            seg(7001, Some(9001), false, false),
+                            b"",
+                        ),
+                    ],
+                ),
                 // The client is off-link: the endpoint answers through the gateway.
-                with_hello("pod-b", vec![tcp(t(4), b_gw, (IP_B, 8080), ext, seg(9000, Some(7001), true, false), b"")]),
+                with_hello(
+                    "pod-b",
+                    vec![tcp(
+                        t(4),
+                        b_gw,
+                        (IP_B, 8080),
+                        ext,
+                        seg(9000, Some(7001), true, false),
+                        b"",
+                    )],
+                ),
             ]
         }
         "service-hairpin" => {
             let client: Ep = (IP_A, hairpin_port());
-            vec![with_hello("pod-a", vec![
-                tcp(t(2), a_gw, client, (SELF_VIP, 80), seg(1000, None, true, false), b""),
-                // pod-a (the endpoint) sees the connection from the gateway and answers it.
-                tcp(t(4), a_gw, (IP_A, 8080), (GW_IP, client.1), seg(3000, Some(1001), true, false), b""),
-                tcp(t(6), a_gw, client, (SELF_VIP, 80), seg(1001, Some(3001), false, false), b""),
-            ])]
+            vec![with_hello(
+                "pod-a",
+                vec![
+                    tcp(
+                        t(2),
+                        a_gw,
+                        client,
+                        (SELF_VIP, 80),
+                        seg(1000, None, true, false),
+                        b"",
+                    ),
+                    // pod-a (the endpoint) sees the connection from the gateway and answers it.
+                    tcp(
+                        t(4),
+                        a_gw,
+                        (IP_A, 8080),
+                        (GW_IP, client.1),
+                        seg(3000, Some(1001), true, false),
+                        b"",
+                    ),
+                    tcp(
+                        t(6),
+                        a_gw,
+                        client,
+                        (SELF_VIP, 80),
+                        seg(1001, Some(3001), false, false),
+                        b"",
+                    ),
+                ],
+            )]
         }
         "service-masquerade" => vec![
-            with_hello("pod-a", vec![
-                tcp(t(2), a_gw, client, (REMOTE, 443), seg(1000, None, true, false), b""),
-                tcp(t(6), a_gw, client, (REMOTE, 443), seg(1001, Some(8001), false, false), b""),
-                ping(t(8), POD_A, GW_MAC, IP_A, REMOTE, 64),
-            ]),
-            with_hello("up0", vec![
-                tcp(t(4), up, (REMOTE, 443), (UP_IP, 40000), seg(8000, Some(1001), true, false), b""),
-                echo_reply(t(10), up, REMOTE, UP_IP, 0x4242),
-            ]),
+            with_hello(
+                "pod-a",
+                vec![
+                    tcp(
+                        t(2),
+                        a_gw,
+                        client,
+                        (REMOTE, 443),
+                        seg(1000, None, true, false),
+                        b"",
+                    ),
+                    tcp(
+                        t(6),
+                        a_gw,
+                        client,
+                        (REMOTE, 443),
+                        seg(1001, Some(8001), false, false),
+                        b"",
+                    ),
+                    ping(t(8), POD_A, GW_MAC, IP_A, REMOTE, 64),
+                ],
+            ),
+            with_hello(
+                "up0",
+                vec![
+                    tcp(
+                        t(4),
+                        up,
+                        (REMOTE, 443),
+                        (UP_IP, 40000),
+                        seg(8000, Some(1001), true, false),
+                        b"",
+                    ),
+                    echo_reply(t(10), up, REMOTE, UP_IP, 0x4242),
+                ],
+            ),
         ],
         other => panic!("unknown scenario {other}"),
     }
@@ -277,12 +447,18 @@ pub(super) fn write_config(name: &str) {
 }
 
 fn facts(port: &str, name: &str) -> Vec<podswitch_tests::Ipv4Facts> {
-    outputs(name)[port].iter().filter_map(|f| ipv4_of(f)).collect()
+    outputs(name)[port]
+        .iter()
+        .filter_map(|f| ipv4_of(f))
+        .collect()
 }
 
 fn ports(f: &podswitch_tests::Ipv4Facts) -> (u16, u16) {
     let p = &f.payload;
-    (u16::from_be_bytes([p[0], p[1]]), u16::from_be_bytes([p[2], p[3]]))
+    (
+        u16::from_be_bytes([p[0], p[1]]),
+        u16::from_be_bytes([p[2], p[3]]),
+    )
 }
 
 #[test]
@@ -295,7 +471,10 @@ fn service_tcp_clusterip() {
     let replies = facts("pod-a", "service-tcp-clusterip");
     assert_eq!(replies.len(), 3);
     for f in replies {
-        assert_eq!((f.src, f.dst, ports(&f), f.src_mac), (WEB, IP_A, (80, 40000), GW_MAC));
+        assert_eq!(
+            (f.src, f.dst, ports(&f), f.src_mac),
+            (WEB, IP_A, (80, 40000), GW_MAC)
+        );
     }
 }
 
@@ -315,8 +494,13 @@ fn service_icmp_echo() {
     assert_eq!(k.get("echo_reply"), Some(&1), "{k:?}");
     let r = &facts("pod-a", "service-icmp-echo")[0];
     assert_eq!((r.src, r.dst, r.icmp), (WEB, IP_A, Some((0, 0))));
-    let summary = std::fs::read_to_string(scenarios_dir().join("service-icmp-echo/expected/summary.txt")).unwrap();
-    assert!(summary.contains("drop service_no_endpoints: 1\n"), "{summary}");
+    let summary =
+        std::fs::read_to_string(scenarios_dir().join("service-icmp-echo/expected/summary.txt"))
+            .unwrap();
+    assert!(
+        summary.contains("drop service_no_endpoints: 1\n"),
+        "{summary}"
+    );
 }
 
 #[test]
@@ -345,10 +529,16 @@ fn service_nodeport() {
     let k = golden("service-nodeport");
     assert_eq!(k.get("nat"), Some(&3), "{k:?}");
     let inb = &facts("pod-b", "service-nodeport")[0];
-    assert_eq!((inb.src, inb.dst, ports(inb)), (EXTERNAL, IP_B, (5555, 8080)));
+    assert_eq!(
+        (inb.src, inb.dst, ports(inb)),
+        (EXTERNAL, IP_B, (5555, 8080))
+    );
     let out = facts("up0", "service-nodeport");
     let synack = out.iter().find(|f| f.protocol == 6).unwrap();
-    assert_eq!((synack.src, synack.dst, ports(synack)), (UP_IP, EXTERNAL, (30080, 5555)));
+    assert_eq!(
+        (synack.src, synack.dst, ports(synack)),
+        (UP_IP, EXTERNAL, (30080, 5555))
+    );
 }
 
 #[test]
@@ -357,15 +547,24 @@ fn service_hairpin() {
     assert_eq!(k.get("nat"), Some(&3), "{k:?}");
     let port = hairpin_port();
     let f = facts("pod-a", "service-hairpin");
-    assert_eq!((f[0].src, f[0].dst, ports(&f[0])), (GW_IP, IP_A, (port, 8080)));
-    assert_eq!((f[1].src, f[1].dst, ports(&f[1])), (SELF_VIP, IP_A, (80, port)));
+    assert_eq!(
+        (f[0].src, f[0].dst, ports(&f[0])),
+        (GW_IP, IP_A, (port, 8080))
+    );
+    assert_eq!(
+        (f[1].src, f[1].dst, ports(&f[1])),
+        (SELF_VIP, IP_A, (80, port))
+    );
 }
 
 #[test]
 fn service_masquerade() {
     let k = golden("service-masquerade");
     assert_eq!(k.get("nat"), Some(&5), "{k:?}");
-    for f in facts("up0", "service-masquerade").iter().filter(|f| f.protocol != 0x06 || f.src == UP_IP) {
+    for f in facts("up0", "service-masquerade")
+        .iter()
+        .filter(|f| f.protocol != 0x06 || f.src == UP_IP)
+    {
         assert_eq!(f.src, UP_IP, "masqueraded to the uplink address");
     }
     let back = facts("pod-a", "service-masquerade");
