@@ -105,6 +105,15 @@ fn parse(ip: &[u8]) -> Option<Parsed> {
     Some(parsed)
 }
 
+/// How the frame's L4 checksum is kept (partial with checksum offload).
+fn l4_sum(frame: &Frame) -> L4Sum {
+    if frame.offload.csum.is_some() {
+        L4Sum::Partial
+    } else {
+        L4Sum::Full
+    }
+}
+
 /// The result of a conntrack lookup.
 enum Established {
     /// Not tracked.
@@ -159,11 +168,7 @@ impl NatStage<'_> {
         {
             return NatAction::Continue;
         }
-        let sum = if frame.offload.csum.is_some() {
-            L4Sum::Partial
-        } else {
-            L4Sum::Full
-        };
+        let sum = l4_sum(frame);
         let Some(ip) = frame.data_mut().get_mut(l3..) else {
             return NatAction::Continue;
         };
@@ -195,11 +200,7 @@ impl NatStage<'_> {
         if self.conntrack.is_empty() {
             return Ok(false);
         }
-        let sum = if frame.offload.csum.is_some() {
-            L4Sum::Partial
-        } else {
-            L4Sum::Full
-        };
+        let sum = l4_sum(frame);
         let Some(ip) = frame.data_mut().get_mut(l3..) else {
             return Ok(false);
         };

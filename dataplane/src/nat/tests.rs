@@ -219,6 +219,16 @@ fn tcp(macs: (Mac, Mac), src: Ep, dst: Ep, seq: u32, flags: Flags, data: &[u8]) 
     out
 }
 
+/// A segment from pod-a (`client`) to the web ClusterIP, via the gateway.
+fn to_web(client: Ep, seq: u32, flags: Flags, data: &[u8]) -> Vec<u8> {
+    tcp((MAC_A, GW_MAC), client, (WEB, 80), seq, flags, data)
+}
+
+/// A segment from web's endpoint on pod-b to `client`, straight at L2.
+fn web_reply(client: Ep, seq: u32, flags: Flags, data: &[u8]) -> Vec<u8> {
+    tcp((MAC_B, MAC_A), (IP_B, 8080), client, seq, flags, data)
+}
+
 fn udp(macs: (Mac, Mac), src: Ep, dst: Ep, data: &[u8]) -> Vec<u8> {
     let b = PacketBuilder::ethernet2(macs.0, macs.1)
         .ipv4(src.0, dst.0, 64)
@@ -394,60 +404,23 @@ const CLIENT: Ep = (IP_A, 40000);
 
 /// A → web (DNATed to B:8080): SYN, SYN-ACK (B answers A directly at L2), ACK.
 fn handshake(n: &mut Node, client: Ep) {
-    let syn = n.through(
-        A,
-        tcp((MAC_A, GW_MAC), client, (WEB, 80), 100, Flags::Syn, b""),
-        B,
-    );
+    let syn = n.through(A, to_web(client, 100, Flags::Syn, b""), B);
     assert_eq!((syn.src, syn.dst), (client, (IP_B, 8080)));
     assert_eq!((syn.src_mac, syn.dst_mac, syn.ttl), (GW_MAC, MAC_B, 63));
-    let synack = n.through(
-        B,
-        tcp(
-            (MAC_B, MAC_A),
-            (IP_B, 8080),
-            client,
-            500,
-            Flags::SynAck(101),
-            b"",
-        ),
-        A,
-    );
+    let synack = n.through(B, web_reply(client, 500, Flags::SynAck(101), b""), A);
     assert_eq!((synack.src, synack.dst), ((WEB, 80), client));
     assert_eq!(
         (synack.src_mac, synack.dst_mac, synack.ttl),
         (GW_MAC, MAC_A, 63)
     );
-    n.through(
-        A,
-        tcp(
-            (MAC_A, GW_MAC),
-            client,
-            (WEB, 80),
-            101,
-            Flags::Ack(501),
-            b"",
-        ),
-        B,
-    );
+    n.through(A, to_web(client, 101, Flags::Ack(501), b""), B);
 }
 
 #[test]
 fn cluster_ip_tcp_handshake_data_and_close() {
     let mut n = Node::new();
     handshake(&mut n, CLIENT);
-    let data = n.through(
-        A,
-        tcp(
-            (MAC_A, GW_MAC),
-            CLIENT,
-            (WEB, 80),
-            101,
-            Flags::Ack(501),
-            b"GET /",
-        ),
-        B,
-    );
+    let data = n.through(A, to_web(CLIENT, 101, Flags::Ack(501), b"GET /"), B);
     assert_eq!(data.payload, b"GET /");
     // The endpoint may also answer through the gateway (routed): translated too.
     let resp = n.through(
@@ -466,42 +439,9 @@ fn cluster_ip_tcp_handshake_data_and_close() {
         (resp.src, resp.dst, resp.payload.as_slice()),
         ((WEB, 80), CLIENT, &b"200 OK"[..])
     );
-    n.through(
-        A,
-        tcp(
-            (MAC_A, GW_MAC),
-            CLIENT,
-            (WEB, 80),
-            106,
-            Flags::Fin(507),
-            b"",
-        ),
-        B,
-    );
-    n.through(
-        B,
-        tcp(
-            (MAC_B, MAC_A),
-            (IP_B, 8080),
-            CLIENT,
-            507,
-            Flags::Fin(107),
-            b"",
-        ),
-        A,
-    );
-    n.through(
-        A,
-        tcp(
-            (MAC_A, GW_MAC),
-            CLIENT,
-            (WEB, 80),
-            107,
-            Flags::Ack(508),
-            b"",
-        ),
-        B,
-    );
+    n.through(A, to_web(CLIENT, 106, Flags::Fin(507), b""), B);
+    n.through(B, web_reply(CLIENT, 507, Flags::Fin(107), b""), A);
+    n.through(A, to_web(CLIENT, 107, Flags::Ack(508), b""), B);
     let listed =
         n.p.shared_tables()
             .conntrack
@@ -517,27 +457,13 @@ fn cluster_ip_tcp_handshake_data_and_close() {
 fn out_of_window_and_invalid_segments_are_dropped() {
     let mut n = Node::new();
     handshake(&mut n, CLIENT);
-    let far = tcp(
-        (MAC_A, GW_MAC),
-        CLIENT,
-        (WEB, 80),
-        101 + 0x4000_0000,
-        Flags::Ack(501),
-        b"x",
-    );
+    let far = to_web(CLIENT, 101 + 0x4000_0000, Flags::Ack(501), b"x");
     assert_eq!(
         n.verdict(A, far),
         Verdict::Drop(DropReason::ConntrackInvalid)
     );
     // SYN-ACK from the client makes no sense.
-    let bogus = tcp(
-        (MAC_A, GW_MAC),
-        CLIENT,
-        (WEB, 80),
-        101,
-        Flags::SynAck(501),
-        b"",
-    );
+    let bogus = to_web(CLIENT, 101, Flags::SynAck(501), b"");
     assert_eq!(
         n.verdict(A, bogus),
         Verdict::Drop(DropReason::ConntrackInvalid)
@@ -557,29 +483,14 @@ fn out_of_window_and_invalid_segments_are_dropped() {
     );
     assert_eq!(n.drops(DropReason::ConntrackInvalid), 3);
     // The connection itself still works.
-    n.through(
-        A,
-        tcp(
-            (MAC_A, GW_MAC),
-            CLIENT,
-            (WEB, 80),
-            101,
-            Flags::Ack(501),
-            b"ok",
-        ),
-        B,
-    );
+    n.through(A, to_web(CLIENT, 101, Flags::Ack(501), b"ok"), B);
 }
 
 #[test]
 fn rst_closes_the_tracked_connection() {
     let mut n = Node::new();
     handshake(&mut n, CLIENT);
-    let rst = n.through(
-        B,
-        tcp((MAC_B, MAC_A), (IP_B, 8080), CLIENT, 501, Flags::Rst, b""),
-        A,
-    );
+    let rst = n.through(B, web_reply(CLIENT, 501, Flags::Rst, b""), A);
     assert_eq!(rst.src, (WEB, 80));
     let listed =
         n.p.shared_tables()
@@ -901,24 +812,13 @@ fn removed_endpoint_flows_are_reresolved_or_reset() {
     // web moves from B to C: the established connection's next segment gets
     // a RST back to the client.
     n.reconfigure(config(r#"{ address = "10.244.1.4" }"#), 2);
-    let data = tcp(
-        (MAC_A, GW_MAC),
-        CLIENT,
-        (WEB, 80),
-        101,
-        Flags::Ack(501),
-        b"more",
-    );
+    let data = to_web(CLIENT, 101, Flags::Ack(501), b"more");
     let rst = n.through(A, data, A);
     assert_eq!((rst.src, rst.dst), ((WEB, 80), CLIENT));
     assert_eq!(rst.tcp.map(|t| t.4), Some(true));
     assert_eq!(n.drops(DropReason::ServiceEndpointRemoved), 1);
     // A new SYN on the same tuple lands on C.
-    let syn = n.through(
-        A,
-        tcp((MAC_A, GW_MAC), CLIENT, (WEB, 80), 9000, Flags::Syn, b""),
-        C,
-    );
+    let syn = n.through(A, to_web(CLIENT, 9000, Flags::Syn, b""), C);
     assert_eq!(syn.dst, (IP_C, 8080));
     assert!(n.events(Event::FlowReresolved) >= 1);
 }
@@ -952,17 +852,7 @@ fn terminating_endpoint_keeps_its_flows_but_gets_no_new_ones() {
     // Find a connection that landed on B.
     let mut on_b = None;
     for sport in 40000..40100 {
-        let f = n.send(
-            A,
-            tcp(
-                (MAC_A, GW_MAC),
-                (IP_A, sport),
-                (WEB, 80),
-                1,
-                Flags::Syn,
-                b"",
-            ),
-        );
+        let f = n.send(A, to_web((IP_A, sport), 1, Flags::Syn, b""));
         if f[0].1 == Verdict::Forward(B) {
             on_b = Some(sport);
             break;
@@ -984,31 +874,9 @@ fn terminating_endpoint_keeps_its_flows_but_gets_no_new_ones() {
     let terminating =
         r#"{ address = "10.244.1.3", terminating = true }, { address = "10.244.1.4" }"#;
     n.reconfigure(config(terminating), 2);
-    n.through(
-        A,
-        tcp(
-            (MAC_A, GW_MAC),
-            (IP_A, sport),
-            (WEB, 80),
-            2,
-            Flags::Ack(501),
-            b"",
-        ),
-        B,
-    );
+    n.through(A, to_web((IP_A, sport), 2, Flags::Ack(501), b""), B);
     for sport in 50000..50050 {
-        n.through(
-            A,
-            tcp(
-                (MAC_A, GW_MAC),
-                (IP_A, sport),
-                (WEB, 80),
-                1,
-                Flags::Syn,
-                b"",
-            ),
-            C,
-        );
+        n.through(A, to_web((IP_A, sport), 1, Flags::Syn, b""), C);
     }
     assert_eq!(n.events(Event::FlowReresolved), 0);
 }
@@ -1049,7 +917,7 @@ fn partial_checksums_stay_partial() {
     use crate::pipeline::Offload;
     use crate::wire::checksum;
     let mut n = Node::new();
-    let mut frame = tcp((MAC_A, GW_MAC), CLIENT, (WEB, 80), 100, Flags::Syn, b"");
+    let mut frame = to_web(CLIENT, 100, Flags::Syn, b"");
     // A TAP frame with a partial checksum: the field holds the pseudo-header sum.
     let pseudo = |src: [u8; 4], dst: [u8; 4]| {
         checksum::fold(checksum::pseudo_header_v4(src.into(), dst.into(), 6, 20))
@@ -1116,31 +984,9 @@ fn flood_of_ten_times_capacity_keeps_established_flows() {
     );
     assert_eq!(ct.stats().evicted_assured, 0, "assured flows were evicted");
     for &c in &established {
-        let f = n.through(
-            A,
-            tcp(
-                (MAC_A, GW_MAC),
-                c,
-                (WEB, 80),
-                101,
-                Flags::Ack(501),
-                b"still",
-            ),
-            B,
-        );
+        let f = n.through(A, to_web(c, 101, Flags::Ack(501), b"still"), B);
         assert_eq!(f.dst, (IP_B, 8080));
-        let r = n.through(
-            B,
-            tcp(
-                (MAC_B, MAC_A),
-                (IP_B, 8080),
-                c,
-                501,
-                Flags::Ack(106),
-                b"here",
-            ),
-            A,
-        );
+        let r = n.through(B, web_reply(c, 501, Flags::Ack(106), b"here"), A);
         assert_eq!(r.src, (WEB, 80));
     }
 }
@@ -1152,21 +998,8 @@ mod properties {
 
     fn seeds() -> Vec<(PortId, Vec<u8>)> {
         vec![
-            (
-                A,
-                tcp((MAC_A, GW_MAC), CLIENT, (WEB, 80), 1, Flags::Syn, b"abc"),
-            ),
-            (
-                B,
-                tcp(
-                    (MAC_B, MAC_A),
-                    (IP_B, 8080),
-                    CLIENT,
-                    1,
-                    Flags::SynAck(2),
-                    b"",
-                ),
-            ),
+            (A, to_web(CLIENT, 1, Flags::Syn, b"abc")),
+            (B, web_reply(CLIENT, 1, Flags::SynAck(2), b"")),
             (A, udp((MAC_A, GW_MAC), CLIENT, (DNS, 53), b"q")),
             (A, udp((MAC_A, GW_MAC), CLIENT, (REMOTE, 53), b"q")),
             (
