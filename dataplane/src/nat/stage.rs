@@ -139,19 +139,25 @@ fn endpoint_still_in_service(snapshot: &Snapshot, entry: &Entry) -> bool {
     if reply.src_addr == orig.dst_addr {
         return true;
     }
-    let Some(protocol) = Protocol::from_number(orig.protocol.0) else {
+    if Protocol::from_number(orig.protocol.0).is_none() {
         return true;
-    };
+    }
+    service_for(snapshot, orig).is_some_and(|s| s.backend_exists(reply.src_addr, reply.src_port))
+}
+
+/// The service a packet with `key` is addressed to: a ClusterIP and port,
+/// or a NodePort on one of the node's addresses.
+fn service_for<'a>(snapshot: &'a Snapshot, key: &ConnKey) -> Option<&'a ServiceEntry> {
+    let protocol = Protocol::from_number(key.protocol.0)?;
     let services = &snapshot.services;
-    let service = services
-        .lookup_cluster(protocol, orig.dst_addr, orig.dst_port)
+    services
+        .lookup_cluster(protocol, key.dst_addr, key.dst_port)
         .or_else(|| {
             snapshot
-                .is_local_ip(orig.dst_addr)
-                .then(|| services.lookup_node_port(protocol, orig.dst_port))
+                .is_local_ip(key.dst_addr)
+                .then(|| services.lookup_node_port(protocol, key.dst_port))
                 .flatten()
-        });
-    service.is_some_and(|s| s.backend_exists(reply.src_addr, reply.src_port))
+        })
 }
 
 impl NatStage<'_> {
@@ -305,18 +311,7 @@ impl NatStage<'_> {
                 NatAction::Verdict(Verdict::Drop(DropReason::ServiceNoEndpoints))
             };
         }
-        let service = Protocol::from_number(key.protocol.0).and_then(|protocol| {
-            let services = &snapshot.services;
-            services
-                .lookup_cluster(protocol, key.dst_addr, key.dst_port)
-                .or_else(|| {
-                    snapshot
-                        .is_local_ip(key.dst_addr)
-                        .then(|| services.lookup_node_port(protocol, key.dst_port))
-                        .flatten()
-                })
-        });
-        if let Some(service) = service {
+        if let Some(service) = service_for(snapshot, &key) {
             return self.service_flow(frame, l3, p, service, iface, sum);
         }
         // A packet whose TTL runs out here gets its ICMP error untranslated.
