@@ -2,8 +2,10 @@
 //! callgrind (`benches/instructions.sh` runs it at N and 2N and divides the
 //! difference by the frames processed, so setup cost cancels out).
 //!
-//! Usage: `instr <scenario|parse_64b|parse_mixed> <iterations> [off|ingress|ingress_nomatch]`
-//! (the last: a mirror session, as in `benches/mirror.rs`).
+//! Usage: `instr <scenario|parse_64b|parse_mixed|nat_dnat|nat_reverse> <iterations> [off|ingress|ingress_nomatch]`
+//! (`nat_*`: 10,000 established connections through the NAT stage, one
+//! service, as `benches/nat.rs` `established_*`; the last argument: a
+//! mirror session, as in `benches/mirror.rs`).
 
 use std::hint::black_box;
 
@@ -33,6 +35,18 @@ fn main() {
                 .iter()
                 .filter_map(|f| parse_5tuple(black_box(f)))
                 .count();
+        }
+    } else if let Some(replies) = match name.as_str() {
+        "nat_dnat" => Some(false),
+        "nat_reverse" => Some(true),
+        _ => None,
+    } {
+        let mut e = podswitch_benches::nat::established(1, 10_000);
+        let frames = if replies { &e.replies } else { &e.originals };
+        frames_per_iter = frames.len();
+        let mut batch = podswitch_dataplane::pipeline::Batch::new(2048);
+        for _ in 0..n {
+            sink += podswitch_benches::nat::run(&mut e.pipeline, &mut batch, frames, 2);
         }
     } else {
         let Some(mut s) = scenario(name) else {

@@ -413,4 +413,44 @@ mod tests {
         let e = NatSettings::build(&NatSection::default(), &zero, bridge).unwrap_err();
         assert!(e.to_string().contains("conntrack.capacity = 0"), "{e}");
     }
+
+    #[test]
+    fn service_errors_name_field_and_value() {
+        let base = |extra: &str| {
+            format!(
+                "[bridge]\ngateway = \"10.244.1.1/24\"\ngateway_mac = \"02:00:0a:f4:01:01\"\n\
+                 [[services]]\nname = \"a\"\ncluster_ip = \"10.96.0.1\"\nprotocol = \"TCP\"\nport = 80\n{extra}"
+            )
+        };
+        let err = |extra: &str| {
+            let cfg = crate::config::NodeConfig::from_toml_str(&base(extra));
+            match cfg.and_then(|c| crate::config::Snapshot::build(&c, 1)) {
+                Ok(_) => panic!("accepted: {extra}"),
+                Err(e) => e.to_string(),
+            }
+        };
+        assert!(err("node_port = 80\n").contains("services[0].node_port = 80"));
+        assert!(
+            err("affinity_timeout_secs = 0\n").contains("services[0].affinity_timeout_secs = 0")
+        );
+        assert!(
+            err("endpoints = [{ address = \"10.244.1.2\", port = 0 }]\n")
+                .contains("services[0].endpoints[0].port = 0")
+        );
+        let dup = "[[services]]\nname = \"b\"\ncluster_ip = \"10.96.0.1\"\nprotocol = \"TCP\"\nport = 80\n";
+        assert!(err(dup).contains("services[1].cluster_ip = 10.96.0.1:80"));
+        let icmp = base("").replace("\"TCP\"", "\"ICMP\"");
+        let e = crate::config::NodeConfig::from_toml_str(&icmp)
+            .and_then(|c| crate::config::Snapshot::build(&c, 1))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("services[0].protocol = ICMP"), "{e}");
+        let ok = crate::config::NodeConfig::from_toml_str(&base(
+            "target_port = 8080\nnode_port = 30080\nendpoints = [{ address = \"10.244.1.2\" }]\n",
+        ))
+        .and_then(|c| crate::config::Snapshot::build(&c, 1))
+        .unwrap();
+        let svc = ok.services.lookup_node_port(Protocol::Tcp, 30080).unwrap();
+        assert_eq!(svc.backends()[0].port, 8080);
+    }
 }

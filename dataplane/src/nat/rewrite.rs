@@ -10,7 +10,7 @@
 
 use core::net::Ipv4Addr;
 
-use crate::wire::checksum::{update_u16, update_u32, update_udp_u16, update_udp_u32};
+use crate::wire::checksum::{fold, update_u16, update_u32, update_udp_u16, update_udp_u32};
 use crate::wire::{IpProtocol, Ipv4Packet};
 
 /// Offset of the checksum field in a TCP header.
@@ -115,6 +115,9 @@ pub(crate) fn rewrite_packet(
     src: (Ipv4Addr, u16),
     dst: (Ipv4Addr, u16),
 ) {
+    if rewrite_tcp_udp(ip, sum, src, dst) {
+        return;
+    }
     let Ok(mut packet) = Ipv4Packet::new_checked(&mut *ip) else {
         return;
     };
@@ -148,6 +151,58 @@ pub(crate) fn rewrite_packet(
             l4_set_u16(l4, protocol, sum, 2, dst.1);
         }
     }
+}
+
+/// `!old + new` of a 32-bit field, as 16-bit words, for a one's-complement sum.
+#[inline]
+fn delta32(old: u32, new: u32) -> u32 {
+    ((!old >> 16) & 0xffff) + (!old & 0xffff) + (new >> 16) + (new & 0xffff)
+}
+
+/// The TCP and UDP fast path of [`rewrite_packet`]: all changes summed into
+/// one delta per checksum (RFC 1624 eqn. 3 over several words). `false`:
+/// not TCP/UDP, or too short; the general path handles it.
+#[inline]
+fn rewrite_tcp_udp(ip: &mut [u8], sum: L4Sum, src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16)) -> bool {
+    let Some(&first) = ip.first() else {
+        return false;
+    };
+    let ihl = usize::from(first & 0x0f) * 4;
+    let protocol = ip.get(9).copied().map(IpProtocol);
+    let check_at = match protocol {
+        Some(IpProtocol::TCP) => ihl + TCP_CHECKSUM_AT,
+        Some(IpProtocol::UDP) => ihl + UDP_CHECKSUM_AT,
+        _ => return false,
+    };
+    if first >> 4 != 4 || ihl < 20 || ip.len() < check_at + 2 {
+        return false;
+    }
+    let read32 = |b: &[u8], at: usize| u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+    let (old_src, old_dst) = (read32(ip, 12), read32(ip, 16));
+    let (old_sport, old_dport) = (
+        read_u16(ip, ihl).unwrap_or(0),
+        read_u16(ip, ihl + 2).unwrap_or(0),
+    );
+    let (new_src, new_dst) = (src.0.to_bits(), dst.0.to_bits());
+    let addrs = delta32(old_src, new_src) + delta32(old_dst, new_dst);
+    let ports = u32::from(!old_sport) + u32::from(src.1) + u32::from(!old_dport) + u32::from(dst.1);
+    ip[12..16].copy_from_slice(&src.0.octets());
+    ip[16..20].copy_from_slice(&dst.0.octets());
+    write_u16(ip, ihl, src.1);
+    write_u16(ip, ihl + 2, dst.1);
+    let ip_check = read_u16(ip, 10).unwrap_or(0);
+    write_u16(ip, 10, !fold(u32::from(!ip_check) + addrs));
+    let l4_check = read_u16(ip, check_at).unwrap_or(0);
+    let updated = match sum {
+        L4Sum::Partial => fold(u32::from(l4_check) + addrs),
+        L4Sum::Full if protocol == Some(IpProtocol::UDP) && l4_check == 0 => 0,
+        L4Sum::Full => match !fold(u32::from(!l4_check) + addrs + ports) {
+            0 if protocol == Some(IpProtocol::UDP) => 0xffff,
+            c => c,
+        },
+    };
+    write_u16(ip, check_at, updated);
+    true
 }
 
 /// Recomputes an SCTP packet's CRC32c (RFC 4960 appendix B): ports are

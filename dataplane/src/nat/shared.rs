@@ -239,23 +239,11 @@ impl SharedConntrack {
         let first = self.shard_of(key.src_addr, key.src_port, key.protocol);
         let second = self.shard_of(key.dst_addr, key.dst_port, key.protocol);
         let mut f = Some(f);
-        let mut probe = |shard: usize, table: &mut ConntrackTable| {
-            let (id, direction) = table.lookup(key, now_ns)?;
-            let f = f.take()?;
-            Some(f(
-                table,
-                Found {
-                    shard,
-                    id,
-                    direction,
-                },
-            ))
-        };
-        let found = self.with_shard(first, |t| probe(first, t));
+        let found = self.probe(first, key, now_ns, &mut f);
         if found.is_some() || first == second {
             return found;
         }
-        self.with_shard(second, |t| probe(second, t))
+        self.probe(second, key, now_ns, &mut f)
     }
 
     /// As [`with_entry`](Self::with_entry), probing only the shard of the
@@ -269,8 +257,21 @@ impl SharedConntrack {
         f: impl FnOnce(&mut ConntrackTable, Found) -> R,
     ) -> Option<R> {
         let shard = self.shard_of(key.dst_addr, key.dst_port, key.protocol);
+        self.probe(shard, key, now_ns, &mut Some(f))
+    }
+
+    /// Looks `key` up in `shard`; on a hit runs `f` (taken once) under the lock.
+    #[inline]
+    fn probe<R, F: FnOnce(&mut ConntrackTable, Found) -> R>(
+        &self,
+        shard: usize,
+        key: &ConnKey,
+        now_ns: u64,
+        f: &mut Option<F>,
+    ) -> Option<R> {
         self.with_shard(shard, |table| {
             let (id, direction) = table.lookup(key, now_ns)?;
+            let f = f.take()?;
             Some(f(
                 table,
                 Found {

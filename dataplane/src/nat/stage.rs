@@ -105,6 +105,15 @@ fn parse(ip: &[u8]) -> Option<Parsed> {
     Some(parsed)
 }
 
+/// How the frame's L4 checksum is kept (partial with checksum offload).
+fn l4_sum(frame: &Frame) -> L4Sum {
+    if frame.offload.csum.is_some() {
+        L4Sum::Partial
+    } else {
+        L4Sum::Full
+    }
+}
+
 /// The result of a conntrack lookup.
 enum Established {
     /// Not tracked.
@@ -130,19 +139,25 @@ fn endpoint_still_in_service(snapshot: &Snapshot, entry: &Entry) -> bool {
     if reply.src_addr == orig.dst_addr {
         return true;
     }
-    let Some(protocol) = Protocol::from_number(orig.protocol.0) else {
+    if Protocol::from_number(orig.protocol.0).is_none() {
         return true;
-    };
+    }
+    service_for(snapshot, orig).is_some_and(|s| s.backend_exists(reply.src_addr, reply.src_port))
+}
+
+/// The service a packet with `key` is addressed to: a ClusterIP and port,
+/// or a NodePort on one of the node's addresses.
+fn service_for<'a>(snapshot: &'a Snapshot, key: &ConnKey) -> Option<&'a ServiceEntry> {
+    let protocol = Protocol::from_number(key.protocol.0)?;
     let services = &snapshot.services;
-    let service = services
-        .lookup_cluster(protocol, orig.dst_addr, orig.dst_port)
+    services
+        .lookup_cluster(protocol, key.dst_addr, key.dst_port)
         .or_else(|| {
             snapshot
-                .is_local_ip(orig.dst_addr)
-                .then(|| services.lookup_node_port(protocol, orig.dst_port))
+                .is_local_ip(key.dst_addr)
+                .then(|| services.lookup_node_port(protocol, key.dst_port))
                 .flatten()
-        });
-    service.is_some_and(|s| s.backend_exists(reply.src_addr, reply.src_port))
+        })
 }
 
 impl NatStage<'_> {
@@ -153,11 +168,13 @@ impl NatStage<'_> {
     /// An IPv4 packet routed by the gateway (`iface` received it), after
     /// the header checks and before the local-address check.
     pub fn routed(&self, frame: &mut Frame, l3: usize, iface: L3If) -> NatAction {
-        let sum = if frame.offload.csum.is_some() {
-            L4Sum::Partial
-        } else {
-            L4Sum::Full
-        };
+        if self.conntrack.is_empty()
+            && self.snapshot.services.is_empty()
+            && !self.may_masquerade(frame, l3, iface)
+        {
+            return NatAction::Continue;
+        }
+        let sum = l4_sum(frame);
         let Some(ip) = frame.data_mut().get_mut(l3..) else {
             return NatAction::Continue;
         };
@@ -189,11 +206,7 @@ impl NatStage<'_> {
         if self.conntrack.is_empty() {
             return Ok(false);
         }
-        let sum = if frame.offload.csum.is_some() {
-            L4Sum::Partial
-        } else {
-            L4Sum::Full
-        };
+        let sum = l4_sum(frame);
         let Some(ip) = frame.data_mut().get_mut(l3..) else {
             return Ok(false);
         };
@@ -298,18 +311,7 @@ impl NatStage<'_> {
                 NatAction::Verdict(Verdict::Drop(DropReason::ServiceNoEndpoints))
             };
         }
-        let service = Protocol::from_number(key.protocol.0).and_then(|protocol| {
-            let services = &snapshot.services;
-            services
-                .lookup_cluster(protocol, key.dst_addr, key.dst_port)
-                .or_else(|| {
-                    snapshot
-                        .is_local_ip(key.dst_addr)
-                        .then(|| services.lookup_node_port(protocol, key.dst_port))
-                        .flatten()
-                })
-        });
-        if let Some(service) = service {
+        if let Some(service) = service_for(snapshot, &key) {
             return self.service_flow(frame, l3, p, service, iface, sum);
         }
         // A packet whose TTL runs out here gets its ICMP error untranslated.
@@ -467,6 +469,23 @@ impl NatStage<'_> {
             rewrite_packet(ip, sum, src, dst);
         }
         NatAction::Continue
+    }
+
+    /// A cheap first test of [`masquerades`](Self::masquerades) (no route lookup).
+    fn may_masquerade(&self, frame: &Frame, l3: usize, iface: L3If) -> bool {
+        let s = self.snapshot;
+        if iface != L3If::Bridge || s.uplink.is_none() {
+            return false;
+        }
+        let Some(ip) = frame.data().get(l3..) else {
+            return false;
+        };
+        let ip = Ipv4Packet::new_unchecked(ip);
+        ip.header().len() >= 20
+            && s.nat.in_cluster(ip.src_addr())
+            && !s.nat.in_cluster(ip.dst_addr())
+            && s.port(frame.in_port)
+                .is_some_and(|p| p.masquerade.unwrap_or(s.nat.masquerade))
     }
 
     /// Whether a new flow from `in_port` is masqueraded: from inside the
