@@ -22,8 +22,8 @@ use podswitch_dataplane::pipeline::{SharedTables, WorkerCounters};
 use podswitch_dataplane::services::ServiceEntry;
 use podswitch_dataplane::worker::WorkerCommand;
 
-use crate::services::ServiceCache;
 use crate::mirror::{MirrorRuntime, Selection, capture};
+use crate::services::ServiceCache;
 use crate::state::{
     ApiError, ApiState, ApplyDocument, Changed, Endpoint, Mirror, NodeAddressing, NodeRecord,
     Service, check_name, check_node_overlaps, check_service_conflicts, check_service_name, diff,

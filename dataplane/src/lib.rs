@@ -9,8 +9,8 @@
 pub mod config;
 pub mod conntrack;
 pub mod io;
-pub mod nat;
 pub mod mirror;
+pub mod nat;
 pub mod pipeline;
 pub mod replay;
 pub mod services;

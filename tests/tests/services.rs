@@ -541,3 +541,93 @@ fn node_port_affinity_reject_hairpin_and_masquerade() {
     let metrics = c.daemon.ctl_ok(&["metrics"]);
     assert!(metrics.contains("podswitch_conntrack_entries"), "{metrics}");
 }
+
+#[test]
+fn pre_and_post_nat_capture_shows_the_cluster_ip_and_the_endpoint() {
+    if !root_or_skip("pre_and_post_nat_capture_shows_the_cluster_ip_and_the_endpoint") {
+        return;
+    }
+    if std::process::Command::new("tshark")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipping: tshark is not installed (.ci/run installs it)");
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let c = cluster("svc", 1);
+    let file = std::env::temp_dir().join(format!("ps{}-nat.pcapng", std::process::id()));
+    let mut capture = std::process::Command::new(podswitch_tests::live::ctl_bin());
+    capture
+        .arg("--socket")
+        .arg(c.daemon.run_dir.join("api.sock"))
+        .args([
+            "capture", "--port", "c", "--stage", "pre-nat", "--stage", "post-nat",
+        ])
+        .args(["--format", "pcapng", "-c", "2", "--duration", "20", "-w"])
+        .arg(&file)
+        .args(["udp", "and", "(port", "53", "or", "port", "8053)"]);
+    let capture = std::thread::spawn(move || capture.output().expect("podswitchctl capture"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !c
+        .daemon
+        .ctl_ok(&["metrics"])
+        .contains("podswitch_mirror_frames_total{session=\"capture-")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the capture session did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let answer = c.client.run(|| {
+        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(500))).ok();
+        udp_ask(&s, SocketAddrV4::new(WEB, 53))
+    });
+    let endpoint = match answer.unwrap().as_str() {
+        "s1" => server_ip(0),
+        "s2" => server_ip(1),
+        other => {
+            assert_eq!(other, "s3");
+            server_ip(2)
+        }
+    };
+    let out = capture.join().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let fields = std::process::Command::new("tshark")
+        .arg("-r")
+        .arg(&file)
+        .args([
+            "-T",
+            "fields",
+            "-e",
+            "ip.dst",
+            "-e",
+            "udp.dstport",
+            "-e",
+            "frame.comment",
+        ])
+        .output()
+        .expect("tshark");
+    let _ = std::fs::remove_file(&file);
+    let text = String::from_utf8_lossy(&fields.stdout).into_owned();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    // The same packet before and after the NAT stage.
+    assert!(lines[0].starts_with(&format!("{WEB}\t53\t")), "{text}");
+    assert!(lines[0].contains("stage=pre-nat"), "{text}");
+    assert!(
+        lines[1].starts_with(&format!("{endpoint}\t8053\t")),
+        "{text}"
+    );
+    assert!(
+        lines[1].contains(&format!("nat=dnat {WEB}:53->{endpoint}:8053")),
+        "{text}"
+    );
+}

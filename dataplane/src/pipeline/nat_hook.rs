@@ -1,7 +1,10 @@
 //! Where the NAT stage ([`crate::nat`]) plugs into the pipeline: routed
 //! IPv4, IPv4 switched between pods, and per-batch conntrack expiry.
 
-use super::{Batch, DropReason, Event, L3If, Pipeline, Verdict};
+use core::net::Ipv4Addr;
+
+use super::{Batch, DropReason, Event, Frame, L3If, Pipeline, Verdict};
+use crate::mirror::{MirrorNote, MirrorStage, NatKind, NatRewrite};
 use crate::nat::{NatAction, NatStage};
 use crate::wire::icmpv4;
 use crate::wire::{EthernetFrame, Ipv4Packet};
@@ -40,7 +43,11 @@ impl Pipeline {
         now: u64,
     ) -> AfterNat {
         let frame = batch.frame_mut(i);
+        let before = self.mirror_pre_nat(frame, l3);
         let action = self.nat_stage(now).routed(frame, l3, iface);
+        if let NatAction::Continue = action {
+            self.mirror_post_nat(frame, l3, before);
+        }
         match action {
             NatAction::Continue => {
                 let dst = frame
@@ -80,7 +87,12 @@ impl Pipeline {
             return None;
         }
         let frame = batch.frame_mut(i);
-        match self.nat_stage(now).bridged(frame, l3) {
+        let before = self.mirror_pre_nat(frame, l3);
+        let result = self.nat_stage(now).bridged(frame, l3);
+        if result.is_ok() {
+            self.mirror_post_nat(frame, l3, before);
+        }
+        match result {
             Ok(false) => None,
             Ok(true) => {
                 let data = frame.data_mut();
@@ -98,6 +110,56 @@ impl Pipeline {
         }
     }
 
+    /// The `pre-nat` mirror stage: a frame as it enters the NAT stage. Returns
+    /// its addresses and ports when a `post-nat` session will want the
+    /// rewrite (one branch per stage when no session is active).
+    fn mirror_pre_nat(&self, frame: &Frame, l3: usize) -> Option<Tuple> {
+        if self.mirror_active(MirrorStage::PreNat) {
+            let note = MirrorNote::new(MirrorStage::PreNat, frame.in_port);
+            self.mirror(MirrorStage::PreNat, frame.in_port, frame.data(), note);
+        }
+        if self.mirror_active(MirrorStage::PostNat) {
+            tuple(frame.data(), l3)
+        } else {
+            None
+        }
+    }
+
+    /// The `post-nat` mirror stage: the frame as the NAT stage left it, with
+    /// the rewrite it got (`before`: from [`Pipeline::mirror_pre_nat`]).
+    fn mirror_post_nat(&self, frame: &Frame, l3: usize, before: Option<Tuple>) {
+        let (Some(before), Some(after)) = (before, tuple(frame.data(), l3)) else {
+            return;
+        };
+        let mut note = MirrorNote::new(MirrorStage::PostNat, frame.in_port);
+        if after.dst != before.dst {
+            note = note.with_nat(NatRewrite {
+                kind: NatKind::Dnat,
+                from: before.dst,
+                to: after.dst,
+            });
+        } else if after.src != before.src {
+            // A reply un-DNATed gets the service's address back as its
+            // source; a masqueraded packet the node's: both are source rewrites.
+            let kind = if self
+                .snapshot
+                .services
+                .cluster_ip_ready(after.src.0)
+                .is_some()
+            {
+                NatKind::Reverse
+            } else {
+                NatKind::Snat
+            };
+            note = note.with_nat(NatRewrite {
+                kind,
+                from: before.src,
+                to: after.src,
+            });
+        }
+        self.mirror(MirrorStage::PostNat, frame.in_port, frame.data(), note);
+    }
+
     /// Once per batch: collect expired conntrack entries of one shard.
     pub(super) fn nat_expire(&self, received: usize, now: u64) {
         let conntrack = &self.shared.conntrack;
@@ -110,4 +172,30 @@ impl Pipeline {
             conntrack.expire_step(now, budget);
         }
     }
+}
+
+/// Source and destination (address, port) of an IPv4 packet; port 0 for
+/// protocols without ports.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Tuple {
+    src: (Ipv4Addr, u16),
+    dst: (Ipv4Addr, u16),
+}
+
+fn tuple(data: &[u8], l3: usize) -> Option<Tuple> {
+    let ip = Ipv4Packet::new_checked(data.get(l3..)?).ok()?;
+    let ports = match ip.protocol().0 {
+        6 | 17 | 132 => ip.payload().get(..4),
+        _ => None,
+    };
+    let (sport, dport) = ports.map_or((0, 0), |p| {
+        (
+            u16::from_be_bytes([p[0], p[1]]),
+            u16::from_be_bytes([p[2], p[3]]),
+        )
+    });
+    Some(Tuple {
+        src: (ip.src_addr(), sport),
+        dst: (ip.dst_addr(), dport),
+    })
 }
