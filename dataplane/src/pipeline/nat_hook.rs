@@ -87,6 +87,17 @@ impl Pipeline {
             return None;
         }
         let frame = batch.frame_mut(i);
+        // Only a service backend's packets can be replies of DNATed flows
+        // (and its ICMP errors about them): everything else between pods
+        // is switched without a conntrack lookup.
+        let src = frame
+            .data()
+            .get(l3..)
+            .and_then(|ip| Ipv4Packet::new_checked(ip).ok())
+            .map(|ip| ip.src_addr());
+        if !src.is_some_and(|s| self.snapshot.services.is_backend_ip(s)) {
+            return None;
+        }
         let before = self.mirror_pre_nat(frame, l3);
         let result = self.nat_stage(now).bridged(frame, l3);
         if result.is_ok() {

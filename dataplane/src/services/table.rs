@@ -314,6 +314,9 @@ pub struct ServiceTable {
     node_ports: FastMap<u32, u32>,
     /// ClusterIP → whether any of its service ports has a ready backend.
     vips: FastMap<u32, bool>,
+    /// Every backend's address: only packets from these can be replies of
+    /// a DNATed flow, so the L2 path looks only those up in conntrack.
+    backend_ips: FastMap<u32, ()>,
 }
 
 impl ServiceTable {
@@ -364,14 +367,19 @@ impl ServiceTable {
             }
         }
         let mut vips = FastMap::with_hasher(hasher());
+        let mut backend_ips = FastMap::with_hasher(hasher());
         for e in &entries {
             *vips.entry(u32::from(e.vip)).or_insert(false) |= !e.has_no_ready_backend();
+            for b in e.all.iter() {
+                backend_ips.insert(u32::from(b.addr), ());
+            }
         }
         Ok(ServiceTable {
             entries,
             cluster,
             node_ports,
             vips,
+            backend_ips,
         })
     }
 
@@ -400,6 +408,12 @@ impl ServiceTable {
     #[inline]
     pub fn cluster_ip_ready(&self, ip: Ipv4Addr) -> Option<bool> {
         self.vips.get(&u32::from(ip)).copied()
+    }
+
+    /// Whether `ip` is the address of any service's backend (ready or not).
+    #[inline]
+    pub fn is_backend_ip(&self, ip: Ipv4Addr) -> bool {
+        !self.backend_ips.is_empty() && self.backend_ips.contains_key(&u32::from(ip))
     }
 
     /// All entries, in configuration order.
@@ -442,6 +456,7 @@ impl ServiceTable {
                 core::mem::size_of::<(u32, u32)>(),
             )
             + map(self.vips.capacity(), core::mem::size_of::<(u32, bool)>())
+            + map(self.backend_ips.capacity(), core::mem::size_of::<u32>())
     }
 }
 
