@@ -9,6 +9,7 @@
 pub mod config;
 pub mod conntrack;
 pub mod io;
+pub mod overlay;
 pub mod pipeline;
 pub mod replay;
 pub mod services;

@@ -100,6 +100,8 @@ pub struct Snapshot {
     pub routes: RouteTable,
     /// Timers and limits.
     pub tuning: Tuning,
+    /// The VXLAN overlay, if enabled.
+    pub overlay: Option<crate::overlay::Overlay>,
 }
 
 impl Snapshot {
@@ -168,6 +170,15 @@ impl Snapshot {
             .map(|p| p.id)
             .collect();
         let routes = build_routes(config, &gateway, uplink.as_ref().map(|u| &u.1))?;
+        let overlay = crate::overlay::build(config, &ports, &gateway, uplink.as_ref(), &routes)?;
+        if let Some(overlay) = &overlay {
+            // Pods default to the MTU the tunnel carries (uplink MTU − 50).
+            for (spec, section) in ports.iter_mut().zip(&config.ports) {
+                if !spec.is_uplink && section.mtu.is_none() {
+                    spec.mtu = overlay.inner_mtu.max(576);
+                }
+            }
+        }
         let n = &config.neighbours;
         if n.probes == 0 {
             return Err(invalid("neighbours.probes", n.probes, "must be at least 1"));
@@ -202,6 +213,7 @@ impl Snapshot {
             uplink,
             routes,
             tuning,
+            overlay,
         })
     }
 

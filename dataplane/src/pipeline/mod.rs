@@ -22,6 +22,7 @@ mod gateway;
 mod l2;
 mod l3;
 mod neighbour;
+mod overlay;
 
 pub mod counters;
 pub mod routes;
@@ -90,6 +91,11 @@ pub struct Pipeline {
     hold: neighbour::HoldQueue,
     icmp_bucket: gateway::TokenBucket,
     counters: Arc<WorkerCounters>,
+    // VXLAN overlay (overlay/).
+    /// The tunnel the frame being processed was decapsulated from (split horizon).
+    rx_tunnel: Option<crate::overlay::TunnelId>,
+    /// Next outer IPv4 identification.
+    overlay_ip_id: u16,
 }
 
 impl Pipeline {
@@ -111,6 +117,8 @@ impl Pipeline {
             hold: neighbour::HoldQueue::new(max_frame_len),
             icmp_bucket,
             counters: Arc::new(WorkerCounters::default()),
+            rx_tunnel: None,
+            overlay_ip_id: 0,
         }
     }
 
@@ -220,6 +228,9 @@ impl Pipeline {
             return Verdict::Drop(DropReason::NotForUs);
         };
         if l2.dst == uplink.mac {
+            if let Some(verdict) = self.overlay_input(batch, i, l2, now) {
+                return verdict;
+            }
             return self.router_input(batch, i, l2, L3If::Uplink, now);
         }
         if l2.dst.is_broadcast() && l2.ethertype == EtherType::ARP {

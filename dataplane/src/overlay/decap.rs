@@ -1,0 +1,90 @@
+//! Decapsulation: checks an outer VXLAN packet addressed to us and strips
+//! the outer headers, leaving the inner frame in place.
+//!
+//! Checked, in order: outer IPv4 header (length, checksum; fragments are
+//! refused, podswitch does not reassemble), UDP length, UDP checksum when
+//! not zero (unless the device vouched for it), the VXLAN I flag, the VNI,
+//! then the source node (the outer source must be a known node IP). Each
+//! failure has its own drop reason.
+
+use crate::pipeline::{DropReason, Frame, GsoKind};
+use crate::wire::{Ipv4Packet, UdpPacket, VxlanHeader, ethernet, udp, vxlan};
+
+use super::Overlay;
+use super::table::TunnelId;
+
+/// True when the IPv4 packet at `ip` (after the outer Ethernet header) is
+/// UDP to our node IP and VXLAN port: the cheap test before [`decapsulate`].
+#[inline]
+pub fn is_vxlan_for_us(overlay: &Overlay, ip: &[u8]) -> bool {
+    let Ok(packet) = Ipv4Packet::new_checked(ip) else {
+        return false;
+    };
+    if packet.protocol() != crate::wire::IpProtocol::UDP || packet.dst_addr() != overlay.node_ip {
+        return false;
+    }
+    let header_len = packet.header_len();
+    ip.get(header_len + 2..header_len + 4)
+        .is_some_and(|p| u16::from_be_bytes([p[0], p[1]]) == overlay.udp_port)
+}
+
+/// Strips the outer headers of the VXLAN packet in `frame` (an Ethernet
+/// frame without VLAN tags); returns the tunnel it came from.
+pub fn decapsulate(frame: &mut Frame, overlay: &Overlay) -> Result<TunnelId, DropReason> {
+    let (outer_len, inner_len, src) = {
+        let data = frame.data();
+        let ip_bytes = data
+            .get(ethernet::HEADER_LEN..)
+            .ok_or(DropReason::VxlanMalformed)?;
+        let ip = Ipv4Packet::new_checked(ip_bytes).map_err(|_| DropReason::VxlanMalformed)?;
+        if !ip.verify_checksum() {
+            return Err(DropReason::Ipv4BadChecksum);
+        }
+        if ip.is_fragment() {
+            return Err(DropReason::VxlanFragmented);
+        }
+        let udp = UdpPacket::new_checked(ip.payload()).map_err(|_| DropReason::VxlanMalformed)?;
+        let udp_len = usize::from(udp.len());
+        if udp_len < udp::HEADER_LEN + vxlan::HEADER_LEN + ethernet::HEADER_LEN {
+            return Err(DropReason::VxlanMalformed);
+        }
+        let checksum_vouched = frame.offload.csum_valid || frame.offload.csum.is_some();
+        if udp.checksum() != 0
+            && !checksum_vouched
+            && !udp.verify_checksum_v4(ip.src_addr(), ip.dst_addr())
+        {
+            return Err(DropReason::VxlanBadChecksum);
+        }
+        let header =
+            VxlanHeader::new_checked(udp.payload()).map_err(|_| DropReason::VxlanMalformed)?;
+        if !header.has_vni_flag() {
+            return Err(DropReason::VxlanMalformed);
+        }
+        if header.vni() != overlay.vni {
+            return Err(DropReason::VxlanWrongVni);
+        }
+        let outer_len =
+            ethernet::HEADER_LEN + ip.header_len() + udp::HEADER_LEN + vxlan::HEADER_LEN;
+        let inner_len = udp_len - udp::HEADER_LEN - vxlan::HEADER_LEN;
+        (outer_len, inner_len, ip.src_addr())
+    };
+    let tunnel = overlay
+        .tunnels
+        .by_node_ip(src)
+        .ok_or(DropReason::VxlanUnknownNode)?;
+    if frame.offload.gso != GsoKind::None {
+        // A GSO VXLAN packet would need tunnel segmentation on the way out.
+        return Err(DropReason::VxlanMalformed);
+    }
+    if !frame.pull_front(outer_len) || !frame.set_len(inner_len) {
+        return Err(DropReason::VxlanMalformed);
+    }
+    // A partial checksum in the inner frame moves with it; one in the outer
+    // headers is moot once they are gone (the inner one is then complete).
+    frame.offload.csum = frame.offload.csum.and_then(|(start, offset)| {
+        let start = usize::from(start).checked_sub(outer_len)?;
+        Some((u16::try_from(start).ok()?, offset))
+    });
+    frame.offload.hdr_len = 0;
+    Ok(tunnel)
+}
