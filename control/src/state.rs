@@ -165,6 +165,22 @@ pub struct NodeRecord {
     /// VXLAN network identifier (1–16777215).
     #[serde(default = "default_vni")]
     pub vni: u32,
+    /// Its VTEP MAC (default: derived from `node_ip`); absent in records stored before the overlay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vtep_mac: Option<podswitch_dataplane::wire::MacAddr>,
+}
+
+impl NodeRecord {
+    /// The node as the dataplane's `[[nodes]]` entry.
+    pub fn to_section(&self) -> podswitch_dataplane::overlay::RemoteNodeSection {
+        podswitch_dataplane::overlay::RemoteNodeSection {
+            name: self.name.clone(),
+            node_ip: self.node_ip,
+            pod_cidr: self.pod_cidr,
+            vtep_mac: self.vtep_mac,
+            vni: Some(self.vni),
+        }
+    }
 }
 
 fn default_vni() -> u32 {
@@ -257,6 +273,9 @@ impl ApiState {
         }
         config.ports.extend(self.ports.values().cloned());
         config.routes.extend(self.routes.values().cloned());
+        config
+            .nodes
+            .extend(self.nodes.values().map(NodeRecord::to_section));
         config
     }
 

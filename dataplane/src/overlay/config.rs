@@ -17,7 +17,8 @@ use crate::wire::vxlan::{MAX_VNI, VXLAN_PORT};
 #[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct OverlaySection {
-    /// VXLAN Network Identifier, 1 to 16777215 (flannel's default: 1).
+    /// VXLAN Network Identifier, 1 to 16777215. Default: the VNI the nodes
+    /// are registered with, else 1 (flannel's default).
     #[serde(default = "default_vni")]
     pub vni: u32,
     /// UDP destination port. Default: 4789 (IANA).
@@ -80,7 +81,15 @@ pub fn build(
     if config.overlay.is_none() && config.nodes.is_empty() {
         return Ok(None);
     }
-    let section = config.overlay.clone().unwrap_or_default();
+    let mut section = config.overlay.clone().unwrap_or_default();
+    if config.overlay.is_none() {
+        // No [overlay]: the VNI is the one the (API's) nodes are registered with.
+        section.vni = config
+            .nodes
+            .iter()
+            .find_map(|n| n.vni)
+            .unwrap_or(section.vni);
+    }
     let Some((uplink_port, uplink)) = uplink else {
         let field = if config.overlay.is_some() {
             "overlay"
