@@ -639,7 +639,10 @@ fn vxlan_routed() {
         assert_eq!(sent.expect("an input packet").ttl - 1, facts.ttl);
         encapsulated += 1;
     }
-    assert_eq!(encapsulated, 11, "every routed pod-a packet but the too big one");
+    assert_eq!(
+        encapsulated, 11,
+        "every routed pod-a packet but the too big one"
+    );
     // Into pod-a: node-b's replies decapsulated and routed (TTL − 1), and
     // one ICMP fragmentation needed with the tunnel's MTU.
     let mut decapsulated = 0;
@@ -661,7 +664,10 @@ fn vxlan_routed() {
         decapsulated += 1;
     }
     assert_eq!(frag_needed, 1);
-    assert_eq!(decapsulated, 9, "every VXLAN input but the wrong VNI and the unknown node");
+    assert_eq!(
+        decapsulated, 9,
+        "every VXLAN input but the wrong VNI and the unknown node"
+    );
     let summary =
         std::fs::read_to_string(scenarios_dir().join(name).join("expected/summary.txt")).unwrap();
     for line in [
