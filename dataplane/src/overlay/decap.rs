@@ -13,30 +13,30 @@ use crate::wire::{Ipv4Packet, UdpPacket, VxlanHeader, ethernet, udp, vxlan};
 use super::Overlay;
 use super::table::TunnelId;
 
-/// True when the IPv4 packet at `ip` (after the outer Ethernet header) is
-/// UDP to our node IP and VXLAN port: the cheap test before [`decapsulate`].
-#[inline]
-pub fn is_vxlan_for_us(overlay: &Overlay, ip: &[u8]) -> bool {
-    let Ok(packet) = Ipv4Packet::new_checked(ip) else {
-        return false;
-    };
-    if packet.protocol() != crate::wire::IpProtocol::UDP || packet.dst_addr() != overlay.node_ip {
-        return false;
-    }
-    let header_len = packet.header_len();
-    ip.get(header_len + 2..header_len + 4)
-        .is_some_and(|p| u16::from_be_bytes([p[0], p[1]]) == overlay.udp_port)
-}
-
-/// Strips the outer headers of the VXLAN packet in `frame` (an Ethernet
-/// frame without VLAN tags); returns the tunnel it came from.
-pub fn decapsulate(frame: &mut Frame, overlay: &Overlay) -> Result<TunnelId, DropReason> {
+/// When `frame` (an IPv4 Ethernet frame without VLAN tags, to the
+/// uplink's MAC) is UDP to our node IP and VXLAN port, strips its outer
+/// headers and returns the tunnel it came from; `Ok(None)` for any other
+/// packet (the router's), which is left untouched.
+pub fn decapsulate(frame: &mut Frame, overlay: &Overlay) -> Result<Option<TunnelId>, DropReason> {
     let (outer_len, inner_len, src) = {
         let data = frame.data();
-        let ip_bytes = data
-            .get(ethernet::HEADER_LEN..)
-            .ok_or(DropReason::VxlanMalformed)?;
-        let ip = Ipv4Packet::new_checked(ip_bytes).map_err(|_| DropReason::VxlanMalformed)?;
+        let Some(ip_bytes) = data.get(ethernet::HEADER_LEN..) else {
+            return Ok(None);
+        };
+        let Ok(ip) = Ipv4Packet::new_checked(ip_bytes) else {
+            return Ok(None);
+        };
+        if ip.protocol() != crate::wire::IpProtocol::UDP || ip.dst_addr() != overlay.node_ip {
+            return Ok(None);
+        }
+        let dst_port = ip
+            .payload()
+            .get(2..4)
+            .map(|p| u16::from_be_bytes([p[0], p[1]]));
+        let later_fragment = ip.is_later_fragment();
+        if dst_port != Some(overlay.udp_port) && !later_fragment {
+            return Ok(None);
+        }
         if !ip.verify_checksum() {
             return Err(DropReason::Ipv4BadChecksum);
         }
@@ -86,5 +86,5 @@ pub fn decapsulate(frame: &mut Frame, overlay: &Overlay) -> Result<TunnelId, Dro
         Some((u16::try_from(start).ok()?, offset))
     });
     frame.offload.hdr_len = 0;
-    Ok(tunnel)
+    Ok(Some(tunnel))
 }

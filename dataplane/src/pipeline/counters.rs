@@ -124,7 +124,7 @@ named_enum! {
         VxlanMalformed => "vxlan_malformed",
         /// A VXLAN packet whose non-zero outer UDP checksum is wrong.
         VxlanBadChecksum => "vxlan_bad_checksum",
-        /// An outer IPv4 fragment of a VXLAN packet (podswitch does not reassemble).
+        /// An outer IPv4 fragment of a VXLAN packet, or any later UDP fragment to our node IP (podswitch does not reassemble).
         VxlanFragmented => "vxlan_fragmented",
         /// A VXLAN packet with a VNI other than ours.
         VxlanWrongVni => "vxlan_wrong_vni",

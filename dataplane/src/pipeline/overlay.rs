@@ -64,6 +64,10 @@ impl Pipeline {
     #[inline]
     pub(super) fn tunnel_route(&self, dst: Ipv4Addr) -> Option<TunnelId> {
         let overlay = self.snapshot.overlay.as_ref()?;
+        if self.snapshot.gateway.address.contains(dst) {
+            // Our own pod subnet: no node's CIDR overlaps it.
+            return None;
+        }
         let (prefix_len, id) = overlay.tunnels.lookup(dst)?;
         match self.snapshot.routes.lookup(dst) {
             Some(route) if route.prefix.prefix_len > prefix_len => None,
@@ -231,41 +235,31 @@ impl Pipeline {
         if l2.ethertype != EtherType::IPV4 {
             return None;
         }
-        let ip = batch.frame_mut(i).data().get(l2.l3_offset..)?;
-        if !decap::is_vxlan_for_us(overlay, ip) {
-            return None;
-        }
-        Some(self.tunnel_input(batch, i, now))
-    }
-
-    fn tunnel_input(&mut self, batch: &mut Batch, i: usize, now: u64) -> Verdict {
-        let Some(overlay) = self.snapshot.overlay.as_ref() else {
-            return Verdict::Drop(DropReason::NotForUs);
-        };
         let frame = batch.frame_mut(i);
         let tunnel = match decap::decapsulate(frame, overlay) {
-            Ok(tunnel) => tunnel,
-            Err(reason) => return Verdict::Drop(reason),
+            Ok(Some(tunnel)) => tunnel,
+            Ok(None) => return None,
+            Err(reason) => return Some(Verdict::Drop(reason)),
         };
         self.counters.event(Event::VxlanDecapsulated);
         let Ok(inner) = L2Header::parse(frame.data()) else {
-            return Verdict::Drop(DropReason::VxlanInnerNotForUs);
+            return Some(Verdict::Drop(DropReason::VxlanInnerNotForUs));
         };
         let ours = inner.dst == overlay.vtep_mac || inner.dst == self.snapshot.gateway.mac;
         if !ours || inner.vlan_tags > 0 || inner.ethertype != EtherType::IPV4 {
-            return Verdict::Drop(DropReason::VxlanInnerNotForUs);
+            return Some(Verdict::Drop(DropReason::VxlanInnerNotForUs));
         }
         self.rx_tunnel = Some(tunnel);
         let verdict = self.ipv4_input(batch, i, inner.l3_offset, L3If::Bridge, now);
         self.rx_tunnel = None;
-        match (verdict, self.snapshot.uplink) {
+        Some(match (verdict, self.snapshot.uplink) {
             // The gateway answered the remote sender (echo reply, ICMP
             // error): back through the tunnel its destination lies behind.
             (Verdict::Forward(port), Some((uplink_port, _))) if port == uplink_port => {
                 self.reply_into_tunnel(batch, i, inner.l3_offset, now)
             }
             (verdict, _) => verdict,
-        }
+        })
     }
 
     fn reply_into_tunnel(
