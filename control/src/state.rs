@@ -625,3 +625,19 @@ pub fn diff<K: Ord, V: PartialEq>(old: &BTreeMap<K, V>, new: &BTreeMap<K, V>) ->
 pub fn route_key(prefix: &Ipv4Cidr) -> String {
     format!("{}/{}", prefix.network(), prefix.prefix_len)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_records_stored_before_the_overlay_still_load() {
+        let stored =
+            r#"{"name":"node-b","node_ip":"192.168.100.2","pod_cidr":"10.244.2.0/24","vni":4}"#;
+        let n: NodeRecord = serde_json::from_str(stored).unwrap();
+        assert_eq!(n.vtep_mac, None);
+        let section = n.to_section();
+        assert_eq!((section.vni, section.vtep_mac), (Some(4), None));
+        assert_eq!(serde_json::to_string(&n).unwrap(), stored);
+    }
+}
