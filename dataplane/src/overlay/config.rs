@@ -91,12 +91,16 @@ pub fn build(
             .unwrap_or(section.vni);
     }
     let Some((uplink_port, uplink)) = uplink else {
-        let field = if config.overlay.is_some() {
-            "overlay"
-        } else {
-            "nodes"
-        };
-        return Err(invalid(field, "present", "the overlay needs an [uplink]"));
+        if config.overlay.is_some() {
+            return Err(invalid(
+                "overlay",
+                "[overlay]",
+                "the overlay needs an [uplink]",
+            ));
+        }
+        // Nodes alone (from the API) are kept; they become tunnels once
+        // this node has an uplink.
+        return Ok(None);
     };
     if !(1..=MAX_VNI).contains(&section.vni) {
         return Err(invalid("overlay.vni", section.vni, "must be 1 to 16777215"));

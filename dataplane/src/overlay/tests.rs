@@ -590,6 +590,18 @@ fn snapshot_defaults_and_errors() {
     assert!(
         err(&(node("192.168.100.9", "10.244.9.0/24") + "vni = 5\n")).contains("nodes[2].vni = 5")
     );
+    // Without an uplink: [overlay] is refused, API-style nodes wait for one.
+    let mut no_uplink = config(OVERLAY);
+    no_uplink.uplink = None;
+    no_uplink.ports.retain(|p| p.name != "up0");
+    no_uplink.routes.clear();
+    let e = Snapshot::build(&no_uplink, 1).unwrap_err().to_string();
+    assert!(
+        e.contains("overlay = [overlay]: the overlay needs an [uplink]"),
+        "{e}"
+    );
+    no_uplink.overlay = None;
+    assert!(Snapshot::build(&no_uplink, 1).unwrap().overlay.is_none());
     let bad_vni = OVERLAY.replace("vni = 42", "vni = 16777216");
     let e = Snapshot::build(&config(&bad_vni), 1)
         .unwrap_err()
@@ -616,11 +628,10 @@ fn flow_src_port_spreads_flows() {
 }
 
 proptest! {
-    /// Whatever follows a UDP/4789 header to our node IP, the pipeline
-    /// neither panics nor lets the frame out anywhere but to a pod or back
-    /// through a tunnel.
+    /// Whatever follows a UDP/4789 header to our node IP, whatever its UDP
+    /// length and fragment fields say, the pipeline does not panic.
     #[test]
-    fn arbitrary_vxlan_payloads_never_panic(payload in proptest::collection::vec(any::<u8>(), 0..200), src_last in 0u8..4, vni in 0u32..64) {
+    fn arbitrary_vxlan_payloads_never_panic(payload in proptest::collection::vec(any::<u8>(), 0..200), src_last in 0u8..4, vni in 0u32..64, udp_len in proptest::option::of(any::<u16>()), frag in proptest::option::of(any::<u16>())) {
         let mut p = resolved_pipeline("");
         let mut bytes = vxlan_packet([192, 168, 100, src_last], vni, 0x08, &[]);
         bytes.truncate(14 + 20 + 8);
@@ -630,7 +641,13 @@ proptest! {
         bytes[24..26].copy_from_slice(&[0, 0]);
         let csum = crate::wire::checksum::checksum(&bytes[14..34]);
         bytes[24..26].copy_from_slice(&csum.to_be_bytes());
-        bytes[38..40].copy_from_slice(&(ip_len - 20).to_be_bytes());
+        bytes[38..40].copy_from_slice(&udp_len.unwrap_or(ip_len - 20).to_be_bytes());
+        if let Some(frag) = frag {
+            bytes[20..22].copy_from_slice(&frag.to_be_bytes());
+            bytes[24..26].copy_from_slice(&[0, 0]);
+            let csum = crate::wire::checksum::checksum(&bytes[14..34]);
+            bytes[24..26].copy_from_slice(&csum.to_be_bytes());
+        }
         bytes[40..42].copy_from_slice(&[0, 0]);
         let out = run(&mut p, 5, &[(UP, bytes)]);
         prop_assert!(matches!(out[0].1, Verdict::Drop(_) | Verdict::Forward(_) | Verdict::Held | Verdict::Flood));
