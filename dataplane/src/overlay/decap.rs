@@ -18,7 +18,7 @@ use super::table::TunnelId;
 /// headers and returns the tunnel it came from; `Ok(None)` for any other
 /// packet (the router's), which is left untouched.
 pub fn decapsulate(frame: &mut Frame, overlay: &Overlay) -> Result<Option<TunnelId>, DropReason> {
-    let (outer_len, inner_len, src) = {
+    let (outer_len, inner_len, src, congested) = {
         let data = frame.data();
         let Some(ip_bytes) = data.get(ethernet::HEADER_LEN..) else {
             return Ok(None);
@@ -66,7 +66,12 @@ pub fn decapsulate(frame: &mut Frame, overlay: &Overlay) -> Result<Option<Tunnel
         let outer_len =
             ethernet::HEADER_LEN + ip.header_len() + udp::HEADER_LEN + vxlan::HEADER_LEN;
         let inner_len = udp_len - udp::HEADER_LEN - vxlan::HEADER_LEN;
-        (outer_len, inner_len, ip.src_addr())
+        (
+            outer_len,
+            inner_len,
+            ip.src_addr(),
+            ip.dscp_ecn() & ECN_MASK == ECN_CE,
+        )
     };
     let tunnel = overlay
         .tunnels
@@ -86,5 +91,39 @@ pub fn decapsulate(frame: &mut Frame, overlay: &Overlay) -> Result<Option<Tunnel
         Some((u16::try_from(start).ok()?, offset))
     });
     frame.offload.hdr_len = 0;
+    if congested {
+        mark_inner_congestion(frame.data_mut());
+    }
     Ok(Some(tunnel))
+}
+
+const ECN_MASK: u8 = 0b11;
+const ECN_CE: u8 = 0b11;
+
+/// RFC 6040 (Linux `INET_ECN_decapsulate`): congestion experienced on the
+/// outer header is copied to an ECN-capable inner IPv4 packet.
+fn mark_inner_congestion(inner: &mut [u8]) {
+    if inner.get(12..14) != Some(&[0x08, 0x00]) {
+        return;
+    }
+    let Some(Ok(mut ip)) = inner
+        .get_mut(ethernet::HEADER_LEN..)
+        .map(Ipv4Packet::new_checked)
+    else {
+        return;
+    };
+    let old = ip.dscp_ecn();
+    if old & ECN_MASK == 0 || old & ECN_MASK == ECN_CE {
+        return;
+    }
+    let new = old | ECN_CE;
+    // The TOS byte shares a 16-bit word with version and IHL.
+    let ver_ihl = 0x40 | (ip.header_len() / 4) as u8;
+    let check = crate::wire::checksum::update_u16(
+        ip.checksum(),
+        u16::from_be_bytes([ver_ihl, old]),
+        u16::from_be_bytes([ver_ihl, new]),
+    );
+    ip.set_dscp_ecn(new);
+    ip.set_checksum(check);
 }

@@ -342,6 +342,39 @@ fn decapsulation_routes_to_the_local_pod() {
 }
 
 #[test]
+fn outer_congestion_is_copied_to_an_ect_inner_packet() {
+    let mut p = resolved_pipeline("");
+    let mut header = etherparse::Ipv4Header::new(
+        0,
+        63,
+        etherparse::IpNumber::UDP,
+        [10, 244, 2, 7],
+        [10, 244, 1, 2],
+    )
+    .unwrap();
+    header.ecn = etherparse::IpEcn::Ect0;
+    let builder = PacketBuilder::ethernet2(B_VTEP, OUR_VTEP)
+        .ip(etherparse::IpHeaders::Ipv4(header, Default::default()))
+        .udp(5353, 7777);
+    let mut inner = Vec::new();
+    builder.write(&mut inner, b"ecn").unwrap();
+    let mut packet = vxlan_packet(NODE_B, VNI, 0x08, &inner);
+    packet[15] |= 0b11; // outer CE
+    packet[24..26].copy_from_slice(&[0, 0]);
+    let c = crate::wire::checksum::checksum(&packet[14..34]);
+    packet[24..26].copy_from_slice(&c.to_be_bytes());
+    let out = run(&mut p, 2, &[(UP, packet)]);
+    assert_eq!(out[0].1, Verdict::Forward(A));
+    let sliced = SlicedPacket::from_ethernet(&out[0].0).unwrap();
+    let Some(NetSlice::Ipv4(ip)) = &sliced.net else {
+        panic!()
+    };
+    assert_eq!(ip.header().ecn(), etherparse::IpEcn::CongestionExperienced);
+    let h = ip.header().to_header();
+    assert_eq!(h.header_checksum, h.calc_header_checksum());
+}
+
+#[test]
 fn decapsulation_drops_are_counted() {
     let mut p = resolved_pipeline("");
     let inner = inner_udp(OUR_VTEP, [10, 244, 2, 7], [10, 244, 1, 2]);
