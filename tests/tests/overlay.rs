@@ -283,6 +283,8 @@ fn two_podswitch_nodes_icmp_tcp_udp() {
         assert!(vxlan_drops(d).is_empty(), "{:?}", vxlan_drops(d));
     }
     assert!(stat(&t.d1.stats(), "events", "vxlan_gso_segmented") > 0);
+    // The receiving node merged segments back into GSO frames for its pod.
+    assert!(stat(&t.d2.stats(), "events", "vxlan_rx_coalesced") > 0);
     // A node deleted through the API takes its tunnel with it.
     t.d1.ctl_ok(&["node", "del", "n2"]);
     assert!(ping(p1a, ips[2], Duration::from_millis(500)).is_none());

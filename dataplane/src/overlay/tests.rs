@@ -590,6 +590,116 @@ fn gso_segments_larger_than_the_tunnel_get_frag_needed() {
     );
 }
 
+/// Node-b's pod sent a TSO super-frame; it crosses the underlay as
+/// segments in VXLAN and is merged back into one GSO frame for pod-a.
+#[test]
+fn decapsulated_segments_of_a_flow_are_coalesced() {
+    let mut p = resolved_pipeline("");
+    let builder = PacketBuilder::ethernet2(B_VTEP, OUR_VTEP)
+        .ipv4([10, 244, 2, 7], [10, 244, 1, 2], 64)
+        .tcp(5001, 40000, 7_000_000, 64000)
+        .ack(9)
+        .psh();
+    let payload: Vec<u8> = (0..16 * 1398 + 100).map(|i| (i * 13) as u8).collect();
+    let mut inner = Vec::new();
+    builder.write(&mut inner, &payload).unwrap();
+    let offload = Offload {
+        gso: GsoKind::TcpV4,
+        gso_size: 1398,
+        hdr_len: 54,
+        csum: None,
+        csum_valid: false,
+    };
+    let mut scratch = Frame::with_capacity(MAX_FRAME_LEN);
+    let mut segments: Vec<Vec<u8>> = Vec::new();
+    crate::io::gso::segment(&inner, &offload, &mut scratch, |s| {
+        segments.push(s.data().to_vec());
+        Ok::<(), crate::io::gso::GsoError>(())
+    })
+    .unwrap();
+    assert_eq!(segments.len(), 17);
+    let mut batch = Batch::with_size(32, MAX_FRAME_LEN);
+    // An unrelated frame first: a run starts at any position.
+    assert!(batch.push_rx(
+        UP,
+        2,
+        &vxlan_packet(
+            NODE_B,
+            VNI,
+            0x08,
+            &inner_udp(OUR_VTEP, [10, 244, 2, 7], [10, 244, 1, 2])
+        )
+    ));
+    for s in &segments {
+        assert!(batch.push_rx(UP, 2, &vxlan_packet(NODE_B, VNI, 0x08, s)));
+    }
+    p.process(&mut batch, 2);
+    let verdicts: Vec<Verdict> = batch.iter().map(|(_, v)| v).collect();
+    assert_eq!(verdicts[0], Verdict::Forward(A));
+    assert_eq!(verdicts[1], Verdict::Forward(A));
+    assert!(
+        verdicts[2..18].iter().all(|v| *v == Verdict::Consumed),
+        "{verdicts:?}"
+    );
+    assert_eq!(p.counters().events(Event::VxlanRxCoalesced), 16);
+    let (merged, _) = batch.get(1).unwrap();
+    assert_eq!(merged.offload.gso, GsoKind::TcpV4);
+    assert_eq!(merged.offload.gso_size, 1398);
+    // Cut again, it gives exactly the segments, routed (MACs, TTL − 1).
+    let mut again: Vec<Vec<u8>> = Vec::new();
+    crate::io::gso::segment(merged.data(), &merged.offload, &mut scratch, |s| {
+        again.push(s.data().to_vec());
+        Ok::<(), crate::io::gso::GsoError>(())
+    })
+    .unwrap();
+    assert_eq!(again.len(), segments.len());
+    for (got, sent) in again.iter().zip(&segments) {
+        assert_eq!(&got[..12], &[POD_A, GW_MAC].concat()[..]);
+        assert_eq!(got[22], sent[22] - 1, "TTL − 1");
+        assert_eq!(&got[34..], &sent[34..], "TCP header and payload");
+        assert_eq!(&got[14..22], &sent[14..22]);
+        let sliced = SlicedPacket::from_ethernet(got).unwrap();
+        let Some(NetSlice::Ipv4(ip)) = &sliced.net else {
+            panic!()
+        };
+        let h = ip.header().to_header();
+        assert_eq!(h.header_checksum, h.calc_header_checksum());
+    }
+}
+
+#[test]
+fn segments_that_do_not_continue_a_run_are_left_alone() {
+    let mut p = resolved_pipeline("");
+    let seg = |seq: u32, flags_psh: bool, len: usize| {
+        let b = PacketBuilder::ethernet2(B_VTEP, OUR_VTEP)
+            .ipv4([10, 244, 2, 7], [10, 244, 1, 2], 64)
+            .tcp(5001, 40000, seq, 64000)
+            .ack(9);
+        let b = if flags_psh { b.psh() } else { b };
+        let mut out = Vec::new();
+        b.write(&mut out, &vec![7u8; len]).unwrap();
+        vxlan_packet(NODE_B, VNI, 0x08, &out)
+    };
+    // A gap in sequence, a PSH head, a larger second segment: nothing merges.
+    for frames in [
+        vec![seg(1000, false, 500), seg(1600, false, 500)],
+        vec![seg(1000, true, 500), seg(1500, false, 500)],
+        vec![seg(1000, false, 500), seg(1500, false, 600)],
+    ] {
+        let mut batch = Batch::with_size(8, MAX_FRAME_LEN);
+        for f in &frames {
+            assert!(batch.push_rx(UP, 2, f));
+        }
+        p.process(&mut batch, 2);
+        assert!(
+            batch
+                .iter()
+                .all(|(f, v)| v == Verdict::Forward(A) && f.offload.gso == GsoKind::None)
+        );
+    }
+    assert_eq!(p.counters().events(Event::VxlanRxCoalesced), 0);
+}
+
 #[test]
 fn snapshot_defaults_and_errors() {
     let s = snapshot("");

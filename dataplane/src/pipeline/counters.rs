@@ -185,6 +185,8 @@ named_enum! {
         VxlanDecapsulated => "vxlan_decapsulated",
         /// An ICMP fragmentation needed was sent for a packet too large for the tunnel.
         VxlanFragNeededSent => "vxlan_frag_needed_sent",
+        /// A decapsulated TCP segment was merged into the previous one of its flow (receive coalescing).
+        VxlanRxCoalesced => "vxlan_rx_coalesced",
     }
 }
 

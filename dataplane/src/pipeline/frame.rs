@@ -335,6 +335,16 @@ impl Batch {
         &mut self.frames[i]
     }
 
+    /// Frame `i` mutable and a later frame `j` shared, at once (`None` unless `i < j < len`).
+    #[inline]
+    pub(crate) fn pair_mut(&mut self, i: usize, j: usize) -> Option<(&mut Frame, &Frame)> {
+        if i >= j || j >= self.len {
+            return None;
+        }
+        let (head, tail) = self.frames.split_at_mut(j);
+        Some((head.get_mut(i)?, tail.first()?))
+    }
+
     /// Sets the verdict of frame `i`.
     #[inline]
     pub(crate) fn set_verdict(&mut self, i: usize, verdict: Verdict) {

@@ -96,6 +96,8 @@ pub struct Pipeline {
     rx_tunnel: Option<crate::overlay::TunnelId>,
     /// Next outer IPv4 identification.
     overlay_ip_id: u16,
+    /// Bit per received frame of the batch that was decapsulated.
+    tunnel_rx_mask: u64,
 }
 
 impl Pipeline {
@@ -119,6 +121,7 @@ impl Pipeline {
             counters: Arc::new(WorkerCounters::default()),
             rx_tunnel: None,
             overlay_ip_id: 0,
+            tunnel_rx_mask: 0,
         }
     }
 
@@ -164,6 +167,7 @@ impl Pipeline {
             }
             batch.set_verdict(i, verdict);
         }
+        self.coalesce_decapsulated(batch);
         self.service_hold_queue(batch, now_ns);
     }
 

@@ -17,7 +17,7 @@ use core::net::Ipv4Addr;
 use super::neighbour::Lookup;
 use super::{Batch, DropReason, Event, Frame, GsoKind, L3If, Pipeline, Verdict};
 use crate::overlay::encap::{self, EncapParams};
-use crate::overlay::{TunnelId, decap};
+use crate::overlay::{TunnelId, coalesce, decap};
 use crate::wire::{EtherType, EthernetFrame, Ipv4Packet, L2Header, MacAddr, icmpv4};
 
 /// What the tunnel output needs to know about the inner IPv4 packet.
@@ -242,6 +242,9 @@ impl Pipeline {
             Err(reason) => return Some(Verdict::Drop(reason)),
         };
         self.counters.event(Event::VxlanDecapsulated);
+        if let Some(bit) = 1u64.checked_shl(i as u32) {
+            self.tunnel_rx_mask |= bit;
+        }
         let Ok(inner) = L2Header::parse(frame.data()) else {
             return Some(Verdict::Drop(DropReason::VxlanInnerNotForUs));
         };
@@ -260,6 +263,46 @@ impl Pipeline {
             }
             (verdict, _) => verdict,
         })
+    }
+
+    /// Merges runs of decapsulated TCP segments of one flow, going to the
+    /// same port, into GSO frames (see `crate::overlay::coalesce`).
+    pub(super) fn coalesce_decapsulated(&mut self, batch: &mut Batch) {
+        let mask = core::mem::take(&mut self.tunnel_rx_mask);
+        if mask.count_ones() < 2 {
+            return;
+        }
+        let n = batch.rx_len().min(64);
+        let decapsulated = |k: usize| mask & (1u64 << k) != 0;
+        let mut i = 0;
+        while i < n {
+            let run = match batch.get(i) {
+                Some((frame, Verdict::Forward(_))) if decapsulated(i) => coalesce::start(frame),
+                _ => None,
+            };
+            let Some(mut run) = run else {
+                i += 1;
+                continue;
+            };
+            let verdict = batch.get(i).map(|(_, v)| v);
+            let mss = run.segment_size();
+            let mut j = i + 1;
+            while j < n && decapsulated(j) && batch.get(j).map(|(_, v)| v) == verdict {
+                let Some((first, next)) = batch.pair_mut(i, j) else {
+                    break;
+                };
+                if !coalesce::append(&mut run, first, next) {
+                    break;
+                }
+                batch.set_verdict(j, Verdict::Consumed);
+                j += 1;
+            }
+            let merged = coalesce::finish(&run, batch.frame_mut(i), mss);
+            for _ in 0..merged {
+                self.counters.event(Event::VxlanRxCoalesced);
+            }
+            i = j;
+        }
     }
 
     fn reply_into_tunnel(
