@@ -10,7 +10,9 @@
 //! packet goes through the router as if it came from the bridge domain;
 //! what would leave by the uplink or a tunnel again is dropped (split
 //! horizon), except the gateway's own answers (echo replies, ICMP errors),
-//! which go back through the tunnel they concern.
+//! which go back through the tunnel they concern. After the batch, runs of
+//! decapsulated TCP segments of one flow are merged into GSO frames
+//! ([`Pipeline::coalesce_decapsulated`]).
 
 use core::net::Ipv4Addr;
 
