@@ -538,10 +538,13 @@ impl Control {
             self.state.nodes.values().chain(std::iter::once(&node)),
             self.snapshot().gateway.address,
         )?;
-        let keys = [Change::put(TableId::Nodes, &node.name, &node)];
-        self.commit_keys(&keys, |st| {
-            st.nodes.insert(node.name.clone(), node);
-        })
+        let mut candidate = self.state.clone();
+        candidate.nodes.insert(node.name.clone(), node);
+        let snapshot = self.build(&mut candidate).map_err(|e| ApiError {
+            status: e.status,
+            message: strip_index(&e.message, "nodes["),
+        })?;
+        self.commit(candidate, snapshot)
     }
 
     /// `DELETE /v1/nodes/{name}`.
@@ -549,9 +552,10 @@ impl Control {
         if !self.state.nodes.contains_key(name) {
             return Err(ApiError::not_found(format!("node {name} not found")));
         }
-        self.commit_keys(&[Change::delete(TableId::Nodes, name)], |st| {
-            st.nodes.remove(name);
-        })
+        let mut candidate = self.state.clone();
+        candidate.nodes.remove(name);
+        let snapshot = self.build(&mut candidate)?;
+        self.commit(candidate, snapshot)
     }
 
     /// `POST /v1/mirrors`: validated (ports, stages, the filter compiled by
@@ -811,6 +815,8 @@ impl Control {
                 let obj = v.as_object_mut()?;
                 obj.retain(|_, value| !value.is_null());
                 obj.insert("id".into(), spec.id.0.into());
+                // The MTU in effect (a pod's default follows the overlay).
+                obj.insert("mtu".into(), spec.mtu.into());
                 let source = if self.state.ports.contains_key(&spec.name) {
                     "api"
                 } else {

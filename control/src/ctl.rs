@@ -398,6 +398,9 @@ pub enum NodeCommand {
         /// VXLAN network identifier.
         #[arg(long)]
         vni: Option<u32>,
+        /// The node's VTEP MAC (default: 02:56 and its node IP's bytes).
+        #[arg(long, value_name = "MAC")]
+        vtep_mac: Option<String>,
     },
     /// Delete a node.
     #[command(visible_aliases = ["delete", "rm"])]

@@ -165,6 +165,22 @@ pub struct NodeRecord {
     /// VXLAN network identifier (1–16777215).
     #[serde(default = "default_vni")]
     pub vni: u32,
+    /// Its VTEP MAC (default: derived from `node_ip`); absent in records stored before the overlay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vtep_mac: Option<podswitch_dataplane::wire::MacAddr>,
+}
+
+impl NodeRecord {
+    /// The node as the dataplane's `[[nodes]]` entry.
+    pub fn to_section(&self) -> podswitch_dataplane::overlay::RemoteNodeSection {
+        podswitch_dataplane::overlay::RemoteNodeSection {
+            name: self.name.clone(),
+            node_ip: self.node_ip,
+            pod_cidr: self.pod_cidr,
+            vtep_mac: self.vtep_mac,
+            vni: Some(self.vni),
+        }
+    }
 }
 
 fn default_vni() -> u32 {
@@ -264,6 +280,9 @@ impl ApiState {
         }
         config.ports.extend(self.ports.values().cloned());
         config.routes.extend(self.routes.values().cloned());
+        config
+            .nodes
+            .extend(self.nodes.values().map(NodeRecord::to_section));
         config
     }
 
@@ -633,4 +652,20 @@ pub fn diff<K: Ord, V: PartialEq>(old: &BTreeMap<K, V>, new: &BTreeMap<K, V>) ->
 /// The route key: the prefix with host bits cleared, as text.
 pub fn route_key(prefix: &Ipv4Cidr) -> String {
     format!("{}/{}", prefix.network(), prefix.prefix_len)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_records_stored_before_the_overlay_still_load() {
+        let stored =
+            r#"{"name":"node-b","node_ip":"192.168.100.2","pod_cidr":"10.244.2.0/24","vni":4}"#;
+        let n: NodeRecord = serde_json::from_str(stored).unwrap();
+        assert_eq!(n.vtep_mac, None);
+        let section = n.to_section();
+        assert_eq!((section.vni, section.vtep_mac), (Some(4), None));
+        assert_eq!(serde_json::to_string(&n).unwrap(), stored);
+    }
 }

@@ -11,6 +11,7 @@ pub mod conntrack;
 pub mod io;
 pub mod mirror;
 pub mod nat;
+pub mod overlay;
 pub mod pipeline;
 pub mod replay;
 pub mod services;

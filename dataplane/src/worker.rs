@@ -247,6 +247,22 @@ impl Worker {
             return;
         };
         self.dirty[usize::from(port.0)] = true;
+        if frame.encap_len > 0 {
+            // A VXLAN-encapsulated super-frame: cut the inner frame, each
+            // segment with its own outer headers (no tunnel GSO through AF_PACKET).
+            let result = crate::overlay::segment_encapsulated(
+                frame,
+                &mut self.scratch,
+                |segment| match queue.send(segment) {
+                    Ok(()) => counters.tx(port, segment.len()),
+                    Err(_) => counters.count_drop(DropReason::TxError),
+                },
+            );
+            if result.is_err() {
+                counters.count_drop(DropReason::VxlanEncapFailed);
+            }
+            return;
+        }
         if frame.offload.needs_software() && !queue.accepts_offload() {
             counters.event(if frame.offload.gso == crate::pipeline::GsoKind::None {
                 Event::ChecksumCompleted

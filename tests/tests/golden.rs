@@ -184,6 +184,8 @@ fn scenario_inputs(name: &str) -> Vec<(&'static str, Frames)> {
                 ),
             ],
         )],
+        // VXLAN overlay (overlay/).
+        "vxlan-routed" => vxlan_routed_inputs(),
         other => services::inputs(other),
     }
 }
@@ -197,6 +199,8 @@ const SCENARIOS: &[&str] = &[
     "ttl-expiry",
     "no-route",
     "anti-spoofing",
+    // VXLAN overlay (overlay/).
+    "vxlan-routed",
 ];
 
 fn blessing() -> bool {
@@ -603,4 +607,128 @@ fn anti_spoofing() {
             .unwrap();
     assert!(summary.contains("drop spoofed_src_mac: 1\n"), "{summary}");
     assert!(summary.contains("drop spoofed_src_ip: 2\n"), "{summary}");
+}
+
+// VXLAN overlay (overlay/): the recorded routed traffic, with 10.244.2.0/24
+// now behind node-b (192.168.100.2, EXT) through a VXLAN tunnel.
+
+const VNI: u32 = 42;
+const OUR_VTEP: [u8; 6] = [2, 0x56, 192, 168, 100, 1];
+const B_VTEP: [u8; 6] = [2, 0x56, 192, 168, 100, 2];
+const NODE_B_IP: [u8; 4] = [192, 168, 100, 2];
+
+/// `inner` (an Ethernet frame) from node-b's VTEP to ours, in VXLAN from `src_ip` with `vni`.
+fn vxlan_wrap(ts: u64, inner: &[u8], src_ip: [u8; 4], vni: u32) -> (u64, Vec<u8>) {
+    let mut payload = vec![0x08, 0, 0, 0];
+    payload.extend_from_slice(&(vni << 8).to_be_bytes());
+    payload.extend_from_slice(&OUR_VTEP);
+    payload.extend_from_slice(&B_VTEP);
+    payload.extend_from_slice(&inner[12..]);
+    let b = PacketBuilder::ethernet2(EXT, UP_MAC)
+        .ipv4(src_ip, UP_IP, 64)
+        .udp(50000, 4789);
+    let mut out = Vec::new();
+    b.write(&mut out, &payload).unwrap();
+    (ts, out)
+}
+
+fn vxlan_routed_inputs() -> Vec<(&'static str, Frames)> {
+    let mut up: Frames = recorded_from("routed-up0.pcap", EXT)
+        .into_iter()
+        .map(|(ts, f)| match f[12..14] {
+            [0x08, 0x00] => vxlan_wrap(ts, &f, NODE_B_IP, VNI),
+            _ => (ts, f),
+        })
+        .collect();
+    let (last_ts, last) = up.last().cloned().unwrap();
+    let inner = &last[50..];
+    up.push(vxlan_wrap(last_ts + MS, inner, NODE_B_IP, 7));
+    up.push(vxlan_wrap(last_ts + 2 * MS, inner, [192, 168, 100, 9], VNI));
+    let mut pod_a = recorded_from("routed.pcap", POD_A);
+    let end = pod_a.last().unwrap().0.max(last_ts) + 3 * MS;
+    let big = PacketBuilder::ethernet2(POD_A, GW_MAC)
+        .ipv4([10, 244, 1, 2], [10, 244, 2, 1], 64)
+        .udp(41000, 7);
+    let mut frame = Vec::new();
+    big.write(&mut frame, &[0x5a; 1472]).unwrap();
+    frame[20] |= 0x40; // DF
+    frame[24..26].copy_from_slice(&[0, 0]);
+    let c = podswitch_dataplane::wire::checksum::checksum(&frame[14..34]);
+    frame[24..26].copy_from_slice(&c.to_be_bytes());
+    pod_a.push((end, frame));
+    vec![("pod-a", pod_a), ("up0", up)]
+}
+
+#[test]
+fn vxlan_routed() {
+    let name = "vxlan-routed";
+    let out = run_scenario(name);
+    assert_matches_expected(name, &out);
+    let _ = std::fs::remove_dir_all(&out);
+    let inputs = inputs_by_port(name);
+    let outs = outputs(name);
+    // Out of the uplink: ARP for node-b, then every routed pod-a packet in VXLAN.
+    let mut encapsulated = 0;
+    for f in &outs["up0"] {
+        if f[12..14] == [0x08, 0x06] {
+            continue;
+        }
+        let outer = ipv4_of(f).expect("outer IPv4 with valid checksums");
+        assert_eq!((outer.src_mac, outer.dst_mac), (UP_MAC, EXT));
+        assert_eq!((outer.src, outer.dst, outer.ttl), (UP_IP, NODE_B_IP, 64));
+        assert_eq!(outer.protocol, 17);
+        let udp = &outer.payload;
+        assert_eq!(&udp[2..4], &4789u16.to_be_bytes());
+        assert!(u16::from_be_bytes([udp[0], udp[1]]) >= 32768);
+        assert_eq!(&udp[8..16], &[0x08, 0, 0, 0, 0, 0, 42, 0]);
+        let inner = &udp[16..];
+        let facts = ipv4_of(inner).expect("inner checksums");
+        assert_eq!((facts.src_mac, facts.dst_mac), (OUR_VTEP, B_VTEP));
+        let sent = inputs
+            .iter()
+            .filter(|(p, _)| p == "pod-a")
+            .filter_map(|(_, f)| ipv4_of(f))
+            .find(|i| i.payload == facts.payload && i.ident == facts.ident);
+        assert_eq!(sent.expect("an input packet").ttl - 1, facts.ttl);
+        encapsulated += 1;
+    }
+    assert_eq!(
+        encapsulated, 11,
+        "every routed pod-a packet but the too big one"
+    );
+    // Into pod-a: node-b's replies decapsulated and routed (TTL − 1), and
+    // one ICMP fragmentation needed with the tunnel's MTU.
+    let mut decapsulated = 0;
+    let mut frag_needed = 0;
+    for f in outs["pod-a"].iter().filter(|f| f[12..14] != [0x08, 0x06]) {
+        let facts = ipv4_of(f).expect("checksums");
+        assert_eq!((facts.src_mac, facts.dst_mac), (GW_MAC, POD_A));
+        if facts.icmp == Some((3, 4)) {
+            assert_eq!(&facts.payload[6..8], &1450u16.to_be_bytes());
+            frag_needed += 1;
+            continue;
+        }
+        let wrapped = inputs
+            .iter()
+            .filter(|(p, f)| p == "up0" && f.len() > 50 + 14)
+            .filter_map(|(_, f)| ipv4_of(&f[50..]))
+            .find(|i| i.payload == facts.payload && i.ident == facts.ident);
+        assert_eq!(wrapped.expect("a VXLAN input").ttl - 1, facts.ttl);
+        decapsulated += 1;
+    }
+    assert_eq!(frag_needed, 1);
+    assert_eq!(
+        decapsulated, 9,
+        "every VXLAN input but the wrong VNI and the unknown node"
+    );
+    let summary =
+        std::fs::read_to_string(scenarios_dir().join(name).join("expected/summary.txt")).unwrap();
+    for line in [
+        "drop vxlan_wrong_vni: 1\n",
+        "drop vxlan_unknown_node: 1\n",
+        "drop vxlan_too_big: 1\n",
+        "event vxlan_frag_needed_sent: 1\n",
+    ] {
+        assert!(summary.contains(line), "{line}{summary}");
+    }
 }

@@ -494,6 +494,7 @@ fn node(ctx: &mut Ctx<'_>, command: &NodeCommand) -> Result<(), Failure> {
             node_ip,
             pod_cidr,
             vni,
+            vtep_mac,
         } => {
             #[derive(Serialize)]
             struct NewNode<'a> {
@@ -502,12 +503,15 @@ fn node(ctx: &mut Ctx<'_>, command: &NodeCommand) -> Result<(), Failure> {
                 pod_cidr: &'a str,
                 #[serde(skip_serializing_if = "Option::is_none")]
                 vni: Option<u32>,
+                #[serde(skip_serializing_if = "Option::is_none")]
+                vtep_mac: Option<&'a str>,
             }
             let body = NewNode {
                 name,
                 node_ip,
                 pod_cidr,
                 vni: *vni,
+                vtep_mac: vtep_mac.as_deref(),
             };
             let done = format!("node/{name} created");
             ctx.send("POST", "/v1/nodes", &body, &done)

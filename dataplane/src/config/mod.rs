@@ -130,6 +130,13 @@ pub struct NodeConfig {
     #[serde(default)]
     pub conntrack: crate::nat::ConntrackSection,
     // --- end services / NAT ---
+    // VXLAN overlay (overlay/).
+    /// The VXLAN overlay; enabled by this section or by any `[[nodes]]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlay: Option<crate::overlay::OverlaySection>,
+    /// The other nodes of the cluster, reached through VXLAN tunnels.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<crate::overlay::RemoteNodeSection>,
 }
 
 /// `[node]`.

@@ -111,6 +111,8 @@ pub struct Snapshot {
     /// Masquerade, cluster CIDRs, port ranges, conntrack sizing.
     pub nat: NatSettings,
     // --- end services / NAT ---
+    /// The VXLAN overlay, if enabled.
+    pub overlay: Option<crate::overlay::Overlay>,
 }
 
 impl Snapshot {
@@ -179,6 +181,15 @@ impl Snapshot {
             .map(|p| p.id)
             .collect();
         let routes = build_routes(config, &gateway, uplink.as_ref().map(|u| &u.1))?;
+        let overlay = crate::overlay::build(config, &ports, &gateway, uplink.as_ref(), &routes)?;
+        if let Some(overlay) = &overlay {
+            // Pods default to the MTU the tunnel carries (uplink MTU − 50).
+            for (spec, section) in ports.iter_mut().zip(&config.ports) {
+                if !spec.is_uplink && section.mtu.is_none() {
+                    spec.mtu = overlay.inner_mtu.max(576);
+                }
+            }
+        }
         let n = &config.neighbours;
         if n.probes == 0 {
             return Err(invalid("neighbours.probes", n.probes, "must be at least 1"));
@@ -220,6 +231,7 @@ impl Snapshot {
             tuning,
             services,
             nat,
+            overlay,
         })
     }
 
@@ -228,6 +240,15 @@ impl Snapshot {
     pub fn with_services(mut self, services: Arc<ServiceTable>) -> Snapshot {
         self.services = services;
         self
+    }
+
+    /// Whether `ip` is in another node's pod CIDR (reached through a VXLAN
+    /// tunnel): inside the cluster, never masqueraded.
+    #[inline]
+    pub fn is_remote_pod_ip(&self, ip: Ipv4Addr) -> bool {
+        self.overlay
+            .as_ref()
+            .is_some_and(|o| o.tunnels.lookup(ip).is_some())
     }
 
     /// The port with this id.

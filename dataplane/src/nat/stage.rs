@@ -484,6 +484,7 @@ impl NatStage<'_> {
         ip.header().len() >= 20
             && s.nat.in_cluster(ip.src_addr())
             && !s.nat.in_cluster(ip.dst_addr())
+            && !s.is_remote_pod_ip(ip.dst_addr())
             && s.port(frame.in_port)
                 .is_some_and(|p| p.masquerade.unwrap_or(s.nat.masquerade))
     }
@@ -499,6 +500,7 @@ impl NatStage<'_> {
                 .is_some_and(|p| p.masquerade.unwrap_or(nat.masquerade))
             && nat.in_cluster(key.src_addr)
             && !nat.in_cluster(key.dst_addr)
+            && !s.is_remote_pod_ip(key.dst_addr)
             && !s.is_local_ip(key.dst_addr)
             && s.routes
                 .next_hop(key.dst_addr)

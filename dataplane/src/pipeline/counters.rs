@@ -131,6 +131,25 @@ named_enum! {
         /// TCP segment of a connection whose endpoint left the service (a RST is sent to the client).
         ServiceEndpointRemoved => "service_endpoint_removed",
         // --- end services / NAT ---
+        // VXLAN overlay (overlay/).
+        /// A VXLAN packet to us that is truncated or inconsistent (no I flag, bad lengths).
+        VxlanMalformed => "vxlan_malformed",
+        /// A VXLAN packet whose non-zero outer UDP checksum is wrong.
+        VxlanBadChecksum => "vxlan_bad_checksum",
+        /// An outer IPv4 fragment of a VXLAN packet, or any later UDP fragment to our node IP (podswitch does not reassemble).
+        VxlanFragmented => "vxlan_fragmented",
+        /// A VXLAN packet with a VNI other than ours.
+        VxlanWrongVni => "vxlan_wrong_vni",
+        /// A VXLAN packet from an address that is no known node.
+        VxlanUnknownNode => "vxlan_unknown_node",
+        /// A decapsulated frame not addressed to our VTEP MAC, or not IPv4.
+        VxlanInnerNotForUs => "vxlan_inner_not_for_us",
+        /// A decapsulated packet that would leave by the uplink or a tunnel again.
+        VxlanSplitHorizon => "vxlan_split_horizon",
+        /// A packet without DF too large for the tunnel (podswitch does not fragment).
+        VxlanTooBig => "vxlan_too_big",
+        /// A packet could not be encapsulated (no headroom, too long, bad GSO frame).
+        VxlanEncapFailed => "vxlan_encap_failed",
     }
 }
 
@@ -190,6 +209,17 @@ named_enum! {
         // mirror (issue 8):
         /// A mirror copy was dropped because its output was behind (the frame itself was not).
         MirrorDropped => "mirror_dropped",
+        // VXLAN overlay (overlay/).
+        /// A packet was encapsulated toward another node.
+        VxlanEncapsulated => "vxlan_encapsulated",
+        /// A GSO super-frame was encapsulated and cut into segments at transmit.
+        VxlanGsoSegmented => "vxlan_gso_segmented",
+        /// A VXLAN packet was decapsulated.
+        VxlanDecapsulated => "vxlan_decapsulated",
+        /// An ICMP fragmentation needed was sent for a packet too large for the tunnel.
+        VxlanFragNeededSent => "vxlan_frag_needed_sent",
+        /// A decapsulated TCP segment was merged into the previous one of its flow (receive coalescing).
+        VxlanRxCoalesced => "vxlan_rx_coalesced",
     }
 }
 

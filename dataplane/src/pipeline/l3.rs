@@ -54,10 +54,18 @@ impl Pipeline {
         if self.snapshot.is_local_ip(dst) {
             return self.local_input(frame, iface);
         }
+        // VXLAN overlay: a remote pod CIDR at least as specific as any route.
+        if let Some(tunnel) = self.tunnel_route(dst) {
+            return self.tunnel_output(batch, i, l3_offset, tunnel, iface, now);
+        }
+        let frame = batch.frame_mut(i);
         let Some(next_hop) = self.snapshot.routes.next_hop(dst) else {
             let kind = (icmpv4::DST_UNREACHABLE, icmpv4::CODE_NET_UNREACHABLE);
             return self.icmp_error(frame, iface, kind, DropReason::NoRoute, now);
         };
+        if self.rx_tunnel.is_some() && next_hop.iface != L3If::Bridge {
+            return Verdict::Drop(DropReason::VxlanSplitHorizon);
+        }
         if self
             .snapshot
             .l3_interface(next_hop.iface)

@@ -23,6 +23,7 @@ mod l2;
 mod l3;
 mod nat_hook;
 mod neighbour;
+mod overlay;
 
 pub mod counters;
 pub mod routes;
@@ -117,6 +118,13 @@ pub struct Pipeline {
     icmp_bucket: gateway::TokenBucket,
     counters: Arc<WorkerCounters>,
     mirror: MirrorView,
+    // VXLAN overlay (overlay/).
+    /// The tunnel the frame being processed was decapsulated from (split horizon).
+    rx_tunnel: Option<crate::overlay::TunnelId>,
+    /// Next outer IPv4 identification.
+    overlay_ip_id: u16,
+    /// Bit per received frame of the batch that was decapsulated.
+    tunnel_rx_mask: u64,
 }
 
 impl Pipeline {
@@ -139,6 +147,9 @@ impl Pipeline {
             icmp_bucket,
             counters: Arc::new(WorkerCounters::default()),
             mirror: MirrorView::default(),
+            rx_tunnel: None,
+            overlay_ip_id: 0,
+            tunnel_rx_mask: 0,
         }
     }
 
@@ -194,6 +205,7 @@ impl Pipeline {
             batch.set_verdict(i, verdict);
         }
         self.nat_expire(batch.rx_len(), now_ns);
+        self.coalesce_decapsulated(batch);
         self.service_hold_queue(batch, now_ns);
     }
 
@@ -267,6 +279,9 @@ impl Pipeline {
             return Verdict::Drop(DropReason::NotForUs);
         };
         if l2.dst == uplink.mac {
+            if let Some(verdict) = self.overlay_input(batch, i, l2, now) {
+                return verdict;
+            }
             return self.router_input(batch, i, l2, L3If::Uplink, now);
         }
         if l2.dst.is_broadcast() && l2.ethertype == EtherType::ARP {

@@ -60,7 +60,7 @@ impl Pipeline {
             NatAction::Verdict(v) => AfterNat::Verdict(v),
             NatAction::EchoReply => AfterNat::Verdict(self.local_input(frame, iface)),
             NatAction::RejectIcmp(from) => {
-                let kind = (icmpv4::DST_UNREACHABLE, icmpv4::CODE_PORT_UNREACHABLE);
+                let kind = ((icmpv4::DST_UNREACHABLE, icmpv4::CODE_PORT_UNREACHABLE), 0);
                 AfterNat::Verdict(self.icmp_error_from(
                     frame,
                     iface,
