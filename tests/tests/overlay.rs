@@ -491,3 +491,95 @@ fn interop_with_kernel_vxlan_and_bridge() {
         std::panic::resume_unwind(e);
     }
 }
+
+/// Accepts connections on `ip:port` inside `ns` and answers each with
+/// `"<name> <peer ip>\n"` until `stop`; returns how many it served.
+fn answer_tcp(
+    ns: &Netns,
+    ip: Ipv4Addr,
+    port: u16,
+    name: &'static str,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<usize> {
+    let addr = SocketAddrV4::new(ip, port);
+    let listener = ns
+        .run(move || std::net::TcpListener::bind(addr))
+        .expect("bind in the pod");
+    listener.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        let mut served = 0;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            match listener.accept() {
+                Ok((mut s, peer)) => {
+                    let _ = s.set_nonblocking(false);
+                    let _ = writeln!(s, "{name} {}", peer.ip());
+                    served += 1;
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(1)),
+            }
+        }
+        served
+    })
+}
+
+#[test]
+fn cluster_ip_on_node_1_with_endpoints_on_node_2() {
+    use std::io::Read;
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !root_or_skip("cluster_ip_on_node_1_with_endpoints_on_node_2") {
+        return;
+    }
+    let (t, ips) = two_podswitch_nodes("os", 2, None);
+    let (client, client_ip) = (&t.pods[0], ips[0]);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let servers = [
+        answer_tcp(&t.pods[2], ips[2], 8080, "n2a", stop.clone()),
+        answer_tcp(&t.pods[3], ips[3], 8080, "n2b", stop.clone()),
+    ];
+    for ip in [ips[2], ips[3]] {
+        assert!(wait_reachable(client, ip, Duration::from_secs(10)));
+    }
+    let vip = Ipv4Addr::new(10, 96, 0, 20);
+    t.d1.ctl_ok(&[
+        "service",
+        "add",
+        "default/remote",
+        "--cluster-ip",
+        &vip.to_string(),
+        "--port",
+        "80:8080/TCP",
+    ]);
+    let (e1, e2) = (ips[2].to_string(), ips[3].to_string());
+    t.d1.ctl_ok(&["endpoint", "set", "default/remote", &e1, &e2]);
+    let answers: Vec<String> = client.run(move || {
+        (0..60)
+            .map(|_| {
+                let addr = std::net::SocketAddr::from((vip, 80));
+                let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3))
+                    .expect("connect to the ClusterIP");
+                s.set_read_timeout(Some(Duration::from_secs(3))).ok();
+                let mut text = String::new();
+                s.read_to_string(&mut text).expect("the answer");
+                text
+            })
+            .collect()
+    });
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let served: Vec<usize> = servers.map(|h| h.join().unwrap()).into_iter().collect();
+    // Both endpoints on node 2 answered, each seeing the client's own address.
+    for (name, n) in [("n2a", served[0]), ("n2b", served[1])] {
+        assert!(n >= 10, "{name} served {n} of 60: {answers:?}");
+    }
+    for a in &answers {
+        assert!(a.ends_with(&format!(" {client_ip}\n")), "{a:?}");
+    }
+    let listing = t.d1.ctl_ok(&["conntrack", "list", "-d", &vip.to_string()]);
+    assert!(
+        listing.contains(&format!("src={e1} dst={client_ip}"))
+            && listing.contains(&format!("src={e2} dst={client_ip}")),
+        "{listing}"
+    );
+    let s = t.d1.fresh_stats();
+    assert!(stat(&s, "events", "dnat") >= 60, "{s}");
+    assert!(stat(&s, "events", "vxlan_encapsulated") > 0, "{s}");
+}
