@@ -295,28 +295,6 @@ fn vxlan_from_node_b(frame: &[u8]) -> Vec<u8> {
     f.data().to_vec()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use podswitch_dataplane::pipeline::Event;
-
-    /// The overlay scenarios do what their names say: every frame is
-    /// encapsulated to the uplink, or decapsulated to pod-a.
-    #[test]
-    fn overlay_scenarios_encapsulate_and_decapsulate() {
-        for (name, port, event) in [
-            ("vxlan_encap_64b", UPLINK, Event::VxlanEncapsulated),
-            ("vxlan_decap_64b", POD_A, Event::VxlanDecapsulated),
-        ] {
-            let mut s = scenario(name).unwrap();
-            let frames = s.frames.len();
-            assert_eq!(s.run_once(), frames, "{name}");
-            assert_eq!(s.pipeline.counters().events(event), frames as u64);
-            assert!(s.batch.iter().all(|(_, v)| v == Verdict::Forward(port)));
-        }
-    }
-}
-
 /// Mirror modes of the mirror benchmark: no session, a session on all
 /// ports at ingress copying every frame, and one whose filter (libpcap's
 /// `tcp port 80`) matches none of the scenarios' frames.
@@ -347,6 +325,28 @@ pub fn drain(queue: Option<&Arc<MirrorQueue>>) {
     if let Some(q) = queue {
         while let Some(r) = q.pop() {
             q.recycle(std::hint::black_box(r));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use podswitch_dataplane::pipeline::Event;
+
+    /// The overlay scenarios do what their names say: every frame is
+    /// encapsulated to the uplink, or decapsulated to pod-a.
+    #[test]
+    fn overlay_scenarios_encapsulate_and_decapsulate() {
+        for (name, port, event) in [
+            ("vxlan_encap_64b", UPLINK, Event::VxlanEncapsulated),
+            ("vxlan_decap_64b", POD_A, Event::VxlanDecapsulated),
+        ] {
+            let mut s = scenario(name).unwrap();
+            let frames = s.frames.len();
+            assert_eq!(s.run_once(), frames, "{name}");
+            assert_eq!(s.pipeline.counters().events(event), frames as u64);
+            assert!(s.batch.iter().all(|(_, v)| v == Verdict::Forward(port)));
         }
     }
 }

@@ -28,7 +28,7 @@ pub fn protocol_name(protocol: IpProtocol) -> &'static str {
 fn parse<T: std::str::FromStr>(key: &str, value: &str, expect: &str) -> Result<T, ApiError> {
     value
         .parse()
-        .map_err(|_| ApiError::invalid(key.to_string(), value, expect))
+        .map_err(|_| ApiError::invalid(key, value, expect))
 }
 
 /// Parses `proto`, `src`, `dst`, `sport`, `dport`, `reply_src`,

@@ -71,7 +71,7 @@ fn serve(ns: &Netns, name: &'static str, ip_addr: Ipv4Addr, ports: &[u16]) -> Se
                 match tcp.accept() {
                     Ok((mut conn, peer)) => {
                         let _ = conn.set_nonblocking(false);
-                        let _ = write!(conn, "{name} {}\n", peer.ip());
+                        let _ = writeln!(conn, "{name} {}", peer.ip());
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(1)),
                 }
@@ -522,7 +522,7 @@ fn node_port_affinity_reject_hairpin_and_masquerade() {
         .unwrap();
     let server = std::thread::spawn(move || {
         let (mut s, peer) = listener.accept().unwrap();
-        let _ = write!(s, "ext {}\n", peer.ip());
+        let _ = writeln!(s, "ext {}", peer.ip());
         peer
     });
     let (name, peer) = c
