@@ -796,3 +796,41 @@ proptest! {
         prop_assert!(matches!(out[0].1, Verdict::Drop(_) | Verdict::Forward(_) | Verdict::Held | Verdict::Flood));
     }
 }
+
+#[test]
+fn mirror_sees_the_inner_frame_before_and_the_outer_frame_after_encapsulation() {
+    use crate::mirror::{
+        MAX_SNAPLEN, MirrorQueue, MirrorStage, PortSelection, Session, SessionSpec,
+    };
+    let mut p = resolved_pipeline("");
+    let queue = Arc::new(MirrorQueue::new(16, 2048));
+    let session = Arc::new(Session::new(
+        "encap",
+        SessionSpec {
+            ports: PortSelection::of(&[A]),
+            stages: vec![MirrorStage::PreEncap, MirrorStage::PostEncap],
+            filter: None,
+            snaplen: MAX_SNAPLEN,
+        },
+        Arc::clone(&queue),
+    ));
+    p.shared_tables().mirrors.add(session);
+    let frame = udp_frame([10, 244, 2, 7], 100, false);
+    let out = run(&mut p, 2, &[(A, frame.clone())]);
+    assert_eq!(out[0].1, Verdict::Forward(UP));
+    let mut got = Vec::new();
+    while let Some(r) = queue.pop() {
+        got.push((r.data().to_vec(), r.note));
+        queue.recycle(r);
+    }
+    assert_eq!(got.len(), 2);
+    let (pre, post) = (&got[0], &got[1]);
+    assert_eq!(pre.1.stage, MirrorStage::PreEncap);
+    assert_eq!(post.1.stage, MirrorStage::PostEncap);
+    assert_eq!((pre.1.out_port, post.1.out_port), (Some(UP), Some(UP)));
+    // Before: the routed inner packet (TTL − 1 already); after: what leaves.
+    assert_eq!(pre.0.len(), frame.len());
+    assert_eq!(&pre.0[14 + 20..], &frame[14 + 20..]);
+    assert_eq!(post.0, out[0].0);
+    assert_outer(&post.0, frame.len(), false);
+}

@@ -139,7 +139,10 @@ impl Pipeline {
     /// The `post-nat` mirror stage: the frame as the NAT stage left it, with
     /// the rewrite it got (`before`: from [`Pipeline::mirror_pre_nat`]).
     fn mirror_post_nat(&self, frame: &Frame, l3: usize, before: Option<Tuple>) {
-        let (Some(before), Some(after)) = (before, tuple(frame.data(), l3)) else {
+        let Some(before) = before else {
+            return;
+        };
+        let Some(after) = tuple(frame.data(), l3) else {
             return;
         };
         let mut note = MirrorNote::new(MirrorStage::PostNat, frame.in_port);
