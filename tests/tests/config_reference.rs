@@ -40,7 +40,10 @@ fn doc_parts(text: &str) -> BTreeMap<String, BTreeMap<String, Row>> {
             continue;
         };
         let cells: Vec<&str> = rest.split(" | ").collect();
-        assert!(cells.len() >= 4, "docs/config.md: a row with < 4 cells: {line}");
+        assert!(
+            cells.len() >= 4,
+            "docs/config.md: a row with < 4 cells: {line}"
+        );
         let field = cells[0].trim_end_matches('`').to_string();
         let row = Row {
             ty: cells[1].to_string(),
@@ -121,7 +124,10 @@ fn node_rows() -> BTreeSet<String> {
                  struct in node_section_rows() and document its fields in docs/config.md"
             );
         };
-        assert!(!section_rows.is_empty(), "section {section}: no fields read");
+        assert!(
+            !section_rows.is_empty(),
+            "section {section}: no fields read"
+        );
         rows.extend(section_rows);
     }
     rows
@@ -129,7 +135,9 @@ fn node_rows() -> BTreeSet<String> {
 
 /// Every row the CNI plugin configuration part must have.
 fn cni_plugin_rows() -> BTreeSet<String> {
-    let mut rows: BTreeSet<String> = rows_of("", struct_fields::<NetConf>()).into_iter().collect();
+    let mut rows: BTreeSet<String> = rows_of("", struct_fields::<NetConf>())
+        .into_iter()
+        .collect();
     rows.extend(rows_of("dns", struct_fields::<Dns>()));
     rows.extend(rows_of("routes[]", struct_fields::<RouteConf>()));
     rows.extend(rows_of("ipam", struct_fields::<IpamConf>()));
@@ -202,7 +210,8 @@ fn every_node_config_field_is_documented_and_every_row_exists() {
     for section in struct_fields::<NodeConfig>() {
         let heading = [format!("### `[{section}]`"), format!("### `[[{section}]]`")];
         assert!(
-            text.lines().any(|l| heading.iter().any(|h| l.starts_with(h))),
+            text.lines()
+                .any(|l| heading.iter().any(|h| l.starts_with(h))),
             "docs/config.md: no heading for section {section} ({heading:?})"
         );
     }
@@ -320,7 +329,9 @@ fn example_node_config_parses_and_builds() {
     let cfg = NodeConfig::from_toml_str(&text).expect("config/node.example.toml parses");
     podswitch_dataplane::config::Snapshot::build(&cfg, 1).expect("and validates");
     // The example's commented-out [overlay] and [[nodes]] are valid too.
-    let start = text.find("# [overlay]").expect("the example shows [overlay]");
+    let start = text
+        .find("# [overlay]")
+        .expect("the example shows [overlay]");
     let mut uncommented = text[..start].to_string();
     for line in text[start..].lines() {
         let line = line.strip_prefix('#').unwrap_or(line);

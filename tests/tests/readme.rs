@@ -96,7 +96,9 @@ fn parse_markdown(text: &str) -> Readme {
             continue;
         }
         if let Some(h) = line.strip_prefix('#') {
-            readme.headings.push(h.trim_start_matches('#').trim().to_string());
+            readme
+                .headings
+                .push(h.trim_start_matches('#').trim().to_string());
         }
         let mut rest = line;
         while let Some(start) = rest.find('`') {
@@ -407,7 +409,10 @@ fn every_command_and_flag_in_the_readme_exists() {
     // Every podswitchctl command is shown somewhere.
     let top = helps.subcommands(Bin::Ctl, &[]).unwrap();
     for command in top.iter().filter(|c| *c != "help") {
-        let is_alias = !helps.help(Bin::Ctl, &[]).unwrap().contains(&format!("  {command} "));
+        let is_alias = !helps
+            .help(Bin::Ctl, &[])
+            .unwrap()
+            .contains(&format!("  {command} "));
         if !is_alias {
             assert!(
                 checked
@@ -441,7 +446,9 @@ fn the_checker_refuses_unknown_commands_and_flags() {
     }
     let good = "podswitchctl port list | show NAME | del NAME\npodswitchctl capture -c 5 -w - | tcpdump -r -";
     let checked = check_commands(&readme(good), &mut helps).unwrap();
-    assert!(checked.contains("podswitchctl port show") && checked.contains("podswitchctl port del"));
+    assert!(
+        checked.contains("podswitchctl port show") && checked.contains("podswitchctl port del")
+    );
     assert!(!checked.iter().any(|c| c.contains("tcpdump")));
 }
 
@@ -510,7 +517,10 @@ fn every_path_the_readme_names_exists() {
     for path in &paths {
         let (file, fragment) = path.split_once('#').unwrap_or((path, ""));
         let full = workspace().join(file);
-        assert!(full.exists(), "README.md names {path}, which does not exist");
+        assert!(
+            full.exists(),
+            "README.md names {path}, which does not exist"
+        );
         if !fragment.is_empty() {
             let text = std::fs::read_to_string(&full).expect("linked file");
             let anchors: Vec<String> = parse_markdown(&text)
@@ -569,7 +579,9 @@ fn quick_start_is_two_commands_and_ci_runs_the_test_command() {
         .collect();
     assert!(packages.len() >= 5, "packages of .ci/run: {packages:?}");
     let quick_start = &text[start..];
-    let quick_start = &quick_start[..quick_start[3..].find("\n## ").map_or(quick_start.len(), |i| i + 3)];
+    let quick_start = &quick_start[..quick_start[3..]
+        .find("\n## ")
+        .map_or(quick_start.len(), |i| i + 3)];
     for package in packages {
         assert!(
             quick_start.contains(package),
