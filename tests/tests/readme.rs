@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use podswitch_tests::workspace;
+use podswitch_tests::{live, workspace};
 
 /// A binary the README may show.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -33,12 +33,13 @@ impl Bin {
         }
     }
 
+    /// The binary under test (`PODSWITCHD_BIN` and its siblings, see `live`).
     fn path(self) -> PathBuf {
-        PathBuf::from(match self {
-            Bin::Daemon => env!("CARGO_BIN_EXE_podswitchd-under-test"),
-            Bin::Ctl => env!("CARGO_BIN_EXE_podswitchctl-under-test"),
-            Bin::Cni => env!("CARGO_BIN_EXE_podswitch-cni-under-test"),
-        })
+        match self {
+            Bin::Daemon => live::daemon_bin(),
+            Bin::Ctl => live::ctl_bin(),
+            Bin::Cni => live::cni_bin(),
+        }
     }
 
     fn name(self) -> &'static str {
