@@ -101,23 +101,24 @@ fn parse_markdown(text: &str) -> Readme {
                 .headings
                 .push(h.trim_start_matches('#').trim().to_string());
         }
-        let mut rest = line;
-        while let Some(start) = rest.find('`') {
-            let after = &rest[start + 1..];
-            let Some(end) = after.find('`') else { break };
-            readme.spans.push(after[..end].to_string());
-            rest = &after[end + 1..];
-        }
-        let mut rest = line;
-        while let Some(start) = rest.find("](") {
-            let after = &rest[start + 2..];
-            let Some(end) = after.find(')') else { break };
-            readme.links.push(after[..end].to_string());
-            rest = &after[end + 1..];
-        }
+        readme.spans.extend(between(line, "`", '`'));
+        readme.links.extend(between(line, "](", ')'));
     }
     assert!(block.is_none(), "README.md: a code block is not closed");
     readme
+}
+
+/// The texts between each `open` and the next `close` in `line`.
+fn between(line: &str, open: &str, close: char) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut rest = line;
+    while let Some(start) = rest.find(open) {
+        let after = &rest[start + open.len()..];
+        let Some(end) = after.find(close) else { break };
+        found.push(after[..end].to_string());
+        rest = &after[end + 1..];
+    }
+    found
 }
 
 /// `line` without a shell comment (` # ...`, or a line that is one).
