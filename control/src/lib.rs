@@ -8,6 +8,7 @@ pub mod client;
 pub mod control;
 pub mod ctl;
 pub mod daemon;
+pub mod demo;
 pub mod fake_api;
 pub mod metrics;
 pub mod ports;
