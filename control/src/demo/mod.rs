@@ -135,6 +135,7 @@ fn build_and_run(sandbox: &mut Sandbox, plugin: &std::path::Path, keep: bool) ->
         })
         .collect();
     nodes::create_service(sandbox, &endpoints).context("cannot create the service")?;
+    let mirror = nodes::add_mirror(sandbox)?;
     sandbox.check_interrupted()?;
 
     let mut out = std::io::stdout().lock();
@@ -144,7 +145,7 @@ fn build_and_run(sandbox: &mut Sandbox, plugin: &std::path::Path, keep: bool) ->
     let mut out = std::io::stdout().lock();
     report::traffic(&mut out, &exchanges)?;
     report::node_state(&mut out, sandbox, &pods)?;
-    report::explore(&mut out, sandbox, &pods)?;
+    report::explore(&mut out, sandbox, &pods, mirror)?;
     let verdict = judge(&exchanges);
     match &verdict {
         Ok(summary) => writeln!(out, "{READY_LINE}: {summary}")?,

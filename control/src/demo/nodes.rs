@@ -4,6 +4,7 @@
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
+use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -121,7 +122,10 @@ pub fn start_daemons(sandbox: &mut Sandbox) -> Result<()> {
         let config = dir.join("node.toml");
         std::fs::write(&config, node.config())?;
         let log = std::fs::File::create(dir.join("podswitchd.log"))?;
+        // Its own process group: a Ctrl-C meant for the demo does not stop
+        // it before the demo has detached the pods through it.
         let child = Command::new("ip")
+            .process_group(0)
             .args(["netns", "exec", &sandbox.netns_name(node.name)])
             .arg(&exe)
             .args(["run", "--workers", "1", "--busy-poll-us", "50"])
@@ -218,6 +222,26 @@ pub fn create_service(sandbox: &Sandbox, endpoints: &[Endpoint<'_>]) -> Result<(
             .with_context(|| format!("cannot set the endpoints on {}", node.name))?;
     }
     Ok(())
+}
+
+/// The mirror interface the demo asks node-a for.
+pub const MIRROR_IFACE: &str = "psmirror0";
+
+/// Mirrors node-a's uplink to a `psmirror0` interface in node-a's namespace
+/// (`POST /v1/mirrors`). Returns whether the interface appeared (builds
+/// that only store mirrors do not create it).
+pub fn add_mirror(sandbox: &Sandbox) -> Result<bool> {
+    let node = &NODES[0];
+    let mirror = json!({"name": "demo-uplink", "ports": [UPLINK], "direction": "both", "iface": MIRROR_IFACE});
+    post(&node.api(sandbox), "/v1/mirrors", &mirror).context("cannot add the mirror")?;
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        if sandbox.ip_in(node.name, &["link", "show", MIRROR_IFACE]).is_ok() {
+            return Ok(true);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(false)
 }
 
 fn post(api: &ApiClient, path: &str, body: &Value) -> Result<()> {

@@ -5,6 +5,7 @@
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -67,6 +68,7 @@ impl Invocation {
     fn run(&self, command: &str) -> Result<String> {
         let plugin_dir = self.plugin.parent().unwrap_or(Path::new("/"));
         let mut child = Command::new(&self.plugin)
+            .process_group(0)
             .env("CNI_COMMAND", command)
             .env("CNI_CONTAINERID", &self.container_id)
             .env("CNI_NETNS", &self.netns)

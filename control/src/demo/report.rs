@@ -6,7 +6,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use super::nodes::{CLUSTER_IP, NODE_PORT, NODES, SERVICE, SERVICE_PORT, TARGET_PORT, UPLINK};
+use super::nodes::{CLUSTER_IP, MIRROR_IFACE, NODE_PORT, NODES, SERVICE, SERVICE_PORT, TARGET_PORT, UPLINK};
 use super::pods::Pod;
 use super::sandbox::Sandbox;
 use super::traffic::Exchange;
@@ -124,7 +124,12 @@ fn ctl_command() -> String {
 }
 
 /// Prints the commands that explore this sandbox further.
-pub fn explore(out: &mut dyn Write, sandbox: &Sandbox, pods: &[Pod]) -> std::io::Result<()> {
+pub fn explore(
+    out: &mut dyn Write,
+    sandbox: &Sandbox,
+    pods: &[Pod],
+    mirror: bool,
+) -> std::io::Result<()> {
     let ctl = ctl_command();
     let node = &NODES[0];
     let socket = node.socket(sandbox);
@@ -138,6 +143,13 @@ pub fn explore(out: &mut dyn Write, sandbox: &Sandbox, pods: &[Pod]) -> std::io:
         "  ip netns exec {node_ns} tcpdump -nni {UPLINK}     # {}'s underlay port",
         node.name
     )?;
+    if mirror {
+        writeln!(
+            out,
+            "  ip netns exec {node_ns} tcpdump -nni {MIRROR_IFACE}     # the mirror of {}'s {UPLINK}, as podswitch sees it",
+            node.name
+        )?;
+    }
     if let Some(pod) = pods.first() {
         writeln!(
             out,
