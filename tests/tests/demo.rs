@@ -229,29 +229,45 @@ fn demo_runs_traffic_and_leaves_nothing_behind() {
         );
     }
     let answered = |label: &str, node: &str| {
+        output.lines().any(|l| {
+            l.contains(label) && l.contains("answered by") && l.ends_with(&format!("({node})"))
+        })
+    };
+    assert!(
+        answered("(ClusterIP)", "node-a"),
+        "no ClusterIP answer from node-a's pods"
+    );
+    assert!(
+        answered("(ClusterIP)", "node-b"),
+        "no ClusterIP answer from node-b's pods"
+    );
+    assert!(
         output
             .lines()
-            .any(|l| l.contains(label) && l.contains("answered by") && l.ends_with(&format!("({node})")))
-    };
-    assert!(answered("(ClusterIP)", "node-a"), "no ClusterIP answer from node-a's pods");
-    assert!(answered("(ClusterIP)", "node-b"), "no ClusterIP answer from node-b's pods");
-    assert!(
-        output.lines().any(|l| l.contains("(NodePort on node-a)") && l.contains("answered by")),
+            .any(|l| l.contains("(NodePort on node-a)") && l.contains("answered by")),
         "no NodePort answer on node-a"
     );
     assert!(
-        output.lines().any(|l| l.contains("(NodePort on node-b)") && l.contains("answered by")),
+        output
+            .lines()
+            .any(|l| l.contains("(NodePort on node-b)") && l.contains("answered by")),
         "no NodePort answer on node-b"
     );
     assert!(!output.contains("FAILED"), "an exchange failed");
     assert!(
-        output.lines().filter(|l| l.contains("ping") && l.contains("reply in")).count() >= 2,
+        output
+            .lines()
+            .filter(|l| l.contains("ping") && l.contains("reply in"))
+            .count()
+            >= 2,
         "no ping replies across nodes"
     );
     for node in ["node-a", "node-b"] {
         let conntrack = section(&output, &format!("conntrack on {node}"));
         assert!(
-            conntrack.iter().any(|l| l.contains("10.96.0.10") || l.contains("30080")),
+            conntrack
+                .iter()
+                .any(|l| l.contains("10.96.0.10") || l.contains("30080")),
             "no service connection in {node}'s conntrack: {conntrack:?}"
         );
         let counters = section(&output, &format!("counters on {node}"));
@@ -262,7 +278,11 @@ fn demo_runs_traffic_and_leaves_nothing_behind() {
         let rx: u64 = uplink.split_whitespace().nth(1).unwrap().parse().unwrap();
         assert!(rx > 0, "{node}'s uplink received nothing: {uplink}");
         assert!(
-            counters.iter().filter(|l| l.trim_start().starts_with("cni-")).count() == 2,
+            counters
+                .iter()
+                .filter(|l| l.trim_start().starts_with("cni-"))
+                .count()
+                == 2,
             "{node} does not list its two pod ports: {counters:?}"
         );
     }
@@ -286,7 +306,8 @@ fn demo_killed_with_sigkill_is_cleaned_up_by_the_next() {
     first.child.wait().expect("reap the demo");
     let left = leftovers(first_pid, &links_before);
     assert!(
-        left.iter().any(|l| l.starts_with("netns")) && left.iter().any(|l| l.starts_with("process")),
+        left.iter().any(|l| l.starts_with("netns"))
+            && left.iter().any(|l| l.starts_with("process")),
         "a killed demo should leave namespaces and daemons for the next one to clean: {left:?}"
     );
 
@@ -301,7 +322,10 @@ fn demo_killed_with_sigkill_is_cleaned_up_by_the_next() {
         second.output
     );
     let left = leftovers(first_pid, &links_before);
-    assert!(left.is_empty(), "the first demo's leftovers remain: {left:?}");
+    assert!(
+        left.is_empty(),
+        "the first demo's leftovers remain: {left:?}"
+    );
     let left = leftovers(second_pid, &links_before);
     assert!(left.is_empty(), "the second demo left {left:?}");
 }

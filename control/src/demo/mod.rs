@@ -84,9 +84,15 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     }
     let problems = sandbox.teardown();
     if problems.is_empty() {
-        println!("removed the sandbox: namespaces, daemons, pods and {}", sandbox.dir.display());
+        println!(
+            "removed the sandbox: namespaces, daemons, pods and {}",
+            sandbox.dir.display()
+        );
     } else {
-        bail!("the sandbox was not removed completely: {}", problems.join("; "));
+        bail!(
+            "the sandbox was not removed completely: {}",
+            problems.join("; ")
+        );
     }
     result
 }
@@ -153,7 +159,10 @@ fn build_and_run(sandbox: &mut Sandbox, plugin: &std::path::Path, keep: bool) ->
     }
     drop(out);
     if keep {
-        println!("the sandbox stays up: press Ctrl-C (or send SIGTERM to {}) to remove it", std::process::id());
+        println!(
+            "the sandbox stays up: press Ctrl-C (or send SIGTERM to {}) to remove it",
+            std::process::id()
+        );
         while !sandbox.interrupted() {
             std::thread::sleep(Duration::from_millis(100));
         }

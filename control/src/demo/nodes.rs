@@ -3,8 +3,8 @@
 //! (each other, the service and its endpoints).
 
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
 use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -236,7 +236,10 @@ pub fn add_mirror(sandbox: &Sandbox) -> Result<bool> {
     post(&node.api(sandbox), "/v1/mirrors", &mirror).context("cannot add the mirror")?;
     let deadline = Instant::now() + Duration::from_secs(2);
     while Instant::now() < deadline {
-        if sandbox.ip_in(node.name, &["link", "show", MIRROR_IFACE]).is_ok() {
+        if sandbox
+            .ip_in(node.name, &["link", "show", MIRROR_IFACE])
+            .is_ok()
+        {
             return Ok(true);
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -255,4 +258,26 @@ pub fn node_of(address: Ipv4Addr) -> Option<&'static NodeSpec> {
     NODES
         .iter()
         .find(|n| n.gateway.octets()[..3] == address.octets()[..3])
+}
+
+#[cfg(test)]
+mod tests {
+    use podswitch_dataplane::config::{NodeConfig, Snapshot};
+
+    use super::*;
+
+    #[test]
+    fn every_node_config_is_valid_and_addresses_its_own_subnets() {
+        for node in &NODES {
+            let config = NodeConfig::from_toml_str(&node.config())
+                .unwrap_or_else(|e| panic!("{}: {e}", node.name));
+            let snapshot = Snapshot::build(&config, 1).expect("snapshot");
+            assert!(snapshot.is_local_ip(node.gateway), "{}", node.name);
+            assert!(snapshot.is_local_ip(node.node_ip), "{}", node.name);
+            assert!(snapshot.port_by_name(UPLINK).is_some());
+            assert_eq!(node_of(node.gateway).map(|n| n.name), Some(node.name));
+        }
+        assert!(node_of(Ipv4Addr::new(10, 244, 3, 1)).is_none());
+        assert!(!NODES.iter().any(|n| n.node_ip == EXTERNAL_IP));
+    }
 }

@@ -30,8 +30,8 @@ pub struct ProcessId {
 }
 
 impl ProcessId {
-    /// Reads the identity of the live process `pid`; `None` if it is gone
-    /// or a zombie.
+    /// Reads the identity of the live process `pid`; `None` if it is gone,
+    /// a zombie, or in the middle of `exec` (its command line still empty).
     pub fn of(pid: u32) -> Option<ProcessId> {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
         // The command name (field 2) may contain spaces and parentheses.
@@ -45,6 +45,9 @@ impl ProcessId {
         let start_ticks = fields.nth(18)?.parse().ok()?;
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
         let argv0 = cmdline.split(|b| *b == 0).next().unwrap_or_default();
+        if argv0.is_empty() {
+            return None;
+        }
         Some(ProcessId {
             pid,
             start_ticks,
@@ -63,7 +66,10 @@ impl ProcessId {
         let Some(pid) = i32::try_from(self.pid).ok().and_then(Pid::from_raw) else {
             return true;
         };
-        for (signal, wait) in [(Signal::TERM, grace), (Signal::KILL, Duration::from_secs(2))] {
+        for (signal, wait) in [
+            (Signal::TERM, grace),
+            (Signal::KILL, Duration::from_secs(2)),
+        ] {
             if !self.is_running() {
                 return true;
             }
@@ -167,8 +173,13 @@ pub fn delete_netns(name: &str) -> bool {
 /// gone but their record is not). Records of demos still running are left
 /// alone. Returns one line per thing removed.
 pub fn clean_stale() -> Vec<String> {
+    clean_stale_in(Path::new(RECORD_DIR))
+}
+
+/// [`clean_stale`] for the records in `dir`.
+fn clean_stale_in(dir: &Path) -> Vec<String> {
     let mut done = Vec::new();
-    let Ok(entries) = std::fs::read_dir(RECORD_DIR) else {
+    let Ok(entries) = std::fs::read_dir(dir) else {
         return done;
     };
     for entry in entries.flatten() {
@@ -202,6 +213,18 @@ pub fn clean_stale() -> Vec<String> {
 mod tests {
     use super::*;
 
+    /// The identity of a just spawned child, once its `exec` is complete.
+    fn identity(child: &std::process::Child) -> ProcessId {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match ProcessId::of(child.id()) {
+                Some(id) => return id,
+                None if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(1)),
+                None => panic!("no identity for pid {}", child.id()),
+            }
+        }
+    }
+
     #[test]
     fn identifies_this_process_and_rejects_a_changed_start_time() {
         let me = ProcessId::of(std::process::id()).expect("own /proc entry");
@@ -211,7 +234,10 @@ mod tests {
             start_ticks: me.start_ticks + 1,
             ..me.clone()
         };
-        assert!(!recycled.is_running(), "another start time is another process");
+        assert!(
+            !recycled.is_running(),
+            "another start time is another process"
+        );
         let other_exe = ProcessId {
             argv0: "/bin/something-else".into(),
             ..me
@@ -221,19 +247,25 @@ mod tests {
 
     #[test]
     fn a_finished_child_is_not_running_and_stop_leaves_it_alone() {
-        let mut child = Command::new("true").spawn().expect("spawn true");
-        let id = ProcessId::of(child.id());
+        let mut child = Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("spawn sleep");
+        let id = identity(&child);
+        assert!(id.is_running());
+        child.kill().expect("kill");
         child.wait().expect("wait");
-        if let Some(id) = id {
-            assert!(!id.is_running());
-            assert!(id.stop(Duration::from_millis(10)));
-        }
+        assert!(!id.is_running());
+        assert!(id.stop(Duration::from_millis(10)));
     }
 
     #[test]
-    fn stop_ends_a_child_that_ignores_nothing() {
-        let mut child = Command::new("sleep").arg("30").spawn().expect("spawn sleep");
-        let id = ProcessId::of(child.id()).expect("sleep runs");
+    fn stop_ends_a_running_child() {
+        let mut child = Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("spawn sleep");
+        let id = identity(&child);
         let reaper = std::thread::spawn(move || child.wait());
         assert!(id.stop(Duration::from_secs(2)));
         assert!(!reaper.join().unwrap().expect("wait").success());
@@ -252,5 +284,58 @@ mod tests {
         assert_eq!(back.demo, record.demo);
         assert_eq!(back.namespaces, record.namespaces);
         assert_eq!(back.dirs, record.dirs);
+    }
+
+    #[test]
+    fn clean_stale_removes_what_a_dead_demo_left_and_spares_a_live_one() {
+        let root = std::env::temp_dir().join(format!("psdemo-record-test-{}", std::process::id()));
+        let records = root.join("records");
+        let leftover_dir = root.join("leftover");
+        std::fs::create_dir_all(&records).unwrap();
+        std::fs::create_dir_all(&leftover_dir).unwrap();
+        let mut daemon = Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("spawn sleep");
+        let daemon_id = identity(&daemon);
+        let reaper = std::thread::spawn(move || daemon.wait());
+        let me = ProcessId::of(std::process::id()).unwrap();
+        let dead_demo = ProcessId {
+            start_ticks: me.start_ticks + 1,
+            ..me.clone()
+        };
+        let dead = Record {
+            demo: dead_demo,
+            namespaces: vec![],
+            processes: vec![daemon_id.clone()],
+            dirs: vec![leftover_dir.clone()],
+        };
+        let live = Record {
+            demo: me,
+            namespaces: vec![],
+            processes: vec![],
+            dirs: vec![root.clone()],
+        };
+        std::fs::write(records.join("1.json"), serde_json::to_vec(&dead).unwrap()).unwrap();
+        std::fs::write(records.join("2.json"), serde_json::to_vec(&live).unwrap()).unwrap();
+        std::fs::write(records.join("3.json"), b"not json").unwrap();
+
+        let done = clean_stale_in(&records);
+        assert!(
+            done.iter()
+                .any(|l| l.contains(&format!("stopped podswitchd pid {}", daemon_id.pid))),
+            "{done:?}"
+        );
+        assert!(!daemon_id.is_running());
+        assert!(!reaper.join().unwrap().expect("wait").success());
+        assert!(!leftover_dir.exists());
+        assert!(!records.join("1.json").exists());
+        assert!(!records.join("3.json").exists());
+        assert!(
+            records.join("2.json").exists(),
+            "a running demo's record stays"
+        );
+        assert!(root.exists(), "a running demo's directory stays");
+        std::fs::remove_dir_all(&root).unwrap();
     }
 }

@@ -6,7 +6,9 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use super::nodes::{CLUSTER_IP, MIRROR_IFACE, NODE_PORT, NODES, SERVICE, SERVICE_PORT, TARGET_PORT, UPLINK};
+use super::nodes::{
+    CLUSTER_IP, MIRROR_IFACE, NODE_PORT, NODES, SERVICE, SERVICE_PORT, TARGET_PORT, UPLINK,
+};
 use super::pods::Pod;
 use super::sandbox::Sandbox;
 use super::traffic::Exchange;
@@ -105,7 +107,11 @@ pub fn node_state(out: &mut dyn Write, sandbox: &Sandbox, pods: &[Pod]) -> std::
         for port in ports["ports"].as_array().into_iter().flatten() {
             let netns = port["netns"].as_str().unwrap_or_default();
             if let Some(pod) = pods.iter().find(|p| p.netns.as_os_str() == netns) {
-                legend.push(format!("{} = {}", port["name"].as_str().unwrap_or("?"), pod.name));
+                legend.push(format!(
+                    "{} = {}",
+                    port["name"].as_str().unwrap_or("?"),
+                    pod.name
+                ));
             }
         }
     }
@@ -134,8 +140,17 @@ pub fn explore(
     let node = &NODES[0];
     let socket = node.socket(sandbox);
     let node_ns = sandbox.netns_name(node.name);
-    writeln!(out, "look further (while it runs; `podswitchd demo --keep` leaves it up):")?;
-    for command in ["stats", "port list", "conntrack list", "node list", "service list"] {
+    writeln!(
+        out,
+        "look further (while it runs; `podswitchd demo --keep` leaves it up):"
+    )?;
+    for command in [
+        "stats",
+        "port list",
+        "conntrack list",
+        "node list",
+        "service list",
+    ] {
         writeln!(out, "  {ctl} --socket {} {command}", socket.display())?;
     }
     writeln!(

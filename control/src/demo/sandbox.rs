@@ -88,7 +88,9 @@ impl Sandbox {
     pub fn add_netns(&mut self, tag: &str) -> Result<()> {
         let name = self.netns_name(tag);
         self.record.namespaces.push(name.clone());
-        self.record.save().context("cannot update the demo record")?;
+        self.record
+            .save()
+            .context("cannot update the demo record")?;
         ip(&["netns", "add", &name])?;
         ip(&["-n", &name, "link", "set", "lo", "up"])?;
         run_in_netns(&self.netns_path(tag), || {
@@ -128,10 +130,8 @@ impl Sandbox {
         let id = loop {
             match ProcessId::of(child.id()) {
                 Some(id) if id.argv0 == argv0 => break Some(id),
-                Some(_) if std::time::Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                _ => break None,
+                _ if std::time::Instant::now() > deadline => break None,
+                _ => std::thread::sleep(Duration::from_millis(5)),
             }
         };
         if let Some(id) = &id {

@@ -91,7 +91,10 @@ fn echo(dst: Ipv4Addr) -> std::io::Result<Option<Duration>> {
     socket.set_read_timeout(Some(Duration::from_millis(100)))?;
     let ident = (std::process::id() as u16) ^ 0xd3e0;
     let mut request = [
-        8, 0, 0, 0, // echo request, checksum below
+        8,
+        0,
+        0,
+        0, // echo request, checksum below
         (ident >> 8) as u8,
         ident as u8,
         0,
@@ -159,9 +162,16 @@ mod tests {
         packet.extend_from_slice(&[0, 0, 0, 0, 0x12, 0x34, 0, 1]);
         assert!(is_echo_reply(&packet, src, 0x1234));
         assert!(!is_echo_reply(&packet, src, 0x1235));
-        assert!(!is_echo_reply(&packet, Ipv4Addr::new(10, 244, 2, 3), 0x1234));
+        assert!(!is_echo_reply(
+            &packet,
+            Ipv4Addr::new(10, 244, 2, 3),
+            0x1234
+        ));
         packet[20] = 8;
-        assert!(!is_echo_reply(&packet, src, 0x1234), "a request is not a reply");
+        assert!(
+            !is_echo_reply(&packet, src, 0x1234),
+            "a request is not a reply"
+        );
         assert!(!is_echo_reply(&packet[..22], src, 0x1234));
     }
 }
