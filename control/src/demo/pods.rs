@@ -36,14 +36,14 @@ pub struct Pod {
     pub netns: PathBuf,
 }
 
-/// The network configuration the runtime would pass on stdin for `node`.
+/// The network configuration the runtime would pass on stdin for `node`
+/// (no `mtu`: the daemon's default fits the node's uplink).
 fn network_config(sandbox: &Sandbox, node: &NodeSpec) -> Value {
     json!({
         "cniVersion": "1.0.0",
         "name": NETWORK,
         "type": "podswitch",
         "socket": node.socket(sandbox),
-        "mtu": 1500,
         "ipam": {
             "type": "podswitch",
             "ranges": [[{"subnet": node.pod_cidr, "gateway": node.gateway.to_string()}]],
