@@ -239,3 +239,47 @@ fn judge(exchanges: &[Exchange]) -> Result<String> {
         nodes.into_iter().collect::<Vec<_>>().join(" and ")
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exchange(target: &str, outcome: Result<&str, &str>) -> Exchange {
+        Exchange {
+            client: "pod-a1".into(),
+            target: target.into(),
+            outcome: outcome.map(str::to_string).map_err(str::to_string),
+        }
+    }
+
+    #[test]
+    fn a_missing_plugin_says_how_to_build_it() {
+        let args = DemoArgs {
+            keep: false,
+            cni_plugin: Some(PathBuf::from("/nonexistent/podswitch")),
+        };
+        let message = format!("{:#}", find_plugin(&args).unwrap_err());
+        assert!(message.contains("/nonexistent/podswitch"), "{message}");
+        assert!(
+            message.contains("cargo build --release --workspace"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn judge_wants_every_exchange_and_both_nodes_behind_the_cluster_ip() {
+        let a = exchange("http://10.96.0.10:80/ (ClusterIP)", Ok("pod-a1 10.244.1.2"));
+        let b = exchange("http://10.96.0.10:80/ (ClusterIP)", Ok("pod-b2 10.244.2.3"));
+        let ping = exchange("ping 10.244.2.2 (across nodes)", Ok("reply in 0.3 ms"));
+        let summary = judge(&[a.clone(), b.clone(), ping.clone()]).unwrap();
+        assert!(summary.contains("node-a and node-b"), "{summary}");
+        let one_node = judge(&[a.clone(), a.clone(), ping.clone()]).unwrap_err();
+        assert!(
+            one_node.to_string().contains("only pods on node-a"),
+            "{one_node}"
+        );
+        let failed = exchange("ping 10.244.2.2 (across nodes)", Err("no reply"));
+        let err = judge(&[a, b, failed]).unwrap_err();
+        assert!(err.to_string().contains("1 of 3 exchanges failed"), "{err}");
+    }
+}
