@@ -16,7 +16,7 @@ count() { # scenario iterations -> total instructions (Ir)
   grep -E '^(summary|totals):' "$tmp/out" | head -1 | awk '{print $2}'
 }
 printf '%-12s %14s %12s\n' scenario frames instr/frame
-for s in parse_64b parse_mixed l2_64b l2_mixed l3_64b l3_mixed; do
+for s in parse_64b parse_mixed l2_64b l2_mixed l3_64b l3_mixed vxlan_encap_64b vxlan_decap_64b; do
   a=$(count "$s" "$n")
   frames=$(sed -n 's/.*frames_per_iteration=\([0-9]*\).*/\1/p' "$tmp/stdout")
   b=$(count "$s" $((2 * n)))

@@ -81,11 +81,16 @@ impl Daemon {
         })
     }
 
-    /// `POST /v1/ports`.
-    pub fn create_port(&self, port: &serde_json::Value) -> Result<(), CniError> {
+    /// `POST /v1/ports`; returns the MTU the daemon gave the port, if it says.
+    pub fn create_port(&self, port: &serde_json::Value) -> Result<Option<u32>, CniError> {
         self.client
             .send_json("POST", "/v1/ports", port)
-            .map(drop)
+            .map(|created| {
+                created?
+                    .get("mtu")
+                    .and_then(serde_json::Value::as_u64)
+                    .and_then(|m| u32::try_from(m).ok())
+            })
             .map_err(map_error)
     }
 

@@ -22,7 +22,7 @@ use crate::config::Config;
 use crate::env::Env;
 use crate::ipam::{Allocation, Range, Store};
 use crate::netcheck;
-use crate::types::{AddResult, CniError, Interface, Route, code};
+use crate::types::{AddResult, CniError, DEFAULT_MTU, Interface, Route, code};
 
 /// ADD: returns the result JSON.
 pub fn add(env: &Env, config: &Config) -> Result<serde_json::Value, CniError> {
@@ -47,7 +47,7 @@ pub fn add(env: &Env, config: &Config) -> Result<serde_json::Value, CniError> {
         .filter(|a| a.address.is_ipv4())
         .map(|a| a.address.addr.to_string())
         .collect();
-    let port = serde_json::json!({
+    let mut port = serde_json::json!({
         "name": name,
         "kind": "tap",
         "ifname": host_ifname(&env.container_id, &env.ifname),
@@ -55,20 +55,32 @@ pub fn add(env: &Env, config: &Config) -> Result<serde_json::Value, CniError> {
         "pod_ifname": env.ifname,
         "mac": mac,
         "ips": v4,
-        "mtu": config.mtu,
+        "masquerade": config.ip_masq,
     });
-    if let Err(error) = daemon.create_port(&port) {
-        if is_unreachable(&error) {
-            // The request may have been applied before the connection broke.
-            let _ = daemon.delete_port(&name);
-        }
-        let _ = store.release(&env.container_id, &env.ifname);
-        return Err(error);
+    if let Some(mtu) = config.mtu {
+        port["mtu"] = mtu.into();
     }
-    Ok(add_result(env, config, &mac, &allocations).render(&config.cni_version))
+    let mtu = match daemon.create_port(&port) {
+        Ok(given) => config.mtu.or(given).unwrap_or(DEFAULT_MTU),
+        Err(error) => {
+            if is_unreachable(&error) {
+                // The request may have been applied before the connection broke.
+                let _ = daemon.delete_port(&name);
+            }
+            let _ = store.release(&env.container_id, &env.ifname);
+            return Err(error);
+        }
+    };
+    Ok(add_result(env, config, &mac, &allocations, mtu).render(&config.cni_version))
 }
 
-fn add_result(env: &Env, config: &Config, mac: &str, allocations: &[Allocation]) -> AddResult {
+fn add_result(
+    env: &Env,
+    config: &Config,
+    mac: &str,
+    allocations: &[Allocation],
+    mtu: u32,
+) -> AddResult {
     let mut routes = Vec::new();
     if let Some(v4) = allocations.iter().find(|a| a.address.is_ipv4()) {
         routes.push(Route {
@@ -82,7 +94,7 @@ fn add_result(env: &Env, config: &Config, mac: &str, allocations: &[Allocation])
             name: env.ifname.clone(),
             mac: mac.to_string(),
             sandbox: Some(env.netns.clone()),
-            mtu: Some(config.mtu),
+            mtu: Some(mtu),
         }],
         ips: allocations
             .iter()

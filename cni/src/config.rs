@@ -11,8 +11,8 @@ use crate::cidr::Cidr;
 use crate::env::valid_container_id;
 use crate::ipam::{Range, ranges_from_conf};
 use crate::types::{
-    Attachment, CniError, DEFAULT_DATA_DIR, DEFAULT_MTU, DEFAULT_SOCKET, Dns, NetConf, PLUGIN_TYPE,
-    Route, SUPPORTED_VERSIONS, code,
+    Attachment, CniError, DEFAULT_DATA_DIR, DEFAULT_SOCKET, Dns, NetConf, PLUGIN_TYPE, Route,
+    SUPPORTED_VERSIONS, code,
 };
 
 /// A validated request configuration.
@@ -24,10 +24,10 @@ pub struct Config {
     pub name: String,
     /// The daemon's API socket.
     pub socket: PathBuf,
-    /// Pod MTU.
-    pub mtu: u32,
-    /// Accepted and stored; masquerading is enforced by the services work.
-    pub ip_masq: bool,
+    /// Pod MTU; `None`: the daemon's default (uplink MTU − 50 with the overlay).
+    pub mtu: Option<u32>,
+    /// Masquerade this pod's traffic leaving the cluster; `None`: the node's default.
+    pub ip_masq: Option<bool>,
     /// DNS for the result.
     pub dns: Dns,
     /// Extra routes for the result.
@@ -103,8 +103,8 @@ pub fn parse(stdin: &[u8]) -> Result<Config, CniError> {
             ),
         ));
     }
-    let mtu = conf.mtu.unwrap_or(DEFAULT_MTU);
-    if !(68..=65535).contains(&mtu) {
+    let mtu = conf.mtu;
+    if let Some(mtu) = mtu.filter(|m| !(68..=65535).contains(m)) {
         return Err(CniError::config(format!(
             "mtu = {mtu}: must be 68 to 65535"
         )));

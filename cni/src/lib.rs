@@ -20,8 +20,8 @@
 //! 103 `CNI_IFNAME` exists in the container, 104 CHECK found a difference.
 //!
 //! Limits: the dataplane configures IPv4 only, so IPv6 ranges are
-//! allocated and reported but not placed on the pod interface; `ipMasq` is
-//! accepted and stored, and enforced by the services work.
+//! allocated and reported but not placed on the pod interface. `ipMasq`
+//! becomes the port's `masquerade` (absent: the node's `[nat] masquerade`).
 //!
 //! ```no_run
 //! // src/main.rs

@@ -140,9 +140,9 @@ pub struct NetConf {
     pub socket: Option<String>,
     /// Pod interface MTU.
     pub mtu: Option<u32>,
-    /// Masquerade pod traffic leaving the node (stored; enforced by the services work).
+    /// Masquerade pod traffic leaving the cluster (absent: the node's `[nat] masquerade`).
     #[serde(default)]
-    pub ip_masq: bool,
+    pub ip_masq: Option<bool>,
     /// DNS settings returned in the result.
     #[serde(default)]
     pub dns: Dns,

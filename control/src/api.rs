@@ -4,14 +4,14 @@
 //! thread against the one [`Control`] (a mutex serialises writers: devices
 //! are opened and the store is fsynced there, never on the async runtime).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path as UrlPath, Request, State};
+use axum::extract::{Path as UrlPath, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -185,7 +185,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/v1/health", get(health))
         .route("/v1/config", get(config))
         .route("/v1/stats", get(stats))
-        .route("/v1/conntrack", get(conntrack))
+        .route("/v1/conntrack", get(conntrack_list).delete(conntrack_flush))
         .route("/v1/ports", get(list_ports).post(add_port))
         .route("/v1/ports/{name}", get(get_port).delete(delete_port))
         .route("/v1/node", get(get_node).put(put_node))
@@ -208,6 +208,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/v1/nodes/{name}", get(get_node_record).delete(delete_node))
         .route("/v1/mirrors", get(list_mirrors).post(add_mirror))
         .route("/v1/mirrors/{name}", get(get_mirror).delete(delete_mirror))
+        .route("/v1/capture", axum::routing::post(capture))
         .route("/v1/state", axum::routing::put(apply))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::not_found("no such API path; see docs/api.md") })
@@ -308,12 +309,52 @@ async fn stats(State(api): Shared) -> Response {
     ok(StatusCode::OK, v)
 }
 
-async fn conntrack() -> ApiError {
-    ApiError {
-        status: 501,
-        message: "connection tracking is not implemented yet; it comes with the services issue"
-            .into(),
-    }
+/// The shared connection table, or 503 before the workers run.
+fn conntrack_tables(
+    api: &Api,
+) -> Result<Arc<podswitch_dataplane::pipeline::SharedTables>, ApiError> {
+    api.control().tables().ok_or_else(|| ApiError {
+        status: 503,
+        message: "the dataplane is not running yet".into(),
+    })
+}
+
+async fn conntrack_list(
+    State(api): Shared,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let (filter, limit) = crate::conntrack_view::parse_filter(&query)?;
+    let tables = conntrack_tables(&api)?;
+    // Listing walks the table shard by shard: off the async runtime.
+    let body = tokio::task::spawn_blocking(move || {
+        let now = podswitch_dataplane::nat::monotonic_ns();
+        let records = tables.conntrack.list(&filter, now, limit);
+        let entries: Vec<Value> = records
+            .iter()
+            .map(crate::conntrack_view::record_json)
+            .collect();
+        json!({
+            "count": entries.len(),
+            "entries": entries,
+            "total": tables.conntrack.len(),
+            "capacity": tables.conntrack.capacity(),
+        })
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("listing failed: {e}")))?;
+    Ok(ok(StatusCode::OK, body))
+}
+
+async fn conntrack_flush(
+    State(api): Shared,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let (filter, _) = crate::conntrack_view::parse_filter(&query)?;
+    let tables = conntrack_tables(&api)?;
+    let flushed = tokio::task::spawn_blocking(move || tables.conntrack.flush(&filter))
+        .await
+        .map_err(|e| ApiError::internal(format!("flush failed: {e}")))?;
+    Ok(ok(StatusCode::OK, json!({ "flushed": flushed })))
 }
 
 async fn metrics(State(api): Shared) -> Response {
@@ -323,7 +364,8 @@ async fn metrics(State(api): Shared) -> Response {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .clone();
-    let body = crate::metrics::render(&stats, &requests);
+    let mut body = crate::metrics::render(&stats, &requests);
+    body.push_str(&api.control().mirror_metrics());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
@@ -612,8 +654,10 @@ async fn delete_node(
 }
 
 async fn list_mirrors(State(api): Shared) -> Response {
-    let m: Vec<Mirror> = api.control().state().mirrors.values().cloned().collect();
-    ok(StatusCode::OK, json!({ "mirrors": m }))
+    ok(
+        StatusCode::OK,
+        json!({ "mirrors": api.control().mirror_views() }),
+    )
 }
 
 async fn get_mirror(
@@ -622,15 +666,11 @@ async fn get_mirror(
 ) -> Result<Response, ApiError> {
     let m = api
         .control()
-        .state()
-        .mirrors
-        .get(&name)
-        .cloned()
+        .mirror_views()
+        .into_iter()
+        .find(|m| m["name"] == name.as_str())
         .ok_or_else(|| ApiError::not_found(format!("mirror {name} not found")))?;
-    Ok(ok(
-        StatusCode::OK,
-        serde_json::to_value(m).unwrap_or(Value::Null),
-    ))
+    Ok(ok(StatusCode::OK, m))
 }
 
 async fn add_mirror(
@@ -650,6 +690,22 @@ async fn delete_mirror(
 ) -> Result<Response, ApiError> {
     with_control(&api, move |c| c.delete_mirror(&name)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `POST /v1/capture`: streams a pcap or pcapng file of a transient session.
+async fn capture(
+    State(api): Shared,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let request: crate::mirror::capture::CaptureRequest = parse(&headers, &body)?;
+    let capture = with_control(&api, move |c| c.start_capture(&request)).await?;
+    let content_type = capture.format.content_type();
+    Ok((
+        [(header::CONTENT_TYPE, content_type)],
+        crate::mirror::capture::body(capture),
+    )
+        .into_response())
 }
 
 async fn apply(State(api): Shared, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {

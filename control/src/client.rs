@@ -269,6 +269,42 @@ impl ApiClient {
         optional_json_body(response, &format!("{method} {path}"))
     }
 
+    /// `method path` with `body` as JSON, for an endpoint whose answer is a
+    /// stream (`POST /v1/capture`): the body is copied to `out` as it
+    /// arrives until the server ends it; returns the bytes copied. Only the
+    /// response head is subject to the timeout.
+    pub fn stream_json(
+        &self,
+        method: &str,
+        path: &str,
+        body: &impl serde::Serialize,
+        out: &mut dyn Write,
+    ) -> Result<u64, ClientError> {
+        let request = format!("{method} {path}");
+        let bytes = serde_json::to_vec(body).map_err(|source| ClientError::Encode {
+            request: request.clone(),
+            source,
+        })?;
+        let stream =
+            UnixStream::connect(&self.socket_path).map_err(|source| ClientError::Connect {
+                path: self.socket_path.clone(),
+                source,
+            })?;
+        stream
+            .set_read_timeout(Some(self.timeout))
+            .and_then(|()| stream.set_write_timeout(Some(self.timeout)))
+            .map_err(|source| ClientError::Connect {
+                path: self.socket_path.clone(),
+                source,
+            })?;
+        let head = request_head(method, path, Some(("application/json", bytes.len())));
+        (&stream)
+            .write_all(head.as_bytes())
+            .and_then(|()| (&stream).write_all(&bytes))
+            .map_err(|e| self.io_error(request.clone(), e, false))?;
+        stream_response(&stream, &request, self.timeout, out)
+    }
+
     fn io_error(&self, request: String, source: io::Error, reading: bool) -> ClientError {
         io_error(request, source, reading, self.timeout)
     }
@@ -518,6 +554,22 @@ impl<R: Read> ResponseReader<'_, R> {
 
     fn read_chunked(&mut self) -> Result<Vec<u8>, ClientError> {
         let mut body = Vec::new();
+        self.read_chunks(|bad, chunk| {
+            if body.len() + chunk.len() > MAX_BODY_LEN {
+                return Err(bad(format!("body over the {MAX_BODY_LEN}-byte limit")));
+            }
+            body.extend_from_slice(chunk);
+            Ok(())
+        })?;
+        Ok(body)
+    }
+
+    /// Reads a chunked body, handing each chunk to `each` as it arrives
+    /// (with a constructor for "bad response" errors).
+    fn read_chunks(
+        &mut self,
+        mut each: impl FnMut(&dyn Fn(String) -> ClientError, &[u8]) -> Result<(), ClientError>,
+    ) -> Result<(), ClientError> {
         loop {
             let Some(line) = self.read_line("chunk size line")? else {
                 return Err(self.bad("connection closed before the last chunk"));
@@ -530,16 +582,13 @@ impl<R: Read> ResponseReader<'_, R> {
             if size == 0 {
                 break;
             }
-            if body.len() + size > MAX_BODY_LEN {
-                return Err(self.bad(format!("body over the {MAX_BODY_LEN}-byte limit")));
-            }
             let chunk = self.read_exact_body(size).map_err(|e| match e {
                 ClientError::BadResponse { .. } => {
                     self.bad(format!("chunk ended early (of {size} bytes)"))
                 }
                 other => other,
             })?;
-            body.extend_from_slice(&chunk);
+            each(&|reason| self.bad(reason), &chunk)?;
             match self.read_line("chunk end")? {
                 Some(rest) if rest.is_empty() => {}
                 _ => return Err(self.bad("chunk data not followed by CRLF")),
@@ -551,8 +600,75 @@ impl<R: Read> ResponseReader<'_, R> {
                 break;
             }
         }
-        Ok(body)
+        Ok(())
     }
+}
+
+/// Copies a streamed 2xx body to `out` as it arrives, flushing after each
+/// piece; an error status becomes [`ClientError::Api`]. `out` failing (the
+/// reader of a pipe went away) ends the copy quietly.
+fn stream_response(
+    stream: &UnixStream,
+    request: &str,
+    timeout: Duration,
+    out: &mut dyn Write,
+) -> Result<u64, ClientError> {
+    let mut reader = ResponseReader {
+        inner: BufReader::new(stream),
+        request,
+        timeout,
+    };
+    let head = loop {
+        let head = reader.read_head()?;
+        if !(100..200).contains(&head.status) {
+            break head;
+        }
+    };
+    if !head.is_success() {
+        check_status(reader.read_body(head, "POST")?)?;
+        return Ok(0);
+    }
+    // The body runs as long as the capture: no read timeout from here on.
+    stream.set_read_timeout(None).map_err(|e| reader.io(e))?;
+    let chunked = head
+        .header("transfer-encoding")
+        .is_some_and(|te| te.to_ascii_lowercase().contains("chunked"));
+    let mut written = 0u64;
+    let mut out_closed = false;
+    let mut write = |data: &[u8]| {
+        if !out_closed {
+            match out.write_all(data).and_then(|()| out.flush()) {
+                Ok(()) => written += data.len() as u64,
+                Err(_) => out_closed = true,
+            }
+        }
+        !out_closed
+    };
+    if chunked {
+        let result = reader.read_chunks(|_, chunk| {
+            if write(chunk) {
+                Ok(())
+            } else {
+                Err(ClientError::Write {
+                    request: "output".to_string(),
+                    source: io::Error::from(io::ErrorKind::BrokenPipe),
+                })
+            }
+        });
+        match result {
+            Ok(()) | Err(ClientError::Write { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    } else {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = reader.inner.read(&mut buf).map_err(|e| reader.io(e))?;
+            if n == 0 || !write(&buf[..n]) {
+                break;
+            }
+        }
+    }
+    Ok(written)
 }
 
 /// `HTTP/1.x NNN reason` → (NNN, reason).

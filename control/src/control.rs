@@ -18,9 +18,12 @@ use std::sync::mpsc::Sender;
 
 use arc_swap::ArcSwap;
 use podswitch_dataplane::config::{NodeConfig, PortSection, RouteSection, Snapshot};
-use podswitch_dataplane::pipeline::WorkerCounters;
+use podswitch_dataplane::pipeline::{SharedTables, WorkerCounters};
+use podswitch_dataplane::services::ServiceEntry;
 use podswitch_dataplane::worker::WorkerCommand;
 
+use crate::mirror::{MirrorRuntime, Selection, capture};
+use crate::services::ServiceCache;
 use crate::state::{
     ApiError, ApiState, ApplyDocument, Changed, Endpoint, Mirror, NodeAddressing, NodeRecord,
     Service, check_name, check_node_overlaps, check_service_conflicts, check_service_name, diff,
@@ -48,6 +51,14 @@ pub struct Control {
     counters: Vec<Arc<WorkerCounters>>,
     fanout_base: u16,
     forwarding: Arc<AtomicBool>,
+    /// Built service entries, reused across snapshots.
+    services: ServiceCache,
+    /// Services of the config file (`[[services]]`), after the API's.
+    static_services: Vec<ServiceEntry>,
+    /// The tables the workers share (connection tracking), once they run.
+    tables: Option<Arc<SharedTables>>,
+    /// mirror: the daemon's mirror outputs (`None` without a dataplane, e.g. in tests).
+    mirrors: Option<MirrorRuntime>,
 }
 
 fn config_error(e: podswitch_dataplane::config::ConfigError) -> ApiError {
@@ -68,7 +79,13 @@ impl Control {
         let config = state.effective_config(&file);
         state.assign_port_ids(&config);
         store.commit(&changes(&before, &state))?;
-        let snapshot = Arc::new(Snapshot::build_with_ids(&config, 1, Some(&state.port_ids))?);
+        let snapshot = Snapshot::build_with_ids(&config, 1, Some(&state.port_ids))?;
+        let static_services = snapshot.services.entries().to_vec();
+        let mut services = ServiceCache::default();
+        let table = services
+            .table(&state, &static_services)
+            .map_err(|e| anyhow::anyhow!("stored services: {}", e.message))?;
+        let snapshot = Arc::new(snapshot.with_services(Arc::new(table)));
         let control = Control {
             file,
             state,
@@ -78,6 +95,10 @@ impl Control {
             counters: Vec::new(),
             fanout_base: 0,
             forwarding: Arc::new(AtomicBool::new(false)),
+            services,
+            static_services,
+            tables: None,
+            mirrors: None,
         };
         Ok((control, snapshot))
     }
@@ -93,6 +114,16 @@ impl Control {
         self.counters = counters;
         self.fanout_base = fanout_base;
         self.forwarding.store(true, Ordering::Release);
+    }
+
+    /// Connects the tables the workers share (for `conntrack list/flush`).
+    pub fn attach_tables(&mut self, tables: Arc<SharedTables>) {
+        self.tables = Some(tables);
+    }
+
+    /// The tables the workers share, once they run.
+    pub fn tables(&self) -> Option<Arc<SharedTables>> {
+        self.tables.clone()
     }
 
     /// The published snapshot cell (workers read it).
@@ -122,7 +153,12 @@ impl Control {
 
     /// Counters summed over workers.
     pub fn stats(&self) -> Stats {
-        Stats::collect(&self.snapshot(), &self.counters)
+        let mut stats = Stats::collect(&self.snapshot(), &self.counters);
+        stats.conntrack = self
+            .tables
+            .as_deref()
+            .map(crate::stats::ConntrackStats::read);
+        stats
     }
 
     /// Per-worker counters.
@@ -136,12 +172,37 @@ impl Control {
     }
 
     /// Builds the snapshot `candidate` would run (next generation).
-    fn build(&self, candidate: &mut ApiState) -> Result<Snapshot, ApiError> {
+    fn build(&mut self, candidate: &mut ApiState) -> Result<Snapshot, ApiError> {
         let config = candidate.effective_config(&self.file);
         candidate.assign_port_ids(&config);
         let generation = self.snapshots.load().generation + 1;
-        Snapshot::build_with_ids(&config, generation, Some(&candidate.port_ids))
-            .map_err(config_error)
+        let snapshot = Snapshot::build_with_ids(&config, generation, Some(&candidate.port_ids))
+            .map_err(config_error)?;
+        let table = self.services.table(candidate, &self.static_services)?;
+        Ok(snapshot.with_services(Arc::new(table)))
+    }
+
+    /// Refuses API services on a ClusterIP or NodePort of a config-file service.
+    fn check_static_conflicts<'a>(
+        &self,
+        services: impl Iterator<Item = &'a Service>,
+    ) -> Result<(), ApiError> {
+        for s in services {
+            for e in &self.static_services {
+                let node_port_taken = s.ports.iter().any(|p| {
+                    p.node_port.is_some()
+                        && p.node_port == e.node_port().map(u32::from)
+                        && p.protocol.eq_ignore_ascii_case(protocol_name(e))
+                });
+                if s.cluster_ip == e.vip() || node_port_taken {
+                    return Err(ApiError::conflict(format!(
+                        "name = {}: cluster IP {} or a node port is used by a service of the node's config file",
+                        s.name, s.cluster_ip
+                    )));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Stores `candidate`, then publishes `snapshot`.
@@ -317,6 +378,7 @@ impl Control {
                 .values()
                 .chain(std::iter::once(&service)),
         )?;
+        self.check_static_conflicts(std::iter::once(&service))?;
         let name = service.name.clone();
         let mut keys = vec![Change::put(TableId::Services, &name, &service)];
         if !endpoints.is_empty() {
@@ -330,11 +392,11 @@ impl Control {
         })
     }
 
-    /// Stores `keys` and applies `mutate` to the state, for changes that do
-    /// not alter the dataplane's tables (services, endpoints, nodes and
-    /// mirrors are stored now and enforced later): no full-state clone or
-    /// diff, so one change next to 10,000 services stays cheap. The snapshot
-    /// is republished with the next generation.
+    /// Stores `keys` and applies `mutate` to the state, for changes checked
+    /// in full before (services, endpoints, nodes, mirrors): no full-state
+    /// clone or diff, so one change next to 10,000 services stays cheap. The
+    /// snapshot is republished with the next generation and the service
+    /// table rebuilt (only changed services get a new Maglev table).
     fn commit_keys(
         &mut self,
         keys: &[Change],
@@ -344,7 +406,23 @@ impl Control {
             .commit(keys)
             .map_err(|e| ApiError::internal(format!("the change was not stored: {e}")))?;
         mutate(&mut self.state);
-        let mut snapshot = (*self.snapshot()).clone();
+        // Conflicts were refused before the store was touched; a failure
+        // here would be a bug, and keeps the old table running.
+        let changed: Vec<&str> = keys
+            .iter()
+            .filter_map(|k| match k {
+                Change::Put(TableId::Services | TableId::Endpoints, name, _)
+                | Change::Delete(TableId::Services | TableId::Endpoints, name) => {
+                    Some(name.as_str())
+                }
+                _ => None,
+            })
+            .collect();
+        let table = self
+            .services
+            .table_after(&self.state, &self.static_services, &changed)
+            .map_err(|e| ApiError::internal(format!("service table: {}", e.message)))?;
+        let mut snapshot = (*self.snapshot()).clone().with_services(Arc::new(table));
         snapshot.generation += 1;
         let generation = snapshot.generation;
         self.snapshots.store(Arc::new(snapshot));
@@ -460,10 +538,13 @@ impl Control {
             self.state.nodes.values().chain(std::iter::once(&node)),
             self.snapshot().gateway.address,
         )?;
-        let keys = [Change::put(TableId::Nodes, &node.name, &node)];
-        self.commit_keys(&keys, |st| {
-            st.nodes.insert(node.name.clone(), node);
-        })
+        let mut candidate = self.state.clone();
+        candidate.nodes.insert(node.name.clone(), node);
+        let snapshot = self.build(&mut candidate).map_err(|e| ApiError {
+            status: e.status,
+            message: strip_index(&e.message, "nodes["),
+        })?;
+        self.commit(candidate, snapshot)
     }
 
     /// `DELETE /v1/nodes/{name}`.
@@ -471,12 +552,14 @@ impl Control {
         if !self.state.nodes.contains_key(name) {
             return Err(ApiError::not_found(format!("node {name} not found")));
         }
-        self.commit_keys(&[Change::delete(TableId::Nodes, name)], |st| {
-            st.nodes.remove(name);
-        })
+        let mut candidate = self.state.clone();
+        candidate.nodes.remove(name);
+        let snapshot = self.build(&mut candidate)?;
+        self.commit(candidate, snapshot)
     }
 
-    /// `POST /v1/mirrors`.
+    /// `POST /v1/mirrors`: validated (ports, stages, the filter compiled by
+    /// libpcap, a free interface name), its interface created, then stored.
     pub fn add_mirror(&mut self, mirror: Mirror) -> Result<u64, ApiError> {
         validate_mirror("mirror", &mirror, &self.port_names())?;
         if self.state.mirrors.contains_key(&mirror.name) {
@@ -485,19 +568,164 @@ impl Control {
                 mirror.name
             )));
         }
+        if let Some(other) = self
+            .state
+            .mirrors
+            .values()
+            .find(|m| m.iface == mirror.iface)
+        {
+            return Err(ApiError::conflict(format!(
+                "iface = {}: already the interface of mirror {}",
+                mirror.iface, other.name
+            )));
+        }
+        let spec = Selection::of_mirror(&mirror).resolve("mirror", &self.snapshot())?;
+        if let Some(runtime) = &mut self.mirrors {
+            runtime.start(&mirror, spec)?;
+        }
+        let name = mirror.name.clone();
         let keys = [Change::put(TableId::Mirrors, &mirror.name, &mirror)];
-        self.commit_keys(&keys, |st| {
+        let committed = self.commit_keys(&keys, |st| {
             st.mirrors.insert(mirror.name.clone(), mirror);
-        })
+        });
+        if committed.is_err()
+            && let Some(runtime) = &mut self.mirrors
+        {
+            runtime.stop(&name);
+        }
+        committed
     }
 
-    /// `DELETE /v1/mirrors/{name}`.
+    /// `DELETE /v1/mirrors/{name}`: its interface is removed.
     pub fn delete_mirror(&mut self, name: &str) -> Result<u64, ApiError> {
         if !self.state.mirrors.contains_key(name) {
             return Err(ApiError::not_found(format!("mirror {name} not found")));
         }
-        self.commit_keys(&[Change::delete(TableId::Mirrors, name)], |st| {
+        let generation = self.commit_keys(&[Change::delete(TableId::Mirrors, name)], |st| {
             st.mirrors.remove(name);
+        })?;
+        if let Some(runtime) = &mut self.mirrors {
+            runtime.stop(name);
+        }
+        Ok(generation)
+    }
+
+    /// Starts the mirror outputs of the running daemon: the stored mirrors'
+    /// interfaces are created again (a failure is logged, not fatal).
+    pub fn attach_mirrors(&mut self, registry: Arc<podswitch_dataplane::mirror::MirrorRegistry>) {
+        let mut runtime = MirrorRuntime::new(registry);
+        let snapshot = self.snapshot();
+        for mirror in self.state.mirrors.values() {
+            let started = Selection::of_mirror(mirror)
+                .resolve("mirror", &snapshot)
+                .and_then(|spec| runtime.start(mirror, spec));
+            if let Err(e) = started {
+                tracing::warn!(mirror = %mirror.name, error = %e.message, "stored mirror not restored");
+            }
+        }
+        self.mirrors = Some(runtime);
+    }
+
+    /// Ends captures and removes the mirror interfaces (shutdown).
+    pub fn close_mirrors(&mut self) {
+        if let Some(runtime) = &mut self.mirrors {
+            runtime.close();
+        }
+    }
+
+    /// The mirrors with their counters (for `GET /v1/mirrors`).
+    pub fn mirror_views(&self) -> Vec<serde_json::Value> {
+        self.state
+            .mirrors
+            .values()
+            .filter_map(|m| {
+                let mut v = serde_json::to_value(m).ok()?;
+                let counts = self.mirrors.as_ref().and_then(|r| r.counts(&m.name));
+                let obj = v.as_object_mut()?;
+                obj.insert("active".into(), counts.is_some().into());
+                let (c, errors) = counts.unwrap_or_default();
+                obj.insert(
+                    "counters".into(),
+                    serde_json::json!({
+                        "frames": c.frames, "bytes": c.bytes, "dropped": c.dropped,
+                        "write_errors": errors,
+                    }),
+                );
+                Some(v)
+            })
+            .collect()
+    }
+
+    /// Prometheus lines of the active mirror sessions.
+    pub fn mirror_metrics(&self) -> String {
+        self.mirrors
+            .as_ref()
+            .map(|r| crate::mirror::metrics(r.registry()))
+            .unwrap_or_default()
+    }
+
+    /// `POST /v1/capture`: validates the request and registers a transient
+    /// session (not stored, no new generation); the caller streams it.
+    pub fn start_capture(
+        &mut self,
+        request: &capture::CaptureRequest,
+    ) -> Result<capture::Capture, ApiError> {
+        crate::state::check_selection(
+            "capture",
+            &request.ports,
+            &request.direction,
+            &request.stage,
+            &request.stages,
+            &self.port_names(),
+        )?;
+        let format = capture::Format::from_name(&request.format).ok_or_else(|| {
+            ApiError::invalid("capture.format", &request.format, "must be pcap or pcapng")
+        })?;
+        if !(request.duration_secs.is_finite() && request.duration_secs >= 0.0) {
+            return Err(ApiError::invalid(
+                "capture.duration_secs",
+                request.duration_secs,
+                "must be a number of seconds ≥ 0",
+            ));
+        }
+        let snapshot = self.snapshot();
+        let selection = Selection {
+            ports: &request.ports,
+            direction: &request.direction,
+            stage: &request.stage,
+            stages: &request.stages,
+            filter: &request.filter,
+            snaplen: request.snaplen,
+        };
+        let spec = selection.resolve("capture", &snapshot)?;
+        let Some(runtime) = &self.mirrors else {
+            return Err(ApiError {
+                status: 503,
+                message: "no dataplane is running to capture from".into(),
+            });
+        };
+        let snaplen = spec.snaplen;
+        let queue = crate::mirror::new_queue(&spec);
+        let session = Arc::new(podswitch_dataplane::mirror::Session::new(
+            format!("capture-{}", next_capture_id()),
+            spec,
+            queue,
+        ));
+        runtime.registry().add(Arc::clone(&session));
+        Ok(capture::Capture {
+            session,
+            registry: Arc::clone(runtime.registry()),
+            closing: runtime.closing(),
+            port_names: snapshot
+                .ports
+                .iter()
+                .map(|p| (p.id, p.name.clone()))
+                .collect(),
+            format,
+            count: request.count,
+            duration: (request.duration_secs > 0.0)
+                .then(|| std::time::Duration::from_secs_f64(request.duration_secs)),
+            snaplen,
         })
     }
 
@@ -520,6 +748,7 @@ impl Control {
             }
         }
         check_service_conflicts(services.values())?;
+        self.check_static_conflicts(services.values())?;
         let mut routes = BTreeMap::new();
         for (i, r) in doc.routes.into_iter().enumerate() {
             let key = route_key(&r.prefix);
@@ -586,6 +815,8 @@ impl Control {
                 let obj = v.as_object_mut()?;
                 obj.retain(|_, value| !value.is_null());
                 obj.insert("id".into(), spec.id.0.into());
+                // The MTU in effect (a pod's default follows the overlay).
+                obj.insert("mtu".into(), spec.mtu.into());
                 let source = if self.state.ports.contains_key(&spec.name) {
                     "api"
                 } else {
@@ -605,6 +836,12 @@ impl Control {
     }
 }
 
+/// A number per capture, for session names (metrics labels).
+fn next_capture_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
 /// `ports[7].mac = …` → `mac = …` for errors about the one port (or route) a request named.
 fn strip_index(message: &str, prefix: &str) -> String {
     if let Some(rest) = message.strip_prefix(prefix)
@@ -613,4 +850,12 @@ fn strip_index(message: &str, prefix: &str) -> String {
         return rest[close + 2..].to_string();
     }
     message.to_string()
+}
+
+fn protocol_name(e: &ServiceEntry) -> &'static str {
+    match e.protocol() {
+        podswitch_dataplane::services::Protocol::Tcp => "TCP",
+        podswitch_dataplane::services::Protocol::Udp => "UDP",
+        podswitch_dataplane::services::Protocol::Sctp => "SCTP",
+    }
 }

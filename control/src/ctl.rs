@@ -18,10 +18,15 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::client::{ApiClient, ClientError};
 
+mod capture;
 mod commands;
+mod conntrack;
 mod render;
 mod service_port;
 
+pub use conntrack::{
+    ConntrackFilterArgs, ConntrackProtocol, render_entry as render_conntrack_entry,
+};
 pub use service_port::{ServicePortArg, ServicePortError};
 
 /// Exit status when the server refused the request or a local input was bad.
@@ -109,7 +114,7 @@ pub enum Command {
     /// Pod attachments: TAP devices in pods, AF_PACKET sockets on interfaces.
     #[command(subcommand, visible_alias = "ports")]
     Port(PortCommand),
-    /// Services (stored now, enforced with the services issue).
+    /// Services: ClusterIP and NodePort, load-balanced over their endpoints.
     #[command(subcommand, visible_alias = "svc")]
     Service(ServiceCommand),
     /// The endpoints of a service.
@@ -124,6 +129,8 @@ pub enum Command {
     /// Traffic mirrors.
     #[command(subcommand, visible_alias = "mirrors")]
     Mirror(MirrorCommand),
+    /// Capture frames at pipeline stages into a pcap/pcapng file or stdout (like tcpdump -w).
+    Capture(CaptureArgs),
     /// Make services, endpoints, API routes and nodes exactly a document's (PUT /v1/state).
     Apply(ApplyArgs),
     /// Port counters and the non-zero drops and events.
@@ -188,6 +195,12 @@ pub struct PortAddArgs {
     /// AF_PACKET only: receive through the TPACKET_V3 ring instead of recvmmsg.
     #[arg(long)]
     pub rx_ring: bool,
+    /// Masquerade this pod's traffic leaving the cluster (default: the node's `[nat] masquerade`).
+    #[arg(long, conflicts_with = "no_masquerade")]
+    pub masquerade: bool,
+    /// Never masquerade this pod's traffic.
+    #[arg(long)]
+    pub no_masquerade: bool,
 }
 
 /// `port add --kind`.
@@ -385,6 +398,9 @@ pub enum NodeCommand {
         /// VXLAN network identifier.
         #[arg(long)]
         vni: Option<u32>,
+        /// The node's VTEP MAC (default: 02:56 and its node IP's bytes).
+        #[arg(long, value_name = "MAC")]
+        vtep_mac: Option<String>,
     },
     /// Delete a node.
     #[command(visible_aliases = ["delete", "rm"])]
@@ -418,23 +434,72 @@ pub enum MirrorCommand {
 /// `mirror add`. Fields not given are left to the server's defaults.
 #[derive(Debug, Args)]
 pub struct MirrorAddArgs {
-    /// Mirror name.
-    pub name: String,
-    /// A port to mirror; repeat or separate with commas.
-    #[arg(long = "port", value_name = "PORT", value_delimiter = ',')]
-    pub ports: Vec<String>,
-    /// Which direction of the ports' traffic.
-    #[arg(long, value_enum)]
-    pub direction: Option<MirrorDirection>,
-    /// Where in the pipeline frames are copied.
-    #[arg(long, value_enum)]
-    pub stage: Option<MirrorStage>,
+    /// Mirror name (default: the interface's name).
+    pub name: Option<String>,
+    /// Ports, direction, stages.
+    #[command(flatten)]
+    pub select: SelectArgs,
     /// A capture filter, e.g. "tcp port 80".
     #[arg(long)]
     pub filter: Option<String>,
     /// The interface mirrored frames are sent to, e.g. psmirror0.
     #[arg(long)]
     pub iface: Option<String>,
+    /// Bytes kept of each frame (default: whole frames).
+    #[arg(long)]
+    pub snaplen: Option<u32>,
+    /// The filter as tcpdump takes it, after `--` (instead of --filter).
+    #[arg(last = true, value_name = "FILTER")]
+    pub filter_words: Vec<String>,
+}
+
+/// What a mirror or a capture selects: `mirror add` and `capture`.
+#[derive(Debug, Args)]
+pub struct SelectArgs {
+    /// A port to copy frames of; repeat or separate with commas (none: all ports).
+    #[arg(long = "port", value_name = "PORT", value_delimiter = ',')]
+    pub ports: Vec<String>,
+    /// Which direction of the ports' traffic (when no --stage is given).
+    #[arg(long, value_enum)]
+    pub direction: Option<MirrorDirection>,
+    /// Where in the pipeline frames are copied; repeat for several.
+    #[arg(long = "stage", value_enum, value_delimiter = ',')]
+    pub stages: Vec<MirrorStage>,
+}
+
+/// `capture`: a transient session streamed as a capture file.
+#[derive(Debug, Args)]
+pub struct CaptureArgs {
+    /// Ports, direction, stages.
+    #[command(flatten)]
+    pub select: SelectArgs,
+    /// File format; pcapng carries a comment per packet (stage, ports, verdict, NAT).
+    #[arg(long, value_enum, default_value_t = CaptureFormat::Pcap)]
+    pub format: CaptureFormat,
+    /// Stop after this many frames.
+    #[arg(short = 'c', value_name = "N")]
+    pub count: Option<u64>,
+    /// Stop after this many seconds.
+    #[arg(long, value_name = "SECS")]
+    pub duration: Option<f64>,
+    /// Bytes kept of each frame (default: whole frames).
+    #[arg(short = 's', long)]
+    pub snaplen: Option<u32>,
+    /// Where to write: a file, or `-` for stdout.
+    #[arg(short = 'w', value_name = "FILE")]
+    pub write: PathBuf,
+    /// A tcpdump filter expression, e.g. tcp port 80.
+    #[arg(trailing_var_arg = true, value_name = "FILTER")]
+    pub filter: Vec<String>,
+}
+
+/// `capture --format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CaptureFormat {
+    /// Classic pcap (nanosecond timestamps).
+    Pcap,
+    /// pcapng with per-packet comments.
+    Pcapng,
 }
 
 /// `mirror add --direction`.
@@ -478,9 +543,11 @@ pub struct ApplyArgs {
 /// `conntrack ...`.
 #[derive(Debug, Subcommand)]
 pub enum ConntrackCommand {
-    /// List tracked connections.
+    /// List tracked connections, like `conntrack -L` (filters like its flags).
     #[command(visible_alias = "ls")]
-    List,
+    List(ConntrackFilterArgs),
+    /// Delete tracked connections (all, or those matching the filters), like `conntrack -F/-D`.
+    Flush(ConntrackFilterArgs),
 }
 
 /// Why a command failed, which decides the exit status.

@@ -114,8 +114,9 @@ pub fn run(opts: &RunOptions) -> Result<()> {
         tracing::info!("{note}");
     }
     let snapshots = control.snapshots();
-    let shared = Arc::new(SharedTables::default());
-    let epoch = Instant::now();
+    let shared = Arc::new(SharedTables::for_snapshot(&snapshot));
+    // Workers' time is the NAT clock, so the API can show conntrack timeouts.
+    let epoch = podswitch_dataplane::nat::clock_origin();
     let (mut counters, mut senders, mut handles) = (Vec::new(), Vec::new(), Vec::new());
     for (id, queues) in queues.into_iter().enumerate() {
         let (tx, rx) = std::sync::mpsc::channel();
@@ -138,6 +139,8 @@ pub fn run(opts: &RunOptions) -> Result<()> {
         handles.push(handle);
     }
     control.attach_workers(senders, counters.clone(), fanout_base);
+    control.attach_tables(Arc::clone(&shared));
+    control.attach_mirrors(Arc::clone(&shared.mirrors));
     tracing::info!(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "forwarding"
@@ -166,7 +169,12 @@ pub fn run(opts: &RunOptions) -> Result<()> {
             Err(_) => tracing::error!("worker panicked"),
         }
     }
-    write_stats(&stats_path(opts), &snapshots.load(), &counters);
+    write_stats(
+        &stats_path(opts),
+        &snapshots.load(),
+        &counters,
+        Some(&shared),
+    );
     runtime.shutdown_timeout(Duration::from_millis(200));
     let _ = std::fs::remove_file(&opts.api_socket);
     tracing::info!(
@@ -217,11 +225,11 @@ async fn serve(opts: &RunOptions, api: Arc<Api>, stop: &Arc<AtomicBool>) -> Resu
     };
     let stats_file = stats_path(opts);
     while !stop.load(Ordering::Relaxed) {
-        let (snapshot, counters) = {
+        let (snapshot, counters, tables) = {
             let c = api.control.lock().unwrap_or_else(|e| e.into_inner());
-            (c.snapshot(), c.worker_counters().to_vec())
+            (c.snapshot(), c.worker_counters().to_vec(), c.tables())
         };
-        write_stats(&stats_file, &snapshot, &counters);
+        write_stats(&stats_file, &snapshot, &counters, tables.as_deref());
         for _ in 0..50 {
             if stop.load(Ordering::Relaxed) {
                 break;
@@ -229,6 +237,11 @@ async fn serve(opts: &RunOptions, api: Arc<Api>, stop: &Arc<AtomicBool>) -> Resu
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+    // Running captures end (graceful shutdown waits for their streams).
+    api.control
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .close_mirrors();
     let _ = api_task.await;
     if let Some(t) = metrics_task {
         let _ = t.await;
@@ -240,8 +253,11 @@ fn write_stats(
     path: &Path,
     snapshot: &Snapshot,
     counters: &[Arc<podswitch_dataplane::pipeline::WorkerCounters>],
+    tables: Option<&SharedTables>,
 ) {
-    if let Err(e) = Stats::collect(snapshot, counters).write(path) {
+    let mut stats = Stats::collect(snapshot, counters);
+    stats.conntrack = tables.map(crate::stats::ConntrackStats::read);
+    if let Err(e) = stats.write(path) {
         tracing::warn!(path = %path.display(), error = %e, "cannot write stats");
     }
 }

@@ -5,13 +5,16 @@
 pub mod api;
 pub mod cli;
 pub mod client;
+pub mod conntrack_view;
 pub mod control;
 pub mod ctl;
 pub mod daemon;
 pub mod demo;
 pub mod fake_api;
 pub mod metrics;
+pub mod mirror;
 pub mod ports;
+pub mod services;
 pub mod state;
 pub mod stats;
 pub mod store;

@@ -78,6 +78,41 @@ pub fn render(stats: &Stats, api_requests: &BTreeMap<(String, u16), u64>) -> Str
             escape(event)
         );
     }
+    if let Some(ct) = &stats.conntrack {
+        for (name, help, value) in [
+            (
+                "podswitch_conntrack_entries",
+                "Connections tracked.",
+                ct.entries,
+            ),
+            (
+                "podswitch_conntrack_capacity",
+                "Most connections the table holds.",
+                ct.capacity,
+            ),
+            (
+                "podswitch_conntrack_memory_bytes",
+                "Memory of the connection table.",
+                ct.memory_bytes,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP podswitch_conntrack_total Connection table operations: inserted, expired, evicted_unassured, evicted_assured, ...\n# TYPE podswitch_conntrack_total counter"
+        );
+        for (op, n) in &ct.counters {
+            let _ = writeln!(
+                out,
+                "podswitch_conntrack_total{{op=\"{}\"}} {n}",
+                escape(op)
+            );
+        }
+    }
     let _ = writeln!(
         out,
         "# HELP podswitch_api_requests_total Control API requests, by method and status.\n# TYPE podswitch_api_requests_total counter"

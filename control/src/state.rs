@@ -165,6 +165,22 @@ pub struct NodeRecord {
     /// VXLAN network identifier (1–16777215).
     #[serde(default = "default_vni")]
     pub vni: u32,
+    /// Its VTEP MAC (default: derived from `node_ip`); absent in records stored before the overlay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vtep_mac: Option<podswitch_dataplane::wire::MacAddr>,
+}
+
+impl NodeRecord {
+    /// The node as the dataplane's `[[nodes]]` entry.
+    pub fn to_section(&self) -> podswitch_dataplane::overlay::RemoteNodeSection {
+        podswitch_dataplane::overlay::RemoteNodeSection {
+            name: self.name.clone(),
+            node_ip: self.node_ip,
+            pod_cidr: self.pod_cidr,
+            vtep_mac: self.vtep_mac,
+            vni: Some(self.vni),
+        }
+    }
 }
 
 fn default_vni() -> u32 {
@@ -180,25 +196,32 @@ pub struct Mirror {
     /// Ports to mirror (empty: all).
     #[serde(default)]
     pub ports: Vec<String>,
-    /// `ingress`, `egress` or `both`.
+    /// `ingress`, `egress` or `both`: the port stages taken when no stage is given.
     #[serde(default = "default_direction")]
     pub direction: String,
-    /// Pipeline stage.
-    #[serde(default = "default_stage")]
+    /// Pipeline stage (empty: the port stages of `direction`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub stage: String,
+    /// More pipeline stages, for a session over several.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stages: Vec<String>,
     /// tcpdump filter expression.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub filter: String,
-    /// Mirror interface name.
+    /// Mirror interface name (a TAP the daemon creates in its netns).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub iface: String,
+    /// Bytes kept of each frame (0: whole frames).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub snaplen: u32,
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
 }
 
 fn default_direction() -> String {
     "both".to_string()
-}
-fn default_stage() -> String {
-    "ingress".to_string()
 }
 
 /// The node's own addressing (`PUT /v1/node`).
@@ -257,6 +280,9 @@ impl ApiState {
         }
         config.ports.extend(self.ports.values().cloned());
         config.routes.extend(self.routes.values().cloned());
+        config
+            .nodes
+            .extend(self.nodes.values().map(NodeRecord::to_section));
         config
     }
 
@@ -522,45 +548,66 @@ pub fn check_node_overlaps<'a>(
     Ok(())
 }
 
-/// Validates one mirror against the known port names.
+/// Validates one mirror against the known port names (the filter is
+/// compiled by `mirror::selection`, which needs libpcap).
 pub fn validate_mirror(field: &str, m: &Mirror, ports: &BTreeSet<String>) -> Result<(), ApiError> {
     check_name(&format!("{field}.name"), &m.name)?;
-    if let Some(p) = m.ports.iter().find(|p| !ports.contains(*p)) {
+    check_selection(field, &m.ports, &m.direction, &m.stage, &m.stages, ports)?;
+    if m.iface.is_empty() {
+        return Err(ApiError::invalid(
+            format!("{field}.iface"),
+            "\"\"",
+            "required: the mirror interface to create (for a transient capture use POST /v1/capture)",
+        ));
+    }
+    if m.iface.len() > 15 || m.iface.contains(['/', ' ', ':']) || m.iface == "." || m.iface == ".."
+    {
+        return Err(ApiError::invalid(
+            format!("{field}.iface"),
+            &m.iface,
+            "a Linux interface name has 1 to 15 characters, without '/', ':' or spaces",
+        ));
+    }
+    Ok(())
+}
+
+/// Checks the ports, direction and stages of a mirror or a capture.
+pub fn check_selection(
+    field: &str,
+    selected: &[String],
+    direction: &str,
+    stage: &str,
+    stages: &[String],
+    ports: &BTreeSet<String>,
+) -> Result<(), ApiError> {
+    if let Some(p) = selected.iter().find(|p| !ports.contains(*p)) {
         return Err(ApiError::invalid(
             format!("{field}.ports"),
             p,
             "no such port",
         ));
     }
-    if !matches!(m.direction.as_str(), "ingress" | "egress" | "both") {
+    if !matches!(direction, "ingress" | "egress" | "both") {
         return Err(ApiError::invalid(
             format!("{field}.direction"),
-            &m.direction,
+            direction,
             "must be ingress, egress or both",
         ));
     }
-    let stages = [
-        "ingress",
-        "egress",
-        "pre-nat",
-        "post-nat",
-        "pre-encap",
-        "post-encap",
-        "drop",
-    ];
-    if !stages.contains(&m.stage.as_str()) {
-        return Err(ApiError::invalid(
-            format!("{field}.stage"),
-            &m.stage,
-            format!("must be one of {}", stages.join(", ")),
-        ));
-    }
-    if !m.iface.is_empty() && (m.iface.len() > 15 || m.iface.contains(['/', ' '])) {
-        return Err(ApiError::invalid(
-            format!("{field}.iface"),
-            &m.iface,
-            "a Linux interface name has 1 to 15 characters",
-        ));
+    let names: Vec<&str> = podswitch_dataplane::mirror::MirrorStage::ALL
+        .iter()
+        .map(|s| s.as_str())
+        .collect();
+    let given = (!stage.is_empty()).then_some(stage);
+    for s in given.into_iter().chain(stages.iter().map(String::as_str)) {
+        if !names.contains(&s) {
+            let key = if s == stage { "stage" } else { "stages" };
+            return Err(ApiError::invalid(
+                format!("{field}.{key}"),
+                s,
+                format!("must be one of {}", names.join(", ")),
+            ));
+        }
     }
     Ok(())
 }
@@ -605,4 +652,20 @@ pub fn diff<K: Ord, V: PartialEq>(old: &BTreeMap<K, V>, new: &BTreeMap<K, V>) ->
 /// The route key: the prefix with host bits cleared, as text.
 pub fn route_key(prefix: &Ipv4Cidr) -> String {
     format!("{}/{}", prefix.network(), prefix.prefix_len)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_records_stored_before_the_overlay_still_load() {
+        let stored =
+            r#"{"name":"node-b","node_ip":"192.168.100.2","pod_cidr":"10.244.2.0/24","vni":4}"#;
+        let n: NodeRecord = serde_json::from_str(stored).unwrap();
+        assert_eq!(n.vtep_mac, None);
+        let section = n.to_section();
+        assert_eq!((section.vni, section.vtep_mac), (Some(4), None));
+        assert_eq!(serde_json::to_string(&n).unwrap(), stored);
+    }
 }

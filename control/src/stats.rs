@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use podswitch_dataplane::config::Snapshot;
-use podswitch_dataplane::pipeline::{DropReason, Event, WorkerCounters};
+use podswitch_dataplane::pipeline::{DropReason, Event, SharedTables, WorkerCounters};
 
 /// Totals of one port.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
@@ -35,6 +35,52 @@ pub struct Stats {
     pub drops: std::collections::BTreeMap<String, u64>,
     /// Events (every event, zeros included).
     pub events: std::collections::BTreeMap<String, u64>,
+    /// The connection-tracking table, once the workers run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conntrack: Option<ConntrackStats>,
+}
+
+/// Size and counters of the connection-tracking table.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct ConntrackStats {
+    /// Entries in the table.
+    pub entries: u64,
+    /// Most entries the table holds.
+    pub capacity: u64,
+    /// Memory the table holds, in bytes.
+    pub memory_bytes: u64,
+    /// Entries created, removed, expired, evicted (unassured / assured
+    /// first), inserts refused as clashes, and TCP segments found invalid,
+    /// out of window or ignored.
+    pub counters: std::collections::BTreeMap<String, u64>,
+}
+
+impl ConntrackStats {
+    /// Reads the shared table.
+    pub fn read(tables: &SharedTables) -> ConntrackStats {
+        let t = &tables.conntrack;
+        let s = t.stats();
+        let counters = [
+            ("inserted", s.inserted),
+            ("removed", s.removed),
+            ("expired", s.expired),
+            ("evicted_unassured", s.evicted_unassured),
+            ("evicted_assured", s.evicted_assured),
+            ("clashes", s.clashes),
+            ("tcp_invalid", s.tcp_invalid),
+            ("tcp_out_of_window", s.tcp_out_of_window),
+            ("tcp_ignored", s.tcp_ignored),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        ConntrackStats {
+            entries: t.len() as u64,
+            capacity: t.capacity() as u64,
+            memory_bytes: t.memory_bytes() as u64,
+            counters,
+        }
+    }
 }
 
 impl Stats {
@@ -81,6 +127,7 @@ impl Stats {
             ports,
             drops,
             events,
+            conntrack: None,
         }
     }
 

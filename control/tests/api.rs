@@ -466,8 +466,8 @@ async fn health_conntrack_and_metrics() {
         "no workers attached in this test"
     );
     let (s, v) = call(&app, "GET", "/v1/conntrack", None).await;
-    assert_eq!(s, 501);
-    assert!(v["error"].as_str().unwrap().contains("not implemented yet"));
+    assert_eq!(s, 503, "no tables before the workers run: {v}");
+    assert!(v["error"].as_str().unwrap().contains("not running"));
     let (s, v) = call(&app, "GET", "/metrics", None).await;
     assert_eq!(s, 200);
     let text = v.as_str().unwrap();
@@ -475,7 +475,7 @@ async fn health_conntrack_and_metrics() {
         "podswitch_snapshot_generation 1",
         "podswitch_port_rx_packets_total{port=\"pod-a\"} 0",
         "podswitch_drops_total{reason=\"spoofed_src_mac\"} 0",
-        "podswitch_api_requests_total{method=\"GET\",status=\"501\"} 1",
+        "podswitch_api_requests_total{method=\"GET\",status=\"503\"} 2",
     ] {
         assert!(text.contains(needle), "missing {needle}:\n{text}");
     }
@@ -609,4 +609,85 @@ fn non_root_clients_are_refused() {
 unsafe extern "C" {
     #[link_name = "geteuid"]
     fn libc_geteuid() -> u32;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conntrack_lists_filters_and_flushes() {
+    use podswitch_dataplane::conntrack::{ConnKey, Nat};
+    use podswitch_dataplane::nat::monotonic_ns;
+    use podswitch_dataplane::pipeline::SharedTables;
+    use podswitch_dataplane::wire::IpProtocol;
+    use std::net::Ipv4Addr;
+
+    let dir = temp_dir("conntrack");
+    let mut c = control(&dir);
+    let tables = Arc::new(SharedTables::default());
+    c.attach_tables(Arc::clone(&tables));
+    let app = api::router(Api::new(c));
+    let ct = &tables.conntrack;
+    let client = Ipv4Addr::new(10, 244, 1, 2);
+    let vip = (Ipv4Addr::new(10, 96, 0, 10), 53);
+    let now = monotonic_ns();
+    for i in 0..10u16 {
+        let (proto, key) = if i % 2 == 0 {
+            (IpProtocol::UDP, ConnKey::udp((client, 40000 + i), vip))
+        } else {
+            (
+                IpProtocol::TCP,
+                ConnKey::tcp((client, 40000 + i), (vip.0, 80)),
+            )
+        };
+        let endpoint = (Ipv4Addr::new(10, 244, 1, 5 + (i % 3) as u8), 8053);
+        let shard = ct.shard_of(client, 40000 + i, proto);
+        ct.insert_with(shard, key, Nat::dnat(endpoint), now, |_, _| ())
+            .unwrap();
+    }
+    let (s, v) = call(&app, "GET", "/v1/conntrack", None).await;
+    assert_eq!(
+        (s, v["count"].as_u64(), v["total"].as_u64()),
+        (200, Some(10), Some(10)),
+        "{v}"
+    );
+    let (_, v) = call(
+        &app,
+        "GET",
+        "/v1/conntrack?proto=udp&reply_src=10.244.1.5",
+        None,
+    )
+    .await;
+    let entries = v["entries"].as_array().unwrap();
+    // UDP flows are i = 0, 2, 4, 6, 8; endpoint .5 takes i % 3 == 0: 0 and 6.
+    assert_eq!(entries.len(), 2, "{v}");
+    assert_eq!(entries[0]["protocol"], "udp");
+    assert_eq!(entries[0]["flags"], json!(["UNREPLIED"]));
+    assert_eq!(entries[0]["nat"]["dnat"], "10.244.1.5:8053");
+    let (_, v) = call(&app, "GET", "/v1/conntrack?limit=3", None).await;
+    assert_eq!(v["count"], 3);
+    for bad in [
+        "proto=gre",
+        "src=1.2.3",
+        "dport=99999",
+        "state=OPEN",
+        "colour=red",
+    ] {
+        let (s, v) = call(&app, "GET", &format!("/v1/conntrack?{bad}"), None).await;
+        assert_eq!(s, 400, "{bad}: {v}");
+        assert!(
+            v["error"]
+                .as_str()
+                .unwrap()
+                .contains(bad.split('=').next().unwrap())
+        );
+    }
+    let (s, v) = call(&app, "DELETE", "/v1/conntrack?proto=tcp", None).await;
+    assert_eq!((s, v["flushed"].as_u64()), (200, Some(5)));
+    let (_, v) = call(&app, "GET", "/v1/conntrack", None).await;
+    assert_eq!(v["total"], 5);
+    let (_, v) = call(&app, "GET", "/metrics", None).await;
+    let text = v.as_str().unwrap();
+    assert!(text.contains("podswitch_conntrack_entries 5"), "{text}");
+    assert!(
+        text.contains("podswitch_conntrack_total{op=\"inserted\"} 10"),
+        "{text}"
+    );
 }

@@ -9,6 +9,9 @@
 pub mod config;
 pub mod conntrack;
 pub mod io;
+pub mod mirror;
+pub mod nat;
+pub mod overlay;
 pub mod pipeline;
 pub mod replay;
 pub mod services;

@@ -119,7 +119,7 @@ pub fn replay(snapshot: Arc<Snapshot>, mut frames: Vec<InputFrame>) -> ReplayRes
     frames.sort_by_key(|f| f.timestamp_ns);
     let mut pipeline = Pipeline::new(
         snapshot.clone(),
-        Arc::new(SharedTables::default()),
+        Arc::new(SharedTables::for_snapshot(&snapshot)),
         MAX_FRAME_LEN,
     );
     let mut outputs: Vec<Vec<OutputFrame>> = vec![Vec::new(); snapshot.port_id_limit()];

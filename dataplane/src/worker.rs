@@ -19,6 +19,7 @@ use arc_swap::ArcSwap;
 use crate::config::Snapshot;
 use crate::io::PortQueue;
 use crate::io::poll::PollSet;
+use crate::mirror::{MirrorNote, MirrorStage};
 use crate::pipeline::{
     Batch, DropReason, Event, Frame, MAX_FRAME_LEN, Pipeline, PortId, SharedTables, Verdict,
     WorkerCounters,
@@ -242,24 +243,44 @@ impl Worker {
         };
         let Some(Some(queue)) = self.queues.get_mut(usize::from(port.0)) else {
             counters.count_drop(DropReason::TxError);
+            mirror_sent(&self.pipeline, port, frame.in_port, frame.data(), false);
             return;
         };
         self.dirty[usize::from(port.0)] = true;
+        if frame.encap_len > 0 {
+            // A VXLAN-encapsulated super-frame: cut the inner frame, each
+            // segment with its own outer headers (no tunnel GSO through AF_PACKET).
+            let result = crate::overlay::segment_encapsulated(
+                frame,
+                &mut self.scratch,
+                |segment| match queue.send(segment) {
+                    Ok(()) => counters.tx(port, segment.len()),
+                    Err(_) => counters.count_drop(DropReason::TxError),
+                },
+            );
+            if result.is_err() {
+                counters.count_drop(DropReason::VxlanEncapFailed);
+            }
+            return;
+        }
         if frame.offload.needs_software() && !queue.accepts_offload() {
             counters.event(if frame.offload.gso == crate::pipeline::GsoKind::None {
                 Event::ChecksumCompleted
             } else {
                 Event::GsoSegmented
             });
+            let pipeline = &self.pipeline;
             let result = crate::io::gso::segment(
                 frame.data(),
                 &frame.offload,
                 &mut self.scratch,
                 |segment| {
-                    match queue.send(segment) {
+                    let sent = queue.send(segment);
+                    match sent {
                         Ok(()) => counters.tx(port, segment.len()),
                         Err(_) => counters.count_drop(DropReason::TxError),
                     }
+                    mirror_sent(pipeline, port, frame.in_port, segment.data(), sent.is_ok());
                     Ok::<(), crate::io::gso::GsoError>(())
                 },
             );
@@ -268,10 +289,18 @@ impl Worker {
             }
             return;
         }
-        match queue.send(frame) {
+        let sent = queue.send(frame);
+        match sent {
             Ok(()) => counters.tx(port, frame.len()),
             Err(_) => counters.count_drop(DropReason::TxError),
         }
+        mirror_sent(
+            &self.pipeline,
+            port,
+            frame.in_port,
+            frame.data(),
+            sent.is_ok(),
+        );
     }
 
     fn flush(&mut self) {
@@ -283,6 +312,29 @@ impl Worker {
                 self.pipeline.counters().count_drop(DropReason::TxError);
             }
         }
+    }
+}
+
+/// Mirror hook of the transmit path: a frame sent on `port` is an egress
+/// copy (flooded copies included, segments as cut); one the output refused is
+/// a drop with [`DropReason::TxError`], selected by its output port.
+#[inline]
+fn mirror_sent(pipeline: &Pipeline, port: PortId, in_port: PortId, data: &[u8], sent: bool) {
+    let stage = if sent {
+        MirrorStage::Egress
+    } else {
+        MirrorStage::Drop
+    };
+    if pipeline.mirror_active(stage) {
+        let verdict = if sent {
+            Verdict::Forward(port)
+        } else {
+            Verdict::Drop(DropReason::TxError)
+        };
+        let note = MirrorNote::new(stage, in_port)
+            .with_out_port(port)
+            .with_verdict(verdict);
+        pipeline.mirror(stage, port, data, note);
     }
 }
 

@@ -2,11 +2,14 @@
 //! callgrind (`benches/instructions.sh` runs it at N and 2N and divides the
 //! difference by the frames processed, so setup cost cancels out).
 //!
-//! Usage: `instr <scenario|parse_64b|parse_mixed> <iterations>`
+//! Usage: `instr <scenario|parse_64b|parse_mixed|nat_dnat|nat_reverse> <iterations> [off|ingress|ingress_nomatch]`
+//! (`nat_*`: 10,000 established connections through the NAT stage, one
+//! service, as `benches/nat.rs` `established_*`; the last argument: a
+//! mirror session, as in `benches/mirror.rs`).
 
 use std::hint::black_box;
 
-use podswitch_benches::{SCENARIOS, parse_5tuple, pod_frames, scenario};
+use podswitch_benches::{SCENARIOS, drain, mirror_session, parse_5tuple, pod_frames, scenario};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -33,14 +36,27 @@ fn main() {
                 .filter_map(|f| parse_5tuple(black_box(f)))
                 .count();
         }
+    } else if let Some(replies) = match name.as_str() {
+        "nat_dnat" => Some(false),
+        "nat_reverse" => Some(true),
+        _ => None,
+    } {
+        let mut e = podswitch_benches::nat::established(1, 10_000);
+        let frames = if replies { &e.replies } else { &e.originals };
+        frames_per_iter = frames.len();
+        let mut batch = podswitch_dataplane::pipeline::Batch::new(2048);
+        for _ in 0..n {
+            sink += podswitch_benches::nat::run(&mut e.pipeline, &mut batch, frames, 2);
+        }
     } else {
         let Some(mut s) = scenario(name) else {
             eprintln!("unknown scenario {name}");
             std::process::exit(2);
         };
         frames_per_iter = s.frames.len();
+        let queue = mirror_session(&s, args.get(3).map_or("off", String::as_str));
         for _ in 0..n {
-            sink += s.run_once();
+            sink += s.run_once_then(|| drain(queue.as_ref()));
         }
     }
     println!(

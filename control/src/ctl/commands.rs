@@ -9,9 +9,9 @@ use serde_json::Value;
 use super::render::{NONE, Table, cell, describe, field, pretty_json};
 use super::service_port::{ServicePortArg, ports_column};
 use super::{
-    Affinity, ApplyArgs, Command, ConntrackCommand, EndpointCommand, Failure, MirrorAddArgs,
-    MirrorCommand, NodeCommand, Output, PortAddArgs, PortCommand, RouteCommand, ServiceAddArgs,
-    ServiceCommand, ServiceName,
+    Affinity, ApplyArgs, Command, ConntrackCommand, ConntrackFilterArgs, EndpointCommand, Failure,
+    MirrorAddArgs, MirrorCommand, NodeCommand, Output, PortAddArgs, PortCommand, RouteCommand,
+    ServiceAddArgs, ServiceCommand, ServiceName,
 };
 use crate::client::{ApiClient, ApiResponse, ClientError, check_status, segment};
 
@@ -32,9 +32,15 @@ pub(super) fn dispatch(ctx: &mut Ctx<'_>, command: &Command) -> Result<u8, Failu
         Command::Route(command) => route(ctx, command).map(|()| 0),
         Command::Node(command) => node(ctx, command).map(|()| 0),
         Command::Mirror(command) => mirror(ctx, command).map(|()| 0),
+        Command::Capture(args) => super::capture::run(ctx, args).map(|()| 0),
         Command::Apply(args) => apply(ctx, args).map(|()| 0),
         Command::Stats => stats(ctx).map(|()| 0),
-        Command::Conntrack(ConntrackCommand::List) => conntrack(ctx).map(|()| 0),
+        Command::Conntrack(ConntrackCommand::List(filter)) => {
+            conntrack_list(ctx, filter).map(|()| 0)
+        }
+        Command::Conntrack(ConntrackCommand::Flush(filter)) => {
+            conntrack_flush(ctx, filter).map(|()| 0)
+        }
         Command::Metrics => metrics(ctx).map(|()| 0),
     }
 }
@@ -271,6 +277,8 @@ struct NewPort<'a> {
     offload: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     rx_ring: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    masquerade: Option<bool>,
 }
 
 impl<'a> From<&'a PortAddArgs> for NewPort<'a> {
@@ -289,6 +297,11 @@ impl<'a> From<&'a PortAddArgs> for NewPort<'a> {
             mtu: args.mtu,
             offload: args.no_offload.then_some(false),
             rx_ring: args.rx_ring.then_some(true),
+            masquerade: match (args.masquerade, args.no_masquerade) {
+                (true, _) => Some(true),
+                (_, true) => Some(false),
+                _ => None,
+            },
         }
     }
 }
@@ -481,6 +494,7 @@ fn node(ctx: &mut Ctx<'_>, command: &NodeCommand) -> Result<(), Failure> {
             node_ip,
             pod_cidr,
             vni,
+            vtep_mac,
         } => {
             #[derive(Serialize)]
             struct NewNode<'a> {
@@ -489,12 +503,15 @@ fn node(ctx: &mut Ctx<'_>, command: &NodeCommand) -> Result<(), Failure> {
                 pod_cidr: &'a str,
                 #[serde(skip_serializing_if = "Option::is_none")]
                 vni: Option<u32>,
+                #[serde(skip_serializing_if = "Option::is_none")]
+                vtep_mac: Option<&'a str>,
             }
             let body = NewNode {
                 name,
                 node_ip,
                 pod_cidr,
                 vni: *vni,
+                vtep_mac: vtep_mac.as_deref(),
             };
             let done = format!("node/{name} created");
             ctx.send("POST", "/v1/nodes", &body, &done)
@@ -509,23 +526,46 @@ fn node(ctx: &mut Ctx<'_>, command: &NodeCommand) -> Result<(), Failure> {
 fn mirror(ctx: &mut Ctx<'_>, command: &MirrorCommand) -> Result<(), Failure> {
     match command {
         MirrorCommand::List => ctx.list("/v1/mirrors", "mirrors", |mirrors| {
-            let mut table = Table::new(&["NAME", "PORTS", "DIRECTION", "STAGE", "IFACE", "FILTER"]);
+            let mut table = Table::new(&[
+                "NAME",
+                "PORTS",
+                "DIRECTION",
+                "STAGE",
+                "IFACE",
+                "FILTER",
+                "FRAMES",
+                "BYTES",
+                "DROPPED",
+            ]);
             for mirror in mirrors {
+                let counter = |key: &str| {
+                    mirror
+                        .get("counters")
+                        .map_or_else(|| NONE.to_string(), |c| field(c, key))
+                };
+                let stages = match mirror.get("stages") {
+                    Some(list) => cell(list),
+                    None => field(mirror, "stage"),
+                };
                 table.push(vec![
                     field(mirror, "name"),
                     field(mirror, "ports"),
                     field(mirror, "direction"),
-                    field(mirror, "stage"),
+                    stages,
                     field(mirror, "iface"),
                     field(mirror, "filter"),
+                    counter("frames"),
+                    counter("bytes"),
+                    counter("dropped"),
                 ]);
             }
             table
         }),
         MirrorCommand::Show { name } => ctx.show(&format!("/v1/mirrors/{}", segment(name))),
         MirrorCommand::Add(args) => {
-            let done = format!("mirror/{} created", args.name);
-            ctx.send("POST", "/v1/mirrors", &NewMirror::from(args), &done)
+            let body = NewMirror::from(args);
+            let done = format!("mirror/{} created", body.name);
+            ctx.send("POST", "/v1/mirrors", &body, &done)
         }
         MirrorCommand::Del { name } => {
             let path = format!("/v1/mirrors/{}", segment(name));
@@ -544,27 +584,48 @@ struct NewMirror<'a> {
     direction: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     stage: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    stages: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    filter: Option<&'a str>,
+    filter: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     iface: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    snaplen: Option<u32>,
 }
 
 impl<'a> From<&'a MirrorAddArgs> for NewMirror<'a> {
     fn from(args: &'a MirrorAddArgs) -> NewMirror<'a> {
+        let stages: Vec<String> = args.select.stages.iter().map(|s| value_name(*s)).collect();
+        let (stage, stages) = match stages.len() {
+            0 => (None, Vec::new()),
+            1 => (stages.into_iter().next(), Vec::new()),
+            _ => (None, stages),
+        };
+        let filter = match (&args.filter, args.filter_words.is_empty()) {
+            (Some(f), _) => Some(f.clone()),
+            (None, false) => Some(args.filter_words.join(" ")),
+            (None, true) => None,
+        };
         NewMirror {
-            name: &args.name,
-            ports: &args.ports,
-            direction: args.direction.map(value_name),
-            stage: args.stage.map(value_name),
-            filter: args.filter.as_deref(),
+            name: args
+                .name
+                .as_deref()
+                .or(args.iface.as_deref())
+                .unwrap_or_default(),
+            ports: &args.select.ports,
+            direction: args.select.direction.map(value_name),
+            stage,
+            stages,
+            filter,
             iface: args.iface.as_deref(),
+            snaplen: args.snaplen,
         }
     }
 }
 
 /// The command-line spelling of a value (`pre-nat`), which is the API's.
-fn value_name(value: impl clap::ValueEnum) -> String {
+pub(super) fn value_name(value: impl clap::ValueEnum) -> String {
     value
         .to_possible_value()
         .map(|v| v.get_name().to_string())
@@ -698,16 +759,33 @@ fn stats(ctx: &mut Ctx<'_>) -> Result<(), Failure> {
     Ok(())
 }
 
-fn conntrack(ctx: &mut Ctx<'_>) -> Result<(), Failure> {
-    // Today the server answers 501 with a message saying conntrack does not
-    // exist yet; `get` turns that into an error printed as the server wrote it.
-    let response = ctx.get("/v1/conntrack")?;
-    if response.body.iter().all(u8::is_ascii_whitespace) {
-        writeln!(ctx.out, "no connections")?;
-        return Ok(());
+fn conntrack_list(ctx: &mut Ctx<'_>, filter: &ConntrackFilterArgs) -> Result<(), Failure> {
+    let path = format!("/v1/conntrack{}", filter.query());
+    let request = format!("GET {path}");
+    let response = ctx.get(&path)?;
+    if ctx.output == Output::Json {
+        return ctx.print_json(&response.body, &request);
     }
-    // The listing's shape is not in the contract yet: show the JSON.
-    ctx.print_json(&response.body, "GET /v1/conntrack")
+    let body = parse_json(&response.body, &request)?;
+    write!(ctx.out, "{}", super::conntrack::render_listing(&body))?;
+    let shown = body["entries"].as_array().map_or(0, Vec::len);
+    // conntrack-tools prints this summary on stderr; `-o json` is the
+    // machine-readable form here.
+    writeln!(ctx.out, "{shown} flow entries have been shown.")?;
+    Ok(())
+}
+
+fn conntrack_flush(ctx: &mut Ctx<'_>, filter: &ConntrackFilterArgs) -> Result<(), Failure> {
+    let path = format!("/v1/conntrack{}", filter.query());
+    let request = format!("DELETE {path}");
+    let response = check_status(ctx.client.request("DELETE", &path, None)?)?;
+    if ctx.output == Output::Json {
+        return ctx.print_json(&response.body, &request);
+    }
+    let body = parse_json(&response.body, &request)?;
+    let flushed = body["flushed"].as_u64().unwrap_or(0);
+    writeln!(ctx.out, "{flushed} flow entries have been deleted.")?;
+    Ok(())
 }
 
 fn metrics(ctx: &mut Ctx<'_>) -> Result<(), Failure> {

@@ -119,6 +119,24 @@ pub struct NodeConfig {
     /// ICMP error generation tuning.
     #[serde(default)]
     pub icmp: IcmpSection,
+    // --- services / NAT (issue 6) ---
+    /// Services (ClusterIP, NodePort) with their endpoints, for static nodes and replay.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<crate::nat::ServiceSection>,
+    /// Masquerade and port ranges.
+    #[serde(default)]
+    pub nat: crate::nat::NatSection,
+    /// Connection tracking capacity and timeouts.
+    #[serde(default)]
+    pub conntrack: crate::nat::ConntrackSection,
+    // --- end services / NAT ---
+    // VXLAN overlay (overlay/).
+    /// The VXLAN overlay; enabled by this section or by any `[[nodes]]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlay: Option<crate::overlay::OverlaySection>,
+    /// The other nodes of the cluster, reached through VXLAN tunnels.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<crate::overlay::RemoteNodeSection>,
 }
 
 /// `[node]`.
@@ -214,6 +232,10 @@ pub struct PortSection {
     /// `recvmmsg`. The ring saves a copy but releases a block only when it
     /// is full or after 1 ms. Default: false.
     pub rx_ring: Option<bool>,
+    /// Masquerade this pod's traffic leaving by the uplink (the CNI's
+    /// `ipMasq`). Default: `nat.masquerade`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub masquerade: Option<bool>,
 }
 
 /// `[[routes]]`.

@@ -4,11 +4,14 @@
 //! timers. Building it is the complete validation of a configuration.
 
 use core::net::Ipv4Addr;
+use std::sync::Arc;
 
 use super::{BridgeSection, ConfigError, Ipv4Cidr, NodeConfig, PortKind, invalid};
+use crate::nat::NatSettings;
 use crate::pipeline::MAX_HOLD_PER_NEIGHBOUR;
 use crate::pipeline::routes::{Route, RouteTable};
 use crate::pipeline::{L3If, PortId};
+use crate::services::ServiceTable;
 use crate::wire::MacAddr;
 
 /// A port as the pipeline sees it.
@@ -38,6 +41,8 @@ pub struct PortSpec {
     pub offload: bool,
     /// AF_PACKET: receive through the mmap ring.
     pub rx_ring: bool,
+    /// Masquerade override (`None`: the node's `nat.masquerade`).
+    pub masquerade: Option<bool>,
 }
 
 impl PortSpec {
@@ -100,6 +105,14 @@ pub struct Snapshot {
     pub routes: RouteTable,
     /// Timers and limits.
     pub tuning: Tuning,
+    // --- services / NAT (issue 6) ---
+    /// Services: ClusterIP and NodePort → endpoints.
+    pub services: Arc<ServiceTable>,
+    /// Masquerade, cluster CIDRs, port ranges, conntrack sizing.
+    pub nat: NatSettings,
+    // --- end services / NAT ---
+    /// The VXLAN overlay, if enabled.
+    pub overlay: Option<crate::overlay::Overlay>,
 }
 
 impl Snapshot {
@@ -168,6 +181,15 @@ impl Snapshot {
             .map(|p| p.id)
             .collect();
         let routes = build_routes(config, &gateway, uplink.as_ref().map(|u| &u.1))?;
+        let overlay = crate::overlay::build(config, &ports, &gateway, uplink.as_ref(), &routes)?;
+        if let Some(overlay) = &overlay {
+            // Pods default to the MTU the tunnel carries (uplink MTU − 50).
+            for (spec, section) in ports.iter_mut().zip(&config.ports) {
+                if !spec.is_uplink && section.mtu.is_none() {
+                    spec.mtu = overlay.inner_mtu.max(576);
+                }
+            }
+        }
         let n = &config.neighbours;
         if n.probes == 0 {
             return Err(invalid("neighbours.probes", n.probes, "must be at least 1"));
@@ -192,6 +214,11 @@ impl Snapshot {
             icmp_errors_per_sec: config.icmp.errors_per_sec,
             icmp_burst: config.icmp.burst,
         };
+        let nat = NatSettings::build(&config.nat, &config.conntrack, gateway.address)?;
+        let services = Arc::new(crate::nat::build_services(
+            &config.services,
+            nat.node_port_range,
+        )?);
         Ok(Snapshot {
             generation,
             node_name: config.node.name.clone(),
@@ -202,7 +229,26 @@ impl Snapshot {
             uplink,
             routes,
             tuning,
+            services,
+            nat,
+            overlay,
         })
+    }
+
+    /// The same snapshot with another service table (the control plane
+    /// builds and caches its own from API state).
+    pub fn with_services(mut self, services: Arc<ServiceTable>) -> Snapshot {
+        self.services = services;
+        self
+    }
+
+    /// Whether `ip` is in another node's pod CIDR (reached through a VXLAN
+    /// tunnel): inside the cluster, never masqueraded.
+    #[inline]
+    pub fn is_remote_pod_ip(&self, ip: Ipv4Addr) -> bool {
+        self.overlay
+            .as_ref()
+            .is_some_and(|o| o.tunnels.lookup(ip).is_some())
     }
 
     /// The port with this id.
@@ -335,6 +381,7 @@ fn build_ports(config: &NodeConfig) -> Result<Vec<PortSpec>, ConfigError> {
             mtu,
             offload: p.offload.unwrap_or(true),
             rx_ring: p.rx_ring.unwrap_or(false),
+            masquerade: p.masquerade,
         });
     }
     Ok(ports)

@@ -46,6 +46,9 @@ pub struct Entry {
     /// Table time in seconds at which the entry dies.
     expires: u32,
     flags: u8,
+    /// A tag the owner keeps with the entry (the NAT stage: the services
+    /// generation the entry was last validated against).
+    mark: u16,
 }
 
 impl Entry {
@@ -55,6 +58,7 @@ impl Entry {
         tcp: TcpTracking::NEW,
         expires: 0,
         flags: 0,
+        mark: 0,
     };
 
     /// The key of the original direction.
@@ -110,6 +114,11 @@ impl Entry {
     pub const fn rewrite(&self, dir: Direction) -> ((Ipv4Addr, u16), (Ipv4Addr, u16)) {
         let other = self.key(dir.opposite());
         (other.dst(), other.src())
+    }
+
+    /// The owner's tag (see [`ConntrackTable::set_mark`]).
+    pub const fn mark(&self) -> u16 {
+        self.mark
     }
 
     /// Seconds left at `now_ns`.
@@ -434,6 +443,7 @@ impl ConntrackTable {
                 tcp: TcpTracking::NEW,
                 expires: now.saturating_add(timeout),
                 flags: IN_USE,
+                mark: 0,
             };
         }
         self.index_insert(&original, id << 1);
@@ -502,6 +512,14 @@ impl ConntrackTable {
                 }
                 Err(reason)
             }
+        }
+    }
+
+    /// Sets the owner's tag of entry `id` (no-op if it is free).
+    #[inline]
+    pub fn set_mark(&mut self, id: EntryId, mark: u16) {
+        if let Some(e) = self.entries.get_mut(id.0 as usize).filter(|e| e.in_use()) {
+            e.mark = mark;
         }
     }
 

@@ -251,6 +251,21 @@ impl Rtnetlink {
         .map(drop)
     }
 
+    /// Brings link `index` up with ARP off (`IFF_NOARP`): for the mirror
+    /// interface, whose frames the kernel must not answer.
+    pub fn link_set_up_noarp(&mut self, index: u32) -> Result<(), NetlinkError> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        msg.header.flags = LinkFlags::Up | LinkFlags::Noarp;
+        msg.header.change_mask = LinkFlags::Up | LinkFlags::Noarp;
+        self.request(
+            &format!("link_set_up_noarp({index})"),
+            RouteNetlinkMessage::SetLink(msg),
+            0,
+        )
+        .map(drop)
+    }
+
     /// Deletes link `index`.
     pub fn link_del(&mut self, index: u32) -> Result<(), NetlinkError> {
         let mut msg = LinkMessage::default();

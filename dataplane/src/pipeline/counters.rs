@@ -119,6 +119,37 @@ named_enum! {
         TxOffloadError => "tx_offload_error",
         /// The input device gave a frame with an unusable vnet header.
         RxVnetHeader => "rx_vnet_header",
+        // --- services / NAT (issue 6) ---
+        /// New connection to a service without a ready endpoint (answered with a TCP RST or ICMP port unreachable).
+        ServiceNoEndpoints => "service_no_endpoints",
+        /// No free port for masquerade or hairpin SNAT.
+        NatPortExhausted => "nat_port_exhausted",
+        /// TCP segment invalid or out of window for its tracked connection (not NATed, like Linux's INVALID).
+        ConntrackInvalid => "conntrack_invalid",
+        /// The connection could not be tracked (table refused the insert).
+        ConntrackFull => "conntrack_full",
+        /// TCP segment of a connection whose endpoint left the service (a RST is sent to the client).
+        ServiceEndpointRemoved => "service_endpoint_removed",
+        // --- end services / NAT ---
+        // VXLAN overlay (overlay/).
+        /// A VXLAN packet to us that is truncated or inconsistent (no I flag, bad lengths).
+        VxlanMalformed => "vxlan_malformed",
+        /// A VXLAN packet whose non-zero outer UDP checksum is wrong.
+        VxlanBadChecksum => "vxlan_bad_checksum",
+        /// An outer IPv4 fragment of a VXLAN packet, or any later UDP fragment to our node IP (podswitch does not reassemble).
+        VxlanFragmented => "vxlan_fragmented",
+        /// A VXLAN packet with a VNI other than ours.
+        VxlanWrongVni => "vxlan_wrong_vni",
+        /// A VXLAN packet from an address that is no known node.
+        VxlanUnknownNode => "vxlan_unknown_node",
+        /// A decapsulated frame not addressed to our VTEP MAC, or not IPv4.
+        VxlanInnerNotForUs => "vxlan_inner_not_for_us",
+        /// A decapsulated packet that would leave by the uplink or a tunnel again.
+        VxlanSplitHorizon => "vxlan_split_horizon",
+        /// A packet without DF too large for the tunnel (podswitch does not fragment).
+        VxlanTooBig => "vxlan_too_big",
+        /// A packet could not be encapsulated (no headroom, too long, bad GSO frame).
+        VxlanEncapFailed => "vxlan_encap_failed",
     }
 }
 
@@ -157,6 +188,38 @@ named_enum! {
         GsoSegmented => "gso_segmented",
         /// A partial checksum was completed in software for a port without offloads.
         ChecksumCompleted => "checksum_completed",
+        // --- services / NAT (issue 6) ---
+        /// A new connection to a ClusterIP or NodePort was DNATed to an endpoint.
+        Dnat => "dnat",
+        /// A new connection was masqueraded to the uplink address.
+        SnatMasquerade => "snat_masquerade",
+        /// A pod reached a service that landed on itself: SNAT to the gateway.
+        SnatHairpin => "snat_hairpin",
+        /// A reply packet was translated back.
+        ReverseNat => "reverse_nat",
+        /// An ICMP error about a tracked flow was translated (outer and quoted headers).
+        IcmpErrorUnnat => "icmp_error_unnat",
+        /// A flow pinned to an endpoint that left its service was re-resolved or closed.
+        FlowReresolved => "flow_reresolved",
+        /// A conntrack entry was evicted to make room.
+        ConntrackEvicted => "conntrack_evicted",
+        /// A connection to a service without endpoints was refused (RST or ICMP sent).
+        ServiceRejected => "service_rejected",
+        // --- end services / NAT ---
+        // mirror (issue 8):
+        /// A mirror copy was dropped because its output was behind (the frame itself was not).
+        MirrorDropped => "mirror_dropped",
+        // VXLAN overlay (overlay/).
+        /// A packet was encapsulated toward another node.
+        VxlanEncapsulated => "vxlan_encapsulated",
+        /// A GSO super-frame was encapsulated and cut into segments at transmit.
+        VxlanGsoSegmented => "vxlan_gso_segmented",
+        /// A VXLAN packet was decapsulated.
+        VxlanDecapsulated => "vxlan_decapsulated",
+        /// An ICMP fragmentation needed was sent for a packet too large for the tunnel.
+        VxlanFragNeededSent => "vxlan_frag_needed_sent",
+        /// A decapsulated TCP segment was merged into the previous one of its flow (receive coalescing).
+        VxlanRxCoalesced => "vxlan_rx_coalesced",
     }
 }
 

@@ -71,6 +71,10 @@ pub struct Frame {
     pub timestamp_ns: u64,
     /// Segmentation and checksum offload state.
     pub offload: Offload,
+    /// Bytes of tunnel headers in front of an inner GSO super-frame (VXLAN
+    /// overlay): `offload` then describes the inner frame, and the output
+    /// cuts it with `overlay::segment_encapsulated`. 0 for every other frame.
+    pub encap_len: u16,
 }
 
 impl core::fmt::Debug for Frame {
@@ -92,6 +96,7 @@ impl Frame {
             in_port: PortId::LOCAL,
             timestamp_ns: 0,
             offload: Offload::default(),
+            encap_len: 0,
         }
     }
 
@@ -103,6 +108,7 @@ impl Frame {
         self.head = HEADROOM;
         self.len = 0;
         self.offload = Offload::default();
+        self.encap_len = 0;
         &mut self.buf[HEADROOM..]
     }
 
@@ -140,6 +146,7 @@ impl Frame {
     /// false (and an empty frame) if they do not fit.
     pub fn fill(&mut self, bytes: &[u8]) -> bool {
         self.head = HEADROOM;
+        self.encap_len = 0;
         match self.buf.get_mut(HEADROOM..HEADROOM + bytes.len()) {
             Some(dst) => {
                 dst.copy_from_slice(bytes);
@@ -328,6 +335,16 @@ impl Batch {
         &mut self.frames[i]
     }
 
+    /// Frame `i` mutable and a later frame `j` shared, at once (`None` unless `i < j < len`).
+    #[inline]
+    pub(crate) fn pair_mut(&mut self, i: usize, j: usize) -> Option<(&mut Frame, &Frame)> {
+        if i >= j || j >= self.len {
+            return None;
+        }
+        let (head, tail) = self.frames.split_at_mut(j);
+        Some((head.get_mut(i)?, tail.first()?))
+    }
+
     /// Sets the verdict of frame `i`.
     #[inline]
     pub(crate) fn set_verdict(&mut self, i: usize, verdict: Verdict) {
@@ -346,6 +363,7 @@ impl Batch {
         self.frames[i].len = 0;
         self.frames[i].in_port = PortId::LOCAL;
         self.frames[i].offload = Offload::default();
+        self.frames[i].encap_len = 0;
         self.verdicts[i] = Verdict::Drop(super::DropReason::NotProcessed);
         Some(i)
     }

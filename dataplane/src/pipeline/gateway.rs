@@ -176,7 +176,42 @@ impl Pipeline {
         dropped: DropReason,
         now: u64,
     ) -> Verdict {
+        self.icmp_error_rest(frame, iface, kind, 0, dropped, now)
+    }
+
+    /// As [`Pipeline::icmp_error`], with the ICMP header's last four bytes
+    /// set to `rest` (the next-hop MTU of a "fragmentation needed").
+    pub(super) fn icmp_error_rest(
+        &mut self,
+        frame: &mut Frame,
+        iface: L3If,
+        kind: (u8, u8),
+        rest: u32,
+        dropped: DropReason,
+        now: u64,
+    ) -> Verdict {
+        let Some(l3) = self.snapshot.l3_interface(iface).copied() else {
+            self.counters.count_drop(dropped);
+            self.mirror_drop(frame, dropped);
+            return Verdict::Consumed;
+        };
+        self.icmp_error_from(frame, iface, l3.address.addr, (kind, rest), dropped, now)
+    }
+
+    /// As [`Pipeline::icmp_error_rest`], sent from `src_ip` (e.g. the
+    /// ClusterIP a refused connection was sent to); `kind` is (type, code)
+    /// and the header's last four bytes.
+    pub(super) fn icmp_error_from(
+        &mut self,
+        frame: &mut Frame,
+        iface: L3If,
+        src_ip: Ipv4Addr,
+        kind: ((u8, u8), u32),
+        dropped: DropReason,
+        now: u64,
+    ) -> Verdict {
         self.counters.count_drop(dropped);
+        self.mirror_drop(frame, dropped);
         let Some(l3) = self.snapshot.l3_interface(iface).copied() else {
             return Verdict::Consumed;
         };
@@ -187,7 +222,7 @@ impl Pipeline {
             self.counters.count_drop(DropReason::IcmpRateLimited);
             return Verdict::Consumed;
         }
-        if build_icmp_error(frame, l3.address.addr, l3.mac, kind).is_none() {
+        if build_icmp_error(frame, src_ip, l3.mac, kind.0, kind.1).is_none() {
             return Verdict::Consumed;
         }
         self.counters.event(Event::IcmpErrorSent);
@@ -225,6 +260,7 @@ fn build_icmp_error(
     src_ip: Ipv4Addr,
     src_mac: MacAddr,
     (icmp_type, code): (u8, u8),
+    rest: u32,
 ) -> Option<()> {
     let data = frame.data();
     let orig_mac = EthernetFrame::new_checked(data).ok()?.src_addr();
@@ -258,7 +294,7 @@ fn build_icmp_error(
     let mut icmp = Icmpv4Packet::new_checked(data.get_mut(icmp_at..)?).ok()?;
     icmp.set_msg_type(icmp_type);
     icmp.set_code(code);
-    icmp.set_rest_of_header(0);
+    icmp.set_rest_of_header(rest);
     icmp.fill_checksum();
     Some(())
 }

@@ -10,6 +10,7 @@
 
 use core::net::Ipv4Addr;
 
+use super::nat_hook::AfterNat;
 use super::neighbour::Lookup;
 use super::{Batch, DropReason, Event, Frame, L3If, Pipeline, Verdict};
 use crate::wire::icmpv4;
@@ -45,13 +46,26 @@ impl Pipeline {
         if martian(src) || martian(dst) {
             return Verdict::Drop(DropReason::Ipv4BadAddress);
         }
+        let dst = match self.nat_routed(batch, i, l3_offset, iface, now) {
+            AfterNat::Route(dst) => dst,
+            AfterNat::Verdict(v) => return v,
+        };
+        let frame = batch.frame_mut(i);
         if self.snapshot.is_local_ip(dst) {
             return self.local_input(frame, iface);
         }
+        // VXLAN overlay: a remote pod CIDR at least as specific as any route.
+        if let Some(tunnel) = self.tunnel_route(dst) {
+            return self.tunnel_output(batch, i, l3_offset, tunnel, iface, now);
+        }
+        let frame = batch.frame_mut(i);
         let Some(next_hop) = self.snapshot.routes.next_hop(dst) else {
             let kind = (icmpv4::DST_UNREACHABLE, icmpv4::CODE_NET_UNREACHABLE);
             return self.icmp_error(frame, iface, kind, DropReason::NoRoute, now);
         };
+        if self.rx_tunnel.is_some() && next_hop.iface != L3If::Bridge {
+            return Verdict::Drop(DropReason::VxlanSplitHorizon);
+        }
         if self
             .snapshot
             .l3_interface(next_hop.iface)

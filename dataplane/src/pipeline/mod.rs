@@ -21,7 +21,9 @@ mod frame;
 mod gateway;
 mod l2;
 mod l3;
+mod nat_hook;
 mod neighbour;
+mod overlay;
 
 pub mod counters;
 pub mod routes;
@@ -34,6 +36,7 @@ pub use l2::{MacRecord, SharedMacTable};
 pub use neighbour::{MAX_HOLD_PER_NEIGHBOUR, NeighbourRecord, SharedNeighbourTable};
 
 use crate::config::Snapshot;
+use crate::mirror::{MirrorNote, MirrorRegistry, MirrorStage, MirrorView};
 use crate::wire::{EtherType, L2Header};
 
 /// Index of a port in the configuration snapshot.
@@ -71,14 +74,38 @@ pub enum Verdict {
     Held,
 }
 
-/// The tables every worker of a node shares: written rarely (a MAC or a
-/// neighbour appears or moves), read through per-worker copies.
+/// The tables every worker of a node shares: MACs and neighbours are
+/// written rarely and read through per-worker copies; connection tracking
+/// is sharded and locked per packet (see [`crate::nat`]).
 #[derive(Debug, Default)]
 pub struct SharedTables {
     /// Learned MACs.
     pub macs: SharedMacTable,
     /// Resolved neighbours.
     pub neighbours: SharedNeighbourTable,
+    // --- services / NAT (issue 6) ---
+    /// Connection tracking (services, masquerade).
+    pub conntrack: crate::nat::SharedConntrack,
+    /// Session affinity (ClientIP).
+    pub affinity: crate::nat::AffinityTable,
+    // --- end services / NAT ---
+    /// Active mirror sessions (outside the snapshot: captures do not bump its generation).
+    pub mirrors: Arc<MirrorRegistry>,
+}
+
+impl SharedTables {
+    /// Shared tables with a conntrack of `capacity` entries and `timeouts`.
+    pub fn new(capacity: usize, timeouts: crate::conntrack::Timeouts) -> SharedTables {
+        SharedTables {
+            conntrack: crate::nat::SharedConntrack::new(capacity, timeouts),
+            ..SharedTables::default()
+        }
+    }
+
+    /// Shared tables sized by a snapshot's `[conntrack]` settings.
+    pub fn for_snapshot(snapshot: &Snapshot) -> SharedTables {
+        SharedTables::new(snapshot.nat.conntrack_capacity, snapshot.nat.timeouts)
+    }
 }
 
 /// One worker's pipeline.
@@ -90,6 +117,14 @@ pub struct Pipeline {
     hold: neighbour::HoldQueue,
     icmp_bucket: gateway::TokenBucket,
     counters: Arc<WorkerCounters>,
+    mirror: MirrorView,
+    // VXLAN overlay (overlay/).
+    /// The tunnel the frame being processed was decapsulated from (split horizon).
+    rx_tunnel: Option<crate::overlay::TunnelId>,
+    /// Next outer IPv4 identification.
+    overlay_ip_id: u16,
+    /// Bit per received frame of the batch that was decapsulated.
+    tunnel_rx_mask: u64,
 }
 
 impl Pipeline {
@@ -111,6 +146,10 @@ impl Pipeline {
             hold: neighbour::HoldQueue::new(max_frame_len),
             icmp_bucket,
             counters: Arc::new(WorkerCounters::default()),
+            mirror: MirrorView::default(),
+            rx_tunnel: None,
+            overlay_ip_id: 0,
+            tunnel_rx_mask: 0,
         }
     }
 
@@ -137,10 +176,16 @@ impl Pipeline {
         &self.counters
     }
 
+    /// The tables shared with the other workers.
+    pub fn shared_tables(&self) -> &Arc<SharedTables> {
+        &self.shared
+    }
+
     /// Runs every received frame of `batch` through the stages and sets its
     /// verdict; appends generated frames. `now_ns` drives aging and timers:
     /// call with an empty batch now and then so timers run when idle.
     pub fn process(&mut self, batch: &mut Batch, now_ns: u64) {
+        self.mirror.sync(&self.shared.mirrors);
         self.macs.sync(&self.shared.macs);
         self.neighbours.sync(&self.shared.neighbours);
         self.macs.sweep(
@@ -153,9 +198,14 @@ impl Pipeline {
             let verdict = self.process_frame(batch, i, now_ns);
             if let Verdict::Drop(reason) = verdict {
                 self.counters.count_drop(reason);
+                if let Some((frame, _)) = batch.get(i) {
+                    self.mirror_drop(frame, reason);
+                }
             }
             batch.set_verdict(i, verdict);
         }
+        self.nat_expire(batch.rx_len(), now_ns);
+        self.coalesce_decapsulated(batch);
         self.service_hold_queue(batch, now_ns);
     }
 
@@ -163,6 +213,10 @@ impl Pipeline {
         let frame = batch.frame_mut(i);
         let in_port = frame.in_port;
         self.counters.rx(in_port, frame.len());
+        if self.mirror_active(MirrorStage::Ingress) {
+            let note = MirrorNote::new(MirrorStage::Ingress, in_port);
+            self.mirror(MirrorStage::Ingress, in_port, frame.data(), note);
+        }
         if frame.offload.gso != GsoKind::None {
             self.counters.event(Event::GsoFrames);
         }
@@ -212,6 +266,11 @@ impl Pipeline {
             self.counters.event(Event::MulticastFlooded);
             return Verdict::Flood;
         }
+        if l2.ethertype == EtherType::IPV4
+            && let Some(v) = self.nat_bridged(batch, i, l2.l3_offset, now)
+        {
+            return v;
+        }
         l2::unicast_verdict(&self.macs, &self.counters, l2.dst, in_port)
     }
 
@@ -220,6 +279,9 @@ impl Pipeline {
             return Verdict::Drop(DropReason::NotForUs);
         };
         if l2.dst == uplink.mac {
+            if let Some(verdict) = self.overlay_input(batch, i, l2, now) {
+                return verdict;
+            }
             return self.router_input(batch, i, l2, L3If::Uplink, now);
         }
         if l2.dst.is_broadcast() && l2.ethertype == EtherType::ARP {
@@ -244,6 +306,34 @@ impl Pipeline {
                 .arp_input(batch, i, iface, now)
                 .unwrap_or(Verdict::Drop(DropReason::ArpIgnored)),
             _ => Verdict::Drop(DropReason::L3ProtocolUnsupported),
+        }
+    }
+
+    /// True when a mirror session wants copies at `stage`: one load and a
+    /// branch. Stages call it before building a [`MirrorNote`].
+    #[inline(always)]
+    pub fn mirror_active(&self, stage: MirrorStage) -> bool {
+        self.mirror.active(stage)
+    }
+
+    /// Offers `data` (as seen at `stage` on `port`) to the active sessions:
+    /// those that select the stage and the port and whose filter accepts it
+    /// get a copy, or count a drop (per session, and [`Event::MirrorDropped`])
+    /// if their output is behind. Never blocks.
+    #[inline]
+    pub fn mirror(&self, stage: MirrorStage, port: PortId, data: &[u8], note: MirrorNote) {
+        for _ in 0..self.mirror.offer(stage, port, data, note) {
+            self.counters.event(Event::MirrorDropped);
+        }
+    }
+
+    /// Drop-stage hook for a frame the pipeline drops (by its input port).
+    #[inline]
+    fn mirror_drop(&self, frame: &Frame, reason: DropReason) {
+        if self.mirror_active(MirrorStage::Drop) {
+            let note = MirrorNote::new(MirrorStage::Drop, frame.in_port)
+                .with_verdict(Verdict::Drop(reason));
+            self.mirror(MirrorStage::Drop, frame.in_port, frame.data(), note);
         }
     }
 

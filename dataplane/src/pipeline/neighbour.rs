@@ -26,6 +26,8 @@ pub(super) const MAX_PENDING: usize = 64;
 pub const MAX_HOLD_PER_NEIGHBOUR: usize = 16;
 /// Frames held at once, per worker.
 const HOLD_SLOTS: usize = 64;
+// `HoldQueue::encapsulated` has one bit per slot.
+const _: () = assert!(HOLD_SLOTS <= 64);
 
 /// A resolved neighbour.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -188,6 +190,9 @@ pub(super) struct HoldQueue {
     buffers: Vec<Frame>,
     free: Vec<u16>,
     pending: Vec<Pending>,
+    /// Bit per slot: the held frame is VXLAN-encapsulated (only its outer
+    /// MACs are rewritten on release).
+    encapsulated: u64,
 }
 
 impl HoldQueue {
@@ -198,6 +203,7 @@ impl HoldQueue {
                 .collect(),
             free: (0..HOLD_SLOTS as u16).rev().collect(),
             pending: Vec::with_capacity(MAX_PENDING),
+            encapsulated: 0,
         }
     }
 
@@ -217,6 +223,20 @@ impl Pipeline {
         iface: L3If,
         ip: Ipv4Addr,
         now: u64,
+    ) -> Verdict {
+        self.hold_frame(batch, i, iface, ip, now, false)
+    }
+
+    /// As [`Pipeline::hold`]; `encapsulated` marks a VXLAN packet whose
+    /// outer headers are complete but for the MACs.
+    pub(super) fn hold_frame(
+        &mut self,
+        batch: &mut Batch,
+        i: usize,
+        iface: L3If,
+        ip: Ipv4Addr,
+        now: u64,
+        encapsulated: bool,
     ) -> Verdict {
         let limit = self.snapshot.tuning.hold_per_neighbour;
         let pos = match self
@@ -256,6 +276,12 @@ impl Pipeline {
         );
         pending.slots[pending.held] = slot;
         pending.held += 1;
+        let bit = 1u64 << (slot % 64);
+        if encapsulated {
+            self.hold.encapsulated |= bit;
+        } else {
+            self.hold.encapsulated &= !bit;
+        }
         self.counters.event(Event::Held);
         Verdict::Held
     }
@@ -289,6 +315,10 @@ impl Pipeline {
             if now.saturating_sub(pending.last_probe) >= tuning.probe_interval_ns {
                 if pending.probes_sent >= tuning.probes {
                     for &slot in &pending.slots[..pending.held] {
+                        self.mirror_drop(
+                            &self.hold.buffers[usize::from(slot)],
+                            DropReason::NeighbourUnresolved,
+                        );
                         self.hold.free.push(slot);
                         self.counters.count_drop(DropReason::NeighbourUnresolved);
                     }
@@ -320,9 +350,14 @@ impl Pipeline {
                 &mut self.hold.buffers[usize::from(slot)],
             );
             self.hold.free.push(slot);
-            let verdict = self.forward_resolved(batch.frame_mut(j), iface, mac);
+            let verdict = if self.hold.encapsulated & (1u64 << (slot % 64)) != 0 {
+                self.forward_encapsulated(batch.frame_mut(j), mac)
+            } else {
+                self.forward_resolved(batch.frame_mut(j), iface, mac)
+            };
             if let Verdict::Drop(r) = verdict {
                 self.counters.count_drop(r);
+                self.mirror_drop(batch.frame_mut(j), r);
             }
             batch.set_verdict(j, verdict);
             self.counters.event(Event::HeldReleased);

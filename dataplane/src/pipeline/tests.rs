@@ -461,6 +461,98 @@ fn anti_spoofing_drops_foreign_sources() {
     assert_ne!(out[0].1, Verdict::Drop(DropReason::SpoofedSrcMac));
 }
 
+// mirror: the ingress and drop hooks of `process` (issue 8).
+#[test]
+fn mirror_hooks_copy_ingress_and_drops_with_their_reason() {
+    use crate::mirror::{
+        MAX_SNAPLEN, MirrorQueue, MirrorStage, PortSelection, Session, SessionSpec,
+    };
+    let shared: Arc<SharedTables> = Arc::default();
+    let mut p = Pipeline::new(snapshot(), Arc::clone(&shared), 2048);
+    let good = udp(POD_A, POD_B, [10, 244, 1, 2], [10, 244, 1, 3], 64);
+    let bad = udp(GW_MAC, POD_B, [10, 244, 1, 2], [10, 244, 1, 3], 64);
+    // No session: nothing is active, nothing copied.
+    run(&mut p, 0, &[(A, good.clone())]);
+    assert!(MirrorStage::ALL.iter().all(|s| !p.mirror_active(*s)));
+
+    let queue = Arc::new(MirrorQueue::new(16, 2048));
+    let session = Arc::new(Session::new(
+        "t",
+        SessionSpec {
+            ports: PortSelection::of(&[A]),
+            stages: vec![MirrorStage::Ingress, MirrorStage::Drop],
+            filter: None,
+            snaplen: MAX_SNAPLEN,
+        },
+        Arc::clone(&queue),
+    ));
+    shared.mirrors.add(Arc::clone(&session));
+    let generation = p.snapshot().generation;
+    run(
+        &mut p,
+        1,
+        &[(A, good.clone()), (A, bad.clone()), (B, good.clone())],
+    );
+    assert_eq!(
+        p.snapshot().generation,
+        generation,
+        "sessions are not config"
+    );
+    let mut got = Vec::new();
+    while let Some(r) = queue.pop() {
+        got.push((r.data().to_vec(), r.note));
+        queue.recycle(r);
+    }
+    assert_eq!(got.len(), 3, "two ingress copies from port A, one drop");
+    assert_eq!(got[0].0, good);
+    assert_eq!(got[0].1.stage, MirrorStage::Ingress);
+    assert_eq!(got[1].0, bad);
+    assert_eq!(got[1].1.stage, MirrorStage::Ingress);
+    assert_eq!(got[2].0, bad);
+    assert_eq!(got[2].1.stage, MirrorStage::Drop);
+    assert_eq!(got[2].1.drop_reason(), Some(DropReason::SrcMacIsOurs));
+    assert!(got.iter().all(|(_, n)| n.in_port == A));
+
+    // A drop answered with an ICMP error is a drop too: the original is copied.
+    let expired = udp(POD_A, GW_MAC, [10, 244, 1, 2], [10, 244, 2, 5], 1);
+    let out = run(&mut p, 2, &[(A, expired.clone())]);
+    assert_eq!(out[0].1, Verdict::Forward(A), "the ICMP error goes back");
+    let mut got = Vec::new();
+    while let Some(r) = queue.pop() {
+        got.push((r.data().to_vec(), r.note));
+        queue.recycle(r);
+    }
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].1.stage, MirrorStage::Ingress);
+    assert_eq!(got[1].0, expired);
+    assert_eq!(got[1].1.drop_reason(), Some(DropReason::TtlExpired));
+
+    shared.mirrors.remove(&session);
+    run(&mut p, 2, &[(A, bad)]);
+    assert!(queue.pop().is_none());
+
+    // A consumer that is behind: copies are dropped and counted, frames are not.
+    let slow = Arc::new(Session::new(
+        "slow",
+        SessionSpec {
+            ports: PortSelection::All,
+            stages: vec![MirrorStage::Ingress],
+            filter: None,
+            snaplen: MAX_SNAPLEN,
+        },
+        Arc::new(MirrorQueue::new(1, 2048)),
+    ));
+    shared.mirrors.add(Arc::clone(&slow));
+    let out = run(
+        &mut p,
+        3,
+        &[(A, good.clone()), (A, good.clone()), (A, good)],
+    );
+    assert!(out.iter().all(|(_, v)| *v == Verdict::Flood), "{out:?}");
+    assert_eq!((slow.counts().frames, slow.counts().dropped), (1, 2));
+    assert_eq!(p.counters().events(Event::MirrorDropped), 2);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
 

@@ -29,6 +29,7 @@
 //! few and each of them covered by the tests.
 
 use core::net::Ipv4Addr;
+use std::sync::Arc;
 
 /// The paper's table size, used for services of 655 or more backends.
 pub const DEFAULT_TABLE_SIZE: u32 = 65_537;
@@ -104,11 +105,13 @@ pub fn table_size(backends: usize) -> u32 {
         .unwrap_or(DEFAULT_TABLE_SIZE)
 }
 
-/// A Maglev lookup table: flow hash → index of a backend.
+/// A Maglev lookup table: flow hash → index of a backend. Cloning shares
+/// the slots.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Maglev {
     /// Slot → index into the caller's backend slice. Empty without backends.
-    table: Box<[u16]>,
+    /// Shared, so a snapshot rebuild reuses unchanged services' tables.
+    table: Arc<[u16]>,
 }
 
 impl Maglev {
@@ -159,7 +162,7 @@ impl Maglev {
             }
         }
         Maglev {
-            table: table.into_boxed_slice(),
+            table: table.into(),
         }
     }
 

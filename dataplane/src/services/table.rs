@@ -8,6 +8,7 @@
 
 use core::net::Ipv4Addr;
 use core::time::Duration;
+use std::sync::Arc;
 
 use hashbrown::HashMap;
 
@@ -144,7 +145,9 @@ pub enum ServiceTableError {
 }
 
 /// A service port in the table: its identity, its backends and the Maglev
-/// table that picks one of the ready ones.
+/// table that picks one of the ready ones. Cloning is cheap (the backend
+/// lists and the Maglev slots are shared), so a control plane can keep the
+/// entries of unchanged services across table rebuilds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceEntry {
     vip: Ipv4Addr,
@@ -155,9 +158,9 @@ pub struct ServiceEntry {
     affinity: Option<Duration>,
     /// Ready, not terminating backends, in identity order: the Maglev
     /// table's indices point here.
-    selectable: Box<[Backend]>,
+    selectable: Arc<[Backend]>,
     /// Every backend (ready, not ready, terminating), sorted, deduplicated.
-    all: Box<[Backend]>,
+    all: Arc<[Backend]>,
     maglev: Maglev,
 }
 
@@ -166,6 +169,16 @@ impl ServiceEntry {
     /// backends, not only the ready ones, so readiness flapping does not
     /// resize (and so reshuffle) the table.
     pub fn new(spec: &ServiceSpec) -> ServiceEntry {
+        ServiceEntry::with_table_size(spec, None)
+    }
+
+    /// As [`ServiceEntry::new`], keeping the Maglev table size of the
+    /// service's previous entry when it still suits the backend count (from
+    /// half to four times the size [`table_size`] would pick). Maglev moves
+    /// only the removed backend's flows only while the size stays the same:
+    /// a new size reshuffles everything, so a control plane passes the
+    /// previous size on every endpoint change.
+    pub fn with_table_size(spec: &ServiceSpec, previous: Option<u32>) -> ServiceEntry {
         let id = |b: &BackendSpec| BackendId::new(b.addr, b.port);
         let mut all: Vec<Backend> = spec.backends.iter().map(id).collect();
         all.sort_unstable();
@@ -178,7 +191,11 @@ impl ServiceEntry {
             .collect();
         selectable.sort_unstable();
         selectable.dedup();
-        let maglev = Maglev::with_size(&selectable, table_size(all.len()));
+        let wanted = table_size(all.len());
+        let size = previous
+            .filter(|&p| p > 0 && wanted <= p.saturating_mul(2) && p <= wanted.saturating_mul(4))
+            .unwrap_or(wanted);
+        let maglev = Maglev::with_size(&selectable, size);
         ServiceEntry {
             vip: spec.vip,
             port: spec.port,
@@ -186,8 +203,8 @@ impl ServiceEntry {
             target_port: spec.target_port,
             node_port: spec.node_port,
             affinity: spec.affinity,
-            selectable: selectable.into_boxed_slice(),
-            all: all.into_boxed_slice(),
+            selectable: selectable.into(),
+            all: all.into(),
             maglev,
         }
     }
@@ -244,6 +261,19 @@ impl ServiceEntry {
         self.affinity
     }
 
+    /// Whether new flows may go to `backend` (ready, not terminating).
+    #[inline]
+    pub fn is_selectable(&self, backend: Backend) -> bool {
+        self.selectable.binary_search(&backend).is_ok()
+    }
+
+    /// The service port's identity packed into one integer (ClusterIP,
+    /// port, protocol), e.g. to key per-service state such as affinity.
+    #[inline]
+    pub fn key(&self) -> u64 {
+        cluster_key(self.protocol, self.vip, self.port)
+    }
+
     /// The backends new flows may go to, in identity order.
     pub fn selectable_backends(&self) -> &[Backend] {
         &self.selectable
@@ -282,19 +312,30 @@ pub struct ServiceTable {
     entries: Vec<ServiceEntry>,
     cluster: FastMap<u64, u32>,
     node_ports: FastMap<u32, u32>,
+    /// ClusterIP → whether any of its service ports has a ready backend.
+    vips: FastMap<u32, bool>,
+    /// Every backend's address: only packets from these can be replies of
+    /// a DNATed flow, so the L2 path looks only those up in conntrack.
+    backend_ips: FastMap<u32, ()>,
 }
 
 impl ServiceTable {
     /// Builds the table; two services on the same (protocol, ClusterIP,
     /// port) or the same (protocol, NodePort) are an error.
     pub fn new(specs: Vec<ServiceSpec>) -> Result<ServiceTable, ServiceTableError> {
-        if u32::try_from(specs.len()).is_err() {
-            return Err(ServiceTableError::TooMany(specs.len()));
+        ServiceTable::from_entries(specs.iter().map(ServiceEntry::new).collect())
+    }
+
+    /// Builds the table from entries built before (e.g. kept from the last
+    /// table for services that did not change); same checks as [`ServiceTable::new`].
+    pub fn from_entries(entries: Vec<ServiceEntry>) -> Result<ServiceTable, ServiceTableError> {
+        if u32::try_from(entries.len()).is_err() {
+            return Err(ServiceTableError::TooMany(entries.len()));
         }
         let hasher = || foldhash::fast::FixedState::with_seed(0);
-        let mut cluster = FastMap::with_capacity_and_hasher(specs.len(), hasher());
+        let mut cluster = FastMap::with_capacity_and_hasher(entries.len(), hasher());
         let mut node_ports = FastMap::with_hasher(hasher());
-        for (i, s) in specs.iter().enumerate() {
+        for (i, s) in entries.iter().enumerate() {
             if s.port == 0 || s.node_port == Some(0) {
                 return Err(ServiceTableError::ZeroPort {
                     index: i,
@@ -325,11 +366,20 @@ impl ServiceTable {
                 node_ports.insert(key, index);
             }
         }
-        let entries = specs.iter().map(ServiceEntry::new).collect();
+        let mut vips = FastMap::with_hasher(hasher());
+        let mut backend_ips = FastMap::with_hasher(hasher());
+        for e in &entries {
+            *vips.entry(u32::from(e.vip)).or_insert(false) |= !e.has_no_ready_backend();
+            for b in e.all.iter() {
+                backend_ips.insert(u32::from(b.addr), ());
+            }
+        }
         Ok(ServiceTable {
             entries,
             cluster,
             node_ports,
+            vips,
+            backend_ips,
         })
     }
 
@@ -351,6 +401,19 @@ impl ServiceTable {
     pub fn lookup_node_port(&self, protocol: Protocol, dst_port: u16) -> Option<&ServiceEntry> {
         let &i = self.node_ports.get(&node_port_key(protocol, dst_port))?;
         self.entries.get(i as usize)
+    }
+
+    /// `Some(ready)` when `ip` is a ClusterIP: `ready` tells whether any
+    /// service port on it has a ready backend (ICMP echo is answered then).
+    #[inline]
+    pub fn cluster_ip_ready(&self, ip: Ipv4Addr) -> Option<bool> {
+        self.vips.get(&u32::from(ip)).copied()
+    }
+
+    /// Whether `ip` is the address of any service's backend (ready or not).
+    #[inline]
+    pub fn is_backend_ip(&self, ip: Ipv4Addr) -> bool {
+        !self.backend_ips.is_empty() && self.backend_ips.contains_key(&u32::from(ip))
     }
 
     /// All entries, in configuration order.
@@ -392,6 +455,8 @@ impl ServiceTable {
                 self.node_ports.capacity(),
                 core::mem::size_of::<(u32, u32)>(),
             )
+            + map(self.vips.capacity(), core::mem::size_of::<(u32, bool)>())
+            + map(self.backend_ips.capacity(), core::mem::size_of::<u32>())
     }
 }
 

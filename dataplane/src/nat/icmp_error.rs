@@ -1,0 +1,176 @@
+//! ICMP errors about a tracked flow (destination unreachable incl.
+//! fragmentation needed, time exceeded, parameter problem), in either
+//! direction: found by the header they quote, translated like Linux's
+//! `nf_nat_icmp_reply_translation`.
+//!
+//! The quoted datagram is a packet of the flow *after* translation, sent
+//! the other way; so its inverted key is the key of the direction the
+//! error travels in. The outer header is then rewritten as a packet of that
+//! direction would be (an error from the endpoint about a DNATed packet
+//! comes from the ClusterIP; one about a masqueraded packet goes to the
+//! pod), and the quoted header is put back to what its sender sent before
+//! translation: addresses, ports (or echo identifier), the quoted IP
+//! header checksum and — when quoted — the L4 checksum, incrementally;
+//! the ICMP checksum over the whole message is recomputed.
+
+use super::rewrite::{
+    ICMP_IDENT_AT, L4Sum, SCTP, l4_addr_changed, l4_set_u16, read_u16, write_u16,
+};
+use super::shared::SharedConntrack;
+use crate::conntrack::{ConnKey, Direction};
+use crate::wire::checksum;
+use crate::wire::icmpv4::{self, Icmpv4Packet};
+use crate::wire::{IpProtocol, Ipv4Packet};
+
+/// ICMP types that carry a quoted datagram.
+pub(crate) fn is_error_type(icmp_type: u8) -> bool {
+    matches!(
+        icmp_type,
+        icmpv4::DST_UNREACHABLE | icmpv4::TIME_EXCEEDED | PARAMETER_PROBLEM
+    )
+}
+
+const PARAMETER_PROBLEM: u8 = 12;
+
+/// What happened to an ICMP error.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum IcmpErrorOutcome {
+    /// It quotes no tracked flow (or is unusable): leave it alone.
+    NotTracked,
+    /// Translated; it travels in this direction of the flow.
+    Translated(Direction),
+}
+
+/// The key of the quoted datagram (as it was on the wire) and where its L4 header starts.
+fn quoted_key(inner: &[u8]) -> Option<(ConnKey, usize)> {
+    let ip = Ipv4Packet::new_unchecked(inner);
+    if inner.len() < 20 || ip.version() != 4 || ip.header_len() < 20 {
+        return None;
+    }
+    let l4_at = ip.header_len();
+    let l4 = inner.get(l4_at..l4_at + 8)?;
+    let (src, dst, protocol) = (ip.src_addr(), ip.dst_addr(), ip.protocol());
+    let key = match protocol {
+        IpProtocol::TCP | IpProtocol::UDP | SCTP => {
+            ConnKey::new(protocol, (src, read_u16(l4, 0)?), (dst, read_u16(l4, 2)?))
+        }
+        IpProtocol::ICMP
+            if matches!(
+                l4.first(),
+                Some(&icmpv4::ECHO_REQUEST | &icmpv4::ECHO_REPLY)
+            ) =>
+        {
+            ConnKey::icmp_echo(src, dst, read_u16(l4, ICMP_IDENT_AT)?)
+        }
+        _ => return None,
+    };
+    Some((key, l4_at))
+}
+
+/// Translates the ICMP error in the IPv4 packet `ip` if it quotes a tracked flow.
+pub(crate) fn translate(
+    conntrack: &SharedConntrack,
+    ip: &mut [u8],
+    now_ns: u64,
+) -> IcmpErrorOutcome {
+    let Ok(outer) = Ipv4Packet::new_checked(&*ip) else {
+        return IcmpErrorOutcome::NotTracked;
+    };
+    let Ok(icmp) = Icmpv4Packet::new_checked(outer.payload()) else {
+        return IcmpErrorOutcome::NotTracked;
+    };
+    if !is_error_type(icmp.msg_type()) || !icmp.verify_checksum() {
+        return IcmpErrorOutcome::NotTracked;
+    }
+    let Some((quoted, l4_at)) = quoted_key(icmp.data()) else {
+        return IcmpErrorOutcome::NotTracked;
+    };
+    let Some((dir, outer_key, inner_new)) = conntrack
+        .with_entry(&quoted.inverted(), now_ns, |table, found| {
+            let e = table.get(found.id)?;
+            let dir = found.direction;
+            Some((dir, e.rewrite(dir), *e.key(dir.opposite())))
+        })
+        .flatten()
+    else {
+        return IcmpErrorOutcome::NotTracked;
+    };
+    let ((new_src, _), (new_dst, _)) = outer_key;
+    let Ok(mut outer) = Ipv4Packet::new_checked(&mut *ip) else {
+        return IcmpErrorOutcome::NotTracked;
+    };
+    // Which outer address the direction's NAT changes (for a DNAT reply:
+    // the source; for a masquerade reply: the destination).
+    let seen = quoted.inverted();
+    if seen.src_addr != new_src {
+        outer.rewrite_src_addr(new_src);
+    }
+    if seen.dst_addr != new_dst {
+        outer.rewrite_dst_addr(new_dst);
+    }
+    let message = outer.payload_mut();
+    if let Some(inner) = message.get_mut(icmpv4::HEADER_LEN..) {
+        rewrite_quoted(inner, l4_at, &quoted, &inner_new);
+    }
+    if let Ok(mut icmp) = Icmpv4Packet::new_checked(message) {
+        icmp.fill_checksum();
+    }
+    IcmpErrorOutcome::Translated(dir)
+}
+
+/// Puts the quoted datagram back to `new` (addresses and ports).
+fn rewrite_quoted(inner: &mut [u8], l4_at: usize, old: &ConnKey, new: &ConnKey) {
+    let protocol = old.protocol;
+    let ihl = l4_at;
+    {
+        let Some(header) = inner.get_mut(..ihl) else {
+            return;
+        };
+        let mut check = read_u16(header, 10).unwrap_or(0);
+        for (at, old_a, new_a) in [
+            (12, old.src_addr, new.src_addr),
+            (16, old.dst_addr, new.dst_addr),
+        ] {
+            if old_a != new_a {
+                check = checksum::update_u32(check, old_a.to_bits(), new_a.to_bits());
+                if let Some(s) = header.get_mut(at..at + 4) {
+                    s.copy_from_slice(&new_a.octets());
+                }
+            }
+        }
+        write_u16(header, 10, check);
+    }
+    let Some(l4) = inner.get_mut(l4_at..) else {
+        return;
+    };
+    // The L4 checksum field is updated when the quote holds it (an
+    // incremental update is right even if the payload is cut off).
+    let holds_checksum = match protocol {
+        IpProtocol::TCP => l4.len() >= 18,
+        IpProtocol::UDP => l4.len() >= 8,
+        _ => true,
+    };
+    let sum = if holds_checksum {
+        L4Sum::Full
+    } else {
+        L4Sum::Partial
+    };
+    if holds_checksum {
+        for (old_a, new_a) in [(old.src_addr, new.src_addr), (old.dst_addr, new.dst_addr)] {
+            if old_a != new_a {
+                l4_addr_changed(l4, protocol, sum, old_a, new_a);
+            }
+        }
+    }
+    match protocol {
+        IpProtocol::ICMP => l4_set_u16(l4, protocol, L4Sum::Full, ICMP_IDENT_AT, new.src_port),
+        SCTP => {
+            write_u16(l4, 0, new.src_port);
+            write_u16(l4, 2, new.dst_port);
+        }
+        _ => {
+            l4_set_u16(l4, protocol, sum, 0, new.src_port);
+            l4_set_u16(l4, protocol, sum, 2, new.dst_port);
+        }
+    }
+}

@@ -1,0 +1,279 @@
+//! Rewriting a packet's addresses and ports in place, checksums updated
+//! incrementally (RFC 1624).
+//!
+//! A frame from a TAP or AF_PACKET port may carry a *partial* L4 checksum
+//! (virtio-net `NEEDS_CSUM`): the field then holds the folded
+//! pseudo-header sum, uncomplemented, and the device sums the rest later.
+//! An address change must then adjust that sum the other way round, and a
+//! port change must not touch it (ports are not in the pseudo-header) —
+//! what Linux's `inet_proto_csum_replace4` does for `CHECKSUM_PARTIAL`.
+
+use core::net::Ipv4Addr;
+
+use crate::wire::checksum::{fold, update_u16, update_u32, update_udp_u16, update_udp_u32};
+use crate::wire::{IpProtocol, Ipv4Packet};
+
+/// Offset of the checksum field in a TCP header.
+pub(crate) const TCP_CHECKSUM_AT: usize = 16;
+/// Offset of the checksum field in a UDP header.
+pub(crate) const UDP_CHECKSUM_AT: usize = 6;
+/// Offset of the checksum field in an ICMP header.
+pub(crate) const ICMP_CHECKSUM_AT: usize = 2;
+/// Offset of the echo identifier in an ICMP header.
+pub(crate) const ICMP_IDENT_AT: usize = 4;
+/// SCTP's IP protocol number.
+pub(crate) const SCTP: IpProtocol = IpProtocol(132);
+/// Offset of the CRC32c in an SCTP common header.
+const SCTP_CHECKSUM_AT: usize = 8;
+
+/// How an L4 checksum field is kept.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum L4Sum {
+    /// A complete checksum.
+    Full,
+    /// A partial (pseudo-header only) sum from checksum offload.
+    Partial,
+}
+
+pub(crate) fn read_u16(b: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?]))
+}
+
+pub(crate) fn write_u16(b: &mut [u8], at: usize, v: u16) {
+    if let Some(s) = b.get_mut(at..at + 2) {
+        s.copy_from_slice(&v.to_be_bytes());
+    }
+}
+
+/// Updates the L4 checksum at `at` in `l4` for an address change (in the pseudo-header).
+pub(crate) fn l4_addr_changed(
+    l4: &mut [u8],
+    protocol: IpProtocol,
+    sum: L4Sum,
+    old: Ipv4Addr,
+    new: Ipv4Addr,
+) {
+    let at = match protocol {
+        IpProtocol::TCP => TCP_CHECKSUM_AT,
+        IpProtocol::UDP => UDP_CHECKSUM_AT,
+        _ => return,
+    };
+    let Some(check) = read_u16(l4, at) else {
+        return;
+    };
+    let (old, new) = (old.to_bits(), new.to_bits());
+    let updated = match (sum, protocol) {
+        (L4Sum::Partial, _) => !update_u32(!check, old, new),
+        (L4Sum::Full, IpProtocol::UDP) => update_udp_u32(check, old, new),
+        (L4Sum::Full, _) => update_u32(check, old, new),
+    };
+    write_u16(l4, at, updated);
+}
+
+/// Sets the 16-bit port (or identifier) at `port_at` in `l4` and updates
+/// the checksum, which covers it unless the checksum is partial.
+pub(crate) fn l4_set_u16(
+    l4: &mut [u8],
+    protocol: IpProtocol,
+    sum: L4Sum,
+    port_at: usize,
+    new: u16,
+) {
+    let Some(old) = read_u16(l4, port_at) else {
+        return;
+    };
+    if old == new {
+        return;
+    }
+    write_u16(l4, port_at, new);
+    let at = match protocol {
+        IpProtocol::TCP => TCP_CHECKSUM_AT,
+        IpProtocol::UDP => UDP_CHECKSUM_AT,
+        IpProtocol::ICMP => ICMP_CHECKSUM_AT,
+        _ => return,
+    };
+    if sum == L4Sum::Partial && protocol != IpProtocol::ICMP {
+        return;
+    }
+    let Some(check) = read_u16(l4, at) else {
+        return;
+    };
+    let updated = if protocol == IpProtocol::UDP {
+        update_udp_u16(check, old, new)
+    } else {
+        update_u16(check, old, new)
+    };
+    write_u16(l4, at, updated);
+}
+
+/// Rewrites the IPv4 packet `ip` (header and L4) to carry `src` and `dst`;
+/// ports are the identifier for ICMP echo. The packet was parsed before,
+/// so short buffers only make this a no-op.
+pub(crate) fn rewrite_packet(
+    ip: &mut [u8],
+    sum: L4Sum,
+    src: (Ipv4Addr, u16),
+    dst: (Ipv4Addr, u16),
+) {
+    if rewrite_tcp_udp(ip, sum, src, dst) {
+        return;
+    }
+    let Ok(mut packet) = Ipv4Packet::new_checked(&mut *ip) else {
+        return;
+    };
+    let protocol = packet.protocol();
+    let (old_src, old_dst) = (packet.src_addr(), packet.dst_addr());
+    if old_src != src.0 {
+        packet.rewrite_src_addr(src.0);
+    }
+    if old_dst != dst.0 {
+        packet.rewrite_dst_addr(dst.0);
+    }
+    let l4 = packet.payload_mut();
+    if old_src != src.0 {
+        l4_addr_changed(l4, protocol, sum, old_src, src.0);
+    }
+    if old_dst != dst.0 {
+        l4_addr_changed(l4, protocol, sum, old_dst, dst.0);
+    }
+    match protocol {
+        IpProtocol::ICMP => l4_set_u16(l4, protocol, sum, ICMP_IDENT_AT, src.1),
+        SCTP => {
+            let changed = read_u16(l4, 0) != Some(src.1) || read_u16(l4, 2) != Some(dst.1);
+            if changed && l4.len() >= 12 {
+                write_u16(l4, 0, src.1);
+                write_u16(l4, 2, dst.1);
+                fill_sctp_checksum(l4);
+            }
+        }
+        _ => {
+            l4_set_u16(l4, protocol, sum, 0, src.1);
+            l4_set_u16(l4, protocol, sum, 2, dst.1);
+        }
+    }
+}
+
+/// `!old + new` of a 32-bit field, as 16-bit words, for a one's-complement sum.
+#[inline]
+fn delta32(old: u32, new: u32) -> u32 {
+    ((!old >> 16) & 0xffff) + (!old & 0xffff) + (new >> 16) + (new & 0xffff)
+}
+
+/// The TCP and UDP fast path of [`rewrite_packet`]: all changes summed into
+/// one delta per checksum (RFC 1624 eqn. 3 over several words). `false`:
+/// not TCP/UDP, or too short; the general path handles it.
+#[inline]
+fn rewrite_tcp_udp(ip: &mut [u8], sum: L4Sum, src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16)) -> bool {
+    let Some(&first) = ip.first() else {
+        return false;
+    };
+    let ihl = usize::from(first & 0x0f) * 4;
+    let protocol = ip.get(9).copied().map(IpProtocol);
+    let check_at = match protocol {
+        Some(IpProtocol::TCP) => ihl + TCP_CHECKSUM_AT,
+        Some(IpProtocol::UDP) => ihl + UDP_CHECKSUM_AT,
+        _ => return false,
+    };
+    if first >> 4 != 4 || ihl < 20 || ip.len() < check_at + 2 {
+        return false;
+    }
+    let read32 = |b: &[u8], at: usize| u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+    let (old_src, old_dst) = (read32(ip, 12), read32(ip, 16));
+    let (old_sport, old_dport) = (
+        read_u16(ip, ihl).unwrap_or(0),
+        read_u16(ip, ihl + 2).unwrap_or(0),
+    );
+    let (new_src, new_dst) = (src.0.to_bits(), dst.0.to_bits());
+    let addrs = delta32(old_src, new_src) + delta32(old_dst, new_dst);
+    let ports = u32::from(!old_sport) + u32::from(src.1) + u32::from(!old_dport) + u32::from(dst.1);
+    ip[12..16].copy_from_slice(&src.0.octets());
+    ip[16..20].copy_from_slice(&dst.0.octets());
+    write_u16(ip, ihl, src.1);
+    write_u16(ip, ihl + 2, dst.1);
+    let ip_check = read_u16(ip, 10).unwrap_or(0);
+    write_u16(ip, 10, !fold(u32::from(!ip_check) + addrs));
+    let l4_check = read_u16(ip, check_at).unwrap_or(0);
+    let updated = match sum {
+        L4Sum::Partial => fold(u32::from(l4_check) + addrs),
+        L4Sum::Full if protocol == Some(IpProtocol::UDP) && l4_check == 0 => 0,
+        L4Sum::Full => match !fold(u32::from(!l4_check) + addrs + ports) {
+            0 if protocol == Some(IpProtocol::UDP) => 0xffff,
+            c => c,
+        },
+    };
+    write_u16(ip, check_at, updated);
+    true
+}
+
+/// Recomputes an SCTP packet's CRC32c (RFC 4960 appendix B): ports are
+/// inside it and it cannot be updated incrementally.
+fn fill_sctp_checksum(sctp: &mut [u8]) {
+    if let Some(c) = sctp.get_mut(SCTP_CHECKSUM_AT..SCTP_CHECKSUM_AT + 4) {
+        c.fill(0);
+    }
+    let crc = crc32c(sctp);
+    if let Some(c) = sctp.get_mut(SCTP_CHECKSUM_AT..SCTP_CHECKSUM_AT + 4) {
+        c.copy_from_slice(&crc.to_le_bytes());
+    }
+}
+
+const CRC32C_TABLE: [u32; 256] = {
+    let mut table = [0u32; 256];
+    let mut i = 0;
+    while i < 256 {
+        let mut c = i as u32;
+        let mut k = 0;
+        while k < 8 {
+            c = if c & 1 != 0 {
+                0x82f6_3b78 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
+            k += 1;
+        }
+        table[i] = c;
+        i += 1;
+    }
+    table
+};
+
+/// CRC32c (Castagnoli), as SCTP uses it.
+pub(crate) fn crc32c(data: &[u8]) -> u32 {
+    let mut c = !0u32;
+    for &b in data {
+        c = CRC32C_TABLE[((c ^ u32::from(b)) & 0xff) as usize] ^ (c >> 8);
+    }
+    !c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::checksum;
+
+    #[test]
+    fn crc32c_known_answer() {
+        // RFC 3720 B.4: 32 bytes of zeros.
+        assert_eq!(crc32c(&[0u8; 32]), 0x8a91_36aa);
+        assert_eq!(crc32c(b"123456789"), 0xe306_9283);
+    }
+
+    #[test]
+    fn partial_sum_follows_the_pseudo_header() {
+        // A partial TCP sum is the folded pseudo-header sum; after an address
+        // change it must equal the sum over the new pseudo-header.
+        let (a, b, c) = (
+            Ipv4Addr::new(10, 244, 1, 2),
+            Ipv4Addr::new(10, 96, 0, 10),
+            Ipv4Addr::new(10, 244, 1, 3),
+        );
+        let pseudo = |dst| checksum::fold(checksum::pseudo_header_v4(a, dst, 6, 40));
+        let mut l4 = [0u8; 20];
+        write_u16(&mut l4, TCP_CHECKSUM_AT, pseudo(b));
+        l4_addr_changed(&mut l4, IpProtocol::TCP, L4Sum::Partial, b, c);
+        assert_eq!(read_u16(&l4, TCP_CHECKSUM_AT), Some(pseudo(c)));
+        l4_set_u16(&mut l4, IpProtocol::TCP, L4Sum::Partial, 2, 8080);
+        assert_eq!(read_u16(&l4, TCP_CHECKSUM_AT), Some(pseudo(c)));
+        assert_eq!(read_u16(&l4, 2), Some(8080));
+    }
+}

@@ -1,0 +1,490 @@
+//! The conntrack table all workers share: shards keyed by the flow's
+//! meeting tuple, each a plain [`ConntrackTable`] behind its own mutex.
+//!
+//! An entry lives in the shard of the (address, port) that appears in both
+//! of its keys, so either direction finds it by probing the shard of its
+//! source and then of its destination: DNAT entries live with the client
+//! (original source = reply destination), masquerade entries with the
+//! remote peer (original destination = reply source), and hairpin entries
+//! (SNAT + DNAT) pick their SNAT port so that the gateway's (address, port)
+//! falls into the client's shard. ICMP keys shard by address alone, since
+//! masquerading rewrites the identifier that stands in for both ports.
+
+use core::net::Ipv4Addr;
+use core::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use crate::conntrack::{
+    ConnKey, ConntrackStats, ConntrackTable, Direction, EntryId, InsertError, Nat, TcpState,
+    Timeouts,
+};
+use crate::wire::IpProtocol;
+
+/// Most shards a table is cut into (enough for 16 workers at 4 shards each).
+pub const MAX_SHARDS: usize = 64;
+/// Fewest entries per shard worth a shard of its own.
+const MIN_SHARD_CAPACITY: usize = 256;
+
+/// Which entries [`SharedConntrack::list`] and [`SharedConntrack::flush`]
+/// select; `None` matches anything. Fields name the original tuple like
+/// `conntrack -L -s/-d/--sport/--dport`, `reply_*` the reply tuple (`-r`/`-q`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConntrackFilter {
+    /// IP protocol.
+    pub protocol: Option<IpProtocol>,
+    /// Original source address.
+    pub src: Option<Ipv4Addr>,
+    /// Original destination address.
+    pub dst: Option<Ipv4Addr>,
+    /// Original source port (ICMP: identifier).
+    pub sport: Option<u16>,
+    /// Original destination port (ICMP: identifier).
+    pub dport: Option<u16>,
+    /// Reply source address.
+    pub reply_src: Option<Ipv4Addr>,
+    /// Reply destination address.
+    pub reply_dst: Option<Ipv4Addr>,
+    /// TCP state (entries of other protocols never match a state).
+    pub state: Option<TcpState>,
+}
+
+impl ConntrackFilter {
+    fn matches(&self, original: &ConnKey, reply: &ConnKey, state: TcpState) -> bool {
+        let is = |want: Option<Ipv4Addr>, got: Ipv4Addr| want.is_none_or(|w| w == got);
+        let port = |want: Option<u16>, got: u16| want.is_none_or(|w| w == got);
+        self.protocol.is_none_or(|p| p == original.protocol)
+            && is(self.src, original.src_addr)
+            && is(self.dst, original.dst_addr)
+            && port(self.sport, original.src_port)
+            && port(self.dport, original.dst_port)
+            && is(self.reply_src, reply.src_addr)
+            && is(self.reply_dst, reply.dst_addr)
+            && self
+                .state
+                .is_none_or(|s| original.protocol == IpProtocol::TCP && s == state)
+    }
+}
+
+/// One entry as listings show it (`conntrack -L`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConntrackRecord {
+    /// IP protocol.
+    pub protocol: IpProtocol,
+    /// TCP state; `None` for other protocols.
+    pub tcp_state: Option<TcpState>,
+    /// Seconds until the entry expires.
+    pub timeout_secs: u32,
+    /// The original direction's tuple.
+    pub original: ConnKey,
+    /// The reply direction's tuple (carries the NAT).
+    pub reply: ConnKey,
+    /// Seen both ways (and, for TCP, established).
+    pub assured: bool,
+    /// A packet of the reply direction was seen.
+    pub seen_reply: bool,
+    /// The translation of the original direction.
+    pub nat: Nat,
+}
+
+/// Where a live entry was found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Found {
+    /// Its shard.
+    pub shard: usize,
+    /// Its id in that shard.
+    pub id: EntryId,
+    /// The direction of the key that found it.
+    pub direction: Direction,
+}
+
+/// The node's connection tracking table, shared by all workers; every
+/// method takes `&self` (the control thread lists and flushes while
+/// workers run).
+#[derive(Debug)]
+pub struct SharedConntrack {
+    shards: Box<[Mutex<ConntrackTable>]>,
+    mask: usize,
+    capacity: usize,
+    /// Entries in all shards (kept exact under the shard locks), so an
+    /// empty table costs the hot path one atomic load.
+    len: AtomicUsize,
+    /// Round-robin shard for [`expire_step`](Self::expire_step).
+    hand: AtomicUsize,
+}
+
+impl Default for SharedConntrack {
+    /// A small table for tests (16,384 entries, default timeouts).
+    fn default() -> Self {
+        SharedConntrack::new(16_384, Timeouts::default())
+    }
+}
+
+/// Shard of an (address, port) under `mask`: a fixed mix, so every worker
+/// (and port allocation) computes the same one. ICMP shards by address.
+#[inline]
+pub(crate) fn shard_index(mask: usize, addr: Ipv4Addr, port: u16, protocol: IpProtocol) -> usize {
+    let port = if protocol == IpProtocol::ICMP {
+        0
+    } else {
+        port
+    };
+    let x = (u64::from(addr.to_bits()) << 16) | u64::from(port);
+    (crate::services::maglev::mix64(x) >> 32) as usize & mask
+}
+
+impl SharedConntrack {
+    /// A table for `capacity` connections in all, cut into up to
+    /// [`MAX_SHARDS`] shards; allocates everything now.
+    pub fn new(capacity: usize, timeouts: Timeouts) -> SharedConntrack {
+        let capacity = capacity.max(1);
+        let mut shards = MAX_SHARDS;
+        while shards > 1 && capacity / shards < MIN_SHARD_CAPACITY {
+            shards /= 2;
+        }
+        let per_shard = capacity.div_ceil(shards);
+        SharedConntrack {
+            shards: (0..shards)
+                .map(|_| Mutex::new(ConntrackTable::new(per_shard, timeouts)))
+                .collect(),
+            mask: shards - 1,
+            capacity: per_shard * shards,
+            len: AtomicUsize::new(0),
+            hand: AtomicUsize::new(0),
+        }
+    }
+
+    /// Live entries (expired ones count until collected).
+    pub fn len(&self) -> usize {
+        self.len.load(Ordering::Relaxed)
+    }
+
+    /// No entries: the NAT stage skips its lookups.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len.load(Ordering::Relaxed) == 0
+    }
+
+    /// The most entries the table holds.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Number of shards.
+    pub fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// Bytes allocated by all shards.
+    pub fn memory_bytes(&self) -> usize {
+        (0..self.shards.len())
+            .map(|i| self.lock(i).memory_bytes())
+            .sum::<usize>()
+            + self.shards.len() * size_of::<Mutex<ConntrackTable>>()
+    }
+
+    /// The counters, summed over shards.
+    pub fn stats(&self) -> ConntrackStats {
+        let mut sum = ConntrackStats::default();
+        for i in 0..self.shards.len() {
+            let s = *self.lock(i).stats();
+            sum.inserted += s.inserted;
+            sum.removed += s.removed;
+            sum.expired += s.expired;
+            sum.evicted_unassured += s.evicted_unassured;
+            sum.evicted_assured += s.evicted_assured;
+            sum.clashes += s.clashes;
+            sum.tcp_invalid += s.tcp_invalid;
+            sum.tcp_out_of_window += s.tcp_out_of_window;
+            sum.tcp_ignored += s.tcp_ignored;
+        }
+        sum
+    }
+
+    /// The shard an (address, port) of `protocol` belongs to.
+    #[inline]
+    pub fn shard_of(&self, addr: Ipv4Addr, port: u16, protocol: IpProtocol) -> usize {
+        shard_index(self.mask, addr, port, protocol)
+    }
+
+    fn lock(&self, shard: usize) -> MutexGuard<'_, ConntrackTable> {
+        let m = &self.shards[shard & self.mask];
+        // A worker that panicked holding the lock leaves a consistent table.
+        m.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `f` on a shard under its lock, keeping the entry count exact.
+    #[inline]
+    pub fn with_shard<R>(&self, shard: usize, f: impl FnOnce(&mut ConntrackTable) -> R) -> R {
+        let mut table = self.lock(shard);
+        let before = table.len();
+        let r = f(&mut table);
+        let after = table.len();
+        if after > before {
+            self.len.fetch_add(after - before, Ordering::Relaxed);
+        } else if after < before {
+            self.len.fetch_sub(before - after, Ordering::Relaxed);
+        }
+        r
+    }
+
+    /// Finds the live entry of `key` (probing its source's shard, then its
+    /// destination's) and runs `f` on it under the shard lock.
+    #[inline]
+    pub fn with_entry<R>(
+        &self,
+        key: &ConnKey,
+        now_ns: u64,
+        f: impl FnOnce(&mut ConntrackTable, Found) -> R,
+    ) -> Option<R> {
+        let first = self.shard_of(key.src_addr, key.src_port, key.protocol);
+        let second = self.shard_of(key.dst_addr, key.dst_port, key.protocol);
+        let mut f = Some(f);
+        let found = self.probe(first, key, now_ns, &mut f);
+        if found.is_some() || first == second {
+            return found;
+        }
+        self.probe(second, key, now_ns, &mut f)
+    }
+
+    /// As [`with_entry`](Self::with_entry), probing only the shard of the
+    /// key's destination: where the reply of a DNAT flow (endpoint →
+    /// client) is found, the only kind switched at L2.
+    #[inline]
+    pub fn with_entry_at_dst<R>(
+        &self,
+        key: &ConnKey,
+        now_ns: u64,
+        f: impl FnOnce(&mut ConntrackTable, Found) -> R,
+    ) -> Option<R> {
+        let shard = self.shard_of(key.dst_addr, key.dst_port, key.protocol);
+        self.probe(shard, key, now_ns, &mut Some(f))
+    }
+
+    /// Looks `key` up in `shard`; on a hit runs `f` (taken once) under the lock.
+    #[inline]
+    fn probe<R, F: FnOnce(&mut ConntrackTable, Found) -> R>(
+        &self,
+        shard: usize,
+        key: &ConnKey,
+        now_ns: u64,
+        f: &mut Option<F>,
+    ) -> Option<R> {
+        self.with_shard(shard, |table| {
+            let (id, direction) = table.lookup(key, now_ns)?;
+            let f = f.take()?;
+            Some(f(
+                table,
+                Found {
+                    shard,
+                    id,
+                    direction,
+                },
+            ))
+        })
+    }
+
+    /// Collects expired entries of one shard (round robin over calls), at
+    /// most `budget` slots; skips the shard if another thread holds it.
+    pub fn expire_step(&self, now_ns: u64, budget: usize) -> usize {
+        let shard = self.hand.fetch_add(1, Ordering::Relaxed) & self.mask;
+        let Ok(mut table) = self.shards[shard].try_lock() else {
+            return 0;
+        };
+        let removed = table.expire(now_ns, budget);
+        self.len.fetch_sub(removed, Ordering::Relaxed);
+        removed
+    }
+
+    /// Up to `limit` entries matching `filter`, in shard order.
+    pub fn list(
+        &self,
+        filter: &ConntrackFilter,
+        now_ns: u64,
+        limit: usize,
+    ) -> Vec<ConntrackRecord> {
+        let mut out = Vec::new();
+        for shard in 0..self.shards.len() {
+            let table = self.lock(shard);
+            for (_, e) in table.iter() {
+                if out.len() >= limit {
+                    return out;
+                }
+                let timeout_secs = e.remaining_secs(now_ns);
+                if timeout_secs == 0 || !filter.matches(e.original(), e.reply(), e.tcp_state()) {
+                    continue;
+                }
+                out.push(ConntrackRecord {
+                    protocol: e.protocol(),
+                    tcp_state: (e.protocol() == IpProtocol::TCP).then_some(e.tcp_state()),
+                    timeout_secs,
+                    original: *e.original(),
+                    reply: *e.reply(),
+                    assured: e.is_assured(),
+                    seen_reply: e.is_replied(),
+                    nat: e.nat(),
+                });
+            }
+        }
+        out
+    }
+
+    /// Removes every entry matching `filter`; returns how many.
+    pub fn flush(&self, filter: &ConntrackFilter) -> usize {
+        let mut removed = 0;
+        let mut ids = Vec::new();
+        for shard in 0..self.shards.len() {
+            self.with_shard(shard, |table| {
+                ids.clear();
+                ids.extend(
+                    table
+                        .iter()
+                        .filter(|(_, e)| filter.matches(e.original(), e.reply(), e.tcp_state()))
+                        .map(|(id, _)| id),
+                );
+                for &id in &ids {
+                    table.remove(id);
+                }
+                removed += ids.len();
+            });
+        }
+        removed
+    }
+
+    /// Inserts a connection into the shard of `meeting` and runs `f` on the
+    /// new entry under the same lock. Returns `f`'s result and how many
+    /// entries the insert evicted.
+    pub fn insert_with<R>(
+        &self,
+        meeting: usize,
+        original: ConnKey,
+        nat: Nat,
+        now_ns: u64,
+        f: impl FnOnce(&mut ConntrackTable, EntryId) -> R,
+    ) -> Result<(R, u64), InsertError> {
+        self.with_shard(meeting, |table| {
+            let evicted = table.stats().evicted();
+            let id = table.insert(original, nat, now_ns)?;
+            let evicted = table.stats().evicted() - evicted;
+            Ok((f(table, id), evicted))
+        })
+    }
+}
+
+/// The clock the workers' `now_ns` comes from: nanoseconds since a
+/// process-wide origin (the first call), monotonic. The control thread
+/// passes it to [`SharedConntrack::list`] so timeouts read right.
+pub fn monotonic_ns() -> u64 {
+    u64::try_from(clock_origin().elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// The origin of [`monotonic_ns`]; workers measure their time from it.
+pub fn clock_origin() -> std::time::Instant {
+    static ORIGIN: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    *ORIGIN.get_or_init(std::time::Instant::now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEC: u64 = 1_000_000_000;
+    const CLIENT: (Ipv4Addr, u16) = (Ipv4Addr::new(10, 244, 1, 2), 40000);
+    const VIP: (Ipv4Addr, u16) = (Ipv4Addr::new(10, 96, 0, 10), 80);
+    const POD: (Ipv4Addr, u16) = (Ipv4Addr::new(10, 244, 1, 3), 8080);
+
+    #[test]
+    fn both_directions_find_a_dnat_entry_in_the_client_shard() {
+        let ct = SharedConntrack::new(4096, Timeouts::default());
+        assert!(ct.shard_count() > 1);
+        let orig = ConnKey::tcp(CLIENT, VIP);
+        let meeting = ct.shard_of(CLIENT.0, CLIENT.1, IpProtocol::TCP);
+        ct.insert_with(meeting, orig, Nat::dnat(POD), SEC, |_, _| ())
+            .unwrap();
+        assert_eq!(ct.len(), 1);
+        let f = ct.with_entry(&orig, SEC, |_, f| f).unwrap();
+        assert_eq!((f.shard, f.direction), (meeting, Direction::Original));
+        let reply = ConnKey::tcp(POD, CLIENT);
+        let f = ct.with_entry(&reply, SEC, |_, f| f).unwrap();
+        assert_eq!((f.shard, f.direction), (meeting, Direction::Reply));
+        assert!(
+            ct.with_entry(&ConnKey::tcp(POD, VIP), SEC, |_, f| f)
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn list_filter_and_flush() {
+        let ct = SharedConntrack::new(4096, Timeouts::default());
+        for port in 0..10u16 {
+            let client = (CLIENT.0, 1000 + port);
+            let key = if port % 2 == 0 {
+                ConnKey::tcp(client, VIP)
+            } else {
+                ConnKey::udp(client, VIP)
+            };
+            let shard = ct.shard_of(client.0, client.1, key.protocol);
+            ct.insert_with(shard, key, Nat::dnat(POD), SEC, |_, _| ())
+                .unwrap();
+        }
+        let all = ct.list(&ConntrackFilter::default(), SEC, usize::MAX);
+        assert_eq!(all.len(), 10);
+        assert!(all.iter().all(|r| r.nat == Nat::dnat(POD) && !r.assured));
+        let udp = ConntrackFilter {
+            protocol: Some(IpProtocol::UDP),
+            ..Default::default()
+        };
+        assert_eq!(ct.list(&udp, SEC, usize::MAX).len(), 5);
+        assert_eq!(ct.list(&udp, SEC, 2).len(), 2);
+        let one = ConntrackFilter {
+            sport: Some(1003),
+            reply_src: Some(POD.0),
+            ..Default::default()
+        };
+        assert_eq!(ct.list(&one, SEC, 10)[0].original.src_port, 1003);
+        let syn_sent = ConntrackFilter {
+            state: Some(TcpState::None),
+            ..Default::default()
+        };
+        assert_eq!(ct.list(&syn_sent, SEC, 10).len(), 5);
+        assert_eq!(ct.flush(&udp), 5);
+        assert_eq!(ct.len(), 5);
+        assert_eq!(ct.flush(&ConntrackFilter::default()), 5);
+        assert!(ct.is_empty());
+        assert_eq!(ct.stats().removed, 10);
+    }
+
+    #[test]
+    fn expire_step_walks_every_shard() {
+        let ct = SharedConntrack::new(4096, Timeouts::default());
+        for port in 0..100u16 {
+            let key = ConnKey::udp((CLIENT.0, port), VIP);
+            let shard = ct.shard_of(CLIENT.0, port, IpProtocol::UDP);
+            ct.insert_with(shard, key, Nat::dnat(POD), SEC, |_, _| ())
+                .unwrap();
+        }
+        let later = 100 * SEC;
+        let removed: usize = (0..ct.shard_count())
+            .map(|_| ct.expire_step(later, 4096))
+            .sum();
+        assert_eq!(removed, 100);
+        assert!(ct.is_empty());
+    }
+
+    #[test]
+    fn memory_per_entry_at_1m_is_at_most_128_bytes() {
+        let ct = SharedConntrack::new(1 << 20, Timeouts::default());
+        let per_entry = ct.memory_bytes() as f64 / ct.capacity() as f64;
+        assert!(per_entry <= 128.0, "{per_entry:.1} bytes/entry");
+    }
+
+    #[test]
+    fn shards_scale_with_capacity() {
+        assert_eq!(
+            SharedConntrack::new(1, Timeouts::default()).shard_count(),
+            1
+        );
+        let big = SharedConntrack::new(1 << 20, Timeouts::default());
+        assert_eq!(big.shard_count(), MAX_SHARDS);
+        assert_eq!(big.capacity(), 1 << 20);
+    }
+}

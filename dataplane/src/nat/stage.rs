@@ -1,0 +1,557 @@
+//! The NAT stage as the pipeline calls it: per packet, the conntrack
+//! lookup (both directions) and the rewrite; for a new flow, the service
+//! lookup, endpoint choice (affinity, Maglev), hairpin and masquerade
+//! decisions, and the refusal of services without endpoints.
+
+use core::net::Ipv4Addr;
+
+use super::affinity::AffinityTable;
+use super::icmp_error::{self, IcmpErrorOutcome};
+use super::masquerade::{AllocError, insert_with_port};
+use super::reject;
+use super::rewrite::{ICMP_IDENT_AT, L4Sum, SCTP, read_u16, rewrite_packet};
+use super::shared::{Found, SharedConntrack};
+use crate::config::Snapshot;
+use crate::conntrack::{
+    ConnKey, ConntrackTable, Direction, Entry, EntryId, Nat, TcpReject, TcpSegment,
+};
+use crate::pipeline::{DropReason, Event, Frame, L3If, PortId, Verdict, WorkerCounters};
+use crate::services::{Backend, Protocol, ServiceEntry, flow_hash};
+use crate::wire::icmpv4;
+use crate::wire::tcp::FLAG_SYN;
+use crate::wire::{IpProtocol, Ipv4Packet, TcpPacket};
+
+/// What the pipeline does after the NAT stage.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum NatAction {
+    /// Route the packet (it may have been rewritten: re-read its destination).
+    Continue,
+    /// Final: drop, or send the reply built in place.
+    Verdict(Verdict),
+    /// Answer the ICMP echo as the gateway does (a ClusterIP with endpoints).
+    EchoReply,
+    /// Refuse with an ICMP port unreachable from this address.
+    RejectIcmp(Ipv4Addr),
+}
+
+/// What the stage needs from the pipeline, for one packet.
+#[derive(Clone, Copy)]
+pub struct NatStage<'a> {
+    /// The configuration.
+    pub snapshot: &'a Snapshot,
+    /// The node's conntrack.
+    pub conntrack: &'a SharedConntrack,
+    /// The node's affinity table.
+    pub affinity: &'a AffinityTable,
+    /// This worker's counters.
+    pub counters: &'a WorkerCounters,
+    /// Pipeline time.
+    pub now: u64,
+}
+
+/// The fields of a packet the stage looks at.
+#[derive(Clone, Copy, Debug)]
+struct Parsed {
+    key: ConnKey,
+    tcp: Option<TcpSegment>,
+    icmp_error: bool,
+    echo_request: bool,
+}
+
+/// Reads the key of the IPv4 packet `ip`; `None` for packets the stage
+/// leaves alone (fragments, protocols without ports, malformed L4).
+fn parse(ip: &[u8]) -> Option<Parsed> {
+    let packet = Ipv4Packet::new_checked(ip).ok()?;
+    if packet.is_fragment() {
+        return None;
+    }
+    let (src, dst, protocol) = (packet.src_addr(), packet.dst_addr(), packet.protocol());
+    let l4 = packet.payload();
+    let mut parsed = Parsed {
+        key: ConnKey::new(protocol, (src, 0), (dst, 0)),
+        tcp: None,
+        icmp_error: false,
+        echo_request: false,
+    };
+    match protocol {
+        IpProtocol::TCP => {
+            let tcp = TcpPacket::new_checked(l4).ok()?;
+            parsed.key = ConnKey::tcp((src, tcp.src_port()), (dst, tcp.dst_port()));
+            parsed.tcp = Some(TcpSegment::from_packet(&tcp));
+        }
+        IpProtocol::UDP | SCTP => {
+            let min = if protocol == SCTP { 12 } else { 8 };
+            if l4.len() < min {
+                return None;
+            }
+            parsed.key.src_port = read_u16(l4, 0)?;
+            parsed.key.dst_port = read_u16(l4, 2)?;
+        }
+        IpProtocol::ICMP => {
+            let icmp_type = *l4.first()?;
+            if icmp_error::is_error_type(icmp_type) {
+                parsed.icmp_error = true;
+            } else if matches!(icmp_type, icmpv4::ECHO_REQUEST | icmpv4::ECHO_REPLY)
+                && l4.len() >= 8
+            {
+                parsed.key = ConnKey::icmp_echo(src, dst, read_u16(l4, ICMP_IDENT_AT)?);
+                parsed.echo_request = icmp_type == icmpv4::ECHO_REQUEST;
+            } else {
+                return None;
+            }
+        }
+        _ => return None,
+    }
+    Some(parsed)
+}
+
+/// How the frame's L4 checksum is kept (partial with checksum offload).
+fn l4_sum(frame: &Frame) -> L4Sum {
+    if frame.offload.csum.is_some() {
+        L4Sum::Partial
+    } else {
+        L4Sum::Full
+    }
+}
+
+/// The result of a conntrack lookup.
+enum Established {
+    /// Not tracked.
+    Miss,
+    /// Done with it.
+    Action(NatAction),
+    /// A TCP segment of a flow whose endpoint left: RST the client.
+    ResetClient,
+}
+
+/// Inside the shard lock: what to do with a found entry.
+enum Hit {
+    Rewrite(Direction, (Ipv4Addr, u16), (Ipv4Addr, u16)),
+    Invalid,
+    Stale,
+    OtherDirection,
+}
+
+/// Whether the endpoint a DNAT entry points to is still in its service
+/// (ready or not, terminating or not): if not, the flow is stale.
+fn endpoint_still_in_service(snapshot: &Snapshot, entry: &Entry) -> bool {
+    let (orig, reply) = (entry.original(), entry.reply());
+    if reply.src_addr == orig.dst_addr {
+        return true;
+    }
+    if Protocol::from_number(orig.protocol.0).is_none() {
+        return true;
+    }
+    service_for(snapshot, orig).is_some_and(|s| s.backend_exists(reply.src_addr, reply.src_port))
+}
+
+/// The service a packet with `key` is addressed to: a ClusterIP and port,
+/// or a NodePort on one of the node's addresses.
+fn service_for<'a>(snapshot: &'a Snapshot, key: &ConnKey) -> Option<&'a ServiceEntry> {
+    let protocol = Protocol::from_number(key.protocol.0)?;
+    let services = &snapshot.services;
+    services
+        .lookup_cluster(protocol, key.dst_addr, key.dst_port)
+        .or_else(|| {
+            snapshot
+                .is_local_ip(key.dst_addr)
+                .then(|| services.lookup_node_port(protocol, key.dst_port))
+                .flatten()
+        })
+}
+
+impl NatStage<'_> {
+    fn mark(&self) -> u16 {
+        self.snapshot.generation as u16
+    }
+
+    /// An IPv4 packet routed by the gateway (`iface` received it), after
+    /// the header checks and before the local-address check.
+    pub fn routed(&self, frame: &mut Frame, l3: usize, iface: L3If) -> NatAction {
+        if self.conntrack.is_empty()
+            && self.snapshot.services.is_empty()
+            && !self.may_masquerade(frame, l3, iface)
+        {
+            return NatAction::Continue;
+        }
+        let sum = l4_sum(frame);
+        let Some(ip) = frame.data_mut().get_mut(l3..) else {
+            return NatAction::Continue;
+        };
+        let Some(p) = parse(ip) else {
+            return NatAction::Continue;
+        };
+        if p.icmp_error {
+            self.icmp_error(ip);
+            return NatAction::Continue;
+        }
+        if !self.conntrack.is_empty() {
+            match self.established(ip, &p, sum, false) {
+                Established::Miss => {}
+                Established::Action(action) => return action,
+                Established::ResetClient => {
+                    self.counters.count_drop(DropReason::ServiceEndpointRemoved);
+                    return self.reset(frame, l3, iface);
+                }
+            }
+        }
+        self.new_flow(frame, l3, &p, iface, sum)
+    }
+
+    /// An IPv4 frame switched at L2 between bridge ports (the endpoint
+    /// answering an on-link client directly): translated if it is the
+    /// reply of a tracked flow, or an ICMP error about one. `Ok(true)`:
+    /// translated (the caller makes it look routed).
+    pub fn bridged(&self, frame: &mut Frame, l3: usize) -> Result<bool, DropReason> {
+        if self.conntrack.is_empty() {
+            return Ok(false);
+        }
+        let sum = l4_sum(frame);
+        let Some(ip) = frame.data_mut().get_mut(l3..) else {
+            return Ok(false);
+        };
+        let Some(p) = parse(ip) else {
+            return Ok(false);
+        };
+        if p.icmp_error {
+            return Ok(self.icmp_error(ip));
+        }
+        match self.established(ip, &p, sum, true) {
+            Established::Action(NatAction::Continue) => Ok(true),
+            Established::Action(NatAction::Verdict(Verdict::Drop(reason))) => Err(reason),
+            _ => Ok(false),
+        }
+    }
+
+    fn icmp_error(&self, ip: &mut [u8]) -> bool {
+        if self.conntrack.is_empty() {
+            return false;
+        }
+        match icmp_error::translate(self.conntrack, ip, self.now) {
+            IcmpErrorOutcome::Translated(_) => {
+                self.counters.event(Event::IcmpErrorUnnat);
+                true
+            }
+            IcmpErrorOutcome::NotTracked => false,
+        }
+    }
+
+    /// Looks the packet up; on a hit tracks it and rewrites it.
+    fn established(&self, ip: &mut [u8], p: &Parsed, sum: L4Sum, reply_only: bool) -> Established {
+        let (now, mark) = (self.now, self.mark());
+        let track = |table: &mut ConntrackTable, found: Found| {
+            let (id, dir) = (found.id, found.direction);
+            let entry = table.get(id)?;
+            if reply_only && dir != Direction::Reply {
+                return Some(Hit::OtherDirection);
+            }
+            let (src, dst) = entry.rewrite(dir);
+            if dir == Direction::Original && entry.mark() != mark {
+                if !endpoint_still_in_service(self.snapshot, entry) {
+                    table.remove(id);
+                    return Some(Hit::Stale);
+                }
+                table.set_mark(id, mark);
+            }
+            let tracked = match &p.tcp {
+                Some(segment) => table.update_tcp(id, dir, segment, now),
+                None => {
+                    table.update(id, dir, now);
+                    Ok(Default::default())
+                }
+            };
+            Some(match tracked {
+                Ok(_) | Err(TcpReject::Ignored) => Hit::Rewrite(dir, src, dst),
+                Err(_) => Hit::Invalid,
+            })
+        };
+        let hit = if reply_only {
+            self.conntrack.with_entry_at_dst(&p.key, now, track)
+        } else {
+            self.conntrack.with_entry(&p.key, now, track)
+        };
+        match hit.flatten() {
+            None | Some(Hit::OtherDirection) => Established::Miss,
+            Some(Hit::Rewrite(dir, src, dst)) => {
+                rewrite_packet(ip, sum, src, dst);
+                if dir == Direction::Reply {
+                    self.counters.event(Event::ReverseNat);
+                }
+                Established::Action(NatAction::Continue)
+            }
+            Some(Hit::Invalid) => Established::Action(NatAction::Verdict(Verdict::Drop(
+                DropReason::ConntrackInvalid,
+            ))),
+            Some(Hit::Stale) => {
+                self.counters.event(Event::FlowReresolved);
+                match p.tcp {
+                    Some(segment) if segment.flags & FLAG_SYN == 0 => Established::ResetClient,
+                    _ => Established::Miss,
+                }
+            }
+        }
+    }
+
+    fn new_flow(
+        &self,
+        frame: &mut Frame,
+        l3: usize,
+        p: &Parsed,
+        iface: L3If,
+        sum: L4Sum,
+    ) -> NatAction {
+        let snapshot = self.snapshot;
+        let key = p.key;
+        if p.echo_request
+            && let Some(ready) = snapshot.services.cluster_ip_ready(key.dst_addr)
+        {
+            return if ready {
+                NatAction::EchoReply
+            } else {
+                NatAction::Verdict(Verdict::Drop(DropReason::ServiceNoEndpoints))
+            };
+        }
+        if let Some(service) = service_for(snapshot, &key) {
+            return self.service_flow(frame, l3, p, service, iface, sum);
+        }
+        // A packet whose TTL runs out here gets its ICMP error untranslated.
+        let ttl = frame
+            .data()
+            .get(l3..)
+            .map_or(0, |ip| Ipv4Packet::new_unchecked(ip).ttl());
+        if ttl > 1 && self.masquerades(frame.in_port, iface, &key) {
+            return self.masquerade_flow(frame, l3, p, sum);
+        }
+        NatAction::Continue
+    }
+
+    /// The first packet's tracking, run on the new entry under its lock;
+    /// `false` (entry removed) if a TCP segment does not fit.
+    fn first_packet(
+        &self,
+        p: &Parsed,
+    ) -> impl FnOnce(&mut ConntrackTable, EntryId) -> bool + use<> {
+        let (now, mark, tcp) = (self.now, self.mark(), p.tcp);
+        move |table: &mut ConntrackTable, id: EntryId| {
+            table.set_mark(id, mark);
+            match tcp {
+                Some(segment) => {
+                    let ok = table
+                        .update_tcp(id, Direction::Original, &segment, now)
+                        .is_ok();
+                    if !ok {
+                        table.remove(id);
+                    }
+                    ok
+                }
+                None => {
+                    table.update(id, Direction::Original, now);
+                    true
+                }
+            }
+        }
+    }
+
+    fn pick_backend(&self, service: &ServiceEntry, key: &ConnKey) -> Option<Backend> {
+        let timeout = service.affinity_timeout();
+        if timeout.is_some()
+            && let Some(b) = self.affinity.lookup(service.key(), key.src_addr, self.now)
+            && service.is_selectable(b)
+        {
+            return Some(b);
+        }
+        let hash = flow_hash(
+            key.src_addr,
+            key.dst_addr,
+            key.src_port,
+            key.dst_port,
+            key.protocol.0,
+        );
+        let backend = service.select(hash)?;
+        if let Some(t) = timeout {
+            let t = u64::try_from(t.as_nanos()).unwrap_or(u64::MAX);
+            self.affinity
+                .remember(service.key(), key.src_addr, backend, self.now, t);
+        }
+        Some(backend)
+    }
+
+    fn service_flow(
+        &self,
+        frame: &mut Frame,
+        l3: usize,
+        p: &Parsed,
+        service: &ServiceEntry,
+        iface: L3If,
+        sum: L4Sum,
+    ) -> NatAction {
+        let key = p.key;
+        if p.tcp.is_some_and(|s| !s.can_open()) {
+            return NatAction::Verdict(Verdict::Drop(DropReason::ConntrackInvalid));
+        }
+        let Some(backend) = self.pick_backend(service, &key) else {
+            self.counters.event(Event::ServiceRejected);
+            if p.tcp.is_some() {
+                self.counters.count_drop(DropReason::ServiceNoEndpoints);
+                return self.reset(frame, l3, iface);
+            }
+            return NatAction::RejectIcmp(key.dst_addr);
+        };
+        let endpoint = (backend.addr, backend.port);
+        let shard = self
+            .conntrack
+            .shard_of(key.src_addr, key.src_port, key.protocol);
+        let inserted = if backend.addr == key.src_addr {
+            let gateway = self.snapshot.gateway.address.addr;
+            let make = |port| Nat {
+                src: Some((gateway, port)),
+                dst: Some(endpoint),
+            };
+            let same_shard = |port| self.conntrack.shard_of(gateway, port, key.protocol) == shard;
+            let hash = flow_hash(key.src_addr, key.dst_addr, key.src_port, key.dst_port, 0);
+            insert_with_port(
+                self.conntrack,
+                shard,
+                &self.snapshot.nat,
+                key,
+                hash,
+                make,
+                same_shard,
+                self.now,
+                self.first_packet(p),
+            )
+            .map(|(ok, nat, evicted)| (ok, nat, evicted, Event::SnatHairpin))
+        } else {
+            let nat = Nat::dnat(endpoint);
+            self.conntrack
+                .insert_with(shard, key, nat, self.now, self.first_packet(p))
+                .map(|(ok, evicted)| (ok, nat, evicted, Event::Dnat))
+                .map_err(|_| AllocError::Clash)
+        };
+        self.finish_insert(frame, l3, p, sum, inserted)
+    }
+
+    /// Rewrites the first packet of a new entry, or says why there is none.
+    fn finish_insert(
+        &self,
+        frame: &mut Frame,
+        l3: usize,
+        p: &Parsed,
+        sum: L4Sum,
+        inserted: Result<(bool, Nat, u64, Event), AllocError>,
+    ) -> NatAction {
+        let (nat, evicted, event) = match inserted {
+            Ok((true, nat, evicted, event)) => (nat, evicted, event),
+            Ok((false, ..)) => {
+                return NatAction::Verdict(Verdict::Drop(DropReason::ConntrackInvalid));
+            }
+            Err(AllocError::Exhausted) => {
+                return NatAction::Verdict(Verdict::Drop(DropReason::NatPortExhausted));
+            }
+            Err(AllocError::Clash) => {
+                // Another worker tracked the same flow a moment ago: use its entry.
+                let Some(ip) = frame.data_mut().get_mut(l3..) else {
+                    return NatAction::Continue;
+                };
+                return match self.established(ip, p, sum, false) {
+                    Established::Action(action) => action,
+                    _ => NatAction::Verdict(Verdict::Drop(DropReason::ConntrackFull)),
+                };
+            }
+        };
+        for _ in 0..evicted {
+            self.counters.event(Event::ConntrackEvicted);
+        }
+        self.counters.event(event);
+        let src = nat.src.unwrap_or(p.key.src());
+        let dst = nat.dst.unwrap_or(p.key.dst());
+        if let Some(ip) = frame.data_mut().get_mut(l3..) {
+            rewrite_packet(ip, sum, src, dst);
+        }
+        NatAction::Continue
+    }
+
+    /// A cheap first test of [`masquerades`](Self::masquerades) (no route lookup).
+    fn may_masquerade(&self, frame: &Frame, l3: usize, iface: L3If) -> bool {
+        let s = self.snapshot;
+        if iface != L3If::Bridge || s.uplink.is_none() {
+            return false;
+        }
+        let Some(ip) = frame.data().get(l3..) else {
+            return false;
+        };
+        let ip = Ipv4Packet::new_unchecked(ip);
+        ip.header().len() >= 20
+            && s.nat.in_cluster(ip.src_addr())
+            && !s.nat.in_cluster(ip.dst_addr())
+            && !s.is_remote_pod_ip(ip.dst_addr())
+            && s.port(frame.in_port)
+                .is_some_and(|p| p.masquerade.unwrap_or(s.nat.masquerade))
+    }
+
+    /// Whether a new flow from `in_port` is masqueraded: from inside the
+    /// cluster to outside it, leaving by the uplink, masquerade on for the port.
+    fn masquerades(&self, in_port: PortId, iface: L3If, key: &ConnKey) -> bool {
+        let s = self.snapshot;
+        let nat = &s.nat;
+        iface == L3If::Bridge
+            && s.uplink.is_some()
+            && s.port(in_port)
+                .is_some_and(|p| p.masquerade.unwrap_or(nat.masquerade))
+            && nat.in_cluster(key.src_addr)
+            && !nat.in_cluster(key.dst_addr)
+            && !s.is_remote_pod_ip(key.dst_addr)
+            && !s.is_local_ip(key.dst_addr)
+            && s.routes
+                .next_hop(key.dst_addr)
+                .is_some_and(|hop| hop.iface == L3If::Uplink)
+    }
+
+    fn masquerade_flow(&self, frame: &mut Frame, l3: usize, p: &Parsed, sum: L4Sum) -> NatAction {
+        let key = p.key;
+        if p.tcp.is_some_and(|s| !s.can_open()) {
+            return NatAction::Verdict(Verdict::Drop(DropReason::ConntrackInvalid));
+        }
+        if key.protocol == IpProtocol::ICMP && !p.echo_request {
+            return NatAction::Continue;
+        }
+        let Some((_, uplink)) = self.snapshot.uplink else {
+            return NatAction::Continue;
+        };
+        let node = uplink.address.addr;
+        let icmp = key.protocol == IpProtocol::ICMP;
+        let make = |port| Nat {
+            src: Some((node, port)),
+            // ICMP: the identifier stands in for both ports.
+            dst: icmp.then_some((key.dst_addr, port)),
+        };
+        let shard = self
+            .conntrack
+            .shard_of(key.dst_addr, key.dst_port, key.protocol);
+        let hash = flow_hash(key.src_addr, key.dst_addr, key.src_port, key.dst_port, 1);
+        let inserted = insert_with_port(
+            self.conntrack,
+            shard,
+            &self.snapshot.nat,
+            key,
+            hash,
+            make,
+            |_| true,
+            self.now,
+            self.first_packet(p),
+        )
+        .map(|(ok, nat, evicted)| (ok, nat, evicted, Event::SnatMasquerade));
+        self.finish_insert(frame, l3, p, sum, inserted)
+    }
+
+    /// Turns the TCP segment into a RST back to its sender.
+    fn reset(&self, frame: &mut Frame, l3: usize, iface: L3If) -> NatAction {
+        let Some(l3if) = self.snapshot.l3_interface(iface) else {
+            return NatAction::Verdict(Verdict::Consumed);
+        };
+        match reject::tcp_reset_in_place(frame, l3, l3if.mac) {
+            Some(()) => NatAction::Verdict(Verdict::Forward(frame.in_port)),
+            None => NatAction::Verdict(Verdict::Consumed),
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! Decapsulation: checks an outer VXLAN packet addressed to us and strips
+//! the outer headers, leaving the inner frame in place.
+//!
+//! Checked, in order: outer IPv4 header (length, checksum; fragments are
+//! refused, podswitch does not reassemble), UDP length, UDP checksum when
+//! not zero (unless the device vouched for it), the VXLAN I flag, the VNI,
+//! then the source node (the outer source must be a known node IP). Each
+//! failure has its own drop reason.
+
+use crate::pipeline::{DropReason, Frame, GsoKind};
+use crate::wire::{Ipv4Packet, UdpPacket, VxlanHeader, ethernet, udp, vxlan};
+
+use super::Overlay;
+use super::table::TunnelId;
+
+/// When `frame` (an IPv4 Ethernet frame without VLAN tags, to the
+/// uplink's MAC) is UDP to our node IP and VXLAN port, strips its outer
+/// headers and returns the tunnel it came from; `Ok(None)` for any other
+/// packet (the router's), which is left untouched.
+pub fn decapsulate(frame: &mut Frame, overlay: &Overlay) -> Result<Option<TunnelId>, DropReason> {
+    let (outer_len, inner_len, src, congested) = {
+        let data = frame.data();
+        let Some(ip_bytes) = data.get(ethernet::HEADER_LEN..) else {
+            return Ok(None);
+        };
+        let Ok(ip) = Ipv4Packet::new_checked(ip_bytes) else {
+            return Ok(None);
+        };
+        if ip.protocol() != crate::wire::IpProtocol::UDP || ip.dst_addr() != overlay.node_ip {
+            return Ok(None);
+        }
+        let dst_port = ip
+            .payload()
+            .get(2..4)
+            .map(|p| u16::from_be_bytes([p[0], p[1]]));
+        let later_fragment = ip.is_later_fragment();
+        if dst_port != Some(overlay.udp_port) && !later_fragment {
+            return Ok(None);
+        }
+        if !ip.verify_checksum() {
+            return Err(DropReason::Ipv4BadChecksum);
+        }
+        if ip.is_fragment() {
+            return Err(DropReason::VxlanFragmented);
+        }
+        let udp = UdpPacket::new_checked(ip.payload()).map_err(|_| DropReason::VxlanMalformed)?;
+        let udp_len = usize::from(udp.len());
+        if udp_len < udp::HEADER_LEN + vxlan::HEADER_LEN + ethernet::HEADER_LEN {
+            return Err(DropReason::VxlanMalformed);
+        }
+        let checksum_vouched = frame.offload.csum_valid || frame.offload.csum.is_some();
+        if udp.checksum() != 0
+            && !checksum_vouched
+            && !udp.verify_checksum_v4(ip.src_addr(), ip.dst_addr())
+        {
+            return Err(DropReason::VxlanBadChecksum);
+        }
+        let header =
+            VxlanHeader::new_checked(udp.payload()).map_err(|_| DropReason::VxlanMalformed)?;
+        if !header.has_vni_flag() {
+            return Err(DropReason::VxlanMalformed);
+        }
+        if header.vni() != overlay.vni {
+            return Err(DropReason::VxlanWrongVni);
+        }
+        let outer_len =
+            ethernet::HEADER_LEN + ip.header_len() + udp::HEADER_LEN + vxlan::HEADER_LEN;
+        let inner_len = udp_len - udp::HEADER_LEN - vxlan::HEADER_LEN;
+        (
+            outer_len,
+            inner_len,
+            ip.src_addr(),
+            ip.dscp_ecn() & ECN_MASK == ECN_CE,
+        )
+    };
+    let tunnel = overlay
+        .tunnels
+        .by_node_ip(src)
+        .ok_or(DropReason::VxlanUnknownNode)?;
+    if frame.offload.gso != GsoKind::None {
+        // A GSO VXLAN packet would need tunnel segmentation on the way out.
+        return Err(DropReason::VxlanMalformed);
+    }
+    if !frame.pull_front(outer_len) || !frame.set_len(inner_len) {
+        return Err(DropReason::VxlanMalformed);
+    }
+    // A partial checksum in the inner frame moves with it; one in the outer
+    // headers is moot once they are gone (the inner one is then complete).
+    frame.offload.csum = frame.offload.csum.and_then(|(start, offset)| {
+        let start = usize::from(start).checked_sub(outer_len)?;
+        Some((u16::try_from(start).ok()?, offset))
+    });
+    frame.offload.hdr_len = 0;
+    if congested {
+        mark_inner_congestion(frame.data_mut());
+    }
+    Ok(Some(tunnel))
+}
+
+const ECN_MASK: u8 = 0b11;
+const ECN_CE: u8 = 0b11;
+
+/// RFC 6040 (Linux `INET_ECN_decapsulate`): congestion experienced on the
+/// outer header is copied to an ECN-capable inner IPv4 packet.
+fn mark_inner_congestion(inner: &mut [u8]) {
+    if inner.get(12..14) != Some(&[0x08, 0x00]) {
+        return;
+    }
+    let Some(Ok(mut ip)) = inner
+        .get_mut(ethernet::HEADER_LEN..)
+        .map(Ipv4Packet::new_checked)
+    else {
+        return;
+    };
+    let old = ip.dscp_ecn();
+    if old & ECN_MASK == 0 || old & ECN_MASK == ECN_CE {
+        return;
+    }
+    let new = old | ECN_CE;
+    // The TOS byte shares a 16-bit word with version and IHL.
+    let ver_ihl = 0x40 | (ip.header_len() / 4) as u8;
+    let check = crate::wire::checksum::update_u16(
+        ip.checksum(),
+        u16::from_be_bytes([ver_ihl, old]),
+        u16::from_be_bytes([ver_ihl, new]),
+    );
+    ip.set_dscp_ecn(new);
+    ip.set_checksum(check);
+}

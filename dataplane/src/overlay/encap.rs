@@ -1,0 +1,229 @@
+//! Encapsulation: outer Ethernet / IPv4 / UDP / VXLAN written into a
+//! frame's headroom in front of the inner frame.
+//!
+//! The outer IPv4 header is what Linux's `iptunnel_xmit` writes for a
+//! `vxlan` device with default options: TTL 64, DSCP 0 with the inner ECN
+//! copied (RFC 6040, CE becoming ECT(0)), DF per configuration, an
+//! identification from a counter (also with DF, as `__ip_select_ident`
+//! does). The UDP source port is a hash of the inner flow mapped into
+//! 32768..61000, Linux's default ephemeral range (`udp_flow_src_port`).
+
+use core::net::Ipv4Addr;
+
+use crate::io::gso::{GsoError, Segmenter};
+use crate::pipeline::{Frame, GsoKind};
+use crate::wire::{MacAddr, checksum, ethernet, ipv4, udp, vxlan};
+
+use super::OUTER_LEN;
+
+mod field {
+    pub const IP: usize = 14;
+    pub const IP_LEN: usize = IP + 2;
+    pub const IP_ID: usize = IP + 4;
+    pub const IP_CSUM: usize = IP + 10;
+    pub const UDP: usize = IP + 20;
+    pub const UDP_LEN: usize = UDP + 4;
+    pub const UDP_CSUM: usize = UDP + 6;
+}
+
+/// TTL of outer packets (Linux `ip_default_ttl`).
+const OUTER_TTL: u8 = 64;
+/// Linux's default ephemeral port range, from which source ports are taken.
+const SRC_PORT_MIN: u32 = 32768;
+const SRC_PORT_MAX: u32 = 61000;
+
+/// Why a frame could not be encapsulated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum EncapError {
+    /// The frame's headroom is smaller than the outer headers.
+    #[error("no headroom for the {OUTER_LEN}-byte outer headers")]
+    NoHeadroom,
+    /// The encapsulated packet would exceed 65535 bytes.
+    #[error("inner frame of {0} bytes is too long to encapsulate")]
+    TooLong(usize),
+    /// Cutting the inner super-frame failed.
+    #[error("segmenting the inner frame failed")]
+    Gso(#[from] GsoError),
+}
+
+/// The outer header fields of one encapsulated packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EncapParams {
+    /// Outer source MAC (the uplink's).
+    pub src_mac: MacAddr,
+    /// Outer destination MAC (the resolved outer next hop).
+    pub dst_mac: MacAddr,
+    /// Outer source IP (our node IP).
+    pub src_ip: Ipv4Addr,
+    /// Outer destination IP (the remote node IP).
+    pub dst_ip: Ipv4Addr,
+    /// UDP source port (see [`flow_src_port`]).
+    pub src_port: u16,
+    /// UDP destination port (4789).
+    pub dst_port: u16,
+    /// VNI.
+    pub vni: u32,
+    /// Outer IPv4 identification (of the first segment for a super-frame).
+    pub ip_id: u16,
+    /// Outer TOS byte.
+    pub tos: u8,
+    /// Set DF.
+    pub df: bool,
+    /// Compute the UDP checksum (else 0).
+    pub udp_checksum: bool,
+}
+
+/// Encapsulates the inner frame in `frame` in place, writing the outer
+/// headers into the headroom.
+///
+/// A GSO super-frame gets the headers once as a template (lengths for its
+/// first segment, `encap_len` set); its `offload` keeps describing the
+/// inner frame, and [`segment_encapsulated`] cuts it at transmit time.
+pub fn encapsulate(frame: &mut Frame, p: &EncapParams) -> Result<(), EncapError> {
+    let inner_len = frame.len();
+    if inner_len + OUTER_LEN - ethernet::HEADER_LEN > usize::from(u16::MAX)
+        && frame.offload.gso == GsoKind::None
+    {
+        return Err(EncapError::TooLong(inner_len));
+    }
+    if !frame.push_front(OUTER_LEN) {
+        return Err(EncapError::NoHeadroom);
+    }
+    let out = frame.data_mut();
+    write_outer(out, p);
+    if frame.offload.gso == GsoKind::None {
+        finish_outer(frame.data_mut(), inner_len, p.ip_id, p.udp_checksum);
+    } else {
+        frame.encap_len = OUTER_LEN as u16;
+    }
+    Ok(())
+}
+
+/// Writes every field of the outer headers except the lengths, the IP
+/// checksum and the UDP checksum. In a template, a UDP checksum field of
+/// 0xffff asks [`finish_outer`] (through [`segment_encapsulated`]) to compute it.
+fn write_outer(out: &mut [u8], p: &EncapParams) {
+    let Some(out) = out.get_mut(..OUTER_LEN) else {
+        return;
+    };
+    out[0..6].copy_from_slice(&p.dst_mac.octets());
+    out[6..12].copy_from_slice(&p.src_mac.octets());
+    out[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+    let ip = &mut out[field::IP..field::UDP];
+    ip[0] = 0x45;
+    ip[1] = p.tos;
+    ip[4..6].copy_from_slice(&p.ip_id.to_be_bytes());
+    ip[6..8].copy_from_slice(&(if p.df { 0x4000u16 } else { 0 }).to_be_bytes());
+    ip[8] = OUTER_TTL;
+    ip[9] = crate::wire::IpProtocol::UDP.0;
+    ip[12..16].copy_from_slice(&p.src_ip.octets());
+    ip[16..20].copy_from_slice(&p.dst_ip.octets());
+    let u = &mut out[field::UDP..field::UDP + udp::HEADER_LEN];
+    u[0..2].copy_from_slice(&p.src_port.to_be_bytes());
+    u[2..4].copy_from_slice(&p.dst_port.to_be_bytes());
+    let marker: u16 = if p.udp_checksum { 0xffff } else { 0 };
+    u[6..8].copy_from_slice(&marker.to_be_bytes());
+    let vx = &mut out[field::UDP + udp::HEADER_LEN..];
+    vxlan::VxlanHeader::new_unchecked(vx).set_vni(p.vni);
+}
+
+/// Sets the outer lengths, identification and checksums for an inner frame
+/// of `inner_len` bytes following the outer headers in `out`.
+fn finish_outer(out: &mut [u8], inner_len: usize, ip_id: u16, udp_checksum: bool) {
+    let udp_len = (inner_len + udp::HEADER_LEN + vxlan::HEADER_LEN) as u16;
+    let ip_len = udp_len.wrapping_add(ipv4::HEADER_LEN as u16);
+    if out.len() < OUTER_LEN {
+        return;
+    }
+    out[field::IP_LEN..field::IP_LEN + 2].copy_from_slice(&ip_len.to_be_bytes());
+    out[field::IP_ID..field::IP_ID + 2].copy_from_slice(&ip_id.to_be_bytes());
+    out[field::IP_CSUM..field::IP_CSUM + 2].copy_from_slice(&[0, 0]);
+    let ip_csum = checksum::checksum(&out[field::IP..field::UDP]);
+    out[field::IP_CSUM..field::IP_CSUM + 2].copy_from_slice(&ip_csum.to_be_bytes());
+    out[field::UDP_LEN..field::UDP_LEN + 2].copy_from_slice(&udp_len.to_be_bytes());
+    out[field::UDP_CSUM..field::UDP_CSUM + 2].copy_from_slice(&[0, 0]);
+    if udp_checksum {
+        let src = Ipv4Addr::from([out[26], out[27], out[28], out[29]]);
+        let dst = Ipv4Addr::from([out[30], out[31], out[32], out[33]]);
+        let pseudo = checksum::pseudo_header_v4(src, dst, 17, u32::from(udp_len));
+        let end = (field::UDP + usize::from(udp_len)).min(out.len());
+        let sum = checksum::combine(pseudo, checksum::sum(&out[field::UDP..end]));
+        let value = match !checksum::fold(sum) {
+            0 => 0xffff,
+            c => c,
+        };
+        out[field::UDP_CSUM..field::UDP_CSUM + 2].copy_from_slice(&value.to_be_bytes());
+    }
+}
+
+/// Cuts an encapsulated super-frame (made by [`encapsulate`]) into wire
+/// frames: every inner segment (see [`Segmenter`]) is written into
+/// `scratch` and given a copy of the outer headers with its own lengths,
+/// identification (+1 per segment) and checksums; `emit` is called for
+/// each. Returns how many were emitted.
+pub fn segment_encapsulated(
+    frame: &Frame,
+    scratch: &mut Frame,
+    mut emit: impl FnMut(&Frame),
+) -> Result<usize, EncapError> {
+    let data = frame.data();
+    let encap = usize::from(frame.encap_len).min(data.len());
+    let (template, inner) = data.split_at(encap);
+    let Some(first_id) = template.get(field::IP_ID..field::IP_ID + 2) else {
+        return Err(EncapError::NoHeadroom);
+    };
+    let first_id = u16::from_be_bytes([first_id[0], first_id[1]]);
+    let udp_checksum = template.get(field::UDP_CSUM..field::UDP_CSUM + 2) != Some(&[0, 0]);
+    let mut segmenter = Segmenter::new(inner, &frame.offload)?;
+    let mut n: u16 = 0;
+    while segmenter.next_into(scratch)? {
+        let inner_len = scratch.len();
+        if !scratch.push_front(encap) {
+            return Err(EncapError::NoHeadroom);
+        }
+        let out = scratch.data_mut();
+        out[..encap].copy_from_slice(template);
+        finish_outer(out, inner_len, first_id.wrapping_add(n), udp_checksum);
+        emit(scratch);
+        n = n.wrapping_add(1);
+    }
+    Ok(usize::from(n))
+}
+
+/// The outer TOS for an inner one: DSCP 0, ECN copied, CE sent as ECT(0)
+/// (RFC 6040 normal mode, Linux `INET_ECN_encapsulate`).
+pub fn outer_tos(inner_tos: u8) -> u8 {
+    match inner_tos & 0b11 {
+        0b11 => 0b10,
+        ecn => ecn,
+    }
+}
+
+/// The UDP source port for an inner IPv4 packet `inner_ip` (header
+/// onward): a hash of addresses, protocol and, for an unfragmented TCP or
+/// UDP packet, ports, mapped into 32768..61000. The same flow always gets
+/// the same port; different flows spread over ECMP paths.
+pub fn flow_src_port(inner_ip: &[u8]) -> u16 {
+    let word = |at: usize| {
+        inner_ip
+            .get(at..at + 4)
+            .map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let proto = inner_ip.get(9).copied().unwrap_or(0);
+    let ihl = usize::from(inner_ip.first().copied().unwrap_or(0x45) & 0x0f) * 4;
+    let unfragmented = word(4) & 0x3fff == 0;
+    let ports = if unfragmented && (proto == 6 || proto == 17) {
+        word(ihl)
+    } else {
+        0
+    };
+    let mut h = u64::from(word(12)) << 32 | u64::from(word(16));
+    h ^= (u64::from(ports) << 8 | u64::from(proto)).rotate_left(17);
+    // splitmix64 finaliser: every input bit moves the output.
+    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^= h >> 31;
+    let hash = (h >> 32) as u32;
+    let span = SRC_PORT_MAX - SRC_PORT_MIN;
+    (SRC_PORT_MIN + ((u64::from(hash) * u64::from(span)) >> 32) as u32) as u16
+}

@@ -1,0 +1,215 @@
+//! Where the NAT stage ([`crate::nat`]) plugs into the pipeline: routed
+//! IPv4, IPv4 switched between pods, and per-batch conntrack expiry.
+
+use core::net::Ipv4Addr;
+
+use super::{Batch, DropReason, Event, Frame, L3If, Pipeline, Verdict};
+use crate::mirror::{MirrorNote, MirrorStage, NatKind, NatRewrite};
+use crate::nat::{NatAction, NatStage};
+use crate::wire::icmpv4;
+use crate::wire::{EthernetFrame, Ipv4Packet};
+
+/// Conntrack slots expiry visits per batch with traffic, and when idle:
+/// at 1 Mpps (31k batches/s) a 1M table is swept in about 4 s.
+const EXPIRE_BUDGET: usize = 8;
+const EXPIRE_BUDGET_IDLE: usize = 4096;
+
+/// What routing does after the NAT stage.
+pub(super) enum AfterNat {
+    /// Route to this (possibly translated) destination.
+    Route(core::net::Ipv4Addr),
+    /// Done.
+    Verdict(Verdict),
+}
+
+impl Pipeline {
+    fn nat_stage(&self, now: u64) -> NatStage<'_> {
+        NatStage {
+            snapshot: &self.snapshot,
+            conntrack: &self.shared.conntrack,
+            affinity: &self.shared.affinity,
+            counters: &self.counters,
+            now,
+        }
+    }
+
+    /// The NAT stage for a routed IPv4 packet (header already checked).
+    pub(super) fn nat_routed(
+        &mut self,
+        batch: &mut Batch,
+        i: usize,
+        l3: usize,
+        iface: L3If,
+        now: u64,
+    ) -> AfterNat {
+        let frame = batch.frame_mut(i);
+        let before = self.mirror_pre_nat(frame, l3);
+        let action = self.nat_stage(now).routed(frame, l3, iface);
+        if let NatAction::Continue = action {
+            self.mirror_post_nat(frame, l3, before);
+        }
+        match action {
+            NatAction::Continue => {
+                let dst = frame
+                    .data()
+                    .get(l3..)
+                    .map(|ip| Ipv4Packet::new_unchecked(ip).dst_addr())
+                    .unwrap_or(core::net::Ipv4Addr::UNSPECIFIED);
+                AfterNat::Route(dst)
+            }
+            NatAction::Verdict(v) => AfterNat::Verdict(v),
+            NatAction::EchoReply => AfterNat::Verdict(self.local_input(frame, iface)),
+            NatAction::RejectIcmp(from) => {
+                let kind = ((icmpv4::DST_UNREACHABLE, icmpv4::CODE_PORT_UNREACHABLE), 0);
+                AfterNat::Verdict(self.icmp_error_from(
+                    frame,
+                    iface,
+                    from,
+                    kind,
+                    DropReason::ServiceNoEndpoints,
+                    now,
+                ))
+            }
+        }
+    }
+
+    /// The NAT stage for an IPv4 frame switched between bridge ports: a
+    /// translated reply leaves with the gateway's MAC and TTL − 1, as if
+    /// routed. `Some`: drop it.
+    pub(super) fn nat_bridged(
+        &mut self,
+        batch: &mut Batch,
+        i: usize,
+        l3: usize,
+        now: u64,
+    ) -> Option<Verdict> {
+        if self.shared.conntrack.is_empty() {
+            return None;
+        }
+        let frame = batch.frame_mut(i);
+        // Only a service backend's packets can be replies of DNATed flows
+        // (and its ICMP errors about them): everything else between pods
+        // is switched without a conntrack lookup.
+        let src = frame
+            .data()
+            .get(l3..)
+            .and_then(|ip| Ipv4Packet::new_checked(ip).ok())
+            .map(|ip| ip.src_addr());
+        if !src.is_some_and(|s| self.snapshot.services.is_backend_ip(s)) {
+            return None;
+        }
+        let before = self.mirror_pre_nat(frame, l3);
+        let result = self.nat_stage(now).bridged(frame, l3);
+        if result.is_ok() {
+            self.mirror_post_nat(frame, l3, before);
+        }
+        match result {
+            Ok(false) => None,
+            Ok(true) => {
+                let data = frame.data_mut();
+                EthernetFrame::new_unchecked(&mut *data).set_src_addr(self.snapshot.gateway.mac);
+                if let Some(ip) = data.get_mut(l3..)
+                    && let Ok(mut ip) = Ipv4Packet::new_checked(ip)
+                    && ip.ttl() > 1
+                {
+                    ip.decrement_ttl();
+                }
+                self.counters.event(Event::Routed);
+                None
+            }
+            Err(reason) => Some(Verdict::Drop(reason)),
+        }
+    }
+
+    /// The `pre-nat` mirror stage: a frame as it enters the NAT stage. Returns
+    /// its addresses and ports when a `post-nat` session will want the
+    /// rewrite (one branch per stage when no session is active).
+    fn mirror_pre_nat(&self, frame: &Frame, l3: usize) -> Option<Tuple> {
+        if self.mirror_active(MirrorStage::PreNat) {
+            let note = MirrorNote::new(MirrorStage::PreNat, frame.in_port);
+            self.mirror(MirrorStage::PreNat, frame.in_port, frame.data(), note);
+        }
+        if self.mirror_active(MirrorStage::PostNat) {
+            tuple(frame.data(), l3)
+        } else {
+            None
+        }
+    }
+
+    /// The `post-nat` mirror stage: the frame as the NAT stage left it, with
+    /// the rewrite it got (`before`: from [`Pipeline::mirror_pre_nat`]).
+    fn mirror_post_nat(&self, frame: &Frame, l3: usize, before: Option<Tuple>) {
+        let Some(before) = before else {
+            return;
+        };
+        let Some(after) = tuple(frame.data(), l3) else {
+            return;
+        };
+        let mut note = MirrorNote::new(MirrorStage::PostNat, frame.in_port);
+        if after.dst != before.dst {
+            note = note.with_nat(NatRewrite {
+                kind: NatKind::Dnat,
+                from: before.dst,
+                to: after.dst,
+            });
+        } else if after.src != before.src {
+            // A reply un-DNATed gets the service's address back as its
+            // source; a masqueraded packet the node's: both are source rewrites.
+            let kind = if self
+                .snapshot
+                .services
+                .cluster_ip_ready(after.src.0)
+                .is_some()
+            {
+                NatKind::Reverse
+            } else {
+                NatKind::Snat
+            };
+            note = note.with_nat(NatRewrite {
+                kind,
+                from: before.src,
+                to: after.src,
+            });
+        }
+        self.mirror(MirrorStage::PostNat, frame.in_port, frame.data(), note);
+    }
+
+    /// Once per batch: collect expired conntrack entries of one shard.
+    pub(super) fn nat_expire(&self, received: usize, now: u64) {
+        let conntrack = &self.shared.conntrack;
+        if !conntrack.is_empty() {
+            let budget = if received == 0 {
+                EXPIRE_BUDGET_IDLE
+            } else {
+                EXPIRE_BUDGET
+            };
+            conntrack.expire_step(now, budget);
+        }
+    }
+}
+
+/// Source and destination (address, port) of an IPv4 packet; port 0 for
+/// protocols without ports.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Tuple {
+    src: (Ipv4Addr, u16),
+    dst: (Ipv4Addr, u16),
+}
+
+fn tuple(data: &[u8], l3: usize) -> Option<Tuple> {
+    let ip = Ipv4Packet::new_checked(data.get(l3..)?).ok()?;
+    let ports = match ip.protocol().0 {
+        6 | 17 | 132 => ip.payload().get(..4),
+        _ => None,
+    };
+    let (sport, dport) = ports.map_or((0, 0), |p| {
+        (
+            u16::from_be_bytes([p[0], p[1]]),
+            u16::from_be_bytes([p[2], p[3]]),
+        )
+    });
+    Some(Tuple {
+        src: (ip.src_addr(), sport),
+        dst: (ip.dst_addr(), dport),
+    })
+}

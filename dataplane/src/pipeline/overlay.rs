@@ -1,0 +1,339 @@
+//! Overlay stage: routing into VXLAN tunnels and taking decapsulated frames
+//! in (the formats and checks live in `crate::overlay`).
+//!
+//! Out: the router hands a packet for a remote pod CIDR to
+//! [`Pipeline::tunnel_output`]: TTL and MTU checks (ICMP time exceeded,
+//! ICMP fragmentation needed), partial checksum completed, inner MACs set
+//! (our VTEP → theirs), TTL − 1, then [`encap::encapsulate`] toward the
+//! node, the outer next hop resolved by ARP on the uplink (held while it
+//! resolves). In: a VXLAN packet for us is decapsulated and its inner IPv4
+//! packet goes through the router as if it came from the bridge domain;
+//! what would leave by the uplink or a tunnel again is dropped (split
+//! horizon), except the gateway's own answers (echo replies, ICMP errors),
+//! which go back through the tunnel they concern. After the batch, runs of
+//! decapsulated TCP segments of one flow are merged into GSO frames
+//! ([`Pipeline::coalesce_decapsulated`]).
+
+use core::net::Ipv4Addr;
+
+use super::neighbour::Lookup;
+use super::{Batch, DropReason, Event, Frame, GsoKind, L3If, Pipeline, Verdict};
+use crate::mirror::{MirrorNote, MirrorStage};
+use crate::overlay::encap::{self, EncapParams};
+use crate::overlay::{TunnelId, coalesce, decap};
+use crate::wire::{EtherType, EthernetFrame, Ipv4Packet, L2Header, MacAddr, icmpv4};
+
+/// What the tunnel output needs to know about the inner IPv4 packet.
+struct InnerFacts {
+    ttl: u8,
+    dont_frag: bool,
+    tos: u8,
+    /// Length of the largest IP packet this frame becomes (a segment for GSO).
+    wire_len: usize,
+    /// Outer packets this frame becomes.
+    segments: u16,
+}
+
+fn inner_facts(frame: &Frame, l3_offset: usize) -> Option<InnerFacts> {
+    let ip = Ipv4Packet::new_checked(frame.data().get(l3_offset..)?).ok()?;
+    let total_len = usize::from(ip.total_len());
+    let (wire_len, segments) = match frame.offload.gso {
+        GsoKind::None => (total_len, 1),
+        kind => {
+            let l4 = ip.payload();
+            let l4_header = match kind {
+                GsoKind::TcpV4 => usize::from(l4.get(12)? >> 4) * 4,
+                _ => 8,
+            };
+            let headers = ip.header_len() + l4_header;
+            let mss = usize::from(frame.offload.gso_size).max(1);
+            let payload = total_len.saturating_sub(headers);
+            let segments = u16::try_from(payload.div_ceil(mss).max(1)).unwrap_or(u16::MAX);
+            ((headers + mss).min(total_len), segments)
+        }
+    };
+    Some(InnerFacts {
+        ttl: ip.ttl(),
+        dont_frag: ip.dont_frag(),
+        tos: ip.dscp_ecn(),
+        wire_len,
+        segments,
+    })
+}
+
+impl Pipeline {
+    /// The tunnel for `dst`: a remote pod CIDR covering it at least as
+    /// specifically as the most specific route.
+    #[inline]
+    pub(super) fn tunnel_route(&self, dst: Ipv4Addr) -> Option<TunnelId> {
+        let overlay = self.snapshot.overlay.as_ref()?;
+        if self.snapshot.gateway.address.contains(dst) {
+            // Our own pod subnet: no node's CIDR overlaps it.
+            return None;
+        }
+        let (prefix_len, id) = overlay.tunnels.lookup(dst)?;
+        match self.snapshot.routes.lookup(dst) {
+            Some(route) if route.prefix.prefix_len > prefix_len => None,
+            _ => Some(id),
+        }
+    }
+
+    /// Sends the IPv4 packet in frame `i` (IP header at `l3_offset`,
+    /// arrived on `iface`) into tunnel `tunnel`.
+    pub(super) fn tunnel_output(
+        &mut self,
+        batch: &mut Batch,
+        i: usize,
+        l3_offset: usize,
+        tunnel: TunnelId,
+        iface: L3If,
+        now: u64,
+    ) -> Verdict {
+        if self.rx_tunnel.is_some() {
+            return Verdict::Drop(DropReason::VxlanSplitHorizon);
+        }
+        let Some(overlay) = self.snapshot.overlay.as_ref() else {
+            return Verdict::Drop(DropReason::NoRoute);
+        };
+        let Some(t) = overlay.tunnels.get(tunnel) else {
+            return Verdict::Drop(DropReason::NoRoute);
+        };
+        let (inner_mtu, remote_ip, remote_mac, next_hop) =
+            (overlay.inner_mtu, t.node_ip, t.vtep_mac, t.outer_next_hop);
+        let frame = batch.frame_mut(i);
+        let Some(facts) = inner_facts(frame, l3_offset) else {
+            return Verdict::Drop(DropReason::Ipv4Malformed);
+        };
+        if facts.ttl <= 1 {
+            let kind = (icmpv4::TIME_EXCEEDED, icmpv4::CODE_TTL_EXCEEDED);
+            return self.icmp_error(frame, iface, kind, DropReason::TtlExpired, now);
+        }
+        if facts.wire_len > usize::from(inner_mtu) {
+            if !facts.dont_frag && frame.offload.gso == GsoKind::None {
+                return Verdict::Drop(DropReason::VxlanTooBig);
+            }
+            let kind = (icmpv4::DST_UNREACHABLE, icmpv4::CODE_FRAG_NEEDED);
+            let verdict = self.icmp_error_rest(
+                frame,
+                iface,
+                kind,
+                u32::from(inner_mtu),
+                DropReason::VxlanTooBig,
+                now,
+            );
+            if matches!(verdict, Verdict::Forward(_)) {
+                self.counters.event(Event::VxlanFragNeededSent);
+            }
+            return verdict;
+        }
+        if frame.offload.gso == GsoKind::None {
+            if let Some((start, offset)) = frame.offload.csum {
+                let done = crate::io::gso::complete_checksum(
+                    frame.data_mut(),
+                    usize::from(start),
+                    usize::from(offset),
+                );
+                if done.is_err() {
+                    return Verdict::Drop(DropReason::VxlanEncapFailed);
+                }
+            }
+            frame.offload = super::Offload::default();
+        }
+        let vtep_mac = overlay.vtep_mac;
+        let Some(mut eth) = EthernetFrame::new_checked(frame.data_mut()).ok() else {
+            return Verdict::Drop(DropReason::EthernetMalformed);
+        };
+        eth.set_src_addr(vtep_mac);
+        eth.set_dst_addr(remote_mac);
+        let data = frame.data_mut();
+        let Some(mut ip) = data
+            .get_mut(l3_offset..)
+            .and_then(|b| Ipv4Packet::new_checked(b).ok())
+        else {
+            return Verdict::Drop(DropReason::Ipv4Malformed);
+        };
+        ip.decrement_ttl();
+        let src_port = encap::flow_src_port(ip.into_inner());
+        self.counters.event(Event::Routed);
+        let tuning = self.snapshot.tuning;
+        let outer_mac =
+            match self
+                .neighbours
+                .lookup(L3If::Uplink, next_hop, now, tuning.neighbour_reachable_ns)
+            {
+                Lookup::Reachable(mac) => Some(mac),
+                Lookup::Stale(mac) => {
+                    if self.neighbours.probe_due(
+                        L3If::Uplink,
+                        next_hop,
+                        now,
+                        tuning.probe_interval_ns,
+                    ) {
+                        self.send_arp_request(batch, L3If::Uplink, next_hop);
+                    }
+                    Some(mac)
+                }
+                Lookup::Unknown => None,
+            };
+        let ip_id = self.overlay_ip_id;
+        self.overlay_ip_id = ip_id.wrapping_add(facts.segments);
+        let Some(overlay) = self.snapshot.overlay.as_ref() else {
+            return Verdict::Drop(DropReason::NoRoute);
+        };
+        let Some((uplink_port, uplink)) = self.snapshot.uplink else {
+            return Verdict::Drop(DropReason::NoRoute);
+        };
+        let params = EncapParams {
+            src_mac: uplink.mac,
+            dst_mac: outer_mac.unwrap_or(MacAddr::ZERO),
+            src_ip: overlay.node_ip,
+            dst_ip: remote_ip,
+            src_port,
+            dst_port: overlay.udp_port,
+            vni: overlay.vni,
+            ip_id,
+            tos: encap::outer_tos(facts.tos),
+            df: overlay.df,
+            udp_checksum: overlay.outer_udp_checksum,
+        };
+        let frame = batch.frame_mut(i);
+        let in_port = frame.in_port;
+        if self.mirror_active(MirrorStage::PreEncap) {
+            let note = MirrorNote::new(MirrorStage::PreEncap, in_port).with_out_port(uplink_port);
+            self.mirror(MirrorStage::PreEncap, in_port, frame.data(), note);
+        }
+        if encap::encapsulate(frame, &params).is_err() {
+            return Verdict::Drop(DropReason::VxlanEncapFailed);
+        }
+        // The outer frame as built (a frame waiting for ARP has a zero
+        // destination MAC until it is released; a GSO frame's outer lengths
+        // are finished per segment at transmit).
+        if self.mirror_active(MirrorStage::PostEncap) {
+            let note = MirrorNote::new(MirrorStage::PostEncap, in_port).with_out_port(uplink_port);
+            self.mirror(MirrorStage::PostEncap, in_port, frame.data(), note);
+        }
+        self.counters.event(Event::VxlanEncapsulated);
+        if frame.encap_len > 0 {
+            self.counters.event(Event::VxlanGsoSegmented);
+        }
+        match outer_mac {
+            Some(_) => Verdict::Forward(uplink_port),
+            None => self.hold_frame(batch, i, L3If::Uplink, next_hop, now, true),
+        }
+    }
+
+    /// Sets the outer MACs of an encapsulated frame released from the hold queue.
+    pub(super) fn forward_encapsulated(&self, frame: &mut Frame, mac: MacAddr) -> Verdict {
+        let Some((port, uplink)) = self.snapshot.uplink else {
+            return Verdict::Drop(DropReason::NoRoute);
+        };
+        let Ok(mut eth) = EthernetFrame::new_checked(frame.data_mut()) else {
+            return Verdict::Drop(DropReason::EthernetMalformed);
+        };
+        eth.set_dst_addr(mac);
+        eth.set_src_addr(uplink.mac);
+        Verdict::Forward(port)
+    }
+
+    /// A frame for the uplink's MAC: `Some` when it is VXLAN for us (then
+    /// decapsulated and routed), `None` for the ordinary router.
+    pub(super) fn overlay_input(
+        &mut self,
+        batch: &mut Batch,
+        i: usize,
+        l2: &L2Header,
+        now: u64,
+    ) -> Option<Verdict> {
+        let overlay = self.snapshot.overlay.as_ref()?;
+        if l2.ethertype != EtherType::IPV4 {
+            return None;
+        }
+        let frame = batch.frame_mut(i);
+        let tunnel = match decap::decapsulate(frame, overlay) {
+            Ok(Some(tunnel)) => tunnel,
+            Ok(None) => return None,
+            Err(reason) => return Some(Verdict::Drop(reason)),
+        };
+        self.counters.event(Event::VxlanDecapsulated);
+        if let Some(bit) = 1u64.checked_shl(i as u32) {
+            self.tunnel_rx_mask |= bit;
+        }
+        let Ok(inner) = L2Header::parse(frame.data()) else {
+            return Some(Verdict::Drop(DropReason::VxlanInnerNotForUs));
+        };
+        let ours = inner.dst == overlay.vtep_mac || inner.dst == self.snapshot.gateway.mac;
+        if !ours || inner.vlan_tags > 0 || inner.ethertype != EtherType::IPV4 {
+            return Some(Verdict::Drop(DropReason::VxlanInnerNotForUs));
+        }
+        self.rx_tunnel = Some(tunnel);
+        let verdict = self.ipv4_input(batch, i, inner.l3_offset, L3If::Bridge, now);
+        self.rx_tunnel = None;
+        Some(match (verdict, self.snapshot.uplink) {
+            // The gateway answered the remote sender (echo reply, ICMP
+            // error): back through the tunnel its destination lies behind.
+            (Verdict::Forward(port), Some((uplink_port, _))) if port == uplink_port => {
+                self.reply_into_tunnel(batch, i, inner.l3_offset, now)
+            }
+            (verdict, _) => verdict,
+        })
+    }
+
+    /// Merges runs of decapsulated TCP segments of one flow, going to the
+    /// same port, into GSO frames (see `crate::overlay::coalesce`).
+    pub(super) fn coalesce_decapsulated(&mut self, batch: &mut Batch) {
+        let mask = core::mem::take(&mut self.tunnel_rx_mask);
+        if mask.count_ones() < 2 {
+            return;
+        }
+        let n = batch.rx_len().min(64);
+        let decapsulated = |k: usize| mask & (1u64 << k) != 0;
+        let mut i = 0;
+        while i < n {
+            let run = match batch.get(i) {
+                Some((frame, Verdict::Forward(_))) if decapsulated(i) => coalesce::start(frame),
+                _ => None,
+            };
+            let Some(mut run) = run else {
+                i += 1;
+                continue;
+            };
+            let verdict = batch.get(i).map(|(_, v)| v);
+            let mss = run.segment_size();
+            let mut j = i + 1;
+            while j < n && decapsulated(j) && batch.get(j).map(|(_, v)| v) == verdict {
+                let Some((first, next)) = batch.pair_mut(i, j) else {
+                    break;
+                };
+                if !coalesce::append(&mut run, first, next) {
+                    break;
+                }
+                batch.set_verdict(j, Verdict::Consumed);
+                j += 1;
+            }
+            let merged = coalesce::finish(&run, batch.frame_mut(i), mss);
+            for _ in 0..merged {
+                self.counters.event(Event::VxlanRxCoalesced);
+            }
+            i = j;
+        }
+    }
+
+    fn reply_into_tunnel(
+        &mut self,
+        batch: &mut Batch,
+        i: usize,
+        l3_offset: usize,
+        now: u64,
+    ) -> Verdict {
+        let dst = batch
+            .frame_mut(i)
+            .data()
+            .get(l3_offset..)
+            .and_then(|b| Ipv4Packet::new_checked(b).ok())
+            .map(|ip| ip.dst_addr());
+        match dst.and_then(|dst| self.tunnel_route(dst)) {
+            Some(tunnel) => self.tunnel_output(batch, i, l3_offset, tunnel, L3If::Bridge, now),
+            None => Verdict::Drop(DropReason::VxlanSplitHorizon),
+        }
+    }
+}
