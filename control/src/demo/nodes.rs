@@ -57,6 +57,10 @@ pub const SERVICE_PORT: u16 = 80;
 pub const TARGET_PORT: u16 = 8080;
 /// Its node port.
 pub const NODE_PORT: u16 = 30080;
+/// The overlay's VXLAN network identifier.
+pub const VNI: u32 = 1;
+/// The overlay's UDP port (IANA).
+pub const VXLAN_PORT: u16 = 4789;
 /// The uplink port's name in every node.
 pub const UPLINK: &str = "up0";
 
@@ -86,7 +90,8 @@ impl NodeSpec {
         format!(
             "[node]\nname = \"{name}\"\n\n[bridge]\ngateway = \"{gw}/24\"\ngateway_mac = \"02:00:0a:f4:{i:02x}:01\"\n\n\
              [uplink]\nport = \"{UPLINK}\"\naddress = \"{ip}/{UNDERLAY_PREFIX_LEN}\"\nmac = \"02:00:c0:a8:4d:{i:02x}\"\n\n\
-             [[ports]]\nname = \"{UPLINK}\"\nkind = \"afpacket\"\n",
+             [[ports]]\nname = \"{UPLINK}\"\nkind = \"afpacket\"\n\n\
+             [overlay]\nvni = {VNI}\nudp_port = {VXLAN_PORT}\n",
             name = self.name,
             gw = self.gateway,
             ip = self.node_ip,
@@ -172,8 +177,8 @@ fn wait_forwarding(sandbox: &Sandbox, node: &NodeSpec) -> Result<()> {
     }
 }
 
-/// Tells every node about the others (`POST /v1/nodes`) and routes each
-/// remote pod subnet via its node's underlay address.
+/// Tells every node about the others (`POST /v1/nodes`): packets to a
+/// remote pod subnet are then VXLAN-encapsulated to that node's address.
 pub fn register_nodes(sandbox: &Sandbox) -> Result<()> {
     for node in &NODES {
         let api = node.api(sandbox);
@@ -182,11 +187,9 @@ pub fn register_nodes(sandbox: &Sandbox) -> Result<()> {
                 "name": peer.name,
                 "node_ip": peer.node_ip.to_string(),
                 "pod_cidr": peer.pod_cidr,
-                "vni": 1,
+                "vni": VNI,
             });
             post(&api, "/v1/nodes", &record)?;
-            let route = json!({"prefix": peer.pod_cidr, "via": peer.node_ip.to_string()});
-            post(&api, "/v1/routes", &route)?;
         }
     }
     Ok(())

@@ -155,7 +155,7 @@ pub fn explore(
     }
     writeln!(
         out,
-        "  ip netns exec {node_ns} tcpdump -nni {UPLINK}     # {}'s underlay port",
+        "  ip netns exec {node_ns} tcpdump -nni {UPLINK} udp port {VXLAN_PORT}     # {}'s underlay: VXLAN between the nodes",
         node.name
     )?;
     if mirror {
