@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use super::nodes::{
     CLUSTER_IP, MIRROR_IFACE, NODE_PORT, NODES, SERVICE, SERVICE_PORT, TARGET_PORT, UPLINK,
+    VXLAN_PORT,
 };
 use super::pods::Pod;
 use super::sandbox::Sandbox;
