@@ -64,14 +64,14 @@ impl Pipeline {
             let kind = (icmpv4::DST_UNREACHABLE, icmpv4::CODE_NET_UNREACHABLE);
             return self.icmp_error(frame, iface, kind, DropReason::NoRoute, now);
         };
-        if self.rx_tunnel.is_some()
-            && next_hop.iface != L3If::Bridge
-            && !translated(frame, l3_offset, original)
-        {
+        if self.rx_tunnel.is_some() && next_hop.iface != L3If::Bridge {
             // Not back out of the uplink, unless it is the reply of a
             // connection this node translated (a NodePort to an endpoint on
             // another node): then it goes back to the client.
-            return Verdict::Drop(DropReason::VxlanSplitHorizon);
+            if !translated(frame, l3_offset, original) {
+                return Verdict::Drop(DropReason::VxlanSplitHorizon);
+            }
+            self.tunnel_exit = true;
         }
         if self
             .snapshot
