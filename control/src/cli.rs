@@ -26,6 +26,9 @@ enum Command {
     Run(RunArgs),
     /// Feed captured frames through the pipeline and write what each port would send.
     Replay(ReplayArgs),
+    /// Build a two-node sandbox in network namespaces, run traffic through it
+    /// and print what happened (root; removes everything on exit).
+    Demo(crate::demo::DemoArgs),
 }
 
 #[derive(clap::Args)]
@@ -135,6 +138,7 @@ pub fn main() -> ExitCode {
             })
         }
         Command::Replay(args) => replay(args),
+        Command::Demo(args) => crate::demo::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -9,6 +9,7 @@ pub mod conntrack_view;
 pub mod control;
 pub mod ctl;
 pub mod daemon;
+pub mod demo;
 pub mod fake_api;
 pub mod metrics;
 pub mod mirror;

@@ -47,6 +47,9 @@ pub struct NatStage<'a> {
     pub counters: &'a WorkerCounters,
     /// Pipeline time.
     pub now: u64,
+    /// The packet came out of a VXLAN tunnel: another node's pod, whose
+    /// own node masquerades for it; never masqueraded here.
+    pub from_tunnel: bool,
 }
 
 /// The fields of a packet the stage looks at.
@@ -401,7 +404,16 @@ impl NatStage<'_> {
         let shard = self
             .conntrack
             .shard_of(key.src_addr, key.src_port, key.protocol);
-        let inserted = if backend.addr == key.src_addr {
+        // Source NAT to the gateway address for a pod reaching itself
+        // (hairpin), and for a NodePort connection from outside to an
+        // endpoint that is not on this node (kube-proxy's masquerade of
+        // NodePort traffic, externalTrafficPolicy Cluster): the endpoint's
+        // node would answer the client directly, around this node's
+        // conntrack. Local endpoints keep the client's address.
+        let hairpin = backend.addr == key.src_addr;
+        let remote_node_port =
+            iface == L3If::Uplink && !self.snapshot.gateway.address.contains(backend.addr);
+        let inserted = if hairpin || remote_node_port {
             let gateway = self.snapshot.gateway.address.addr;
             let make = |port| Nat {
                 src: Some((gateway, port)),
@@ -420,7 +432,14 @@ impl NatStage<'_> {
                 self.now,
                 self.first_packet(p),
             )
-            .map(|(ok, nat, evicted)| (ok, nat, evicted, Event::SnatHairpin))
+            .map(|(ok, nat, evicted)| {
+                let event = if hairpin {
+                    Event::SnatHairpin
+                } else {
+                    Event::SnatMasquerade
+                };
+                (ok, nat, evicted, event)
+            })
         } else {
             let nat = Nat::dnat(endpoint);
             self.conntrack
@@ -474,7 +493,7 @@ impl NatStage<'_> {
     /// A cheap first test of [`masquerades`](Self::masquerades) (no route lookup).
     fn may_masquerade(&self, frame: &Frame, l3: usize, iface: L3If) -> bool {
         let s = self.snapshot;
-        if iface != L3If::Bridge || s.uplink.is_none() {
+        if iface != L3If::Bridge || s.uplink.is_none() || self.from_tunnel {
             return false;
         }
         let Some(ip) = frame.data().get(l3..) else {
@@ -495,6 +514,7 @@ impl NatStage<'_> {
         let s = self.snapshot;
         let nat = &s.nat;
         iface == L3If::Bridge
+            && !self.from_tunnel
             && s.uplink.is_some()
             && s.port(in_port)
                 .is_some_and(|p| p.masquerade.unwrap_or(nat.masquerade))

@@ -46,6 +46,7 @@ impl Pipeline {
         if martian(src) || martian(dst) {
             return Verdict::Drop(DropReason::Ipv4BadAddress);
         }
+        let original = (src, dst);
         let dst = match self.nat_routed(batch, i, l3_offset, iface, now) {
             AfterNat::Route(dst) => dst,
             AfterNat::Verdict(v) => return v,
@@ -64,7 +65,13 @@ impl Pipeline {
             return self.icmp_error(frame, iface, kind, DropReason::NoRoute, now);
         };
         if self.rx_tunnel.is_some() && next_hop.iface != L3If::Bridge {
-            return Verdict::Drop(DropReason::VxlanSplitHorizon);
+            // Not back out of the uplink, unless it is the reply of a
+            // connection this node translated (a NodePort to an endpoint on
+            // another node): then it goes back to the client.
+            if !translated(frame, l3_offset, original) {
+                return Verdict::Drop(DropReason::VxlanSplitHorizon);
+            }
+            self.tunnel_exit = true;
         }
         if self
             .snapshot
@@ -120,4 +127,14 @@ impl Pipeline {
         self.counters.event(Event::Routed);
         self.output_verdict(iface, mac)
     }
+}
+
+/// Whether the NAT stage rewrote the packet's addresses (`original`: its
+/// source and destination before).
+fn translated(frame: &Frame, l3_offset: usize, original: (Ipv4Addr, Ipv4Addr)) -> bool {
+    frame
+        .data()
+        .get(l3_offset..)
+        .and_then(|b| Ipv4Packet::new_checked(b).ok())
+        .is_some_and(|ip| (ip.src_addr(), ip.dst_addr()) != original)
 }

@@ -125,6 +125,9 @@ pub struct Pipeline {
     overlay_ip_id: u16,
     /// Bit per received frame of the batch that was decapsulated.
     tunnel_rx_mask: u64,
+    /// The decapsulated frame being processed is a translated reply that
+    /// legitimately leaves by the uplink (not a gateway answer to tunnel back).
+    tunnel_exit: bool,
 }
 
 impl Pipeline {
@@ -150,6 +153,7 @@ impl Pipeline {
             rx_tunnel: None,
             overlay_ip_id: 0,
             tunnel_rx_mask: 0,
+            tunnel_exit: false,
         }
     }
 

@@ -30,6 +30,7 @@ impl Pipeline {
             affinity: &self.shared.affinity,
             counters: &self.counters,
             now,
+            from_tunnel: self.rx_tunnel.is_some(),
         }
     }
 

@@ -266,8 +266,13 @@ impl Pipeline {
             return Some(Verdict::Drop(DropReason::VxlanInnerNotForUs));
         }
         self.rx_tunnel = Some(tunnel);
+        self.tunnel_exit = false;
         let verdict = self.ipv4_input(batch, i, inner.l3_offset, L3If::Bridge, now);
         self.rx_tunnel = None;
+        if core::mem::take(&mut self.tunnel_exit) {
+            // A translated reply routed out of the uplink (see `ipv4_input`).
+            return Some(verdict);
+        }
         Some(match (verdict, self.snapshot.uplink) {
             // The gateway answered the remote sender (echo reply, ICMP
             // error): back through the tunnel its destination lies behind.
