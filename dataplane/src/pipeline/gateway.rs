@@ -190,22 +190,17 @@ impl Pipeline {
         dropped: DropReason,
         now: u64,
     ) -> Verdict {
-        let Some(l3) = self.snapshot.l3_interface(iface).copied() else {
-            self.counters.count_drop(dropped);
-            self.mirror_drop(frame, dropped);
-            return Verdict::Consumed;
-        };
-        self.icmp_error_from(frame, iface, l3.address.addr, (kind, rest), dropped, now)
+        self.icmp_error_from(frame, iface, None, (kind, rest), dropped, now)
     }
 
     /// As [`Pipeline::icmp_error_rest`], sent from `src_ip` (e.g. the
-    /// ClusterIP a refused connection was sent to); `kind` is (type, code)
-    /// and the header's last four bytes.
+    /// ClusterIP a refused connection was sent to; `None`: the address of
+    /// `iface`); `kind` is (type, code) and the header's last four bytes.
     pub(super) fn icmp_error_from(
         &mut self,
         frame: &mut Frame,
         iface: L3If,
-        src_ip: Ipv4Addr,
+        src_ip: Option<Ipv4Addr>,
         kind: ((u8, u8), u32),
         dropped: DropReason,
         now: u64,
@@ -222,6 +217,7 @@ impl Pipeline {
             self.counters.count_drop(DropReason::IcmpRateLimited);
             return Verdict::Consumed;
         }
+        let src_ip = src_ip.unwrap_or(l3.address.addr);
         if build_icmp_error(frame, src_ip, l3.mac, kind.0, kind.1).is_none() {
             return Verdict::Consumed;
         }

@@ -65,7 +65,7 @@ impl Pipeline {
                 AfterNat::Verdict(self.icmp_error_from(
                     frame,
                     iface,
-                    from,
+                    Some(from),
                     kind,
                     DropReason::ServiceNoEndpoints,
                     now,
