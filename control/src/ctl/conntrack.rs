@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 
 use clap::{Args, ValueEnum};
+use podswitch_dataplane::conntrack::TcpState;
 use serde_json::Value;
 
 /// `conntrack list/flush` filters (the original tuple unless named `reply`).
@@ -60,25 +61,14 @@ impl ConntrackProtocol {
     }
 }
 
-/// The TCP states `--state` takes, as `conntrack -L` prints them.
-pub const TCP_STATES: [&str; 9] = [
-    "NONE",
-    "SYN_SENT",
-    "SYN_RECV",
-    "ESTABLISHED",
-    "FIN_WAIT",
-    "CLOSE_WAIT",
-    "LAST_ACK",
-    "TIME_WAIT",
-    "CLOSE",
-];
-
 fn parse_state(value: &str) -> Result<String, String> {
     let upper = value.to_ascii_uppercase();
-    if TCP_STATES.contains(&upper.as_str()) {
+    // The states as `conntrack -L` prints them (the tracker's own names).
+    let names = TcpState::ALL.map(TcpState::name);
+    if names.contains(&upper.as_str()) {
         Ok(upper)
     } else {
-        Err(format!("must be one of {}", TCP_STATES.join(", ")))
+        Err(format!("must be one of {}", names.join(", ")))
     }
 }
 
