@@ -188,11 +188,13 @@ impl Control {
         services: impl Iterator<Item = &'a Service>,
     ) -> Result<(), ApiError> {
         for s in services {
+            // The dataplane's view of the service's ports, as the table gets them.
+            let specs = crate::services::service_specs(s, &[]);
             for e in &self.static_services {
-                let node_port_taken = s.ports.iter().any(|p| {
+                let node_port_taken = specs.iter().any(|p| {
                     p.node_port.is_some()
-                        && p.node_port == e.node_port().map(u32::from)
-                        && p.protocol.eq_ignore_ascii_case(protocol_name(e))
+                        && p.node_port == e.node_port()
+                        && p.protocol == e.protocol()
                 });
                 if s.cluster_ip == e.vip() || node_port_taken {
                     return Err(ApiError::conflict(format!(
@@ -850,12 +852,4 @@ fn strip_index(message: &str, prefix: &str) -> String {
         return rest[close + 2..].to_string();
     }
     message.to_string()
-}
-
-fn protocol_name(e: &ServiceEntry) -> &'static str {
-    match e.protocol() {
-        podswitch_dataplane::services::Protocol::Tcp => "TCP",
-        podswitch_dataplane::services::Protocol::Udp => "UDP",
-        podswitch_dataplane::services::Protocol::Sctp => "SCTP",
-    }
 }
