@@ -219,10 +219,10 @@ mod tests {
         assert!(web.backend_exists(Ipv4Addr::new(10, 244, 1, 6), 8080));
     }
 
-    #[test]
-    fn cache_rebuilds_only_changed_services_and_forgets_deleted_ones() {
+    /// `default/s0…` on 10.96.1.i:80 (TCP), each with endpoint 10.244.1.(i + 2).
+    fn services_with_one_endpoint(count: u8) -> ApiState {
         let mut state = ApiState::default();
-        for i in 0..50u8 {
+        for i in 0..count {
             let s = service(
                 &format!("default/s{i}"),
                 [10, 96, 1, i],
@@ -233,6 +233,12 @@ mod tests {
                 .insert(s.name.clone(), vec![endpoint(i + 2, true, false)]);
             state.services.insert(s.name.clone(), s);
         }
+        state
+    }
+
+    #[test]
+    fn cache_rebuilds_only_changed_services_and_forgets_deleted_ones() {
+        let mut state = services_with_one_endpoint(50);
         let mut cache = ServiceCache::default();
         let first = cache.table(&state, &[]).unwrap();
         assert_eq!(first.len(), 50);
@@ -294,18 +300,7 @@ mod tests {
 
     #[test]
     fn table_after_rebuilds_the_named_services_only() {
-        let mut state = ApiState::default();
-        for i in 0..5u8 {
-            let s = service(
-                &format!("default/s{i}"),
-                [10, 96, 1, i],
-                &[("TCP", 80, None)],
-            );
-            state
-                .endpoints
-                .insert(s.name.clone(), vec![endpoint(i + 2, true, false)]);
-            state.services.insert(s.name.clone(), s);
-        }
+        let mut state = services_with_one_endpoint(5);
         let mut cache = ServiceCache::default();
         cache.table(&state, &[]).unwrap();
         state.endpoints.insert("default/s1".into(), vec![]);
