@@ -4,9 +4,12 @@
 //! external tools).
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use podswitch_dataplane::io::netns::run_in_netns;
@@ -437,4 +440,73 @@ pub fn send_raw_frames(ns: &Netns, ifname: &str, frames: Vec<Vec<u8>>) {
             sock.send(&f).expect("send raw frame");
         }
     });
+}
+
+/// Servers in one pod: TCP and UDP on the given ports, until dropped.
+pub struct Servers {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Servers {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Starts servers in `ns` answering `"<name> <peer ip>"` on TCP and UDP `ports`.
+pub fn serve(ns: &Netns, name: &'static str, ip_addr: Ipv4Addr, ports: &[u16]) -> Servers {
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut threads = Vec::new();
+    for &port in ports {
+        let addr = SocketAddr::V4(SocketAddrV4::new(ip_addr, port));
+        let (tcp, udp) = ns
+            .run(move || {
+                Ok::<_, std::io::Error>((TcpListener::bind(addr)?, UdpSocket::bind(addr)?))
+            })
+            .unwrap_or_else(|e| panic!("bind {addr} in {}: {e}", ns.name));
+        tcp.set_nonblocking(true).unwrap();
+        udp.set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let s = Arc::clone(&stop);
+        threads.push(std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                match tcp.accept() {
+                    Ok((mut conn, peer)) => {
+                        let _ = conn.set_nonblocking(false);
+                        let _ = writeln!(conn, "{name} {}", peer.ip());
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(1)),
+                }
+            }
+        }));
+        let s = Arc::clone(&stop);
+        threads.push(std::thread::spawn(move || {
+            let mut buf = [0u8; 64];
+            while !s.load(Ordering::Relaxed) {
+                if let Ok((_, peer)) = udp.recv_from(&mut buf) {
+                    let _ = udp.send_to(format!("{name} {}", peer.ip()).as_bytes(), peer);
+                }
+            }
+        }));
+    }
+    Servers { stop, threads }
+}
+
+/// One TCP request: the answering server's name and the peer it saw.
+pub fn tcp_ask(addr: SocketAddrV4) -> Result<(String, String), String> {
+    let mut s = TcpStream::connect_timeout(&SocketAddr::V4(addr), Duration::from_secs(2))
+        .map_err(|e| format!("connect {addr}: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok();
+    let mut text = String::new();
+    s.read_to_string(&mut text)
+        .map_err(|e| format!("read from {addr}: {e}"))?;
+    let mut words = text.split_whitespace();
+    match (words.next(), words.next()) {
+        (Some(name), Some(peer)) => Ok((name.to_string(), peer.to_string())),
+        _ => Err(format!("answer {text:?} from {addr}")),
+    }
 }

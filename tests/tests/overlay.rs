@@ -21,7 +21,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use podswitch_tests::live::{
-    Daemon, Netns, cni_bin, ip, ping, root_or_skip, tcp_transfer, veth, wait_reachable,
+    Daemon, Netns, cni_bin, ip, ping, root_or_skip, serve, tcp_ask, tcp_transfer, veth,
+    wait_reachable,
 };
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -492,49 +493,17 @@ fn interop_with_kernel_vxlan_and_bridge() {
     }
 }
 
-/// Accepts connections on `ip:port` inside `ns` and answers each with
-/// `"<name> <peer ip>\n"` until `stop`; returns how many it served.
-fn answer_tcp(
-    ns: &Netns,
-    ip: Ipv4Addr,
-    port: u16,
-    name: &'static str,
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-) -> std::thread::JoinHandle<usize> {
-    let addr = SocketAddrV4::new(ip, port);
-    let listener = ns
-        .run(move || std::net::TcpListener::bind(addr))
-        .expect("bind in the pod");
-    listener.set_nonblocking(true).unwrap();
-    std::thread::spawn(move || {
-        let mut served = 0;
-        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-            match listener.accept() {
-                Ok((mut s, peer)) => {
-                    let _ = s.set_nonblocking(false);
-                    let _ = writeln!(s, "{name} {}", peer.ip());
-                    served += 1;
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(1)),
-            }
-        }
-        served
-    })
-}
-
 #[test]
 fn cluster_ip_on_node_1_with_endpoints_on_node_2() {
-    use std::io::Read;
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     if !root_or_skip("cluster_ip_on_node_1_with_endpoints_on_node_2") {
         return;
     }
     let (t, ips) = two_podswitch_nodes("os", 2, None);
     let (client, client_ip) = (&t.pods[0], ips[0]);
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let servers = [
-        answer_tcp(&t.pods[2], ips[2], 8080, "n2a", stop.clone()),
-        answer_tcp(&t.pods[3], ips[3], 8080, "n2b", stop.clone()),
+    let _servers = [
+        serve(&t.pods[2], "n2a", ips[2], &[8080]),
+        serve(&t.pods[3], "n2b", ips[3], &[8080]),
     ];
     for ip in [ips[2], ips[3]] {
         assert!(wait_reachable(client, ip, Duration::from_secs(10)));
@@ -551,27 +520,18 @@ fn cluster_ip_on_node_1_with_endpoints_on_node_2() {
     ]);
     let (e1, e2) = (ips[2].to_string(), ips[3].to_string());
     t.d1.ctl_ok(&["endpoint", "set", "default/remote", &e1, &e2]);
-    let answers: Vec<String> = client.run(move || {
+    let answers: Vec<(String, String)> = client.run(move || {
         (0..60)
-            .map(|_| {
-                let addr = std::net::SocketAddr::from((vip, 80));
-                let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3))
-                    .expect("connect to the ClusterIP");
-                s.set_read_timeout(Some(Duration::from_secs(3))).ok();
-                let mut text = String::new();
-                s.read_to_string(&mut text).expect("the answer");
-                text
-            })
+            .map(|_| tcp_ask(SocketAddrV4::new(vip, 80)).expect("an answer through the ClusterIP"))
             .collect()
     });
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let served: Vec<usize> = servers.map(|h| h.join().unwrap()).into_iter().collect();
     // Both endpoints on node 2 answered, each seeing the client's own address.
-    for (name, n) in [("n2a", served[0]), ("n2b", served[1])] {
+    for name in ["n2a", "n2b"] {
+        let n = answers.iter().filter(|(who, _)| who == name).count();
         assert!(n >= 10, "{name} served {n} of 60: {answers:?}");
     }
-    for a in &answers {
-        assert!(a.ends_with(&format!(" {client_ip}\n")), "{a:?}");
+    for (_, peer) in &answers {
+        assert_eq!(peer, &client_ip.to_string(), "{answers:?}");
     }
     let listing = t.d1.ctl_ok(&["conntrack", "list", "-d", &vip.to_string()]);
     assert!(
