@@ -24,7 +24,7 @@ pub struct ConnKey {
 
 impl ConnKey {
     /// A placeholder key for free slots; no packet has protocol 255 and port 0.
-    pub(super) const UNUSED: ConnKey = ConnKey {
+    pub(crate) const UNUSED: ConnKey = ConnKey {
         src_addr: Ipv4Addr::UNSPECIFIED,
         dst_addr: Ipv4Addr::UNSPECIFIED,
         src_port: 0,

@@ -44,7 +44,10 @@ mod table;
 mod tcp;
 
 pub use key::{ConnKey, Nat};
-pub use table::{ConntrackTable, Entry, EntryId, InsertError, Listing, MAX_CAPACITY};
+pub use table::{
+    ConntrackTable, Entry, EntryId, INDEX_SLOT_BYTES, IndexReader, InsertError, KeyHasher, Listing,
+    MAX_CAPACITY,
+};
 pub use tcp::{TcpReject, TcpSegment, TcpState};
 
 /// Which way a packet travels relative to the connection's first packet.

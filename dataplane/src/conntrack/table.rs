@@ -13,7 +13,10 @@ use core::net::Ipv4Addr;
 use super::key::{ConnKey, Nat};
 use super::tcp::{TcpReject, TcpSegment, TcpState, TcpTracking};
 use super::{ConntrackStats, Direction, Timeouts};
+use crate::io::hugemem::{self, HugeChunk};
 use crate::wire::IpProtocol;
+use core::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// How far an insert into a full table looks for an expired or unassured victim.
 const EVICTION_SCAN: usize = 4096;
@@ -207,10 +210,84 @@ struct Slot {
     value: u32,
 }
 
+impl Slot {
+    const fn from_bits(bits: u64) -> Slot {
+        Slot {
+            tag: (bits >> 32) as u32,
+            value: bits as u32,
+        }
+    }
+
+    const fn to_bits(self) -> u64 {
+        ((self.tag as u64) << 32) | self.value as u64
+    }
+}
+
+/// The index: slots written only under the table's `&mut` (its shard
+/// lock), and atomic so that a prefetch pass may read one without the
+/// lock ([`ConntrackTable::index_reader`]); relaxed loads and stores are
+/// plain moves.
+type Index = Arc<HugeChunk<AtomicU64>>;
+
+/// Bytes of one index slot (for computing a slot's address).
+pub const INDEX_SLOT_BYTES: usize = size_of::<AtomicU64>();
+
 const EMPTY: Slot = Slot {
     tag: 0,
     value: u32::MAX,
 };
+
+/// Hashes keys for the index; tables that share one (the shards of the
+/// shared table) let a key be hashed once, outside their locks.
+#[derive(Clone, Debug)]
+pub struct KeyHasher(foldhash::fast::FixedState);
+
+impl Default for KeyHasher {
+    /// A hasher with a seed drawn at random (per process and call).
+    fn default() -> KeyHasher {
+        let seed = foldhash::fast::RandomState::default().hash_one(0u64);
+        KeyHasher(foldhash::fast::FixedState::with_seed(seed))
+    }
+}
+
+impl KeyHasher {
+    /// The index tag of `key`.
+    #[inline]
+    pub fn hash(&self, key: &ConnKey) -> u32 {
+        self.0.hash_one(key.words()) as u32
+    }
+}
+
+/// A table's index as a prefetch pass sees it, without the table's lock:
+/// where a key's probe starts, and which entry the slot there names (a
+/// guess while other threads change the table; only ever used as a hint).
+#[derive(Clone, Debug)]
+pub struct IndexReader {
+    index: Index,
+    mask: usize,
+    entries: usize,
+}
+
+impl IndexReader {
+    /// Address of the home slot of a key hashed to `tag`.
+    #[inline]
+    pub fn slot_address(&self, tag: u32) -> usize {
+        self.index.as_ptr() as usize + (tag as usize & self.mask) * INDEX_SLOT_BYTES
+    }
+
+    /// Address of the entry the home slot of `tag` names, if that slot
+    /// holds a key with this tag now.
+    #[inline]
+    pub fn entry_address(&self, tag: u32) -> Option<usize> {
+        let slot = Slot::from_bits(
+            self.index
+                .get(tag as usize & self.mask)?
+                .load(Ordering::Relaxed),
+        );
+        (slot.tag == tag && slot.value != EMPTY.value)
+            .then(|| self.entries + (slot.value >> 1) as usize * size_of::<Entry>())
+    }
+}
 
 /// Table time: whole seconds of the pipeline clock.
 #[inline]
@@ -220,11 +297,11 @@ fn seconds(now_ns: u64) -> u32 {
 
 /// A bounded connection tracking table, owned by one worker.
 pub struct ConntrackTable {
-    entries: Vec<Entry>,
+    entries: HugeChunk<Entry>,
     free: Vec<u32>,
-    index: Vec<Slot>,
+    index: Index,
     mask: usize,
-    hasher: foldhash::fast::RandomState,
+    hasher: KeyHasher,
     timeouts: Timeouts,
     hand: usize,
     len: usize,
@@ -245,16 +322,54 @@ impl ConntrackTable {
     /// A table for `capacity` connections (clamped to 1..=[`MAX_CAPACITY`]);
     /// allocates everything now.
     pub fn new(capacity: usize, timeouts: Timeouts) -> ConntrackTable {
+        let hasher = KeyHasher::default();
+        ConntrackTable::many(1, capacity, &hasher, timeouts)
+            .pop()
+            .expect("one table")
+    }
+
+    /// `count` tables of `capacity` connections each (clamped as in
+    /// [`new`](Self::new)), hashing keys with `hasher`, their entries and
+    /// index slots in one region of huge pages ([`hugemem`]): the shards
+    /// of the shared table.
+    pub fn many(
+        count: usize,
+        capacity: usize,
+        hasher: &KeyHasher,
+        timeouts: Timeouts,
+    ) -> Vec<ConntrackTable> {
         let capacity = capacity.clamp(1, MAX_CAPACITY);
-        let slots = (capacity * 4).next_power_of_two();
-        let top = u32::try_from(capacity).unwrap_or(u32::MAX);
+        let slots = Self::index_slots(capacity);
+        let entries = hugemem::chunks(count, capacity, || Entry::FREE);
+        let indexes = hugemem::chunks(count, slots, || AtomicU64::new(EMPTY.to_bits()));
+        entries
+            .into_iter()
+            .zip(indexes)
+            .map(|(entries, index)| {
+                ConntrackTable::with_memory(entries, Arc::new(index), hasher.clone(), timeouts)
+            })
+            .collect()
+    }
+
+    /// Index slots of a table of `capacity` (clamped) entries.
+    pub fn index_slots(capacity: usize) -> usize {
+        (capacity.clamp(1, MAX_CAPACITY) * 4).next_power_of_two()
+    }
+
+    fn with_memory(
+        entries: HugeChunk<Entry>,
+        index: Index,
+        hasher: KeyHasher,
+        timeouts: Timeouts,
+    ) -> ConntrackTable {
+        let top = u32::try_from(entries.len()).unwrap_or(u32::MAX);
         ConntrackTable {
-            entries: vec![Entry::FREE; capacity],
+            mask: index.len() - 1,
+            entries,
             // Popped from the back: ids are handed out in ascending order.
             free: (0..top).rev().collect(),
-            index: vec![EMPTY; slots],
-            mask: slots - 1,
-            hasher: foldhash::fast::RandomState::default(),
+            index,
+            hasher,
             timeouts,
             hand: 0,
             len: 0,
@@ -289,9 +404,9 @@ impl ConntrackTable {
 
     /// Bytes the table allocated: entries, free list and index.
     pub fn memory_bytes(&self) -> usize {
-        self.entries.capacity() * size_of::<Entry>()
+        self.entries.len() * size_of::<Entry>()
             + self.free.capacity() * size_of::<u32>()
-            + self.index.capacity() * size_of::<Slot>()
+            + self.index.len() * INDEX_SLOT_BYTES
     }
 
     /// The entry `id` names, if it is in use.
@@ -311,7 +426,17 @@ impl ConntrackTable {
 
     #[inline]
     fn hash(&self, key: &ConnKey) -> u32 {
-        self.hasher.hash_one(key.words()) as u32
+        self.hasher.hash(key)
+    }
+
+    /// A read-only view of the index, usable without the table's lock,
+    /// for prefetching: see [`IndexReader`].
+    pub fn index_reader(&self) -> IndexReader {
+        IndexReader {
+            index: Arc::clone(&self.index),
+            mask: self.mask,
+            entries: self.entries.as_ptr() as usize,
+        }
     }
 
     /// The index value (`id << 1 | direction`) of `key`.
@@ -324,7 +449,7 @@ impl ConntrackTable {
     fn find_hashed(&self, key: &ConnKey, tag: u32) -> Option<u32> {
         let mut i = tag as usize & self.mask;
         loop {
-            let slot = *self.index.get(i)?;
+            let slot = self.slot(i)?;
             if slot.value == EMPTY.value {
                 return None;
             }
@@ -368,10 +493,7 @@ impl ConntrackTable {
             for (tag, key) in tags.iter_mut().zip(keys) {
                 *tag = self.hash(key);
                 // Reading the home slot now starts its cache miss early.
-                touched ^= self
-                    .index
-                    .get(*tag as usize & self.mask)
-                    .map_or(0, |s| s.value);
+                touched ^= self.slot(*tag as usize & self.mask).map_or(0, |s| s.value);
             }
             core::hint::black_box(touched);
             for ((o, key), &tag) in out.iter_mut().zip(keys).zip(&tags) {
@@ -562,6 +684,23 @@ impl ConntrackTable {
     /// `EVICTION_OLDEST_OF`. The hand keeps moving, so a run of assured
     /// entries is crossed once per lap, not once per insert.
     fn evict(&mut self, now: u32) {
+        self.evict_one(now);
+        self.prefetch_next_victim();
+    }
+
+    /// A full table stays full under a flood: the next insert evicts too,
+    /// most likely the entry under the hand. Start loading the index slots
+    /// its removal will rewrite (random lines of a large index) now.
+    fn prefetch_next_victim(&self) {
+        if let Some(e) = self.entries.get(self.hand).filter(|e| e.in_use()) {
+            for key in [&e.original, &e.reply] {
+                let slot = self.hash(key) as usize & self.mask;
+                hugemem::prefetch(self.index.as_ptr() as usize + slot * INDEX_SLOT_BYTES);
+            }
+        }
+    }
+
+    fn evict_one(&mut self, now: u32) {
         let n = self.entries.len();
         let mut victim: Option<(usize, u32)> = None;
         for scanned in 0..EVICTION_SCAN.min(n) {
@@ -604,12 +743,26 @@ impl ConntrackTable {
         self.len -= 1;
     }
 
+    #[inline]
+    fn slot(&self, i: usize) -> Option<Slot> {
+        self.index
+            .get(i)
+            .map(|s| Slot::from_bits(s.load(Ordering::Relaxed)))
+    }
+
+    #[inline]
+    fn set_slot(&mut self, i: usize, slot: Slot) {
+        if let Some(s) = self.index.get(i) {
+            s.store(slot.to_bits(), Ordering::Relaxed);
+        }
+    }
+
     fn index_insert(&mut self, key: &ConnKey, value: u32) {
         let tag = self.hash(key);
         let mut i = tag as usize & self.mask;
-        while let Some(slot) = self.index.get_mut(i) {
+        while let Some(slot) = self.slot(i) {
             if slot.value == EMPTY.value {
-                *slot = Slot { tag, value };
+                self.set_slot(i, Slot { tag, value });
                 return;
             }
             i = (i + 1) & self.mask;
@@ -621,30 +774,26 @@ impl ConntrackTable {
         let mask = self.mask;
         let mut hole = self.hash(key) as usize & mask;
         loop {
-            match self.index.get(hole) {
+            match self.slot(hole) {
                 Some(s) if s.value == value => break,
                 Some(s) if s.value != EMPTY.value => hole = (hole + 1) & mask,
                 _ => return,
             }
         }
         let mut j = (hole + 1) & mask;
-        while let Some(&slot) = self.index.get(j) {
+        while let Some(slot) = self.slot(j) {
             if slot.value == EMPTY.value {
                 break;
             }
             let home = slot.tag as usize & mask;
             // The slot may move back into the hole unless its home lies after the hole.
             if (j.wrapping_sub(home) & mask) >= (j.wrapping_sub(hole) & mask) {
-                if let Some(h) = self.index.get_mut(hole) {
-                    *h = slot;
-                }
+                self.set_slot(hole, slot);
                 hole = j;
             }
             j = (j + 1) & mask;
         }
-        if let Some(h) = self.index.get_mut(hole) {
-            *h = EMPTY;
-        }
+        self.set_slot(hole, EMPTY);
     }
 }
 

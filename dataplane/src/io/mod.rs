@@ -8,12 +8,15 @@
 //!   virtio-net headers ([`vnet`]); [`gso`] cuts super-frames and completes
 //!   partial checksums for ports without offloads; [`poll`] waits on a
 //!   worker's queues.
+//! - Memory: [`hugemem`] puts the big random-access tables in huge pages
+//!   and gives the prefetch hint the NAT stage uses before taking a lock.
 //!
 //! This is the only module where `unsafe` may appear, and only with a
 //! `// SAFETY:` line per block.
 
 pub mod afpacket;
 pub mod gso;
+pub mod hugemem;
 pub mod netlink;
 pub mod netns;
 pub mod pcap;

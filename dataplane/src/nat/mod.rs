@@ -63,7 +63,7 @@ pub use config::{
 pub use shared::{
     ConntrackFilter, ConntrackRecord, Found, SharedConntrack, clock_origin, monotonic_ns,
 };
-pub use stage::{NatAction, NatStage};
+pub use stage::{NatAction, NatStage, prefetch_key, prefetch_new_flows};
 
 #[cfg(test)]
 mod tests;

@@ -15,9 +15,10 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use crate::conntrack::{
-    ConnKey, ConntrackStats, ConntrackTable, Direction, EntryId, InsertError, Nat, TcpState,
-    Timeouts,
+    ConnKey, ConntrackStats, ConntrackTable, Direction, EntryId, IndexReader, InsertError,
+    KeyHasher, Nat, TcpState, Timeouts,
 };
+use crate::io::hugemem;
 use crate::wire::IpProtocol;
 
 /// Most shards a table is cut into (enough for 16 workers at 4 shards each).
@@ -104,6 +105,11 @@ pub struct Found {
 pub struct SharedConntrack {
     shards: Box<[Mutex<ConntrackTable>]>,
     mask: usize,
+    /// The shards' common key hasher and their indexes, readable without
+    /// the locks: enough to find a key's slot and entry addresses for
+    /// [`prefetch_batch`](Self::prefetch_batch).
+    hasher: KeyHasher,
+    readers: Box<[IndexReader]>,
     capacity: usize,
     /// Entries in all shards (kept exact under the shard locks), so an
     /// empty table costs the hot path one atomic load.
@@ -142,10 +148,12 @@ impl SharedConntrack {
             shards /= 2;
         }
         let per_shard = capacity.div_ceil(shards);
+        let hasher = KeyHasher::default();
+        let tables = ConntrackTable::many(shards, per_shard, &hasher, timeouts);
         SharedConntrack {
-            shards: (0..shards)
-                .map(|_| Mutex::new(ConntrackTable::new(per_shard, timeouts)))
-                .collect(),
+            readers: tables.iter().map(ConntrackTable::index_reader).collect(),
+            hasher,
+            shards: tables.into_iter().map(Mutex::new).collect(),
             mask: shards - 1,
             capacity: per_shard * shards,
             len: AtomicUsize::new(0),
@@ -204,6 +212,42 @@ impl SharedConntrack {
     #[inline]
     pub fn shard_of(&self, addr: Ipv4Addr, port: u16, protocol: IpProtocol) -> usize {
         shard_index(self.mask, addr, port, protocol)
+    }
+
+    /// Starts loading what looking up `keys` will read: the home index
+    /// slots in the shards of each key's source and destination (as
+    /// [`with_entry`](Self::with_entry) probes them), then the entries
+    /// those slots name. Run over a batch before its frames take their
+    /// locks one by one, so that the batch's cache misses overlap instead
+    /// of stalling each frame under a lock. `tracked[i]` tells whether
+    /// `keys[i]` looked tracked (a home slot held its tag): a guess, for
+    /// prefetching what a new flow needs. A hint: changes nothing.
+    pub fn prefetch_batch(&self, keys: &[ConnKey], tracked: &mut [bool]) {
+        const CHUNK: usize = 64;
+        for (keys, tracked) in keys.chunks(CHUNK).zip(tracked.chunks_mut(CHUNK)) {
+            let mut probes = [(0u32, 0usize, 0usize); CHUNK];
+            for (probe, key) in probes.iter_mut().zip(keys) {
+                let tag = self.hasher.hash(key);
+                let first = self.shard_of(key.src_addr, key.src_port, key.protocol);
+                let second = self.shard_of(key.dst_addr, key.dst_port, key.protocol);
+                for shard in [first, second] {
+                    if let Some(r) = self.readers.get(shard) {
+                        hugemem::prefetch(r.slot_address(tag));
+                    }
+                }
+                *probe = (tag, first, second);
+            }
+            for (&(tag, first, second), tracked) in probes.iter().zip(tracked.iter_mut()) {
+                *tracked = false;
+                for shard in [first, second] {
+                    if let Some(entry) = self.readers.get(shard).and_then(|r| r.entry_address(tag))
+                    {
+                        hugemem::prefetch(entry);
+                        *tracked = true;
+                    }
+                }
+            }
+        }
     }
 
     fn lock(&self, shard: usize) -> MutexGuard<'_, ConntrackTable> {
@@ -410,6 +454,25 @@ mod tests {
             ct.with_entry(&ConnKey::tcp(POD, VIP), SEC, |_, f| f)
                 .is_none()
         );
+    }
+
+    #[test]
+    fn prefetch_batch_tells_tracked_keys_from_new_ones() {
+        let ct = SharedConntrack::new(4096, Timeouts::default());
+        let orig = ConnKey::tcp(CLIENT, VIP);
+        let shard = ct.shard_of(CLIENT.0, CLIENT.1, IpProtocol::TCP);
+        ct.insert_with(shard, orig, Nat::dnat(POD), SEC, |_, _| ())
+            .unwrap();
+        let unknown = ConnKey::tcp((CLIENT.0, CLIENT.1 + 1), VIP);
+        let keys = [orig, ConnKey::tcp(POD, CLIENT), unknown];
+        let mut tracked = [false, false, true];
+        ct.prefetch_batch(&keys, &mut tracked);
+        assert_eq!(tracked, [true, true, false]);
+        // More keys than one group, and fewer flags than keys: no panic.
+        ct.prefetch_batch(&[unknown; 100], &mut [true; 70]);
+        // A hint only: nothing changed.
+        assert_eq!(ct.len(), 1);
+        assert!(ct.with_entry(&orig, SEC, |_, f| f).is_some());
     }
 
     #[test]

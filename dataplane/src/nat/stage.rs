@@ -108,6 +108,75 @@ fn parse(ip: &[u8]) -> Option<Parsed> {
     Some(parsed)
 }
 
+/// The conntrack key of a TCP or UDP packet `ip` (an IPv4 header
+/// onwards), read without any checks beyond the bounds: for
+/// [`SharedConntrack::prefetch_batch`], a hint and never a decision.
+#[inline]
+pub fn prefetch_key(ip: &[u8]) -> Option<ConnKey> {
+    let &version_ihl = ip.first()?;
+    let header = usize::from(version_ihl & 0x0f) * 4;
+    let fields = ip.get(..20)?;
+    let ports = ip.get(header..header + 4)?;
+    let protocol = IpProtocol(fields[9]);
+    if version_ihl >> 4 != 4 || !matches!(protocol, IpProtocol::TCP | IpProtocol::UDP) {
+        return None;
+    }
+    let addr =
+        |at: usize| Ipv4Addr::new(fields[at], fields[at + 1], fields[at + 2], fields[at + 3]);
+    let port = |at: usize| u16::from_be_bytes([ports[at], ports[at + 1]]);
+    Some(ConnKey::new(
+        protocol,
+        (addr(12), port(0)),
+        (addr(16), port(2)),
+    ))
+}
+
+/// Starts loading what choosing an endpoint for new flows reads: for
+/// each of `keys` (at most 64) that `tracked` says looks untracked and is
+/// addressed to a service, the service's entry, then its Maglev slot and
+/// backends. In stages over the whole group, so that the misses of the
+/// group overlap (each stage's loads depend on the previous stage's).
+pub fn prefetch_new_flows(snapshot: &Snapshot, keys: &[ConnKey], tracked: &[bool]) {
+    const GROUP: usize = 64;
+    let services = &snapshot.services;
+    if services.is_empty() {
+        return;
+    }
+    let mut found = [u32::MAX; GROUP];
+    for ((key, &tracked), found) in keys.iter().zip(tracked).zip(found.iter_mut()) {
+        if !tracked && let Some(index) = service_index(snapshot, key) {
+            services.prefetch_entry(index);
+            *found = index;
+        }
+    }
+    for (key, &index) in keys.iter().zip(&found) {
+        if let Some(service) = services.entry(index) {
+            service.prefetch_select(flow_hash(
+                key.src_addr,
+                key.dst_addr,
+                key.src_port,
+                key.dst_port,
+                key.protocol.0,
+            ));
+        }
+    }
+}
+
+/// The index of the service a packet with `key` is addressed to (see
+/// [`service_for`]).
+fn service_index(snapshot: &Snapshot, key: &ConnKey) -> Option<u32> {
+    let protocol = Protocol::from_number(key.protocol.0)?;
+    let services = &snapshot.services;
+    services
+        .cluster_index(protocol, key.dst_addr, key.dst_port)
+        .or_else(|| {
+            snapshot
+                .is_local_ip(key.dst_addr)
+                .then(|| services.node_port_index(protocol, key.dst_port))
+                .flatten()
+        })
+}
+
 /// How the frame's L4 checksum is kept (partial with checksum offload).
 fn l4_sum(frame: &Frame) -> L4Sum {
     if frame.offload.csum.is_some() {
@@ -151,16 +220,7 @@ fn endpoint_still_in_service(snapshot: &Snapshot, entry: &Entry) -> bool {
 /// The service a packet with `key` is addressed to: a ClusterIP and port,
 /// or a NodePort on one of the node's addresses.
 fn service_for<'a>(snapshot: &'a Snapshot, key: &ConnKey) -> Option<&'a ServiceEntry> {
-    let protocol = Protocol::from_number(key.protocol.0)?;
-    let services = &snapshot.services;
-    services
-        .lookup_cluster(protocol, key.dst_addr, key.dst_port)
-        .or_else(|| {
-            snapshot
-                .is_local_ip(key.dst_addr)
-                .then(|| services.lookup_node_port(protocol, key.dst_port))
-                .flatten()
-        })
+    snapshot.services.entry(service_index(snapshot, key)?)
 }
 
 impl NatStage<'_> {

@@ -416,6 +416,59 @@ fn handshake(n: &mut Node, client: Ep) {
     n.through(A, to_web(client, 101, Flags::Ack(501), b""), B);
 }
 
+/// The key the batch prefetch reads: TCP and UDP from any IPv4 header
+/// length; nothing from other protocols or short packets.
+#[test]
+fn prefetch_key_reads_tcp_and_udp_only() {
+    use crate::conntrack::ConnKey;
+    let t = to_web(([10, 244, 1, 2], 40000), 1, Flags::Syn, b"");
+    let key = super::prefetch_key(&t[14..]).unwrap();
+    assert_eq!(key, ConnKey::tcp((IP_A.into(), 40000), (WEB.into(), 80)));
+    let u = udp((MAC_A, GW_MAC), (IP_A, 5353), (WEB, 53), b"q");
+    let key = super::prefetch_key(&u[14..]).unwrap();
+    assert_eq!(key.protocol, crate::wire::IpProtocol::UDP);
+    assert_eq!((key.src_port, key.dst_port), (5353, 53));
+    let e = echo((MAC_A, GW_MAC), IP_A, WEB, 7, false);
+    assert_eq!(super::prefetch_key(&e[14..]), None);
+    assert_eq!(super::prefetch_key(&t[14..30]), None);
+    assert_eq!(super::prefetch_key(&[]), None);
+    // IHL 15: the ports are read after the options, and need 64 bytes.
+    let mut long = t[14..].to_vec();
+    long[0] = 0x4f;
+    long.resize(60, 0);
+    assert_eq!(super::prefetch_key(&long), None);
+    long.resize(64, 0);
+    assert_eq!(super::prefetch_key(&long).map(|k| k.src_port), Some(0));
+    assert!(super::prefetch_key(&[0x4f; 64]).is_none());
+}
+
+/// One batch of 150 frames (more than a prefetch group of 64): new flows
+/// and established ones mixed, every one translated as if sent alone.
+#[test]
+fn a_big_batch_of_new_and_established_flows_is_translated() {
+    let mut n = Node::new();
+    for port in 0..50u16 {
+        handshake(&mut n, (IP_A, 30000 + port));
+    }
+    let mut batch = Batch::with_size(256, 2048);
+    for port in 0..150u16 {
+        // Even: established (an ACK of a handshaken flow); odd: a new SYN.
+        let frame = if port % 2 == 0 && port < 100 {
+            to_web((IP_A, 30000 + port / 2), 101, Flags::Ack(501), b"")
+        } else {
+            to_web((IP_A, 50000 + port), 1, Flags::Syn, b"")
+        };
+        assert!(batch.push_rx(A, n.now, &frame));
+    }
+    n.p.process(&mut batch, n.now);
+    assert_eq!(batch.iter().count(), 150);
+    for (frame, verdict) in batch.iter() {
+        assert_eq!(verdict, Verdict::Forward(B));
+        let f = facts(frame.data());
+        assert_eq!(f.dst.0, IP_B, "DNATed to web's endpoint");
+    }
+}
+
 mod dnat;
 mod lifecycle;
 mod snat;

@@ -198,6 +198,7 @@ impl Pipeline {
             now_ns,
             self.snapshot.tuning.mac_aging_ns,
         );
+        self.nat_prefetch(batch);
         for i in 0..batch.rx_len() {
             let verdict = self.process_frame(batch, i, now_ns);
             if let Verdict::Drop(reason) = verdict {

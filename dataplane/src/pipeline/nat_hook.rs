@@ -4,10 +4,11 @@
 use core::net::Ipv4Addr;
 
 use super::{Batch, DropReason, Event, Frame, L3If, Pipeline, Verdict};
+use crate::conntrack::ConnKey;
 use crate::mirror::{MirrorNote, MirrorStage, NatKind, NatRewrite};
 use crate::nat::{NatAction, NatStage};
-use crate::wire::icmpv4;
 use crate::wire::{EthernetFrame, Ipv4Packet};
+use crate::wire::{ethernet, icmpv4};
 
 /// Conntrack slots expiry visits per batch with traffic, and when idle:
 /// at 1 Mpps (31k batches/s) a 1M table is swept in about 4 s.
@@ -173,6 +174,58 @@ impl Pipeline {
             });
         }
         self.mirror(MirrorStage::PostNat, frame.in_port, frame.data(), note);
+    }
+
+    /// Before a batch is processed: start loading the conntrack slots and
+    /// entries its frames will probe (see
+    /// [`crate::nat::SharedConntrack::prefetch_batch`]) and, for frames
+    /// that look untracked, what picking their service endpoint reads.
+    pub(super) fn nat_prefetch(&self, batch: &Batch) {
+        const CHUNK: usize = 64;
+        let conntrack = &self.shared.conntrack;
+        if conntrack.is_empty() && self.snapshot.services.is_empty() {
+            return;
+        }
+        let mut keys = [ConnKey::UNUSED; CHUNK];
+        let mut tracked = [false; CHUNK];
+        let mut n = 0;
+        let flush = |keys: &[ConnKey], tracked: &mut [bool]| {
+            if !conntrack.is_empty() {
+                conntrack.prefetch_batch(keys, tracked);
+            }
+            crate::nat::prefetch_new_flows(&self.snapshot, keys, tracked);
+        };
+        let s = &self.snapshot;
+        let gateway = s.gateway.mac.0;
+        let uplink = s.uplink.map(|(_, u)| u.mac.0);
+        for i in 0..batch.rx_len() {
+            let Some((frame, _)) = batch.get(i) else {
+                break;
+            };
+            let data = frame.data();
+            let Some(head) = data.get(..ethernet::HEADER_LEN + 20) else {
+                continue;
+            };
+            if head[12..14] != [0x08, 0x00] {
+                continue;
+            }
+            // Routed frames (to the gateway or the uplink), and frames
+            // switched from a service backend: the ones the NAT stage looks up.
+            let routed = head[..6] == gateway || uplink.is_some_and(|m| head[..6] == m);
+            let src = Ipv4Addr::new(head[26], head[27], head[28], head[29]);
+            if !routed && !s.services.is_backend_ip(src) {
+                continue;
+            }
+            if let Some(key) = crate::nat::prefetch_key(&data[ethernet::HEADER_LEN..]) {
+                keys[n] = key;
+                n += 1;
+                if n == CHUNK {
+                    flush(&keys, &mut tracked);
+                    n = 0;
+                }
+            }
+        }
+        flush(&keys[..n], &mut tracked[..n]);
     }
 
     /// Once per batch: collect expired conntrack entries of one shard.

@@ -176,6 +176,16 @@ impl Maglev {
         self.table.get(slot as usize).map(|&b| usize::from(b))
     }
 
+    /// Address of the slot [`lookup`](Self::lookup) reads for a flow, to
+    /// prefetch it; `None` when there are no backends.
+    #[inline]
+    pub fn slot_address(&self, flow_hash: u64) -> Option<usize> {
+        let slot = ((flow_hash >> 32) * self.table.len() as u64) >> 32;
+        self.table
+            .get(slot as usize)
+            .map(|b| core::ptr::from_ref(b) as usize)
+    }
+
     /// Number of slots (0 without backends).
     pub fn size(&self) -> usize {
         self.table.len()

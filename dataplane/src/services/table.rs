@@ -217,6 +217,16 @@ impl ServiceEntry {
             .and_then(|i| self.selectable.get(i).copied())
     }
 
+    /// Starts loading what [`select`](Self::select) reads for `flow_hash`
+    /// (its Maglev slot and the backends), ahead of a batch's new flows.
+    #[inline]
+    pub fn prefetch_select(&self, flow_hash: u64) {
+        if let Some(slot) = self.maglev.slot_address(flow_hash) {
+            crate::io::hugemem::prefetch(slot);
+            crate::io::hugemem::prefetch(self.selectable.as_ptr() as usize);
+        }
+    }
+
     /// True when new flows have nowhere to go: the pipeline answers them
     /// with a TCP RST or an ICMP port unreachable.
     #[inline]
@@ -393,6 +403,44 @@ impl ServiceTable {
     ) -> Option<&ServiceEntry> {
         let &i = self.cluster.get(&cluster_key(protocol, dst_ip, dst_port))?;
         self.entries.get(i as usize)
+    }
+
+    /// As [`lookup_cluster`](Self::lookup_cluster), the entry's index
+    /// (for [`prefetch_entry`](Self::prefetch_entry) and [`entry`](Self::entry)).
+    #[inline]
+    pub fn cluster_index(
+        &self,
+        protocol: Protocol,
+        dst_ip: Ipv4Addr,
+        dst_port: u16,
+    ) -> Option<u32> {
+        self.cluster
+            .get(&cluster_key(protocol, dst_ip, dst_port))
+            .copied()
+    }
+
+    /// As [`lookup_node_port`](Self::lookup_node_port), the entry's index.
+    #[inline]
+    pub fn node_port_index(&self, protocol: Protocol, dst_port: u16) -> Option<u32> {
+        self.node_ports
+            .get(&node_port_key(protocol, dst_port))
+            .copied()
+    }
+
+    /// The entry at `index`.
+    #[inline]
+    pub fn entry(&self, index: u32) -> Option<&ServiceEntry> {
+        self.entries.get(index as usize)
+    }
+
+    /// Starts loading the entry at `index` (a hint).
+    #[inline]
+    pub fn prefetch_entry(&self, index: u32) {
+        if let Some(e) = self.entries.get(index as usize) {
+            let at = core::ptr::from_ref(e) as usize;
+            crate::io::hugemem::prefetch(at);
+            crate::io::hugemem::prefetch(at + size_of::<ServiceEntry>() - 1);
+        }
     }
 
     /// The service on a NodePort, for a protocol. The caller checks that the
