@@ -275,17 +275,27 @@ impl IndexReader {
         self.index.as_ptr() as usize + (tag as usize & self.mask) * INDEX_SLOT_BYTES
     }
 
-    /// Address of the entry the home slot of `tag` names, if that slot
-    /// holds a key with this tag now.
+    /// Address of the entry that a slot holding `tag` names, among the
+    /// first few of its probe sequence (most keys sit at or just after
+    /// their home slot); `None` if none holds it now.
     #[inline]
     pub fn entry_address(&self, tag: u32) -> Option<usize> {
-        let slot = Slot::from_bits(
-            self.index
-                .get(tag as usize & self.mask)?
-                .load(Ordering::Relaxed),
-        );
-        (slot.tag == tag && slot.value != EMPTY.value)
-            .then(|| self.entries + (slot.value >> 1) as usize * size_of::<Entry>())
+        const PROBES: usize = 4;
+        let home = tag as usize & self.mask;
+        for i in 0..PROBES {
+            let slot = Slot::from_bits(
+                self.index
+                    .get((home + i) & self.mask)?
+                    .load(Ordering::Relaxed),
+            );
+            if slot.value == EMPTY.value {
+                return None;
+            }
+            if slot.tag == tag {
+                return Some(self.entries + (slot.value >> 1) as usize * size_of::<Entry>());
+            }
+        }
+        None
     }
 }
 
