@@ -220,8 +220,9 @@ impl SharedConntrack {
     /// those slots name. Run over a batch before its frames take their
     /// locks one by one, so that the batch's cache misses overlap instead
     /// of stalling each frame under a lock. `tracked[i]` tells whether
-    /// `keys[i]` looked tracked (a home slot held its tag): a guess, for
-    /// prefetching what a new flow needs. A hint: changes nothing.
+    /// `keys[i]` looked tracked (its tag was near its home slot in either
+    /// shard): a guess, for prefetching what a new flow needs. A hint:
+    /// changes nothing.
     pub fn prefetch_batch(&self, keys: &[ConnKey], tracked: &mut [bool]) {
         const CHUNK: usize = 64;
         for (keys, tracked) in keys.chunks(CHUNK).zip(tracked.chunks_mut(CHUNK)) {

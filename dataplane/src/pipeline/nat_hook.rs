@@ -190,7 +190,9 @@ impl Pipeline {
         let mut tracked = [false; CHUNK];
         let mut n = 0;
         let flush = |keys: &[ConnKey], tracked: &mut [bool]| {
-            if !conntrack.is_empty() {
+            if conntrack.is_empty() {
+                tracked.fill(false);
+            } else {
                 conntrack.prefetch_batch(keys, tracked);
             }
             crate::nat::prefetch_new_flows(&self.snapshot, keys, tracked);
