@@ -10,6 +10,15 @@ use crate::nat::{NatAction, NatStage};
 use crate::wire::{EthernetFrame, Ipv4Packet};
 use crate::wire::{ethernet, icmpv4};
 
+/// Fewest tracked connections for which [`Pipeline::nat_prefetch`]
+/// prefetches conntrack lines: below, the flows' index slots and entries
+/// (two lines each) fit in a core's L2. Unit tests always prefetch, so
+/// that they run the pass.
+const PREFETCH_MIN_CONNECTIONS: usize = if cfg!(test) { 1 } else { 4096 };
+/// Fewest services for which it prefetches what new flows read (a few
+/// services' Maglev tables and backends stay in cache).
+const PREFETCH_MIN_SERVICES: usize = if cfg!(test) { 1 } else { 256 };
+
 /// Conntrack slots expiry visits per batch with traffic, and when idle:
 /// at 1 Mpps (31k batches/s) a 1M table is swept in about 4 s.
 const EXPIRE_BUDGET: usize = 8;
@@ -183,19 +192,27 @@ impl Pipeline {
     pub(super) fn nat_prefetch(&self, batch: &Batch) {
         const CHUNK: usize = 64;
         let conntrack = &self.shared.conntrack;
-        if conntrack.is_empty() && self.snapshot.services.is_empty() {
+        // Prefetching pays only when what the frames read is unlikely to be
+        // in cache: skipped for a small conntrack and a few services (it
+        // costs ~230 instructions per frame, −14 % on in-cache traffic).
+        let probe_conntrack = conntrack.len() >= PREFETCH_MIN_CONNECTIONS;
+        let probe_services = self.snapshot.services.len() >= PREFETCH_MIN_SERVICES;
+        if !probe_conntrack && !probe_services {
             return;
         }
         let mut keys = [ConnKey::UNUSED; CHUNK];
         let mut tracked = [false; CHUNK];
         let mut n = 0;
         let flush = |keys: &[ConnKey], tracked: &mut [bool]| {
-            if conntrack.is_empty() {
-                tracked.fill(false);
-            } else {
+            if probe_conntrack {
                 conntrack.prefetch_batch(keys, tracked);
+            } else {
+                // Unknown: treat every key as a possible new flow.
+                tracked.fill(false);
             }
-            crate::nat::prefetch_new_flows(&self.snapshot, keys, tracked);
+            if probe_services {
+                crate::nat::prefetch_new_flows(&self.snapshot, keys, tracked);
+            }
         };
         let s = &self.snapshot;
         let gateway = s.gateway.mac.0;
