@@ -272,7 +272,7 @@ impl IndexReader {
     /// Address of the home slot of a key hashed to `tag`.
     #[inline]
     pub fn slot_address(&self, tag: u32) -> usize {
-        self.index.as_ptr() as usize + (tag as usize & self.mask) * INDEX_SLOT_BYTES
+        home_slot_address(&self.index, self.mask, tag)
     }
 
     /// Address of the entry that a slot holding `tag` names, among the
@@ -297,6 +297,12 @@ impl IndexReader {
         }
         None
     }
+}
+
+/// Address of the home slot of a key hashed to `tag` in `index`.
+#[inline]
+fn home_slot_address(index: &Index, mask: usize, tag: u32) -> usize {
+    index.as_ptr() as usize + (tag as usize & mask) * INDEX_SLOT_BYTES
 }
 
 /// Table time: whole seconds of the pipeline clock.
@@ -704,8 +710,7 @@ impl ConntrackTable {
     fn prefetch_next_victim(&self) {
         if let Some(e) = self.entries.get(self.hand).filter(|e| e.in_use()) {
             for key in [&e.original, &e.reply] {
-                let slot = self.hash(key) as usize & self.mask;
-                hugemem::prefetch(self.index.as_ptr() as usize + slot * INDEX_SLOT_BYTES);
+                hugemem::prefetch(home_slot_address(&self.index, self.mask, self.hash(key)));
             }
         }
     }

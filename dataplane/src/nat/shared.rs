@@ -214,6 +214,16 @@ impl SharedConntrack {
         shard_index(self.mask, addr, port, protocol)
     }
 
+    /// The shards [`with_entry`](Self::with_entry) probes for `key`, in
+    /// order: its source's, then its destination's.
+    #[inline]
+    fn shards_of(&self, key: &ConnKey) -> [usize; 2] {
+        [
+            self.shard_of(key.src_addr, key.src_port, key.protocol),
+            self.shard_of(key.dst_addr, key.dst_port, key.protocol),
+        ]
+    }
+
     /// Starts loading what looking up `keys` will read: the home index
     /// slots in the shards of each key's source and destination (as
     /// [`with_entry`](Self::with_entry) probes them), then the entries
@@ -229,8 +239,7 @@ impl SharedConntrack {
             let mut probes = [(0u32, 0usize, 0usize); CHUNK];
             for (probe, key) in probes.iter_mut().zip(keys) {
                 let tag = self.hasher.hash(key);
-                let first = self.shard_of(key.src_addr, key.src_port, key.protocol);
-                let second = self.shard_of(key.dst_addr, key.dst_port, key.protocol);
+                let [first, second] = self.shards_of(key);
                 for shard in [first, second] {
                     if let Some(r) = self.readers.get(shard) {
                         hugemem::prefetch(r.slot_address(tag));
@@ -281,8 +290,7 @@ impl SharedConntrack {
         now_ns: u64,
         f: impl FnOnce(&mut ConntrackTable, Found) -> R,
     ) -> Option<R> {
-        let first = self.shard_of(key.src_addr, key.src_port, key.protocol);
-        let second = self.shard_of(key.dst_addr, key.dst_port, key.protocol);
+        let [first, second] = self.shards_of(key);
         let mut f = Some(f);
         let found = self.probe(first, key, now_ns, &mut f);
         if found.is_some() || first == second {

@@ -170,19 +170,24 @@ impl Maglev {
     /// flow; `None` when there are no backends.
     #[inline]
     pub fn lookup(&self, flow_hash: u64) -> Option<usize> {
-        // Multiply-shift maps the hash's high 32 bits onto the slots
-        // without a division (Lemire's fast range reduction).
-        let slot = ((flow_hash >> 32) * self.table.len() as u64) >> 32;
-        self.table.get(slot as usize).map(|&b| usize::from(b))
+        self.table
+            .get(self.slot(flow_hash))
+            .map(|&b| usize::from(b))
+    }
+
+    /// The slot of a flow: multiply-shift maps the hash's high 32 bits
+    /// onto the slots without a division (Lemire's fast range reduction).
+    #[inline]
+    fn slot(&self, flow_hash: u64) -> usize {
+        (((flow_hash >> 32) * self.table.len() as u64) >> 32) as usize
     }
 
     /// Address of the slot [`lookup`](Self::lookup) reads for a flow, to
     /// prefetch it; `None` when there are no backends.
     #[inline]
     pub fn slot_address(&self, flow_hash: u64) -> Option<usize> {
-        let slot = ((flow_hash >> 32) * self.table.len() as u64) >> 32;
         self.table
-            .get(slot as usize)
+            .get(self.slot(flow_hash))
             .map(|b| core::ptr::from_ref(b) as usize)
     }
 

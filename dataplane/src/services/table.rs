@@ -401,8 +401,7 @@ impl ServiceTable {
         dst_ip: Ipv4Addr,
         dst_port: u16,
     ) -> Option<&ServiceEntry> {
-        let &i = self.cluster.get(&cluster_key(protocol, dst_ip, dst_port))?;
-        self.entries.get(i as usize)
+        self.entry(self.cluster_index(protocol, dst_ip, dst_port)?)
     }
 
     /// As [`lookup_cluster`](Self::lookup_cluster), the entry's index
@@ -447,8 +446,7 @@ impl ServiceTable {
     /// destination is one of the node's addresses.
     #[inline]
     pub fn lookup_node_port(&self, protocol: Protocol, dst_port: u16) -> Option<&ServiceEntry> {
-        let &i = self.node_ports.get(&node_port_key(protocol, dst_port))?;
-        self.entries.get(i as usize)
+        self.entry(self.node_port_index(protocol, dst_port)?)
     }
 
     /// `Some(ready)` when `ip` is a ClusterIP: `ready` tells whether any
