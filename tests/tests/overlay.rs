@@ -173,33 +173,30 @@ impl Drop for TwoNodes {
     }
 }
 
+/// `podswitchctl node add` on `daemon`: the remote node `name` with our VNI, plus `extra` flags.
+fn add_node(daemon: &Daemon, name: &str, node_ip: &str, pod_cidr: &str, extra: &[&str]) {
+    let mut args = vec![
+        "node",
+        "add",
+        name,
+        "--node-ip",
+        node_ip,
+        "--pod-cidr",
+        pod_cidr,
+        "--vni",
+        VNI,
+    ];
+    args.extend_from_slice(extra);
+    daemon.ctl_ok(&args);
+}
+
 /// Two podswitch nodes, `per_node` CNI pods each (pod MTU `mtu`, or the daemon's default).
 fn two_podswitch_nodes(tag: &str, per_node: usize, mtu: Option<u32>) -> (TwoNodes, Vec<Ipv4Addr>) {
     let (n1, n2) = underlay(tag);
     let d1 = Daemon::start(&n1, &format!("{tag}1"), &node_config(1, U1_MAC), 2);
     let d2 = Daemon::start(&n2, &format!("{tag}2"), &node_config(2, U2_MAC), 2);
-    d1.ctl_ok(&[
-        "node",
-        "add",
-        "n2",
-        "--node-ip",
-        N2_IP,
-        "--pod-cidr",
-        "10.244.2.0/24",
-        "--vni",
-        VNI,
-    ]);
-    d2.ctl_ok(&[
-        "node",
-        "add",
-        "n1",
-        "--node-ip",
-        N1_IP,
-        "--pod-cidr",
-        "10.244.1.0/24",
-        "--vni",
-        VNI,
-    ]);
+    add_node(&d1, "n2", N2_IP, "10.244.2.0/24", &[]);
+    add_node(&d2, "n1", N1_IP, "10.244.1.0/24", &[]);
     let mut pods = Vec::new();
     let mut ips = Vec::new();
     for (n, d) in [(1, &d1), (2, &d2)] {
@@ -446,19 +443,13 @@ fn interop_with_kernel_vxlan_and_bridge() {
     let kernel_vtep = "02:56:c0:a8:c8:02";
     kernel_node(&n2, &kpod, kernel_vtep);
     let mut d1 = Daemon::start(&n1, "ki1", &node_config(1, U1_MAC), 2);
-    d1.ctl_ok(&[
-        "node",
-        "add",
+    add_node(
+        &d1,
         "n2",
-        "--node-ip",
         N2_IP,
-        "--pod-cidr",
         "10.244.2.0/24",
-        "--vni",
-        VNI,
-        "--vtep-mac",
-        kernel_vtep,
-    ]);
+        &["--vtep-mac", kernel_vtep],
+    );
     let pod = Netns::new("kipod");
     let pod_ip = cni_add(&d1, &pod, None);
     let kpod_ip = Ipv4Addr::new(10, 244, 2, 2);
