@@ -193,4 +193,4 @@ impl MirrorNote {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

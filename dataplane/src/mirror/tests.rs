@@ -5,7 +5,9 @@ use super::*;
 use crate::io::PcapReader;
 use crate::pipeline::{DropReason, PortId, Verdict};
 
-fn spec(ports: PortSelection, stages: &[MirrorStage]) -> SessionSpec {
+/// A session spec without filter, at the full snap length (also for the
+/// pipeline's and the overlay's mirror tests).
+pub(crate) fn spec(ports: PortSelection, stages: &[MirrorStage]) -> SessionSpec {
     SessionSpec {
         ports,
         stages: stages.to_vec(),

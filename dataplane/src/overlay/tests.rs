@@ -799,19 +799,15 @@ proptest! {
 
 #[test]
 fn mirror_sees_the_inner_frame_before_and_the_outer_frame_after_encapsulation() {
-    use crate::mirror::{
-        MAX_SNAPLEN, MirrorQueue, MirrorStage, PortSelection, Session, SessionSpec,
-    };
+    use crate::mirror::{MirrorQueue, MirrorStage, PortSelection, Session};
     let mut p = resolved_pipeline("");
     let queue = Arc::new(MirrorQueue::new(16, 2048));
     let session = Arc::new(Session::new(
         "encap",
-        SessionSpec {
-            ports: PortSelection::of(&[A]),
-            stages: vec![MirrorStage::PreEncap, MirrorStage::PostEncap],
-            filter: None,
-            snaplen: MAX_SNAPLEN,
-        },
+        crate::mirror::tests::spec(
+            PortSelection::of(&[A]),
+            &[MirrorStage::PreEncap, MirrorStage::PostEncap],
+        ),
         Arc::clone(&queue),
     ));
     p.shared_tables().mirrors.add(session);

@@ -464,9 +464,7 @@ fn anti_spoofing_drops_foreign_sources() {
 // mirror: the ingress and drop hooks of `process` (issue 8).
 #[test]
 fn mirror_hooks_copy_ingress_and_drops_with_their_reason() {
-    use crate::mirror::{
-        MAX_SNAPLEN, MirrorQueue, MirrorStage, PortSelection, Session, SessionSpec,
-    };
+    use crate::mirror::{MirrorQueue, MirrorStage, PortSelection, Session};
     let shared: Arc<SharedTables> = Arc::default();
     let mut p = Pipeline::new(snapshot(), Arc::clone(&shared), 2048);
     let good = udp(POD_A, POD_B, [10, 244, 1, 2], [10, 244, 1, 3], 64);
@@ -478,12 +476,10 @@ fn mirror_hooks_copy_ingress_and_drops_with_their_reason() {
     let queue = Arc::new(MirrorQueue::new(16, 2048));
     let session = Arc::new(Session::new(
         "t",
-        SessionSpec {
-            ports: PortSelection::of(&[A]),
-            stages: vec![MirrorStage::Ingress, MirrorStage::Drop],
-            filter: None,
-            snaplen: MAX_SNAPLEN,
-        },
+        crate::mirror::tests::spec(
+            PortSelection::of(&[A]),
+            &[MirrorStage::Ingress, MirrorStage::Drop],
+        ),
         Arc::clone(&queue),
     ));
     shared.mirrors.add(Arc::clone(&session));
@@ -534,12 +530,7 @@ fn mirror_hooks_copy_ingress_and_drops_with_their_reason() {
     // A consumer that is behind: copies are dropped and counted, frames are not.
     let slow = Arc::new(Session::new(
         "slow",
-        SessionSpec {
-            ports: PortSelection::All,
-            stages: vec![MirrorStage::Ingress],
-            filter: None,
-            snaplen: MAX_SNAPLEN,
-        },
+        crate::mirror::tests::spec(PortSelection::All, &[MirrorStage::Ingress]),
         Arc::new(MirrorQueue::new(1, 2048)),
     ));
     shared.mirrors.add(Arc::clone(&slow));
