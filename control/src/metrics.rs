@@ -12,22 +12,42 @@ fn escape(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// Writes a gauge family of one value.
+fn gauge(out: &mut String, name: &str, help: &str, value: impl std::fmt::Display) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+    );
+}
+
+/// Writes a counter family with one label, a sample per key of `values`.
+fn labeled_counters(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    label: &str,
+    values: &BTreeMap<String, u64>,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+    for (key, n) in values {
+        let _ = writeln!(out, "{name}{{{label}=\"{}\"}} {n}", escape(key));
+    }
+}
+
 /// Renders the metrics page.
 pub fn render(stats: &Stats, api_requests: &BTreeMap<(String, u16), u64>) -> String {
     let mut out = String::new();
-    let mut family = |name: &str, help: &str, kind: &str| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        name.to_string()
-    };
-    let _ = family("podswitch_workers", "Worker threads.", "gauge");
-    let mut s = format!("podswitch_workers {}\n", stats.workers);
-    let _ = write!(s, "");
-    out.push_str(&s);
-    let gen_name = "podswitch_snapshot_generation";
-    let _ = writeln!(
-        out,
-        "# HELP {gen_name} Generation of the configuration snapshot in use.\n# TYPE {gen_name} gauge\n{gen_name} {}",
-        stats.generation
+    gauge(
+        &mut out,
+        "podswitch_workers",
+        "Worker threads.",
+        stats.workers,
+    );
+    gauge(
+        &mut out,
+        "podswitch_snapshot_generation",
+        "Generation of the configuration snapshot in use.",
+        stats.generation,
     );
     for (metric, help, get) in [
         (
@@ -56,62 +76,46 @@ pub fn render(stats: &Stats, api_requests: &BTreeMap<(String, u16), u64>) -> Str
             let _ = writeln!(out, "{metric}{{port=\"{}\"}} {}", escape(&p.name), get(p));
         }
     }
-    let _ = writeln!(
-        out,
-        "# HELP podswitch_drops_total Frames dropped, by reason.\n# TYPE podswitch_drops_total counter"
+    labeled_counters(
+        &mut out,
+        "podswitch_drops_total",
+        "Frames dropped, by reason.",
+        "reason",
+        &stats.drops,
     );
-    for (reason, n) in &stats.drops {
-        let _ = writeln!(
-            out,
-            "podswitch_drops_total{{reason=\"{}\"}} {n}",
-            escape(reason)
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP podswitch_events_total Pipeline events.\n# TYPE podswitch_events_total counter"
+    labeled_counters(
+        &mut out,
+        "podswitch_events_total",
+        "Pipeline events.",
+        "event",
+        &stats.events,
     );
-    for (event, n) in &stats.events {
-        let _ = writeln!(
-            out,
-            "podswitch_events_total{{event=\"{}\"}} {n}",
-            escape(event)
-        );
-    }
     if let Some(ct) = &stats.conntrack {
-        for (name, help, value) in [
-            (
-                "podswitch_conntrack_entries",
-                "Connections tracked.",
-                ct.entries,
-            ),
-            (
-                "podswitch_conntrack_capacity",
-                "Most connections the table holds.",
-                ct.capacity,
-            ),
-            (
-                "podswitch_conntrack_memory_bytes",
-                "Memory of the connection table.",
-                ct.memory_bytes,
-            ),
-        ] {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP podswitch_conntrack_total Connection table operations: inserted, expired, evicted_unassured, evicted_assured, ...\n# TYPE podswitch_conntrack_total counter"
+        gauge(
+            &mut out,
+            "podswitch_conntrack_entries",
+            "Connections tracked.",
+            ct.entries,
         );
-        for (op, n) in &ct.counters {
-            let _ = writeln!(
-                out,
-                "podswitch_conntrack_total{{op=\"{}\"}} {n}",
-                escape(op)
-            );
-        }
+        gauge(
+            &mut out,
+            "podswitch_conntrack_capacity",
+            "Most connections the table holds.",
+            ct.capacity,
+        );
+        gauge(
+            &mut out,
+            "podswitch_conntrack_memory_bytes",
+            "Memory of the connection table.",
+            ct.memory_bytes,
+        );
+        labeled_counters(
+            &mut out,
+            "podswitch_conntrack_total",
+            "Connection table operations: inserted, expired, evicted_unassured, evicted_assured, ...",
+            "op",
+            &ct.counters,
+        );
     }
     let _ = writeln!(
         out,
