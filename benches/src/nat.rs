@@ -170,12 +170,15 @@ pub fn established(services: usize, flows: usize) -> Established {
             tcp_frame(to_client, endpoint, client, FLAG_ACK, 501, 101),
         ));
     }
-    // Spread the flows like a real mix (not in setup order).
+    // Spread the flows like a real mix (not in setup order), and lay the
+    // frames out one after the other in that order, as a receive ring
+    // holds them (else copying each in would be a cache miss of its own).
     let scramble = |v: &mut Vec<(PortId, Vec<u8>)>| {
         let n = v.len();
         for i in 0..n {
             v.swap(i, (i.wrapping_mul(2_654_435_761)) % n);
         }
+        *v = v.iter().map(|(port, f)| (*port, f.clone())).collect();
     };
     scramble(&mut originals);
     scramble(&mut replies);
