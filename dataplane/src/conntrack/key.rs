@@ -84,7 +84,7 @@ impl ConnKey {
 
     /// The key as two words, for hashing and fast comparison.
     #[inline]
-    pub(super) fn words(&self) -> (u64, u64) {
+    pub(crate) fn words(&self) -> (u64, u64) {
         let addrs = (u64::from(self.src_addr.to_bits()) << 32) | u64::from(self.dst_addr.to_bits());
         let rest = (u64::from(self.src_port) << 32)
             | (u64::from(self.dst_port) << 16)

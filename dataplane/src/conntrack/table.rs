@@ -34,6 +34,15 @@ const REPLIED: u8 = 4;
 pub struct EntryId(u32);
 
 impl EntryId {
+    /// Names no entry (a placeholder).
+    pub const NONE: EntryId = EntryId(u32::MAX);
+
+    /// The id of slot `index` (tests).
+    #[cfg(test)]
+    pub(crate) const fn from_index(index: u32) -> EntryId {
+        EntryId(index)
+    }
+
     /// The slot number, for diagnostics.
     pub const fn index(self) -> u32 {
         self.0
@@ -296,6 +305,14 @@ impl IndexReader {
             }
         }
         None
+    }
+}
+
+impl IndexReader {
+    /// Address of entry `id` (for prefetching; any id gives an address).
+    #[inline]
+    pub fn entry_address_of(&self, id: EntryId) -> usize {
+        self.entries + id.0 as usize * size_of::<Entry>()
     }
 }
 

@@ -154,6 +154,8 @@ impl Default for NatSection {
 pub struct ConntrackSection {
     /// Most connections tracked. Default: 1048576.
     pub capacity: usize,
+    /// Flows each worker's established-flow cache holds (0: off). Default: 32768.
+    pub flow_cache_entries: usize,
     pub tcp_syn_sent: u32,
     pub tcp_syn_recv: u32,
     pub tcp_established: u32,
@@ -170,12 +172,17 @@ pub struct ConntrackSection {
 
 /// Default conntrack capacity.
 pub const DEFAULT_CONNTRACK_CAPACITY: usize = 1 << 20;
+/// Default size of each worker's established-flow cache (64 bytes a flow).
+pub const DEFAULT_FLOW_CACHE_ENTRIES: usize = 1 << 15;
+/// The largest flow cache a worker may have.
+pub const MAX_FLOW_CACHE_ENTRIES: usize = 1 << 22;
 
 impl Default for ConntrackSection {
     fn default() -> Self {
         let t = Timeouts::default();
         ConntrackSection {
             capacity: DEFAULT_CONNTRACK_CAPACITY,
+            flow_cache_entries: DEFAULT_FLOW_CACHE_ENTRIES,
             tcp_syn_sent: t.tcp_syn_sent,
             tcp_syn_recv: t.tcp_syn_recv,
             tcp_established: t.tcp_established,
@@ -209,6 +216,8 @@ pub struct NatSettings {
     pub node_port_range: PortRange,
     /// Conntrack capacity (used when the shared tables are created).
     pub conntrack_capacity: usize,
+    /// Flows in each worker's established-flow cache (0: off).
+    pub flow_cache_entries: usize,
     /// Conntrack timeouts (used when the shared tables are created).
     pub timeouts: Timeouts,
 }
@@ -257,6 +266,12 @@ impl NatSettings {
             let reason = format!("must be 1 to {}", crate::conntrack::MAX_CAPACITY);
             return Err(invalid("conntrack.capacity", conntrack.capacity, reason));
         }
+        let flows = conntrack.flow_cache_entries;
+        if flows > MAX_FLOW_CACHE_ENTRIES || !(flows == 0 || flows.is_power_of_two()) {
+            let reason =
+                format!("must be 0 (off) or a power of two up to {MAX_FLOW_CACHE_ENTRIES}");
+            return Err(invalid("conntrack.flow_cache_entries", flows, reason));
+        }
         let c = conntrack;
         let timeouts = Timeouts {
             tcp_syn_sent: c.tcp_syn_sent,
@@ -278,6 +293,7 @@ impl NatSettings {
             masquerade_ports,
             node_port_range,
             conntrack_capacity: c.capacity,
+            flow_cache_entries: flows,
             timeouts,
         })
     }
@@ -412,6 +428,23 @@ mod tests {
         };
         let e = NatSettings::build(&NatSection::default(), &zero, bridge).unwrap_err();
         assert!(e.to_string().contains("conntrack.capacity = 0"), "{e}");
+        for flows in [1000, MAX_FLOW_CACHE_ENTRIES * 2] {
+            let odd = ConntrackSection {
+                flow_cache_entries: flows,
+                ..Default::default()
+            };
+            let e = NatSettings::build(&NatSection::default(), &odd, bridge).unwrap_err();
+            let field = format!("conntrack.flow_cache_entries = {flows}");
+            assert!(e.to_string().contains(&field), "{e}");
+        }
+        for flows in [0, 1, 1 << 15, MAX_FLOW_CACHE_ENTRIES] {
+            let ok = ConntrackSection {
+                flow_cache_entries: flows,
+                ..Default::default()
+            };
+            let s = NatSettings::build(&NatSection::default(), &ok, bridge).unwrap();
+            assert_eq!(s.flow_cache_entries, flows);
+        }
     }
 
     #[test]

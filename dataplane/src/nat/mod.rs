@@ -43,6 +43,17 @@
 //! chance. Expiry runs incrementally: each batch collects one shard (round
 //! robin, `try_lock`, a small budget). Figures (1 vs 2 threads) are in
 //! `benches/README.md`.
+//!
+//! # Established flows: the pipeline's flow cache
+//!
+//! Once a routed packet found its flow tracked, the worker's flow cache
+//! (`pipeline/flow_cache.rs`) remembers the entry, its rewrite and where
+//! the packet went; the flow's next packets come to
+//! `NatStage::translate_cached`, which checks under the shard lock that
+//! the entry is still this flow's (same key, rewrite and services
+//! generation, not expired), runs the TCP state machine and rewrites the
+//! packet, TTL included, in one checksum update. Anything else takes
+//! [`NatStage::routed`].
 #![forbid(unsafe_code)]
 
 pub mod affinity;
@@ -63,7 +74,11 @@ pub use config::{
 pub use shared::{
     ConntrackFilter, ConntrackRecord, Found, SharedConntrack, clock_origin, monotonic_ns,
 };
-pub use stage::{NatAction, NatStage, prefetch_key, prefetch_new_flows};
+pub(crate) use stage::l4_sum;
+pub use stage::{
+    CachedTranslation, NatAction, NatStage, TrackedFlow, flow_of, is_tcp_syn, prefetch_key,
+    prefetch_new_flows,
+};
 
 #[cfg(test)]
 mod tests;

@@ -115,7 +115,7 @@ pub(crate) fn rewrite_packet(
     src: (Ipv4Addr, u16),
     dst: (Ipv4Addr, u16),
 ) {
-    if rewrite_tcp_udp(ip, sum, src, dst) {
+    if rewrite_tcp_udp(ip, sum, src, dst, false) {
         return;
     }
     let Ok(mut packet) = Ipv4Packet::new_checked(&mut *ip) else {
@@ -153,6 +153,24 @@ pub(crate) fn rewrite_packet(
     }
 }
 
+/// [`rewrite_packet`] for a packet the gateway forwards: also decrements
+/// its TTL (which must be above 1), in the same IP checksum update.
+#[inline]
+pub(crate) fn rewrite_routed(
+    ip: &mut [u8],
+    sum: L4Sum,
+    src: (Ipv4Addr, u16),
+    dst: (Ipv4Addr, u16),
+) {
+    if rewrite_tcp_udp(ip, sum, src, dst, true) {
+        return;
+    }
+    rewrite_packet(ip, sum, src, dst);
+    if let Ok(mut packet) = Ipv4Packet::new_checked(ip) {
+        packet.decrement_ttl();
+    }
+}
+
 /// `!old + new` of a 32-bit field, as 16-bit words, for a one's-complement sum.
 #[inline]
 fn delta32(old: u32, new: u32) -> u32 {
@@ -160,48 +178,77 @@ fn delta32(old: u32, new: u32) -> u32 {
 }
 
 /// The TCP and UDP fast path of [`rewrite_packet`]: all changes summed into
-/// one delta per checksum (RFC 1624 eqn. 3 over several words). `false`:
-/// not TCP/UDP, or too short; the general path handles it.
+/// one delta per checksum (RFC 1624 eqn. 3 over several words), with the
+/// TTL decrement when `ttl_step`. `false`: not TCP/UDP, or too short; the
+/// general path handles it.
 #[inline]
-fn rewrite_tcp_udp(ip: &mut [u8], sum: L4Sum, src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16)) -> bool {
+fn rewrite_tcp_udp(
+    ip: &mut [u8],
+    sum: L4Sum,
+    src: (Ipv4Addr, u16),
+    dst: (Ipv4Addr, u16),
+    ttl_step: bool,
+) -> bool {
     let Some(&first) = ip.first() else {
         return false;
     };
     let ihl = usize::from(first & 0x0f) * 4;
-    let protocol = ip.get(9).copied().map(IpProtocol);
-    let check_at = match protocol {
-        Some(IpProtocol::TCP) => ihl + TCP_CHECKSUM_AT,
-        Some(IpProtocol::UDP) => ihl + UDP_CHECKSUM_AT,
+    let (protocol, check_at) = match ip.get(9).copied().map(IpProtocol) {
+        Some(IpProtocol::TCP) => (IpProtocol::TCP, TCP_CHECKSUM_AT),
+        Some(IpProtocol::UDP) => (IpProtocol::UDP, UDP_CHECKSUM_AT),
         _ => return false,
     };
-    if first >> 4 != 4 || ihl < 20 || ip.len() < check_at + 2 {
+    if first >> 4 != 4 || ihl < 20 {
         return false;
     }
-    let read32 = |b: &[u8], at: usize| u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
-    let (old_src, old_dst) = (read32(ip, 12), read32(ip, 16));
-    let (old_sport, old_dport) = (
-        read_u16(ip, ihl).unwrap_or(0),
-        read_u16(ip, ihl + 2).unwrap_or(0),
-    );
+    let Some((header, l4)) = ip.split_at_mut_checked(ihl) else {
+        return false;
+    };
+    let (Some((header, _)), Some(l4)) = (
+        header.split_first_chunk_mut::<20>(),
+        l4.get_mut(..check_at + 2),
+    ) else {
+        return false;
+    };
+    let Some((ports, l4)) = l4.split_first_chunk_mut::<4>() else {
+        return false;
+    };
+    let Some(l4_check) = l4.get_mut(check_at - 4..) else {
+        return false;
+    };
+    let word32 =
+        |b: &[u8; 20], at: usize| u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+    let (old_src, old_dst) = (word32(header, 12), word32(header, 16));
+    let old_sport = u16::from_be_bytes([ports[0], ports[1]]);
+    let old_dport = u16::from_be_bytes([ports[2], ports[3]]);
     let (new_src, new_dst) = (src.0.to_bits(), dst.0.to_bits());
     let addrs = delta32(old_src, new_src) + delta32(old_dst, new_dst);
-    let ports = u32::from(!old_sport) + u32::from(src.1) + u32::from(!old_dport) + u32::from(dst.1);
-    ip[12..16].copy_from_slice(&src.0.octets());
-    ip[16..20].copy_from_slice(&dst.0.octets());
-    write_u16(ip, ihl, src.1);
-    write_u16(ip, ihl + 2, dst.1);
-    let ip_check = read_u16(ip, 10).unwrap_or(0);
-    write_u16(ip, 10, !fold(u32::from(!ip_check) + addrs));
-    let l4_check = read_u16(ip, check_at).unwrap_or(0);
+    let port_delta =
+        u32::from(!old_sport) + u32::from(src.1) + u32::from(!old_dport) + u32::from(dst.1);
+    header[12..16].copy_from_slice(&src.0.octets());
+    header[16..20].copy_from_slice(&dst.0.octets());
+    ports[..2].copy_from_slice(&src.1.to_be_bytes());
+    ports[2..].copy_from_slice(&dst.1.to_be_bytes());
+    let mut ip_delta = addrs;
+    if ttl_step {
+        let old = u16::from_be_bytes([header[8], header[9]]);
+        let new = old.wrapping_sub(0x0100);
+        header[8..10].copy_from_slice(&new.to_be_bytes());
+        ip_delta += u32::from(!old) + u32::from(new);
+    }
+    let ip_check = u16::from_be_bytes([header[10], header[11]]);
+    header[10..12].copy_from_slice(&(!fold(u32::from(!ip_check) + ip_delta)).to_be_bytes());
+    let udp = protocol == IpProtocol::UDP;
+    let check = u16::from_be_bytes([l4_check[0], l4_check[1]]);
     let updated = match sum {
-        L4Sum::Partial => fold(u32::from(l4_check) + addrs),
-        L4Sum::Full if protocol == Some(IpProtocol::UDP) && l4_check == 0 => 0,
-        L4Sum::Full => match !fold(u32::from(!l4_check) + addrs + ports) {
-            0 if protocol == Some(IpProtocol::UDP) => 0xffff,
+        L4Sum::Partial => fold(u32::from(check) + addrs),
+        L4Sum::Full if udp && check == 0 => 0,
+        L4Sum::Full => match !fold(u32::from(!check) + addrs + port_delta) {
+            0 if udp => 0xffff,
             c => c,
         },
     };
-    write_u16(ip, check_at, updated);
+    l4_check.copy_from_slice(&updated.to_be_bytes());
     true
 }
 

@@ -260,6 +260,15 @@ impl SharedConntrack {
         }
     }
 
+    /// Starts loading entry `id` of `shard` (a hint, as
+    /// [`prefetch_batch`](Self::prefetch_batch)).
+    #[inline]
+    pub fn prefetch_entry(&self, shard: usize, id: EntryId) {
+        if let Some(r) = self.readers.get(shard) {
+            hugemem::prefetch(r.entry_address_of(id));
+        }
+    }
+
     fn lock(&self, shard: usize) -> MutexGuard<'_, ConntrackTable> {
         let m = &self.shards[shard & self.mask];
         // A worker that panicked holding the lock leaves a consistent table.

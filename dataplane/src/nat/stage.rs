@@ -3,13 +3,14 @@
 //! lookup, endpoint choice (affinity, Maglev), hairpin and masquerade
 //! decisions, and the refusal of services without endpoints.
 
+use core::cell::Cell;
 use core::net::Ipv4Addr;
 
 use super::affinity::AffinityTable;
 use super::icmp_error::{self, IcmpErrorOutcome};
 use super::masquerade::{AllocError, insert_with_port};
 use super::reject;
-use super::rewrite::{ICMP_IDENT_AT, L4Sum, SCTP, read_u16, rewrite_packet};
+use super::rewrite::{ICMP_IDENT_AT, L4Sum, SCTP, read_u16, rewrite_packet, rewrite_routed};
 use super::shared::{Found, SharedConntrack};
 use crate::config::Snapshot;
 use crate::conntrack::{
@@ -50,6 +51,50 @@ pub struct NatStage<'a> {
     /// The packet came out of a VXLAN tunnel: another node's pod, whose
     /// own node masquerades for it; never masqueraded here.
     pub from_tunnel: bool,
+    /// Where a routed packet that found its flow tracked leaves the entry
+    /// and its rewrite, for the pipeline's flow cache.
+    pub note: &'a Cell<Option<TrackedFlow>>,
+}
+
+/// A tracked flow as the pipeline's flow cache remembers it: the entry one
+/// direction of it found, and the addresses and ports that direction is
+/// rewritten to.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct TrackedFlow {
+    /// The conntrack shard.
+    pub shard: u16,
+    /// Which way the cached packets travel.
+    pub direction: Direction,
+    /// The entry in that shard.
+    pub id: EntryId,
+    /// Source address after translation.
+    pub src_addr: Ipv4Addr,
+    /// Destination address after translation.
+    pub dst_addr: Ipv4Addr,
+    /// Source port after translation.
+    pub src_port: u16,
+    /// Destination port after translation.
+    pub dst_port: u16,
+}
+
+impl TrackedFlow {
+    fn rewrite(&self) -> ((Ipv4Addr, u16), (Ipv4Addr, u16)) {
+        (
+            (self.src_addr, self.src_port),
+            (self.dst_addr, self.dst_port),
+        )
+    }
+}
+
+/// What [`NatStage::translate_cached`] did.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum CachedTranslation {
+    /// Tracked and rewritten.
+    Translated,
+    /// Conntrack refused the segment: drop it.
+    Drop(DropReason),
+    /// The entry is not the flow's any more: take the full path.
+    Miss,
 }
 
 /// The fields of a packet the stage looks at.
@@ -106,6 +151,68 @@ fn parse(ip: &[u8]) -> Option<Parsed> {
         _ => return None,
     }
     Some(parsed)
+}
+
+/// The conntrack key of a TCP or UDP packet `ip` (an IPv4 header
+/// onwards), with its TCP segment: what the flow cache looks up. `None`
+/// for other protocols, fragments and malformed headers. The same answer
+/// as the stage's own parsing, with fewer steps for the common case (a
+/// SYN, whose options matter, goes the long way).
+#[inline]
+pub fn flow_of(ip: &[u8]) -> Option<(ConnKey, Option<TcpSegment>)> {
+    let header = ip.get(..20)?;
+    let version_ihl = header[0];
+    let ihl = usize::from(version_ihl & 0x0f) * 4;
+    let total = usize::from(u16::from_be_bytes([header[2], header[3]]));
+    let fragment = u16::from_be_bytes([header[6], header[7]]) & 0x3fff != 0;
+    if version_ihl >> 4 != 4 || ihl < 20 || fragment {
+        return None;
+    }
+    let l4 = ip.get(ihl..total)?;
+    let addr =
+        |at: usize| Ipv4Addr::new(header[at], header[at + 1], header[at + 2], header[at + 3]);
+    let (src, dst) = (addr(12), addr(16));
+    let port = |at: usize| u16::from_be_bytes([l4[at], l4[at + 1]]);
+    match IpProtocol(header[9]) {
+        IpProtocol::TCP => {
+            let fixed = l4.get(..20)?;
+            let offset = usize::from(fixed[12] >> 4) * 4;
+            if offset < 20 || offset > l4.len() {
+                return None;
+            }
+            if fixed[13] & FLAG_SYN != 0 {
+                let p = parse(ip)?;
+                return Some((p.key, p.tcp));
+            }
+            let word = |at: usize| {
+                u32::from_be_bytes([fixed[at], fixed[at + 1], fixed[at + 2], fixed[at + 3]])
+            };
+            let segment = TcpSegment {
+                flags: fixed[13],
+                seq: word(4),
+                ack: word(8),
+                window: u16::from_be_bytes([fixed[14], fixed[15]]),
+                payload_len: u32::try_from(l4.len() - offset).unwrap_or(u32::MAX),
+                window_scale: None,
+            };
+            Some((ConnKey::tcp((src, port(0)), (dst, port(2))), Some(segment)))
+        }
+        IpProtocol::UDP if l4.len() >= 8 => {
+            Some((ConnKey::udp((src, port(0)), (dst, port(2))), None))
+        }
+        _ => None,
+    }
+}
+
+/// Whether the IPv4 packet `ip` is a TCP segment with SYN set (read
+/// without checks beyond the bounds).
+#[inline]
+pub fn is_tcp_syn(ip: &[u8]) -> bool {
+    let Some(&version_ihl) = ip.first() else {
+        return false;
+    };
+    let flags_at = usize::from(version_ihl & 0x0f) * 4 + 13;
+    ip.get(9) == Some(&IpProtocol::TCP.0) && ip.get(flags_at).is_some_and(|f| f & FLAG_SYN != 0)
 }
 
 /// The conntrack key of a TCP or UDP packet `ip` (an IPv4 header
@@ -178,7 +285,7 @@ fn service_index(snapshot: &Snapshot, key: &ConnKey) -> Option<u32> {
 }
 
 /// How the frame's L4 checksum is kept (partial with checksum offload).
-fn l4_sum(frame: &Frame) -> L4Sum {
+pub(crate) fn l4_sum(frame: &Frame) -> L4Sum {
     if frame.offload.csum.is_some() {
         L4Sum::Partial
     } else {
@@ -324,7 +431,20 @@ impl NatStage<'_> {
                 }
             };
             Some(match tracked {
-                Ok(_) | Err(TcpReject::Ignored) => Hit::Rewrite(dir, src, dst),
+                Ok(_) | Err(TcpReject::Ignored) => {
+                    if !reply_only {
+                        self.note.set(Some(TrackedFlow {
+                            shard: found.shard as u16,
+                            direction: dir,
+                            id,
+                            src_addr: src.0,
+                            dst_addr: dst.0,
+                            src_port: src.1,
+                            dst_port: dst.1,
+                        }));
+                    }
+                    Hit::Rewrite(dir, src, dst)
+                }
                 Err(_) => Hit::Invalid,
             })
         };
@@ -352,6 +472,53 @@ impl NatStage<'_> {
                     _ => Established::Miss,
                 }
             }
+        }
+    }
+
+    /// A routed packet of a flow the pipeline's flow cache remembers as
+    /// `flow` (`key`: the packet's key, `segment`: its TCP segment): if the
+    /// entry is still this flow's, with the same rewrite and validated
+    /// against the current services, tracks the packet on it and rewrites
+    /// it as [`routed`](Self::routed) would, decrementing its TTL in the
+    /// same checksum update (the caller checked that it is above 1).
+    #[inline]
+    pub(crate) fn translate_cached(
+        &self,
+        ip: &mut [u8],
+        sum: L4Sum,
+        key: &ConnKey,
+        segment: Option<&TcpSegment>,
+        flow: &TrackedFlow,
+    ) -> CachedTranslation {
+        let (now, mark, dir) = (self.now, self.mark(), flow.direction);
+        let tracked = self.conntrack.with_shard(usize::from(flow.shard), |table| {
+            let entry = table.get(flow.id)?;
+            let same = entry.key(dir).words() == key.words()
+                && entry.remaining_secs(now) > 0
+                && entry.rewrite(dir) == flow.rewrite()
+                && (dir == Direction::Reply || entry.mark() == mark);
+            if !same {
+                return None;
+            }
+            Some(match segment {
+                Some(segment) => table.update_tcp(flow.id, dir, segment, now),
+                None => {
+                    table.update(flow.id, dir, now);
+                    Ok(Default::default())
+                }
+            })
+        });
+        match tracked {
+            None => CachedTranslation::Miss,
+            Some(Ok(_) | Err(TcpReject::Ignored)) => {
+                let (src, dst) = flow.rewrite();
+                rewrite_routed(ip, sum, src, dst);
+                if dir == Direction::Reply {
+                    self.counters.event(Event::ReverseNat);
+                }
+                CachedTranslation::Translated
+            }
+            Some(Err(_)) => CachedTranslation::Drop(DropReason::ConntrackInvalid),
         }
     }
 

@@ -172,6 +172,23 @@ impl Node {
     fn drops(&self, d: DropReason) -> u64 {
         self.p.counters().drops(d)
     }
+
+    /// The TCP state of the first tracked connection.
+    fn first_tcp_state(&self) -> Option<TcpState> {
+        let ct = &self.p.shared_tables().conntrack;
+        ct.list(&ConntrackFilter::default(), self.now, 1)
+            .first()
+            .and_then(|r| r.tcp_state)
+    }
+}
+
+/// After [`handshake`] for [`CLIENT`]: a segment far out of the window is dropped.
+fn far_segment_is_dropped(n: &mut Node) {
+    let far = to_web(CLIENT, 101 + 0x4000_0000, Flags::Ack(501), b"x");
+    assert_eq!(
+        n.verdict(A, far),
+        Verdict::Drop(DropReason::ConntrackInvalid)
+    );
 }
 
 fn arp(mac: [u8; 6], ip: [u8; 4], target: [u8; 4]) -> Vec<u8> {
@@ -470,5 +487,6 @@ fn a_big_batch_of_new_and_established_flows_is_translated() {
 }
 
 mod dnat;
+mod flow_cache;
 mod lifecycle;
 mod snat;

@@ -178,6 +178,8 @@ named_enum! {
         IcmpErrorSent => "icmp_error_sent",
         /// A packet was routed.
         Routed => "routed",
+        /// A routed packet of a tracked flow took the flow cache's fast path.
+        FlowCacheHit => "flow_cache_hit",
         /// A packet was held while its next hop was resolved.
         Held => "held",
         /// A held packet was sent after resolution.

@@ -83,6 +83,8 @@ pub(super) struct MacTable {
     local: HashMap<u64, LocalMac, foldhash::fast::RandomState>,
     synced_generation: u64,
     next_sweep: u64,
+    /// Grows whenever a lookup's answer may have changed (see [`MacTable::version`]).
+    version: u64,
 }
 
 impl MacTable {
@@ -112,6 +114,7 @@ impl MacTable {
                 }
             }
             Some(e) => {
+                self.version += 1;
                 *e = LocalMac {
                     port,
                     last_seen: now,
@@ -127,6 +130,7 @@ impl MacTable {
                 counters.event(Event::MacMoved);
             }
             None => {
+                self.version += 1;
                 self.local.insert(
                     key,
                     LocalMac {
@@ -147,6 +151,14 @@ impl MacTable {
         }
     }
 
+    /// A number that grows whenever the port a MAC maps to may have changed
+    /// (learned, moved, aged, or synced from other workers): what the flow
+    /// cache validates its output ports against.
+    #[inline]
+    pub(super) fn version(&self) -> u64 {
+        self.version
+    }
+
     /// The port `mac` was learned on.
     #[inline]
     pub(super) fn lookup(&self, mac: MacAddr) -> Option<PortId> {
@@ -160,6 +172,7 @@ impl MacTable {
         if generation == self.synced_generation {
             return;
         }
+        self.version += 1;
         let map = shared.lock();
         for (key, rec) in map.iter() {
             let e = self.local.entry(*key).or_insert(LocalMac {
@@ -192,6 +205,7 @@ impl MacTable {
         if !self.local.values().any(|e| stale(e.last_seen)) {
             return;
         }
+        self.version += 1;
         let mut map = shared.lock();
         self.local.retain(|key, e| {
             if !stale(e.last_seen) {

@@ -10,6 +10,7 @@
 
 use core::net::Ipv4Addr;
 
+use super::flow_cache::FlowCacheResult;
 use super::nat_hook::AfterNat;
 use super::neighbour::Lookup;
 use super::{Batch, DropReason, Event, Frame, L3If, Pipeline, Verdict};
@@ -47,6 +48,11 @@ impl Pipeline {
             return Verdict::Drop(DropReason::Ipv4BadAddress);
         }
         let original = (src, dst);
+        let flow_key = match self.flow_cache_input(batch, i, l3_offset, ttl, now) {
+            FlowCacheResult::Hit(verdict) => return verdict,
+            FlowCacheResult::Miss(key) => key,
+        };
+        self.nat_note.set(None);
         let dst = match self.nat_routed(batch, i, l3_offset, iface, now) {
             AfterNat::Route(dst) => dst,
             AfterNat::Verdict(v) => return v,
@@ -92,7 +98,10 @@ impl Pipeline {
             tuning.neighbour_reachable_ns,
         ) {
             Lookup::Reachable(mac) => {
-                self.forward_resolved(batch.frame_mut(i), next_hop.iface, mac)
+                let verdict = self.forward_resolved(batch.frame_mut(i), next_hop.iface, mac);
+                let next_hop = (next_hop.iface, (next_hop.addr, mac));
+                self.flow_cache_remember(flow_key, next_hop, verdict, now);
+                verdict
             }
             Lookup::Stale(mac) => {
                 if self.neighbours.probe_due(

@@ -10,13 +10,17 @@
 //!                                               └─ else: l2 (unicast / flood)
 //! ```
 //!
-//! Each stage returns a [`Verdict`]; the frame is rewritten in place. The
+//! Routed packets of tracked flows first try the worker's established-flow
+//! cache (`flow_cache.rs`), which skips the NAT lookups, the route and the
+//! neighbour for flows it has seen. Each stage returns a [`Verdict`]; the
+//! frame is rewritten in place. The
 //! hot path never allocates, logs or panics: drops bump a per-worker
 //! counter keyed by [`DropReason`]. Frames the switch originates (ARP
 //! requests, packets released from the neighbour hold queue) are appended to
 //! the batch after the received ones, each with its own verdict.
 
 mod antispoof;
+mod flow_cache;
 mod frame;
 mod gateway;
 mod l2;
@@ -128,6 +132,14 @@ pub struct Pipeline {
     /// The decapsulated frame being processed is a translated reply that
     /// legitimately leaves by the uplink (not a gateway answer to tunnel back).
     tunnel_exit: bool,
+    // Established-flow cache (flow_cache.rs).
+    flow_cache: flow_cache::FlowCache,
+    /// Snapshots installed so far (part of the flow cache's epoch).
+    snapshot_changes: u64,
+    /// The tracked flow the NAT stage found for the packet being routed.
+    nat_note: core::cell::Cell<Option<crate::nat::TrackedFlow>>,
+    /// Per received frame of the batch: the cache slot the prefetch pass found.
+    flow_hints: [u32; flow_cache::HINTED_FRAMES],
 }
 
 impl Pipeline {
@@ -141,6 +153,7 @@ impl Pipeline {
             snapshot.tuning.icmp_errors_per_sec,
             snapshot.tuning.icmp_burst,
         );
+        let flow_cache = flow_cache::FlowCache::new(snapshot.nat.flow_cache_entries);
         Pipeline {
             snapshot,
             shared,
@@ -154,6 +167,10 @@ impl Pipeline {
             overlay_ip_id: 0,
             tunnel_rx_mask: 0,
             tunnel_exit: false,
+            flow_cache,
+            snapshot_changes: 0,
+            nat_note: core::cell::Cell::new(None),
+            flow_hints: [flow_cache::NO_SLOT; flow_cache::HINTED_FRAMES],
         }
     }
 
@@ -167,6 +184,10 @@ impl Pipeline {
                 snapshot.tuning.icmp_burst,
             );
         }
+        if snapshot.nat.flow_cache_entries != self.snapshot.nat.flow_cache_entries {
+            self.flow_cache = flow_cache::FlowCache::new(snapshot.nat.flow_cache_entries);
+        }
+        self.snapshot_changes += 1;
         self.snapshot = snapshot;
     }
 
@@ -198,7 +219,7 @@ impl Pipeline {
             now_ns,
             self.snapshot.tuning.mac_aging_ns,
         );
-        self.nat_prefetch(batch);
+        self.nat_prefetch(batch, now_ns);
         for i in 0..batch.rx_len() {
             let verdict = self.process_frame(batch, i, now_ns);
             if let Verdict::Drop(reason) = verdict {

@@ -3,7 +3,8 @@
 
 use core::net::Ipv4Addr;
 
-use super::{Batch, DropReason, Event, Frame, L3If, Pipeline, Verdict};
+use super::flow_cache::{HINTED_FRAMES, NO_SLOT};
+use super::{Batch, DropReason, Event, Frame, L3If, Pipeline, PortId, Verdict};
 use crate::conntrack::ConnKey;
 use crate::mirror::{MirrorNote, MirrorStage, NatKind, NatRewrite};
 use crate::nat::{NatAction, NatStage};
@@ -33,7 +34,7 @@ pub(super) enum AfterNat {
 }
 
 impl Pipeline {
-    fn nat_stage(&self, now: u64) -> NatStage<'_> {
+    pub(super) fn nat_stage(&self, now: u64) -> NatStage<'_> {
         NatStage {
             snapshot: &self.snapshot,
             conntrack: &self.shared.conntrack,
@@ -41,6 +42,7 @@ impl Pipeline {
             counters: &self.counters,
             now,
             from_tunnel: self.rx_tunnel.is_some(),
+            note: &self.nat_note,
         }
     }
 
@@ -185,66 +187,90 @@ impl Pipeline {
         self.mirror(MirrorStage::PostNat, frame.in_port, frame.data(), note);
     }
 
-    /// Before a batch is processed: start loading the conntrack slots and
-    /// entries its frames will probe (see
+    /// Before a batch is processed: start loading what its frames will
+    /// read. For a frame of a cached flow, its conntrack entry (see
+    /// [`Pipeline::flow_cache_prefetch`]); for the others, the conntrack
+    /// slots and entries they will probe (see
     /// [`crate::nat::SharedConntrack::prefetch_batch`]) and, for frames
     /// that look untracked, what picking their service endpoint reads.
-    pub(super) fn nat_prefetch(&self, batch: &Batch) {
+    pub(super) fn nat_prefetch(&mut self, batch: &Batch, now: u64) {
         const CHUNK: usize = 64;
+        let mut hints = [NO_SLOT; HINTED_FRAMES];
         let conntrack = &self.shared.conntrack;
-        // Prefetching pays only when what the frames read is unlikely to be
-        // in cache: skipped for a small conntrack and a few services (it
-        // costs ~230 instructions per frame, −14 % on in-cache traffic).
+        // Cached flows: finding their slots and entries here, for the whole
+        // batch, hides the misses even when all is in L2 (1,000 flows:
+        // 7.9 → 11.4 Mpps). The conntrack index and the services only pay
+        // when what the frames read is unlikely to be in cache: skipped for
+        // a small conntrack and a few services (that part costs ~150
+        // instructions per frame, −14 % on in-cache traffic).
+        let probe_flows = self.flow_cache.enabled() && !conntrack.is_empty();
         let probe_conntrack = conntrack.len() >= PREFETCH_MIN_CONNECTIONS;
         let probe_services = self.snapshot.services.len() >= PREFETCH_MIN_SERVICES;
-        if !probe_conntrack && !probe_services {
-            return;
-        }
-        let mut keys = [ConnKey::UNUSED; CHUNK];
-        let mut tracked = [false; CHUNK];
-        let mut n = 0;
-        let flush = |keys: &[ConnKey], tracked: &mut [bool]| {
-            if probe_conntrack {
-                conntrack.prefetch_batch(keys, tracked);
-            } else {
-                // Unknown: treat every key as a possible new flow.
-                tracked.fill(false);
-            }
-            if probe_services {
-                crate::nat::prefetch_new_flows(&self.snapshot, keys, tracked);
-            }
-        };
-        let s = &self.snapshot;
-        let gateway = s.gateway.mac.0;
-        let uplink = s.uplink.map(|(_, u)| u.mac.0);
-        for i in 0..batch.rx_len() {
-            let Some((frame, _)) = batch.get(i) else {
-                break;
+        if probe_flows || probe_conntrack || probe_services {
+            let mut keys = [ConnKey::UNUSED; CHUNK];
+            let mut ports = [PortId(0); CHUNK];
+            // Index of the frame in the batch; `u16::MAX`: a TCP SYN, never
+            // a cached flow's (new flows skip the cache).
+            let mut frames = [0u16; CHUNK];
+            let mut n = 0;
+            let mut flush = |keys: &mut [ConnKey], ports: &[PortId], frames: &[u16]| {
+                let keys = if probe_flows {
+                    self.flow_cache_prefetch(keys, (ports, frames), now, &mut hints)
+                } else {
+                    keys
+                };
+                let mut tracked = [false; CHUNK];
+                let tracked = &mut tracked[..keys.len()];
+                if probe_conntrack {
+                    conntrack.prefetch_batch(keys, tracked);
+                }
+                if probe_services {
+                    crate::nat::prefetch_new_flows(&self.snapshot, keys, tracked);
+                }
             };
-            let data = frame.data();
-            let Some(head) = data.get(..ethernet::HEADER_LEN + 20) else {
-                continue;
-            };
-            if head[12..14] != [0x08, 0x00] {
-                continue;
-            }
-            // Routed frames (to the gateway or the uplink), and frames
-            // switched from a service backend: the ones the NAT stage looks up.
-            let routed = head[..6] == gateway || uplink.is_some_and(|m| head[..6] == m);
-            let src = Ipv4Addr::new(head[26], head[27], head[28], head[29]);
-            if !routed && !s.services.is_backend_ip(src) {
-                continue;
-            }
-            if let Some(key) = crate::nat::prefetch_key(&data[ethernet::HEADER_LEN..]) {
-                keys[n] = key;
-                n += 1;
-                if n == CHUNK {
-                    flush(&keys, &mut tracked);
-                    n = 0;
+            let s = &self.snapshot;
+            let gateway = s.gateway.mac.0;
+            let uplink = s.uplink.map(|(_, u)| u.mac.0);
+            for i in 0..batch.rx_len() {
+                let Some((frame, _)) = batch.get(i) else {
+                    break;
+                };
+                let data = frame.data();
+                let Some(head) = data.get(..ethernet::HEADER_LEN + 20) else {
+                    continue;
+                };
+                if head[12..14] != [0x08, 0x00] {
+                    continue;
+                }
+                // Routed frames (to the gateway or the uplink), and frames
+                // switched from a service backend: the ones the NAT stage looks up.
+                // Only routed frames use the flow cache.
+                let routed = head[..6] == gateway || uplink.is_some_and(|m| head[..6] == m);
+                if !routed {
+                    let src = Ipv4Addr::new(head[26], head[27], head[28], head[29]);
+                    if !(probe_conntrack || probe_services) || !s.services.is_backend_ip(src) {
+                        continue;
+                    }
+                }
+                let ip = &data[ethernet::HEADER_LEN..];
+                if let Some(key) = crate::nat::prefetch_key(ip) {
+                    keys[n] = key;
+                    ports[n] = frame.in_port;
+                    frames[n] = if crate::nat::is_tcp_syn(ip) {
+                        u16::MAX
+                    } else {
+                        u16::try_from(i).unwrap_or(u16::MAX - 1)
+                    };
+                    n += 1;
+                    if n == CHUNK {
+                        flush(&mut keys, &ports, &frames);
+                        n = 0;
+                    }
                 }
             }
+            flush(&mut keys[..n], &ports[..n], &frames[..n]);
         }
-        flush(&keys[..n], &mut tracked[..n]);
+        self.flow_hints = hints;
     }
 
     /// Once per batch: collect expired conntrack entries of one shard.

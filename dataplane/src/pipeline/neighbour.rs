@@ -88,6 +88,8 @@ struct LocalNeighbour {
 pub(super) struct NeighbourTable {
     local: HashMap<u64, LocalNeighbour, foldhash::fast::RandomState>,
     synced_generation: u64,
+    /// Grows whenever a neighbour's MAC may have changed.
+    version: u64,
 }
 
 /// What a lookup found.
@@ -106,6 +108,7 @@ impl NeighbourTable {
         if generation == self.synced_generation {
             return;
         }
+        self.version += 1;
         for (k, rec) in shared.lock().iter() {
             let e = self.local.entry(*k).or_insert(LocalNeighbour {
                 record: *rec,
@@ -127,6 +130,21 @@ impl NeighbourTable {
             Some(e) => Lookup::Stale(e.record.mac),
             None => Lookup::Unknown,
         }
+    }
+
+    /// A number that grows whenever a neighbour's MAC may have changed
+    /// (learned, or synced from other workers).
+    #[inline]
+    pub(super) fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Until when `ip`'s entry stays reachable (its last confirmation plus
+    /// `reachable_ns`); `None` if unknown.
+    pub(super) fn fresh_until(&self, iface: L3If, ip: Ipv4Addr, reachable_ns: u64) -> Option<u64> {
+        self.local
+            .get(&key(iface, ip))
+            .map(|e| e.record.confirmed.saturating_add(reachable_ns))
     }
 
     /// True when `ip` has an entry (fresh or stale).
@@ -158,6 +176,7 @@ impl NeighbourTable {
         );
         shared.lock().insert(k, record);
         if changed {
+            self.version += 1;
             shared.generation.fetch_add(1, Ordering::Release);
         }
         changed
