@@ -121,6 +121,8 @@ pub(super) struct FlowCache {
     flows: Option<HugeChunk<CachedFlow>>,
     mask: usize,
     seed: u64,
+    /// Flows ever inserted (none: nothing to look up or prefetch).
+    inserted: u64,
 }
 
 impl core::fmt::Debug for FlowCache {
@@ -140,6 +142,7 @@ impl FlowCache {
                 flows: None,
                 mask: 0,
                 seed: 0,
+                inserted: 0,
             };
         }
         let entries = entries.next_power_of_two().max(WAYS);
@@ -149,6 +152,7 @@ impl FlowCache {
             flows,
             mask: entries / WAYS - 1,
             seed,
+            inserted: 0,
         }
     }
 
@@ -161,6 +165,12 @@ impl FlowCache {
     #[inline]
     pub(super) fn enabled(&self) -> bool {
         self.flows.is_some()
+    }
+
+    /// True once a flow was inserted: before, every lookup misses.
+    #[inline]
+    pub(super) fn ever_filled(&self) -> bool {
+        self.inserted != 0
     }
 
     #[inline]
@@ -240,6 +250,7 @@ impl FlowCache {
             .position(|f| f.key == key)
             .or_else(|| set.iter().position(|f| f.epoch != epoch))
             .unwrap_or(pick);
+        self.inserted += 1;
         if let Some(slot) = set.get_mut(way) {
             *slot = CachedFlow {
                 key,
@@ -281,7 +292,7 @@ impl Pipeline {
 
     /// Whether routed packets may use the flow cache now.
     #[inline]
-    fn flow_cache_usable(&self) -> bool {
+    pub(super) fn flow_cache_usable(&self) -> bool {
         self.flow_cache.enabled()
             && self.rx_tunnel.is_none()
             && !self.shared.conntrack.is_empty()
@@ -291,7 +302,7 @@ impl Pipeline {
 
     /// For the prefetch pass: starts loading the cache sets of `keys`
     /// (received on `ports`, frames `frames` of the batch, `u16::MAX` for
-    /// a TCP SYN), then, for those cached, their conntrack entries, and
+    /// one the cache never holds), then, for those cached, their conntrack entries, and
     /// notes their slots for [`flow_cache_input`](Self::flow_cache_input).
     /// Moves the keys not cached to the front and returns them, for the
     /// conntrack prefetch.
@@ -343,7 +354,8 @@ impl Pipeline {
         &mut keys[..missed]
     }
 
-    /// The fast path of a routed IPv4 packet (header checked, `ttl` read).
+    /// The fast path of a routed IPv4 packet (header checked, `ttl` read),
+    /// when [`flow_cache_usable`](Self::flow_cache_usable).
     pub(super) fn flow_cache_input(
         &mut self,
         batch: &mut Batch,
@@ -352,7 +364,7 @@ impl Pipeline {
         ttl: u8,
         now: u64,
     ) -> FlowCacheResult {
-        if ttl <= 1 || !self.flow_cache_usable() {
+        if ttl <= 1 {
             return FlowCacheResult::Miss(None);
         }
         let frame = batch.frame_mut(i);

@@ -48,11 +48,17 @@ impl Pipeline {
             return Verdict::Drop(DropReason::Ipv4BadAddress);
         }
         let original = (src, dst);
-        let flow_key = match self.flow_cache_input(batch, i, l3_offset, ttl, now) {
-            FlowCacheResult::Hit(verdict) => return verdict,
-            FlowCacheResult::Miss(key) => key,
+        let flow_key = if self.flow_cache_usable() {
+            match self.flow_cache_input(batch, i, l3_offset, ttl, now) {
+                FlowCacheResult::Hit(verdict) => return verdict,
+                FlowCacheResult::Miss(key) => key,
+            }
+        } else {
+            None
         };
-        self.nat_note.set(None);
+        if flow_key.is_some() {
+            self.nat_note.set(None);
+        }
         let dst = match self.nat_routed(batch, i, l3_offset, iface, now) {
             AfterNat::Route(dst) => dst,
             AfterNat::Verdict(v) => return v,
@@ -99,8 +105,10 @@ impl Pipeline {
         ) {
             Lookup::Reachable(mac) => {
                 let verdict = self.forward_resolved(batch.frame_mut(i), next_hop.iface, mac);
-                let next_hop = (next_hop.iface, (next_hop.addr, mac));
-                self.flow_cache_remember(flow_key, next_hop, verdict, now);
+                if flow_key.is_some() {
+                    let next_hop = (next_hop.iface, (next_hop.addr, mac));
+                    self.flow_cache_remember(flow_key, next_hop, verdict, now);
+                }
                 verdict
             }
             Lookup::Stale(mac) => {
