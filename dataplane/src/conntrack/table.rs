@@ -306,9 +306,7 @@ impl IndexReader {
         }
         None
     }
-}
 
-impl IndexReader {
     /// Address of entry `id` (for prefetching; any id gives an address).
     #[inline]
     pub fn entry_address_of(&self, id: EntryId) -> usize {
@@ -666,6 +664,26 @@ impl ConntrackTable {
                     TcpReject::OutOfWindow => self.stats.tcp_out_of_window += 1,
                 }
                 Err(reason)
+            }
+        }
+    }
+
+    /// Records a packet of direction `dir` on entry `id`: a TCP `segment`
+    /// through [`update_tcp`](Self::update_tcp), anything else through
+    /// [`update`](Self::update) (which always succeeds).
+    #[inline]
+    pub fn track(
+        &mut self,
+        id: EntryId,
+        dir: Direction,
+        segment: Option<&TcpSegment>,
+        now_ns: u64,
+    ) -> Result<TcpState, TcpReject> {
+        match segment {
+            Some(segment) => self.update_tcp(id, dir, segment, now_ns),
+            None => {
+                self.update(id, dir, now_ns);
+                Ok(TcpState::default())
             }
         }
     }

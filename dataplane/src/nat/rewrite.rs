@@ -115,9 +115,14 @@ pub(crate) fn rewrite_packet(
     src: (Ipv4Addr, u16),
     dst: (Ipv4Addr, u16),
 ) {
-    if rewrite_tcp_udp(ip, sum, src, dst, false) {
-        return;
+    if !rewrite_tcp_udp(ip, sum, src, dst, false) {
+        rewrite_any(ip, sum, src, dst);
     }
+}
+
+/// [`rewrite_packet`] for any protocol (ICMP, SCTP, short TCP/UDP), one
+/// field at a time.
+fn rewrite_any(ip: &mut [u8], sum: L4Sum, src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16)) {
     let Ok(mut packet) = Ipv4Packet::new_checked(&mut *ip) else {
         return;
     };
@@ -165,7 +170,7 @@ pub(crate) fn rewrite_routed(
     if rewrite_tcp_udp(ip, sum, src, dst, true) {
         return;
     }
-    rewrite_packet(ip, sum, src, dst);
+    rewrite_any(ip, sum, src, dst);
     if let Ok(mut packet) = Ipv4Packet::new_checked(ip) {
         packet.decrement_ttl();
     }

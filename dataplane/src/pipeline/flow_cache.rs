@@ -86,14 +86,8 @@ pub(super) struct CachedFlow {
     epoch: u64,
     /// Until when (pipeline time) the next hop's MAC is fresh.
     fresh_until: u64,
-    /// The conntrack entry and the rewrite it gave.
-    pub(super) tracked: TrackedFlow,
-    /// The output port.
-    pub(super) out_port: PortId,
-    /// The L3 interface it leaves by.
-    pub(super) iface: L3If,
-    /// The next hop's MAC.
-    pub(super) next_hop_mac: MacAddr,
+    /// Where the full path sent it.
+    pub(super) flow: Cached,
 }
 
 impl CachedFlow {
@@ -101,19 +95,27 @@ impl CachedFlow {
         key: FlowKey::EMPTY,
         epoch: u64::MAX,
         fresh_until: 0,
-        tracked: TrackedFlow {
-            shard: 0,
-            id: EntryId::NONE,
-            direction: Direction::Original,
-            src_addr: Ipv4Addr::UNSPECIFIED,
-            dst_addr: Ipv4Addr::UNSPECIFIED,
-            src_port: 0,
-            dst_port: 0,
+        flow: Cached {
+            tracked: TrackedFlow {
+                shard: 0,
+                id: EntryId::NONE,
+                direction: Direction::Original,
+                src_addr: Ipv4Addr::UNSPECIFIED,
+                dst_addr: Ipv4Addr::UNSPECIFIED,
+                src_port: 0,
+                dst_port: 0,
+            },
+            out_port: PortId(0),
+            iface: L3If::Bridge,
+            next_hop_mac: MacAddr([0; 6]),
         },
-        out_port: PortId(0),
-        iface: L3If::Bridge,
-        next_hop_mac: MacAddr([0; 6]),
     };
+
+    /// Whether it is `key`'s flow, of `epoch`, with a next hop fresh at `now`.
+    #[inline]
+    fn holds(&self, key: FlowKey, epoch: u64, now: u64) -> bool {
+        self.key == key && self.epoch == epoch && now <= self.fresh_until
+    }
 }
 
 /// One worker's flow cache: `sets` sets of [`WAYS`] flows, in huge pages.
@@ -189,9 +191,7 @@ impl FlowCache {
     #[inline]
     fn find(&self, start: usize, key: FlowKey, epoch: u64, now: u64) -> Option<usize> {
         let set = self.flows.as_ref()?.get(start..start + WAYS)?;
-        let way = set
-            .iter()
-            .position(|f| f.key == key && f.epoch == epoch && now <= f.fresh_until)?;
+        let way = set.iter().position(|f| f.holds(key, epoch, now))?;
         Some(start + way)
     }
 
@@ -202,7 +202,7 @@ impl FlowCache {
         self.flows
             .as_ref()?
             .get(slot as usize)
-            .filter(|f| f.key == key && f.epoch == epoch && now <= f.fresh_until)
+            .filter(|f| f.holds(key, epoch, now))
     }
 
     /// The flow at `slot`, unchecked (a slot [`prefetch_find`](Self::prefetch_find) just found).
@@ -256,10 +256,7 @@ impl FlowCache {
                 key,
                 epoch,
                 fresh_until,
-                tracked: flow.tracked,
-                out_port: flow.out_port,
-                iface: flow.iface,
-                next_hop_mac: flow.next_hop_mac,
+                flow,
             };
         }
     }
@@ -268,9 +265,13 @@ impl FlowCache {
 /// A flow to cache, as the full path forwarded it.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Cached {
+    /// The conntrack entry and the rewrite it gave.
     pub(super) tracked: TrackedFlow,
+    /// The output port.
     pub(super) out_port: PortId,
+    /// The L3 interface it leaves by.
     pub(super) iface: L3If,
+    /// The next hop's MAC.
     pub(super) next_hop_mac: MacAddr,
 }
 
@@ -333,8 +334,8 @@ impl Pipeline {
         let mut cached = [false; GROUP];
         for (&slot, &i) in slots[..looked].iter().zip(&order) {
             let i = usize::from(i);
-            if let Some(flow) = self.flow_cache.slot(slot) {
-                let t = &flow.tracked;
+            if let Some(entry) = self.flow_cache.slot(slot) {
+                let t = &entry.flow.tracked;
                 self.shared
                     .conntrack
                     .prefetch_entry(usize::from(t.shard), t.id);
@@ -373,10 +374,7 @@ impl Pipeline {
         let Some(ip) = frame.data_mut().get_mut(l3..) else {
             return FlowCacheResult::Miss(None);
         };
-        // A SYN opens a flow (or retries one): the full path decides.
-        if crate::nat::is_tcp_syn(ip) {
-            return FlowCacheResult::Miss(None);
-        }
+        // Not TCP/UDP, or a SYN (it opens a flow, or retries one): the full path decides.
         let Some((key, segment)) = crate::nat::flow_of(ip) else {
             return FlowCacheResult::Miss(None);
         };
@@ -387,8 +385,11 @@ impl Pipeline {
             NO_SLOT => self.flow_cache.lookup(flow_key, epoch, now),
             slot => self.flow_cache.at(slot, flow_key, epoch, now),
         };
-        let Some(&flow) = cached else {
+        let Some(&CachedFlow { flow, .. }) = cached else {
             return FlowCacheResult::Miss(Some(flow_key));
+        };
+        let Some(src_mac) = self.snapshot.l3_interface(flow.iface).map(|l3| l3.mac) else {
+            return FlowCacheResult::Miss(None);
         };
         let translated =
             self.nat_stage(now)
@@ -398,9 +399,6 @@ impl Pipeline {
             CachedTranslation::Drop(reason) => return FlowCacheResult::Hit(Verdict::Drop(reason)),
             CachedTranslation::Miss => return FlowCacheResult::Miss(Some(flow_key)),
         }
-        let Some(src_mac) = self.snapshot.l3_interface(flow.iface).map(|l3| l3.mac) else {
-            return FlowCacheResult::Miss(None);
-        };
         let mut eth = EthernetFrame::new_unchecked(frame.data_mut());
         eth.set_dst_addr(flow.next_hop_mac);
         eth.set_src_addr(src_mac);
@@ -410,22 +408,20 @@ impl Pipeline {
     }
 
     /// After the full path forwarded a routed packet by `iface` to the
-    /// resolved next hop `next_hop` (`verdict`): remembers the flow if the
-    /// NAT stage found it tracked.
+    /// resolved next hop `next_hop` (`verdict`): remembers the flow under
+    /// `key` (from [`flow_cache_input`](Self::flow_cache_input), so not out
+    /// of a tunnel) if the NAT stage found it tracked.
     pub(super) fn flow_cache_remember(
         &mut self,
-        key: Option<FlowKey>,
+        key: FlowKey,
         (iface, next_hop): (L3If, (Ipv4Addr, MacAddr)),
         verdict: Verdict,
         now: u64,
     ) {
         let tracked = self.nat_note.take();
-        let (Some(key), Some(tracked), Verdict::Forward(out_port)) = (key, tracked, verdict) else {
+        let (Some(tracked), Verdict::Forward(out_port)) = (tracked, verdict) else {
             return;
         };
-        if self.tunnel_exit || self.rx_tunnel.is_some() {
-            return;
-        }
         let reachable_ns = self.snapshot.tuning.neighbour_reachable_ns;
         let Some(fresh_until) = self
             .neighbours
@@ -501,8 +497,8 @@ mod tests {
         assert!(c.lookup(key(1), 0, 0).is_none(), "empty cache");
         c.insert(key(1), 7, 100, cached(5));
         let f = c.lookup(key(1), 7, 100).expect("hit");
-        assert_eq!(f.tracked.id, EntryId::from_index(5));
-        assert_eq!(f.out_port, PortId(3));
+        assert_eq!(f.flow.tracked.id, EntryId::from_index(5));
+        assert_eq!(f.flow.out_port, PortId(3));
         assert!(c.lookup(key(1), 8, 100).is_none(), "another epoch");
         assert!(
             c.lookup(key(1), 7, 101).is_none(),
@@ -517,7 +513,7 @@ mod tests {
         c.insert(key(1), 0, 10, cached(5));
         c.insert(key(2), 0, 10, cached(7));
         c.insert(key(1), 0, 10, cached(6));
-        assert_eq!(c.lookup(key(1), 0, 0).unwrap().tracked.id.index(), 6);
+        assert_eq!(c.lookup(key(1), 0, 0).unwrap().flow.tracked.id.index(), 6);
     }
 
     #[test]
@@ -528,7 +524,7 @@ mod tests {
         for sport in 0..1000 {
             c.insert(key(sport), 0, 10, cached(u32::from(sport)));
             let hit = c.lookup(key(sport), 0, 0).expect("just inserted");
-            assert_eq!(hit.tracked.id.index(), u32::from(sport));
+            assert_eq!(hit.flow.tracked.id.index(), u32::from(sport));
         }
         let found = (0..1000)
             .filter(|&s| c.lookup(key(s), 0, 0).is_some())

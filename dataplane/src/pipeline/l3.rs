@@ -105,9 +105,9 @@ impl Pipeline {
         ) {
             Lookup::Reachable(mac) => {
                 let verdict = self.forward_resolved(batch.frame_mut(i), next_hop.iface, mac);
-                if flow_key.is_some() {
+                if let Some(key) = flow_key {
                     let next_hop = (next_hop.iface, (next_hop.addr, mac));
-                    self.flow_cache_remember(flow_key, next_hop, verdict, now);
+                    self.flow_cache_remember(key, next_hop, verdict, now);
                 }
                 verdict
             }
