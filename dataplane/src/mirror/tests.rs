@@ -16,6 +16,19 @@ pub(crate) fn spec(ports: PortSelection, stages: &[MirrorStage]) -> SessionSpec 
     }
 }
 
+/// A session named `name` over [`spec`], with a 16-record queue of
+/// 2,048-byte frames: what the pipeline's and the overlay's mirror tests
+/// attach.
+pub(crate) fn session(
+    name: &str,
+    ports: PortSelection,
+    stages: &[MirrorStage],
+) -> (Arc<MirrorQueue>, Arc<Session>) {
+    let queue = Arc::new(MirrorQueue::new(16, 2048));
+    let session = Arc::new(Session::new(name, spec(ports, stages), Arc::clone(&queue)));
+    (queue, session)
+}
+
 fn drain(queue: &MirrorQueue) -> Vec<(Vec<u8>, MirrorNote)> {
     let mut out = Vec::new();
     while let Some(r) = queue.pop() {

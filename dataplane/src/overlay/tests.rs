@@ -799,17 +799,13 @@ proptest! {
 
 #[test]
 fn mirror_sees_the_inner_frame_before_and_the_outer_frame_after_encapsulation() {
-    use crate::mirror::{MirrorQueue, MirrorStage, PortSelection, Session};
+    use crate::mirror::{MirrorStage, PortSelection};
     let mut p = resolved_pipeline("");
-    let queue = Arc::new(MirrorQueue::new(16, 2048));
-    let session = Arc::new(Session::new(
+    let (queue, session) = crate::mirror::tests::session(
         "encap",
-        crate::mirror::tests::spec(
-            PortSelection::of(&[A]),
-            &[MirrorStage::PreEncap, MirrorStage::PostEncap],
-        ),
-        Arc::clone(&queue),
-    ));
+        PortSelection::of(&[A]),
+        &[MirrorStage::PreEncap, MirrorStage::PostEncap],
+    );
     p.shared_tables().mirrors.add(session);
     let frame = udp_frame([10, 244, 2, 7], 100, false);
     let out = run(&mut p, 2, &[(A, frame.clone())]);

@@ -473,15 +473,11 @@ fn mirror_hooks_copy_ingress_and_drops_with_their_reason() {
     run(&mut p, 0, &[(A, good.clone())]);
     assert!(MirrorStage::ALL.iter().all(|s| !p.mirror_active(*s)));
 
-    let queue = Arc::new(MirrorQueue::new(16, 2048));
-    let session = Arc::new(Session::new(
+    let (queue, session) = crate::mirror::tests::session(
         "t",
-        crate::mirror::tests::spec(
-            PortSelection::of(&[A]),
-            &[MirrorStage::Ingress, MirrorStage::Drop],
-        ),
-        Arc::clone(&queue),
-    ));
+        PortSelection::of(&[A]),
+        &[MirrorStage::Ingress, MirrorStage::Drop],
+    );
     shared.mirrors.add(Arc::clone(&session));
     let generation = p.snapshot().generation;
     run(
