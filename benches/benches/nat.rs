@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use podswitch_benches::nat::{self, CAPACITY, NewFlows};
+use podswitch_benches::nat::{self, CAPACITY};
 use podswitch_benches::scenario;
 use podswitch_dataplane::conntrack::{ConnKey, Nat, Timeouts};
 use podswitch_dataplane::nat::SharedConntrack;
@@ -50,18 +50,9 @@ fn new_flows(c: &mut Criterion) {
     let mut group = c.benchmark_group("nat");
     group.throughput(Throughput::Elements(BATCH_SIZE as u64));
     for services in SERVICES {
-        let shared = Arc::new(podswitch_dataplane::pipeline::SharedTables::new(
-            CAPACITY,
-            Timeouts::default(),
-        ));
-        let mut p = nat::pipeline(nat::snapshot(services), shared);
-        let mut flows = NewFlows::new(services);
+        // The table full first: the measured inserts each evict (a flood).
+        let (mut p, mut flows) = nat::full_table(services);
         let mut batch = Batch::new(2048);
-        // Fill the table first: the measured inserts each evict (a flood).
-        for _ in 0..CAPACITY / BATCH_SIZE {
-            flows.fill(&mut batch, 3);
-            p.process(&mut batch, 3);
-        }
         group.bench_function(format!("new_flow_full_table/{services}"), |b| {
             b.iter(|| {
                 flows.fill(&mut batch, 3);

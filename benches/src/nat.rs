@@ -237,3 +237,18 @@ impl NewFlows {
         }
     }
 }
+
+/// A pipeline with `services` services whose conntrack table is full of
+/// unassured flows (every further new flow evicts one: the flood case),
+/// and the generator that filled it, to go on with never-seen flows.
+pub fn full_table(services: usize) -> (Pipeline, NewFlows) {
+    let shared = Arc::new(SharedTables::new(CAPACITY, Timeouts::default()));
+    let mut p = pipeline(snapshot(services), shared);
+    let mut flows = NewFlows::new(services);
+    let mut batch = Batch::new(2048);
+    for _ in 0..CAPACITY / BATCH_SIZE {
+        flows.fill(&mut batch, 3);
+        p.process(&mut batch, 3);
+    }
+    (p, flows)
+}

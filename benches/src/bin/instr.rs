@@ -5,7 +5,9 @@
 //! Usage: `instr <scenario|parse_64b|parse_mixed|nat_dnat|nat_reverse> <iterations> [off|ingress|ingress_nomatch]`
 //! (`nat_*`: 10,000 established connections through the NAT stage, one
 //! service, as `benches/nat.rs` `established_*`; the last argument: a
-//! mirror session, as in `benches/mirror.rs`).
+//! mirror session, as in `benches/mirror.rs`; `nat_new <iterations> <services>`:
+//! 1,000 batches of SYNs of new flows per iteration into a full table, as
+//! `new_flow_full_table`).
 
 use std::hint::black_box;
 
@@ -16,7 +18,7 @@ fn main() {
     let (Some(name), Some(n)) = (args.get(1), args.get(2).and_then(|n| n.parse::<u64>().ok()))
     else {
         eprintln!(
-            "usage: instr <scenario> <iterations>; scenarios: parse_64b parse_mixed {}",
+            "usage: instr <scenario> <iterations>; scenarios: parse_64b parse_mixed nat_dnat nat_reverse nat_new {}",
             SCENARIOS.iter().map(|s| s.0).collect::<Vec<_>>().join(" ")
         );
         std::process::exit(2);
@@ -47,6 +49,18 @@ fn main() {
         let mut batch = podswitch_dataplane::pipeline::Batch::new(2048);
         for _ in 0..n {
             sink += podswitch_benches::nat::run(&mut e.pipeline, &mut batch, frames, 2);
+        }
+    } else if name == "nat_new" {
+        let services = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(1);
+        let (mut pipeline, mut flows) = podswitch_benches::nat::full_table(services);
+        let mut batch = podswitch_dataplane::pipeline::Batch::new(2048);
+        frames_per_iter = 1_000 * podswitch_dataplane::pipeline::BATCH_SIZE;
+        for _ in 0..n {
+            for _ in 0..1_000 {
+                flows.fill(&mut batch, 3);
+                pipeline.process(&mut batch, 3);
+                sink += batch.rx_len();
+            }
         }
     } else {
         let Some(mut s) = scenario(name) else {
