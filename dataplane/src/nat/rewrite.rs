@@ -10,7 +10,7 @@
 
 use core::net::Ipv4Addr;
 
-use crate::wire::checksum::{fold, update_u16, update_u32, update_udp_u16, update_udp_u32};
+use crate::wire::checksum::{update_u16, update_u32, update_udp_u16, update_udp_u32};
 use crate::wire::{IpProtocol, Ipv4Packet};
 
 /// Offset of the checksum field in a TCP header.
@@ -176,16 +176,28 @@ pub(crate) fn rewrite_routed(
     }
 }
 
-/// `!old + new` of a 32-bit field, as 16-bit words, for a one's-complement sum.
+/// Folds a one's-complement sum of 32-bit words to 16 bits: a 32-bit word
+/// adds as its two halves would (2^16 ≡ 1 modulo 0xffff). Four steps
+/// reach 16 bits from any `u64`; zero only for zero, like [`crate::wire::checksum::fold`].
 #[inline]
-fn delta32(old: u32, new: u32) -> u32 {
-    ((!old >> 16) & 0xffff) + (!old & 0xffff) + (new >> 16) + (new & 0xffff)
+fn fold_words(acc: u64) -> u16 {
+    let acc = (acc & 0xffff_ffff) + (acc >> 32);
+    let acc = (acc & 0xffff) + (acc >> 16);
+    let acc = (acc & 0xffff) + (acc >> 16);
+    let acc = (acc & 0xffff) + (acc >> 16);
+    acc as u16
+}
+
+/// `!old + new` of a 32-bit field, for a one's-complement sum of 32-bit words.
+#[inline]
+fn delta32(old: u32, new: u32) -> u64 {
+    u64::from(!old) + u64::from(new)
 }
 
 /// The TCP and UDP fast path of [`rewrite_packet`]: all changes summed into
-/// one delta per checksum (RFC 1624 eqn. 3 over several words), with the
-/// TTL decrement when `ttl_step`. `false`: not TCP/UDP, or too short; the
-/// general path handles it.
+/// one delta per checksum (RFC 1624 eqn. 3 over several words, summed as
+/// 32-bit words), with the TTL decrement when `ttl_step`. `false`: not
+/// TCP/UDP, or too short; the general path handles it.
 #[inline]
 fn rewrite_tcp_udp(
     ip: &mut [u8],
@@ -194,66 +206,60 @@ fn rewrite_tcp_udp(
     dst: (Ipv4Addr, u16),
     ttl_step: bool,
 ) -> bool {
-    let Some(&first) = ip.first() else {
+    let Some((header, rest)) = ip.split_first_chunk_mut::<20>() else {
         return false;
     };
-    let ihl = usize::from(first & 0x0f) * 4;
-    let (protocol, check_at) = match ip.get(9).copied().map(IpProtocol) {
-        Some(IpProtocol::TCP) => (IpProtocol::TCP, TCP_CHECKSUM_AT),
-        Some(IpProtocol::UDP) => (IpProtocol::UDP, UDP_CHECKSUM_AT),
+    let (udp, check_at) = match IpProtocol(header[9]) {
+        IpProtocol::TCP => (false, TCP_CHECKSUM_AT),
+        IpProtocol::UDP => (true, UDP_CHECKSUM_AT),
         _ => return false,
     };
-    if first >> 4 != 4 || ihl < 20 {
+    let ihl = usize::from(header[0] & 0x0f) * 4;
+    if header[0] >> 4 != 4 || ihl < 20 {
         return false;
     }
-    let Some((header, l4)) = ip.split_at_mut_checked(ihl) else {
+    let Some((ports, l4)) = rest
+        .get_mut(ihl - 20..)
+        .and_then(|l4| l4.split_first_chunk_mut::<4>())
+    else {
         return false;
     };
-    let (Some((header, _)), Some(l4)) = (
-        header.split_first_chunk_mut::<20>(),
-        l4.get_mut(..check_at + 2),
-    ) else {
+    let Some(Ok(l4_check)) = l4
+        .get_mut(check_at - 4..check_at - 2)
+        .map(<&mut [u8; 2]>::try_from)
+    else {
         return false;
     };
-    let Some((ports, l4)) = l4.split_first_chunk_mut::<4>() else {
-        return false;
-    };
-    let Some(l4_check) = l4.get_mut(check_at - 4..) else {
-        return false;
-    };
-    let word32 =
-        |b: &[u8; 20], at: usize| u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
-    let (old_src, old_dst) = (word32(header, 12), word32(header, 16));
-    let old_sport = u16::from_be_bytes([ports[0], ports[1]]);
-    let old_dport = u16::from_be_bytes([ports[2], ports[3]]);
+    let old_src = u32::from_be_bytes([header[12], header[13], header[14], header[15]]);
+    let old_dst = u32::from_be_bytes([header[16], header[17], header[18], header[19]]);
+    let old_ports = u32::from_be_bytes(*ports);
     let (new_src, new_dst) = (src.0.to_bits(), dst.0.to_bits());
+    let new_ports = (u32::from(src.1) << 16) | u32::from(dst.1);
     let addrs = delta32(old_src, new_src) + delta32(old_dst, new_dst);
-    let port_delta =
-        u32::from(!old_sport) + u32::from(src.1) + u32::from(!old_dport) + u32::from(dst.1);
-    header[12..16].copy_from_slice(&src.0.octets());
-    header[16..20].copy_from_slice(&dst.0.octets());
-    ports[..2].copy_from_slice(&src.1.to_be_bytes());
-    ports[2..].copy_from_slice(&dst.1.to_be_bytes());
+    header[12..16].copy_from_slice(&new_src.to_be_bytes());
+    header[16..20].copy_from_slice(&new_dst.to_be_bytes());
+    *ports = new_ports.to_be_bytes();
     let mut ip_delta = addrs;
     if ttl_step {
         let old = u16::from_be_bytes([header[8], header[9]]);
         let new = old.wrapping_sub(0x0100);
         header[8..10].copy_from_slice(&new.to_be_bytes());
-        ip_delta += u32::from(!old) + u32::from(new);
+        ip_delta += u64::from(!old) + u64::from(new);
     }
     let ip_check = u16::from_be_bytes([header[10], header[11]]);
-    header[10..12].copy_from_slice(&(!fold(u32::from(!ip_check) + ip_delta)).to_be_bytes());
-    let udp = protocol == IpProtocol::UDP;
-    let check = u16::from_be_bytes([l4_check[0], l4_check[1]]);
+    let ip_check = !fold_words(u64::from(!ip_check) + ip_delta);
+    header[10..12].copy_from_slice(&ip_check.to_be_bytes());
+    let check = u16::from_be_bytes(*l4_check);
     let updated = match sum {
-        L4Sum::Partial => fold(u32::from(check) + addrs),
+        L4Sum::Partial => fold_words(u64::from(check) + addrs),
         L4Sum::Full if udp && check == 0 => 0,
-        L4Sum::Full => match !fold(u32::from(!check) + addrs + port_delta) {
+        L4Sum::Full => match !fold_words(u64::from(!check) + addrs + delta32(old_ports, new_ports))
+        {
             0 if udp => 0xffff,
             c => c,
         },
     };
-    l4_check.copy_from_slice(&updated.to_be_bytes());
+    *l4_check = updated.to_be_bytes();
     true
 }
 
@@ -302,6 +308,130 @@ pub(crate) fn crc32c(data: &[u8]) -> u32 {
 mod tests {
     use super::*;
     use crate::wire::checksum;
+
+    /// The fast path before it summed 32-bit words: the new one must give
+    /// the same bytes for every input (checksums included, whatever their
+    /// representation of zero).
+    mod sixteen_bit {
+        use super::super::*;
+        use crate::wire::checksum::fold;
+
+        /// `!old + new` of a 32-bit field, as 16-bit words, for a one's-complement sum.
+        #[inline]
+        fn delta16(old: u32, new: u32) -> u32 {
+            ((!old >> 16) & 0xffff) + (!old & 0xffff) + (new >> 16) + (new & 0xffff)
+        }
+
+        /// The fast path as it was (16-bit words): all changes summed into
+        /// one delta per checksum (RFC 1624 eqn. 3 over several words), with the
+        /// TTL decrement when `ttl_step`. `false`: not TCP/UDP, or too short; the
+        /// general path handles it.
+        pub(super) fn reference(
+            ip: &mut [u8],
+            sum: L4Sum,
+            src: (Ipv4Addr, u16),
+            dst: (Ipv4Addr, u16),
+            ttl_step: bool,
+        ) -> bool {
+            let Some(&first) = ip.first() else {
+                return false;
+            };
+            let ihl = usize::from(first & 0x0f) * 4;
+            let (protocol, check_at) = match ip.get(9).copied().map(IpProtocol) {
+                Some(IpProtocol::TCP) => (IpProtocol::TCP, TCP_CHECKSUM_AT),
+                Some(IpProtocol::UDP) => (IpProtocol::UDP, UDP_CHECKSUM_AT),
+                _ => return false,
+            };
+            if first >> 4 != 4 || ihl < 20 {
+                return false;
+            }
+            let Some((header, l4)) = ip.split_at_mut_checked(ihl) else {
+                return false;
+            };
+            let (Some((header, _)), Some(l4)) = (
+                header.split_first_chunk_mut::<20>(),
+                l4.get_mut(..check_at + 2),
+            ) else {
+                return false;
+            };
+            let Some((ports, l4)) = l4.split_first_chunk_mut::<4>() else {
+                return false;
+            };
+            let Some(l4_check) = l4.get_mut(check_at - 4..) else {
+                return false;
+            };
+            let word32 = |b: &[u8; 20], at: usize| {
+                u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+            };
+            let (old_src, old_dst) = (word32(header, 12), word32(header, 16));
+            let old_sport = u16::from_be_bytes([ports[0], ports[1]]);
+            let old_dport = u16::from_be_bytes([ports[2], ports[3]]);
+            let (new_src, new_dst) = (src.0.to_bits(), dst.0.to_bits());
+            let addrs = delta16(old_src, new_src) + delta16(old_dst, new_dst);
+            let port_delta =
+                u32::from(!old_sport) + u32::from(src.1) + u32::from(!old_dport) + u32::from(dst.1);
+            header[12..16].copy_from_slice(&src.0.octets());
+            header[16..20].copy_from_slice(&dst.0.octets());
+            ports[..2].copy_from_slice(&src.1.to_be_bytes());
+            ports[2..].copy_from_slice(&dst.1.to_be_bytes());
+            let mut ip_delta = addrs;
+            if ttl_step {
+                let old = u16::from_be_bytes([header[8], header[9]]);
+                let new = old.wrapping_sub(0x0100);
+                header[8..10].copy_from_slice(&new.to_be_bytes());
+                ip_delta += u32::from(!old) + u32::from(new);
+            }
+            let ip_check = u16::from_be_bytes([header[10], header[11]]);
+            header[10..12].copy_from_slice(&(!fold(u32::from(!ip_check) + ip_delta)).to_be_bytes());
+            let udp = protocol == IpProtocol::UDP;
+            let check = u16::from_be_bytes([l4_check[0], l4_check[1]]);
+            let updated = match sum {
+                L4Sum::Partial => fold(u32::from(check) + addrs),
+                L4Sum::Full if udp && check == 0 => 0,
+                L4Sum::Full => match !fold(u32::from(!check) + addrs + port_delta) {
+                    0 if udp => 0xffff,
+                    c => c,
+                },
+            };
+            l4_check.copy_from_slice(&updated.to_be_bytes());
+            true
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2048))]
+        /// `rewrite_tcp_udp` against the 16-bit-word version it replaced:
+        /// same result and same bytes, for TCP and UDP, full and partial
+        /// checksums (and UDP's zero), with and without the TTL step, and
+        /// for headers too short or not TCP/UDP (both refuse).
+        #[test]
+        fn sums_of_32_bit_words_match_16_bit_words(
+            mut packet in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+            version_ihl in proptest::prop_oneof![proptest::strategy::Just(0x45u8), proptest::strategy::Just(0x46), proptest::prelude::any::<u8>()],
+            protocol in proptest::prop_oneof![proptest::strategy::Just(6u8), proptest::strategy::Just(17), proptest::prelude::any::<u8>()],
+            zero_check in proptest::prelude::any::<bool>(),
+            partial in proptest::prelude::any::<bool>(),
+            ttl_step in proptest::prelude::any::<bool>(),
+            src in proptest::prelude::any::<(u32, u16)>(),
+            dst in proptest::prelude::any::<(u32, u16)>(),
+        ) {
+            if let Some(b) = packet.get_mut(0) {
+                *b = version_ihl;
+            }
+            if let Some(b) = packet.get_mut(9) {
+                *b = protocol;
+            }
+            if zero_check && let Some(c) = packet.get_mut(26..28) {
+                c.fill(0);
+            }
+            let sum = if partial { L4Sum::Partial } else { L4Sum::Full };
+            let (src, dst) = ((Ipv4Addr::from_bits(src.0), src.1), (Ipv4Addr::from_bits(dst.0), dst.1));
+            let mut expected = packet.clone();
+            let done = sixteen_bit::reference(&mut expected, sum, src, dst, ttl_step);
+            proptest::prop_assert_eq!(rewrite_tcp_udp(&mut packet, sum, src, dst, ttl_step), done);
+            proptest::prop_assert_eq!(packet, expected);
+        }
+    }
 
     #[test]
     fn crc32c_known_answer() {
