@@ -78,13 +78,30 @@ struct LocalMac {
 }
 
 /// One worker's MAC table.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct MacTable {
     local: HashMap<u64, LocalMac, foldhash::fast::RandomState>,
     synced_generation: u64,
     next_sweep: u64,
     /// Grows whenever a lookup's answer may have changed (see [`MacTable::version`]).
     version: u64,
+    /// The last (MAC, port, time, version) learned: learning it again
+    /// changes nothing (same timestamps; no change since, or the version
+    /// would differ), so a batch of frames from one source skips the map.
+    last_learned: (u64, PortId, u64, u64),
+}
+
+impl Default for MacTable {
+    fn default() -> MacTable {
+        MacTable {
+            local: HashMap::default(),
+            synced_generation: 0,
+            next_sweep: 0,
+            version: 0,
+            // No MAC is u64::MAX (48 bits).
+            last_learned: (u64::MAX, PortId(0), 0, 0),
+        }
+    }
 }
 
 impl MacTable {
@@ -99,6 +116,21 @@ impl MacTable {
         now: u64,
     ) {
         let key = mac.to_u64();
+        if self.last_learned == (key, port, now, self.version) {
+            return;
+        }
+        self.learn_in_map(shared, counters, key, port, now);
+        self.last_learned = (key, port, now, self.version);
+    }
+
+    fn learn_in_map(
+        &mut self,
+        shared: &SharedMacTable,
+        counters: &WorkerCounters,
+        key: u64,
+        port: PortId,
+        now: u64,
+    ) {
         match self.local.get_mut(&key) {
             Some(e) if e.port == port => {
                 e.last_seen = now;
@@ -294,6 +326,40 @@ mod tests {
         }
         assert_eq!(b.lookup(m), Some(PortId(3)));
         assert_eq!(b.len(), 1);
+    }
+
+    #[test]
+    fn learning_again_in_one_batch_sees_every_change() {
+        let shared = SharedMacTable::default();
+        let counters = WorkerCounters::default();
+        let (mut a, mut b) = (MacTable::default(), MacTable::default());
+        let m = MacAddr([2, 0, 0, 0, 0, 5]);
+        // Same MAC, port and time: nothing new.
+        a.learn(&shared, &counters, m, PortId(1), SEC);
+        a.learn(&shared, &counters, m, PortId(1), SEC);
+        assert_eq!(counters.events(Event::MacLearned), 1);
+        // Another port at the same time is a move, and back again.
+        a.learn(&shared, &counters, m, PortId(2), SEC);
+        assert_eq!(a.lookup(m), Some(PortId(2)));
+        a.learn(&shared, &counters, m, PortId(1), SEC);
+        assert_eq!(a.lookup(m), Some(PortId(1)));
+        assert_eq!(counters.events(Event::MacMoved), 2);
+        // Another worker sees it on its port (later); a's sync takes that
+        // in. The same (MAC, port, time) as a's last learn is then a move.
+        b.learn(&shared, &counters, m, PortId(4), 2 * SEC);
+        a.sync(&shared);
+        assert_eq!(a.lookup(m), Some(PortId(4)));
+        a.learn(&shared, &counters, m, PortId(1), SEC);
+        assert_eq!(a.lookup(m), Some(PortId(1)));
+        assert_eq!(counters.events(Event::MacMoved), 3);
+        // Aged out by a sweep, then seen again at the same time: relearned.
+        let mut c = MacTable::default();
+        let lone = SharedMacTable::default();
+        c.learn(&lone, &counters, m, PortId(1), SEC);
+        c.sweep(&lone, &counters, 400 * SEC, 300 * SEC);
+        assert_eq!(c.lookup(m), None);
+        c.learn(&lone, &counters, m, PortId(1), SEC);
+        assert_eq!(c.lookup(m), Some(PortId(1)));
     }
 
     #[test]
