@@ -22,15 +22,22 @@ const FLOWS: usize = 10_000;
 const NEW_FLOW_BATCHES: usize = 200;
 
 fn main() {
-    let rounds = std::env::var("ROUNDS")
-        .ok()
-        .and_then(|r| r.parse::<usize>().ok())
-        .unwrap_or(40)
-        .clamp(1, 10_000);
-    if std::env::args().any(|a| a == "--list") {
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--list") {
         // `cargo bench -- --list` (criterion's convention): nothing to list.
         return;
     }
+    // `cargo bench` passes `--bench`; `cargo test --benches` does not, and
+    // then one round is enough to show the bench runs.
+    let rounds = if args.iter().any(|a| a == "--bench") {
+        std::env::var("ROUNDS")
+            .ok()
+            .and_then(|r| r.parse::<usize>().ok())
+            .unwrap_or(40)
+            .clamp(1, 10_000)
+    } else {
+        1
+    };
     established(rounds);
     new_flows(rounds);
 }
