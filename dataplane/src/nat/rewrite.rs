@@ -10,7 +10,7 @@
 
 use core::net::Ipv4Addr;
 
-use crate::wire::checksum::{update_u16, update_u32, update_udp_u16, update_udp_u32};
+use crate::wire::checksum::{fold_u64, update_u16, update_u32, update_udp_u16, update_udp_u32};
 use crate::wire::{IpProtocol, Ipv4Packet};
 
 /// Offset of the checksum field in a TCP header.
@@ -176,18 +176,6 @@ pub(crate) fn rewrite_routed(
     }
 }
 
-/// Folds a one's-complement sum of 32-bit words to 16 bits: a 32-bit word
-/// adds as its two halves would (2^16 ≡ 1 modulo 0xffff). Four steps
-/// reach 16 bits from any `u64`; zero only for zero, like [`crate::wire::checksum::fold`].
-#[inline]
-fn fold_words(acc: u64) -> u16 {
-    let acc = (acc & 0xffff_ffff) + (acc >> 32);
-    let acc = (acc & 0xffff) + (acc >> 16);
-    let acc = (acc & 0xffff) + (acc >> 16);
-    let acc = (acc & 0xffff) + (acc >> 16);
-    acc as u16
-}
-
 /// `!old + new` of a 32-bit field, for a one's-complement sum of 32-bit words.
 #[inline]
 fn delta32(old: u32, new: u32) -> u64 {
@@ -247,14 +235,13 @@ fn rewrite_tcp_udp(
         ip_delta += u64::from(!old) + u64::from(new);
     }
     let ip_check = u16::from_be_bytes([header[10], header[11]]);
-    let ip_check = !fold_words(u64::from(!ip_check) + ip_delta);
+    let ip_check = !fold_u64(u64::from(!ip_check) + ip_delta);
     header[10..12].copy_from_slice(&ip_check.to_be_bytes());
     let check = u16::from_be_bytes(*l4_check);
     let updated = match sum {
-        L4Sum::Partial => fold_words(u64::from(check) + addrs),
+        L4Sum::Partial => fold_u64(u64::from(check) + addrs),
         L4Sum::Full if udp && check == 0 => 0,
-        L4Sum::Full => match !fold_words(u64::from(!check) + addrs + delta32(old_ports, new_ports))
-        {
+        L4Sum::Full => match !fold_u64(u64::from(!check) + addrs + delta32(old_ports, new_ports)) {
             0 if udp => 0xffff,
             c => c,
         },
