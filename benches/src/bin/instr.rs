@@ -2,7 +2,7 @@
 //! callgrind (`benches/instructions.sh` runs it at N and 2N and divides the
 //! difference by the frames processed, so setup cost cancels out).
 //!
-//! Usage: `instr <scenario|parse_64b|parse_mixed|nat_dnat|nat_reverse> <iterations> [off|ingress|ingress_nomatch]`
+//! Usage: `instr <scenario|parse_64b|parse_mixed|nat_dnat|nat_reverse|nat_new> <iterations> [off|ingress|ingress_nomatch|services]`
 //! (`nat_*`: 10,000 established connections through the NAT stage, one
 //! service, as `benches/nat.rs` `established_*`; the last argument: a
 //! mirror session, as in `benches/mirror.rs`; `nat_new <iterations> <services>`:
