@@ -17,8 +17,13 @@ use super::{Batch, DropReason, Event, Frame, L3If, Pipeline, Verdict};
 use crate::wire::icmpv4;
 use crate::wire::{EthernetFrame, Ipv4Packet, MacAddr};
 
+/// Multicast (224/4), limited broadcast, unspecified or loopback (127/8):
+/// never a routed packet's address. Tested on the bits, once per address
+/// of every routed packet.
 fn martian(ip: Ipv4Addr) -> bool {
-    ip.is_multicast() || ip.is_broadcast() || ip.is_unspecified() || ip.is_loopback()
+    let bits = ip.to_bits();
+    let first = bits >> 24;
+    first & 0xf0 == 0xe0 || first == 127 || bits == 0 || bits == u32::MAX
 }
 
 impl Pipeline {
@@ -154,4 +159,36 @@ fn translated(frame: &Frame, l3_offset: usize, original: (Ipv4Addr, Ipv4Addr)) -
         .get(l3_offset..)
         .and_then(|b| Ipv4Packet::new_checked(b).ok())
         .is_some_and(|ip| (ip.src_addr(), ip.dst_addr()) != original)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn martian_is_the_four_address_classes() {
+        let reference = |ip: Ipv4Addr| {
+            ip.is_multicast() || ip.is_broadcast() || ip.is_unspecified() || ip.is_loopback()
+        };
+        let edges = [0u32, 1, 0x00ff_ffff, 0x0100_0000, 0x7eff_ffff, 0x7f00_0000];
+        let more = [
+            0x7fff_ffff,
+            0x8000_0000,
+            0xdfff_ffff,
+            0xe000_0000,
+            0xefff_ffff,
+        ];
+        let last = [
+            0xf000_0000,
+            0xffff_fffe,
+            0xffff_ffff,
+            0x0af4_0102,
+            0x0a60_0001,
+        ];
+        let spread = (0..=u32::MAX).step_by(65_521);
+        for bits in edges.into_iter().chain(more).chain(last).chain(spread) {
+            let ip = Ipv4Addr::from_bits(bits);
+            assert_eq!(martian(ip), reference(ip), "{ip}");
+        }
+    }
 }
