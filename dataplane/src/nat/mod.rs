@@ -77,7 +77,7 @@ pub use shared::{
 pub(crate) use stage::l4_sum;
 pub use stage::{
     CachedTranslation, NatAction, NatStage, TrackedFlow, flow_of, is_tcp_syn, prefetch_key,
-    prefetch_new_flows,
+    prefetch_new_flows, prefetch_service_slots,
 };
 
 #[cfg(test)]

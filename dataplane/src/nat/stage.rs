@@ -17,7 +17,7 @@ use crate::conntrack::{
     ConnKey, ConntrackTable, Direction, Entry, EntryId, Nat, TcpReject, TcpSegment,
 };
 use crate::pipeline::{DropReason, Event, Frame, L3If, PortId, Verdict, WorkerCounters};
-use crate::services::{Backend, Protocol, ServiceEntry, flow_hash};
+use crate::services::{Backend, Indexed, Protocol, ServiceEntry, ServiceKey, flow_hash};
 use crate::wire::icmpv4;
 use crate::wire::tcp::FLAG_SYN;
 use crate::wire::{IpProtocol, Ipv4Packet, TcpPacket};
@@ -237,26 +237,26 @@ pub fn prefetch_key(ip: &[u8]) -> Option<ConnKey> {
     ))
 }
 
-/// Starts loading what choosing an endpoint for new flows reads: for
-/// each of `keys` (at most 64) that `tracked` says looks untracked and is
-/// addressed to a service, the service's entry, then its Maglev slot and
-/// backends. In stages over the whole group, so that the misses of the
-/// group overlap (each stage's loads depend on the previous stage's).
-pub fn prefetch_new_flows(snapshot: &Snapshot, keys: &[ConnKey], tracked: &[bool]) {
-    const GROUP: usize = 64;
+/// The first stage of prefetching what choosing an endpoint for new
+/// flows reads: for each of `keys` that may be addressed to a service, its
+/// index slot (whose address follows from the key). Run before the
+/// conntrack prefetch, whose work covers the wait.
+pub fn prefetch_service_slots(snapshot: &Snapshot, keys: &[ConnKey]) {
     let services = &snapshot.services;
-    if services.is_empty() {
-        return;
-    }
-    let mut found = [u32::MAX; GROUP];
-    for ((key, &tracked), found) in keys.iter().zip(tracked).zip(found.iter_mut()) {
-        if !tracked && let Some(index) = service_index(snapshot, key) {
-            services.prefetch_entry(index);
-            *found = index;
+    for key in keys {
+        if let Some(k) = service_key(snapshot, key) {
+            services.prefetch_indexed(k);
         }
     }
-    for (key, &index) in keys.iter().zip(&found) {
-        if let Some(service) = services.entry(index) {
+}
+
+/// The second stage: for each of `keys` (at most 64) that `tracked` says
+/// looks untracked and is addressed to a service, reads its index slot
+/// (loading since [`prefetch_service_slots`]) and starts loading its
+/// Maglev slot and backends.
+pub fn prefetch_new_flows(snapshot: &Snapshot, keys: &[ConnKey], tracked: &[bool]) {
+    for (key, &tracked) in keys.iter().zip(tracked) {
+        if !tracked && let Some(service) = service_indexed(snapshot, key) {
             service.prefetch_select(flow_hash(
                 key.src_addr,
                 key.dst_addr,
@@ -268,17 +268,33 @@ pub fn prefetch_new_flows(snapshot: &Snapshot, keys: &[ConnKey], tracked: &[bool
     }
 }
 
-/// The index of the service a packet with `key` is addressed to (see
-/// [`service_for`]).
-fn service_index(snapshot: &Snapshot, key: &ConnKey) -> Option<u32> {
+/// The index key a packet with `key` would find its service under: its
+/// NodePort when addressed to one of the node's addresses, else its
+/// ClusterIP and port (a ClusterIP is never a node address).
+fn service_key(snapshot: &Snapshot, key: &ConnKey) -> Option<ServiceKey> {
+    let protocol = Protocol::from_number(key.protocol.0)?;
+    if snapshot.services.is_empty() {
+        return None;
+    }
+    Some(if snapshot.is_local_ip(key.dst_addr) {
+        ServiceKey::node_port(protocol, key.dst_port)
+    } else {
+        ServiceKey::cluster(protocol, key.dst_addr, key.dst_port)
+    })
+}
+
+/// The service a packet with `key` is addressed to, as the index holds it
+/// (see [`service_for`]).
+#[inline]
+fn service_indexed<'a>(snapshot: &'a Snapshot, key: &ConnKey) -> Option<&'a Indexed> {
     let protocol = Protocol::from_number(key.protocol.0)?;
     let services = &snapshot.services;
     services
-        .cluster_index(protocol, key.dst_addr, key.dst_port)
+        .indexed(ServiceKey::cluster(protocol, key.dst_addr, key.dst_port))
         .or_else(|| {
             snapshot
                 .is_local_ip(key.dst_addr)
-                .then(|| services.node_port_index(protocol, key.dst_port))
+                .then(|| services.indexed(ServiceKey::node_port(protocol, key.dst_port)))
                 .flatten()
         })
 }
@@ -326,7 +342,9 @@ fn endpoint_still_in_service(snapshot: &Snapshot, entry: &Entry) -> bool {
 /// The service a packet with `key` is addressed to: a ClusterIP and port,
 /// or a NodePort on one of the node's addresses.
 fn service_for<'a>(snapshot: &'a Snapshot, key: &ConnKey) -> Option<&'a ServiceEntry> {
-    snapshot.services.entry(service_index(snapshot, key)?)
+    snapshot
+        .services
+        .entry(service_indexed(snapshot, key)?.entry())
 }
 
 impl NatStage<'_> {
@@ -527,7 +545,7 @@ impl NatStage<'_> {
                 NatAction::Verdict(Verdict::Drop(DropReason::ServiceNoEndpoints))
             };
         }
-        if let Some(service) = service_for(snapshot, &key) {
+        if let Some(service) = service_indexed(snapshot, &key) {
             return self.service_flow(frame, l3, p, service, iface, sum);
         }
         // A packet whose TTL runs out here gets its ICMP error untranslated.
@@ -560,14 +578,9 @@ impl NatStage<'_> {
         }
     }
 
-    fn pick_backend(&self, service: &ServiceEntry, key: &ConnKey) -> Option<Backend> {
-        let timeout = service.affinity_timeout();
-        if timeout.is_some()
-            && let Some(b) = self.affinity.lookup(service.key(), key.src_addr, self.now)
-            && service.is_selectable(b)
-        {
-            return Some(b);
-        }
+    /// A backend for a new flow: the Maglev pick (from the index slot
+    /// alone), or with session affinity the client's remembered backend.
+    fn pick_backend(&self, service: &Indexed, key: &ConnKey) -> Option<Backend> {
         let hash = flow_hash(
             key.src_addr,
             key.dst_addr,
@@ -575,6 +588,17 @@ impl NatStage<'_> {
             key.dst_port,
             key.protocol.0,
         );
+        if !service.has_affinity() {
+            return service.select(hash);
+        }
+        let service = self.snapshot.services.entry(service.entry())?;
+        let timeout = service.affinity_timeout();
+        if timeout.is_some()
+            && let Some(b) = self.affinity.lookup(service.key(), key.src_addr, self.now)
+            && service.is_selectable(b)
+        {
+            return Some(b);
+        }
         let backend = service.select(hash)?;
         if let Some(t) = timeout {
             let t = u64::try_from(t.as_nanos()).unwrap_or(u64::MAX);
@@ -589,7 +613,7 @@ impl NatStage<'_> {
         frame: &mut Frame,
         l3: usize,
         p: &Parsed,
-        service: &ServiceEntry,
+        service: &Indexed,
         iface: L3If,
         sum: L4Sum,
     ) -> NatAction {

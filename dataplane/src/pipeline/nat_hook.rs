@@ -222,6 +222,9 @@ impl Pipeline {
                 };
                 let mut tracked = [false; CHUNK];
                 let tracked = &mut tracked[..keys.len()];
+                if probe_services {
+                    crate::nat::prefetch_service_slots(&self.snapshot, keys);
+                }
                 if probe_conntrack {
                     conntrack.prefetch_batch(keys, tracked);
                 }

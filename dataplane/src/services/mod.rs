@@ -1,10 +1,10 @@
 //! Service lookup: ClusterIP and NodePort → a backend, for the DNAT stage.
 //!
 //! A [`ServiceTable`] is built once per configuration snapshot from plain
-//! [`ServiceSpec`]s and is read-only on the hot path: one hash probe finds
-//! the [`ServiceEntry`] for a (protocol, address, port), and the entry's
-//! [`Maglev`] table picks a ready backend from the packet's [`flow_hash`]
-//! without allocating or locking. Maglev (rather than `hash % N`) keeps a
+//! [`ServiceSpec`]s and is read-only on the hot path: one probe of its flat
+//! index ([`index`]) finds the service for a (protocol, address, port),
+//! and the [`Maglev`] table the index slot carries picks a ready backend
+//! from the packet's [`flow_hash`] without allocating or locking. Maglev (rather than `hash % N`) keeps a
 //! flow on its backend when other backends come and go, so a flow whose
 //! conntrack entry was lost (a restart, another worker, another node
 //! behind ECMP) usually lands where it was.
@@ -31,11 +31,13 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod index;
 pub mod maglev;
 pub mod table;
 
 use core::net::Ipv4Addr;
 
+pub use index::{Indexed, ServiceKey};
 pub use maglev::{BackendId, Maglev};
 pub use table::{
     Backend, BackendSpec, Protocol, ServiceEntry, ServiceSpec, ServiceTable, ServiceTableError,

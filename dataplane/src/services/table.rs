@@ -2,9 +2,9 @@
 //! → [`ServiceEntry`], each with a Maglev table over its ready backends.
 //!
 //! Built once per snapshot, immutable afterwards. Keys are packed into
-//! integers and looked up in hashbrown maps with a fixed-seed foldhash, so
-//! a lookup is one hash of a `u64` and one probe whatever the number of
-//! services.
+//! integers and looked up in the flat [`ServiceIndex`] (one hash of a `u64`
+//! and, at most half full, usually one slot whatever the number of
+//! services); the index slot carries what selecting a backend reads.
 
 use core::net::Ipv4Addr;
 use core::time::Duration;
@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use hashbrown::HashMap;
 
+use super::index::{Indexed, ServiceIndex, ServiceKey, Taken};
 use super::maglev::{BackendId, Maglev, table_size};
 
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
@@ -212,19 +213,7 @@ impl ServiceEntry {
     /// The backend for a new flow; `None` when no backend is ready.
     #[inline]
     pub fn select(&self, flow_hash: u64) -> Option<Backend> {
-        self.maglev
-            .lookup(flow_hash)
-            .and_then(|i| self.selectable.get(i).copied())
-    }
-
-    /// Starts loading what [`select`](Self::select) reads for `flow_hash`
-    /// (its Maglev slot and the backends), ahead of a batch's new flows.
-    #[inline]
-    pub fn prefetch_select(&self, flow_hash: u64) {
-        if let Some(slot) = self.maglev.slot_address(flow_hash) {
-            crate::io::hugemem::prefetch(slot);
-            crate::io::hugemem::prefetch(self.selectable.as_ptr() as usize);
-        }
+        super::index::select(&self.maglev, &self.selectable, flow_hash)
     }
 
     /// True when new flows have nowhere to go: the pipeline answers them
@@ -281,12 +270,17 @@ impl ServiceEntry {
     /// port, protocol), e.g. to key per-service state such as affinity.
     #[inline]
     pub fn key(&self) -> u64 {
-        cluster_key(self.protocol, self.vip, self.port)
+        ServiceKey::cluster(self.protocol, self.vip, self.port).bits()
     }
 
     /// The backends new flows may go to, in identity order.
     pub fn selectable_backends(&self) -> &[Backend] {
         &self.selectable
+    }
+
+    /// The same list, shared (the index keeps it beside the Maglev table).
+    pub(super) fn selectable_arc(&self) -> Arc<[Backend]> {
+        Arc::clone(&self.selectable)
     }
 
     /// Every backend, sorted.
@@ -306,22 +300,12 @@ impl ServiceEntry {
     }
 }
 
-#[inline]
-fn cluster_key(protocol: Protocol, vip: Ipv4Addr, port: u16) -> u64 {
-    (u64::from(u32::from(vip)) << 24) | (u64::from(port) << 8) | u64::from(protocol.number())
-}
-
-#[inline]
-fn node_port_key(protocol: Protocol, node_port: u16) -> u32 {
-    (u32::from(node_port) << 8) | u32::from(protocol.number())
-}
-
 /// The immutable service table of a snapshot.
 #[derive(Debug, Clone, Default)]
 pub struct ServiceTable {
     entries: Vec<ServiceEntry>,
-    cluster: FastMap<u64, u32>,
-    node_ports: FastMap<u32, u32>,
+    /// ClusterIP and NodePort keys → entries.
+    index: ServiceIndex,
     /// ClusterIP → whether any of its service ports has a ready backend.
     vips: FastMap<u32, bool>,
     /// Every backend's address: only packets from these can be replies of
@@ -343,8 +327,8 @@ impl ServiceTable {
             return Err(ServiceTableError::TooMany(entries.len()));
         }
         let hasher = || foldhash::fast::FixedState::with_seed(0);
-        let mut cluster = FastMap::with_capacity_and_hasher(entries.len(), hasher());
-        let mut node_ports = FastMap::with_hasher(hasher());
+        let node_ports = entries.iter().filter(|e| e.node_port.is_some()).count();
+        let mut index = ServiceIndex::with_capacity(entries.len() + node_ports);
         for (i, s) in entries.iter().enumerate() {
             if s.port == 0 || s.node_port == Some(0) {
                 return Err(ServiceTableError::ZeroPort {
@@ -352,8 +336,9 @@ impl ServiceTable {
                     vip: s.vip,
                 });
             }
-            let index = i as u32;
-            if let Some(&first) = cluster.get(&cluster_key(s.protocol, s.vip, s.port)) {
+            let position = i as u32;
+            let key = ServiceKey::cluster(s.protocol, s.vip, s.port);
+            if let Err(Taken(first)) = index.insert(key, position, s) {
                 return Err(ServiceTableError::DuplicateCluster {
                     first: first as usize,
                     second: i,
@@ -362,10 +347,9 @@ impl ServiceTable {
                     port: s.port,
                 });
             }
-            cluster.insert(cluster_key(s.protocol, s.vip, s.port), index);
             if let Some(node_port) = s.node_port {
-                let key = node_port_key(s.protocol, node_port);
-                if let Some(&first) = node_ports.get(&key) {
+                let key = ServiceKey::node_port(s.protocol, node_port);
+                if let Err(Taken(first)) = index.insert(key, position, s) {
                     return Err(ServiceTableError::DuplicateNodePort {
                         first: first as usize,
                         second: i,
@@ -373,7 +357,6 @@ impl ServiceTable {
                         node_port,
                     });
                 }
-                node_ports.insert(key, index);
             }
         }
         let mut vips = FastMap::with_hasher(hasher());
@@ -386,8 +369,7 @@ impl ServiceTable {
         }
         Ok(ServiceTable {
             entries,
-            cluster,
-            node_ports,
+            index,
             vips,
             backend_ips,
         })
@@ -405,7 +387,7 @@ impl ServiceTable {
     }
 
     /// As [`lookup_cluster`](Self::lookup_cluster), the entry's index
-    /// (for [`prefetch_entry`](Self::prefetch_entry) and [`entry`](Self::entry)).
+    /// (for [`entry`](Self::entry)).
     #[inline]
     pub fn cluster_index(
         &self,
@@ -413,33 +395,33 @@ impl ServiceTable {
         dst_ip: Ipv4Addr,
         dst_port: u16,
     ) -> Option<u32> {
-        self.cluster
-            .get(&cluster_key(protocol, dst_ip, dst_port))
-            .copied()
+        let key = ServiceKey::cluster(protocol, dst_ip, dst_port);
+        self.index.get(key).map(Indexed::entry)
     }
 
     /// As [`lookup_node_port`](Self::lookup_node_port), the entry's index.
     #[inline]
     pub fn node_port_index(&self, protocol: Protocol, dst_port: u16) -> Option<u32> {
-        self.node_ports
-            .get(&node_port_key(protocol, dst_port))
-            .copied()
+        let key = ServiceKey::node_port(protocol, dst_port);
+        self.index.get(key).map(Indexed::entry)
+    }
+
+    /// The service indexed under `key`, with what selecting its backend reads.
+    #[inline]
+    pub fn indexed(&self, key: ServiceKey) -> Option<&Indexed> {
+        self.index.get(key)
+    }
+
+    /// Starts loading `key`'s index slot (a hint).
+    #[inline]
+    pub fn prefetch_indexed(&self, key: ServiceKey) {
+        self.index.prefetch(key);
     }
 
     /// The entry at `index`.
     #[inline]
     pub fn entry(&self, index: u32) -> Option<&ServiceEntry> {
         self.entries.get(index as usize)
-    }
-
-    /// Starts loading the entry at `index` (a hint).
-    #[inline]
-    pub fn prefetch_entry(&self, index: u32) {
-        if let Some(e) = self.entries.get(index as usize) {
-            let at = core::ptr::from_ref(e) as usize;
-            crate::io::hugemem::prefetch(at);
-            crate::io::hugemem::prefetch(at + size_of::<ServiceEntry>() - 1);
-        }
     }
 
     /// The service on a NodePort, for a protocol. The caller checks that the
@@ -478,7 +460,7 @@ impl ServiceTable {
     }
 
     /// Approximate memory held by the table, in bytes: entries, their heap
-    /// data and the two maps' buckets.
+    /// data, the index's slots and the two maps' buckets.
     pub fn memory_bytes(&self) -> usize {
         let entries = self.entries.capacity() * core::mem::size_of::<ServiceEntry>()
             + self
@@ -496,11 +478,7 @@ impl ServiceTable {
             }
         };
         entries
-            + map(self.cluster.capacity(), core::mem::size_of::<(u64, u32)>())
-            + map(
-                self.node_ports.capacity(),
-                core::mem::size_of::<(u32, u32)>(),
-            )
+            + self.index.memory_bytes()
             + map(self.vips.capacity(), core::mem::size_of::<(u32, bool)>())
             + map(self.backend_ips.capacity(), core::mem::size_of::<u32>())
     }
