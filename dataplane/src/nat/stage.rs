@@ -268,9 +268,9 @@ pub fn prefetch_new_flows(snapshot: &Snapshot, keys: &[ConnKey], tracked: &[bool
     }
 }
 
-/// The index key a packet with `key` would find its service under: its
-/// NodePort when addressed to one of the node's addresses, else its
-/// ClusterIP and port (a ClusterIP is never a node address).
+/// The index key to prefetch for a packet with `key`: its NodePort when
+/// addressed to one of the node's addresses, else its ClusterIP and port.
+/// A hint only: [`service_indexed`] tries the ClusterIP first either way.
 fn service_key(snapshot: &Snapshot, key: &ConnKey) -> Option<ServiceKey> {
     let protocol = Protocol::from_number(key.protocol.0)?;
     if snapshot.services.is_empty() {
