@@ -15,6 +15,13 @@ use core::net::{Ipv4Addr, Ipv6Addr};
 ///
 /// An odd trailing byte is padded with zero, as RFC 1071 says.
 pub fn sum(data: &[u8]) -> u32 {
+    fold64(sum_u64(data))
+}
+
+/// As [`sum`], before folding: a 64-bit sum of big-endian 32-bit words,
+/// for [`fold_u64`].
+#[inline]
+pub fn sum_u64(data: &[u8]) -> u64 {
     // Summing big-endian 32-bit words gives the same folded result as
     // 16-bit words (2^16 ≡ 1 mod 2^16 − 1, RFC 1071 §2(B)), with half the
     // additions; 2^32 words fit in u64 before overflow.
@@ -30,7 +37,7 @@ pub fn sum(data: &[u8]) -> u32 {
     if let [last] = rest.remainder() {
         acc += u64::from(*last) << 8;
     }
-    fold64(acc)
+    acc
 }
 
 fn fold64(mut acc: u64) -> u32 {
@@ -73,7 +80,7 @@ pub fn fold_u64(acc: u64) -> u16 {
 /// The checksum field value for `data` (folded and complemented).
 #[inline]
 pub fn checksum(data: &[u8]) -> u16 {
-    !fold(sum(data))
+    !fold_u64(sum_u64(data))
 }
 
 /// Partial sum of the IPv4 pseudo-header used by TCP, UDP.
