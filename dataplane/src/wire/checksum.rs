@@ -66,15 +66,19 @@ pub fn fold(mut acc: u32) -> u16 {
 }
 
 /// As [`fold`] for a 64-bit sum, such as one of 32-bit words (a 32-bit
-/// word adds as its two halves would: 2^16 ≡ 1 modulo 0xffff). Four steps
-/// reach 16 bits from any `u64`, without a loop; zero only for zero.
+/// word adds as its two halves would: 2^16 ≡ 1 modulo 0xffff). Two steps
+/// with end-around carries reach 16 bits from any `u64`, without a loop;
+/// zero only for zero, so the same value as folding 16 bits at a time.
 #[inline]
 pub fn fold_u64(acc: u64) -> u16 {
-    let acc = (acc & 0xffff_ffff) + (acc >> 32);
-    let acc = (acc & 0xffff) + (acc >> 16);
-    let acc = (acc & 0xffff) + (acc >> 16);
-    let acc = (acc & 0xffff) + (acc >> 16);
-    acc as u16
+    // 64 → 32 bits: the halves' sum, its carry added back (no overflow:
+    // with a carry, the 32-bit sum is at most 2^32 − 2).
+    let (low, carry) = (acc as u32).overflowing_add((acc >> 32) as u32);
+    let acc = low.wrapping_add(u32::from(carry));
+    // 32 → 16 bits as Linux's csum_fold: the high half of `acc` plus
+    // `acc` rotated by 16 is the halves' sum with the low half's carry
+    // added back.
+    (acc.wrapping_add(acc.rotate_right(16)) >> 16) as u16
 }
 
 /// The checksum field value for `data` (folded and complemented).
@@ -207,6 +211,11 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn fold_u64_is_folding_16_bits_at_a_time(acc in any::<u64>()) {
+            prop_assert_eq!(fold_u64(acc), fold(fold64(acc)));
+        }
+
         #[test]
         fn sum_matches_naive(data in proptest::collection::vec(any::<u8>(), 0..300)) {
             prop_assert_eq!(fold(sum(&data)), naive_sum(&data));
