@@ -611,23 +611,9 @@ impl ConntrackTable {
     /// assured, with the longer timeout).
     #[inline]
     pub fn update(&mut self, id: EntryId, dir: Direction, now_ns: u64) {
-        let t = &self.timeouts;
-        let Some(e) = self.entries.get_mut(id.0 as usize).filter(|e| e.in_use()) else {
-            return;
-        };
-        if dir == Direction::Reply {
-            e.flags |= REPLIED;
+        if let Some(e) = self.entries.get_mut(id.0 as usize).filter(|e| e.in_use()) {
+            update_entry(e, &self.timeouts, dir, now_ns);
         }
-        let timeout = match e.original.protocol {
-            IpProtocol::UDP if e.flags & REPLIED != 0 => {
-                e.flags |= ASSURED;
-                t.udp_assured
-            }
-            IpProtocol::UDP => t.udp_unreplied,
-            IpProtocol::ICMP => t.icmp,
-            _ => t.generic,
-        };
-        e.expires = seconds(now_ns).saturating_add(timeout);
     }
 
     /// Runs a TCP segment of direction `dir` through the entry's state
@@ -646,26 +632,7 @@ impl ConntrackTable {
         let Some(e) = self.entries.get_mut(id.0 as usize).filter(|e| e.in_use()) else {
             return Err(TcpReject::InvalidTransition);
         };
-        match e.tcp.track(dir, segment) {
-            Ok(state) => {
-                if dir == Direction::Reply {
-                    e.flags |= REPLIED;
-                }
-                if state == TcpState::Established && e.tcp.seen_reply() {
-                    e.flags |= ASSURED;
-                }
-                e.expires = seconds(now_ns).saturating_add(self.timeouts.tcp(state));
-                Ok(state)
-            }
-            Err(reason) => {
-                match reason {
-                    TcpReject::Ignored => self.stats.tcp_ignored += 1,
-                    TcpReject::InvalidTransition => self.stats.tcp_invalid += 1,
-                    TcpReject::OutOfWindow => self.stats.tcp_out_of_window += 1,
-                }
-                Err(reason)
-            }
-        }
+        update_tcp_entry(e, (&self.timeouts, &mut self.stats), dir, segment, now_ns)
     }
 
     /// Records a packet of direction `dir` on entry `id`: a TCP `segment`
@@ -686,6 +653,33 @@ impl ConntrackTable {
                 Ok(TcpState::default())
             }
         }
+    }
+
+    /// [`track`](Self::track) for an entry the caller named before (a
+    /// cached flow), if `check` still accepts it: one visit to the entry.
+    /// `None`: the entry is free or `check` refused it; nothing changed.
+    #[inline]
+    pub fn track_if(
+        &mut self,
+        id: EntryId,
+        dir: Direction,
+        segment: Option<&TcpSegment>,
+        now_ns: u64,
+        check: impl FnOnce(&Entry) -> bool,
+    ) -> Option<Result<TcpState, TcpReject>> {
+        let e = self.entries.get_mut(id.0 as usize).filter(|e| e.in_use())?;
+        if !check(e) {
+            return None;
+        }
+        Some(match segment {
+            Some(segment) => {
+                update_tcp_entry(e, (&self.timeouts, &mut self.stats), dir, segment, now_ns)
+            }
+            None => {
+                update_entry(e, &self.timeouts, dir, now_ns);
+                Ok(TcpState::default())
+            }
+        })
     }
 
     /// Sets the owner's tag of entry `id` (no-op if it is free).
@@ -844,6 +838,55 @@ impl ConntrackTable {
             j = (j + 1) & mask;
         }
         self.set_slot(hole, EMPTY);
+    }
+}
+
+/// [`ConntrackTable::update`] on the entry.
+#[inline]
+fn update_entry(e: &mut Entry, t: &Timeouts, dir: Direction, now_ns: u64) {
+    if dir == Direction::Reply {
+        e.flags |= REPLIED;
+    }
+    let timeout = match e.original.protocol {
+        IpProtocol::UDP if e.flags & REPLIED != 0 => {
+            e.flags |= ASSURED;
+            t.udp_assured
+        }
+        IpProtocol::UDP => t.udp_unreplied,
+        IpProtocol::ICMP => t.icmp,
+        _ => t.generic,
+    };
+    e.expires = seconds(now_ns).saturating_add(timeout);
+}
+
+/// [`ConntrackTable::update_tcp`] on the entry.
+#[inline]
+fn update_tcp_entry(
+    e: &mut Entry,
+    (timeouts, stats): (&Timeouts, &mut ConntrackStats),
+    dir: Direction,
+    segment: &TcpSegment,
+    now_ns: u64,
+) -> Result<TcpState, TcpReject> {
+    match e.tcp.track(dir, segment) {
+        Ok(state) => {
+            if dir == Direction::Reply {
+                e.flags |= REPLIED;
+            }
+            if state == TcpState::Established && e.tcp.seen_reply() {
+                e.flags |= ASSURED;
+            }
+            e.expires = seconds(now_ns).saturating_add(timeouts.tcp(state));
+            Ok(state)
+        }
+        Err(reason) => {
+            match reason {
+                TcpReject::Ignored => stats.tcp_ignored += 1,
+                TcpReject::InvalidTransition => stats.tcp_invalid += 1,
+                TcpReject::OutOfWindow => stats.tcp_out_of_window += 1,
+            }
+            Err(reason)
+        }
     }
 }
 

@@ -76,8 +76,8 @@ pub use shared::{
 };
 pub(crate) use stage::l4_sum;
 pub use stage::{
-    CachedTranslation, NatAction, NatStage, TrackedFlow, flow_of, is_tcp_syn, prefetch_key,
-    prefetch_new_flows, prefetch_service_slots,
+    CachedTranslation, NatAction, NatStage, TrackedFlow, flow_of, is_tcp_syn, l4_flow,
+    prefetch_key, prefetch_new_flows, prefetch_service_slots,
 };
 
 #[cfg(test)]

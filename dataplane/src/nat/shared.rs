@@ -15,8 +15,8 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use crate::conntrack::{
-    ConnKey, ConntrackStats, ConntrackTable, Direction, EntryId, IndexReader, InsertError,
-    KeyHasher, Nat, TcpState, Timeouts,
+    ConnKey, ConntrackStats, ConntrackTable, Direction, Entry, EntryId, IndexReader, InsertError,
+    KeyHasher, Nat, TcpReject, TcpSegment, TcpState, Timeouts,
 };
 use crate::io::hugemem;
 use crate::wire::IpProtocol;
@@ -288,6 +288,19 @@ impl SharedConntrack {
             self.len.fetch_sub(before - after, Ordering::Relaxed);
         }
         r
+    }
+
+    /// [`ConntrackTable::track_if`] on entry `id` of `shard` under its
+    /// lock: tracking neither adds nor removes entries, so the count stays.
+    #[inline]
+    pub fn track_if(
+        &self,
+        (shard, id): (usize, EntryId),
+        (dir, segment): (Direction, Option<&TcpSegment>),
+        now_ns: u64,
+        check: impl FnOnce(&Entry) -> bool,
+    ) -> Option<Result<TcpState, TcpReject>> {
+        self.lock(shard).track_if(id, dir, segment, now_ns, check)
     }
 
     /// Finds the live entry of `key` (probing its source's shard, then its

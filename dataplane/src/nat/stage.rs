@@ -171,9 +171,19 @@ pub fn flow_of(ip: &[u8]) -> Option<(ConnKey, Option<TcpSegment>)> {
     let l4 = ip.get(ihl..total)?;
     let addr =
         |at: usize| Ipv4Addr::new(header[at], header[at + 1], header[at + 2], header[at + 3]);
-    let (src, dst) = (addr(12), addr(16));
+    l4_flow(IpProtocol(header[9]), (addr(12), addr(16)), l4)
+}
+
+/// [`flow_of`] after the IPv4 header: the key and segment of the TCP or
+/// UDP payload `l4` between `addrs`.
+#[inline]
+pub fn l4_flow(
+    protocol: IpProtocol,
+    (src, dst): (Ipv4Addr, Ipv4Addr),
+    l4: &[u8],
+) -> Option<(ConnKey, Option<TcpSegment>)> {
     let port = |at: usize| u16::from_be_bytes([l4[at], l4[at + 1]]);
-    match IpProtocol(header[9]) {
+    match protocol {
         IpProtocol::TCP => {
             let fixed = l4.get(..20)?;
             let offset = usize::from(fixed[12] >> 4) * 4;
@@ -501,16 +511,12 @@ impl NatStage<'_> {
         flow: &TrackedFlow,
     ) -> CachedTranslation {
         let (now, mark, dir) = (self.now, self.mark(), flow.direction);
-        let tracked = self.conntrack.with_shard(usize::from(flow.shard), |table| {
-            let entry = table.get(flow.id)?;
-            let same = entry.key(dir).words() == key.words()
+        let at = (usize::from(flow.shard), flow.id);
+        let tracked = self.conntrack.track_if(at, (dir, segment), now, |entry| {
+            entry.key(dir).words() == key.words()
                 && entry.remaining_secs(now) > 0
                 && entry.rewrite(dir) == flow.rewrite()
-                && (dir == Direction::Reply || entry.mark() == mark);
-            if !same {
-                return None;
-            }
-            Some(table.track(flow.id, dir, segment, now))
+                && (dir == Direction::Reply || entry.mark() == mark)
         });
         match tracked {
             None => CachedTranslation::Miss,
