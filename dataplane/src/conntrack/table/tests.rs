@@ -354,3 +354,36 @@ fn lookup_batch_matches_lookup() {
     }
     assert_eq!(out.iter().flatten().count(), 500);
 }
+
+#[test]
+fn track_if_tracks_only_what_the_check_accepts() {
+    let mut t = ConntrackTable::new(16, Timeouts::default());
+    let id = established(&mut t, 1, T0);
+    let expires = |t: &ConntrackTable| t.get(id).map(|e| e.remaining_secs(T0));
+    let before = expires(&t);
+    let ack = seg(FLAG_ACK, 101, 501);
+    // Refused: nothing changes, not even the timeout.
+    let later = T0 + 10 * SEC;
+    assert_eq!(
+        t.track_if(id, Direction::Original, Some(&ack), later, |_| false),
+        None
+    );
+    assert_eq!(expires(&t), before);
+    // Accepted: as `track`, the timeout runs from now.
+    let r = t.track_if(id, Direction::Original, Some(&ack), later, |e| {
+        e.key(Direction::Original) == &ConnKey::tcp(client(1), VIP)
+    });
+    assert_eq!(r, Some(Ok(TcpState::Established)));
+    assert_eq!(expires(&t).map(|s| s > before.unwrap_or(0)), Some(true));
+    // Out of window: the reason comes back and is counted.
+    let far = seg(FLAG_ACK, 101 + 0x4000_0000, 501);
+    let r = t.track_if(id, Direction::Original, Some(&far), later, |_| true);
+    assert_eq!(r, Some(Err(TcpReject::OutOfWindow)));
+    assert_eq!(t.stats().tcp_out_of_window, 1);
+    // A removed entry is never tracked.
+    t.remove(id);
+    assert_eq!(
+        t.track_if(id, Direction::Original, None, later, |_| true),
+        None
+    );
+}
