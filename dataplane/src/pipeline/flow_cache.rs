@@ -26,6 +26,12 @@
 //! Anything else (new flows, ICMP, the VXLAN overlay, held or flooded
 //! frames) takes the full path, which fills the cache when it forwarded a
 //! tracked packet to a resolved neighbour.
+//!
+//! The prefetch pass looks a batch's routed frames up here before they
+//! are processed (`nat_hook.rs`). A frame it found whose headers are the
+//! plain case goes through the fast path (`fast_path.rs`), which uses the
+//! cached answers without the stages in between; the others come here
+//! from the L3 stage.
 
 use core::hash::BuildHasher;
 use core::net::Ipv4Addr;
@@ -68,8 +74,21 @@ impl FlowKey {
         FlowKey(u128::from(addrs) << 64 | u128::from(rest))
     }
 
+    /// The conntrack key it was made of.
+    #[inline]
+    pub(super) fn conn_key(self) -> ConnKey {
+        let (addrs, rest) = ((self.0 >> 64) as u64, self.0 as u64);
+        ConnKey {
+            src_addr: Ipv4Addr::from_bits((addrs >> 32) as u32),
+            dst_addr: Ipv4Addr::from_bits(addrs as u32),
+            src_port: (rest >> 48) as u16,
+            dst_port: (rest >> 32) as u16,
+            protocol: crate::wire::IpProtocol((rest >> 16) as u8),
+        }
+    }
+
     /// Never the key of a packet (protocol 255, no addresses).
-    const EMPTY: FlowKey = FlowKey(255 << 16);
+    pub(super) const EMPTY: FlowKey = FlowKey(255 << 16);
 
     #[inline]
     fn hash(self, seed: u64) -> u64 {
@@ -196,7 +215,7 @@ impl FlowCache {
     }
 
     /// The flow at `slot` if it is `key`'s in `epoch` (a slot from
-    /// [`prefetch_find`](Self::prefetch_find) saves hashing again).
+    /// [`find_in_set`](Self::find_in_set) saves hashing again).
     #[inline]
     pub(super) fn at(&self, slot: u32, key: FlowKey, epoch: u64, now: u64) -> Option<&CachedFlow> {
         self.flows
@@ -205,32 +224,32 @@ impl FlowCache {
             .filter(|f| f.holds(key, epoch, now))
     }
 
-    /// The flow at `slot`, unchecked (a slot [`prefetch_find`](Self::prefetch_find) just found).
+    /// Starts loading the set `key` would be in; returns its first slot
+    /// (for [`find_in_set`](Self::find_in_set)).
     #[inline]
-    fn slot(&self, slot: u32) -> Option<&CachedFlow> {
-        self.flows.as_ref()?.get(slot as usize)
-    }
-
-    /// For a group of keys: starts loading their sets, then finds the
-    /// slot of each (`u32::MAX`: not cached) into `slots`.
-    pub(super) fn prefetch_find(&self, keys: &[FlowKey], epoch: u64, now: u64, slots: &mut [u32]) {
-        let Some(flows) = &self.flows else {
-            slots.fill(NO_SLOT);
-            return;
-        };
-        for (key, slot) in keys.iter().zip(slots.iter_mut()) {
-            let start = self.set_start(*key);
+    pub(super) fn prefetch_set(&self, key: FlowKey) -> u32 {
+        let start = self.set_start(key);
+        if let Some(flows) = &self.flows {
             let set = flows.as_ptr() as usize + start * size_of::<CachedFlow>();
             for way in 0..WAYS {
                 hugemem::prefetch(set + way * size_of::<CachedFlow>());
             }
-            *slot = start as u32;
         }
-        for (key, slot) in keys.iter().zip(slots.iter_mut()) {
-            *slot = self
-                .find(*slot as usize, *key, epoch, now)
-                .map_or(NO_SLOT, |s| s as u32);
-        }
+        start as u32
+    }
+
+    /// The slot and flow of `key` in `epoch`, fresh at `now`, in the set
+    /// starting at `start` (from [`prefetch_set`](Self::prefetch_set)).
+    #[inline]
+    pub(super) fn find_in_set(
+        &self,
+        start: u32,
+        key: FlowKey,
+        epoch: u64,
+        now: u64,
+    ) -> Option<(u32, &CachedFlow)> {
+        let slot = self.find(start as usize, key, epoch, now)?;
+        Some((slot as u32, self.flows.as_ref()?.get(slot)?))
     }
 
     /// Remembers a flow: over the same key, else over a slot of an old
@@ -287,7 +306,7 @@ impl Pipeline {
     /// The epoch cached flows must carry to be used: grows whenever the
     /// snapshot, the MAC table or the neighbour table changes.
     #[inline]
-    fn flow_epoch(&self) -> u64 {
+    pub(super) fn flow_epoch(&self) -> u64 {
         self.snapshot_changes + self.macs.version() + self.neighbours.version()
     }
 
@@ -299,60 +318,6 @@ impl Pipeline {
             && !self.shared.conntrack.is_empty()
             && !self.mirror_active(MirrorStage::PreNat)
             && !self.mirror_active(MirrorStage::PostNat)
-    }
-
-    /// For the prefetch pass: starts loading the cache sets of `keys`
-    /// (received on `ports`, frames `frames` of the batch, `u16::MAX` for
-    /// one the cache never holds), then, for those cached, their conntrack entries, and
-    /// notes their slots for [`flow_cache_input`](Self::flow_cache_input).
-    /// Moves the keys not cached to the front and returns them, for the
-    /// conntrack prefetch.
-    pub(super) fn flow_cache_prefetch<'k>(
-        &self,
-        keys: &'k mut [ConnKey],
-        (ports, frames): (&[PortId], &[u16]),
-        now: u64,
-        hints: &mut [u32; HINTED_FRAMES],
-    ) -> &'k mut [ConnKey] {
-        const GROUP: usize = 64;
-        let n = keys.len().min(ports.len()).min(frames.len()).min(GROUP);
-        // The keys to look up first (SYNs stay behind, as misses).
-        let mut order = [0u8; GROUP];
-        let mut flow_keys = [FlowKey::EMPTY; GROUP];
-        let mut looked = 0;
-        for i in 0..n {
-            if frames[i] != u16::MAX {
-                flow_keys[looked] = FlowKey::new(ports[i], &keys[i]);
-                order[looked] = i as u8;
-                looked += 1;
-            }
-        }
-        let mut slots = [NO_SLOT; GROUP];
-        let epoch = self.flow_epoch();
-        self.flow_cache
-            .prefetch_find(&flow_keys[..looked], epoch, now, &mut slots[..looked]);
-        let mut cached = [false; GROUP];
-        for (&slot, &i) in slots[..looked].iter().zip(&order) {
-            let i = usize::from(i);
-            if let Some(entry) = self.flow_cache.slot(slot) {
-                let t = &entry.flow.tracked;
-                self.shared
-                    .conntrack
-                    .prefetch_entry(usize::from(t.shard), t.id);
-                if let Some(hint) = hints.get_mut(usize::from(frames[i])) {
-                    *hint = slot;
-                }
-                cached[i] = true;
-            }
-        }
-        let mut missed = 0;
-        for i in 0..n {
-            if !cached[i] {
-                keys[missed] = keys[i];
-                missed += 1;
-            }
-        }
-        &mut keys[..missed]
     }
 
     /// The fast path of a routed IPv4 packet (header checked, `ttl` read),
@@ -492,11 +457,35 @@ mod tests {
     }
 
     #[test]
+    fn a_flow_key_gives_back_its_conntrack_key() {
+        let tcp = ConnKey::tcp(
+            (Ipv4Addr::new(10, 244, 1, 2), 40000),
+            (Ipv4Addr::new(10, 96, 0, 1), 443),
+        );
+        let udp = ConnKey::udp(
+            (Ipv4Addr::new(192, 168, 7, 9), 53),
+            (Ipv4Addr::new(255, 1, 2, 3), 65535),
+        );
+        for key in [tcp, udp, tcp.inverted()] {
+            assert_eq!(FlowKey::new(PortId(4095), &key).conn_key(), key);
+        }
+    }
+
+    #[test]
     fn a_flow_is_found_in_its_epoch_while_fresh() {
         let mut c = FlowCache::new(64);
         assert!(c.lookup(key(1), 0, 0).is_none(), "empty cache");
         c.insert(key(1), 7, 100, cached(5));
         let f = c.lookup(key(1), 7, 100).expect("hit");
+        let (slot, found) = c
+            .find_in_set(c.prefetch_set(key(1)), key(1), 7, 100)
+            .expect("hit");
+        assert_eq!(found.flow.tracked.id, f.flow.tracked.id);
+        assert!(c.at(slot, key(1), 7, 100).is_some());
+        assert!(
+            c.at(slot, key(2), 7, 100).is_none(),
+            "the slot holds another key"
+        );
         assert_eq!(f.flow.tracked.id, EntryId::from_index(5));
         assert_eq!(f.flow.out_port, PortId(3));
         assert!(c.lookup(key(1), 8, 100).is_none(), "another epoch");
@@ -538,9 +527,8 @@ mod tests {
         assert!(!c.enabled());
         c.insert(key(1), 0, 10, cached(1));
         assert!(c.lookup(key(1), 0, 0).is_none());
-        let mut slots = [0; 1];
-        c.prefetch_find(&[key(1)], 0, 0, &mut slots);
-        assert_eq!(slots, [NO_SLOT]);
+        let set = c.prefetch_set(key(1));
+        assert!(c.find_in_set(set, key(1), 0, 0).is_none());
     }
 
     #[test]

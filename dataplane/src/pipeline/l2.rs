@@ -105,8 +105,10 @@ impl Default for MacTable {
 }
 
 impl MacTable {
-    /// Learns (or refreshes) `mac` on `port`.
-    #[inline]
+    /// Learns (or refreshes) `mac` on `port`: nothing to do for the MAC
+    /// just learned on the same port at the same time (a batch's frames of
+    /// one pod), checked inline.
+    #[inline(always)]
     pub(super) fn learn(
         &mut self,
         shared: &SharedMacTable,
@@ -116,13 +118,13 @@ impl MacTable {
         now: u64,
     ) {
         let key = mac.to_u64();
-        if self.last_learned == (key, port, now, self.version) {
-            return;
+        if self.last_learned != (key, port, now, self.version) {
+            self.learn_in_map(shared, counters, key, port, now);
         }
-        self.learn_in_map(shared, counters, key, port, now);
-        self.last_learned = (key, port, now, self.version);
     }
 
+    /// The learning itself (out of line: the hot path rarely gets here).
+    #[inline(never)]
     fn learn_in_map(
         &mut self,
         shared: &SharedMacTable,
@@ -181,6 +183,7 @@ impl MacTable {
                 counters.event(Event::MacLearned);
             }
         }
+        self.last_learned = (key, port, now, self.version);
     }
 
     /// A number that grows whenever the port a MAC maps to may have changed

@@ -20,6 +20,7 @@
 //! the batch after the received ones, each with its own verdict.
 
 mod antispoof;
+mod fast_path;
 mod flow_cache;
 mod frame;
 mod gateway;
@@ -140,6 +141,11 @@ pub struct Pipeline {
     nat_note: core::cell::Cell<Option<crate::nat::TrackedFlow>>,
     /// Per received frame of the batch: the cache slot the prefetch pass found.
     flow_hints: [u32; flow_cache::HINTED_FRAMES],
+    /// The prefetch pass's working space.
+    prefetch_scratch: nat_hook::PrefetchScratch,
+    /// Frames the fast path forwarded (tests check it is taken).
+    #[cfg(test)]
+    fast_forwarded: u64,
 }
 
 impl Pipeline {
@@ -171,6 +177,9 @@ impl Pipeline {
             snapshot_changes: 0,
             nat_note: core::cell::Cell::new(None),
             flow_hints: [flow_cache::NO_SLOT; flow_cache::HINTED_FRAMES],
+            prefetch_scratch: nat_hook::PrefetchScratch::default(),
+            #[cfg(test)]
+            fast_forwarded: 0,
         }
     }
 
@@ -246,6 +255,15 @@ impl Pipeline {
         if frame.offload.gso != GsoKind::None {
             self.counters.event(Event::GsoFrames);
         }
+        // A frame of a flow the prefetch pass found cached: the fast path, if it is plain.
+        if let Some(&slot) = self.flow_hints.get(i)
+            && slot != flow_cache::NO_SLOT
+            && let Some(verdict) = self.fast_forward(batch, i, slot, now)
+        {
+            return verdict;
+        }
+        let frame = batch.frame_mut(i);
+        let in_port = frame.in_port;
         let Some(port) = self.snapshot.port(in_port) else {
             return Verdict::Drop(DropReason::UnknownPort);
         };

@@ -3,8 +3,8 @@
 
 use core::net::Ipv4Addr;
 
-use super::flow_cache::{HINTED_FRAMES, NO_SLOT};
-use super::{Batch, DropReason, Event, Frame, L3If, Pipeline, PortId, Verdict};
+use super::flow_cache::{FlowKey, HINTED_FRAMES, NO_SLOT};
+use super::{Batch, DropReason, Event, Frame, L3If, Pipeline, Verdict};
 use crate::conntrack::ConnKey;
 use crate::mirror::{MirrorNote, MirrorStage, NatKind, NatRewrite};
 use crate::nat::{NatAction, NatStage};
@@ -188,13 +188,13 @@ impl Pipeline {
     }
 
     /// Before a batch is processed: start loading what its frames will
-    /// read. For a frame of a cached flow, its conntrack entry (see
-    /// [`Pipeline::flow_cache_prefetch`]); for the others, the conntrack
+    /// read. For a frame of a cached flow, its flow-cache set, then its
+    /// conntrack entry, and its slot noted for the fast path
+    /// (`fast_path.rs`) and the flow cache; for the others, the conntrack
     /// slots and entries they will probe (see
     /// [`crate::nat::SharedConntrack::prefetch_batch`]) and, for frames
     /// that look untracked, what picking their service endpoint reads.
     pub(super) fn nat_prefetch(&mut self, batch: &Batch, now: u64) {
-        const CHUNK: usize = 64;
         let mut hints = [NO_SLOT; HINTED_FRAMES];
         let conntrack = &self.shared.conntrack;
         // Cached flows: finding their slots and entries here, for the whole
@@ -203,77 +203,88 @@ impl Pipeline {
         // when what the frames read is unlikely to be in cache: skipped for
         // a small conntrack and a few services (that part costs ~150
         // instructions per frame, −14 % on in-cache traffic).
-        let probe_flows = self.flow_cache.ever_filled() && !conntrack.is_empty();
+        // Slots are noted only when the flow cache (and so the fast path) may be used.
+        let probe_flows =
+            self.flow_cache.ever_filled() && !conntrack.is_empty() && self.flow_cache_usable();
         let probe_conntrack = conntrack.len() >= PREFETCH_MIN_CONNECTIONS;
         let probe_services = self.snapshot.services.len() >= PREFETCH_MIN_SERVICES;
-        if probe_flows || probe_conntrack || probe_services {
-            let mut keys = [ConnKey::UNUSED; CHUNK];
-            let mut ports = [PortId(0); CHUNK];
-            // Index of the frame in the batch; `u16::MAX`: a frame the flow
-            // cache never holds (switched at L2, or a TCP SYN: new flows
-            // skip the cache).
-            let mut frames = [0u16; CHUNK];
-            let mut n = 0;
-            let mut flush = |keys: &mut [ConnKey], ports: &[PortId], frames: &[u16]| {
-                let keys = if probe_flows && frames.iter().any(|&f| f != u16::MAX) {
-                    self.flow_cache_prefetch(keys, (ports, frames), now, &mut hints)
-                } else {
-                    keys
-                };
-                let mut tracked = [false; CHUNK];
-                let tracked = &mut tracked[..keys.len()];
-                if probe_services {
-                    crate::nat::prefetch_service_slots(&self.snapshot, keys);
-                }
-                if probe_conntrack {
-                    conntrack.prefetch_batch(keys, tracked);
-                }
-                if probe_services {
-                    crate::nat::prefetch_new_flows(&self.snapshot, keys, tracked);
-                }
+        if !(probe_flows || probe_conntrack || probe_services) {
+            self.flow_hints = hints;
+            return;
+        }
+        let epoch = self.flow_epoch();
+        let PrefetchScratch { probes, misses } = &mut self.prefetch_scratch;
+        probes.len = 0;
+        misses.len = 0;
+        let flush = |keys: &[ConnKey]| {
+            let mut tracked = [false; CHUNK];
+            let tracked = &mut tracked[..keys.len()];
+            if probe_services {
+                crate::nat::prefetch_service_slots(&self.snapshot, keys);
+            }
+            if probe_conntrack {
+                conntrack.prefetch_batch(keys, tracked);
+            }
+            if probe_services {
+                crate::nat::prefetch_new_flows(&self.snapshot, keys, tracked);
+            }
+        };
+        let s = &self.snapshot;
+        let gateway = s.gateway.mac.0;
+        let uplink = s.uplink.map(|(_, u)| u.mac.0);
+        for i in 0..batch.rx_len() {
+            let Some((frame, _)) = batch.get(i) else {
+                break;
             };
-            let s = &self.snapshot;
-            let gateway = s.gateway.mac.0;
-            let uplink = s.uplink.map(|(_, u)| u.mac.0);
-            for i in 0..batch.rx_len() {
-                let Some((frame, _)) = batch.get(i) else {
-                    break;
-                };
-                let data = frame.data();
-                let Some(head) = data.get(..ethernet::HEADER_LEN + 20) else {
-                    continue;
-                };
-                if head[12..14] != [0x08, 0x00] {
+            let data = frame.data();
+            let Some(head) = data.get(..ethernet::HEADER_LEN + 20) else {
+                continue;
+            };
+            if head[12..14] != [0x08, 0x00] {
+                continue;
+            }
+            // Routed frames (to the gateway or the uplink), and frames
+            // switched from a service backend: the ones the NAT stage looks up.
+            // Only routed frames use the flow cache.
+            let routed = head[..6] == gateway || uplink.is_some_and(|m| head[..6] == m);
+            if !routed {
+                let src = Ipv4Addr::new(head[26], head[27], head[28], head[29]);
+                if !(probe_conntrack || probe_services) || !s.services.is_backend_ip(src) {
                     continue;
                 }
-                // Routed frames (to the gateway or the uplink), and frames
-                // switched from a service backend: the ones the NAT stage looks up.
-                // Only routed frames use the flow cache.
-                let routed = head[..6] == gateway || uplink.is_some_and(|m| head[..6] == m);
-                if !routed {
-                    let src = Ipv4Addr::new(head[26], head[27], head[28], head[29]);
-                    if !(probe_conntrack || probe_services) || !s.services.is_backend_ip(src) {
-                        continue;
+            }
+            let ip = &data[ethernet::HEADER_LEN..];
+            let Some(key) = crate::nat::prefetch_key(ip) else {
+                continue;
+            };
+            // New flows (TCP SYNs) skip the flow cache.
+            if probe_flows && routed && i < HINTED_FRAMES && !crate::nat::is_tcp_syn(ip) {
+                let flow_key = FlowKey::new(frame.in_port, &key);
+                let set = self.flow_cache.prefetch_set(flow_key);
+                probes.push(i as u8, flow_key, set);
+            } else if misses.push(key) {
+                flush(misses.take());
+            }
+        }
+        // The sets are on their way: find the flows, start loading their
+        // conntrack entries; the flows not cached go to the conntrack prefetch.
+        for p in probes.iter() {
+            match self.flow_cache.find_in_set(p.set, p.flow_key, epoch, now) {
+                Some((slot, flow)) => {
+                    let t = &flow.flow.tracked;
+                    conntrack.prefetch_entry(usize::from(t.shard), t.id);
+                    if let Some(hint) = hints.get_mut(usize::from(p.frame)) {
+                        *hint = slot;
                     }
                 }
-                let ip = &data[ethernet::HEADER_LEN..];
-                if let Some(key) = crate::nat::prefetch_key(ip) {
-                    keys[n] = key;
-                    ports[n] = frame.in_port;
-                    frames[n] = if !routed || crate::nat::is_tcp_syn(ip) {
-                        u16::MAX
-                    } else {
-                        u16::try_from(i).unwrap_or(u16::MAX - 1)
-                    };
-                    n += 1;
-                    if n == CHUNK {
-                        flush(&mut keys, &ports, &frames);
-                        n = 0;
+                None => {
+                    if misses.push(p.flow_key.conn_key()) {
+                        flush(misses.take());
                     }
                 }
             }
-            flush(&mut keys[..n], &ports[..n], &frames[..n]);
         }
+        flush(misses.take());
         self.flow_hints = hints;
     }
 
@@ -288,6 +299,94 @@ impl Pipeline {
             };
             conntrack.expire_step(now, budget);
         }
+    }
+}
+
+/// Keys per conntrack prefetch round.
+const CHUNK: usize = 64;
+
+/// What the prefetch pass gathers, kept with the pipeline (not set up
+/// again for every batch).
+pub(super) struct PrefetchScratch {
+    probes: FlowProbes,
+    misses: Uncached,
+}
+
+impl Default for PrefetchScratch {
+    fn default() -> PrefetchScratch {
+        let none = FlowProbe {
+            frame: 0,
+            flow_key: FlowKey::EMPTY,
+            set: 0,
+        };
+        PrefetchScratch {
+            probes: FlowProbes {
+                probes: [none; HINTED_FRAMES],
+                len: 0,
+            },
+            misses: Uncached {
+                keys: [ConnKey::UNUSED; CHUNK],
+                len: 0,
+            },
+        }
+    }
+}
+
+/// The keys of frames not in the flow cache, gathered for the conntrack
+/// prefetch in rounds of [`CHUNK`].
+struct Uncached {
+    keys: [ConnKey; CHUNK],
+    len: usize,
+}
+
+impl Uncached {
+    /// Adds a key; `true` when a round is full.
+    #[inline]
+    fn push(&mut self, key: ConnKey) -> bool {
+        if let Some(k) = self.keys.get_mut(self.len) {
+            *k = key;
+            self.len += 1;
+        }
+        self.len == CHUNK
+    }
+
+    /// The keys gathered, leaving none.
+    #[inline]
+    fn take(&mut self) -> &[ConnKey] {
+        let n = core::mem::take(&mut self.len);
+        &self.keys[..n]
+    }
+}
+
+/// A frame whose flow-cache set is being loaded.
+#[derive(Clone, Copy)]
+struct FlowProbe {
+    frame: u8,
+    flow_key: FlowKey,
+    set: u32,
+}
+
+/// The frames of a batch (the first [`HINTED_FRAMES`]) probing the flow cache.
+struct FlowProbes {
+    probes: [FlowProbe; HINTED_FRAMES],
+    len: usize,
+}
+
+impl FlowProbes {
+    #[inline]
+    fn push(&mut self, frame: u8, flow_key: FlowKey, set: u32) {
+        if let Some(p) = self.probes.get_mut(self.len) {
+            *p = FlowProbe {
+                frame,
+                flow_key,
+                set,
+            };
+            self.len += 1;
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &FlowProbe> {
+        self.probes[..self.len].iter()
     }
 }
 

@@ -46,6 +46,12 @@ impl MacAddr {
         let b = self.0;
         u64::from_be_bytes([0, 0, b[0], b[1], b[2], b[3], b[4], b[5]])
     }
+
+    /// The MAC whose 48 bits are the low bits of `bits` ([`to_u64`](Self::to_u64)'s inverse).
+    pub fn from_u64(bits: u64) -> MacAddr {
+        let b = bits.to_be_bytes();
+        MacAddr([b[2], b[3], b[4], b[5], b[6], b[7]])
+    }
 }
 
 impl fmt::Display for MacAddr {

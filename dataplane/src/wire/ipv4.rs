@@ -63,6 +63,16 @@ pub struct Ipv4Packet<T: AsRef<[u8]>> {
     buffer: T,
 }
 
+/// True when the checksum of a 20-byte header (no options) verifies:
+/// its five 32-bit words summed and folded once, unrolled (every routed
+/// packet is checked; 12 instructions fewer than the loop of
+/// [`checksum::sum_u64`]).
+#[inline]
+pub fn plain_header_checksum_ok(h: &[u8; HEADER_LEN]) -> bool {
+    let word = |at: usize| u64::from(u32::from_be_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]));
+    checksum::fold_u64(word(0) + word(4) + word(8) + word(12) + word(16)) == 0xffff
+}
+
 impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     /// Wraps `buffer` without checks.
     pub const fn new_unchecked(buffer: T) -> Self {
@@ -198,19 +208,10 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     /// True when the header checksum verifies.
     pub fn verify_checksum(&self) -> bool {
         let header = self.header();
-        // The usual 20-byte header (no options) as five 32-bit words,
-        // unrolled: every routed packet is checked (12 instructions per
-        // routed frame fewer than the loop of `sum_u64`).
-        let sum = match <&[u8; HEADER_LEN]>::try_from(header) {
-            Ok(h) => {
-                let word = |at: usize| {
-                    u64::from(u32::from_be_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]))
-                };
-                word(0) + word(4) + word(8) + word(12) + word(16)
-            }
-            Err(_) => checksum::sum_u64(header),
-        };
-        checksum::fold_u64(sum) == 0xffff
+        match <&[u8; HEADER_LEN]>::try_from(header) {
+            Ok(h) => plain_header_checksum_ok(h),
+            Err(_) => checksum::fold_u64(checksum::sum_u64(header)) == 0xffff,
+        }
     }
 
     /// The payload, from the end of the header to `total_len`.

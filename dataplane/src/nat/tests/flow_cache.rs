@@ -4,13 +4,6 @@
 
 use super::*;
 
-/// A node whose workers have no flow cache.
-fn without_cache(web_endpoints: &str) -> Node {
-    let mut cfg = config(web_endpoints);
-    cfg.conntrack.flow_cache_entries = 0;
-    Node::with(cfg, SharedTables::new(4096, Timeouts::default()))
-}
-
 #[test]
 fn established_packets_take_the_cache_and_are_translated() {
     let mut n = Node::new();
@@ -154,6 +147,8 @@ mod differential {
         Wait(u64),
         /// pod-b's MAC moves to pod-c's port or back.
         MoveB(bool),
+        /// Client `c`'s next segment, spoiled by [`mangle`] way `k`.
+        Mangled(usize, usize),
     }
 
     const ENDPOINT_SETS: [&str; 4] = [
@@ -179,6 +174,7 @@ mod differential {
             1 => Just(Op::Flush),
             1 => prop_oneof![Just(1u64), Just(40), Just(700)].prop_map(Op::Wait),
             1 => any::<bool>().prop_map(Op::MoveB),
+            3 => (0usize..3, 0..MANGLES).prop_map(|(c, k)| Op::Mangled(c, k)),
         ]
     }
 
@@ -273,12 +269,19 @@ mod differential {
                     vec![(if back { UP } else { A }, frame)]
                 }
                 Op::MoveB(to_c) => vec![(if to_c { C } else { B }, arp(MAC_B, IP_B, GW))],
+                Op::Mangled(c, k) => {
+                    let client = (IP_A, 40000 + c as u16);
+                    let seq = self.client_seq[c];
+                    let frame = to_web(client, seq, Flags::Ack(self.server_seq[c]), b"m");
+                    vec![mangle(frame, k)]
+                }
                 Op::Endpoints(_) | Op::Flush | Op::Wait(_) => Vec::new(),
             }
         }
     }
 
-    fn apply(n: &mut Node, op: &Op, generation: u64) {
+    /// Makes a change to `n`; `config` gives its configuration for a set of endpoints.
+    fn apply(n: &mut Node, op: &Op, generation: u64, config: &dyn Fn(&str) -> NodeConfig) {
         match *op {
             Op::Endpoints(i) => n.reconfigure(config(ENDPOINT_SETS[i]), generation),
             Op::Flush => {
@@ -297,16 +300,28 @@ mod differential {
         /// Whatever happens, the node with a flow cache sends exactly
         /// what the node without one sends, and tracks the same state.
         #[test]
-        fn the_cache_changes_nothing_but_speed(ops in proptest::collection::vec(op(), 1..60)) {
-            let mut cached = Node::new();
-            let mut plain = without_cache(WEB_ON_B);
+        fn the_cache_changes_nothing_but_speed(
+            ops in proptest::collection::vec(op(), 1..60),
+            source_checks in any::<bool>(),
+        ) {
+            // The same node, with and without a flow cache, through every reconfiguration.
+            let with_cache = |endpoints: &str| {
+                if source_checks { checked_config(endpoints) } else { config(endpoints) }
+            };
+            let without_cache = |endpoints: &str| {
+                let mut cfg = with_cache(endpoints);
+                cfg.conntrack.flow_cache_entries = 0;
+                cfg
+            };
+            let node = |cfg| Node::with(cfg, SharedTables::new(4096, Timeouts::default()));
+            let (mut cached, mut plain) = (node(with_cache(WEB_ON_B)), node(without_cache(WEB_ON_B)));
             let mut script = Script { client_seq: [100; 3], server_seq: [500; 3], generation: 1 };
             for op in &ops {
                 if matches!(op, Op::Endpoints(_)) {
                     script.generation += 1;
                 }
-                apply(&mut cached, op, script.generation);
-                apply(&mut plain, op, script.generation);
+                apply(&mut cached, op, script.generation, &with_cache);
+                apply(&mut plain, op, script.generation, &without_cache);
                 for (port, frame) in script.frames(op) {
                     let a = cached.send(port, frame.clone());
                     let b = plain.send(port, frame);
@@ -319,6 +334,7 @@ mod differential {
                 l
             };
             prop_assert_eq!(list(&cached), list(&plain));
+            prop_assert_eq!(plain.p.fast_forwarded(), 0);
             for e in Event::ALL.iter().filter(|&&e| e != Event::FlowCacheHit) {
                 prop_assert_eq!(cached.events(*e), plain.events(*e), "{:?}", e);
             }
@@ -330,7 +346,8 @@ mod differential {
 
     #[test]
     fn a_script_of_established_traffic_hits_the_cache() {
-        // The differential test means something only if the cache is used.
+        // The differential test means something only if the cache (and
+        // its fast path) is used.
         let mut n = Node::new();
         let mut script = Script {
             client_seq: [100; 3],
@@ -355,5 +372,116 @@ mod differential {
             2,
             "second data segment and second routed reply"
         );
+        assert_eq!(n.p.fast_forwarded(), 2, "both by the fast path");
     }
+
+    #[test]
+    fn every_mangled_segment_leaves_the_fast_path() {
+        // A plain segment of a cached flow takes the fast path; none of
+        // its mangled versions does, yet each comes out as it would without
+        // a cache (the proptest above compares them in random scripts).
+        for checked in [false, true] {
+            for k in 0..MANGLES {
+                let cfg = if checked {
+                    checked_config(WEB_ON_B)
+                } else {
+                    config(WEB_ON_B)
+                };
+                let mut cfg_plain = cfg.clone();
+                cfg_plain.conntrack.flow_cache_entries = 0;
+                let mut n = Node::with(cfg, SharedTables::new(4096, Timeouts::default()));
+                let mut plain = Node::with(cfg_plain, SharedTables::new(4096, Timeouts::default()));
+                let mut script = Script {
+                    client_seq: [100; 3],
+                    server_seq: [500; 3],
+                    generation: 1,
+                };
+                for op in [
+                    Op::Handshake(0),
+                    Op::Client(0, 4, 0, 3),
+                    Op::Client(0, 4, 0, 3),
+                ] {
+                    for (port, frame) in script.frames(&op) {
+                        assert_eq!(n.send(port, frame.clone()), plain.send(port, frame));
+                    }
+                }
+                assert_eq!(n.p.fast_forwarded(), 2, "both data segments");
+                for (port, frame) in script.frames(&Op::Mangled(0, k)) {
+                    let out = n.send(port, frame.clone());
+                    assert_eq!(out, plain.send(port, frame), "mangle {k}, checks {checked}");
+                }
+                // Ethernet padding after the packet is no spoiling.
+                let fast = if k == 7 { 3 } else { 2 };
+                assert_eq!(n.p.fast_forwarded(), fast, "mangle {k}, checks {checked}");
+            }
+        }
+    }
+}
+
+/// How many ways [`mangle`] knows.
+const MANGLES: usize = 17;
+
+/// The frame (from pod-a, `to_web`) spoiled in way `k` (7 only pads it),
+/// and the port it
+/// arrives on. With its header checksum fixed after the change unless
+/// the change is the checksum.
+fn mangle(mut f: Vec<u8>, k: usize) -> (PortId, Vec<u8>) {
+    const IP: usize = 14;
+    let fix = |f: &mut Vec<u8>| {
+        let ihl = usize::from(f[IP] & 0x0f) * 4;
+        let end = (IP + ihl.max(20)).min(f.len());
+        f[IP + 10..IP + 12].fill(0);
+        let sum = crate::wire::checksum::checksum(&f[IP..end]);
+        f[IP + 10..IP + 12].copy_from_slice(&sum.to_be_bytes());
+    };
+    let mut port = A;
+    match k {
+        0 => f[IP + 10] ^= 0x40,
+        1 => f[IP + 8] = 1,
+        2 => f[IP + 8] = 0,
+        3 => {
+            // Four bytes of NOP options: IHL 6, total length + 4.
+            f.splice(IP + 20..IP + 20, [1u8; 4]);
+            f[IP] = 0x46;
+            let total = u16::from_be_bytes([f[IP + 2], f[IP + 3]]) + 4;
+            f[IP + 2..IP + 4].copy_from_slice(&total.to_be_bytes());
+        }
+        4 => f[IP + 6] |= 0x20,
+        5 => {
+            f.splice(12..12, [0x81, 0x00, 0x00, 0x07]);
+        }
+        6 => {
+            let total = u16::from_be_bytes([f[IP + 2], f[IP + 3]]) + 100;
+            f[IP + 2..IP + 4].copy_from_slice(&total.to_be_bytes());
+        }
+        7 => f.extend_from_slice(&[0u8; 9]),
+        8 => f[6] |= 1,
+        9 => f[6..12].copy_from_slice(&GW_MAC),
+        10 => f[..6].copy_from_slice(&MAC_B),
+        11 => port = C,
+        12 => f[IP + 20 + 12] = 0x40,
+        13 => f[IP + 2..IP + 4].copy_from_slice(&30u16.to_be_bytes()),
+        14 => f[IP] = 0x44,
+        15 => f[IP] = 0x65,
+        // pod-b's MAC from pod-a's port: it moves the flow's next hop.
+        _ => f[6..12].copy_from_slice(&MAC_B),
+    }
+    if k != 0 && k != 5 {
+        fix(&mut f);
+    }
+    (port, f)
+}
+
+/// [`config`] with source checks on the pod ports (each its MAC and address).
+fn checked_config(web_endpoints: &str) -> NodeConfig {
+    let mut cfg = config(web_endpoints);
+    for (port, (mac, ip)) in cfg
+        .ports
+        .iter_mut()
+        .zip([(MAC_A, IP_A), (MAC_B, IP_B), (MAC_C, IP_C)])
+    {
+        port.mac = Some(crate::wire::MacAddr(mac));
+        port.ips = vec![std::net::Ipv4Addr::from(ip)];
+    }
+    cfg
 }

@@ -1,0 +1,167 @@
+//! The fast path: a received frame of a cached flow, in its plainest form,
+//! forwarded in one pass.
+//!
+//! The prefetch pass found the frame's flow in the flow cache
+//! (`flow_cache.rs`). If the frame is what the full path would route
+//! without a second look — untagged IPv4 to the router's MAC, a header
+//! without options whose checksum holds, TTL above 1, no martian address,
+//! TCP or UDP that is not a SYN nor a fragment, from a port whose source
+//! checks it passes — this module does in one function what the full path
+//! does through the L2, router, L3 and flow-cache stages: learn the source
+//! MAC, track and translate under the conntrack entry's lock, set the
+//! MACs. Anything else, and any check that fails, returns `None` before a
+//! change is made (learning the source MAC again is a no-op), and the
+//! frame takes the full path, which decides as it always did. A test holds
+//! the two paths equal on frames of cached flows and on their mutations.
+
+use super::flow_cache::{CachedFlow, FlowKey};
+use super::{Batch, Event, Pipeline, Verdict, antispoof, l3};
+use crate::conntrack::{ConnKey, TcpSegment};
+use crate::nat::CachedTranslation;
+use crate::wire::{EtherType, IpProtocol, L2Header, MacAddr, ethernet, ipv4};
+
+impl Pipeline {
+    /// Forwards frame `i` of `batch` (its receive already counted) if it
+    /// is a plain frame of the cached flow at `slot`; `None`: nothing
+    /// changed, take the full path.
+    #[inline]
+    pub(super) fn fast_forward(
+        &mut self,
+        batch: &mut Batch,
+        i: usize,
+        slot: u32,
+        now: u64,
+    ) -> Option<Verdict> {
+        let frame = batch.frame_mut(i);
+        let in_port = frame.in_port;
+        let sum = crate::nat::l4_sum(frame);
+        let snapshot = &*self.snapshot;
+        let port = snapshot.port(in_port)?;
+        let data = frame.data_mut();
+        let (eth, _) = data.split_first_chunk_mut::<{ ethernet::HEADER_LEN }>()?;
+        if eth[12..14] != EtherType::IPV4.0.to_be_bytes() {
+            return None;
+        }
+        let mac_bits = |at: usize| {
+            u64::from_be_bytes([
+                0,
+                0,
+                eth[at],
+                eth[at + 1],
+                eth[at + 2],
+                eth[at + 3],
+                eth[at + 4],
+                eth[at + 5],
+            ])
+        };
+        let (dst_mac, src_mac) = (mac_bits(0), mac_bits(6));
+        if port.is_uplink {
+            let (_, uplink) = snapshot.uplink?;
+            if dst_mac != uplink.mac.to_u64() {
+                return None;
+            }
+        } else {
+            let gateway = snapshot.gateway.mac.to_u64();
+            // Unicast (the group bit clear), not all zeros, not ours.
+            let unicast = src_mac & (1 << 40) == 0 && src_mac != 0;
+            if dst_mac != gateway || !unicast || src_mac == gateway {
+                return None;
+            }
+        }
+        if port.enforces_source() {
+            let l2 = L2Header {
+                dst: MacAddr::from_u64(dst_mac),
+                src: MacAddr::from_u64(src_mac),
+                ethertype: EtherType::IPV4,
+                vlan: None,
+                vlan_tags: 0,
+                l3_offset: ethernet::HEADER_LEN,
+            };
+            let whole = batch.frame_mut(i).data();
+            antispoof::check(port, &l2, whole).ok()?;
+        }
+        // As the full path: learned before the L3 checks; the epoch below
+        // sees the change if it moved a MAC.
+        if !port.is_uplink {
+            self.macs.learn(
+                &self.shared.macs,
+                &self.counters,
+                MacAddr::from_u64(src_mac),
+                in_port,
+                now,
+            );
+        }
+        let frame = batch.frame_mut(i);
+        let ip = frame.data_mut().get_mut(ethernet::HEADER_LEN..)?;
+        let (key, segment) = plain_flow(ip)?;
+        // VXLAN comes by UDP to the node's address: the full path decapsulates it.
+        if let Some(overlay) = &self.snapshot.overlay
+            && key.protocol == IpProtocol::UDP
+            && key.dst_addr == overlay.node_ip
+        {
+            return None;
+        }
+        let flow_key = FlowKey::new(in_port, &key);
+        let epoch = self.flow_epoch();
+        let &CachedFlow { flow, .. } = self.flow_cache.at(slot, flow_key, epoch, now)?;
+        let out_mac = self.snapshot.l3_interface(flow.iface)?.mac;
+        let translated =
+            self.nat_stage(now)
+                .translate_cached(ip, sum, &key, segment.as_ref(), &flow.tracked);
+        match translated {
+            CachedTranslation::Translated => {}
+            CachedTranslation::Drop(reason) => return Some(Verdict::Drop(reason)),
+            CachedTranslation::Miss => return None,
+        }
+        let data = batch.frame_mut(i).data_mut();
+        if let Some(macs) = data.first_chunk_mut::<12>() {
+            macs[..6].copy_from_slice(&flow.next_hop_mac.0);
+            macs[6..].copy_from_slice(&out_mac.0);
+        }
+        self.counters.event(Event::FlowCacheHit);
+        self.counters.event(Event::Routed);
+        #[cfg(test)]
+        {
+            self.fast_forwarded += 1;
+        }
+        Some(Verdict::Forward(flow.out_port))
+    }
+
+    /// Frames the fast path forwarded so far.
+    #[cfg(test)]
+    pub(crate) fn fast_forwarded(&self) -> u64 {
+        self.fast_forwarded
+    }
+}
+
+/// The flow of a plain routed packet `ip` (from its IPv4 header on): the
+/// header is 20 bytes (no options) and checks (RFC 1812 §5.2.2: version,
+/// lengths, checksum, no martian address), the TTL is above 1, it is not a
+/// fragment, and it is TCP (not a SYN) or UDP. `None` for anything else:
+/// the full path decides.
+#[inline]
+fn plain_flow(ip: &[u8]) -> Option<(ConnKey, Option<TcpSegment>)> {
+    let header = ip.first_chunk::<{ ipv4::HEADER_LEN }>()?;
+    let total = usize::from(u16::from_be_bytes([header[2], header[3]]));
+    let fragment = header[6] & 0x3f != 0 || header[7] != 0;
+    if header[0] != 0x45 || total < ipv4::HEADER_LEN || fragment || header[8] <= 1 {
+        return None;
+    }
+    let l4 = ip.get(ipv4::HEADER_LEN..total)?;
+    if !ipv4::plain_header_checksum_ok(header) {
+        return None;
+    }
+    let addr = |at: usize| {
+        core::net::Ipv4Addr::from_bits(u32::from_be_bytes([
+            header[at],
+            header[at + 1],
+            header[at + 2],
+            header[at + 3],
+        ]))
+    };
+    let (src, dst) = (addr(12), addr(16));
+    if l3::martian(src) || l3::martian(dst) {
+        return None;
+    }
+    crate::nat::l4_flow(IpProtocol(header[9]), (src, dst), l4)
+}
