@@ -228,9 +228,24 @@ impl Pipeline {
             now_ns,
             self.snapshot.tuning.mac_aging_ns,
         );
-        self.nat_prefetch(batch, now_ns);
+        // Batches without frames of cached flows run a loop without the
+        // fast path: its code would cost the other paths registers.
+        if self.nat_prefetch(batch, now_ns) {
+            self.process_frames::<true>(batch, now_ns);
+        } else {
+            self.process_frames::<false>(batch, now_ns);
+        }
+        self.nat_expire(batch.rx_len(), now_ns);
+        self.coalesce_decapsulated(batch);
+        self.service_hold_queue(batch, now_ns);
+    }
+
+    /// Runs the received frames through the stages (`FAST`: trying the
+    /// fast path for those the prefetch pass found cached).
+    #[inline(never)]
+    fn process_frames<const FAST: bool>(&mut self, batch: &mut Batch, now: u64) {
         for i in 0..batch.rx_len() {
-            let verdict = self.process_frame(batch, i, now_ns);
+            let verdict = self.process_frame::<FAST>(batch, i, now);
             if let Verdict::Drop(reason) = verdict {
                 self.counters.count_drop(reason);
                 if let Some((frame, _)) = batch.get(i) {
@@ -239,12 +254,15 @@ impl Pipeline {
             }
             batch.set_verdict(i, verdict);
         }
-        self.nat_expire(batch.rx_len(), now_ns);
-        self.coalesce_decapsulated(batch);
-        self.service_hold_queue(batch, now_ns);
     }
 
-    fn process_frame(&mut self, batch: &mut Batch, i: usize, now: u64) -> Verdict {
+    #[inline(always)]
+    fn process_frame<const FAST: bool>(
+        &mut self,
+        batch: &mut Batch,
+        i: usize,
+        now: u64,
+    ) -> Verdict {
         let frame = batch.frame_mut(i);
         let in_port = frame.in_port;
         self.counters.rx(in_port, frame.len());
@@ -256,7 +274,8 @@ impl Pipeline {
             self.counters.event(Event::GsoFrames);
         }
         // A frame of a flow the prefetch pass found cached: the fast path, if it is plain.
-        if let Some(&slot) = self.flow_hints.get(i)
+        if FAST
+            && let Some(&slot) = self.flow_hints.get(i)
             && slot != flow_cache::NO_SLOT
             && let Some(verdict) = self.fast_forward(batch, i, slot, now)
         {
@@ -287,6 +306,7 @@ impl Pipeline {
         }
     }
 
+    #[inline(always)]
     fn bridge_input(&mut self, batch: &mut Batch, i: usize, l2: &L2Header, now: u64) -> Verdict {
         let in_port = batch.frame_mut(i).in_port;
         if !l2.src.is_unicast() {

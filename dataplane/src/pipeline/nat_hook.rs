@@ -194,7 +194,8 @@ impl Pipeline {
     /// slots and entries they will probe (see
     /// [`crate::nat::SharedConntrack::prefetch_batch`]) and, for frames
     /// that look untracked, what picking their service endpoint reads.
-    pub(super) fn nat_prefetch(&mut self, batch: &Batch, now: u64) {
+    /// `true`: it noted a slot.
+    pub(super) fn nat_prefetch(&mut self, batch: &Batch, now: u64) -> bool {
         let mut hints = [NO_SLOT; HINTED_FRAMES];
         let conntrack = &self.shared.conntrack;
         // Cached flows: finding their slots and entries here, for the whole
@@ -210,7 +211,7 @@ impl Pipeline {
         let probe_services = self.snapshot.services.len() >= PREFETCH_MIN_SERVICES;
         if !(probe_flows || probe_conntrack || probe_services) {
             self.flow_hints = hints;
-            return;
+            return false;
         }
         let epoch = self.flow_epoch();
         let PrefetchScratch { probes, misses } = &mut self.prefetch_scratch;
@@ -285,7 +286,9 @@ impl Pipeline {
             }
         }
         flush(misses.take());
+        let noted = hints.iter().any(|&h| h != NO_SLOT);
         self.flow_hints = hints;
+        noted
     }
 
     /// Once per batch: collect expired conntrack entries of one shard.
