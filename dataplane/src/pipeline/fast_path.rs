@@ -14,16 +14,15 @@
 //! frame takes the full path, which decides as it always did. A test holds
 //! the two paths equal on frames of cached flows and on their mutations.
 
-use super::flow_cache::{CachedFlow, FlowKey};
-use super::{Batch, Event, Pipeline, Verdict, antispoof, l3};
+use super::flow_cache::FlowCacheResult;
+use super::{Batch, Pipeline, Verdict, antispoof, l3};
 use crate::conntrack::{ConnKey, TcpSegment};
-use crate::nat::CachedTranslation;
 use crate::wire::{EtherType, IpProtocol, L2Header, MacAddr, ethernet, ipv4};
 
 impl Pipeline {
-    /// Forwards frame `i` of `batch` (its receive already counted) if it
-    /// is a plain frame of the cached flow at `slot`; `None`: nothing
-    /// changed, take the full path.
+    /// Forwards frame `i` of `batch` (its receive already counted; its
+    /// flow found in the cache at `slot` by the prefetch pass) if it is a
+    /// plain frame; `None`: nothing changed, take the full path.
     #[inline]
     pub(super) fn fast_forward(
         &mut self,
@@ -34,11 +33,9 @@ impl Pipeline {
     ) -> Option<Verdict> {
         let frame = batch.frame_mut(i);
         let in_port = frame.in_port;
-        let sum = crate::nat::l4_sum(frame);
         let snapshot = &*self.snapshot;
         let port = snapshot.port(in_port)?;
-        let data = frame.data_mut();
-        let (eth, _) = data.split_first_chunk_mut::<{ ethernet::HEADER_LEN }>()?;
+        let eth = frame.data().first_chunk::<{ ethernet::HEADER_LEN }>()?;
         if eth[12..14] != EtherType::IPV4.0.to_be_bytes() {
             return None;
         }
@@ -91,8 +88,8 @@ impl Pipeline {
                 now,
             );
         }
-        let frame = batch.frame_mut(i);
-        let ip = frame.data_mut().get_mut(ethernet::HEADER_LEN..)?;
+        let l3 = ethernet::HEADER_LEN;
+        let ip = batch.frame_mut(i).data().get(l3..)?;
         let (key, segment) = plain_flow(ip)?;
         // VXLAN comes by UDP to the node's address: the full path decapsulates it.
         if let Some(overlay) = &self.snapshot.overlay
@@ -101,30 +98,16 @@ impl Pipeline {
         {
             return None;
         }
-        let flow_key = FlowKey::new(in_port, &key);
-        let epoch = self.flow_epoch();
-        let &CachedFlow { flow, .. } = self.flow_cache.at(slot, flow_key, epoch, now)?;
-        let out_mac = self.snapshot.l3_interface(flow.iface)?.mac;
-        let translated =
-            self.nat_stage(now)
-                .translate_cached(ip, sum, &key, segment.as_ref(), &flow.tracked);
-        match translated {
-            CachedTranslation::Translated => {}
-            CachedTranslation::Drop(reason) => return Some(Verdict::Drop(reason)),
-            CachedTranslation::Miss => return None,
-        }
-        let data = batch.frame_mut(i).data_mut();
-        if let Some(macs) = data.first_chunk_mut::<12>() {
-            macs[..6].copy_from_slice(&flow.next_hop_mac.0);
-            macs[6..].copy_from_slice(&out_mac.0);
-        }
-        self.counters.event(Event::FlowCacheHit);
-        self.counters.event(Event::Routed);
+        let at = (i, l3);
+        let verdict = match self.forward_cached(batch, at, (&key, segment.as_ref()), slot, now) {
+            FlowCacheResult::Hit(verdict) => verdict,
+            FlowCacheResult::Miss(_) => return None,
+        };
         #[cfg(test)]
-        {
+        if let Verdict::Forward(_) = verdict {
             self.fast_forwarded += 1;
         }
-        Some(Verdict::Forward(flow.out_port))
+        Some(verdict)
     }
 
     /// Frames the fast path forwarded so far.

@@ -37,11 +37,11 @@ use core::hash::BuildHasher;
 use core::net::Ipv4Addr;
 
 use super::{Batch, Event, L3If, Pipeline, PortId, Verdict};
-use crate::conntrack::{ConnKey, Direction, EntryId};
+use crate::conntrack::{ConnKey, Direction, EntryId, TcpSegment};
 use crate::io::hugemem::{self, HugeChunk};
 use crate::mirror::MirrorStage;
 use crate::nat::{CachedTranslation, TrackedFlow};
-use crate::wire::{EthernetFrame, MacAddr};
+use crate::wire::MacAddr;
 
 /// A slot number that names no slot.
 pub(super) const NO_SLOT: u32 = u32::MAX;
@@ -333,20 +333,38 @@ impl Pipeline {
         if ttl <= 1 {
             return FlowCacheResult::Miss(None);
         }
-        let frame = batch.frame_mut(i);
-        let in_port = frame.in_port;
-        let sum = crate::nat::l4_sum(frame);
-        let Some(ip) = frame.data_mut().get_mut(l3..) else {
-            return FlowCacheResult::Miss(None);
-        };
         // Not TCP/UDP, or a SYN (it opens a flow, or retries one): the full path decides.
-        let Some((key, segment)) = crate::nat::flow_of(ip) else {
+        let flow = batch
+            .frame_mut(i)
+            .data()
+            .get(l3..)
+            .and_then(crate::nat::flow_of);
+        let Some((key, segment)) = flow else {
             return FlowCacheResult::Miss(None);
         };
-        let flow_key = FlowKey::new(in_port, &key);
-        let epoch = self.flow_epoch();
         let hint = self.flow_hints.get(i).copied().unwrap_or(NO_SLOT);
-        let cached = match hint {
+        self.forward_cached(batch, (i, l3), (&key, segment.as_ref()), hint, now)
+    }
+
+    /// Forwards frame `i` (its IPv4 header at `l3`, checked; conntrack key
+    /// `key`, TCP `segment`) by its cached flow, if it has one: found at
+    /// `slot` (the prefetch pass's hint), or looked up for [`NO_SLOT`]. The
+    /// full path's flow-cache stage and the fast path both end here
+    /// (inlined in each).
+    #[inline(always)]
+    pub(super) fn forward_cached(
+        &mut self,
+        batch: &mut Batch,
+        (i, l3): (usize, usize),
+        (key, segment): (&ConnKey, Option<&TcpSegment>),
+        slot: u32,
+        now: u64,
+    ) -> FlowCacheResult {
+        let frame = batch.frame_mut(i);
+        let flow_key = FlowKey::new(frame.in_port, key);
+        let sum = crate::nat::l4_sum(frame);
+        let epoch = self.flow_epoch();
+        let cached = match slot {
             NO_SLOT => self.flow_cache.lookup(flow_key, epoch, now),
             slot => self.flow_cache.at(slot, flow_key, epoch, now),
         };
@@ -356,17 +374,21 @@ impl Pipeline {
         let Some(src_mac) = self.snapshot.l3_interface(flow.iface).map(|l3| l3.mac) else {
             return FlowCacheResult::Miss(None);
         };
-        let translated =
-            self.nat_stage(now)
-                .translate_cached(ip, sum, &key, segment.as_ref(), &flow.tracked);
+        let Some(ip) = frame.data_mut().get_mut(l3..) else {
+            return FlowCacheResult::Miss(None);
+        };
+        let translated = self
+            .nat_stage(now)
+            .translate_cached(ip, sum, key, segment, &flow.tracked);
         match translated {
             CachedTranslation::Translated => {}
             CachedTranslation::Drop(reason) => return FlowCacheResult::Hit(Verdict::Drop(reason)),
             CachedTranslation::Miss => return FlowCacheResult::Miss(Some(flow_key)),
         }
-        let mut eth = EthernetFrame::new_unchecked(frame.data_mut());
-        eth.set_dst_addr(flow.next_hop_mac);
-        eth.set_src_addr(src_mac);
+        if let Some(macs) = frame.data_mut().first_chunk_mut::<12>() {
+            macs[..6].copy_from_slice(&flow.next_hop_mac.0);
+            macs[6..].copy_from_slice(&src_mac.0);
+        }
         self.counters.event(Event::FlowCacheHit);
         self.counters.event(Event::Routed);
         FlowCacheResult::Hit(Verdict::Forward(flow.out_port))

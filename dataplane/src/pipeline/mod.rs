@@ -12,9 +12,10 @@
 //!
 //! Routed packets of tracked flows first try the worker's established-flow
 //! cache (`flow_cache.rs`), which skips the NAT lookups, the route and the
-//! neighbour for flows it has seen. Each stage returns a [`Verdict`]; the
-//! frame is rewritten in place. The
-//! hot path never allocates, logs or panics: drops bump a per-worker
+//! neighbour for flows it has seen; its plain frames skip the stages in
+//! between too (`fast_path.rs`). Each stage returns a [`Verdict`]; the
+//! frame is rewritten in place. The hot path never allocates, logs or
+//! panics: drops bump a per-worker
 //! counter keyed by [`DropReason`]. Frames the switch originates (ARP
 //! requests, packets released from the neighbour hold queue) are appended to
 //! the batch after the received ones, each with its own verdict.

@@ -269,6 +269,7 @@ impl Pipeline {
         }
         // The sets are on their way: find the flows, start loading their
         // conntrack entries; the flows not cached go to the conntrack prefetch.
+        let mut noted = false;
         for p in probes.iter() {
             match self.flow_cache.find_in_set(p.set, p.flow_key, epoch, now) {
                 Some((slot, flow)) => {
@@ -276,6 +277,7 @@ impl Pipeline {
                     conntrack.prefetch_entry(usize::from(t.shard), t.id);
                     if let Some(hint) = hints.get_mut(usize::from(p.frame)) {
                         *hint = slot;
+                        noted = true;
                     }
                 }
                 None => {
@@ -286,7 +288,6 @@ impl Pipeline {
             }
         }
         flush(misses.take());
-        let noted = hints.iter().any(|&h| h != NO_SLOT);
         self.flow_hints = hints;
         noted
     }
