@@ -646,13 +646,13 @@ impl ConntrackTable {
         segment: Option<&TcpSegment>,
         now_ns: u64,
     ) -> Result<TcpState, TcpReject> {
-        match segment {
-            Some(segment) => self.update_tcp(id, dir, segment, now_ns),
-            None => {
-                self.update(id, dir, now_ns);
-                Ok(TcpState::default())
-            }
-        }
+        // A free entry: what update_tcp and update give for it.
+        let free = match segment {
+            Some(_) => Err(TcpReject::InvalidTransition),
+            None => Ok(TcpState::default()),
+        };
+        self.track_if(id, dir, segment, now_ns, |_| true)
+            .unwrap_or(free)
     }
 
     /// [`track`](Self::track) for an entry the caller named before (a
