@@ -4,7 +4,8 @@
 //! [`ServiceSpec`]s and is read-only on the hot path: one probe of its flat
 //! index ([`index`]) finds the service for a (protocol, address, port),
 //! and the [`Maglev`] table the index slot carries picks a ready backend
-//! from the packet's [`flow_hash`] without allocating or locking. Maglev (rather than `hash % N`) keeps a
+//! from the packet's [`flow_hash`] without allocating or locking. Maglev
+//! (rather than `hash % N`) keeps a
 //! flow on its backend when other backends come and go, so a flow whose
 //! conntrack entry was lost (a restart, another worker, another node
 //! behind ECMP) usually lands where it was.
