@@ -10,6 +10,7 @@
 
 use core::net::Ipv4Addr;
 
+use crate::conntrack::ConnKey;
 use crate::wire::checksum::{fold_u64, update_u16, update_u32, update_udp_u16, update_udp_u32};
 use crate::wire::{IpProtocol, Ipv4Packet};
 
@@ -176,6 +177,77 @@ pub(crate) fn rewrite_routed(
     }
 }
 
+/// The IPv4 checksum delta of a TTL decrement: the word (TTL, protocol)
+/// goes from `old` to `old − 0x100`, so `!old + new` is `0xfeff` whatever
+/// `old` is (for a TTL of at least 1).
+const TTL_STEP_DELTA: u64 = 0xfeff;
+
+/// [`rewrite_routed`] for the plain case the fast path sees: a 20-byte
+/// IPv4 header, TCP or UDP, TTL above 1. The old addresses and ports are
+/// `key`'s, which the caller read from this packet, so the packet is only
+/// written. `false`: not that case, nothing changed.
+#[inline]
+pub(crate) fn rewrite_plain_routed(
+    ip: &mut [u8],
+    sum: L4Sum,
+    key: &ConnKey,
+    src: (Ipv4Addr, u16),
+    dst: (Ipv4Addr, u16),
+) -> bool {
+    let (udp, check_at) = match key.protocol {
+        IpProtocol::TCP => (false, TCP_CHECKSUM_AT),
+        IpProtocol::UDP => (true, UDP_CHECKSUM_AT),
+        _ => return false,
+    };
+    let Some((header, l4)) = ip.split_first_chunk_mut::<20>() else {
+        return false;
+    };
+    let Some((ports, rest)) = l4.split_first_chunk_mut::<4>() else {
+        return false;
+    };
+    let Some(l4_check) = rest
+        .get_mut(check_at - 4..)
+        .and_then(|c| c.first_chunk_mut::<2>())
+    else {
+        return false;
+    };
+    if header[0] != 0x45 || header[8] <= 1 {
+        return false;
+    }
+    let (new_src, new_dst) = (src.0.to_bits(), dst.0.to_bits());
+    let old_ports = (u32::from(key.src_port) << 16) | u32::from(key.dst_port);
+    let new_ports = (u32::from(src.1) << 16) | u32::from(dst.1);
+    let addrs = delta32(key.src_addr.to_bits(), new_src) + delta32(key.dst_addr.to_bits(), new_dst);
+    header[8] -= 1;
+    let ip_check = u16::from_be_bytes([header[10], header[11]]);
+    let ip_check = !fold_u64(u64::from(!ip_check) + addrs + TTL_STEP_DELTA);
+    header[10..12].copy_from_slice(&ip_check.to_be_bytes());
+    header[12..20]
+        .copy_from_slice(&((u64::from(new_src) << 32) | u64::from(new_dst)).to_be_bytes());
+    *ports = new_ports.to_be_bytes();
+    let ports = delta32(old_ports, new_ports);
+    update_l4_checksum(l4_check, sum, udp, (addrs, ports));
+    true
+}
+
+/// Applies a TCP or UDP rewrite to its L4 checksum: `addrs`, the
+/// pseudo-header's change (all a partial sum follows), and `ports`, the
+/// ports' change (as [`delta32`] sums). A UDP checksum of zero (none) stays
+/// zero, and a computed zero is sent as `0xffff`.
+#[inline(always)]
+fn update_l4_checksum(l4_check: &mut [u8; 2], sum: L4Sum, udp: bool, (addrs, ports): (u64, u64)) {
+    let check = u16::from_be_bytes(*l4_check);
+    let updated = match sum {
+        L4Sum::Partial => fold_u64(u64::from(check) + addrs),
+        L4Sum::Full if udp && check == 0 => 0,
+        L4Sum::Full => match !fold_u64(u64::from(!check) + addrs + ports) {
+            0 if udp => 0xffff,
+            c => c,
+        },
+    };
+    *l4_check = updated.to_be_bytes();
+}
+
 /// `!old + new` of a 32-bit field, for a one's-complement sum of 32-bit words.
 #[inline]
 fn delta32(old: u32, new: u32) -> u64 {
@@ -237,16 +309,8 @@ fn rewrite_tcp_udp(
     let ip_check = u16::from_be_bytes([header[10], header[11]]);
     let ip_check = !fold_u64(u64::from(!ip_check) + ip_delta);
     header[10..12].copy_from_slice(&ip_check.to_be_bytes());
-    let check = u16::from_be_bytes(*l4_check);
-    let updated = match sum {
-        L4Sum::Partial => fold_u64(u64::from(check) + addrs),
-        L4Sum::Full if udp && check == 0 => 0,
-        L4Sum::Full => match !fold_u64(u64::from(!check) + addrs + delta32(old_ports, new_ports)) {
-            0 if udp => 0xffff,
-            c => c,
-        },
-    };
-    *l4_check = updated.to_be_bytes();
+    let ports = delta32(old_ports, new_ports);
+    update_l4_checksum(l4_check, sum, udp, (addrs, ports));
     true
 }
 
@@ -417,6 +481,61 @@ mod tests {
             let done = sixteen_bit::reference(&mut expected, sum, src, dst, ttl_step);
             proptest::prop_assert_eq!(rewrite_tcp_udp(&mut packet, sum, src, dst, ttl_step), done);
             proptest::prop_assert_eq!(packet, expected);
+        }
+
+        /// `rewrite_plain_routed` against `rewrite_routed` on packets whose
+        /// key was read from them: same bytes when it accepts (a plain TCP
+        /// or UDP header with TTL above 1), and untouched when it refuses.
+        #[test]
+        fn plain_rewrite_matches_the_routed_rewrite(
+            mut packet in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+            version_ihl in proptest::prop_oneof![proptest::strategy::Just(0x45u8), proptest::strategy::Just(0x46), proptest::prelude::any::<u8>()],
+            protocol in proptest::prop_oneof![proptest::strategy::Just(6u8), proptest::strategy::Just(17), proptest::prelude::any::<u8>()],
+            ttl in proptest::prop_oneof![proptest::strategy::Just(0u8), proptest::strategy::Just(1), proptest::strategy::Just(2), proptest::prelude::any::<u8>()],
+            zero_check in proptest::prelude::any::<bool>(),
+            partial in proptest::prelude::any::<bool>(),
+            src in proptest::prelude::any::<(u32, u16)>(),
+            dst in proptest::prelude::any::<(u32, u16)>(),
+        ) {
+            for (at, b) in [(0, version_ihl), (8, ttl), (9, protocol)] {
+                if let Some(x) = packet.get_mut(at) {
+                    *x = b;
+                }
+            }
+            if zero_check && let Some(c) = packet.get_mut(26..28) {
+                c.fill(0);
+            }
+            let Some(key) = key_of(&packet) else {
+                return Ok(());
+            };
+            let sum = if partial { L4Sum::Partial } else { L4Sum::Full };
+            let (src, dst) = ((Ipv4Addr::from_bits(src.0), src.1), (Ipv4Addr::from_bits(dst.0), dst.1));
+            let before = packet.clone();
+            let mut expected = packet.clone();
+            if rewrite_plain_routed(&mut packet, sum, &key, src, dst) {
+                proptest::prop_assert!(before[0] == 0x45 && before[8] > 1);
+                rewrite_routed(&mut expected, sum, src, dst);
+                proptest::prop_assert_eq!(packet, expected);
+            } else {
+                let l4_needed = if protocol == 17 { 8 } else { 18 };
+                let plain = before.len() >= 20 + l4_needed && before[0] == 0x45 && before[8] > 1;
+                proptest::prop_assert!(!plain);
+                proptest::prop_assert_eq!(packet, before);
+            }
+        }
+    }
+
+    /// The key of a TCP or UDP packet with a 20-byte header, read as the
+    /// fast path reads it (no other check).
+    fn key_of(packet: &[u8]) -> Option<ConnKey> {
+        let b = packet.get(..24)?;
+        let word = |at: usize| u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+        let port = |at: usize| u16::from_be_bytes([b[at], b[at + 1]]);
+        let (src, dst) = (Ipv4Addr::from_bits(word(12)), Ipv4Addr::from_bits(word(16)));
+        match IpProtocol(b[9]) {
+            IpProtocol::TCP => Some(ConnKey::tcp((src, port(20)), (dst, port(22)))),
+            IpProtocol::UDP => Some(ConnKey::udp((src, port(20)), (dst, port(22)))),
+            _ => None,
         }
     }
 
