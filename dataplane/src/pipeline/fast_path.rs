@@ -4,18 +4,20 @@
 //! The prefetch pass found the frame's flow in the flow cache
 //! (`flow_cache.rs`). If the frame is what the full path would route
 //! without a second look — untagged IPv4 to the router's MAC, a header
-//! without options whose checksum holds, TTL above 1, no martian address,
-//! TCP or UDP that is not a SYN nor a fragment, from a port whose source
-//! checks it passes — this module does in one function what the full path
-//! does through the L2, router, L3 and flow-cache stages: learn the source
-//! MAC, track and translate under the conntrack entry's lock, set the
-//! MACs. Anything else, and any check that fails, returns `None` before a
-//! change is made (learning the source MAC again is a no-op), and the
-//! frame takes the full path, which decides as it always did. A test holds
-//! the two paths equal on frames of cached flows and on their mutations.
+//! without options whose checksum holds, TTL above 1, TCP or UDP that is
+//! not a SYN nor a fragment, from a port whose source checks it passes —
+//! this module does in one function what the full path does through the
+//! L2, router, L3 and flow-cache stages: learn the source MAC, track and
+//! translate under the conntrack entry's lock, set the MACs. Anything
+//! else, and any check that fails, returns `None` before a change is made
+//! (learning the source MAC again is a no-op), and the frame takes the
+//! full path, which decides as it always did. What depends on the flow's
+//! key alone (its addresses are not martian) is not checked again: the
+//! full path checked it before it cached the flow. A test holds the two
+//! paths equal on frames of cached flows and on their mutations.
 
 use super::flow_cache::FlowCacheResult;
-use super::{Batch, Pipeline, Verdict, antispoof, l3};
+use super::{Batch, Pipeline, Verdict, antispoof};
 use crate::conntrack::{ConnKey, TcpSegment};
 use crate::wire::{EtherType, IpProtocol, L2Header, MacAddr, ethernet, ipv4};
 
@@ -119,7 +121,7 @@ impl Pipeline {
 
 /// The flow of a plain routed packet `ip` (from its IPv4 header on): the
 /// header is 20 bytes (no options) and checks (RFC 1812 §5.2.2: version,
-/// lengths, checksum, no martian address), the TTL is above 1, it is not a
+/// lengths, checksum), the TTL is above 1, it is not a
 /// fragment, and it is TCP (not a SYN) or UDP. `None` for anything else:
 /// the full path decides.
 #[inline]
@@ -142,9 +144,8 @@ fn plain_flow(ip: &[u8]) -> Option<(ConnKey, Option<TcpSegment>)> {
             header[at + 3],
         ]))
     };
-    let (src, dst) = (addr(12), addr(16));
-    if l3::martian(src) || l3::martian(dst) {
-        return None;
-    }
-    crate::nat::l4_flow(IpProtocol(header[9]), (src, dst), l4)
+    // No martian check: the key holds the addresses, and the full path
+    // drops a martian before it could cache its flow, so such a packet
+    // misses the cache.
+    crate::nat::l4_flow(IpProtocol(header[9]), (addr(12), addr(16)), l4)
 }

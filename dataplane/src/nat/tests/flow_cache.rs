@@ -419,7 +419,7 @@ mod differential {
 }
 
 /// How many ways [`mangle`] knows.
-const MANGLES: usize = 17;
+const MANGLES: usize = 19;
 
 /// The frame (from pod-a, `to_web`) spoiled in way `k` (7 only pads it),
 /// and the port it
@@ -463,6 +463,10 @@ fn mangle(mut f: Vec<u8>, k: usize) -> (PortId, Vec<u8>) {
         13 => f[IP + 2..IP + 4].copy_from_slice(&30u16.to_be_bytes()),
         14 => f[IP] = 0x44,
         15 => f[IP] = 0x65,
+        // Martian addresses (loopback source, multicast destination): the
+        // fast path leaves them to the cache, which never holds them.
+        16 => f[IP + 12..IP + 16].copy_from_slice(&[127, 0, 0, 1]),
+        17 => f[IP + 16..IP + 20].copy_from_slice(&[224, 0, 0, 1]),
         // pod-b's MAC from pod-a's port: it moves the flow's next hop.
         _ => f[6..12].copy_from_slice(&MAC_B),
     }
