@@ -3,11 +3,12 @@
 //! difference by the frames processed, so setup cost cancels out).
 //!
 //! Usage: `instr <scenario|parse_64b|parse_mixed|nat_dnat|nat_reverse|nat_new> <iterations> [off|ingress|ingress_nomatch|services]`
-//! (`nat_*`: 10,000 established connections through the NAT stage, one
-//! service, as `benches/nat.rs` `established_*`; the last argument: a
-//! mirror session, as in `benches/mirror.rs`; `nat_new <iterations> <services>`:
+//! (`nat_dnat`/`nat_reverse <iterations> [services]`: 10,000 established
+//! connections through the NAT stage, among one service or `services`, as
+//! `benches/nat.rs` `established_*`; `nat_new <iterations> <services>`:
 //! 1,000 batches of SYNs of new flows per iteration into a full table, as
-//! `new_flow_full_table`).
+//! `new_flow_full_table`; for the pipeline scenarios, the last argument
+//! is a mirror session, as in `benches/mirror.rs`).
 
 use std::hint::black_box;
 
@@ -43,7 +44,8 @@ fn main() {
         "nat_reverse" => Some(true),
         _ => None,
     } {
-        let mut e = podswitch_benches::nat::established(1, 10_000);
+        let services = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(1);
+        let mut e = podswitch_benches::nat::established(services, 10_000);
         let frames = if replies { &e.replies } else { &e.originals };
         frames_per_iter = frames.len();
         let mut batch = podswitch_dataplane::pipeline::Batch::new(2048);
