@@ -159,16 +159,19 @@ fn rewrite_any(ip: &mut [u8], sum: L4Sum, src: (Ipv4Addr, u16), dst: (Ipv4Addr, 
     }
 }
 
-/// [`rewrite_packet`] for a packet the gateway forwards: also decrements
-/// its TTL (which must be above 1), in the same IP checksum update.
+/// [`rewrite_packet`] for a packet the gateway forwards, whose conntrack
+/// key `key` was read from it: also decrements its TTL (which must be
+/// above 1), in the same IP checksum update. The plain case (a 20-byte
+/// header, TCP or UDP) is written from the key without reading the header.
 #[inline]
 pub(crate) fn rewrite_routed(
     ip: &mut [u8],
     sum: L4Sum,
+    key: &ConnKey,
     src: (Ipv4Addr, u16),
     dst: (Ipv4Addr, u16),
 ) {
-    if rewrite_tcp_udp(ip, sum, src, dst, true) {
+    if rewrite_plain_routed(ip, sum, key, src, dst) || rewrite_tcp_udp(ip, sum, src, dst, true) {
         return;
     }
     rewrite_any(ip, sum, src, dst);
@@ -182,12 +185,12 @@ pub(crate) fn rewrite_routed(
 /// `old` is (for a TTL of at least 1).
 const TTL_STEP_DELTA: u64 = 0xfeff;
 
-/// [`rewrite_routed`] for the plain case the fast path sees: a 20-byte
-/// IPv4 header, TCP or UDP, TTL above 1. The old addresses and ports are
-/// `key`'s, which the caller read from this packet, so the packet is only
-/// written. `false`: not that case, nothing changed.
+/// [`rewrite_routed`]'s plain case, a cached flow's common packet: a
+/// 20-byte IPv4 header, TCP or UDP, TTL above 1. The old addresses and
+/// ports are `key`'s, which the caller read from this packet, so the
+/// packet is only written. `false`: not that case, nothing changed.
 #[inline]
-pub(crate) fn rewrite_plain_routed(
+fn rewrite_plain_routed(
     ip: &mut [u8],
     sum: L4Sum,
     key: &ConnKey,
@@ -483,9 +486,10 @@ mod tests {
             proptest::prop_assert_eq!(packet, expected);
         }
 
-        /// `rewrite_plain_routed` against `rewrite_routed` on packets whose
-        /// key was read from them: same bytes when it accepts (a plain TCP
-        /// or UDP header with TTL above 1), and untouched when it refuses.
+        /// `rewrite_plain_routed` against the general TCP/UDP rewrite with
+        /// the TTL step, on packets whose key was read from them: same bytes
+        /// when it accepts (a plain TCP or UDP header with TTL above 1),
+        /// and untouched when it refuses.
         #[test]
         fn plain_rewrite_matches_the_routed_rewrite(
             mut packet in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
@@ -514,7 +518,7 @@ mod tests {
             let mut expected = packet.clone();
             if rewrite_plain_routed(&mut packet, sum, &key, src, dst) {
                 proptest::prop_assert!(before[0] == 0x45 && before[8] > 1);
-                rewrite_routed(&mut expected, sum, src, dst);
+                proptest::prop_assert!(rewrite_tcp_udp(&mut expected, sum, src, dst, true));
                 proptest::prop_assert_eq!(packet, expected);
             } else {
                 let l4_needed = if protocol == 17 { 8 } else { 18 };

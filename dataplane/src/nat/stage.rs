@@ -10,9 +10,7 @@ use super::affinity::AffinityTable;
 use super::icmp_error::{self, IcmpErrorOutcome};
 use super::masquerade::{AllocError, insert_with_port};
 use super::reject;
-use super::rewrite::{
-    ICMP_IDENT_AT, L4Sum, SCTP, read_u16, rewrite_packet, rewrite_plain_routed, rewrite_routed,
-};
+use super::rewrite::{ICMP_IDENT_AT, L4Sum, SCTP, read_u16, rewrite_packet, rewrite_routed};
 use super::shared::{Found, SharedConntrack};
 use crate::config::Snapshot;
 use crate::conntrack::{
@@ -524,9 +522,7 @@ impl NatStage<'_> {
             None => CachedTranslation::Miss,
             Some(Ok(_) | Err(TcpReject::Ignored)) => {
                 let (src, dst) = flow.rewrite();
-                if !rewrite_plain_routed(ip, sum, key, src, dst) {
-                    rewrite_routed(ip, sum, src, dst);
-                }
+                rewrite_routed(ip, sum, key, src, dst);
                 if dir == Direction::Reply {
                     self.counters.event(Event::ReverseNat);
                 }

@@ -20,7 +20,7 @@ use crate::wire::{EthernetFrame, Ipv4Packet, MacAddr};
 /// Multicast (224/4), limited broadcast, unspecified or loopback (127/8):
 /// never a routed packet's address. Tested on the bits, once per address
 /// of every routed packet.
-pub(super) fn martian(ip: Ipv4Addr) -> bool {
+fn martian(ip: Ipv4Addr) -> bool {
     let bits = ip.to_bits();
     let first = bits >> 24;
     // Without short-circuits: four compares, no branches.
