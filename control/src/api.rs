@@ -30,6 +30,8 @@ pub struct Api {
     pub control: Mutex<Control>,
     /// Requests by (method, status), for `/metrics`.
     pub requests: Mutex<BTreeMap<(String, u16), u64>>,
+    /// The Kubernetes source, when podswitchd follows a cluster.
+    pub source: std::sync::OnceLock<Arc<crate::kubernetes::SourceStatus>>,
 }
 
 impl Api {
@@ -38,10 +40,12 @@ impl Api {
         Arc::new(Api {
             control: Mutex::new(control),
             requests: Mutex::new(BTreeMap::new()),
+            source: std::sync::OnceLock::new(),
         })
     }
 
-    fn control(&self) -> std::sync::MutexGuard<'_, Control> {
+    /// The control plane, locked.
+    pub fn control(&self) -> std::sync::MutexGuard<'_, Control> {
         self.control.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -247,7 +251,11 @@ async fn count_requests(State(api): Shared, req: Request, next: Next) -> Respons
 
 async fn health(State(api): Shared) -> Response {
     let c = api.control();
-    let body = json!({ "forwarding": c.forwarding(), "workers": c.workers(), "generation": c.snapshot().generation });
+    let mut body = json!({ "forwarding": c.forwarding(), "workers": c.workers(), "generation": c.snapshot().generation });
+    if let Some(source) = api.source.get() {
+        // Degraded (API server unreachable) still forwards on the last state.
+        body["source"] = source.json();
+    }
     ok(
         if c.forwarding() {
             StatusCode::OK
@@ -366,6 +374,9 @@ async fn metrics(State(api): Shared) -> Response {
         .clone();
     let mut body = crate::metrics::render(&stats, &requests);
     body.push_str(&api.control().mirror_metrics());
+    if let Some(source) = api.source.get() {
+        body.push_str(&source.metrics());
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 

@@ -58,6 +58,20 @@ struct RunArgs {
     /// Also serve Prometheus metrics over TCP at this address (e.g. 127.0.0.1:9641).
     #[arg(long)]
     metrics_listen: Option<std::net::SocketAddr>,
+    /// Follow a Kubernetes cluster's Services, EndpointSlices and Nodes
+    /// (credentials: --kubeconfig, else in-cluster, else $KUBECONFIG).
+    #[arg(long, env = "PODSWITCH_KUBERNETES")]
+    kubernetes: bool,
+    /// The kubeconfig for --kubernetes.
+    #[arg(long, env = "PODSWITCH_KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// This node's name in the cluster (the downward API's spec.nodeName).
+    #[arg(long, env = "NODE_NAME")]
+    node_name: Option<String>,
+    /// The least time between two Kubernetes syncs, in milliseconds:
+    /// changes within it are applied together.
+    #[arg(long, default_value_t = 50)]
+    min_sync_interval_ms: u64,
 }
 
 #[derive(clap::Args)]
@@ -117,6 +131,15 @@ fn init_logging() {
         .try_init();
 }
 
+/// The Kubernetes source's options, when `--kubernetes` is given.
+fn kubernetes_options(args: &RunArgs) -> Option<crate::daemon::KubernetesRun> {
+    args.kubernetes.then(|| crate::daemon::KubernetesRun {
+        kubeconfig: args.kubeconfig.clone(),
+        node_name: args.node_name.clone(),
+        min_sync_interval: std::time::Duration::from_millis(args.min_sync_interval_ms),
+    })
+}
+
 /// Parses the command line and runs it.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -135,6 +158,7 @@ pub fn main() -> ExitCode {
                 api_socket: args.api_socket.clone(),
                 state_dir: args.state_dir.clone(),
                 metrics_listen: args.metrics_listen,
+                kubernetes: kubernetes_options(args),
             })
         }
         Command::Replay(args) => replay(args),

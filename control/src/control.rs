@@ -26,11 +26,14 @@ use crate::mirror::{MirrorRuntime, Selection, capture};
 use crate::services::ServiceCache;
 use crate::state::{
     ApiError, ApiState, ApplyDocument, Changed, Endpoint, Mirror, NodeAddressing, NodeRecord,
-    Service, check_name, check_node_overlaps, check_service_conflicts, check_service_name, diff,
-    route_key, validate_endpoints, validate_mirror, validate_node, validate_service,
+    Service, Source, check_name, check_node_overlaps, check_service_conflicts, check_service_name,
+    diff, route_key, validate_endpoints, validate_mirror, validate_node, validate_service,
 };
 use crate::store::{Change, Store, TableId, changes};
 use crate::{ports, stats::Stats};
+
+mod source;
+pub use source::{ServiceChange, Skipped, SourceReport, SourceUpdate};
 
 /// What an apply changed, per kind of resource.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -81,7 +84,7 @@ impl Control {
         store.commit(&changes(&before, &state))?;
         let snapshot = Snapshot::build_with_ids(&config, 1, Some(&state.port_ids))?;
         let static_services = snapshot.services.entries().to_vec();
-        let mut services = ServiceCache::default();
+        let mut services = ServiceCache::new(&snapshot.node_name);
         let table = services
             .table(&state, &static_services)
             .map_err(|e| anyhow::anyhow!("stored services: {}", e.message))?;
@@ -189,7 +192,7 @@ impl Control {
     ) -> Result<(), ApiError> {
         for s in services {
             // The dataplane's view of the service's ports, as the table gets them.
-            let specs = crate::services::service_specs(s, &[]);
+            let specs = crate::services::service_specs(s, &[], "");
             for e in &self.static_services {
                 let node_port_taken = specs.iter().any(|p| {
                     p.node_port.is_some()
@@ -433,9 +436,7 @@ impl Control {
 
     /// `DELETE /v1/services/{ns}/{name}`.
     pub fn delete_service(&mut self, name: &str) -> Result<u64, ApiError> {
-        if !self.state.services.contains_key(name) {
-            return Err(ApiError::not_found(format!("service {name} not found")));
-        }
+        self.require_service(name)?;
         let keys = [
             Change::delete(TableId::Services, name),
             Change::delete(TableId::Endpoints, name),
@@ -448,10 +449,9 @@ impl Control {
 
     fn require_service(&self, name: &str) -> Result<(), ApiError> {
         check_service_name("service", name)?;
-        if self.state.services.contains_key(name) {
-            Ok(())
-        } else {
-            Err(ApiError::not_found(format!("service {name} not found")))
+        match self.state.services.get(name) {
+            Some(s) => refuse_managed("service", name, s.source),
+            None => Err(ApiError::not_found(format!("service {name} not found"))),
         }
     }
 
@@ -551,8 +551,9 @@ impl Control {
 
     /// `DELETE /v1/nodes/{name}`.
     pub fn delete_node(&mut self, name: &str) -> Result<u64, ApiError> {
-        if !self.state.nodes.contains_key(name) {
-            return Err(ApiError::not_found(format!("node {name} not found")));
+        match self.state.nodes.get(name) {
+            Some(n) => refuse_managed("node", name, n.source)?,
+            None => return Err(ApiError::not_found(format!("node {name} not found"))),
         }
         let mut candidate = self.state.clone();
         candidate.nodes.remove(name);
@@ -749,8 +750,19 @@ impl Control {
                 )));
             }
         }
+        for (name, s) in &self.state.services {
+            if s.source != Source::Api {
+                if services.contains_key(name) {
+                    refuse_managed("service", name, s.source)?;
+                }
+                if let Some(e) = self.state.endpoints.get(name) {
+                    endpoints.insert(name.clone(), e.clone());
+                }
+                services.insert(name.clone(), s.clone());
+            }
+        }
         check_service_conflicts(services.values())?;
-        self.check_static_conflicts(services.values())?;
+        self.check_static_conflicts(services.values().filter(|s| s.source == Source::Api))?;
         let mut routes = BTreeMap::new();
         for (i, r) in doc.routes.into_iter().enumerate() {
             let key = route_key(&r.prefix);
@@ -768,6 +780,14 @@ impl Control {
                 return Err(ApiError::conflict(format!(
                     "nodes[{i}].name = {name}: listed twice"
                 )));
+            }
+        }
+        for (name, n) in &self.state.nodes {
+            if n.source != Source::Api {
+                if nodes.contains_key(name) {
+                    refuse_managed("node", name, n.source)?;
+                }
+                nodes.insert(name.clone(), n.clone());
             }
         }
         check_node_overlaps(nodes.values(), self.snapshot().gateway.address)?;
@@ -835,6 +855,16 @@ impl Control {
                 Some(v)
             })
             .collect()
+    }
+}
+
+/// 409 for a change through the API to an object another source manages.
+fn refuse_managed(kind: &str, name: &str, source: Source) -> Result<(), ApiError> {
+    match source {
+        Source::Api => Ok(()),
+        Source::Kubernetes => Err(ApiError::conflict(format!(
+            "{kind} {name} is managed by the Kubernetes source (podswitchd --kubernetes); change it through the Kubernetes API"
+        ))),
     }
 }
 

@@ -44,6 +44,19 @@ pub struct RunOptions {
     pub state_dir: PathBuf,
     /// Also serve `/metrics` over TCP here.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Follow a Kubernetes cluster (`--kubernetes`).
+    pub kubernetes: Option<KubernetesRun>,
+}
+
+/// `--kubernetes` and its options.
+#[derive(Debug, Clone)]
+pub struct KubernetesRun {
+    /// `--kubeconfig`.
+    pub kubeconfig: Option<PathBuf>,
+    /// `--node-name` / `NODE_NAME` (default: the config file's node name).
+    pub node_name: Option<String>,
+    /// `--min-sync-interval-ms`.
+    pub min_sync_interval: Duration,
 }
 
 /// Holds the single-instance lock for as long as it lives.
@@ -153,6 +166,21 @@ pub fn run(opts: &RunOptions) -> Result<()> {
         .enable_all()
         .build()
         .context("cannot start the API runtime")?;
+    if let Some(k) = &opts.kubernetes {
+        let snapshot = api.control().snapshot();
+        let options = crate::kubernetes::KubeOptions {
+            kubeconfig: k.kubeconfig.clone(),
+            node_name: k
+                .node_name
+                .clone()
+                .unwrap_or_else(|| snapshot.node_name.clone()),
+            min_sync_interval: k.min_sync_interval,
+            vni: snapshot.overlay.as_ref().map_or(1, |o| o.vni),
+        };
+        tracing::info!(node = %options.node_name, kubeconfig = ?options.kubeconfig, "following the Kubernetes API");
+        let status = crate::kubernetes::spawn(runtime.handle(), Arc::clone(&api), options);
+        let _ = api.source.set(status);
+    }
     let served = runtime.block_on(serve(opts, Arc::clone(&api), &stop));
 
     tracing::info!("stopping");

@@ -9,6 +9,7 @@
 //! then costs one Maglev build plus re-indexing the table.
 
 use std::collections::HashMap;
+use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use podswitch_dataplane::services::{
@@ -17,44 +18,124 @@ use podswitch_dataplane::services::{
 
 use crate::state::{ApiError, ApiState, Endpoint, Service};
 
-/// The service ports of one API service as dataplane specs.
-pub fn service_specs(service: &Service, endpoints: &[Endpoint]) -> Vec<ServiceSpec> {
+/// The service ports of one API service as dataplane specs: per port, the
+/// cluster IP's frontend, one per external address, and with
+/// `externalTrafficPolicy: Local` different from the internal policy, the
+/// NodePort's own frontend (on `0.0.0.0`, which no packet carries, keyed by
+/// the node port so that two such services never meet). `local_node` names
+/// this node, for the `Local` policies.
+pub fn service_specs(
+    service: &Service,
+    endpoints: &[Endpoint],
+    local_node: &str,
+) -> Vec<ServiceSpec> {
     let affinity = (service.session_affinity == "ClientIP")
         .then(|| Duration::from_secs(u64::from(service.affinity_timeout_secs)));
-    service
-        .ports
-        .iter()
-        .filter_map(|p| {
-            let protocol = match p.protocol.as_str() {
-                "TCP" => Protocol::Tcp,
-                "UDP" => Protocol::Udp,
-                "SCTP" => Protocol::Sctp,
-                _ => return None,
-            };
-            // Validated to 1–65535 when stored.
-            let port = u16::try_from(p.port).ok()?;
-            let target_port = p
-                .target_port
-                .and_then(|t| u16::try_from(t).ok())
-                .unwrap_or(port);
-            let backends = endpoints
-                .iter()
-                .map(|e| BackendSpec {
-                    addr: e.address,
-                    port: target_port,
-                    ready: e.ready,
-                    terminating: e.terminating,
-                })
-                .collect();
-            Some(ServiceSpec {
-                vip: service.cluster_ip,
-                port,
-                protocol,
+    let internal_local = service.internal_traffic_policy == "Local";
+    let external_local = service.external_traffic_policy == "Local";
+    let mut specs = Vec::new();
+    for p in &service.ports {
+        let protocol = match p.protocol.as_str() {
+            "TCP" => Protocol::Tcp,
+            "UDP" => Protocol::Udp,
+            "SCTP" => Protocol::Sctp,
+            _ => continue,
+        };
+        // Validated to 1–65535 when stored.
+        let Ok(port) = u16::try_from(p.port) else {
+            continue;
+        };
+        let target_port = p
+            .target_port
+            .and_then(|t| u16::try_from(t).ok())
+            .unwrap_or(port);
+        let node_port = p.node_port.and_then(|n| u16::try_from(n).ok());
+        let cluster = backends(
+            endpoints,
+            &p.name,
+            target_port,
+            internal_local.then_some(local_node),
+        );
+        let external = if external_local == internal_local {
+            cluster.clone()
+        } else {
+            backends(
+                endpoints,
+                &p.name,
                 target_port,
-                node_port: p.node_port.and_then(|n| u16::try_from(n).ok()),
-                affinity,
-                backends,
-            })
+                external_local.then_some(local_node),
+            )
+        };
+        let spec =
+            |vip: Ipv4Addr, port: u16, node_port: Option<u16>, backends: Vec<BackendSpec>| {
+                ServiceSpec {
+                    vip,
+                    port,
+                    protocol,
+                    target_port,
+                    node_port,
+                    affinity,
+                    backends,
+                }
+            };
+        let shared_node_port = if external_local == internal_local {
+            node_port
+        } else {
+            None
+        };
+        specs.push(spec(service.cluster_ip, port, shared_node_port, cluster));
+        for ip in &service.external_ips {
+            specs.push(spec(*ip, port, None, external.clone()));
+        }
+        if shared_node_port.is_none()
+            && let Some(node_port) = node_port
+        {
+            specs.push(spec(
+                Ipv4Addr::UNSPECIFIED,
+                node_port,
+                Some(node_port),
+                external,
+            ));
+        }
+    }
+    specs
+}
+
+/// The backends of one service port among `endpoints` (only those on
+/// `local_node` when given). An endpoint with a port map (from an
+/// EndpointSlice) serves the ports it names, at the port it names; without
+/// one, every port at `target_port`. Endpoints that say whether they are
+/// serving follow kube-proxy: when none of the set is ready, the serving
+/// ones that terminate take new connections.
+fn backends(
+    endpoints: &[Endpoint],
+    port_name: &str,
+    target_port: u16,
+    local_node: Option<&str>,
+) -> Vec<BackendSpec> {
+    let candidates = || {
+        endpoints.iter().filter_map(|e| {
+            if local_node.is_some_and(|n| e.node != n) {
+                return None;
+            }
+            let port = if e.ports.is_empty() {
+                target_port
+            } else {
+                u16::try_from(*e.ports.get(port_name)?).ok()?
+            };
+            Some((e, port))
+        })
+    };
+    let any_ready = candidates().any(|(e, _)| e.ready && !e.terminating);
+    candidates()
+        .map(|(e, port)| {
+            let fallback = !any_ready && e.serving == Some(true) && e.terminating;
+            BackendSpec {
+                addr: e.address,
+                port,
+                ready: e.ready || fallback,
+                terminating: e.terminating && !fallback,
+            }
         })
         .collect()
 }
@@ -70,9 +151,27 @@ struct Built {
 #[derive(Default)]
 pub struct ServiceCache {
     built: HashMap<String, Built>,
+    /// This node's name, for the `Local` traffic policies.
+    local_node: String,
 }
 
 impl ServiceCache {
+    /// A cache for the node named `local_node`.
+    pub fn new(local_node: &str) -> ServiceCache {
+        ServiceCache {
+            built: HashMap::new(),
+            local_node: local_node.to_string(),
+        }
+    }
+
+    /// Renames this node: every service is built again on the next table.
+    pub fn set_local_node(&mut self, local_node: &str) {
+        if self.local_node != local_node {
+            self.local_node = local_node.to_string();
+            self.built.clear();
+        }
+    }
+
     /// The service table for `state`'s services and endpoints, followed by
     /// `static_entries` (services from the node's config file). Reuses the
     /// entries of services whose definition and endpoints compare equal to
@@ -129,7 +228,7 @@ impl ServiceCache {
             };
             if !fresh {
                 let previous = self.built.get(name).map(|b| b.entries.as_slice());
-                let entries = service_specs(service, endpoints)
+                let entries = service_specs(service, endpoints, &self.local_node)
                     .iter()
                     .map(|spec| {
                         // Same Maglev size as before, so an endpoint change
@@ -137,7 +236,11 @@ impl ServiceCache {
                         let size = previous
                             .into_iter()
                             .flatten()
-                            .find(|e| e.protocol() == spec.protocol && e.port() == spec.port)
+                            .find(|e| {
+                                e.protocol() == spec.protocol
+                                    && e.port() == spec.port
+                                    && e.vip() == spec.vip
+                            })
                             .map(|e| e.maglev().size() as u32);
                         ServiceEntry::with_table_size(spec, size)
                     })
@@ -181,6 +284,10 @@ mod tests {
                 .collect(),
             session_affinity: "ClientIP".to_string(),
             affinity_timeout_secs: 60,
+            external_ips: Vec::new(),
+            external_traffic_policy: "Cluster".to_string(),
+            internal_traffic_policy: "Cluster".to_string(),
+            source: Default::default(),
         }
     }
 
@@ -190,6 +297,8 @@ mod tests {
             ready,
             terminating,
             node: String::new(),
+            serving: None,
+            ports: Default::default(),
         }
     }
 
@@ -201,7 +310,7 @@ mod tests {
             &[("TCP", 80, Some(30080)), ("UDP", 53, None)],
         );
         let eps = [endpoint(5, true, false), endpoint(6, true, true)];
-        let specs = service_specs(&s, &eps);
+        let specs = service_specs(&s, &eps, "");
         assert_eq!(specs.len(), 2);
         assert_eq!(specs[0].protocol, Protocol::Tcp);
         assert_eq!((specs[0].port, specs[0].target_port), (80, 8080));
@@ -291,7 +400,8 @@ mod tests {
             size(&third)
                 > ServiceTable::new(service_specs(
                     &state.services["default/s7"],
-                    &state.endpoints["default/s7"]
+                    &state.endpoints["default/s7"],
+                    ""
                 ))
                 .map(|t| size(&t))
                 .unwrap()
@@ -320,7 +430,7 @@ mod tests {
     fn a_static_service_on_an_api_service_address_is_a_conflict() {
         let mut state = ApiState::default();
         let s = service("default/web", [10, 96, 0, 10], &[("TCP", 80, None)]);
-        let statics: Vec<ServiceEntry> = service_specs(&s, &[])
+        let statics: Vec<ServiceEntry> = service_specs(&s, &[], "")
             .iter()
             .map(ServiceEntry::new)
             .collect();

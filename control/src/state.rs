@@ -111,6 +111,45 @@ pub struct Service {
     /// ClientIP affinity timeout in seconds (1–86400).
     #[serde(default = "default_affinity_timeout")]
     pub affinity_timeout_secs: u32,
+    /// More addresses the service answers on with its ports: `externalIPs`
+    /// and load-balancer ingress IPs (traffic from outside the cluster).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub external_ips: Vec<Ipv4Addr>,
+    /// `Cluster` (default) or `Local`: NodePort and external addresses go
+    /// only to this node's endpoints, keeping the client's address.
+    #[serde(default = "default_policy", skip_serializing_if = "is_cluster")]
+    pub external_traffic_policy: String,
+    /// `Cluster` (default) or `Local`: the cluster IP goes only to this node's endpoints.
+    #[serde(default = "default_policy", skip_serializing_if = "is_cluster")]
+    pub internal_traffic_policy: String,
+    /// Who manages it: `api` (hand-made, the default) or `kubernetes`.
+    #[serde(default, skip_serializing_if = "Source::is_api")]
+    pub source: Source,
+}
+
+/// Who manages a stored object.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// Made through the control API (`podswitchctl`, `PUT /v1/state`).
+    #[default]
+    Api,
+    /// Translated from the Kubernetes API; read-only through the control API.
+    Kubernetes,
+}
+
+impl Source {
+    /// True for hand-made objects.
+    pub fn is_api(&self) -> bool {
+        *self == Source::Api
+    }
+}
+
+fn default_policy() -> String {
+    "Cluster".to_string()
+}
+fn is_cluster(p: &String) -> bool {
+    p == "Cluster"
 }
 
 fn default_affinity() -> String {
@@ -135,6 +174,17 @@ pub struct Endpoint {
     /// Node the pod runs on.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub node: String,
+    /// Serving (ready or not while terminating), when the source says so
+    /// (EndpointSlices): when none of a service's endpoints is ready, the
+    /// serving terminating ones take new connections, as with kube-proxy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serving: Option<bool>,
+    /// The endpoint's port per service port name (`""` for an unnamed
+    /// one), as an EndpointSlice resolves named target ports; empty: every
+    /// service port's `target_port`. With a map, a service port missing
+    /// from it has no backend here.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ports: BTreeMap<String, u32>,
 }
 
 fn yes() -> bool {
@@ -168,6 +218,9 @@ pub struct NodeRecord {
     /// Its VTEP MAC (default: derived from `node_ip`); absent in records stored before the overlay.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vtep_mac: Option<podswitch_dataplane::wire::MacAddr>,
+    /// Who manages it: `api` (hand-made, the default) or `kubernetes`.
+    #[serde(default, skip_serializing_if = "Source::is_api")]
+    pub source: Source,
 }
 
 impl NodeRecord {
@@ -438,7 +491,32 @@ pub fn validate_service(field: &str, s: &Service) -> Result<(), ApiError> {
             "must be 1 to 86400",
         ));
     }
+    for (i, ip) in s.external_ips.iter().enumerate() {
+        if !is_unicast(*ip) {
+            return Err(ApiError::invalid(
+                format!("{field}.external_ips[{i}]"),
+                ip,
+                "must be a unicast address",
+            ));
+        }
+    }
+    for (name, policy) in [
+        ("external_traffic_policy", &s.external_traffic_policy),
+        ("internal_traffic_policy", &s.internal_traffic_policy),
+    ] {
+        if !matches!(policy.as_str(), "Cluster" | "Local") {
+            return Err(ApiError::invalid(
+                format!("{field}.{name}"),
+                policy,
+                "must be Cluster or Local",
+            ));
+        }
+    }
     Ok(())
+}
+
+fn is_unicast(ip: Ipv4Addr) -> bool {
+    !(ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast() || ip.is_loopback())
 }
 
 /// Validates a service's endpoint list.
@@ -462,22 +540,44 @@ pub fn validate_endpoints(field: &str, endpoints: &[Endpoint]) -> Result<(), Api
         if !e.node.is_empty() {
             check_name(&format!("{field}[{i}].node"), &e.node)?;
         }
+        if let Some((name, port)) = e.ports.iter().find(|(_, p)| !(1..=65535).contains(*p)) {
+            return Err(ApiError::invalid(
+                format!("{field}[{i}].ports.{name:?}"),
+                port,
+                "must be 1 to 65535",
+            ));
+        }
     }
     Ok(())
 }
 
-/// Checks that no two services share a cluster IP or a NodePort.
+/// Checks that no two services share a cluster IP or a NodePort, and
+/// that no two frontends (cluster or external address, port, protocol)
+/// meet: services may share an external address on different ports, as
+/// Kubernetes allows.
 pub fn check_service_conflicts<'a>(
     services: impl Iterator<Item = &'a Service>,
 ) -> Result<(), ApiError> {
     let mut ips: BTreeMap<Ipv4Addr, &str> = BTreeMap::new();
     let mut node_ports: BTreeMap<(u32, &str), &str> = BTreeMap::new();
+    let mut frontends: BTreeMap<(Ipv4Addr, u32, &str), &str> = BTreeMap::new();
     for s in services {
         if let Some(other) = ips.insert(s.cluster_ip, &s.name) {
             return Err(ApiError::conflict(format!(
                 "cluster_ip = {}: already used by service {other}",
                 s.cluster_ip
             )));
+        }
+        let addresses = std::iter::once(s.cluster_ip).chain(s.external_ips.iter().copied());
+        for (ip, p) in addresses.flat_map(|ip| s.ports.iter().map(move |p| (ip, p))) {
+            if let Some(other) = frontends.insert((ip, p.port, p.protocol.as_str()), &s.name)
+                && other != s.name
+            {
+                return Err(ApiError::conflict(format!(
+                    "{ip}:{}/{}: already a frontend of service {other}",
+                    p.port, p.protocol
+                )));
+            }
         }
         for p in &s.ports {
             if let Some(np) = p.node_port

@@ -296,6 +296,10 @@ mod tests {
             }],
             session_affinity: "None".into(),
             affinity_timeout_secs: 10800,
+            external_ips: Vec::new(),
+            external_traffic_policy: "Cluster".into(),
+            internal_traffic_policy: "Cluster".into(),
+            source: Default::default(),
         }
     }
 
@@ -316,6 +320,8 @@ mod tests {
                 ready: true,
                 terminating: false,
                 node: String::new(),
+                serving: None,
+                ports: Default::default(),
             }],
         );
         a.port_ids.insert("pod-a".into(), 0);

@@ -1,0 +1,445 @@
+//! Changes from a source that owns its objects (the Kubernetes API): one
+//! update carries every service, endpoint list and node that changed since
+//! the last, and becomes one stored commit and one published snapshot.
+//!
+//! Unlike an API request, an update is not refused as a whole when one of
+//! its objects is bad: that object is skipped (with its reason, for the
+//! source's counters and its one log line) and the rest applied, so one
+//! untranslatable Service never stops the sync nor removes good state.
+//! Hand-made objects win over the source's on a clash of names or
+//! addresses; the source's objects are read-only through the API.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::Ipv4Addr;
+
+use podswitch_dataplane::config::Ipv4Cidr;
+use podswitch_dataplane::nat::ConntrackFilter;
+use podswitch_dataplane::wire::IpProtocol;
+
+use super::Control;
+use crate::state::{
+    ApiError, Endpoint, NodeRecord, Service, Source, check_node_overlaps, validate_endpoints,
+    validate_node, validate_service,
+};
+use crate::store::{Change, TableId};
+
+/// A service to store (with its endpoints) or remove (`None`), by name.
+pub type ServiceChange = (String, Option<(Service, Vec<Endpoint>)>);
+
+/// What changed at the source since its last update.
+#[derive(Debug, Default, Clone)]
+pub struct SourceUpdate {
+    /// Services to store (with their endpoints), or to remove (`None`), by `namespace/name`.
+    pub services: BTreeMap<String, Option<(Service, Vec<Endpoint>)>>,
+    /// When set, the source's nodes become exactly these.
+    pub nodes: Option<Vec<NodeRecord>>,
+    /// When set, this node's pod subnet (its gateway is the subnet's first address).
+    pub pod_subnet: Option<Ipv4Cidr>,
+}
+
+impl SourceUpdate {
+    /// True when it changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.services.is_empty() && self.nodes.is_none() && self.pod_subnet.is_none()
+    }
+}
+
+/// An object of an update that was not applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    /// `service`, `node` or `pod_subnet`.
+    pub kind: &'static str,
+    /// Its name.
+    pub name: String,
+    /// A short reason, for a metric label: `invalid`, `conflict`, `name_taken`.
+    pub reason: &'static str,
+    /// What was wrong, naming the field and the value.
+    pub message: String,
+}
+
+/// What an update did.
+#[derive(Debug, Clone, Default)]
+pub struct SourceReport {
+    /// The generation published (unchanged when nothing changed).
+    pub generation: u64,
+    /// Services stored or changed.
+    pub services_changed: usize,
+    /// Services removed.
+    pub services_removed: usize,
+    /// Whether the nodes or the pod subnet changed.
+    pub nodes_changed: bool,
+    /// Objects left out, with why.
+    pub skipped: Vec<Skipped>,
+    /// Conntrack entries removed because their UDP endpoint went away.
+    pub conntrack_flushed: usize,
+}
+
+/// The frontends (address, port, protocol) and node ports taken, by service.
+#[derive(Default)]
+struct Frontends<'a> {
+    addresses: HashMap<(Ipv4Addr, u32, &'a str), &'a str>,
+    cluster_ips: HashMap<Ipv4Addr, &'a str>,
+    node_ports: HashMap<(u32, &'a str), &'a str>,
+}
+
+impl<'a> Frontends<'a> {
+    /// Why `s` clashes with a service already in, if it does.
+    fn clash(&self, s: &Service) -> Option<String> {
+        if let Some(other) = self.cluster_ips.get(&s.cluster_ip) {
+            return Some(format!(
+                "cluster_ip = {}: already used by service {other}",
+                s.cluster_ip
+            ));
+        }
+        for p in &s.ports {
+            let addresses = std::iter::once(s.cluster_ip).chain(s.external_ips.iter().copied());
+            for ip in addresses {
+                if let Some(other) = self.addresses.get(&(ip, p.port, p.protocol.as_str())) {
+                    return Some(format!(
+                        "{ip}:{}/{}: already a frontend of service {other}",
+                        p.port, p.protocol
+                    ));
+                }
+            }
+            if let Some(np) = p.node_port
+                && let Some(other) = self.node_ports.get(&(np, p.protocol.as_str()))
+            {
+                return Some(format!("node_port = {np}: already used by service {other}"));
+            }
+        }
+        None
+    }
+
+    fn insert(&mut self, s: &'a Service) {
+        self.cluster_ips.insert(s.cluster_ip, &s.name);
+        for p in &s.ports {
+            let addresses = std::iter::once(s.cluster_ip).chain(s.external_ips.iter().copied());
+            for ip in addresses {
+                self.addresses
+                    .insert((ip, p.port, p.protocol.as_str()), &s.name);
+            }
+            if let Some(np) = p.node_port {
+                self.node_ports.insert((np, p.protocol.as_str()), &s.name);
+            }
+        }
+    }
+}
+
+impl Control {
+    /// Names this node for the `Local` traffic policies (the source's node name).
+    pub fn set_local_node(&mut self, name: &str) {
+        self.services.set_local_node(name);
+    }
+
+    /// Applies a source's update: every object checked on its own and
+    /// against the others (a bad one skipped), the changed keys stored in
+    /// one commit, then one snapshot published. UDP conntrack entries of
+    /// endpoints that went away are removed, so no datagram keeps going to
+    /// a pod that is gone (kubernetes#48370).
+    pub fn apply_source(&mut self, update: SourceUpdate) -> Result<SourceReport, ApiError> {
+        let mut report = SourceReport {
+            generation: self.snapshot().generation,
+            ..SourceReport::default()
+        };
+        let accepted = self.accept_services(update.services, &mut report);
+        let mut keys = Vec::new();
+        for (name, value) in &accepted {
+            match value {
+                Some((service, endpoints)) => {
+                    keys.push(Change::put(TableId::Services, name, service));
+                    keys.push(if endpoints.is_empty() {
+                        Change::delete(TableId::Endpoints, name)
+                    } else {
+                        Change::put(TableId::Endpoints, name, endpoints)
+                    });
+                }
+                None => {
+                    keys.push(Change::delete(TableId::Services, name));
+                    keys.push(Change::delete(TableId::Endpoints, name));
+                }
+            }
+        }
+        let removed_udp = self.removed_udp_backends(&accepted);
+        let mut candidate_nodes = None;
+        if let Some(nodes) = update.nodes {
+            let nodes = self.accept_nodes(nodes, &mut report);
+            let current: Vec<&NodeRecord> = self
+                .state
+                .nodes
+                .values()
+                .filter(|n| n.source == Source::Kubernetes)
+                .collect();
+            if current.len() != nodes.len() || nodes.iter().any(|n| !current.contains(&n)) {
+                candidate_nodes = Some(nodes);
+            }
+        }
+        let mut candidate_subnet = None;
+        if let Some(subnet) = update.pod_subnet {
+            match self.pod_subnet_addressing(subnet) {
+                Ok(Some(node)) => candidate_subnet = Some(node),
+                Ok(None) => {}
+                Err(e) => report.skipped.push(Skipped {
+                    kind: "pod_subnet",
+                    name: subnet.to_string(),
+                    reason: "invalid",
+                    message: e.message,
+                }),
+            }
+        }
+        for (_, value) in &accepted {
+            match value {
+                Some(_) => report.services_changed += 1,
+                None => report.services_removed += 1,
+            }
+        }
+        if candidate_nodes.is_none() && candidate_subnet.is_none() {
+            if !keys.is_empty() {
+                report.generation = self.commit_keys(&keys, |st| {
+                    for (name, value) in accepted {
+                        match value {
+                            Some((service, endpoints)) => {
+                                st.services.insert(name.clone(), service);
+                                if endpoints.is_empty() {
+                                    st.endpoints.remove(&name);
+                                } else {
+                                    st.endpoints.insert(name, endpoints);
+                                }
+                            }
+                            None => {
+                                st.services.remove(&name);
+                                st.endpoints.remove(&name);
+                            }
+                        }
+                    }
+                })?;
+            }
+        } else {
+            // Nodes or the addressing change the overlay and the pod
+            // subnet: the whole snapshot is built again.
+            report.nodes_changed = true;
+            let mut candidate = self.state.clone();
+            for (name, value) in accepted {
+                match value {
+                    Some((service, endpoints)) => {
+                        candidate.services.insert(name.clone(), service);
+                        if endpoints.is_empty() {
+                            candidate.endpoints.remove(&name);
+                        } else {
+                            candidate.endpoints.insert(name, endpoints);
+                        }
+                    }
+                    None => {
+                        candidate.services.remove(&name);
+                        candidate.endpoints.remove(&name);
+                    }
+                }
+            }
+            if let Some(nodes) = candidate_nodes {
+                candidate
+                    .nodes
+                    .retain(|_, n| n.source != Source::Kubernetes);
+                candidate
+                    .nodes
+                    .extend(nodes.into_iter().map(|n| (n.name.clone(), n)));
+            }
+            if let Some(node) = candidate_subnet {
+                candidate.node = Some(node);
+            }
+            let snapshot = self.build(&mut candidate)?;
+            report.generation = self.commit(candidate, snapshot)?;
+        }
+        if let Some(tables) = &self.tables {
+            for address in removed_udp {
+                report.conntrack_flushed += tables.conntrack.flush(&ConntrackFilter {
+                    protocol: Some(IpProtocol::UDP),
+                    reply_src: Some(address),
+                    ..ConntrackFilter::default()
+                });
+            }
+        }
+        Ok(report)
+    }
+
+    /// The services of an update that can be applied, each checked on its
+    /// own and against every other service; the rest go to `report`.
+    fn accept_services(
+        &self,
+        services: BTreeMap<String, Option<(Service, Vec<Endpoint>)>>,
+        report: &mut SourceReport,
+    ) -> Vec<ServiceChange> {
+        let mut frontends = Frontends::default();
+        for (name, s) in &self.state.services {
+            if !services.contains_key(name) {
+                frontends.insert(s);
+            }
+        }
+        let mut accepted = Vec::new();
+        let mut skip = |name: &str, reason, message: String| {
+            report.skipped.push(Skipped {
+                kind: "service",
+                name: name.to_string(),
+                reason,
+                message,
+            })
+        };
+        let mut checked = Vec::new();
+        for (name, value) in services {
+            let current = self.state.services.get(&name);
+            if current.is_some_and(|s| s.source != Source::Kubernetes) {
+                skip(
+                    &name,
+                    "name_taken",
+                    format!("{name}: a hand-made service has this name"),
+                );
+                continue;
+            }
+            match value {
+                None if current.is_some() => accepted.push((name, None)),
+                None => {}
+                Some((mut service, endpoints)) => {
+                    service.source = Source::Kubernetes;
+                    let valid = validate_service("service", &service)
+                        .and_then(|()| validate_endpoints("endpoints", &endpoints))
+                        .and_then(|()| self.check_static_conflicts(std::iter::once(&service)));
+                    if let Err(e) = valid {
+                        skip(&name, "invalid", format!("{name}: {}", e.message));
+                        // Whatever was stored for it stays until it is fixed or deleted.
+                        continue;
+                    }
+                    let unchanged = current == Some(&service)
+                        && self
+                            .state
+                            .endpoints
+                            .get(&name)
+                            .map(Vec::as_slice)
+                            .unwrap_or_default()
+                            == endpoints.as_slice();
+                    if !unchanged {
+                        checked.push((name, service, endpoints));
+                    } else if let Some(s) = current {
+                        frontends.insert(s);
+                    }
+                }
+            }
+        }
+        for (name, service, endpoints) in &checked {
+            if let Some(why) = frontends.clash(service) {
+                skip(name, "conflict", format!("{name}: {why}"));
+                // Its stored version, if any, keeps its frontends.
+                if let Some(s) = self.state.services.get(name) {
+                    frontends.insert(s);
+                }
+                continue;
+            }
+            frontends.insert(service);
+            accepted.push((name.clone(), Some((service.clone(), endpoints.clone()))));
+        }
+        accepted
+    }
+
+    /// Addresses that were UDP backends of the changed services and no
+    /// longer are (in any service after the change).
+    fn removed_udp_backends(&self, accepted: &[ServiceChange]) -> Vec<Ipv4Addr> {
+        let mut gone = Vec::new();
+        for (name, value) in accepted {
+            let Some(old) = self.state.services.get(name) else {
+                continue;
+            };
+            if !old.ports.iter().any(|p| p.protocol == "UDP") {
+                continue;
+            }
+            let still = |a: Ipv4Addr| {
+                value
+                    .as_ref()
+                    .is_some_and(|(_, eps)| eps.iter().any(|e| e.address == a))
+            };
+            for e in self.state.endpoints.get(name).into_iter().flatten() {
+                if !still(e.address) {
+                    gone.push(e.address);
+                }
+            }
+        }
+        gone.sort_unstable();
+        gone.dedup();
+        gone
+    }
+
+    /// The source's nodes that can be applied; the rest go to `report`.
+    fn accept_nodes(&self, nodes: Vec<NodeRecord>, report: &mut SourceReport) -> Vec<NodeRecord> {
+        let mut accepted: Vec<NodeRecord> = Vec::new();
+        let hand_made: Vec<&NodeRecord> = self
+            .state
+            .nodes
+            .values()
+            .filter(|n| n.source != Source::Kubernetes)
+            .collect();
+        let gateway = self.snapshot().gateway.address;
+        for mut node in nodes {
+            node.source = Source::Kubernetes;
+            let mut skip = |reason, message: String| {
+                report.skipped.push(Skipped {
+                    kind: "node",
+                    name: node.name.clone(),
+                    reason,
+                    message,
+                })
+            };
+            if let Err(e) = validate_node("node", &node) {
+                skip("invalid", e.message);
+                continue;
+            }
+            if hand_made.iter().any(|n| n.name == node.name) {
+                skip(
+                    "name_taken",
+                    format!("{}: a hand-made node has this name", node.name),
+                );
+                continue;
+            }
+            let others = hand_made.iter().copied().chain(accepted.iter());
+            if let Some(other) = others.clone().find(|n| n.node_ip == node.node_ip) {
+                skip(
+                    "conflict",
+                    format!("node_ip = {}: already node {}", node.node_ip, other.name),
+                );
+                continue;
+            }
+            if let Err(e) = check_node_overlaps(others.chain(std::iter::once(&node)), gateway) {
+                skip("conflict", e.message);
+                continue;
+            }
+            accepted.push(node);
+        }
+        accepted.sort_by(|a, b| a.name.cmp(&b.name));
+        accepted
+    }
+
+    /// The node addressing with `subnet` as the pod subnet (gateway: its
+    /// first address), or `None` when it is so already.
+    fn pod_subnet_addressing(
+        &self,
+        subnet: Ipv4Cidr,
+    ) -> Result<Option<crate::state::NodeAddressing>, ApiError> {
+        let snapshot = self.snapshot();
+        if subnet.prefix_len > 30 {
+            return Err(ApiError::invalid(
+                "pod_subnet",
+                subnet,
+                "must leave room for pods (prefix /30 or shorter)",
+            ));
+        }
+        let gateway = Ipv4Cidr {
+            addr: Ipv4Addr::from(u32::from(subnet.network()).wrapping_add(1)),
+            prefix_len: subnet.prefix_len,
+        };
+        if snapshot.gateway.address == gateway {
+            return Ok(None);
+        }
+        let config = self.state.effective_config(&self.file);
+        Ok(Some(crate::state::NodeAddressing {
+            gateway,
+            gateway_mac: config.bridge.gateway_mac,
+            uplink: config.uplink.clone(),
+            mac_aging_secs: config.bridge.mac_aging_secs,
+        }))
+    }
+}
