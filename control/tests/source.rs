@@ -353,3 +353,40 @@ fn nodes_follow_the_source_and_the_pod_subnet_moves_the_gateway() {
     .unwrap();
     assert_eq!(c.snapshot().gateway.address.to_string(), "10.244.7.1/24");
 }
+
+#[test]
+fn a_node_the_dataplane_refuses_is_skipped_and_the_rest_applies() {
+    let dir = temp_dir("bad-node");
+    let mut c = control(&dir.0);
+    let mut u = update(vec![(
+        service("shop/web", [10, 96, 0, 10], None),
+        vec![endpoint(2, "node-a", 8080)],
+    )]);
+    let peer = |name: &str, ip: [u8; 4], cidr: &str| NodeRecord {
+        name: name.into(),
+        node_ip: Ipv4Addr::from(ip),
+        pod_cidr: cidr.parse().unwrap(),
+        vni: 1,
+        vtep_mac: None,
+        source: Source::Kubernetes,
+    };
+    u.nodes = Some(vec![
+        // Not on the uplink's subnet: the overlay cannot reach it.
+        peer("node-a2", [172, 16, 0, 2], "10.244.3.0/24"),
+        peer("node-b", [192, 168, 100, 2], "10.244.2.0/24"),
+    ]);
+    let report = c.apply_source(u).unwrap();
+    assert!(report.nodes_changed);
+    assert_eq!(report.skipped.len(), 1, "{:?}", report.skipped);
+    assert_eq!(
+        (report.skipped[0].kind, report.skipped[0].name.as_str()),
+        ("node", "node-a2")
+    );
+    assert!(
+        report.skipped[0].message.contains("uplink"),
+        "{:?}",
+        report.skipped
+    );
+    assert_eq!(backends(&c, [10, 96, 0, 10]).len(), 1);
+    assert_eq!(c.state().nodes.keys().collect::<Vec<_>>(), ["node-b"]);
+}

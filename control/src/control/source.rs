@@ -125,6 +125,26 @@ impl<'a> Frontends<'a> {
     }
 }
 
+/// Stores or removes each service of `accepted` in `state`.
+fn apply_services(state: &mut crate::state::ApiState, accepted: Vec<ServiceChange>) {
+    for (name, value) in accepted {
+        match value {
+            Some((service, endpoints)) => {
+                state.services.insert(name.clone(), service);
+                if endpoints.is_empty() {
+                    state.endpoints.remove(&name);
+                } else {
+                    state.endpoints.insert(name, endpoints);
+                }
+            }
+            None => {
+                state.services.remove(&name);
+                state.endpoints.remove(&name);
+            }
+        }
+    }
+}
+
 impl Control {
     /// Names this node for the `Local` traffic policies (the source's node name).
     pub fn set_local_node(&mut self, name: &str) {
@@ -192,48 +212,11 @@ impl Control {
                 None => report.services_removed += 1,
             }
         }
-        if candidate_nodes.is_none() && candidate_subnet.is_none() {
-            if !keys.is_empty() {
-                report.generation = self.commit_keys(&keys, |st| {
-                    for (name, value) in accepted {
-                        match value {
-                            Some((service, endpoints)) => {
-                                st.services.insert(name.clone(), service);
-                                if endpoints.is_empty() {
-                                    st.endpoints.remove(&name);
-                                } else {
-                                    st.endpoints.insert(name, endpoints);
-                                }
-                            }
-                            None => {
-                                st.services.remove(&name);
-                                st.endpoints.remove(&name);
-                            }
-                        }
-                    }
-                })?;
-            }
-        } else {
+        if candidate_nodes.is_some() || candidate_subnet.is_some() {
             // Nodes or the addressing change the overlay and the pod
             // subnet: the whole snapshot is built again.
-            report.nodes_changed = true;
             let mut candidate = self.state.clone();
-            for (name, value) in accepted {
-                match value {
-                    Some((service, endpoints)) => {
-                        candidate.services.insert(name.clone(), service);
-                        if endpoints.is_empty() {
-                            candidate.endpoints.remove(&name);
-                        } else {
-                            candidate.endpoints.insert(name, endpoints);
-                        }
-                    }
-                    None => {
-                        candidate.services.remove(&name);
-                        candidate.endpoints.remove(&name);
-                    }
-                }
-            }
+            apply_services(&mut candidate, accepted.clone());
             if let Some(nodes) = candidate_nodes {
                 candidate
                     .nodes
@@ -245,11 +228,70 @@ impl Control {
             if let Some(node) = candidate_subnet {
                 candidate.node = Some(node);
             }
-            let snapshot = self.build(&mut candidate)?;
-            report.generation = self.commit(candidate, snapshot)?;
+            match self.build_dropping_bad_nodes(&mut candidate, &mut report) {
+                Ok(snapshot) => {
+                    report.nodes_changed = true;
+                    report.generation = self.commit(candidate, snapshot)?;
+                    self.flush_udp(&removed_udp, &mut report);
+                    return Ok(report);
+                }
+                // The nodes cannot run here (e.g. no overlay configured):
+                // the services still apply.
+                Err(e) => report.skipped.push(Skipped {
+                    kind: "node",
+                    name: "nodes".into(),
+                    reason: "invalid",
+                    message: e.message,
+                }),
+            }
         }
+        if !keys.is_empty() {
+            report.generation = self.commit_keys(&keys, |st| apply_services(st, accepted))?;
+        }
+        self.flush_udp(&removed_udp, &mut report);
+        Ok(report)
+    }
+
+    /// Builds `candidate`'s snapshot; a source's node the dataplane refuses
+    /// (e.g. its node IP is not reachable by the uplink) is left out, with
+    /// the dataplane's reason, and the build tried again.
+    fn build_dropping_bad_nodes(
+        &mut self,
+        candidate: &mut crate::state::ApiState,
+        report: &mut SourceReport,
+    ) -> Result<podswitch_dataplane::config::Snapshot, ApiError> {
+        loop {
+            let e = match self.build(candidate) {
+                Ok(snapshot) => return Ok(snapshot),
+                Err(e) => e,
+            };
+            // `nodes[i]` counts the file's nodes, then the stored ones in order.
+            let index = e
+                .message
+                .strip_prefix("nodes[")
+                .and_then(|rest| rest.split(']').next())
+                .and_then(|i| i.parse::<usize>().ok())
+                .and_then(|i| i.checked_sub(self.file.nodes.len()));
+            let name = index.and_then(|i| candidate.nodes.keys().nth(i).cloned());
+            match name {
+                Some(name) if candidate.nodes[&name].source == Source::Kubernetes => {
+                    candidate.nodes.remove(&name);
+                    report.skipped.push(Skipped {
+                        kind: "node",
+                        name: name.clone(),
+                        reason: "invalid",
+                        message: format!("node {name}: {}", e.message),
+                    });
+                }
+                _ => return Err(e),
+            }
+        }
+    }
+
+    /// Removes the UDP conntrack entries whose reply comes from `addresses`.
+    fn flush_udp(&self, addresses: &[Ipv4Addr], report: &mut SourceReport) {
         if let Some(tables) = &self.tables {
-            for address in removed_udp {
+            for &address in addresses {
                 report.conntrack_flushed += tables.conntrack.flush(&ConntrackFilter {
                     protocol: Some(IpProtocol::UDP),
                     reply_src: Some(address),
@@ -257,7 +299,6 @@ impl Control {
                 });
             }
         }
-        Ok(report)
     }
 
     /// The services of an update that can be applied, each checked on its
