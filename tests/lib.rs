@@ -1,7 +1,9 @@
 //! Shared helpers for workspace-level tests: paths, pcap reading, the
 //! independent oracle (etherparse) that checks frames the pipeline wrote,
-//! and ([`live`]) namespaces, a daemon runner and traffic for live tests.
+//! ([`live`]) namespaces, a daemon runner and traffic for live tests, and
+//! ([`k8s`]) a real Kubernetes control plane for tests that follow its API.
 
+pub mod k8s;
 pub mod live;
 
 use std::path::{Path, PathBuf};
