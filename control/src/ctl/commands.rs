@@ -210,6 +210,23 @@ fn status(ctx: &mut Ctx<'_>) -> Result<u8, Failure> {
         };
         summary.insert(key.into(), count);
     }
+    if let Some(source) = health_json.get("source") {
+        // e.g. "kubernetes (node-a): synced, 12 services, last sync 1.2 s ago"
+        let text = |k: &str| source.get(k).and_then(Value::as_str).unwrap_or("?");
+        let mut line = format!(
+            "{} ({}): {}",
+            text("kind"),
+            text("node_name"),
+            text("state")
+        );
+        if let Some(n) = source.pointer("/objects/services").and_then(Value::as_u64) {
+            line.push_str(&format!(", {n} services"));
+        }
+        if let Some(error) = source.get("error").and_then(Value::as_str) {
+            line.push_str(&format!(", error: {error}"));
+        }
+        summary.insert("source".into(), Value::from(line));
+    }
     write!(ctx.out, "{}", describe(&Value::Object(summary)))?;
     Ok(exit)
 }
