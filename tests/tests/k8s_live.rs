@@ -383,6 +383,43 @@ fn services_endpoints_and_policies_follow_the_api() {
         answers(&n.ext, np, 1)
     });
     assert_eq!(status_of(&n.daemon, "state"), "synced");
+    // UDP: a flow's endpoint no longer ready loses the flow at once (its
+    // conntrack entry removed), instead of keeping the datagrams (kubernetes#48370).
+    let dns = SocketAddrV4::new(web_ip, 53);
+    let sock = n
+        .client
+        .run(|| std::net::UdpSocket::bind("0.0.0.0:40053"))
+        .unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let udp_ask = |sock: &std::net::UdpSocket| -> Result<String, String> {
+        let mut buf = [0u8; 64];
+        for _ in 0..10 {
+            sock.send_to(b"q", dns).map_err(|e| e.to_string())?;
+            if let Ok((len, _)) = sock.recv_from(&mut buf) {
+                let text = String::from_utf8_lossy(&buf[..len]).to_string();
+                return Ok(text.split_whitespace().next().unwrap_or("").to_string());
+            }
+        }
+        Err(format!("no answer from {dns}"))
+    };
+    let first = wait_until(Duration::from_secs(10), "web answers UDP", || {
+        udp_ask(&sock)
+    });
+    assert_eq!(udp_ask(&sock).unwrap(), first, "one flow, one endpoint");
+    cp.set_pod_ready(NS, &first, false).unwrap();
+    wait_until(
+        Duration::from_secs(20),
+        "the UDP flow moved off the endpoint not ready",
+        || match udp_ask(&sock)? {
+            now if now == first => Err(format!("{first} still answers the flow")),
+            _ => Ok(()),
+        },
+    );
+    let flushed = metric(&n.daemon, "podswitch_kubernetes_conntrack_flushed_total").unwrap_or(0.0);
+    assert!(flushed >= 1.0, "{flushed}");
+    cp.set_pod_ready(NS, &first, true).unwrap();
+    drop(sock);
     // A pod not ready any more gets no new connection.
     cp.set_pod_ready(NS, "s3", false).unwrap();
     wait_until(Duration::from_secs(20), "s3 out of web", || {

@@ -179,7 +179,7 @@ impl Control {
                 }
             }
         }
-        let removed_udp = self.removed_udp_backends(&accepted);
+        let stale_udp = self.stale_udp_flows(&accepted);
         let mut candidate_nodes = None;
         if let Some(nodes) = update.nodes {
             let nodes = self.accept_nodes(nodes, &mut report);
@@ -232,7 +232,7 @@ impl Control {
                 Ok(snapshot) => {
                     report.nodes_changed = true;
                     report.generation = self.commit(candidate, snapshot)?;
-                    self.flush_udp(&removed_udp, &mut report);
+                    self.flush_udp(&stale_udp, &mut report);
                     return Ok(report);
                 }
                 // The nodes cannot run here (e.g. no overlay configured):
@@ -248,7 +248,7 @@ impl Control {
         if !keys.is_empty() {
             report.generation = self.commit_keys(&keys, |st| apply_services(st, accepted))?;
         }
-        self.flush_udp(&removed_udp, &mut report);
+        self.flush_udp(&stale_udp, &mut report);
         Ok(report)
     }
 
@@ -288,16 +288,12 @@ impl Control {
         }
     }
 
-    /// Removes the UDP conntrack entries whose reply comes from `addresses`.
-    fn flush_udp(&self, addresses: &[Ipv4Addr], report: &mut SourceReport) {
-        if let Some(tables) = &self.tables {
-            for &address in addresses {
-                report.conntrack_flushed += tables.conntrack.flush(&ConntrackFilter {
-                    protocol: Some(IpProtocol::UDP),
-                    reply_src: Some(address),
-                    ..ConntrackFilter::default()
-                });
-            }
+    /// Removes the conntrack entries `flows` match.
+    fn flush_udp(&self, flows: &[ConntrackFilter], report: &mut SourceReport) {
+        if let Some(tables) = &self.tables
+            && !flows.is_empty()
+        {
+            report.conntrack_flushed += tables.conntrack.flush_any(flows);
         }
     }
 
@@ -378,31 +374,48 @@ impl Control {
         accepted
     }
 
-    /// Addresses that were UDP backends of the changed services and no
-    /// longer are (in any service after the change).
-    fn removed_udp_backends(&self, accepted: &[ServiceChange]) -> Vec<Ipv4Addr> {
-        let mut gone = Vec::new();
+    /// What to flush for the UDP endpoints of the changed services that
+    /// were ready and no longer are (gone, not ready, terminating), as
+    /// kube-proxy does: per frontend of the service (cluster IP, external
+    /// addresses, node port) and endpoint address, so that other services'
+    /// flows to the same pod stay.
+    fn stale_udp_flows(&self, accepted: &[ServiceChange]) -> Vec<ConntrackFilter> {
+        let mut stale = Vec::new();
         for (name, value) in accepted {
             let Some(old) = self.state.services.get(name) else {
                 continue;
             };
-            if !old.ports.iter().any(|p| p.protocol == "UDP") {
+            let udp: Vec<&crate::state::ServicePort> =
+                old.ports.iter().filter(|p| p.protocol == "UDP").collect();
+            if udp.is_empty() {
                 continue;
             }
-            let still = |a: Ipv4Addr| {
-                value
-                    .as_ref()
-                    .is_some_and(|(_, eps)| eps.iter().any(|e| e.address == a))
+            let still_ready = |a: Ipv4Addr| {
+                value.as_ref().is_some_and(|(_, eps)| {
+                    eps.iter()
+                        .any(|e| e.address == a && e.ready && !e.terminating)
+                })
             };
             for e in self.state.endpoints.get(name).into_iter().flatten() {
-                if !still(e.address) {
-                    gone.push(e.address);
+                if !e.ready || e.terminating || still_ready(e.address) {
+                    continue;
+                }
+                let flow = |dst: Option<Ipv4Addr>, dport: Option<u16>| ConntrackFilter {
+                    protocol: Some(IpProtocol::UDP),
+                    dst,
+                    dport,
+                    reply_src: Some(e.address),
+                    ..ConntrackFilter::default()
+                };
+                for ip in std::iter::once(old.cluster_ip).chain(old.external_ips.iter().copied()) {
+                    stale.push(flow(Some(ip), None));
+                }
+                for np in udp.iter().filter_map(|p| p.node_port) {
+                    stale.push(flow(None, u16::try_from(np).ok()));
                 }
             }
         }
-        gone.sort_unstable();
-        gone.dedup();
-        gone
+        stale
     }
 
     /// The source's nodes that can be applied; the rest go to `report`.

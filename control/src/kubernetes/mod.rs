@@ -378,7 +378,7 @@ async fn sync(
             for t in triggers {
                 status.programmed(now.duration_since(*t).unwrap_or_default());
             }
-            status.synced(elapsed, report.generation);
+            status.synced(elapsed, report.generation, report.conntrack_flushed);
             if report.services_changed + report.services_removed > 0 || report.nodes_changed {
                 tracing::debug!(
                     changed = report.services_changed,

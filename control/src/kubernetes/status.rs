@@ -66,6 +66,7 @@ struct Inner {
     syncs: u64,
     sync_failures: u64,
     watch_errors: u64,
+    conntrack_flushed: u64,
     objects: [usize; 3],
     skipped: BTreeMap<(&'static str, &'static str), u64>,
     ignored: BTreeMap<&'static str, u64>,
@@ -153,9 +154,11 @@ impl SourceStatus {
         self.inner().programming.observe(latency);
     }
 
-    /// A sync published `generation` in `elapsed`.
-    pub fn synced(&self, elapsed: Duration, generation: u64) {
+    /// A sync published `generation` in `elapsed`, removing `flushed`
+    /// conntrack entries of endpoints no longer ready.
+    pub fn synced(&self, elapsed: Duration, generation: u64, flushed: usize) {
         let mut inner = self.inner();
+        inner.conntrack_flushed += flushed as u64;
         inner.sync_duration.observe(elapsed);
         inner.syncs += 1;
         inner.generation = generation;
@@ -251,6 +254,11 @@ impl SourceStatus {
             out,
             "# HELP podswitch_kubernetes_watch_restarts_total Watch or list failures (each followed by a relist).\n# TYPE podswitch_kubernetes_watch_restarts_total counter\npodswitch_kubernetes_watch_restarts_total {}",
             inner.watch_errors
+        );
+        let _ = writeln!(
+            out,
+            "# HELP podswitch_kubernetes_conntrack_flushed_total UDP conntrack entries removed because their endpoint stopped being ready.\n# TYPE podswitch_kubernetes_conntrack_flushed_total counter\npodswitch_kubernetes_conntrack_flushed_total {}",
+            inner.conntrack_flushed
         );
         let _ = writeln!(
             out,

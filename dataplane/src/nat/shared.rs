@@ -405,6 +405,12 @@ impl SharedConntrack {
 
     /// Removes every entry matching `filter`; returns how many.
     pub fn flush(&self, filter: &ConntrackFilter) -> usize {
+        self.flush_any(std::slice::from_ref(filter))
+    }
+
+    /// Removes every entry matching any of `filters`, in one walk of the
+    /// table; returns how many.
+    pub fn flush_any(&self, filters: &[ConntrackFilter]) -> usize {
         let mut removed = 0;
         let mut ids = Vec::new();
         for shard in 0..self.shards.len() {
@@ -413,7 +419,11 @@ impl SharedConntrack {
                 ids.extend(
                     table
                         .iter()
-                        .filter(|(_, e)| filter.matches(e.original(), e.reply(), e.tcp_state()))
+                        .filter(|(_, e)| {
+                            filters
+                                .iter()
+                                .any(|f| f.matches(e.original(), e.reply(), e.tcp_state()))
+                        })
                         .map(|(id, _)| id),
                 );
                 for &id in &ids {
