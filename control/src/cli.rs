@@ -69,9 +69,9 @@ struct RunArgs {
     #[arg(long, env = "NODE_NAME")]
     node_name: Option<String>,
     /// The least time between two Kubernetes syncs, in milliseconds:
-    /// changes within it are applied together.
-    #[arg(long, default_value_t = 50)]
-    min_sync_interval_ms: u64,
+    /// changes within it are applied together [default: 50].
+    #[arg(long)]
+    min_sync_interval_ms: Option<u64>,
 }
 
 #[derive(clap::Args)]
@@ -131,13 +131,17 @@ fn init_logging() {
         .try_init();
 }
 
-/// The Kubernetes source's options, when `--kubernetes` is given.
-fn kubernetes_options(args: &RunArgs) -> Option<crate::daemon::KubernetesRun> {
-    args.kubernetes.then(|| crate::daemon::KubernetesRun {
+/// The Kubernetes source's options from the command line (the config
+/// file's `[kubernetes]` fills in what they leave out).
+fn kubernetes_options(args: &RunArgs) -> crate::daemon::KubernetesRun {
+    crate::daemon::KubernetesRun {
+        enabled: args.kubernetes,
         kubeconfig: args.kubeconfig.clone(),
         node_name: args.node_name.clone(),
-        min_sync_interval: std::time::Duration::from_millis(args.min_sync_interval_ms),
-    })
+        min_sync_interval: args
+            .min_sync_interval_ms
+            .map(std::time::Duration::from_millis),
+    }
 }
 
 /// Parses the command line and runs it.

@@ -44,19 +44,51 @@ pub struct RunOptions {
     pub state_dir: PathBuf,
     /// Also serve `/metrics` over TCP here.
     pub metrics_listen: Option<std::net::SocketAddr>,
-    /// Follow a Kubernetes cluster (`--kubernetes`).
-    pub kubernetes: Option<KubernetesRun>,
+    /// The Kubernetes source's command-line options.
+    pub kubernetes: KubernetesRun,
 }
 
-/// `--kubernetes` and its options.
-#[derive(Debug, Clone)]
+/// `--kubernetes` and its options; what they leave out comes from the
+/// config file's `[kubernetes]`.
+#[derive(Debug, Clone, Default)]
 pub struct KubernetesRun {
+    /// `--kubernetes`: follow the cluster even without `[kubernetes]`.
+    pub enabled: bool,
     /// `--kubeconfig`.
     pub kubeconfig: Option<PathBuf>,
-    /// `--node-name` / `NODE_NAME` (default: the config file's node name).
+    /// `--node-name` / `NODE_NAME`.
     pub node_name: Option<String>,
     /// `--min-sync-interval-ms`.
-    pub min_sync_interval: Duration,
+    pub min_sync_interval: Option<Duration>,
+}
+
+impl KubernetesRun {
+    /// The source's options with the file's section, or `None` when
+    /// neither turns the source on. The node name defaults to `[node] name`.
+    pub fn resolve(
+        &self,
+        file: Option<&podswitch_dataplane::config::KubernetesSection>,
+        snapshot: &Snapshot,
+    ) -> Option<crate::kubernetes::KubeOptions> {
+        if !self.enabled && !file.is_some_and(|f| f.enabled) {
+            return None;
+        }
+        Some(crate::kubernetes::KubeOptions {
+            kubeconfig: self
+                .kubeconfig
+                .clone()
+                .or_else(|| file.and_then(|f| f.kubeconfig.clone())),
+            node_name: self
+                .node_name
+                .clone()
+                .or_else(|| file.and_then(|f| f.node_name.clone()))
+                .unwrap_or_else(|| snapshot.node_name.clone()),
+            min_sync_interval: self.min_sync_interval.unwrap_or_else(|| {
+                Duration::from_millis(file.map_or(50, |f| f.min_sync_interval_ms))
+            }),
+            vni: snapshot.overlay.as_ref().map_or(1, |o| o.vni),
+        })
+    }
 }
 
 /// Holds the single-instance lock for as long as it lives.
@@ -107,6 +139,7 @@ impl InstanceLock {
 pub fn run(opts: &RunOptions) -> Result<()> {
     let lock = InstanceLock::acquire(&opts.run_dir)?;
     let file = NodeConfig::load(&opts.config)?;
+    let kubernetes_section = file.kubernetes.clone();
     let store = Store::open(&opts.state_dir)?;
     // The stored API state is restored before the first packet is forwarded.
     let (mut control, snapshot) =
@@ -166,17 +199,10 @@ pub fn run(opts: &RunOptions) -> Result<()> {
         .enable_all()
         .build()
         .context("cannot start the API runtime")?;
-    if let Some(k) = &opts.kubernetes {
-        let snapshot = api.control().snapshot();
-        let options = crate::kubernetes::KubeOptions {
-            kubeconfig: k.kubeconfig.clone(),
-            node_name: k
-                .node_name
-                .clone()
-                .unwrap_or_else(|| snapshot.node_name.clone()),
-            min_sync_interval: k.min_sync_interval,
-            vni: snapshot.overlay.as_ref().map_or(1, |o| o.vni),
-        };
+    let kubernetes = opts
+        .kubernetes
+        .resolve(kubernetes_section.as_ref(), &api.control().snapshot());
+    if let Some(options) = kubernetes {
         tracing::info!(node = %options.node_name, kubeconfig = ?options.kubeconfig, "following the Kubernetes API");
         let status = crate::kubernetes::spawn(runtime.handle(), Arc::clone(&api), options);
         let _ = api.source.set(status);

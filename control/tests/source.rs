@@ -390,3 +390,46 @@ fn a_node_the_dataplane_refuses_is_skipped_and_the_rest_applies() {
     assert_eq!(backends(&c, [10, 96, 0, 10]).len(), 1);
     assert_eq!(c.state().nodes.keys().collect::<Vec<_>>(), ["node-b"]);
 }
+
+#[test]
+fn flags_win_over_the_kubernetes_section_which_turns_the_source_on() {
+    use podswitch_control::daemon::KubernetesRun;
+    use std::time::Duration;
+    let with = |section: &str| NodeConfig::from_toml_str(&format!("{CONFIG}\n{section}")).unwrap();
+    let snapshot = podswitch_dataplane::config::Snapshot::build(&with(""), 1).unwrap();
+    let off = KubernetesRun::default();
+    assert!(off.resolve(None, &snapshot).is_none());
+    let file = with("[kubernetes]\nkubeconfig = \"/k\"\nmin_sync_interval_ms = 80\n");
+    let on = off.resolve(file.kubernetes.as_ref(), &snapshot).unwrap();
+    assert_eq!(on.node_name, "node-a");
+    assert_eq!(on.kubeconfig, Some("/k".into()));
+    assert_eq!(on.min_sync_interval, Duration::from_millis(80));
+    let flags = KubernetesRun {
+        enabled: false,
+        kubeconfig: Some("/flag".into()),
+        node_name: Some("from-env".into()),
+        min_sync_interval: Some(Duration::from_millis(5)),
+    };
+    let both = flags.resolve(file.kubernetes.as_ref(), &snapshot).unwrap();
+    assert_eq!(
+        (
+            both.kubeconfig,
+            both.node_name.as_str(),
+            both.min_sync_interval
+        ),
+        (Some("/flag".into()), "from-env", Duration::from_millis(5))
+    );
+    let disabled = with("[kubernetes]\nenabled = false\n");
+    assert!(
+        flags
+            .resolve(disabled.kubernetes.as_ref(), &snapshot)
+            .is_none()
+    );
+    let forced = KubernetesRun {
+        enabled: true,
+        ..KubernetesRun::default()
+    };
+    let defaults = forced.resolve(None, &snapshot).unwrap();
+    assert_eq!(defaults.min_sync_interval, Duration::from_millis(50));
+    assert_eq!(defaults.kubeconfig, None);
+}

@@ -11,8 +11,8 @@ use podswitch_cni::types::{
     Attachment, DEFAULT_DATA_DIR, DEFAULT_SOCKET, Dns, IpamConf, NetConf, RangeConf, RouteConf,
 };
 use podswitch_dataplane::config::{
-    BridgeSection, IcmpSection, NeighbourSection, NodeConfig, NodeSection, PortSection,
-    RouteSection, UplinkSection,
+    BridgeSection, IcmpSection, KubernetesSection, NeighbourSection, NodeConfig, NodeSection,
+    PortSection, RouteSection, UplinkSection,
 };
 use podswitch_dataplane::nat::config::{
     ConntrackSection, EndpointSection, NatSection, ServiceSection,
@@ -103,6 +103,7 @@ fn node_section_rows(section: &str) -> Option<Vec<String>> {
         "conntrack" => rows_of("conntrack", struct_fields::<ConntrackSection>()),
         "overlay" => rows_of("overlay", struct_fields::<OverlaySection>()),
         "nodes" => rows_of("nodes[]", struct_fields::<RemoteNodeSection>()),
+        "kubernetes" => rows_of("kubernetes", struct_fields::<KubernetesSection>()),
         _ => return None,
     };
     Some(rows)
@@ -274,6 +275,7 @@ endpoints = [{ address = "10.244.1.2" }]
 name = "n"
 node_ip = "192.168.100.2"
 pod_cidr = "10.244.2.0/24"
+[kubernetes]
 "#;
 
 #[test]
@@ -341,6 +343,10 @@ fn example_node_config_parses_and_builds() {
     let with_overlay =
         NodeConfig::from_toml_str(&uncommented).expect("the example with [overlay] parses");
     assert!(with_overlay.overlay.is_some() && with_overlay.nodes.len() == 1);
+    assert!(
+        with_overlay.kubernetes.is_some(),
+        "the example shows [kubernetes]"
+    );
     podswitch_dataplane::config::Snapshot::build(&with_overlay, 1)
         .expect("the example with [overlay] validates");
 }

@@ -137,6 +137,36 @@ pub struct NodeConfig {
     /// The other nodes of the cluster, reached through VXLAN tunnels.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nodes: Vec<crate::overlay::RemoteNodeSection>,
+    /// Follow a Kubernetes cluster (the control plane's; the dataplane only carries it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<KubernetesSection>,
+}
+
+/// `[kubernetes]`: podswitchd follows the cluster's Services,
+/// EndpointSlices and Nodes (also `podswitchd run --kubernetes`; flags win).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesSection {
+    /// Follow the cluster (`false` turns a present section off).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// A kubeconfig; without it, in-cluster credentials, then `$KUBECONFIG`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubeconfig: Option<std::path::PathBuf>,
+    /// This node's name in the cluster (default: `NODE_NAME`, then `[node] name`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_name: Option<String>,
+    /// The least time between two syncs, in milliseconds.
+    #[serde(default = "default_min_sync_interval_ms")]
+    pub min_sync_interval_ms: u64,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_min_sync_interval_ms() -> u64 {
+    50
 }
 
 /// `[node]`.
