@@ -74,7 +74,7 @@ impl Direction {
 /// Timeouts in seconds; the defaults are Linux's `nf_conntrack` ones.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct Timeouts {
-    /// TCP SYN_SENT (and NONE).
+    /// TCP SYN_SENT (and NONE, and SYN_SENT2 of a simultaneous open).
     pub tcp_syn_sent: u32,
     /// TCP SYN_RECV.
     pub tcp_syn_recv: u32,
@@ -123,7 +123,7 @@ impl Timeouts {
     /// The timeout of a TCP connection in `state`.
     pub const fn tcp(&self, state: TcpState) -> u32 {
         match state {
-            TcpState::None | TcpState::SynSent => self.tcp_syn_sent,
+            TcpState::None | TcpState::SynSent | TcpState::SynSent2 => self.tcp_syn_sent,
             TcpState::SynRecv => self.tcp_syn_recv,
             TcpState::Established => self.tcp_established,
             TcpState::FinWait => self.tcp_fin_wait,

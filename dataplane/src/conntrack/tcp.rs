@@ -1,10 +1,10 @@
 //! The TCP state machine and a simplified window check.
 //!
 //! The transitions follow Linux's `tcp_conntracks` table
-//! (`nf_conntrack_proto_tcp.c`), minus the LISTEN and SYN_SENT2 states:
-//! a simultaneous open (SYN answered by SYN) is ignored rather than tracked,
-//! and so is a SYN from the responder in TIME_WAIT (Linux reopens; only a
-//! reopen from the originator is supported here).
+//! (`nf_conntrack_proto_tcp.c`), including SYN_SENT2 for a simultaneous
+//! open (a SYN answered by a SYN, then a SYN-ACK from each side), minus the
+//! unused LISTEN state. A SYN from the responder in TIME_WAIT is ignored
+//! (Linux reopens; only a reopen from the originator is supported here).
 //!
 //! The window check keeps, per direction, the highest sequence number sent
 //! (`end`), the highest sequence number the peer allowed (`max_end`, from its
@@ -45,11 +45,13 @@ pub enum TcpState {
     TimeWait,
     /// A RST was seen.
     Close,
+    /// SYNs seen from both sides: a simultaneous open.
+    SynSent2,
 }
 
 impl TcpState {
     /// Every state, in table order.
-    pub const ALL: [TcpState; 9] = [
+    pub const ALL: [TcpState; 10] = [
         TcpState::None,
         TcpState::SynSent,
         TcpState::SynRecv,
@@ -59,6 +61,7 @@ impl TcpState {
         TcpState::LastAck,
         TcpState::TimeWait,
         TcpState::Close,
+        TcpState::SynSent2,
     ];
 
     /// The name `conntrack -L` prints.
@@ -73,6 +76,7 @@ impl TcpState {
             TcpState::LastAck => "LAST_ACK",
             TcpState::TimeWait => "TIME_WAIT",
             TcpState::Close => "CLOSE",
+            TcpState::SynSent2 => "SYN_SENT2",
         }
     }
 }
@@ -189,25 +193,26 @@ const CW: Next = Next::To(S::CloseWait);
 const LA: Next = Next::To(S::LastAck);
 const TW: Next = Next::To(S::TimeWait);
 const CL: Next = Next::To(S::Close);
+const S2: Next = Next::To(S::SynSent2);
 
 /// `TRANSITIONS[direction][flag index][state]`; columns follow `TcpState::ALL`.
 #[rustfmt::skip]
-const TRANSITIONS: [[[Next; 9]; 5]; 2] = [
-    // Original direction.   NO  SS  SR  ES  FW  CW  LA  TW  CL
+const TRANSITIONS: [[[Next; 10]; 5]; 2] = [
+    // Original direction.   NO  SS  SR  ES  FW  CW  LA  TW  CL  S2
     [
-        /* syn    */        [SS, SS, IG, IG, IG, IG, IG, SS, SS],
-        /* synack */        [IV, IV, SR, IV, IV, IV, IV, IV, IV],
-        /* fin    */        [IV, IV, FW, FW, LA, LA, LA, TW, CL],
-        /* ack    */        [ES, IV, ES, ES, CW, CW, TW, TW, CL],
-        /* rst    */        [IV, CL, CL, CL, CL, CL, CL, CL, CL],
+        /* syn    */        [SS, SS, IG, IG, IG, IG, IG, SS, SS, S2],
+        /* synack */        [IV, IV, SR, IV, IV, IV, IV, IV, IV, SR],
+        /* fin    */        [IV, IV, FW, FW, LA, LA, LA, TW, CL, IV],
+        /* ack    */        [ES, IV, ES, ES, CW, CW, TW, TW, CL, IV],
+        /* rst    */        [IV, CL, CL, CL, CL, CL, CL, CL, CL, CL],
     ],
-    // Reply direction.      NO  SS  SR  ES  FW  CW  LA  TW  CL
+    // Reply direction.      NO  SS  SR  ES  FW  CW  LA  TW  CL  S2
     [
-        /* syn    */        [IV, IG, IV, IV, IV, IV, IV, IG, IV],
-        /* synack */        [IV, SR, IG, IG, IG, IG, IG, IG, IG],
-        /* fin    */        [IV, IV, FW, FW, LA, LA, LA, TW, CL],
-        /* ack    */        [IV, IG, SR, ES, CW, CW, TW, TW, CL],
-        /* rst    */        [IV, CL, CL, CL, CL, CL, CL, CL, CL],
+        /* syn    */        [IV, S2, IV, IV, IV, IV, IV, IG, IV, S2],
+        /* synack */        [IV, SR, IG, IG, IG, IG, IG, IG, IG, SR],
+        /* fin    */        [IV, IV, FW, FW, LA, LA, LA, TW, CL, IV],
+        /* ack    */        [IV, IG, SR, ES, CW, CW, TW, TW, CL, IG],
+        /* rst    */        [IV, CL, CL, CL, CL, CL, CL, CL, CL, CL],
     ],
 ];
 
@@ -221,6 +226,8 @@ const NO_SCALE: u8 = 0xF;
 const SEEN_ORIGINAL: u8 = 1;
 const SEEN_REPLY: u8 = 2;
 const LIBERAL: u8 = 4;
+/// The connection went through SYN_SENT2 (Linux's `IP_CT_TCP_SIMULTANEOUS_OPEN`).
+const SIMULTANEOUS_OPEN: u8 = 8;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
 struct Window {
@@ -291,11 +298,20 @@ impl TcpTracking {
     /// and flags.
     fn track_by_table(&mut self, dir: Direction, seg: &TcpSegment) -> Result<TcpState, TcpReject> {
         let index = flag_index(seg.flags).ok_or(TcpReject::InvalidTransition)?;
-        let next = match TRANSITIONS[dir as usize][index][self.state as usize] {
+        let mut next = match TRANSITIONS[dir as usize][index][self.state as usize] {
             Next::To(s) => s,
             Next::Ignore => return Err(TcpReject::Ignored),
             Next::Invalid => return Err(TcpReject::InvalidTransition),
         };
+        // The table alone cannot finish a simultaneous open: there, either
+        // side's ACK completes the handshake, as in Linux.
+        if next == TcpState::SynRecv
+            && self.seen & SIMULTANEOUS_OPEN != 0
+            && index == 3
+            && self.state == TcpState::SynRecv
+        {
+            next = TcpState::Established;
+        }
         let reopen =
             next == TcpState::SynSent && matches!(self.state, TcpState::TimeWait | TcpState::Close);
         if reopen {
@@ -308,6 +324,9 @@ impl TcpTracking {
                 self.seen |= LIBERAL;
             }
             self.track_window(dir, seg)?;
+        }
+        if next == TcpState::SynSent2 {
+            self.seen |= SIMULTANEOUS_OPEN;
         }
         self.state = next;
         Ok(next)
@@ -467,6 +486,7 @@ mod tests {
                     (O, ACK),
                 ],
                 TcpState::Close => &[(O, SYN), (R, SYNACK), (O, ACK), (R, RST)],
+                TcpState::SynSent2 => &[(O, SYN), (R, SYN)],
             };
             for &(dir, flags) in path {
                 c.send(dir, flags, 0).unwrap();
@@ -484,20 +504,20 @@ mod tests {
         // None = rejected (ignored or invalid), state unchanged.
         let n = None;
         #[rustfmt::skip]
-        let expected: [[[Option<T>; 9]; 5]; 2] = [
+        let expected: [[[Option<T>; 10]; 5]; 2] = [
             [
-                [Some(T::SynSent), Some(T::SynSent), n, n, n, n, n, Some(T::SynSent), Some(T::SynSent)],
-                [n, n, Some(T::SynRecv), n, n, n, n, n, n],
-                [n, n, Some(T::FinWait), Some(T::FinWait), Some(T::LastAck), Some(T::LastAck), Some(T::LastAck), Some(T::TimeWait), Some(T::Close)],
-                [Some(T::Established), n, Some(T::Established), Some(T::Established), Some(T::CloseWait), Some(T::CloseWait), Some(T::TimeWait), Some(T::TimeWait), Some(T::Close)],
-                [n, Some(T::Close), Some(T::Close), Some(T::Close), Some(T::Close), Some(T::Close), Some(T::Close), Some(T::Close), Some(T::Close)],
+                [Some(T::SynSent), Some(T::SynSent), n, n, n, n, n, Some(T::SynSent), Some(T::SynSent), Some(T::SynSent2)],
+                [n, n, Some(T::SynRecv), n, n, n, n, n, n, Some(T::SynRecv)],
+                [n, n, Some(T::FinWait), Some(T::FinWait), Some(T::LastAck), Some(T::LastAck), Some(T::LastAck), Some(T::TimeWait), Some(T::Close), n],
+                [Some(T::Established), n, Some(T::Established), Some(T::Established), Some(T::CloseWait), Some(T::CloseWait), Some(T::TimeWait), Some(T::TimeWait), Some(T::Close), n],
+                [n, Some(T::Close), Some(T::Close), Some(T::Close), Some(T::Close), Some(T::Close), Some(T::Close), Some(T::Close), Some(T::Close), Some(T::Close)],
             ],
             [
-                [n, n, n, n, n, n, n, n, n],
-                [n, Some(T::SynRecv), n, n, n, n, n, n, n],
-                [n, n, Some(T::FinWait), Some(T::FinWait), Some(T::LastAck), Some(T::LastAck), Some(T::LastAck), Some(T::TimeWait), Some(T::Close)],
-                [n, n, Some(T::SynRecv), Some(T::Established), Some(T::CloseWait), Some(T::CloseWait), Some(T::TimeWait), Some(T::TimeWait), Some(T::Close)],
-                [n, Some(T::Close), Some(T::Close), Some(T::Close), Some(T::Close), Some(T::Close), Some(T::Close), Some(T::Close), Some(T::Close)],
+                [n, Some(T::SynSent2), n, n, n, n, n, n, n, Some(T::SynSent2)],
+                [n, Some(T::SynRecv), n, n, n, n, n, n, n, Some(T::SynRecv)],
+                [n, n, Some(T::FinWait), Some(T::FinWait), Some(T::LastAck), Some(T::LastAck), Some(T::LastAck), Some(T::TimeWait), Some(T::Close), n],
+                [n, n, Some(T::SynRecv), Some(T::Established), Some(T::CloseWait), Some(T::CloseWait), Some(T::TimeWait), Some(T::TimeWait), Some(T::Close), n],
+                [n, Some(T::Close), Some(T::Close), Some(T::Close), Some(T::Close), Some(T::Close), Some(T::Close), Some(T::Close), Some(T::Close), Some(T::Close)],
             ],
         ];
         for (d, dir) in [O, R].into_iter().enumerate() {
@@ -517,6 +537,38 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn simultaneous_open_is_tracked_in_either_order() {
+        // Both sides send a SYN, then both answer with a SYN-ACK that repeats
+        // their SYN (RFC 793 figure 8); Linux passes them through SYN_SENT2.
+        for originator_answers_first in [true, false] {
+            let mut c = Conn::new();
+            assert_eq!(c.send(O, SYN, 0), Ok(TcpState::SynSent));
+            let crossing = c.send(R, SYN, 0);
+            assert_eq!(crossing.map(TcpState::name), Ok("SYN_SENT2"));
+            let syn_ack = |dir: Direction| TcpSegment {
+                seq: c.next_seq[dir as usize].wrapping_sub(1),
+                ..c.seg(dir, SYNACK, 0)
+            };
+            let (first, second) = if originator_answers_first {
+                (O, R)
+            } else {
+                (R, O)
+            };
+            let (first_seg, second_seg) = (syn_ack(first), syn_ack(second));
+            assert_eq!(c.t.track(first, &first_seg), Ok(TcpState::SynRecv));
+            let late = c.t.track(second, &second_seg);
+            assert!(
+                matches!(late, Ok(TcpState::SynRecv) | Err(TcpReject::Ignored)),
+                "second SYN-ACK, originator first: {originator_answers_first}: {late:?}"
+            );
+            // Data from either side then establishes the connection.
+            assert_eq!(c.send(second, ACK, 100), Ok(TcpState::Established));
+            assert_eq!(c.send(first, ACK, 100), Ok(TcpState::Established));
+            assert!(c.t.seen_reply());
         }
     }
 

@@ -40,6 +40,23 @@ fn cluster_ip_tcp_handshake_data_and_close() {
 }
 
 #[test]
+fn simultaneous_open_through_a_cluster_ip_is_forwarded() {
+    // Both sides send a SYN, then each a SYN-ACK, as Linux lets through.
+    let mut n = Node::new();
+    n.through(A, to_web(CLIENT, 100, Flags::Syn, b""), B);
+    let syn = n.through(B, web_reply(CLIENT, 500, Flags::Syn, b""), A);
+    assert_eq!((syn.src, syn.dst), ((WEB, 80), CLIENT));
+    let synack = n.through(A, to_web(CLIENT, 100, Flags::SynAck(501), b""), B);
+    assert_eq!((synack.src, synack.dst), (CLIENT, (IP_B, 8080)));
+    let synack = n.through(B, web_reply(CLIENT, 500, Flags::SynAck(101), b""), A);
+    assert_eq!((synack.src, synack.dst), ((WEB, 80), CLIENT));
+    n.through(B, web_reply(CLIENT, 501, Flags::Ack(101), b"hello"), A);
+    n.through(A, to_web(CLIENT, 101, Flags::Ack(506), b"hi"), B);
+    assert_eq!(n.first_tcp_state(), Some(TcpState::Established));
+    assert_eq!(n.drops(DropReason::ConntrackInvalid), 0);
+}
+
+#[test]
 fn out_of_window_and_invalid_segments_are_dropped() {
     let mut n = Node::new();
     handshake(&mut n, CLIENT);
