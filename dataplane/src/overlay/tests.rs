@@ -342,6 +342,37 @@ fn decapsulation_routes_to_the_local_pod() {
 }
 
 #[test]
+fn priority_tagged_outer_and_inner_frames_are_decapsulated() {
+    // VLAN ID 0 only carries a priority: Linux handles such frames as untagged.
+    let priority_tagged = |frame: &[u8]| {
+        let mut out = frame[..12].to_vec();
+        out.extend_from_slice(&[0x81, 0x00, 0xa0, 0x00]);
+        out.extend_from_slice(&frame[12..]);
+        out
+    };
+    let mut p = resolved_pipeline("");
+    let inner = inner_udp(OUR_VTEP, [10, 244, 2, 7], [10, 244, 1, 2]);
+    let want = run(&mut p, 2, &[(UP, vxlan_packet(NODE_B, VNI, 0x08, &inner))]);
+    assert_eq!(want[0].1, Verdict::Forward(A));
+    let out = run(
+        &mut p,
+        3,
+        &[
+            (
+                UP,
+                priority_tagged(&vxlan_packet(NODE_B, VNI, 0x08, &inner)),
+            ),
+            (
+                UP,
+                vxlan_packet(NODE_B, VNI, 0x08, &priority_tagged(&inner)),
+            ),
+        ],
+    );
+    assert_eq!(out[0], want[0], "outer tag");
+    assert_eq!(out[1], want[0], "inner tag");
+}
+
+#[test]
 fn outer_congestion_is_copied_to_an_ect_inner_packet() {
     let mut p = resolved_pipeline("");
     let mut header = etherparse::Ipv4Header::new(

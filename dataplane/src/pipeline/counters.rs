@@ -71,7 +71,8 @@ named_enum! {
         UnknownPort => "unknown_port",
         /// Shorter than an Ethernet header, or a VLAN tag cut short.
         EthernetMalformed => "ethernet_malformed",
-        /// 802.1Q/802.1ad tagged frame on an access port.
+        /// 802.1Q/802.1ad tagged frame on an access port (a priority tag,
+        /// VLAN ID 0, is removed instead, as Linux does).
         VlanTagged => "vlan_tagged",
         /// Source MAC is multicast or zero.
         InvalidSrcMac => "invalid_src_mac",

@@ -194,6 +194,30 @@ impl Frame {
         true
     }
 
+    /// Removes the outermost 802.1Q tag (the 4 bytes after the two MACs),
+    /// moving the MACs up; offload offsets keep pointing at the same bytes.
+    /// False, and nothing changed, if the frame is shorter than a tagged header.
+    pub fn remove_vlan_tag(&mut self) -> bool {
+        const MACS_LEN: usize = 12;
+        const TAG_LEN: usize = crate::wire::ethernet::VLAN_TAG_LEN;
+        if self.len < MACS_LEN + TAG_LEN + 2 {
+            return false;
+        }
+        let Some(header) = self.buf.get_mut(self.head..self.head + MACS_LEN + TAG_LEN) else {
+            return false;
+        };
+        header.copy_within(..MACS_LEN, TAG_LEN);
+        self.head += TAG_LEN;
+        self.len -= TAG_LEN;
+        let tag_len = TAG_LEN as u16;
+        self.offload.csum = self
+            .offload
+            .csum
+            .map(|(start, offset)| (start.saturating_sub(tag_len), offset));
+        self.offload.hdr_len = self.offload.hdr_len.saturating_sub(tag_len);
+        true
+    }
+
     /// The whole buffer from the frame start to its end (data plus tailroom).
     #[inline]
     pub fn with_tailroom_mut(&mut self) -> &mut [u8] {
@@ -395,6 +419,24 @@ mod tests {
         assert!(!f.set_len(101));
         assert!(!f.fill(&[0u8; 101]));
         assert!(f.is_empty());
+    }
+
+    #[test]
+    fn vlan_tag_removal_moves_the_macs_and_the_offsets() {
+        let macs: Vec<u8> = (1..=12).collect();
+        let mut bytes = macs.clone();
+        bytes.extend_from_slice(&[0x81, 0x00, 0x00, 0x00, 0x08, 0x00, 0x45]);
+        let mut f = Frame::with_capacity(100);
+        assert!(f.fill(&bytes));
+        f.offload.csum = Some((38, 16));
+        f.offload.hdr_len = 58;
+        assert!(f.remove_vlan_tag());
+        assert_eq!(&f.data()[..12], &macs[..]);
+        assert_eq!(&f.data()[12..], &[0x08, 0x00, 0x45]);
+        assert_eq!((f.offload.csum, f.offload.hdr_len), (Some((34, 16)), 54));
+        // Shorter than a tagged header: left alone.
+        assert!(!f.remove_vlan_tag());
+        assert_eq!(f.len(), 15);
     }
 
     #[test]

@@ -292,6 +292,9 @@ impl Pipeline {
             Ok(l2) => l2,
             Err(_) => return Verdict::Drop(DropReason::EthernetMalformed),
         };
+        let Some(l2) = strip_priority_tags(frame, l2) else {
+            return Verdict::Drop(DropReason::EthernetMalformed);
+        };
         if l2.vlan_tags > 0 {
             return Verdict::Drop(DropReason::VlanTagged);
         }
@@ -418,6 +421,19 @@ impl Pipeline {
             },
         }
     }
+}
+
+/// Removes the priority tags (VLAN ID 0: an 802.1p priority, no VLAN) in
+/// front of a frame, as Linux does before handling it as untagged; a tag of
+/// a real VLAN stays. `None` if the frame is cut short.
+fn strip_priority_tags(frame: &mut Frame, mut l2: L2Header) -> Option<L2Header> {
+    while l2.vlan == Some(0) {
+        if !frame.remove_vlan_tag() {
+            return None;
+        }
+        l2 = L2Header::parse(frame.data()).ok()?;
+    }
+    Some(l2)
 }
 
 #[cfg(test)]

@@ -258,7 +258,10 @@ impl Pipeline {
         if let Some(bit) = 1u64.checked_shl(i as u32) {
             self.tunnel_rx_mask |= bit;
         }
-        let Ok(inner) = L2Header::parse(frame.data()) else {
+        let Some(inner) = L2Header::parse(frame.data())
+            .ok()
+            .and_then(|inner| super::strip_priority_tags(frame, inner))
+        else {
             return Some(Verdict::Drop(DropReason::VxlanInnerNotForUs));
         };
         let ours = inner.dst == overlay.vtep_mac || inner.dst == self.snapshot.gateway.mac;

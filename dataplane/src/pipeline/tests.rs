@@ -186,6 +186,40 @@ fn ping_to_gateway_is_answered() {
     assert_eq!(icmp.payload(), b"abcdefgh");
 }
 
+/// `frame` with an 802.1Q tag (`tci`: priority, DEI, VLAN ID) after the MACs.
+fn with_vlan_tag(frame: &[u8], tci: u16) -> Vec<u8> {
+    let mut out = frame[..12].to_vec();
+    out.extend_from_slice(&[0x81, 0x00]);
+    out.extend_from_slice(&tci.to_be_bytes());
+    out.extend_from_slice(&frame[12..]);
+    out
+}
+
+#[test]
+fn priority_tagged_frames_are_handled_as_untagged() {
+    // VLAN ID 0 only carries a priority (802.1p): Linux strips the tag and
+    // handles the frame as untagged; tagged frames of a real VLAN stay dropped.
+    let mut p = pipeline();
+    let echo = ping(POD_A, GW_MAC, [10, 244, 1, 2], [10, 244, 1, 1]);
+    let a_to_b = udp(POD_A, POD_B, [10, 244, 1, 2], [10, 244, 1, 3], 64);
+    let want = run(&mut p, 0, &[(A, echo.clone())]);
+    let out = run(
+        &mut p,
+        0,
+        &[
+            (A, with_vlan_tag(&echo, 5 << 13)),
+            (A, with_vlan_tag(&a_to_b, 3 << 13)),
+            (A, with_vlan_tag(&a_to_b, (5 << 13) | 7)),
+            (A, with_vlan_tag(&with_vlan_tag(&a_to_b, 7), 0)),
+        ],
+    );
+    assert_eq!(out[0], want[0], "the echo reply, untagged");
+    assert_eq!(out[1], (a_to_b, Verdict::Flood), "switched, untagged");
+    assert_eq!(out[2].1, Verdict::Drop(DropReason::VlanTagged));
+    assert_eq!(out[3].1, Verdict::Drop(DropReason::VlanTagged));
+    assert_eq!(p.counters().drops(DropReason::VlanTagged), 2);
+}
+
 #[test]
 fn l2_learning_flooding_and_no_hairpin() {
     let mut p = pipeline();
