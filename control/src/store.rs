@@ -5,9 +5,18 @@
 //! write transaction committed with redb's default durability (fsync)
 //! before the API answers; so `kill -9` at any moment loses no change that
 //! was acknowledged, and applying one service next to 10,000 writes one key.
+//!
+//! A damaged file is never taken for "no state": an empty file, one that is
+//! not a redb database, or one redb fails (or panics) on while it is opened
+//! and read is [`StoreError::Damaged`], whose message names the file and the
+//! way to recover. A new database is built as `state.redb.new` and renamed
+//! into place, so a crash while creating it leaves no empty `state.redb`.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+use std::sync::Once;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::Serialize;
@@ -25,9 +34,26 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const ALL: [TableDefinition<&str, &[u8]>; 7] =
     [PORTS, ROUTES, SERVICES, ENDPOINTS, NODES, MIRRORS, META];
 
+/// The database file in the state directory.
+pub const FILE_NAME: &str = "state.redb";
+
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The file exists but cannot be read as a state database.
+    #[error(
+        "the state database {path} is damaged: {reason}. It is not taken for an empty \
+         state, so that nothing stored is lost silently. To recover, keep it aside \
+         (mv {path} {path}.damaged), then put back a copy of the file, or start with no \
+         stored state and set the state again (podswitchctl apply -f FILE); \
+         see \"The state file\" in the README"
+    )]
+    Damaged {
+        /// The file.
+        path: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The database could not be opened or created.
     #[error("cannot open the state database {path}")]
     Open {
@@ -55,13 +81,6 @@ pub enum StoreError {
         /// serde's message.
         message: String,
     },
-}
-
-fn io(step: &'static str) -> impl Fn(redb::Error) -> StoreError {
-    move |e| StoreError::Io {
-        step,
-        message: e.to_string(),
-    }
 }
 
 /// One key to write or delete.
@@ -120,64 +139,131 @@ impl TableId {
 
 /// The state database.
 pub struct Store {
-    db: Database,
+    /// `None` only while it is dropped.
+    db: Option<Database>,
+    path: PathBuf,
+    /// Damage was found: the file must not be written again, not even
+    /// when closing it.
+    damaged: Cell<bool>,
+}
+
+thread_local! {
+    /// Set while this thread runs redb under [`without_panics`].
+    static GUARDED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f`, turning a panic into `Err(message)`. redb panics on some
+/// damaged files instead of returning an error; such a panic is reported as
+/// damage, and not also printed as a crash (the panic hook stays quiet for
+/// a guarded thread and passes every other panic on).
+fn without_panics<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    static QUIET_HOOK: Once = Once::new();
+    QUIET_HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !GUARDED.with(Cell::get) {
+                previous(info);
+            }
+        }));
+    });
+    let was_guarded = GUARDED.with(|g| g.replace(true));
+    let outcome = catch_unwind(AssertUnwindSafe(f));
+    GUARDED.with(|g| g.set(was_guarded));
+    outcome.map_err(|panic| {
+        let message = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("no message");
+        format!("the database library failed on it ({message})")
+    })
+}
+
+/// Whether redb's error means the file's content is wrong (not, say, a
+/// permission or a lock).
+fn is_damage(e: &redb::DatabaseError) -> bool {
+    match e {
+        redb::DatabaseError::Storage(redb::StorageError::Corrupted(_)) => true,
+        redb::DatabaseError::Storage(redb::StorageError::Io(io)) => matches!(
+            io.kind(),
+            std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
+        ),
+        _ => false,
+    }
 }
 
 impl Store {
-    /// Opens (or creates) `dir/state.redb`.
+    /// Opens `dir/state.redb`, creating it if there is none; a damaged file
+    /// is [`StoreError::Damaged`] and is left as it is (but see
+    /// [`check_read_only`] for a file not closed cleanly).
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        let path = dir.join("state.redb");
+        let path = dir.join(FILE_NAME);
         let open_err = |source| StoreError::Open {
             path: path.display().to_string(),
             source,
         };
-        std::fs::create_dir_all(dir)
-            .map_err(|e| open_err(redb::DatabaseError::Storage(redb::StorageError::Io(e))))?;
-        let db = Database::create(&path).map_err(open_err)?;
-        let txn = db.begin_write().map_err(|e| io("begin")(e.into()))?;
-        for t in ALL {
-            txn.open_table(t)
-                .map_err(|e| io("create tables")(e.into()))?;
+        let io_err = |e| open_err(redb::DatabaseError::Storage(redb::StorageError::Io(e)));
+        std::fs::create_dir_all(dir).map_err(io_err)?;
+        match std::fs::metadata(&path) {
+            Ok(meta) if meta.len() == 0 => return Err(damaged(&path, "the file is empty")),
+            Ok(_) => check_read_only(&path)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                create_new(&path).map_err(open_err)?;
+            }
+            Err(e) => return Err(io_err(e)),
         }
-        txn.commit().map_err(|e| io("commit")(e.into()))?;
-        Ok(Store { db })
+        let db = match without_panics(|| Database::open(&path)) {
+            Ok(Ok(db)) => db,
+            Ok(Err(e)) if is_damage(&e) => return Err(damaged(&path, &e.to_string())),
+            Ok(Err(e)) => return Err(open_err(e)),
+            Err(panic) => return Err(damaged(&path, &panic)),
+        };
+        let store = Store {
+            db: Some(db),
+            path,
+            damaged: Cell::new(false),
+        };
+        store.guarded("creating the tables", |store| {
+            let txn = store
+                .db()?
+                .begin_write()
+                .map_err(io_error(&store.path, "begin"))?;
+            for t in ALL {
+                txn.open_table(t)
+                    .map_err(io_error(&store.path, "create tables"))?;
+            }
+            txn.commit().map_err(io_error(&store.path, "commit"))
+        })?;
+        Ok(store)
     }
 
-    /// Reads the whole stored state.
-    pub fn load(&self) -> Result<ApiState, StoreError> {
-        let txn = self
-            .db
-            .begin_read()
-            .map_err(|e| io("begin read")(e.into()))?;
-        let read = |t: TableId, name: &'static str| -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-            let table = txn
-                .open_table(t.def())
-                .map_err(|e| io("open table")(e.into()))?;
-            let mut out = Vec::new();
-            for row in table.iter().map_err(|e| io("iterate")(e.into()))? {
-                let (k, v) = row.map_err(|e| io("read")(e.into()))?;
-                out.push((k.value().to_string(), v.value().to_vec()));
-            }
-            let _ = name;
-            Ok(out)
-        };
-        let mut state = ApiState {
-            ports: decode_map(read(TableId::Ports, "ports")?, "ports")?,
-            routes: decode_map(read(TableId::Routes, "routes")?, "routes")?,
-            services: decode_map(read(TableId::Services, "services")?, "services")?,
-            endpoints: decode_map(read(TableId::Endpoints, "endpoints")?, "endpoints")?,
-            nodes: decode_map(read(TableId::Nodes, "nodes")?, "nodes")?,
-            mirrors: decode_map(read(TableId::Mirrors, "mirrors")?, "mirrors")?,
-            ..ApiState::default()
-        };
-        for (key, value) in read(TableId::Meta, "meta")? {
-            match key.as_str() {
-                "port_ids" => state.port_ids = decode("meta", &key, &value)?,
-                "node" => state.node = decode("meta", &key, &value)?,
-                _ => {}
-            }
+    fn db(&self) -> Result<&Database, StoreError> {
+        self.db.as_ref().ok_or_else(|| StoreError::Io {
+            step: "access",
+            message: "the database is closed".to_string(),
+        })
+    }
+
+    /// Runs `f`; a panic in redb is [`StoreError::Damaged`], and any damage
+    /// found keeps the file from being written again.
+    fn guarded<T>(
+        &self,
+        step: &'static str,
+        f: impl FnOnce(&Store) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let result = without_panics(|| f(self))
+            .unwrap_or_else(|panic| Err(damaged(&self.path, &format!("{step}: {panic}"))));
+        if let Err(StoreError::Damaged { .. }) = result {
+            self.damaged.set(true);
         }
-        Ok(state)
+        result
+    }
+
+    /// Reads the whole stored state; a value that does not decode is damage too.
+    pub fn load(&self) -> Result<ApiState, StoreError> {
+        self.guarded("reading the state", |store| {
+            read_state(store.db()?, &store.path)
+        })
     }
 
     /// Writes `changes` in one durable transaction.
@@ -185,30 +271,138 @@ impl Store {
         if changes.is_empty() {
             return Ok(());
         }
+        self.guarded("writing", |store| store.write_all(changes))
+    }
+
+    fn write_all(&self, changes: &[Change]) -> Result<(), StoreError> {
         let txn = self
-            .db
+            .db()?
             .begin_write()
-            .map_err(|e| io("begin write")(e.into()))?;
+            .map_err(io_error(&self.path, "begin write"))?;
         for c in changes {
             let (t, key) = match c {
                 Change::Put(t, k, _) | Change::Delete(t, k) => (*t, k.as_str()),
             };
             let mut table = txn
                 .open_table(t.def())
-                .map_err(|e| io("open table")(e.into()))?;
+                .map_err(io_error(&self.path, "open table"))?;
             match c {
                 Change::Put(_, _, v) => {
                     table
                         .insert(key, v.as_slice())
-                        .map_err(|e| io("insert")(e.into()))?;
+                        .map_err(io_error(&self.path, "insert"))?;
                 }
                 Change::Delete(..) => {
-                    table.remove(key).map_err(|e| io("remove")(e.into()))?;
+                    table.remove(key).map_err(io_error(&self.path, "remove"))?;
                 }
             }
         }
-        txn.commit().map_err(|e| io("commit")(e.into()))
+        txn.commit().map_err(io_error(&self.path, "commit"))
     }
+}
+
+/// Reads the whole file read-only, so that damage is found before
+/// anything writes to it. A file not closed cleanly (after a crash) cannot
+/// be opened read-only: redb repairs it when it is opened for writing, and
+/// damage is found by the reading after that.
+fn check_read_only(path: &Path) -> Result<(), StoreError> {
+    let outcome = without_panics(|| match redb::Builder::new().open_read_only(path) {
+        Ok(db) => read_state(&db, path).map(drop),
+        Err(redb::DatabaseError::RepairAborted) => Ok(()),
+        Err(e) if is_damage(&e) => Err(damaged(path, &e.to_string())),
+        Err(source) => Err(StoreError::Open {
+            path: path.display().to_string(),
+            source,
+        }),
+    });
+    outcome.unwrap_or_else(|panic| Err(damaged(path, &format!("checking it: {panic}"))))
+}
+
+/// What a failed redb call becomes: damage if redb found the file
+/// corrupted, else the step that failed.
+fn io_error<E: Into<redb::Error>>(path: &Path, step: &'static str) -> impl Fn(E) -> StoreError {
+    move |e| match e.into() {
+        redb::Error::Corrupted(reason) => damaged(path, &format!("{step}: {reason}")),
+        e => StoreError::Io {
+            step,
+            message: e.to_string(),
+        },
+    }
+}
+
+/// The stored state in `db` (the file `path`); a missing table is empty
+/// (a new file opened read-only has none yet).
+fn read_state(db: &impl ReadableDatabase, path: &Path) -> Result<ApiState, StoreError> {
+    let txn = db.begin_read().map_err(io_error(path, "begin read"))?;
+    let read = |t: TableId| -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let table = match txn.open_table(t.def()) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(io_error(path, "open table")(e)),
+        };
+        let mut out = Vec::new();
+        for row in table.iter().map_err(io_error(path, "iterate"))? {
+            let (k, v) = row.map_err(io_error(path, "read"))?;
+            out.push((k.value().to_string(), v.value().to_vec()));
+        }
+        Ok(out)
+    };
+    let decode_error = |e: StoreError| damaged(path, &e.to_string());
+    let mut state = ApiState {
+        ports: decode_map(read(TableId::Ports)?, "ports").map_err(decode_error)?,
+        routes: decode_map(read(TableId::Routes)?, "routes").map_err(decode_error)?,
+        services: decode_map(read(TableId::Services)?, "services").map_err(decode_error)?,
+        endpoints: decode_map(read(TableId::Endpoints)?, "endpoints").map_err(decode_error)?,
+        nodes: decode_map(read(TableId::Nodes)?, "nodes").map_err(decode_error)?,
+        mirrors: decode_map(read(TableId::Mirrors)?, "mirrors").map_err(decode_error)?,
+        ..ApiState::default()
+    };
+    for (key, value) in read(TableId::Meta)? {
+        match key.as_str() {
+            "port_ids" => state.port_ids = decode("meta", &key, &value).map_err(decode_error)?,
+            "node" => state.node = decode("meta", &key, &value).map_err(decode_error)?,
+            _ => {}
+        }
+    }
+    Ok(state)
+}
+
+impl Drop for Store {
+    /// Closing writes to the file (redb stores its allocator state), which
+    /// redb may panic on when the file is damaged: a damaged file is left
+    /// as it is (the handle is leaked; the daemon is about to exit), and a
+    /// panic while closing any other is only logged.
+    fn drop(&mut self) {
+        let Some(db) = self.db.take() else {
+            return;
+        };
+        if self.damaged.get() {
+            std::mem::forget(db);
+        } else if let Err(panic) = without_panics(move || drop(db)) {
+            tracing::warn!(file = %self.path.display(), "closing the state database: {panic}");
+        }
+    }
+}
+
+fn damaged(path: &Path, reason: &str) -> StoreError {
+    StoreError::Damaged {
+        path: path.display().to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+/// Builds an empty database beside `path` and renames it into place, so
+/// that `path` is either absent or a whole database, never an empty file.
+fn create_new(path: &Path) -> Result<(), redb::DatabaseError> {
+    let fresh = path.with_extension("redb.new");
+    let _ = std::fs::remove_file(&fresh);
+    drop(Database::create(&fresh)?);
+    std::fs::File::open(&fresh)?.sync_all()?;
+    std::fs::rename(&fresh, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 fn decode<T: DeserializeOwned>(

@@ -18,6 +18,9 @@ use podswitch_dataplane::config::NodeConfig;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
+mod common;
+use common::TempDir;
+
 const CONFIG: &str = r#"
 [node]
 name = "api-test"
@@ -39,26 +42,8 @@ prefix = "10.244.9.0/24"
 via = "192.168.100.9"
 "#;
 
-/// A temporary directory removed on drop (also when the test fails).
-struct TempDir(PathBuf);
-
-impl std::ops::Deref for TempDir {
-    type Target = Path;
-    fn deref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 fn temp_dir(tag: &str) -> TempDir {
-    let dir = std::env::temp_dir().join(format!("podswitch-api-{}-{tag}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    TempDir(dir)
+    common::temp_dir("api", tag)
 }
 
 fn control(dir: &Path) -> Control {
