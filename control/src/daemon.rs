@@ -3,7 +3,9 @@
 //! Start-up: take the single-instance lock, load and validate the
 //! configuration, open every port (re-attaching persistent TAPs), start the
 //! workers. Then the main thread only watches for SIGTERM/SIGINT and writes
-//! the stats file once per second. Shutdown: set the stop flag, join the
+//! the stats file once per second. SIGHUP is logged and ignored: there is
+//! nothing to reload (changes come through the API), and a hang-up must not
+//! end the node's forwarding. Shutdown: set the stop flag, join the
 //! workers (each exits within its poll timeout plus one batch), write the
 //! stats a last time. Persistent TAPs stay in their pods, so a restarted
 //! daemon picks them up and the pods keep their interfaces and addresses.
@@ -137,6 +139,10 @@ impl InstanceLock {
 
 /// Runs the node service until SIGTERM or SIGINT.
 pub fn run(opts: &RunOptions) -> Result<()> {
+    // First of all, so that a SIGHUP during start-up does not end it either.
+    let hangup = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&hangup))
+        .context("SIGHUP handler")?;
     let lock = InstanceLock::acquire(&opts.run_dir)?;
     let file = NodeConfig::load(&opts.config)?;
     let kubernetes_section = file.kubernetes.clone();
@@ -207,7 +213,7 @@ pub fn run(opts: &RunOptions) -> Result<()> {
         let status = crate::kubernetes::spawn(runtime.handle(), Arc::clone(&api), options);
         let _ = api.source.set(status);
     }
-    let served = runtime.block_on(serve(opts, Arc::clone(&api), &stop));
+    let served = runtime.block_on(serve(opts, Arc::clone(&api), &stop, &hangup));
 
     tracing::info!("stopping");
     api.control
@@ -246,8 +252,13 @@ fn stats_path(opts: &RunOptions) -> PathBuf {
 }
 
 /// Serves the API (and metrics) until the stop flag is set; writes the
-/// stats file every second meanwhile.
-async fn serve(opts: &RunOptions, api: Arc<Api>, stop: &Arc<AtomicBool>) -> Result<()> {
+/// stats file every second and logs a SIGHUP (`hangup`) meanwhile.
+async fn serve(
+    opts: &RunOptions,
+    api: Arc<Api>,
+    stop: &Arc<AtomicBool>,
+    hangup: &AtomicBool,
+) -> Result<()> {
     let listener = RootOnlyListener::bind(&opts.api_socket)
         .with_context(|| format!("cannot listen on {}", opts.api_socket.display()))?;
     tracing::info!(socket = %opts.api_socket.display(), "API listening");
@@ -287,6 +298,9 @@ async fn serve(opts: &RunOptions, api: Arc<Api>, stop: &Arc<AtomicBool>) -> Resu
         for _ in 0..50 {
             if stop.load(Ordering::Relaxed) {
                 break;
+            }
+            if hangup.swap(false, Ordering::Relaxed) {
+                tracing::info!("SIGHUP ignored: nothing to reload (changes come through the API)");
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

@@ -1,5 +1,5 @@
 //! The live node service in real namespaces: pods on TAP and AF_PACKET
-//! ports, GSO super-frames, anti-spoofing, SIGTERM under load, restart.
+//! ports, GSO super-frames, anti-spoofing, SIGTERM under load, SIGHUP, restart.
 //!
 //! Each test builds its own namespaces (`ps<pid>-<tag>-…`), runs
 //! `podswitchd run` inside a node namespace, generates traffic with sockets
@@ -311,6 +311,54 @@ fn sigterm_under_load_exits_within_2s() {
     // The pods keep their interfaces.
     ip(&["-n", &t.a.name, "link", "show", "eth0"]);
     let _ = &t.node;
+}
+
+#[test]
+fn sighup_is_logged_and_ignored() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !root_or_skip("sighup_is_logged_and_ignored") {
+        return;
+    }
+    let mut t = topology("hu", Attach::Tap, Attach::Tap, 1);
+    assert!(
+        wait_reachable(&t.a, B_IP, Duration::from_secs(10)),
+        "{}",
+        t.daemon.log_text()
+    );
+    let pid = t.daemon.pid().expect("running") as i32;
+    for _ in 0..2 {
+        // SAFETY: kill() on the pid of the daemon we started and have not reaped.
+        unsafe { libc::kill(pid, libc::SIGHUP) };
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Still forwarding and answering its API.
+    assert!(
+        ping(&t.a, B_IP, Duration::from_secs(2)).is_some(),
+        "pod-a -> pod-b after SIGHUP: {}",
+        t.daemon.log_text()
+    );
+    let status = t.daemon.ctl_ok(&["status"]);
+    assert!(status.contains("forwarding"), "{status}");
+    let (verified, _) = tcp_transfer(&t.a, &t.b, B_IP, 5203, 4 * MIB);
+    assert_eq!(verified, 4 * MIB);
+    let log = t.daemon.log_text();
+    assert!(log.contains("SIGHUP"), "the signal is logged: {log}");
+    t.daemon.stop().expect("a clean stop after SIGHUP");
+}
+
+/// The unit restarts the daemon after any exit systemd did not ask for
+/// (a signal or a clean exit too, not only a failure), without waiting.
+#[test]
+fn systemd_unit_restarts_after_any_exit() {
+    let unit =
+        std::fs::read_to_string(podswitch_tests::workspace().join("deploy/podswitchd.service"))
+            .unwrap();
+    let settings: Vec<&str> = unit
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("Restart"))
+        .collect();
+    assert_eq!(settings, ["Restart=always", "RestartSec=100ms"], "{unit}");
 }
 
 #[test]
