@@ -13,6 +13,7 @@ use crate::daemon::{RunOptions, run};
 #[command(
     name = "podswitchd",
     version,
+    propagate_version = true,
     about = "podswitch node dataplane service"
 )]
 struct Cli {

@@ -47,6 +47,15 @@ pub enum ClientError {
         #[source]
         source: io::Error,
     },
+    /// The socket (mode 0600, owned by root) refused this user.
+    #[error("{path} is for root only (run as root, e.g. with sudo)")]
+    RootOnly {
+        /// The socket path.
+        path: PathBuf,
+        /// The OS error (permission denied).
+        #[source]
+        source: io::Error,
+    },
     /// The path given to `request` is not a valid request target.
     #[error(
         "invalid request path {path:?}: use ASCII and percent-encode segments (see client::segment)"
@@ -166,6 +175,18 @@ pub struct ApiClient {
 }
 
 impl ApiClient {
+    /// Connects to the socket; a permission error says the socket is root's.
+    fn connect(&self) -> Result<UnixStream, ClientError> {
+        UnixStream::connect(&self.socket_path).map_err(|source| {
+            let path = self.socket_path.clone();
+            if source.kind() == io::ErrorKind::PermissionDenied {
+                ClientError::RootOnly { path, source }
+            } else {
+                ClientError::Connect { path, source }
+            }
+        })
+    }
+
     /// A client of the socket at `socket_path`, with the default timeout.
     pub fn new(socket_path: impl Into<PathBuf>) -> ApiClient {
         ApiClient {
@@ -200,11 +221,7 @@ impl ApiClient {
             });
         }
         let request = format!("{method} {path}");
-        let stream =
-            UnixStream::connect(&self.socket_path).map_err(|source| ClientError::Connect {
-                path: self.socket_path.clone(),
-                source,
-            })?;
+        let stream = self.connect()?;
         let timeouts = stream
             .set_read_timeout(Some(self.timeout))
             .and_then(|()| stream.set_write_timeout(Some(self.timeout)));
@@ -285,11 +302,7 @@ impl ApiClient {
             request: request.clone(),
             source,
         })?;
-        let stream =
-            UnixStream::connect(&self.socket_path).map_err(|source| ClientError::Connect {
-                path: self.socket_path.clone(),
-                source,
-            })?;
+        let stream = self.connect()?;
         stream
             .set_read_timeout(Some(self.timeout))
             .and_then(|()| stream.set_write_timeout(Some(self.timeout)))

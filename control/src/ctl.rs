@@ -10,11 +10,14 @@
 
 use std::ffi::OsString;
 use std::io::Write;
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use podswitch_dataplane::config::Ipv4Cidr;
+use podswitch_dataplane::wire::MacAddr;
 
 use crate::client::{ApiClient, ClientError};
 
@@ -59,6 +62,7 @@ Examples: 80 | 80:8080 | dns:53/UDP | http:80:8080/TCP,nodeport=30080";
 #[command(
     name = "podswitchctl",
     version,
+    propagate_version = true,
     about = "Inspect and change a running podswitchd through its control API",
     after_help = AFTER_HELP
 )]
@@ -181,10 +185,10 @@ pub struct PortAddArgs {
     #[arg(long)]
     pub pod_ifname: Option<String>,
     /// The pod's MAC address (frames from the port must come from it).
-    #[arg(long)]
+    #[arg(long, value_parser = parse_mac)]
     pub mac: Option<String>,
     /// The pod's IPv4 address; repeat or separate with commas (needs --mac).
-    #[arg(long = "ip", value_name = "IP", value_delimiter = ',')]
+    #[arg(long = "ip", value_name = "IP", value_delimiter = ',', value_parser = parse_ip)]
     pub ips: Vec<String>,
     /// MTU of the pod interface (576 to 9000; default 1500).
     #[arg(long)]
@@ -242,7 +246,7 @@ pub struct ServiceAddArgs {
     #[arg(value_parser = parse_service_name)]
     pub name: ServiceName,
     /// The service's cluster IP.
-    #[arg(long, value_name = "IP")]
+    #[arg(long, value_name = "IP", value_parser = parse_ip)]
     pub cluster_ip: String,
     /// The service ports, each `[NAME:]PORT[:TARGET][/PROTOCOL][,nodeport=N]`.
     #[arg(
@@ -302,6 +306,31 @@ fn parse_service_name(value: &str) -> Result<ServiceName, String> {
     }
 }
 
+// Addresses are checked here so that a malformed one is a usage error
+// (exit 2, showing the value) before any request; they are sent as typed,
+// and the server, which parses them the same way, stays the authority.
+
+fn parse_ip(value: &str) -> Result<String, String> {
+    match value.parse::<Ipv4Addr>() {
+        Ok(_) => Ok(value.to_string()),
+        Err(_) => Err("expected an IPv4 address, e.g. 10.244.1.2".to_string()),
+    }
+}
+
+fn parse_cidr(value: &str) -> Result<String, String> {
+    match value.parse::<Ipv4Cidr>() {
+        Ok(_) => Ok(value.to_string()),
+        Err(_) => Err("expected an IPv4 prefix, e.g. 10.244.2.0/24".to_string()),
+    }
+}
+
+fn parse_mac(value: &str) -> Result<String, String> {
+    match value.parse::<MacAddr>() {
+        Ok(_) => Ok(value.to_string()),
+        Err(_) => Err("expected a MAC address, e.g. 02:00:0a:f4:01:02".to_string()),
+    }
+}
+
 /// `endpoint ...`.
 #[derive(Debug, Subcommand)]
 pub enum EndpointCommand {
@@ -318,6 +347,7 @@ pub enum EndpointCommand {
         #[arg(value_parser = parse_service_name)]
         service: ServiceName,
         /// The endpoint's address.
+        #[arg(value_parser = parse_ip)]
         address: String,
         /// The endpoint is not ready (gets no new connections).
         #[arg(long)]
@@ -336,6 +366,7 @@ pub enum EndpointCommand {
         #[arg(value_parser = parse_service_name)]
         service: ServiceName,
         /// The endpoint's address.
+        #[arg(value_parser = parse_ip)]
         address: String,
     },
     /// Replace a service's endpoints with these (ready) addresses; none clears them.
@@ -344,6 +375,7 @@ pub enum EndpointCommand {
         #[arg(value_parser = parse_service_name)]
         service: ServiceName,
         /// The endpoints' addresses.
+        #[arg(value_parser = parse_ip)]
         addresses: Vec<String>,
     },
 }
@@ -358,18 +390,20 @@ pub enum RouteCommand {
     #[command(override_usage = "podswitchctl route add [OPTIONS] <PREFIX> via <NEXT_HOP>")]
     Add {
         /// Destination prefix, e.g. 10.244.2.0/24.
+        #[arg(value_parser = parse_cidr)]
         prefix: String,
         /// The word `via`.
         #[arg(value_name = "via", value_parser = ["via"], hide_possible_values = true)]
         via_keyword: String,
         /// Next hop in the pod subnet or the uplink subnet.
-        #[arg(value_name = "NEXT_HOP")]
+        #[arg(value_name = "NEXT_HOP", value_parser = parse_ip)]
         via: String,
     },
     /// Delete a route added through the API.
     #[command(visible_aliases = ["delete", "rm"])]
     Del {
         /// Destination prefix, e.g. 10.244.2.0/24.
+        #[arg(value_parser = parse_cidr)]
         prefix: String,
     },
 }
@@ -390,16 +424,16 @@ pub enum NodeCommand {
         /// Node name.
         name: String,
         /// The node's address on the underlay.
-        #[arg(long, value_name = "IP")]
+        #[arg(long, value_name = "IP", value_parser = parse_ip)]
         node_ip: String,
         /// The node's pod subnet, e.g. 10.244.2.0/24.
-        #[arg(long, value_name = "CIDR")]
+        #[arg(long, value_name = "CIDR", value_parser = parse_cidr)]
         pod_cidr: String,
         /// VXLAN network identifier.
         #[arg(long)]
         vni: Option<u32>,
         /// The node's VTEP MAC (default: 02:56 and its node IP's bytes).
-        #[arg(long, value_name = "MAC")]
+        #[arg(long, value_name = "MAC", value_parser = parse_mac)]
         vtep_mac: Option<String>,
     },
     /// Delete a node.

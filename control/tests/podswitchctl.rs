@@ -234,6 +234,57 @@ fn service_add_refuses_a_bad_port_before_sending() {
 }
 
 #[test]
+fn malformed_addresses_are_refused_before_any_request() {
+    let api = FakeApi::start(vec![]);
+    let node = "node add b --node-ip 192.168.100.2";
+    let cases = [
+        (
+            "port add pod-a --kind tap --mac 02:00:0a:f4:01",
+            "02:00:0a:f4:01",
+        ),
+        (
+            "port add pod-a --kind tap --ip 10.244.1.2,10.244.1.300",
+            "10.244.1.300",
+        ),
+        (
+            "service add default/web --cluster-ip 10.96.0.x --port 80",
+            "10.96.0.x",
+        ),
+        ("endpoint add default/web 10.244.1", "10.244.1"),
+        ("endpoint del default/web 10.244.1.5.6", "10.244.1.5.6"),
+        ("endpoint set default/web 10.244.1.5 banana", "banana"),
+        ("route add 10.244.2.0/33 via 192.168.100.2", "10.244.2.0/33"),
+        ("route add 10.244.2.0/24 via 192.168.100.", "192.168.100."),
+        ("route del 10.244.2.0", "10.244.2.0"),
+        (&format!("{node} --pod-cidr 10.244.2.0"), "10.244.2.0"),
+        (
+            "node add b --node-ip 192.168.1000.2 --pod-cidr 10.244.2.0/24",
+            "192.168.1000.2",
+        ),
+        (
+            &format!("{node} --pod-cidr 10.244.2.0/24 --vtep-mac 02:56:c0"),
+            "02:56:c0",
+        ),
+    ];
+    for (line, bad) in cases {
+        let args: Vec<&str> = line.split_whitespace().collect();
+        let run = podswitchctl(&api, &args);
+        assert_eq!(
+            (run.status, run.stdout.as_str()),
+            (2, ""),
+            "{line}: {}",
+            run.stderr
+        );
+        assert!(
+            run.stderr.contains(&format!("'{bad}'")),
+            "{line}: the error shows the value: {}",
+            run.stderr
+        );
+    }
+    assert!(api.requests().is_empty(), "{:#?}", api.requests());
+}
+
+#[test]
 fn service_list_and_show() {
     let services = r#"{"services": [
         {"name": "default/web", "cluster_ip": "10.96.0.10",
@@ -817,6 +868,71 @@ fn no_socket_exits_2_naming_the_path() {
             missing.display()
         )
     );
+}
+
+#[test]
+fn a_user_without_access_to_the_socket_is_told_it_is_root_only() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let api = FakeApi::start(vec![]);
+    let socket = api.socket_path();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_podswitchctl"));
+    command.arg("--socket").arg(socket).arg("status");
+    if rustix::process::geteuid().is_root() {
+        // The daemon's socket: mode 0600, owned by root; the user: nobody.
+        std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::set_permissions(api.dir(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        command.uid(65534).gid(65534);
+    } else {
+        std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o000)).unwrap();
+    }
+    let output = command.output().expect("run podswitchctl");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{} is for root only", socket.display())),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("is podswitchd running"), "{stderr}");
+    assert!(api.requests().is_empty());
+}
+
+#[test]
+fn version_is_offered_in_every_help() {
+    let help = |bin: &str, args: &[&str]| {
+        let output = Command::new(bin).args(args).arg("--help").output().unwrap();
+        assert!(output.status.success(), "{bin} {args:?} --help");
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let ctl = env!("CARGO_BIN_EXE_podswitchctl");
+    let daemon = env!("CARGO_BIN_EXE_podswitchd");
+    for (bin, args) in [
+        (ctl, &[][..]),
+        (ctl, &["status"][..]),
+        (ctl, &["port", "add"][..]),
+        (ctl, &["conntrack", "list"][..]),
+        (daemon, &[][..]),
+        (daemon, &["run"][..]),
+        (daemon, &["replay"][..]),
+    ] {
+        let text = help(bin, args);
+        assert!(
+            text.contains("-V, --version"),
+            "{bin} {args:?} --help:\n{text}"
+        );
+    }
+    for (bin, args, name) in [
+        (ctl, &["port", "add", "--version"][..], "podswitchctl"),
+        (daemon, &["run", "--version"][..], "podswitchd"),
+    ] {
+        let output = Command::new(bin).args(args).output().unwrap();
+        let text = String::from_utf8(output.stdout).unwrap();
+        assert!(output.status.success(), "{bin} {args:?}");
+        assert!(
+            text.starts_with(name) && text.trim_end().ends_with(env!("CARGO_PKG_VERSION")),
+            "{text}"
+        );
+    }
 }
 
 #[test]
