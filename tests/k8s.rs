@@ -208,6 +208,11 @@ impl ControlPlane {
         tail(&self.dir.join(format!("{component}.log")), LOG_TAIL_LINES)
     }
 
+    /// The path of one of the built binaries (e.g. `kube-proxy`).
+    pub fn binary(&self, name: &str) -> PathBuf {
+        self.bin_dir.join(name)
+    }
+
     /// Kills kube-apiserver with SIGKILL and waits for it; etcd keeps the objects.
     pub fn stop_apiserver(&mut self) {
         self.apiserver.kill();

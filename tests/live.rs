@@ -264,6 +264,11 @@ impl Daemon {
         None
     }
 
+    /// The daemon's process id (`ip netns exec` execs it), while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// SIGTERM with a 2 s limit.
     pub fn stop(&mut self) -> Option<Duration> {
         self.stop_with(libc::SIGTERM, Duration::from_secs(2))
