@@ -526,12 +526,15 @@ fn services_endpoints_and_policies_follow_the_api() {
             other => Err(format!("{other:?}")),
         },
     );
+    // A lost SYN on a loaded 2-CPU machine can outlast one 2 s connect:
+    // one retry, with what the daemon saw printed for the record.
     if let Err(e) = answers(&n.client, moved, 5) {
-        panic!(
-            "web after the clash: {e}\n{}\n{}",
+        eprintln!(
+            "web after the clash, first try: {e}\n{}\n{}",
             n.daemon.ctl_ok(&["stats"]),
             n.daemon.ctl_ok(&["conntrack", "list"])
         );
+        answers(&n.client, moved, 5).expect("web after the clash");
     }
     let listed = n.daemon.ctl_ok(&["service", "list"]);
     assert!(
