@@ -251,7 +251,8 @@ async fn count_requests(State(api): Shared, req: Request, next: Next) -> Respons
 
 async fn health(State(api): Shared) -> Response {
     let c = api.control();
-    let mut body = json!({ "forwarding": c.forwarding(), "workers": c.workers(), "generation": c.snapshot().generation });
+    let down: Vec<String> = c.ports_down().into_iter().map(|(name, _)| name).collect();
+    let mut body = json!({ "forwarding": c.forwarding(), "workers": c.workers(), "generation": c.snapshot().generation, "ports_down": down });
     if let Some(source) = api.source.get() {
         // Degraded (API server unreachable) still forwards on the last state.
         body["source"] = source.json();

@@ -18,6 +18,7 @@ use std::sync::mpsc::Sender;
 
 use arc_swap::ArcSwap;
 use podswitch_dataplane::config::{NodeConfig, PortSection, RouteSection, Snapshot};
+use podswitch_dataplane::io::PortStates;
 use podswitch_dataplane::pipeline::{SharedTables, WorkerCounters};
 use podswitch_dataplane::services::ServiceEntry;
 use podswitch_dataplane::worker::WorkerCommand;
@@ -62,6 +63,8 @@ pub struct Control {
     tables: Option<Arc<SharedTables>>,
     /// mirror: the daemon's mirror outputs (`None` without a dataplane, e.g. in tests).
     mirrors: Option<MirrorRuntime>,
+    /// Which ports are down (device not opened, or gone), shared with the workers.
+    port_states: Arc<PortStates>,
 }
 
 fn config_error(e: podswitch_dataplane::config::ConfigError) -> ApiError {
@@ -102,6 +105,7 @@ impl Control {
             static_services,
             tables: None,
             mirrors: None,
+            port_states: Arc::new(PortStates::default()),
         };
         Ok((control, snapshot))
     }
@@ -127,6 +131,21 @@ impl Control {
     /// The tables the workers share, once they run.
     pub fn tables(&self) -> Option<Arc<SharedTables>> {
         self.tables.clone()
+    }
+
+    /// Which ports are down and why (the daemon and the workers mark them).
+    pub fn port_states(&self) -> Arc<PortStates> {
+        Arc::clone(&self.port_states)
+    }
+
+    /// The down ports' names with their reasons, in port order.
+    pub fn ports_down(&self) -> Vec<(String, String)> {
+        let snapshot = self.snapshot();
+        self.port_states
+            .down()
+            .into_iter()
+            .filter_map(|(id, reason)| Some((snapshot.port(id)?.name.clone(), reason)))
+            .collect()
     }
 
     /// The published snapshot cell (workers read it).
@@ -156,7 +175,7 @@ impl Control {
 
     /// Counters summed over workers.
     pub fn stats(&self) -> Stats {
-        let mut stats = Stats::collect(&self.snapshot(), &self.counters);
+        let mut stats = Stats::collect(&self.snapshot(), &self.counters, &self.port_states);
         stats.conntrack = self
             .tables
             .as_deref()
@@ -270,6 +289,7 @@ impl Control {
             return Err(e);
         }
         tracing::info!("{note} (added through the API)");
+        self.port_states.set_up(spec.id);
         for (tx, q) in self.workers.iter().zip(queues) {
             let _ = tx.send(WorkerCommand::AddQueue(spec.id, q));
         }
@@ -304,6 +324,7 @@ impl Control {
         for tx in &self.workers {
             let _ = tx.send(WorkerCommand::RemoveQueue(spec.id));
         }
+        self.port_states.set_up(spec.id);
         if let Err(e) = ports::remove_port(&old, &spec) {
             tracing::warn!(port = name, error = %format!("{e:#}"), "port removed from the dataplane, device cleanup failed");
         }
@@ -845,6 +866,10 @@ impl Control {
                     "config"
                 };
                 obj.insert("source".into(), source.into());
+                obj.insert("state".into(), counters.state.clone().into());
+                if let Some(reason) = &counters.down_reason {
+                    obj.insert("down_reason".into(), reason.clone().into());
+                }
                 obj.insert(
                     "counters".into(),
                     serde_json::json!({

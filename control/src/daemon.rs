@@ -2,7 +2,9 @@
 //!
 //! Start-up: take the single-instance lock, load and validate the
 //! configuration, open every port (re-attaching persistent TAPs), start the
-//! workers. Then the main thread only watches for SIGTERM/SIGINT and writes
+//! workers. A port whose device cannot be opened (its pod's namespace went
+//! while the daemon was down) is down with its reason, and the rest starts:
+//! one stale pod must not take the node's forwarding and API with it. Then the main thread only watches for SIGTERM/SIGINT and writes
 //! the stats file once per second. SIGHUP is logged and ignored: there is
 //! nothing to reload (changes come through the API), and a hang-up must not
 //! end the node's forwarding. Shutdown: set the stop flag, join the
@@ -18,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use podswitch_dataplane::config::{NodeConfig, Snapshot};
+use podswitch_dataplane::io::PortStates;
 use podswitch_dataplane::pipeline::SharedTables;
 use podswitch_dataplane::worker::{Worker, WorkerSetup};
 
@@ -161,10 +164,17 @@ pub fn run(opts: &RunOptions) -> Result<()> {
 
     let started = Instant::now();
     let fanout_base = (std::process::id() as u16).wrapping_mul(31);
-    let (queues, notes) = ports::open_all(&snapshot, workers, fanout_base)?;
-    for note in &notes {
+    let opened = ports::open_all(&snapshot, workers, fanout_base);
+    for note in &opened.notes {
         tracing::info!("{note}");
     }
+    let port_states = control.port_states();
+    for (port, error) in &opened.failed {
+        let reason = format!("{error:#}");
+        tracing::error!(port = %port.name, %reason, "port down: its device could not be opened; the other ports forward (delete the port, or add it again once its pod is back)");
+        port_states.set_down(port.id, reason);
+    }
+    let queues = opened.queues;
     let snapshots = control.snapshots();
     let shared = Arc::new(SharedTables::for_snapshot(&snapshot));
     // Workers' time is the NAT clock, so the API can show conntrack timeouts.
@@ -234,6 +244,7 @@ pub fn run(opts: &RunOptions) -> Result<()> {
         &snapshots.load(),
         &counters,
         Some(&shared),
+        &port_states,
     );
     runtime.shutdown_timeout(Duration::from_millis(200));
     let _ = std::fs::remove_file(&opts.api_socket);
@@ -290,11 +301,22 @@ async fn serve(
     };
     let stats_file = stats_path(opts);
     while !stop.load(Ordering::Relaxed) {
-        let (snapshot, counters, tables) = {
+        let (snapshot, counters, tables, states) = {
             let c = api.control.lock().unwrap_or_else(|e| e.into_inner());
-            (c.snapshot(), c.worker_counters().to_vec(), c.tables())
+            (
+                c.snapshot(),
+                c.worker_counters().to_vec(),
+                c.tables(),
+                c.port_states(),
+            )
         };
-        write_stats(&stats_file, &snapshot, &counters, tables.as_deref());
+        write_stats(
+            &stats_file,
+            &snapshot,
+            &counters,
+            tables.as_deref(),
+            &states,
+        );
         for _ in 0..50 {
             if stop.load(Ordering::Relaxed) {
                 break;
@@ -322,8 +344,9 @@ fn write_stats(
     snapshot: &Snapshot,
     counters: &[Arc<podswitch_dataplane::pipeline::WorkerCounters>],
     tables: Option<&SharedTables>,
+    states: &PortStates,
 ) {
-    let mut stats = Stats::collect(snapshot, counters);
+    let mut stats = Stats::collect(snapshot, counters, states);
     stats.conntrack = tables.map(crate::stats::ConntrackStats::read);
     if let Err(e) = stats.write(path) {
         tracing::warn!(path = %path.display(), error = %e, "cannot write stats");

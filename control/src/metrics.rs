@@ -76,6 +76,18 @@ pub fn render(stats: &Stats, api_requests: &BTreeMap<(String, u16), u64>) -> Str
             let _ = writeln!(out, "{metric}{{port=\"{}\"}} {}", escape(&p.name), get(p));
         }
     }
+    let _ = writeln!(
+        out,
+        "# HELP podswitch_port_up 1 when the port's device is open, 0 when it is down (see the port's down_reason).\n# TYPE podswitch_port_up gauge"
+    );
+    for p in &stats.ports {
+        let up = u8::from(p.state != "down");
+        let _ = writeln!(
+            out,
+            "podswitch_port_up{{port=\"{}\"}} {up}",
+            escape(&p.name)
+        );
+    }
     labeled_counters(
         &mut out,
         "podswitch_drops_total",

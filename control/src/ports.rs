@@ -24,20 +24,35 @@ pub enum TapOutcome {
     Reattached,
 }
 
-/// Opens every port's queues for `workers` workers. Returns the queues and,
-/// per port, what happened (for logs).
-pub fn open_all(
-    snapshot: &Snapshot,
-    workers: usize,
-    fanout_base: u16,
-) -> Result<(WorkerQueues, Vec<String>)> {
+/// What [`open_all`] opened, and what it could not.
+pub struct Opened {
+    /// The queues, as `queues[worker][port]` (`None` for a port that failed).
+    pub queues: WorkerQueues,
+    /// Per port opened, a line for the log.
+    pub notes: Vec<String>,
+    /// The ports whose device could not be opened, with why: they stay
+    /// configured but down, and the other ports forward.
+    pub failed: Vec<(PortSpec, anyhow::Error)>,
+}
+
+/// Opens every port's queues for `workers` workers. A port that fails (a
+/// pod's namespace gone while the daemon was down) does not stop the others.
+pub fn open_all(snapshot: &Snapshot, workers: usize, fanout_base: u16) -> Opened {
     let mut queues: WorkerQueues = (0..workers)
         .map(|_| (0..snapshot.port_id_limit()).map(|_| None).collect())
         .collect();
-    let mut notes = Vec::new();
+    let (mut notes, mut failed) = (Vec::new(), Vec::new());
     for port in &snapshot.ports {
-        let (opened, note) = open_port(snapshot, port, workers, fanout_base)?;
-        notes.push(note);
+        let opened = match open_port(snapshot, port, workers, fanout_base) {
+            Ok((opened, note)) => {
+                notes.push(note);
+                opened
+            }
+            Err(e) => {
+                failed.push((port.clone(), e));
+                continue;
+            }
+        };
         for (w, q) in opened.into_iter().enumerate() {
             if let Some(slot) = queues
                 .get_mut(w)
@@ -47,7 +62,11 @@ pub fn open_all(
             }
         }
     }
-    Ok((queues, notes))
+    Opened {
+        queues,
+        notes,
+        failed,
+    }
 }
 
 /// Opens one queue per worker for `port`; returns them and a line for the log.

@@ -5,6 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use podswitch_dataplane::config::Snapshot;
+use podswitch_dataplane::io::PortStates;
 use podswitch_dataplane::pipeline::{DropReason, Event, SharedTables, WorkerCounters};
 
 /// Totals of one port.
@@ -20,6 +21,16 @@ pub struct PortStats {
     pub tx_packets: u64,
     /// Bytes sent.
     pub tx_bytes: u64,
+    /// `up`, or `down` when its device could not be opened or vanished.
+    #[serde(default = "up")]
+    pub state: String,
+    /// Why the port is down.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub down_reason: Option<String>,
+}
+
+fn up() -> String {
+    "up".to_string()
 }
 
 /// Counters of the whole dataplane.
@@ -84,14 +95,22 @@ impl ConntrackStats {
 }
 
 impl Stats {
-    /// Sums `workers`' counters for the ports of `snapshot`.
-    pub fn collect(snapshot: &Snapshot, workers: &[Arc<WorkerCounters>]) -> Stats {
+    /// Sums `workers`' counters for the ports of `snapshot`, with the
+    /// ports' `states`.
+    pub fn collect(
+        snapshot: &Snapshot,
+        workers: &[Arc<WorkerCounters>],
+        states: &PortStates,
+    ) -> Stats {
         let ports = snapshot
             .ports
             .iter()
             .map(|p| {
+                let down_reason = states.down_reason(p.id);
                 let mut s = PortStats {
                     name: p.name.clone(),
+                    state: if down_reason.is_some() { "down" } else { "up" }.to_string(),
+                    down_reason,
                     ..PortStats::default()
                 };
                 for c in workers.iter().filter_map(|w| w.port(p.id)) {

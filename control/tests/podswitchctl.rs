@@ -640,9 +640,10 @@ fn apply_refuses_an_unknown_format() {
 const PORTS: &str = r#"{"ports": [
     {"name": "pod-a", "kind": "tap", "ifname": "ps-pod-a", "netns": "/var/run/netns/pod-a",
      "pod_ifname": "eth0", "mac": "02:00:0a:f4:01:02", "ips": ["10.244.1.2", "10.244.1.3"],
-     "mtu": 1500, "offload": true, "rx_ring": false, "id": 0, "source": "config",
+     "mtu": 1500, "offload": true, "rx_ring": false, "id": 0, "source": "config", "state": "up",
      "counters": {"rx_packets": 12, "rx_bytes": 1400, "tx_packets": 10, "tx_bytes": 1200}},
-    {"name": "up0", "kind": "afpacket", "id": 1, "source": "api",
+    {"name": "up0", "kind": "afpacket", "id": 1, "source": "api", "state": "down",
+     "down_reason": "port up0: AF_PACKET socket 0 on up0: no interface up0",
      "counters": {"rx_packets": 1234567, "rx_bytes": 99, "tx_packets": 0, "tx_bytes": 0}}
 ]}"#;
 
@@ -652,9 +653,9 @@ fn port_list_table() {
     assert_eq!(
         ok(&api, &["port", "list"]),
         "\
-NAME    KIND       IFNAME     MAC                 IPS                     SOURCE   RX-PACKETS   TX-PACKETS
-pod-a   tap        ps-pod-a   02:00:0a:f4:01:02   10.244.1.2,10.244.1.3   config   12           10
-up0     afpacket   <none>     <none>              <none>                  api      1234567      0
+NAME    KIND       IFNAME     MAC                 IPS                     SOURCE   STATE   RX-PACKETS   TX-PACKETS
+pod-a   tap        ps-pod-a   02:00:0a:f4:01:02   10.244.1.2,10.244.1.3   config   up      12           10
+up0     afpacket   <none>     <none>              <none>                  api      down    1234567      0
 "
     );
     assert_request(&only_request(&api), "GET", "/v1/ports");
@@ -790,7 +791,8 @@ fn conntrack_501_prints_the_message_and_fails() {
 
 #[test]
 fn status_combines_health_and_config() {
-    let health = r#"{"forwarding": true, "workers": 2, "generation": 7}"#;
+    let health =
+        r#"{"forwarding": true, "workers": 2, "generation": 7, "ports_down": ["pod-b", "up0"]}"#;
     let config = r#"{"generation": 7, "node": {"name": "node-a", "gateway": "10.244.1.1/24"},
         "ports": [{"name": "pod-a"}, {"name": "pod-b"}, {"name": "up0"}],
         "routes": [{"prefix": "10.244.2.0/24"}], "services": 4, "nodes": 1, "mirrors": 0}"#;
@@ -804,6 +806,7 @@ fn status_combines_health_and_config() {
 forwarding:  yes
 workers:     2
 generation:  7
+ports_down:  pod-b, up0
 node:        node-a
 ports:       3
 routes:      1

@@ -210,6 +210,13 @@ fn status(ctx: &mut Ctx<'_>) -> Result<u8, Failure> {
         };
         summary.insert(key.into(), count);
     }
+    if let Some(down) = health_json.get("ports_down").and_then(Value::as_array)
+        && !down.is_empty()
+    {
+        // Names only; `port show NAME` gives the reason.
+        let names: Vec<String> = down.iter().map(cell).collect();
+        summary.insert("ports_down".into(), Value::from(names.join(", ")));
+    }
     if let Some(source) = health_json.get("source") {
         // e.g. "kubernetes (node-a): synced, 12 services, last sync 1.2 s ago"
         let text = |k: &str| source.get(k).and_then(Value::as_str).unwrap_or("?");
@@ -251,6 +258,7 @@ fn port_table(ports: &[Value]) -> Table {
         "MAC",
         "IPS",
         "SOURCE",
+        "STATE",
         "RX-PACKETS",
         "TX-PACKETS",
     ]);
@@ -266,6 +274,7 @@ fn port_table(ports: &[Value]) -> Table {
             field(port, "mac"),
             field(port, "ips"),
             field(port, "source"),
+            field(port, "state"),
             counter("rx_packets"),
             counter("tx_packets"),
         ]);

@@ -7,7 +7,7 @@
 //!   [`afpacket`] (a TPACKET_V3 ring per worker in a fanout group), both with
 //!   virtio-net headers ([`vnet`]); [`gso`] cuts super-frames and completes
 //!   partial checksums for ports without offloads; [`poll`] waits on a
-//!   worker's queues.
+//!   worker's queues; [`port_state`] says which ports are down and why.
 //! - Memory: [`hugemem`] puts the big random-access tables in huge pages
 //!   and gives the prefetch hint the NAT stage uses before taking a lock.
 //!
@@ -22,6 +22,7 @@ pub mod netns;
 pub mod pcap;
 pub mod poll;
 pub mod port;
+pub mod port_state;
 pub mod tap;
 pub mod vnet;
 
@@ -30,6 +31,7 @@ pub use netlink::{LinkState, NetlinkError, Rtnetlink};
 pub use netns::run_in_netns;
 pub use pcap::{CaptureFormat, LINKTYPE_ETHERNET, PcapError, PcapReader, PcapRecord, PcapWriter};
 pub use port::PortQueue;
+pub use port_state::PortStates;
 pub use tap::{
     PodPlacement, TapError, TapOptions, TapQueue, attach_pod_tap, attach_tap, create_pod_tap,
     create_tap, delete_pod_tap,

@@ -1,0 +1,66 @@
+//! Which ports are down, and why.
+//!
+//! A port is down when its device could not be opened at start (a pod
+//! whose network namespace is gone) or vanished while the daemon ran (a TAP
+//! deleted under its queues). The other ports keep forwarding; frames
+//! toward a down port are dropped as `tx_error`. The control plane marks
+//! the first kind, a worker the second; both only on those rare events,
+//! never per packet, so a mutex is all the sharing needs.
+//!
+//! ```
+//! use podswitch_dataplane::io::PortStates;
+//! use podswitch_dataplane::pipeline::PortId;
+//!
+//! let states = PortStates::default();
+//! assert!(states.set_down(PortId(3), "TAP deleted"));
+//! assert!(!states.set_down(PortId(3), "TAP deleted"), "only the first report counts");
+//! assert_eq!(states.down_reason(PortId(3)).as_deref(), Some("TAP deleted"));
+//! states.set_up(PortId(3));
+//! assert!(states.down().is_empty());
+//! ```
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use crate::pipeline::PortId;
+
+/// The down ports with their reasons; every other port is up.
+#[derive(Debug, Default)]
+pub struct PortStates {
+    down: Mutex<BTreeMap<PortId, String>>,
+}
+
+impl PortStates {
+    fn map(&self) -> std::sync::MutexGuard<'_, BTreeMap<PortId, String>> {
+        self.down.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Marks `port` down for `reason`. Returns false when it was down
+    /// already (the first reason stays), so only the first reporter logs.
+    pub fn set_down(&self, port: PortId, reason: impl Into<String>) -> bool {
+        let mut map = self.map();
+        if map.contains_key(&port) {
+            return false;
+        }
+        map.insert(port, reason.into());
+        true
+    }
+
+    /// Marks `port` up (a new port on this id, or one deleted).
+    pub fn set_up(&self, port: PortId) {
+        self.map().remove(&port);
+    }
+
+    /// Why `port` is down, or `None` when it is up.
+    pub fn down_reason(&self, port: PortId) -> Option<String> {
+        self.map().get(&port).cloned()
+    }
+
+    /// Every down port with its reason, by id.
+    pub fn down(&self) -> Vec<(PortId, String)> {
+        self.map()
+            .iter()
+            .map(|(port, reason)| (*port, reason.clone()))
+            .collect()
+    }
+}
