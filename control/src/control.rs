@@ -148,6 +148,19 @@ impl Control {
             .collect()
     }
 
+    /// Logs each port gone down since the last call, once (workers mark
+    /// ports down without logging).
+    pub fn log_ports_down(&self) {
+        let snapshot = self.snapshot();
+        for (id, reason) in self.port_states.take_unreported() {
+            // A port deleted meanwhile (its queue failed while it went) is no news.
+            let Some(port) = snapshot.port(id).map(|p| p.name.as_str()) else {
+                continue;
+            };
+            tracing::error!(port, %reason, "port down; the other ports forward (delete the port, or add it again once its pod is back)");
+        }
+    }
+
     /// The published snapshot cell (workers read it).
     pub fn snapshots(&self) -> Arc<ArcSwap<Snapshot>> {
         Arc::clone(&self.snapshots)
@@ -324,10 +337,10 @@ impl Control {
         for tx in &self.workers {
             let _ = tx.send(WorkerCommand::RemoveQueue(spec.id));
         }
-        self.port_states.set_up(spec.id);
         if let Err(e) = ports::remove_port(&old, &spec) {
             tracing::warn!(port = name, error = %format!("{e:#}"), "port removed from the dataplane, device cleanup failed");
         }
+        self.port_states.set_up(spec.id);
         Ok(())
     }
 

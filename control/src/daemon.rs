@@ -170,10 +170,12 @@ pub fn run(opts: &RunOptions) -> Result<()> {
     }
     let port_states = control.port_states();
     for (port, error) in &opened.failed {
-        let reason = format!("{error:#}");
-        tracing::error!(port = %port.name, %reason, "port down: its device could not be opened; the other ports forward (delete the port, or add it again once its pod is back)");
-        port_states.set_down(port.id, reason);
+        port_states.set_down(
+            port.id,
+            format!("its device could not be opened: {error:#}"),
+        );
     }
+    control.log_ports_down();
     let queues = opened.queues;
     let snapshots = control.snapshots();
     let shared = Arc::new(SharedTables::for_snapshot(&snapshot));
@@ -191,6 +193,7 @@ pub fn run(opts: &RunOptions) -> Result<()> {
             epoch,
             busy_poll: Duration::from_micros(opts.busy_poll_us),
             commands: Some(rx),
+            port_states: Arc::clone(&port_states),
         });
         counters.push(worker.counters());
         senders.push(tx);
@@ -303,6 +306,8 @@ async fn serve(
     while !stop.load(Ordering::Relaxed) {
         let (snapshot, counters, tables, states) = {
             let c = api.control.lock().unwrap_or_else(|e| e.into_inner());
+            // Ports a worker found gone since the last round, logged once.
+            c.log_ports_down();
             (
                 c.snapshot(),
                 c.worker_counters().to_vec(),

@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 
 use crate::config::Snapshot;
-use crate::io::PortQueue;
 use crate::io::poll::PollSet;
+use crate::io::{PortQueue, PortStates};
 use crate::mirror::{MirrorNote, MirrorStage};
 use crate::pipeline::{
     Batch, DropReason, Event, Frame, MAX_FRAME_LEN, Pipeline, PortId, SharedTables, Verdict,
@@ -58,6 +58,8 @@ pub struct WorkerSetup {
     pub busy_poll: Duration,
     /// Queue changes while running (`None`: the queues never change).
     pub commands: Option<Receiver<WorkerCommand>>,
+    /// Where a port whose device vanished is marked down.
+    pub port_states: Arc<PortStates>,
 }
 
 /// One worker: its pipeline, queues and buffers.
@@ -76,6 +78,7 @@ pub struct Worker {
     dirty: Vec<bool>,
     busy_poll_ns: u64,
     commands: Option<Receiver<WorkerCommand>>,
+    port_states: Arc<PortStates>,
 }
 
 impl Worker {
@@ -99,6 +102,7 @@ impl Worker {
             dirty,
             busy_poll_ns: u64::try_from(setup.busy_poll.as_nanos()).unwrap_or(u64::MAX),
             commands: setup.commands,
+            port_states: setup.port_states,
         }
     }
 
@@ -201,8 +205,14 @@ impl Worker {
                 return any;
             };
             match queue.recv_batch(&mut self.batch, port, now) {
-                Ok(0) | Err(_) => break,
+                Ok(0) => break,
                 Ok(_) => {}
+                Err(e) => {
+                    if let Some(why) = queue.device_gone(&e) {
+                        self.drop_gone_queue(port, why, &e);
+                    }
+                    break;
+                }
             }
             any = true;
             self.pipeline.process(&mut self.batch, now);
@@ -212,6 +222,19 @@ impl Worker {
             }
         }
         any
+    }
+
+    /// Stops using the queue of `port`, whose device is gone (it would
+    /// poll ready forever), and marks the port down; the control plane
+    /// logs it. Rare: the poll set is rebuilt here.
+    #[cold]
+    fn drop_gone_queue(&mut self, port: PortId, why: &str, error: &std::io::Error) {
+        if let Some(slot) = self.queues.get_mut(usize::from(port.0)) {
+            *slot = None;
+        }
+        (self.polled, self.poll) = poll_set(&self.queues);
+        let reason = format!("its device is gone: {why} (reading it: {error})");
+        self.port_states.set_down(port, reason);
     }
 
     /// Sends every frame of the batch per its verdict.

@@ -5,9 +5,9 @@
 //! longer polled). Needs root (namespaces, TAP); skips otherwise.
 
 use std::net::Ipv4Addr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use podswitch_tests::live::{Daemon, Netns, root_or_skip, wait_reachable};
+use podswitch_tests::live::{Daemon, Netns, ip, root_or_skip, wait_reachable};
 
 const CONFIG: &str = "[node]\nname = \"pf\"\n[bridge]\ngateway = \"10.244.1.1/24\"\ngateway_mac = \"02:00:0a:f4:01:01\"\n";
 const B_IP: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 3);
@@ -44,24 +44,50 @@ fn health(d: &Daemon) -> serde_json::Value {
     v["health"].clone()
 }
 
+/// CPU time (user + system, in clock ticks) of the threads of `pid` whose name starts with `prefix`.
+fn thread_ticks(pid: u32, prefix: &str) -> u64 {
+    let mut total = 0;
+    for entry in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+    {
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        let Some((name, rest)) = stat.split_once('(').and_then(|(_, r)| r.rsplit_once(')')) else {
+            continue;
+        };
+        if name.starts_with(prefix) {
+            // After the name: field 3 (state) onwards; utime and stime are fields 14 and 15.
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let get = |i: usize| fields.get(i - 3).and_then(|v| v.parse::<u64>().ok());
+            total += get(14).unwrap_or(0) + get(15).unwrap_or(0);
+        }
+    }
+    total
+}
+
+/// A daemon in its node namespace with pods a, b and c attached through
+/// the API (10.244.1.2, .3, .4), a reaching b.
+fn three_pods(tag: &str) -> (Daemon, Netns, [Netns; 3]) {
+    let node = Netns::new(&format!("{tag}-node"));
+    let pods = ["a", "b", "c"].map(|p| Netns::new(&format!("{tag}-{p}")));
+    let d = Daemon::start(&node, tag, CONFIG, 2);
+    for (i, (name, ns)) in ["pod-a", "pod-b", "pod-c"].iter().zip(&pods).enumerate() {
+        add_pod(&d, name, ns, 2 + i as u8);
+    }
+    assert!(
+        wait_reachable(&pods[0], B_IP, Duration::from_secs(10)),
+        "{}",
+        d.log_text()
+    );
+    (d, node, pods)
+}
+
 #[test]
 fn a_pod_namespace_gone_while_stopped_leaves_its_port_down_and_the_rest_forwarding() {
     if !root_or_skip("a_pod_namespace_gone_while_stopped_leaves_its_port_down") {
         return;
     }
-    let node = Netns::new("pf1-node");
-    let a = Netns::new("pf1-a");
-    let b = Netns::new("pf1-b");
-    let c = Netns::new("pf1-c");
-    let mut d = Daemon::start(&node, "pf1", CONFIG, 2);
-    add_pod(&d, "pod-a", &a, 2);
-    add_pod(&d, "pod-b", &b, 3);
-    add_pod(&d, "pod-c", &c, 4);
-    assert!(
-        wait_reachable(&a, B_IP, Duration::from_secs(10)),
-        "{}",
-        d.log_text()
-    );
+    let (mut d, node, [a, _b, c]) = three_pods("pf1");
     assert_eq!(port_json(&d, "pod-c")["state"], "up");
     d.stop();
     // The pod goes while the daemon is down (its TAP goes with the namespace).
@@ -107,5 +133,56 @@ fn a_pod_namespace_gone_while_stopped_leaves_its_port_down_and_the_rest_forwardi
     drop(d);
     let _ = std::fs::remove_dir_all(
         std::env::temp_dir().join(format!("podswitch-live-{}-pf1", std::process::id())),
+    );
+}
+
+#[test]
+fn a_tap_deleted_while_running_is_marked_down_once_and_no_longer_polled() {
+    if !root_or_skip("a_tap_deleted_while_running_is_marked_down_once") {
+        return;
+    }
+    let (d, _node, [a, _b, c]) = three_pods("pf2");
+    let pid = d.pid().expect("running");
+    let idle = Duration::from_secs(2);
+    let before = thread_ticks(pid, "podswitch-w");
+    std::thread::sleep(idle);
+    let idle_ticks = thread_ticks(pid, "podswitch-w") - before;
+
+    // The pod's interface is deleted behind the daemon's back.
+    ip(&["-n", &c.name, "link", "del", "eth0"]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while port_json(&d, "pod-c")["state"] != "down" && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let port = port_json(&d, "pod-c");
+    assert_eq!(port["state"], "down", "{port}\n{}", d.log_text());
+    let reason = port["down_reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("deleted"), "{port}");
+    assert_eq!(health(&d)["ports_down"], serde_json::json!(["pod-c"]));
+
+    // The workers sleep again: no more CPU than before the deletion.
+    let before = thread_ticks(pid, "podswitch-w");
+    std::thread::sleep(idle);
+    let after_ticks = thread_ticks(pid, "podswitch-w") - before;
+    println!("worker CPU ticks in {idle:?}: {idle_ticks} idle, {after_ticks} after the TAP went");
+    assert!(
+        after_ticks <= idle_ticks + 10,
+        "workers used {after_ticks} ticks in {idle:?} after the TAP went (idle: {idle_ticks})"
+    );
+    let log = d.log_text();
+    assert_eq!(
+        log.matches("the TAP was deleted").count(),
+        1,
+        "logged once: {log}"
+    );
+    assert!(
+        wait_reachable(&a, B_IP, Duration::from_secs(5)),
+        "the others forward"
+    );
+    d.ctl_ok(&["port", "del", "pod-c"]);
+    assert_eq!(health(&d)["ports_down"], serde_json::json!([]));
+    drop(d);
+    let _ = std::fs::remove_dir_all(
+        std::env::temp_dir().join(format!("podswitch-live-{}-pf2", std::process::id())),
     );
 }

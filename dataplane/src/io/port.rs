@@ -37,4 +37,13 @@ pub trait PortQueue: Send {
     /// True when the device takes GSO super-frames and partial checksums
     /// (a vnet header is written with each frame).
     fn accepts_offload(&self) -> bool;
+
+    /// When `error` (from [`PortQueue::recv_batch`]) means the device is
+    /// gone for good, why, in a few words; the worker then stops using this
+    /// queue, which would otherwise poll ready forever. `None` for errors
+    /// that may pass.
+    fn device_gone(&self, error: &std::io::Error) -> Option<&'static str> {
+        let _ = error;
+        None
+    }
 }

@@ -15,6 +15,8 @@
 //! assert!(states.set_down(PortId(3), "TAP deleted"));
 //! assert!(!states.set_down(PortId(3), "TAP deleted"), "only the first report counts");
 //! assert_eq!(states.down_reason(PortId(3)).as_deref(), Some("TAP deleted"));
+//! assert_eq!(states.take_unreported().len(), 1);
+//! assert!(states.take_unreported().is_empty(), "each is reported once");
 //! states.set_up(PortId(3));
 //! assert!(states.down().is_empty());
 //! ```
@@ -27,11 +29,19 @@ use crate::pipeline::PortId;
 /// The down ports with their reasons; every other port is up.
 #[derive(Debug, Default)]
 pub struct PortStates {
-    down: Mutex<BTreeMap<PortId, String>>,
+    down: Mutex<BTreeMap<PortId, Down>>,
+}
+
+/// One down port.
+#[derive(Debug)]
+struct Down {
+    reason: String,
+    /// Given out by [`PortStates::take_unreported`] already.
+    reported: bool,
 }
 
 impl PortStates {
-    fn map(&self) -> std::sync::MutexGuard<'_, BTreeMap<PortId, String>> {
+    fn map(&self) -> std::sync::MutexGuard<'_, BTreeMap<PortId, Down>> {
         self.down.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -42,7 +52,14 @@ impl PortStates {
         if map.contains_key(&port) {
             return false;
         }
-        map.insert(port, reason.into());
+        let reason = reason.into();
+        map.insert(
+            port,
+            Down {
+                reason,
+                reported: false,
+            },
+        );
         true
     }
 
@@ -53,14 +70,27 @@ impl PortStates {
 
     /// Why `port` is down, or `None` when it is up.
     pub fn down_reason(&self, port: PortId) -> Option<String> {
-        self.map().get(&port).cloned()
+        self.map().get(&port).map(|d| d.reason.clone())
     }
 
     /// Every down port with its reason, by id.
     pub fn down(&self) -> Vec<(PortId, String)> {
         self.map()
             .iter()
-            .map(|(port, reason)| (*port, reason.clone()))
+            .map(|(port, d)| (*port, d.reason.clone()))
+            .collect()
+    }
+
+    /// The ports gone down since the last call, with their reasons: the
+    /// control plane logs each once (workers do not log).
+    pub fn take_unreported(&self) -> Vec<(PortId, String)> {
+        self.map()
+            .iter_mut()
+            .filter(|(_, d)| !d.reported)
+            .map(|(port, d)| {
+                d.reported = true;
+                (*port, d.reason.clone())
+            })
             .collect()
     }
 }

@@ -472,6 +472,12 @@ impl PortQueue for TapQueue {
     fn accepts_offload(&self) -> bool {
         self.offload
     }
+
+    /// A queue whose device was deleted is detached: it polls as an error
+    /// and every read fails with `EBADFD`, until the fd is closed.
+    fn device_gone(&self, error: &io::Error) -> Option<&'static str> {
+        (error.raw_os_error() == Some(libc::EBADFD)).then_some("the TAP was deleted")
+    }
 }
 
 #[cfg(test)]
