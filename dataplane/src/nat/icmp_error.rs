@@ -35,24 +35,31 @@ const PARAMETER_PROBLEM: u8 = 12;
 /// What happened to an ICMP error.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum IcmpErrorOutcome {
-    /// It quotes no tracked flow (or is unusable): leave it alone.
+    /// It quotes no tracked flow: leave it alone.
     NotTracked,
+    /// Its header or quote cannot be read (truncated, bad checksum, not
+    /// IPv4): Linux's conntrack calls it INVALID.
+    Malformed,
     /// Translated; it travels in this direction of the flow.
     Translated(Direction),
 }
 
-/// The key of the quoted datagram (as it was on the wire) and where its L4 header starts.
-fn quoted_key(inner: &[u8]) -> Option<(ConnKey, usize)> {
+/// The key of the quoted datagram (as it was on the wire) and where its L4
+/// header starts; `Ok(None)` for a protocol conntrack does not track by
+/// ports, `Err` for a quote too short or not IPv4 (RFC 792: the IP header
+/// and 8 bytes of the datagram are quoted).
+fn quoted_key(inner: &[u8]) -> Result<Option<(ConnKey, usize)>, ()> {
     let ip = Ipv4Packet::new_unchecked(inner);
     if inner.len() < 20 || ip.version() != 4 || ip.header_len() < 20 {
-        return None;
+        return Err(());
     }
     let l4_at = ip.header_len();
-    let l4 = inner.get(l4_at..l4_at + 8)?;
+    let l4 = inner.get(l4_at..l4_at + 8).ok_or(())?;
+    let port = |at: usize| read_u16(l4, at).ok_or(());
     let (src, dst, protocol) = (ip.src_addr(), ip.dst_addr(), ip.protocol());
     let key = match protocol {
         IpProtocol::TCP | IpProtocol::UDP | SCTP => {
-            ConnKey::new(protocol, (src, read_u16(l4, 0)?), (dst, read_u16(l4, 2)?))
+            ConnKey::new(protocol, (src, port(0)?), (dst, port(2)?))
         }
         IpProtocol::ICMP
             if matches!(
@@ -60,11 +67,11 @@ fn quoted_key(inner: &[u8]) -> Option<(ConnKey, usize)> {
                 Some(&icmpv4::ECHO_REQUEST | &icmpv4::ECHO_REPLY)
             ) =>
         {
-            ConnKey::icmp_echo(src, dst, read_u16(l4, ICMP_IDENT_AT)?)
+            ConnKey::icmp_echo(src, dst, port(ICMP_IDENT_AT)?)
         }
-        _ => return None,
+        _ => return Ok(None),
     };
-    Some((key, l4_at))
+    Ok(Some((key, l4_at)))
 }
 
 /// Translates the ICMP error in the IPv4 packet `ip` if it quotes a tracked flow.
@@ -77,14 +84,22 @@ pub(crate) fn translate(
         return IcmpErrorOutcome::NotTracked;
     };
     let Ok(icmp) = Icmpv4Packet::new_checked(outer.payload()) else {
-        return IcmpErrorOutcome::NotTracked;
+        return IcmpErrorOutcome::Malformed;
     };
-    if !is_error_type(icmp.msg_type()) || !icmp.verify_checksum() {
+    if !is_error_type(icmp.msg_type()) {
         return IcmpErrorOutcome::NotTracked;
     }
-    let Some((quoted, l4_at)) = quoted_key(icmp.data()) else {
-        return IcmpErrorOutcome::NotTracked;
+    if !icmp.verify_checksum() {
+        return IcmpErrorOutcome::Malformed;
+    }
+    let (quoted, l4_at) = match quoted_key(icmp.data()) {
+        Ok(Some(found)) => found,
+        Ok(None) => return IcmpErrorOutcome::NotTracked,
+        Err(()) => return IcmpErrorOutcome::Malformed,
     };
+    if conntrack.is_empty() {
+        return IcmpErrorOutcome::NotTracked;
+    }
     let Some((dir, outer_key, inner_new)) = conntrack
         .with_entry(&quoted.inverted(), now_ns, |table, found| {
             let e = table.get(found.id)?;

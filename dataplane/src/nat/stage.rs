@@ -106,12 +106,22 @@ struct Parsed {
     echo_request: bool,
 }
 
-/// Reads the key of the IPv4 packet `ip`; `None` for packets the stage
-/// leaves alone (fragments, protocols without ports, malformed L4).
-fn parse(ip: &[u8]) -> Option<Parsed> {
-    let packet = Ipv4Packet::new_checked(ip).ok()?;
+/// Why [`parse`] gave no key.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Unparsed {
+    /// A packet the stage leaves alone: a fragment, a protocol without
+    /// ports, an ICMP message other than echo and errors.
+    Skip,
+    /// A header conntrack cannot read (cut short, a TCP data offset out of
+    /// bounds): Linux's INVALID, dropped as kube-proxy does.
+    Malformed,
+}
+
+/// Reads the key of the IPv4 packet `ip`.
+fn parse(ip: &[u8]) -> Result<Parsed, Unparsed> {
+    let packet = Ipv4Packet::new_checked(ip).map_err(|_| Unparsed::Skip)?;
     if packet.is_fragment() {
-        return None;
+        return Err(Unparsed::Skip);
     }
     let (src, dst, protocol) = (packet.src_addr(), packet.dst_addr(), packet.protocol());
     let l4 = packet.payload();
@@ -123,34 +133,35 @@ fn parse(ip: &[u8]) -> Option<Parsed> {
     };
     match protocol {
         IpProtocol::TCP => {
-            let tcp = TcpPacket::new_checked(l4).ok()?;
+            let tcp = TcpPacket::new_checked(l4).map_err(|_| Unparsed::Malformed)?;
             parsed.key = ConnKey::tcp((src, tcp.src_port()), (dst, tcp.dst_port()));
             parsed.tcp = Some(TcpSegment::from_packet(&tcp));
         }
         IpProtocol::UDP | SCTP => {
             let min = if protocol == SCTP { 12 } else { 8 };
             if l4.len() < min {
-                return None;
+                return Err(Unparsed::Malformed);
             }
-            parsed.key.src_port = read_u16(l4, 0)?;
-            parsed.key.dst_port = read_u16(l4, 2)?;
+            parsed.key.src_port = read_u16(l4, 0).ok_or(Unparsed::Malformed)?;
+            parsed.key.dst_port = read_u16(l4, 2).ok_or(Unparsed::Malformed)?;
         }
         IpProtocol::ICMP => {
-            let icmp_type = *l4.first()?;
+            let icmp_type = *l4.first().ok_or(Unparsed::Malformed)?;
             if icmp_error::is_error_type(icmp_type) {
                 parsed.icmp_error = true;
-            } else if matches!(icmp_type, icmpv4::ECHO_REQUEST | icmpv4::ECHO_REPLY)
-                && l4.len() >= 8
-            {
-                parsed.key = ConnKey::icmp_echo(src, dst, read_u16(l4, ICMP_IDENT_AT)?);
+            } else if matches!(icmp_type, icmpv4::ECHO_REQUEST | icmpv4::ECHO_REPLY) {
+                let ident = read_u16(l4, ICMP_IDENT_AT)
+                    .filter(|_| l4.len() >= icmpv4::HEADER_LEN)
+                    .ok_or(Unparsed::Malformed)?;
+                parsed.key = ConnKey::icmp_echo(src, dst, ident);
                 parsed.echo_request = icmp_type == icmpv4::ECHO_REQUEST;
             } else {
-                return None;
+                return Err(Unparsed::Skip);
             }
         }
-        _ => return None,
+        _ => return Err(Unparsed::Skip),
     }
-    Some(parsed)
+    Ok(parsed)
 }
 
 /// The conntrack key of a TCP or UDP packet `ip` (an IPv4 header
@@ -375,12 +386,18 @@ impl NatStage<'_> {
         let Some(ip) = frame.data_mut().get_mut(l3..) else {
             return NatAction::Continue;
         };
-        let Some(p) = parse(ip) else {
-            return NatAction::Continue;
+        let p = match parse(ip) {
+            Ok(p) => p,
+            Err(Unparsed::Skip) => return NatAction::Continue,
+            Err(Unparsed::Malformed) => {
+                return NatAction::Verdict(Verdict::Drop(DropReason::L4Malformed));
+            }
         };
         if p.icmp_error {
-            self.icmp_error(ip);
-            return NatAction::Continue;
+            return match self.icmp_error(ip) {
+                Err(reason) => NatAction::Verdict(Verdict::Drop(reason)),
+                Ok(_) => NatAction::Continue,
+            };
         }
         if !self.conntrack.is_empty() {
             match self.established(ip, &p, sum, false) {
@@ -407,11 +424,13 @@ impl NatStage<'_> {
         let Some(ip) = frame.data_mut().get_mut(l3..) else {
             return Ok(false);
         };
-        let Some(p) = parse(ip) else {
-            return Ok(false);
+        let p = match parse(ip) {
+            Ok(p) => p,
+            Err(Unparsed::Skip) => return Ok(false),
+            Err(Unparsed::Malformed) => return Err(DropReason::L4Malformed),
         };
         if p.icmp_error {
-            return Ok(self.icmp_error(ip));
+            return self.icmp_error(ip);
         }
         match self.established(ip, &p, sum, true) {
             Established::Action(NatAction::Continue) => Ok(true),
@@ -420,16 +439,16 @@ impl NatStage<'_> {
         }
     }
 
-    fn icmp_error(&self, ip: &mut [u8]) -> bool {
-        if self.conntrack.is_empty() {
-            return false;
-        }
+    /// An ICMP error: translated if it quotes a tracked flow (`Ok(true)`),
+    /// dropped if its quote cannot be read.
+    fn icmp_error(&self, ip: &mut [u8]) -> Result<bool, DropReason> {
         match icmp_error::translate(self.conntrack, ip, self.now) {
             IcmpErrorOutcome::Translated(_) => {
                 self.counters.event(Event::IcmpErrorUnnat);
-                true
+                Ok(true)
             }
-            IcmpErrorOutcome::NotTracked => false,
+            IcmpErrorOutcome::NotTracked => Ok(false),
+            IcmpErrorOutcome::Malformed => Err(DropReason::L4Malformed),
         }
     }
 
@@ -835,6 +854,7 @@ mod tests {
             ip[12..20].copy_from_slice(&[10, 244, 1, 2, 10, 96, 0, 10]);
             ip.extend_from_slice(&rest);
             let want = parse(&ip)
+                .ok()
                 .filter(|p| matches!(p.key.protocol, IpProtocol::TCP | IpProtocol::UDP))
                 .filter(|p| p.tcp.is_none_or(|s| s.flags & FLAG_SYN == 0))
                 .map(|p| (p.key, p.tcp));

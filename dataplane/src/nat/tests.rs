@@ -488,5 +488,6 @@ fn a_big_batch_of_new_and_established_flows_is_translated() {
 
 mod dnat;
 mod flow_cache;
+mod invalid;
 mod lifecycle;
 mod snat;

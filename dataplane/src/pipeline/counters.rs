@@ -131,6 +131,10 @@ named_enum! {
         ConntrackFull => "conntrack_full",
         /// TCP segment of a connection whose endpoint left the service (a RST is sent to the client).
         ServiceEndpointRemoved => "service_endpoint_removed",
+        /// A TCP, UDP or ICMP header cut short (or a TCP data offset out of
+        /// bounds), or an ICMP error whose quoted header cannot be read, where
+        /// the NAT stage looks: Linux's conntrack INVALID, which kube-proxy drops.
+        L4Malformed => "l4_malformed",
         // --- end services / NAT ---
         // VXLAN overlay (overlay/).
         /// A VXLAN packet to us that is truncated or inconsistent (no I flag, bad lengths).
