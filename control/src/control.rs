@@ -888,6 +888,7 @@ impl Control {
                     serde_json::json!({
                         "rx_packets": counters.rx_packets, "rx_bytes": counters.rx_bytes,
                         "tx_packets": counters.tx_packets, "tx_bytes": counters.tx_bytes,
+                        "rx_errors": counters.rx_errors, "rx_dropped": counters.rx_dropped,
                     }),
                 );
                 Some(v)

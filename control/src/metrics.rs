@@ -70,6 +70,16 @@ pub fn render(stats: &Stats, api_requests: &BTreeMap<(String, u16), u64>) -> Str
             "Bytes sent per port.",
             |p| p.tx_bytes,
         ),
+        (
+            "podswitch_port_rx_errors_total",
+            "Frames the port's device failed to deliver or gave unusable (bad vnet header, cut short, too long).",
+            |p| p.rx_errors,
+        ),
+        (
+            "podswitch_port_rx_dropped_total",
+            "Frames the kernel dropped before the workers read them (AF_PACKET ring or socket buffer full).",
+            |p| p.rx_dropped,
+        ),
     ] {
         let _ = writeln!(out, "# HELP {metric} {help}\n# TYPE {metric} counter");
         for p in &stats.ports {

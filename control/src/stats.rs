@@ -21,6 +21,14 @@ pub struct PortStats {
     pub tx_packets: u64,
     /// Bytes sent.
     pub tx_bytes: u64,
+    /// Frames the device failed to deliver or gave unusable (receive
+    /// errors, bad vnet headers, cut short, too long).
+    #[serde(default)]
+    pub rx_errors: u64,
+    /// Frames the kernel dropped before the workers read them (AF_PACKET
+    /// ring or socket buffer full).
+    #[serde(default)]
+    pub rx_dropped: u64,
     /// `up`, or `down` when its device could not be opened or vanished.
     #[serde(default = "up")]
     pub state: String,
@@ -118,6 +126,8 @@ impl Stats {
                     s.rx_bytes += c.rx_bytes.get();
                     s.tx_packets += c.tx_packets.get();
                     s.tx_bytes += c.tx_bytes.get();
+                    s.rx_errors += c.rx_errors.get();
+                    s.rx_dropped += c.rx_dropped.get();
                 }
                 s
             })

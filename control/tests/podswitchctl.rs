@@ -704,8 +704,10 @@ fn json_output_is_the_servers_json_pretty_printed_in_its_order() {
 
 const STATS: &str = r#"{"generation": 7, "workers": 2,
     "ports": [
-        {"name": "pod-a", "rx_packets": 12, "rx_bytes": 1400, "tx_packets": 10, "tx_bytes": 1200},
-        {"name": "up0", "rx_packets": 1234567, "rx_bytes": 1500000000, "tx_packets": 0, "tx_bytes": 0}
+        {"name": "pod-a", "rx_packets": 12, "rx_bytes": 1400, "tx_packets": 10, "tx_bytes": 1200,
+         "rx_errors": 0, "rx_dropped": 0},
+        {"name": "up0", "rx_packets": 1234567, "rx_bytes": 1500000000, "tx_packets": 0, "tx_bytes": 0,
+         "rx_errors": 2, "rx_dropped": 4096}
     ],
     "drops": {"bad_checksum": 0, "spoofed_src_mac": 3, "ttl_exceeded": 1, "no_route": 0},
     "events": {"arp_reply": 5, "gso_frames": 0},
@@ -719,9 +721,9 @@ fn stats_table_shows_ports_and_only_non_zero_counters() {
         "\
 generation 7, 2 workers
 
-PORT    RX-PACKETS   RX-BYTES     TX-PACKETS   TX-BYTES
-pod-a   12           1400         10           1200
-up0     1234567      1500000000   0            0
+PORT    RX-PACKETS   RX-BYTES     TX-PACKETS   TX-BYTES   RX-DROPPED   RX-ERRORS
+pod-a   12           1400         10           1200       0            0
+up0     1234567      1500000000   0            0          4096         2
 
 DROP-REASON       PACKETS
 spoofed_src_mac   3

@@ -29,6 +29,10 @@ use crate::pipeline::{
 /// how late timers (ARP retries, aging) run when no traffic comes.
 pub const POLL_TIMEOUT: Duration = Duration::from_millis(50);
 
+/// How often a worker reads its devices' receive drops into its counters
+/// (a syscall per AF_PACKET queue, so not per batch).
+pub const DEVICE_DROPS_INTERVAL: Duration = Duration::from_millis(250);
+
 /// A change to the queues a worker owns, sent while it runs (a port was
 /// added or removed through the control API).
 pub enum WorkerCommand {
@@ -125,6 +129,7 @@ impl Worker {
         let timeout = i32::try_from(POLL_TIMEOUT.as_millis()).unwrap_or(50);
         let mut last_timer_run = 0u64;
         let mut last_traffic = 0u64;
+        let mut last_device_read = 0u64;
         while !self.stop.load(Ordering::Relaxed) {
             self.apply_commands();
             let spinning = self.now().saturating_sub(last_traffic) < self.busy_poll_ns;
@@ -154,8 +159,25 @@ impl Worker {
                 last_traffic = now;
             }
             self.flush();
+            if now.saturating_sub(last_device_read) >= DEVICE_DROPS_INTERVAL.as_nanos() as u64 {
+                for i in 0..self.polled.len() {
+                    self.read_device_drops(self.polled[i]);
+                }
+                last_device_read = now;
+            }
+        }
+        for i in 0..self.polled.len() {
+            self.read_device_drops(self.polled[i]);
         }
         Ok(())
+    }
+
+    /// Adds what `port`'s queue lost on receive since the last read to the
+    /// port's counters.
+    fn read_device_drops(&mut self, port: PortId) {
+        if let Some(Some(queue)) = self.queues.get_mut(usize::from(port.0)) {
+            count_device_drops(queue.as_mut(), self.pipeline.counters(), port);
+        }
     }
 
     /// Takes queue changes from the control plane (between batches only).
@@ -175,8 +197,9 @@ impl Worker {
                     self.queues[i] = Some(queue);
                 }
                 WorkerCommand::RemoveQueue(port) => {
-                    if let Some(slot) = self.queues.get_mut(usize::from(port.0)) {
-                        *slot = None;
+                    let slot = self.queues.get_mut(usize::from(port.0));
+                    if let Some(mut queue) = slot.and_then(Option::take) {
+                        count_device_drops(queue.as_mut(), self.pipeline.counters(), port);
                     }
                 }
             }
@@ -208,6 +231,9 @@ impl Worker {
                 Ok(0) => break,
                 Ok(_) => {}
                 Err(e) => {
+                    if let Some(c) = self.pipeline.counters().port(port) {
+                        c.rx_errors.inc();
+                    }
                     if let Some(why) = queue.device_gone(&e) {
                         self.drop_gone_queue(port, why, &e);
                     }
@@ -229,6 +255,7 @@ impl Worker {
     /// logs it. Rare: the poll set is rebuilt here.
     #[cold]
     fn drop_gone_queue(&mut self, port: PortId, why: &str, error: &std::io::Error) {
+        self.read_device_drops(port);
         if let Some(slot) = self.queues.get_mut(usize::from(port.0)) {
             *slot = None;
         }
@@ -338,6 +365,15 @@ impl Worker {
     }
 }
 
+/// Adds what `queue` (of `port`) lost on receive since the last call to the port's counters.
+fn count_device_drops(queue: &mut dyn PortQueue, counters: &WorkerCounters, port: PortId) {
+    let drops = queue.take_device_drops();
+    if let Some(c) = counters.port(port) {
+        c.rx_errors.add(drops.errors);
+        c.rx_dropped.add(drops.dropped);
+    }
+}
+
 /// Mirror hook of the transmit path: a frame sent on `port` is an egress
 /// copy (flooded copies included, segments as cut); one the output refused is
 /// a drop with [`DropReason::TxError`], selected by its output port.
@@ -372,4 +408,110 @@ fn poll_set(queues: &[Option<Box<dyn PortQueue>>]) -> (Vec<PortId>, PollSet) {
         .filter_map(|p| queues[usize::from(p.0)].as_ref().map(|q| q.poll_fd()))
         .collect();
     (polled, PollSet::new(&fds))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::{AsRawFd, RawFd};
+    use std::os::unix::net::UnixStream;
+
+    use super::*;
+    use crate::config::NodeConfig;
+    use crate::io::DeviceDrops;
+
+    /// A queue that always polls ready and whose every read fails, with
+    /// device drops to hand out once.
+    struct FailingQueue {
+        _writer: UnixStream,
+        reader: UnixStream,
+        error: i32,
+        drops: Option<DeviceDrops>,
+    }
+
+    impl FailingQueue {
+        fn new(error: i32, drops: DeviceDrops) -> FailingQueue {
+            let (mut writer, reader) = UnixStream::pair().unwrap();
+            std::io::Write::write_all(&mut writer, b"x").unwrap();
+            FailingQueue {
+                _writer: writer,
+                reader,
+                error,
+                drops: Some(drops),
+            }
+        }
+    }
+
+    impl PortQueue for FailingQueue {
+        fn poll_fd(&self) -> RawFd {
+            self.reader.as_raw_fd()
+        }
+        fn recv_batch(&mut self, _: &mut Batch, _: PortId, _: u64) -> std::io::Result<usize> {
+            Err(std::io::Error::from_raw_os_error(self.error))
+        }
+        fn send(&mut self, _: &Frame) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn accepts_offload(&self) -> bool {
+            false
+        }
+        fn device_gone(&self, error: &std::io::Error) -> Option<&'static str> {
+            (error.raw_os_error() == Some(libc::EBADFD)).then_some("gone")
+        }
+        fn take_device_drops(&mut self) -> DeviceDrops {
+            self.drops.take().unwrap_or_default()
+        }
+    }
+
+    /// Runs a worker over `queues` (ports 0 and 1) for a moment.
+    fn run(queues: Vec<Option<Box<dyn PortQueue>>>) -> (Arc<WorkerCounters>, Arc<PortStates>) {
+        let config = NodeConfig::from_toml_str(
+            "[bridge]\ngateway = \"10.244.1.1/24\"\ngateway_mac = \"02:00:0a:f4:01:01\"\n\
+             [[ports]]\nname = \"a\"\nkind = \"tap\"\n[[ports]]\nname = \"b\"\nkind = \"tap\"\n",
+        )
+        .unwrap();
+        let snapshot = Arc::new(Snapshot::build(&config, 1).unwrap());
+        let stop = Arc::new(AtomicBool::new(false));
+        let port_states = Arc::new(PortStates::default());
+        let mut worker = Worker::new(WorkerSetup {
+            id: 0,
+            queues,
+            snapshots: Arc::new(ArcSwap::from(snapshot)),
+            shared: Arc::new(SharedTables::new(64, Default::default())),
+            stop: Arc::clone(&stop),
+            epoch: Instant::now(),
+            busy_poll: Duration::ZERO,
+            commands: None,
+            port_states: Arc::clone(&port_states),
+        });
+        let counters = worker.counters();
+        let thread = std::thread::spawn(move || worker.run());
+        std::thread::sleep(Duration::from_millis(300));
+        stop.store(true, Ordering::Relaxed);
+        thread.join().unwrap().unwrap();
+        (counters, port_states)
+    }
+
+    #[test]
+    fn receive_errors_and_device_drops_are_counted_per_port() {
+        let drops = DeviceDrops {
+            errors: 2,
+            dropped: 5,
+        };
+        let (counters, states) = run(vec![
+            Some(Box::new(FailingQueue::new(libc::EIO, drops))),
+            Some(Box::new(FailingQueue::new(libc::EBADFD, drops))),
+        ]);
+        let a = counters.port(PortId(0)).unwrap();
+        assert!(a.rx_errors.get() > 2, "each failed read counts");
+        assert_eq!(a.rx_dropped.get(), 5);
+        assert_eq!(states.down_reason(PortId(0)), None, "EIO may pass");
+        // A queue whose device is gone is read once, then no more.
+        let b = counters.port(PortId(1)).unwrap();
+        assert_eq!((b.rx_errors.get(), b.rx_dropped.get()), (1 + 2, 5));
+        let reason = states.down_reason(PortId(1)).unwrap();
+        assert!(reason.contains("gone"), "{reason}");
+    }
 }

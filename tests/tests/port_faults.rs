@@ -2,12 +2,15 @@
 //! whose network namespace is gone while the daemon was down (the daemon
 //! starts anyway, that port is down with its reason), and a TAP deleted
 //! while the daemon runs (detected, the port marked down, logged once, no
-//! longer polled). Needs root (namespaces, TAP); skips otherwise.
+//! longer polled); and frames a device drops before the workers read them,
+//! which are counted per port. Needs root (namespaces, TAP); skips otherwise.
 
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use podswitch_tests::live::{Daemon, Netns, ip, root_or_skip, wait_reachable};
+use podswitch_tests::live::{
+    Daemon, Netns, ip, root_or_skip, send_raw_frames, veth, wait_reachable,
+};
 
 const CONFIG: &str = "[node]\nname = \"pf\"\n[bridge]\ngateway = \"10.244.1.1/24\"\ngateway_mac = \"02:00:0a:f4:01:01\"\n";
 const B_IP: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 3);
@@ -185,4 +188,68 @@ fn a_tap_deleted_while_running_is_marked_down_once_and_no_longer_polled() {
     let _ = std::fs::remove_dir_all(
         std::env::temp_dir().join(format!("podswitch-live-{}-pf2", std::process::id())),
     );
+}
+
+#[test]
+fn frames_the_kernel_drops_before_the_workers_read_them_are_counted_per_port() {
+    if !root_or_skip("frames_the_kernel_drops_before_the_workers_read_them_are_counted") {
+        return;
+    }
+    let node = Netns::new("pf3-node");
+    let x = Netns::new("pf3-x");
+    let y = Netns::new("pf3-y");
+    veth("veth-x", &node, "eth0", &x);
+    veth("veth-y", &node, "eth0", &y);
+    // pod-x receives with recvmmsg (a socket buffer), pod-y through the mmap ring.
+    let config = format!(
+        "{CONFIG}[[ports]]\nname = \"pod-x\"\nkind = \"afpacket\"\nifname = \"veth-x\"\n\
+         [[ports]]\nname = \"pod-y\"\nkind = \"afpacket\"\nifname = \"veth-y\"\nrx_ring = true\n"
+    );
+    let mut d = Daemon::start(&node, "pf3", &config, 2);
+    let pid = d.pid().expect("running");
+    // While the workers cannot read, a burst overflows the sockets.
+    // SAFETY: signals to the daemon this test started; no memory is involved.
+    unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
+    let frame: Vec<u8> = [[0x02, 0, 0, 0, 0, 0x99], [0x02, 0, 0, 0, 0, 0x98]]
+        .concat()
+        .into_iter()
+        .chain([0x08, 0x00])
+        .chain(std::iter::repeat_n(0x45, 1486))
+        .collect();
+    for ns in [&x, &y] {
+        send_raw_frames(ns, "eth0", vec![frame.clone(); 30_000]);
+    }
+    // SAFETY: as above.
+    unsafe { libc::kill(pid as i32, libc::SIGCONT) };
+    std::thread::sleep(Duration::from_millis(300));
+    let text = d.ctl_ok(&["-o", "json", "stats"]);
+    let stats: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let metrics = d.ctl_ok(&["metrics"]);
+    for name in ["pod-x", "pod-y"] {
+        let port = stats["ports"]
+            .as_array()
+            .and_then(|ports| ports.iter().find(|p| p["name"] == name))
+            .unwrap_or_else(|| panic!("{name} in {text}"));
+        let dropped = port["rx_dropped"].as_u64().unwrap_or(0);
+        let received = port["rx_packets"].as_u64().unwrap_or(0);
+        println!("{name}: {received} received, {dropped} dropped by the kernel of 30000 sent");
+        assert!(dropped > 0, "{name}: {port}");
+        // Received may hold a few frames of the pod's own (IPv6 neighbour discovery).
+        assert!(dropped <= 30_000, "{name}: {port}");
+        let line = format!("podswitch_port_rx_dropped_total{{port=\"{name}\"}} {dropped}");
+        assert!(metrics.contains(&line), "{line} in {metrics}");
+        assert!(
+            metrics.contains(&format!(
+                "podswitch_port_rx_errors_total{{port=\"{name}\"}} 0"
+            )),
+            "{metrics}"
+        );
+        let listed = d.ctl_ok(&["-o", "json", "port", "show", name]);
+        let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+        assert_eq!(listed["counters"]["rx_dropped"], dropped, "{listed}");
+    }
+    let table = d.ctl_ok(&["stats"]);
+    assert!(table.contains("RX-DROPPED"), "{table}");
+    d.stop();
+    let _ = std::fs::remove_dir_all(&d.run_dir);
 }

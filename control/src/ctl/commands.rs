@@ -750,14 +750,28 @@ fn stats(ctx: &mut Ctx<'_>) -> Result<(), Failure> {
     )?;
     writeln!(ctx.out)?;
     let ports = stats.get("ports").and_then(Value::as_array);
-    let mut table = Table::new(&["PORT", "RX-PACKETS", "RX-BYTES", "TX-PACKETS", "TX-BYTES"]);
+    // The header of each column is its key, upper case with dashes.
+    let columns = [
+        "rx_packets",
+        "rx_bytes",
+        "tx_packets",
+        "tx_bytes",
+        "rx_dropped",
+        "rx_errors",
+    ];
+    let headers: Vec<String> = columns
+        .iter()
+        .map(|k| k.to_uppercase().replace('_', "-"))
+        .collect();
+    let headers: Vec<&str> = std::iter::once("PORT")
+        .chain(headers.iter().map(String::as_str))
+        .collect();
+    let mut table = Table::new(&headers);
     for port in ports.into_iter().flatten() {
-        table.push(
-            ["name", "rx_packets", "rx_bytes", "tx_packets", "tx_bytes"]
-                .iter()
-                .map(|k| field(port, k))
-                .collect(),
-        );
+        let cells = std::iter::once("name")
+            .chain(columns)
+            .map(|k| field(port, k));
+        table.push(cells.collect());
     }
     if table.is_empty() {
         writeln!(ctx.out, "no ports")?;

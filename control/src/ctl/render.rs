@@ -125,6 +125,8 @@ pub const FIELD_ORDER: &[&str] = &[
     "rx_bytes",
     "tx_packets",
     "tx_bytes",
+    "rx_dropped",
+    "rx_errors",
 ];
 
 fn field_rank(key: &str) -> (usize, &str) {

@@ -67,8 +67,8 @@ use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 
-use crate::io::PortQueue;
 use crate::io::vnet::{self, VNET_HDR_LEN_LEGACY};
+use crate::io::{DeviceDrops, PortQueue};
 use crate::pipeline::{Batch, Frame, Offload, PortId};
 
 mod sys;
@@ -252,7 +252,8 @@ pub struct AfPacketCapabilities {
 pub struct AfPacketStats {
     /// Frames delivered into batches.
     pub rx_packets: u64,
-    /// Packets the kernel dropped because the ring was full (`PACKET_STATISTICS`).
+    /// Packets the kernel dropped because the ring (or, without one, the
+    /// socket buffer) was full (`PACKET_STATISTICS`).
     pub rx_drops_ring: u64,
     /// Packets skipped for a vnet header we cannot honour.
     pub rx_bad_vnet: u64,
@@ -285,6 +286,8 @@ pub struct AfPacketQueue {
     rx_pos: Option<(usize, u32)>,
     tx: TxQueue,
     stats: AfPacketStats,
+    /// `stats` when [`PortQueue::take_device_drops`] last ran.
+    stats_taken: AfPacketStats,
 }
 
 impl std::fmt::Debug for AfPacketQueue {
@@ -363,6 +366,7 @@ impl AfPacketQueue {
             rx_pos: None,
             tx: TxQueue::new(),
             stats: AfPacketStats::default(),
+            stats_taken: AfPacketStats::default(),
         })
     }
 
@@ -768,5 +772,17 @@ impl PortQueue for AfPacketQueue {
 
     fn accepts_offload(&self) -> bool {
         self.caps.vnet_hdr
+    }
+
+    /// The kernel's drops (ring or socket buffer full, read with
+    /// `PACKET_STATISTICS`) and the packets skipped as unusable, since the last call.
+    fn take_device_drops(&mut self) -> DeviceDrops {
+        let (now, before) = (self.stats(), self.stats_taken);
+        self.stats_taken = now;
+        let unusable = |s: &AfPacketStats| s.rx_bad_vnet + s.rx_oversized + s.rx_bad_blocks;
+        DeviceDrops {
+            errors: unusable(&now) - unusable(&before),
+            dropped: now.rx_drops_ring - before.rx_drops_ring,
+        }
     }
 }

@@ -30,7 +30,7 @@ pub use afpacket::{AfPacketOptions, AfPacketQueue};
 pub use netlink::{LinkState, NetlinkError, Rtnetlink};
 pub use netns::run_in_netns;
 pub use pcap::{CaptureFormat, LINKTYPE_ETHERNET, PcapError, PcapReader, PcapRecord, PcapWriter};
-pub use port::PortQueue;
+pub use port::{DeviceDrops, PortQueue};
 pub use port_state::PortStates;
 pub use tap::{
     PodPlacement, TapError, TapOptions, TapQueue, attach_pod_tap, attach_tap, create_pod_tap,

@@ -10,6 +10,19 @@ use std::os::fd::RawFd;
 
 use crate::pipeline::{Batch, Frame, PortId};
 
+/// Frames a queue's device lost on receive since the last
+/// [`PortQueue::take_device_drops`], by kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeviceDrops {
+    /// Frames the device gave that were unusable: a vnet header we cannot
+    /// honour, cut short, longer than a buffer, or a ring block that
+    /// cannot be trusted.
+    pub errors: u64,
+    /// Frames the kernel dropped before we read them: the AF_PACKET ring
+    /// or socket buffer was full.
+    pub dropped: u64,
+}
+
 /// One queue of one port, owned by one worker.
 pub trait PortQueue: Send {
     /// The file descriptor to poll for readability.
@@ -45,5 +58,11 @@ pub trait PortQueue: Send {
     fn device_gone(&self, error: &std::io::Error) -> Option<&'static str> {
         let _ = error;
         None
+    }
+
+    /// The frames lost on receive since the last call (a few syscalls at
+    /// most: the worker calls it a few times a second, not per batch).
+    fn take_device_drops(&mut self) -> DeviceDrops {
+        DeviceDrops::default()
     }
 }

@@ -25,9 +25,9 @@ use std::ffi::CStr;
 use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-use super::PortQueue;
 use super::netlink::{NetlinkError, Rtnetlink, check_ifname};
 use super::vnet::{self, VNET_HDR_LEN_V1};
+use super::{DeviceDrops, PortQueue};
 use crate::pipeline::{Batch, Frame, PortId};
 
 mod pod;
@@ -295,6 +295,7 @@ fn open_queues(name: &str, opts: &TapOptions, mode: OpenMode) -> Result<Vec<TapQ
             fd,
             offload: opts.offload,
             rx_errors: 0,
+            rx_errors_taken: 0,
         };
         if queue == 0 && attach_index.is_some() && existing_index(name).ok() != attach_index {
             // We made a new, non-persistent device: it goes with this fd.
@@ -372,6 +373,8 @@ pub struct TapQueue {
     fd: OwnedFd,
     offload: bool,
     rx_errors: u64,
+    /// `rx_errors` when [`PortQueue::take_device_drops`] last ran.
+    rx_errors_taken: u64,
 }
 
 impl TapQueue {
@@ -477,6 +480,14 @@ impl PortQueue for TapQueue {
     /// and every read fails with `EBADFD`, until the fd is closed.
     fn device_gone(&self, error: &io::Error) -> Option<&'static str> {
         (error.raw_os_error() == Some(libc::EBADFD)).then_some("the TAP was deleted")
+    }
+
+    /// The frames [`TapQueue::rx_errors`] counted since the last call (the
+    /// kernel's own drops toward a full TAP queue are the pod's tx_dropped).
+    fn take_device_drops(&mut self) -> DeviceDrops {
+        let errors = self.rx_errors - self.rx_errors_taken;
+        self.rx_errors_taken = self.rx_errors;
+        DeviceDrops { errors, dropped: 0 }
     }
 }
 

@@ -241,6 +241,12 @@ pub struct PortCounters {
     pub tx_packets: Counter,
     /// Bytes sent.
     pub tx_bytes: Counter,
+    /// Frames the input device failed to deliver: receive errors, and
+    /// frames it gave that were unusable (bad vnet header, cut short, too long).
+    pub rx_errors: Counter,
+    /// Frames the kernel dropped before the worker read them (the
+    /// AF_PACKET ring or socket buffer was full).
+    pub rx_dropped: Counter,
 }
 
 /// All counters of one worker.
