@@ -12,6 +12,10 @@
 //! translation: addresses, ports (or echo identifier), the quoted IP
 //! header checksum and — when quoted — the L4 checksum, incrementally;
 //! the ICMP checksum over the whole message is recomputed.
+//!
+//! The errors the pipeline sends itself (time exceeded, fragmentation
+//! needed) about a packet it translated quote the packet as its sender sent
+//! it: [`untranslate`] puts the packet back first, the same way.
 
 use super::rewrite::{
     ICMP_IDENT_AT, L4Sum, SCTP, l4_addr_changed, l4_set_u16, read_u16, write_u16,
@@ -131,6 +135,31 @@ pub(crate) fn translate(
         icmp.fill_checksum();
     }
     IcmpErrorOutcome::Translated(dir)
+}
+
+/// Puts the IPv4 packet `ip` back as its sender sent it if the NAT stage
+/// translated it (its inverted key is a tracked direction's), before the
+/// pipeline quotes it in an ICMP error of its own (time exceeded,
+/// fragmentation needed): the sender must find its own packet in the
+/// quote, as `nf_nat_icmp_reply_translation` gives it on Linux. `true`: it
+/// was put back.
+pub(crate) fn untranslate(conntrack: &SharedConntrack, ip: &mut [u8], now_ns: u64) -> bool {
+    if conntrack.is_empty() {
+        return false;
+    }
+    let Ok(Some((sent, l4_at))) = quoted_key(ip) else {
+        return false;
+    };
+    let Some(before) = conntrack
+        .with_entry(&sent.inverted(), now_ns, |table, found| {
+            Some(*table.get(found.id)?.key(found.direction.opposite()))
+        })
+        .flatten()
+    else {
+        return false;
+    };
+    rewrite_quoted(ip, l4_at, &sent, &before);
+    true
 }
 
 /// Puts the quoted datagram back to `new` (addresses and ports).

@@ -452,6 +452,13 @@ impl NatStage<'_> {
         }
     }
 
+    /// Puts a packet the stage translated (the IPv4 packet `ip`) back as
+    /// its sender sent it, to be quoted in an ICMP error the pipeline
+    /// sends about it. `true`: it was translated and is put back.
+    pub fn untranslate(&self, ip: &mut [u8]) -> bool {
+        icmp_error::untranslate(self.conntrack, ip, self.now)
+    }
+
     /// Looks the packet up; on a hit tracks it and rewrites it.
     fn established(&self, ip: &mut [u8], p: &Parsed, sum: L4Sum, reply_only: bool) -> Established {
         let (now, mark) = (self.now, self.mark());

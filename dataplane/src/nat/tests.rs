@@ -490,4 +490,5 @@ mod dnat;
 mod flow_cache;
 mod invalid;
 mod lifecycle;
+mod own_errors;
 mod snat;

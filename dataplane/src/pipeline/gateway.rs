@@ -4,7 +4,9 @@
 //! own address and ICMP echo requests to it, rewriting the request into the
 //! reply in place. This module also builds ICMP errors (time exceeded,
 //! unreachable) in place from the offending packet, under a per-worker
-//! token bucket like Linux's `icmp_msgs_per_sec`/`icmp_msgs_burst`.
+//! token bucket like Linux's `icmp_msgs_per_sec`/`icmp_msgs_burst`; a
+//! packet the NAT stage translated is first put back as its sender sent it,
+//! so the error quotes what the sender knows and goes to it.
 
 use core::net::Ipv4Addr;
 
@@ -216,6 +218,10 @@ impl Pipeline {
         if !self.icmp_bucket.take(now) {
             self.counters.count_drop(DropReason::IcmpRateLimited);
             return Verdict::Consumed;
+        }
+        // A translated packet is quoted, and answered, as its sender sent it.
+        if let Some(ip) = frame.data_mut().get_mut(ETH_LEN..) {
+            self.nat_stage(now).untranslate(ip);
         }
         let src_ip = src_ip.unwrap_or(l3.address.addr);
         if build_icmp_error(frame, src_ip, l3.mac, kind.0, kind.1).is_none() {
