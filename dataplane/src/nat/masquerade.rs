@@ -1,4 +1,5 @@
-//! SNAT port allocation (masquerade and hairpin) that never collides.
+//! SNAT port allocation (masquerade, hairpin, and the client port of a DNAT
+//! flow whose reply tuple clashes with another's) that never collides.
 //!
 //! Like Linux's `nf_nat_used_tuple`, a candidate port is taken only if
 //! the reply key it would create is not in use; the check and the insert

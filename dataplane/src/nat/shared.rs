@@ -7,7 +7,8 @@
 //! (original source = reply destination), masquerade entries with the
 //! remote peer (original destination = reply source), and hairpin entries
 //! (SNAT + DNAT) pick their SNAT port so that the gateway's (address, port)
-//! falls into the client's shard. ICMP keys shard by address alone, since
+//! falls into the client's shard, as does a DNAT entry whose client port is
+//! remapped because its reply tuple was taken. ICMP keys shard by address alone, since
 //! masquerading rewrites the identifier that stands in for both ports.
 
 use core::net::Ipv4Addr;

@@ -676,39 +676,75 @@ impl NatStage<'_> {
             iface == L3If::Uplink && !self.snapshot.gateway.address.contains(backend.addr);
         let inserted = if hairpin || remote_node_port {
             let gateway = self.snapshot.gateway.address.addr;
-            let make = |port| Nat {
-                src: Some((gateway, port)),
-                dst: Some(endpoint),
-            };
-            let same_shard = |port| self.conntrack.shard_of(gateway, port, key.protocol) == shard;
-            let hash = flow_hash(key.src_addr, key.dst_addr, key.src_port, key.dst_port, 0);
-            insert_with_port(
-                self.conntrack,
-                shard,
-                &self.snapshot.nat,
-                key,
-                hash,
-                make,
-                same_shard,
-                self.now,
-                self.first_packet(p),
-            )
-            .map(|(ok, nat, evicted)| {
-                let event = if hairpin {
-                    Event::SnatHairpin
-                } else {
-                    Event::SnatMasquerade
-                };
-                (ok, nat, evicted, event)
-            })
+            self.insert_snat_dnat(shard, p, (gateway, 0), endpoint)
+                .map(|(ok, nat, evicted)| {
+                    let event = if hairpin {
+                        Event::SnatHairpin
+                    } else {
+                        Event::SnatMasquerade
+                    };
+                    (ok, nat, evicted, event)
+                })
         } else {
             let nat = Nat::dnat(endpoint);
-            self.conntrack
+            match self
+                .conntrack
                 .insert_with(shard, key, nat, self.now, self.first_packet(p))
-                .map(|(ok, evicted)| (ok, nat, evicted, Event::Dnat))
-                .map_err(|_| AllocError::Clash)
+            {
+                Ok((ok, evicted)) => Ok((ok, nat, evicted, Event::Dnat)),
+                Err(_) => self.remap_source(shard, p, endpoint),
+            }
         };
         self.finish_insert(frame, l3, p, sum, inserted)
+    }
+
+    /// A DNAT flow whose insert clashed: if its reply tuple is another
+    /// flow's (the same client port to two services that share an
+    /// endpoint), the client's port is remapped to one that makes the reply
+    /// tuple unique and keeps the entry in the client's shard, as Linux's
+    /// implicit source NAT does on a clash. If the flow itself is tracked
+    /// (another worker raced us), [`AllocError::Clash`].
+    fn remap_source(
+        &self,
+        shard: usize,
+        p: &Parsed,
+        endpoint: (Ipv4Addr, u16),
+    ) -> Result<(bool, Nat, u64, Event), AllocError> {
+        let (ok, nat, evicted) = self.insert_snat_dnat(shard, p, (p.key.src_addr, 2), endpoint)?;
+        if ok {
+            self.counters.event(Event::SourcePortRemapped);
+        }
+        Ok((ok, nat, evicted, Event::Dnat))
+    }
+
+    /// Inserts a flow DNATed to `endpoint` with its source translated to
+    /// `src_addr` and a port [`insert_with_port`] finds (its search started
+    /// by the flow's hash salted with `salt`), kept in `shard`.
+    fn insert_snat_dnat(
+        &self,
+        shard: usize,
+        p: &Parsed,
+        (src_addr, salt): (Ipv4Addr, u8),
+        endpoint: (Ipv4Addr, u16),
+    ) -> Result<(bool, Nat, u64), AllocError> {
+        let key = p.key;
+        let make = |port| Nat {
+            src: Some((src_addr, port)),
+            dst: Some(endpoint),
+        };
+        let same_shard = |port| self.conntrack.shard_of(src_addr, port, key.protocol) == shard;
+        let hash = flow_hash(key.src_addr, key.dst_addr, key.src_port, key.dst_port, salt);
+        insert_with_port(
+            self.conntrack,
+            shard,
+            &self.snapshot.nat,
+            key,
+            hash,
+            make,
+            same_shard,
+            self.now,
+            self.first_packet(p),
+        )
     }
 
     /// Rewrites the first packet of a new entry, or says why there is none.

@@ -212,6 +212,10 @@ named_enum! {
         ConntrackEvicted => "conntrack_evicted",
         /// A connection to a service without endpoints was refused (RST or ICMP sent).
         ServiceRejected => "service_rejected",
+        /// A new connection's reply tuple was another connection's (the same
+        /// client port to two services on one endpoint): its source port was
+        /// remapped, as Linux does.
+        SourcePortRemapped => "source_port_remapped",
         // --- end services / NAT ---
         // mirror (issue 8):
         /// A mirror copy was dropped because its output was behind (the frame itself was not).

@@ -263,3 +263,56 @@ fn partial_checksums_stay_partial() {
     );
     assert_eq!(&data[14 + 20 + 2..14 + 20 + 4], &8080u16.to_be_bytes());
 }
+
+#[test]
+fn a_clash_of_reply_tuples_remaps_the_source_port() {
+    // Two services on one endpoint: the same client port to both would
+    // be answered with the same tuple (B:8080 → A:40000).
+    let mut cfg = config(WEB_ON_B);
+    let web2 = NodeConfig::from_toml_str(&format!(
+        "{BASE}\n[[services]]\nname = \"web2\"\ncluster_ip = \"10.96.0.11\"\nprotocol = \"TCP\"\nport = 80\ntarget_port = 8080\nendpoints = [{WEB_ON_B}]\n"
+    ))
+    .unwrap();
+    cfg.services.extend(web2.services);
+    let mut n = Node::with(cfg, SharedTables::default());
+    const WEB2: [u8; 4] = [10, 96, 0, 11];
+    handshake(&mut n, CLIENT);
+    let syn = n.through(
+        A,
+        tcp((MAC_A, GW_MAC), CLIENT, (WEB2, 80), 7, Flags::Syn, b""),
+        B,
+    );
+    assert_eq!(syn.dst, (IP_B, 8080));
+    assert_eq!(syn.src.0, IP_A);
+    let remapped = syn.src.1;
+    assert_ne!(
+        remapped, CLIENT.1,
+        "the reply tuple must differ from the first flow's"
+    );
+    assert_eq!(n.events(Event::SourcePortRemapped), 1);
+    // The endpoint's answers reach the client from the service it called.
+    let synack = tcp(
+        (MAC_B, MAC_A),
+        (IP_B, 8080),
+        (IP_A, remapped),
+        900,
+        Flags::SynAck(8),
+        b"",
+    );
+    let out = n.through(B, synack, A);
+    assert_eq!((out.src, out.dst), ((WEB2, 80), CLIENT));
+    let ack = tcp(
+        (MAC_A, GW_MAC),
+        CLIENT,
+        (WEB2, 80),
+        8,
+        Flags::Ack(901),
+        b"two",
+    );
+    let out = n.through(A, ack, B);
+    assert_eq!(out.src, (IP_A, remapped));
+    // The first connection is untouched.
+    let out = n.through(B, web_reply(CLIENT, 501, Flags::Ack(101), b"one"), A);
+    assert_eq!((out.src, out.dst), ((WEB, 80), CLIENT));
+    assert_eq!(n.drops(DropReason::ConntrackFull), 0);
+}
