@@ -5,6 +5,9 @@
 //! Every name is derived from (containerID, ifname) alone, so DEL, CHECK
 //! and GC find the port without `prevResult` and without the netns.
 
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
 use podswitch_control::client::{ApiClient, ClientError, segment};
 
 use crate::cidr::Cidr;
@@ -129,6 +132,22 @@ impl Daemon {
                     .collect()
             })
             .unwrap_or_default())
+    }
+
+    /// The addresses podswitchd's ports hold (`GET /v1/ports`), each with
+    /// whose it is ("podswitchd port pod-a").
+    pub fn port_addresses(&self) -> Result<BTreeMap<IpAddr, String>, CniError> {
+        let ports = self.client.get_json("/v1/ports").map_err(map_error)?;
+        let mut out = BTreeMap::new();
+        for port in ports["ports"].as_array().into_iter().flatten() {
+            let name = port["name"].as_str().unwrap_or("?");
+            for ip in port["ips"].as_array().into_iter().flatten() {
+                if let Some(ip) = ip.as_str().and_then(|t| t.parse().ok()) {
+                    out.insert(ip, format!("podswitchd port {name}"));
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// `GET /v1/health`.

@@ -37,7 +37,16 @@ pub fn add(env: &Env, config: &Config) -> Result<serde_json::Value, CniError> {
         ));
     }
     let store = Store::open(&config.data_dir, &config.name)?;
-    let allocations = store.allocate(&sets, &env.container_id, &env.ifname, &env.requested_ips)?;
+    // Never an address a port already holds (a range overlapping ports
+    // made by hand); one taken meanwhile is refused by the daemon (409).
+    let taken = daemon.port_addresses()?;
+    let allocations = store.allocate_except(
+        &sets,
+        &env.container_id,
+        &env.ifname,
+        &env.requested_ips,
+        &taken,
+    )?;
     let name = port_name(&env.container_id, &env.ifname);
     let mac = pod_mac(&env.container_id, &env.ifname);
     // The dataplane configures IPv4 only for now; IPv6 addresses are

@@ -19,9 +19,10 @@
 //!   ([`LOCK_WAIT`]); running out of it is code 11 (try again later).
 //!
 //! The network address, the last address (IPv4 broadcast) and the gateway
-//! are never handed out.
+//! are never handed out, nor an address the caller names as taken (one a
+//! podswitchd port already holds: a range may overlap ports made by hand).
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::net::IpAddr;
@@ -260,6 +261,19 @@ impl Store {
         ifname: &str,
         requested: &[IpAddr],
     ) -> Result<Vec<Allocation>, CniError> {
+        self.allocate_except(sets, container_id, ifname, requested, &BTreeMap::new())
+    }
+
+    /// As [`Store::allocate`], never handing out an address of `taken`
+    /// (address → whose it is, for the error when it is requested).
+    pub fn allocate_except(
+        &self,
+        sets: &[Vec<Range>],
+        container_id: &str,
+        ifname: &str,
+        requested: &[IpAddr],
+        taken: &BTreeMap<IpAddr, String>,
+    ) -> Result<Vec<Allocation>, CniError> {
         let _lock = self.lock()?;
         let existing = self.scan()?;
         if let Some(r) = existing.iter().find(|r| r.belongs_to(container_id, ifname)) {
@@ -272,9 +286,10 @@ impl Store {
         let wanted = assign_requested(sets, requested)?;
         let mut done: Vec<Allocation> = Vec::new();
         for (index, set) in sets.iter().enumerate() {
+            let owner = (container_id, ifname);
             let result = match wanted[index] {
-                Some(ip) => self.reserve_requested(set, ip, container_id, ifname),
-                None => self.reserve_next(index, set, existing.len(), container_id, ifname),
+                Some(ip) => self.reserve_requested(set, ip, owner, taken),
+                None => self.reserve_next(index, set, existing.len(), owner, taken),
             };
             match result {
                 Ok(allocation) => {
@@ -298,8 +313,8 @@ impl Store {
         &self,
         set: &[Range],
         ip: IpAddr,
-        container_id: &str,
-        ifname: &str,
+        (container_id, ifname): (&str, &str),
+        taken: &BTreeMap<IpAddr, String>,
     ) -> Result<Allocation, CniError> {
         let range = set
             .iter()
@@ -310,6 +325,13 @@ impl Store {
                 "CNI_ARGS IP = {ip}: is the gateway of {}",
                 range.subnet
             )));
+        }
+        if let Some(whose) = taken.get(&ip) {
+            return Err(CniError::new(
+                code::ADDRESS_CONFLICT,
+                "requested address is taken",
+                format!("CNI_ARGS IP = {ip}: already the address of {whose}"),
+            ));
         }
         if self.try_reserve(ip, container_id, ifname)? {
             Ok(allocation(range, ip))
@@ -327,8 +349,8 @@ impl Store {
         index: usize,
         set: &[Range],
         reserved: usize,
-        container_id: &str,
-        ifname: &str,
+        (container_id, ifname): (&str, &str),
+        taken: &BTreeMap<IpAddr, String>,
     ) -> Result<Allocation, CniError> {
         let last = std::fs::read_to_string(self.dir.join(format!("{LAST_RESERVED_PREFIX}{index}")))
             .ok()
@@ -337,13 +359,14 @@ impl Store {
             Some(r) => next_position(set, r, last.unwrap_or(set[r].start)),
             None => (0, set[0].start),
         };
-        // Each step that fails hits a reserved file or a gateway, so a free
-        // address turns up within reserved + gateways + 1 distinct steps.
+        // Each step that fails hits a reserved file, a taken address or a
+        // gateway, so a free address turns up within that many + 1 distinct steps.
         let total: u128 = set.iter().map(Range::size).sum();
-        let steps = total.min((reserved + set.len() + 1) as u128);
+        let steps = total.min((reserved + taken.len() + set.len() + 1) as u128);
         for _ in 0..steps {
             let (r, ip) = position;
-            if ip != set[r].gateway && self.try_reserve(ip, container_id, ifname)? {
+            let free = ip != set[r].gateway && !taken.contains_key(&ip);
+            if free && self.try_reserve(ip, container_id, ifname)? {
                 return Ok(allocation(&set[r], ip));
             }
             position = next_position(set, r, ip);

@@ -3,7 +3,7 @@
 //! The runtime executes the binary once per operation with `CNI_*`
 //! variables ([`env`]) and the network configuration on stdin
 //! ([`config`]). ADD reserves an address in a host-local style store
-//! ([`ipam`]) and asks the daemon for a TAP port placed in the pod
+//! ([`ipam`]), never one a podswitchd port already holds, and asks the daemon for a TAP port placed in the pod
 //! ([`attach`]); DEL, CHECK, GC and STATUS are in [`commands`]. Results are
 //! printed on stdout in the request's `cniVersion` (0.4.0, 1.0.0, 1.1.0);
 //! errors as `{cniVersion, code, msg, details}` on stdout with exit code 1;
@@ -16,7 +16,7 @@
 //! CHECK); 11 try again later (daemon unreachable, IPAM lock busy);
 //! 50/51 STATUS (daemon unreachable / not forwarding). Plugin codes:
 //! 100 no free address, 101 address conflict (duplicate ADD, requested IP
-//! taken), 102 the daemon refused the request (its message follows),
+//! reserved or a port's), 102 the daemon refused the request (its message follows),
 //! 103 `CNI_IFNAME` exists in the container, 104 CHECK found a difference.
 //!
 //! Limits: the dataplane configures IPv4 only, so IPv6 ranges are

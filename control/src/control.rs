@@ -33,6 +33,7 @@ use crate::state::{
 use crate::store::{Change, Store, TableId, changes};
 use crate::{ports, stats::Stats};
 
+mod conflicts;
 mod source;
 pub use source::{ServiceChange, Skipped, SourceReport, SourceUpdate};
 
@@ -270,6 +271,7 @@ impl Control {
                 port.name
             )));
         }
+        conflicts::check_new_port(&port, &self.snapshot(), self.state.services.values())?;
         let mut candidate = self.state.clone();
         candidate.ports.insert(port.name.clone(), port.clone());
         let snapshot = self.build(&mut candidate).map_err(|e| ApiError {
@@ -394,6 +396,7 @@ impl Control {
         let mut candidate = self.state.clone();
         candidate.node = Some(node);
         let snapshot = self.build(&mut candidate)?;
+        conflicts::check_node_addresses(&snapshot, self.state.services.values())?;
         self.commit(candidate, snapshot)
     }
 
@@ -418,6 +421,7 @@ impl Control {
                 .chain(std::iter::once(&service)),
         )?;
         self.check_static_conflicts(std::iter::once(&service))?;
+        conflicts::NodeAddresses::of(&self.snapshot()).check_cluster_ip("", &service)?;
         let name = service.name.clone();
         let mut keys = vec![Change::put(TableId::Services, &name, &service)];
         if !endpoints.is_empty() {
@@ -771,8 +775,10 @@ impl Control {
     pub fn apply(&mut self, doc: ApplyDocument) -> Result<ApplyReport, ApiError> {
         let mut services = BTreeMap::new();
         let mut endpoints = BTreeMap::new();
+        let addresses = conflicts::NodeAddresses::of(&self.snapshot());
         for (i, s) in doc.services.into_iter().enumerate() {
             validate_service(&format!("services[{i}]"), &s.service)?;
+            addresses.check_cluster_ip(&format!("services[{i}]."), &s.service)?;
             validate_endpoints(&format!("services[{i}].endpoints"), &s.endpoints)?;
             let name = s.service.name.clone();
             if !s.endpoints.is_empty() {

@@ -45,13 +45,27 @@ fn store(daemon: &Daemon) -> PathBuf {
 
 /// Starts the plugin with `command` for (`id`, eth0) in `netns`.
 fn spawn(command: &str, id: &str, netns: &str, stdin: &serde_json::Value) -> Child {
+    spawn_with_args(command, id, netns, stdin, "")
+}
+
+/// As [`spawn`], with more `CNI_ARGS` (e.g. `;IP=10.244.1.3`).
+fn spawn_with_args(
+    command: &str,
+    id: &str,
+    netns: &str,
+    stdin: &serde_json::Value,
+    more_args: &str,
+) -> Child {
     let mut child = Command::new(cni_bin())
         .env("CNI_COMMAND", command)
         .env("CNI_CONTAINERID", id)
         .env("CNI_NETNS", netns)
         .env("CNI_IFNAME", if id.is_empty() { "" } else { "eth0" })
         .env("CNI_PATH", "/opt/cni/bin")
-        .env("CNI_ARGS", "IgnoreUnknown=1;K8S_POD_NAMESPACE=default")
+        .env(
+            "CNI_ARGS",
+            format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=default{more_args}"),
+        )
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -291,5 +305,55 @@ fn sixty_four_concurrent_adds_and_dels() {
         "bounded: ADD {add_time:?}, DEL {del_time:?}"
     );
     drop(pods);
+    let _ = std::fs::remove_dir_all(&d.run_dir);
+}
+
+#[test]
+fn an_address_a_port_already_holds_is_never_handed_out() {
+    if !root_or_skip("an_address_a_port_already_holds_is_never_handed_out") {
+        return;
+    }
+    let node = Netns::new("ch-node");
+    let d = Daemon::start(&node, "ch", NODE_CONFIG, 1);
+    let _ = std::fs::remove_dir_all(data_dir(&d));
+    // A port made by hand (not through the plugin) on the range's first
+    // two addresses: the range overlaps it.
+    let manual = Netns::new("ch-manual");
+    let netns = ns_path(&manual);
+    let ifname = format!("ps{}ch", std::process::id() % 100_000);
+    d.ctl_ok(&[
+        "port",
+        "add",
+        "manual",
+        "--kind",
+        "tap",
+        "--ifname",
+        &ifname,
+        "--netns",
+        &netns,
+        "--mac",
+        "02:00:0a:f4:01:fe",
+        "--ip",
+        "10.244.1.2",
+        "--ip",
+        "10.244.1.3",
+    ]);
+    let pod = Netns::new("ch-pod");
+    let conf = request_config("1.1.0", &d);
+    let out = cni_ok("ADD", "pod-ch", &ns_path(&pod), &conf);
+    let result: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let given = address_of(&result);
+    assert_eq!(given, Ipv4Addr::new(10, 244, 1, 4), "{out}");
+    // Asked for by name, a port's address is a conflict, not handed out.
+    let other = Netns::new("ch-other");
+    let child = spawn_with_args("ADD", "pod-ch2", &ns_path(&other), &conf, ";IP=10.244.1.3");
+    let (code, out, _) = finish(child);
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        out.contains("10.244.1.3") && out.contains("port manual"),
+        "{out}"
+    );
+    assert_eq!(reservations(&store(&d)), ["10.244.1.4"]);
+    cni_ok("DEL", "pod-ch", &ns_path(&pod), &conf);
     let _ = std::fs::remove_dir_all(&d.run_dir);
 }

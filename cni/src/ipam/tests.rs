@@ -298,3 +298,35 @@ fn concurrent_allocations_from_threads_are_unique() {
     let got: HashSet<Cidr> = handles.into_iter().map(|h| h.join().unwrap()).collect();
     assert_eq!(got.len(), 16);
 }
+
+#[test]
+fn taken_addresses_are_skipped_and_refused_when_requested() {
+    let tmp = TempDir::new("taken");
+    let store = Store::open(&tmp.0, "net").unwrap();
+    let s = sets(vec![vec![range("10.1.2.0/29", None, None, None)]]);
+    let taken: BTreeMap<IpAddr, String> = ["10.1.2.2", "10.1.2.3", "10.1.2.5"]
+        .into_iter()
+        .map(|a| (ip(a), format!("port {a}")))
+        .collect();
+    let mut got = Vec::new();
+    for i in 0..2 {
+        let a = store
+            .allocate_except(&s, &format!("c{i}"), "eth0", &[], &taken)
+            .unwrap();
+        got.push(a[0].address.addr.to_string());
+    }
+    assert_eq!(got, ["10.1.2.4", "10.1.2.6"]);
+    // .2, .3 and .5 are taken, .4 and .6 reserved: none left.
+    let err = store
+        .allocate_except(&s, "c9", "eth0", &[], &taken)
+        .unwrap_err();
+    assert_eq!(err.code, code::RANGE_EXHAUSTED, "{err:?}");
+    let err = store
+        .allocate_except(&s, "c9", "eth0", &[ip("10.1.2.5")], &taken)
+        .unwrap_err();
+    assert_eq!(err.code, code::ADDRESS_CONFLICT);
+    assert!(
+        err.details.contains("already the address of port 10.1.2.5"),
+        "{err:?}"
+    );
+}
