@@ -163,6 +163,19 @@ impl Daemon {
         workers: usize,
         extra: &[&str],
     ) -> Daemon {
+        Self::start_with_env(node, run_dir, config, workers, extra, &[])
+    }
+
+    /// As [`Daemon::start_with_args`] with environment variables for the
+    /// daemon (e.g. `PODSWITCH_CRASH_AT`).
+    pub fn start_with_env(
+        node: &Netns,
+        run_dir: PathBuf,
+        config: PathBuf,
+        workers: usize,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Daemon {
         let stats = run_dir.join("stats.json");
         let _ = std::fs::remove_file(&stats);
         let log = run_dir.join("daemon.log");
@@ -180,6 +193,7 @@ impl Daemon {
             .arg("--state-dir")
             .arg(run_dir.join("state"))
             .args(extra)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().unwrap())
             .stderr(log_file)
@@ -267,6 +281,21 @@ impl Daemon {
     /// The daemon's process id (`ip netns exec` execs it), while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
+    }
+
+    /// Waits up to `limit` for the daemon to exit on its own (a crash
+    /// point); returns its status, or `None` (then it is still running).
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            let status = self.child.as_mut()?.try_wait().ok().flatten();
+            if status.is_some() {
+                self.child = None;
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
     }
 
     /// SIGTERM with a 2 s limit.

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
 
 use arc_swap::ArcSwap;
-use podswitch_dataplane::config::{NodeConfig, PortSection, RouteSection, Snapshot};
+use podswitch_dataplane::config::{NodeConfig, RouteSection, Snapshot};
 use podswitch_dataplane::io::PortStates;
 use podswitch_dataplane::pipeline::{SharedTables, WorkerCounters};
 use podswitch_dataplane::services::ServiceEntry;
@@ -27,13 +27,14 @@ use crate::mirror::{MirrorRuntime, Selection, capture};
 use crate::services::ServiceCache;
 use crate::state::{
     ApiError, ApiState, ApplyDocument, Changed, Endpoint, Mirror, NodeAddressing, NodeRecord,
-    Service, Source, check_name, check_node_overlaps, check_service_conflicts, check_service_name,
-    diff, route_key, validate_endpoints, validate_mirror, validate_node, validate_service,
+    Service, Source, check_node_overlaps, check_service_conflicts, check_service_name, diff,
+    route_key, validate_endpoints, validate_mirror, validate_node, validate_service,
 };
+use crate::stats::Stats;
 use crate::store::{Change, Store, TableId, changes};
-use crate::{ports, stats::Stats};
 
 mod conflicts;
+mod port_changes;
 mod source;
 pub use source::{ServiceChange, Skipped, SourceReport, SourceUpdate};
 
@@ -245,13 +246,23 @@ impl Control {
 
     /// Stores `candidate`, then publishes `snapshot`.
     fn commit(&mut self, candidate: ApiState, snapshot: Snapshot) -> Result<u64, ApiError> {
+        self.store_state(&candidate)?;
+        Ok(self.publish(candidate, snapshot))
+    }
+
+    /// Stores the keys in which `candidate` differs from the state.
+    fn store_state(&self, candidate: &ApiState) -> Result<(), ApiError> {
         self.store
-            .commit(&changes(&self.state, &candidate))
-            .map_err(|e| ApiError::internal(format!("the change was not stored: {e}")))?;
+            .commit(&changes(&self.state, candidate))
+            .map_err(|e| ApiError::internal(format!("the change was not stored: {e}")))
+    }
+
+    /// Makes the stored `candidate` the state and publishes `snapshot`.
+    fn publish(&mut self, candidate: ApiState, snapshot: Snapshot) -> u64 {
         self.state = candidate;
         let generation = snapshot.generation;
         self.snapshots.store(Arc::new(snapshot));
-        Ok(generation)
+        generation
     }
 
     fn port_names(&self) -> BTreeSet<String> {
@@ -260,90 +271,6 @@ impl Control {
             .iter()
             .map(|p| p.name.clone())
             .collect()
-    }
-
-    /// `POST /v1/ports`.
-    pub fn add_port(&mut self, port: PortSection) -> Result<u64, ApiError> {
-        check_name("name", &port.name)?;
-        if self.port_names().contains(&port.name) {
-            return Err(ApiError::conflict(format!(
-                "name = {}: a port with this name exists",
-                port.name
-            )));
-        }
-        conflicts::check_new_port(&port, &self.snapshot(), self.state.services.values())?;
-        let mut candidate = self.state.clone();
-        candidate.ports.insert(port.name.clone(), port.clone());
-        let snapshot = self.build(&mut candidate).map_err(|e| ApiError {
-            status: e.status,
-            message: strip_index(&e.message, "ports["),
-        })?;
-        let spec = snapshot
-            .port_by_name(&port.name)
-            .cloned()
-            .ok_or_else(|| ApiError::internal("port vanished"))?;
-        if let Some(other) = snapshot
-            .ports
-            .iter()
-            .find(|p| p.name != spec.name && p.ifname == spec.ifname)
-        {
-            return Err(ApiError::conflict(format!(
-                "ifname = {}: already used by port {}",
-                spec.ifname, other.name
-            )));
-        }
-        let (queues, note) = ports::open_port(
-            &snapshot,
-            &spec,
-            self.workers.len().max(1),
-            self.fanout_base,
-        )
-        .map_err(|e| ApiError::bad_request(format!("{e:#}")))?;
-        if let Err(e) = self.commit(candidate, snapshot) {
-            let _ = ports::remove_port(&self.snapshot(), &spec);
-            return Err(e);
-        }
-        tracing::info!("{note} (added through the API)");
-        self.port_states.set_up(spec.id);
-        for (tx, q) in self.workers.iter().zip(queues) {
-            let _ = tx.send(WorkerCommand::AddQueue(spec.id, q));
-        }
-        Ok(self.snapshot().generation)
-    }
-
-    /// `DELETE /v1/ports/{name}`.
-    pub fn delete_port(&mut self, name: &str) -> Result<(), ApiError> {
-        let old = self.snapshot();
-        let Some(spec) = old.port_by_name(name).cloned() else {
-            return Err(ApiError::not_found(format!("port {name} not found")));
-        };
-        if !self.state.ports.contains_key(name) {
-            return Err(ApiError::conflict(format!(
-                "port {name} comes from the config file; remove it there"
-            )));
-        }
-        if self
-            .state
-            .mirrors
-            .values()
-            .any(|m| m.ports.iter().any(|p| p == name))
-        {
-            return Err(ApiError::conflict(format!(
-                "port {name} is used by a mirror session"
-            )));
-        }
-        let mut candidate = self.state.clone();
-        candidate.ports.remove(name);
-        let snapshot = self.build(&mut candidate)?;
-        self.commit(candidate, snapshot)?;
-        for tx in &self.workers {
-            let _ = tx.send(WorkerCommand::RemoveQueue(spec.id));
-        }
-        if let Err(e) = ports::remove_port(&old, &spec) {
-            tracing::warn!(port = name, error = %format!("{e:#}"), "port removed from the dataplane, device cleanup failed");
-        }
-        self.port_states.set_up(spec.id);
-        Ok(())
     }
 
     /// `POST /v1/routes`.

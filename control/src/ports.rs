@@ -127,7 +127,7 @@ pub fn remove_port(snapshot: &Snapshot, port: &PortSpec) -> Result<()> {
         return Ok(());
     }
     match placement(snapshot, port) {
-        Some(p) => tap::delete_pod_tap(&p).with_context(|| {
+        Some(p) => tap::delete_pod_tap(&p).map(drop).with_context(|| {
             format!(
                 "port {}: delete TAP {} in {}",
                 port.name,
@@ -184,6 +184,7 @@ fn open_tap(
     if let Ok(qs) = tap::attach_pod_tap(&opts, &placement) {
         return Ok((qs, TapOutcome::Reattached));
     }
+    remove_half_made(port, &placement);
     let qs = tap::create_pod_tap(&port.ifname, &opts, &placement).with_context(|| {
         format!(
             "port {}: TAP {} into {}",
@@ -193,6 +194,33 @@ fn open_tap(
         )
     })?;
     Ok((qs, TapOutcome::Created))
+}
+
+/// Removes what a crash while `port`'s TAP was being placed may have left:
+/// the TAP under its node-side name in the node's namespace (made, not yet
+/// moved) or in the pod's (moved, not yet renamed). A placed TAP is never
+/// found under that name, so such a device is a leftover of this port.
+fn remove_half_made(port: &PortSpec, placement: &PodPlacement) {
+    let in_pod = PodPlacement {
+        ifname: port.ifname.clone(),
+        ..placement.clone()
+    };
+    let removed = [
+        ("the node's namespace", tap::delete_tap(&port.ifname)),
+        ("the pod's namespace", tap::delete_pod_tap(&in_pod)),
+    ];
+    for (place, outcome) in removed {
+        match outcome {
+            Ok(true) => {
+                tracing::info!(port = %port.name, tap = %port.ifname, "removed a half-made TAP from {place}")
+            }
+            // No pod namespace: the creation that follows says so.
+            Ok(false) | Err(tap::TapError::Netns { .. }) => {}
+            Err(e) => {
+                tracing::warn!(port = %port.name, tap = %port.ifname, error = %e, "cannot remove a leftover TAP from {place}")
+            }
+        }
+    }
 }
 
 /// A stable locally administered MAC for a port without one.

@@ -82,30 +82,39 @@ pub fn attach_pod_tap(
 }
 
 /// Removes the pod's TAP: clears persist through a fresh queue, then
-/// deletes the link. Succeeds if it is already gone; refuses to delete an
-/// interface of that name that is not a TAP.
-pub fn delete_pod_tap(placement: &PodPlacement) -> Result<(), TapError> {
-    in_pod(placement, || {
-        let opts = TapOptions {
-            queues: 1,
-            offload: false,
-            persist: false,
-        };
-        match attach_tap(&placement.ifname, &opts) {
-            Ok(queues) => drop(queues),
-            Err(TapError::NoSuchTap(_)) => return Ok(()),
-            Err(e) => return Err(e),
-        }
-        // Queues held elsewhere keep a non-persistent device: delete it outright.
-        let mut nl = pod_netlink(placement)?;
-        let deleted = nl
-            .link_index(&placement.ifname)
-            .and_then(|index| nl.link_del(index));
-        match deleted {
-            Err(e) if !e.is_no_such_link() => Err(pod_step(placement, "deleting the interface", e)),
-            _ => Ok(()),
-        }
-    })
+/// deletes the link. Returns false if it was already gone; refuses to
+/// delete an interface of that name that is not a TAP.
+pub fn delete_pod_tap(placement: &PodPlacement) -> Result<bool, TapError> {
+    in_pod(placement, || delete_tap(&placement.ifname))
+}
+
+/// Removes TAP `name` from the calling thread's netns: clears persist
+/// through a fresh queue, then deletes the link. Returns false when there
+/// was none; refuses to delete an interface of that name that is not a TAP.
+pub fn delete_tap(name: &str) -> Result<bool, TapError> {
+    let opts = TapOptions {
+        queues: 1,
+        offload: false,
+        persist: false,
+    };
+    match attach_tap(name, &opts) {
+        Ok(queues) => drop(queues),
+        Err(TapError::NoSuchTap(_)) => return Ok(false),
+        Err(e) => return Err(e),
+    }
+    // Queues held elsewhere keep a non-persistent device: delete it outright.
+    let step = || format!("deleting TAP {name:?}");
+    let mut nl = Rtnetlink::open().map_err(|source| TapError::Netlink {
+        step: step(),
+        source,
+    })?;
+    match nl.link_index(name).and_then(|index| nl.link_del(index)) {
+        Err(source) if !source.is_no_such_link() => Err(TapError::Netlink {
+            step: step(),
+            source,
+        }),
+        _ => Ok(true),
+    }
 }
 
 /// Moves the device out of the node netns, then configures it in the pod.

@@ -1,0 +1,130 @@
+//! Adding and deleting ports, in the order that survives a crash at any
+//! point: the stored state says which ports exist, and a start makes the
+//! devices of the stored ports (re-attaching the persistent TAPs, making
+//! the missing ones). So an add stores the port before it makes the device
+//! (and takes the record back if the device cannot be made), and a delete
+//! removes the device before the record: a crash in between leaves a
+//! stored port whose TAP the next start makes, never a TAP in a pod that
+//! nothing tracks. A crash inside the device's creation can leave a
+//! half-made TAP; the next start removes it ([`crate::ports`]).
+//!
+//! `PODSWITCH_CRASH_AT=port-add` or `port-delete` makes the daemon abort
+//! between the two steps: the test hook of `tests/tests/port_crashes.rs`.
+
+use podswitch_dataplane::config::PortSection;
+use podswitch_dataplane::worker::WorkerCommand;
+
+use super::{Control, conflicts, strip_index};
+use crate::ports;
+use crate::state::{ApiError, check_name};
+use crate::store::changes;
+
+impl Control {
+    /// `POST /v1/ports`.
+    pub fn add_port(&mut self, port: PortSection) -> Result<u64, ApiError> {
+        check_name("name", &port.name)?;
+        if self.port_names().contains(&port.name) {
+            return Err(ApiError::conflict(format!(
+                "name = {}: a port with this name exists",
+                port.name
+            )));
+        }
+        conflicts::check_new_port(&port, &self.snapshot(), self.state.services.values())?;
+        let mut candidate = self.state.clone();
+        candidate.ports.insert(port.name.clone(), port.clone());
+        let snapshot = self.build(&mut candidate).map_err(|e| ApiError {
+            status: e.status,
+            message: strip_index(&e.message, "ports["),
+        })?;
+        let spec = snapshot
+            .port_by_name(&port.name)
+            .cloned()
+            .ok_or_else(|| ApiError::internal("port vanished"))?;
+        if let Some(other) = snapshot
+            .ports
+            .iter()
+            .find(|p| p.name != spec.name && p.ifname == spec.ifname)
+        {
+            return Err(ApiError::conflict(format!(
+                "ifname = {}: already used by port {}",
+                spec.ifname, other.name
+            )));
+        }
+        self.store_state(&candidate)?;
+        crash_point("port-add");
+        let workers = self.workers.len().max(1);
+        let (queues, note) = match ports::open_port(&snapshot, &spec, workers, self.fanout_base) {
+            Ok(opened) => opened,
+            Err(e) => {
+                let undo = self.store.commit(&changes(&candidate, &self.state));
+                if let Err(undo) = undo {
+                    // The next start finds the port and cannot open it either: it is down there.
+                    tracing::error!(port = %spec.name, error = %undo, "a port whose device failed stays stored");
+                }
+                return Err(ApiError::bad_request(format!("{e:#}")));
+            }
+        };
+        let generation = self.publish(candidate, snapshot);
+        tracing::info!("{note} (added through the API)");
+        self.port_states.set_up(spec.id);
+        for (tx, q) in self.workers.iter().zip(queues) {
+            let _ = tx.send(WorkerCommand::AddQueue(spec.id, q));
+        }
+        Ok(generation)
+    }
+
+    /// `DELETE /v1/ports/{name}`.
+    pub fn delete_port(&mut self, name: &str) -> Result<(), ApiError> {
+        let old = self.snapshot();
+        let Some(spec) = old.port_by_name(name).cloned() else {
+            return Err(ApiError::not_found(format!("port {name} not found")));
+        };
+        if !self.state.ports.contains_key(name) {
+            return Err(ApiError::conflict(format!(
+                "port {name} comes from the config file; remove it there"
+            )));
+        }
+        if self
+            .state
+            .mirrors
+            .values()
+            .any(|m| m.ports.iter().any(|p| p == name))
+        {
+            return Err(ApiError::conflict(format!(
+                "port {name} is used by a mirror session"
+            )));
+        }
+        let mut candidate = self.state.clone();
+        candidate.ports.remove(name);
+        let snapshot = self.build(&mut candidate)?;
+        for tx in &self.workers {
+            let _ = tx.send(WorkerCommand::RemoveQueue(spec.id));
+        }
+        if let Err(e) = ports::remove_port(&old, &spec) {
+            tracing::warn!(port = name, error = %format!("{e:#}"), "device cleanup failed; the port is removed all the same");
+        }
+        crash_point("port-delete");
+        if let Err(e) = self.commit(candidate, snapshot) {
+            // Still stored, its device gone: down until it is deleted again.
+            self.port_states.set_down(
+                spec.id,
+                format!("its device was removed, but not its record: {e}"),
+            );
+            return Err(e);
+        }
+        self.port_states.set_up(spec.id);
+        Ok(())
+    }
+}
+
+/// Test hook: aborts the process at `point` when `PODSWITCH_CRASH_AT` names it.
+fn crash_point(point: &str) {
+    static AT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    if AT
+        .get_or_init(|| std::env::var("PODSWITCH_CRASH_AT").ok())
+        .as_deref()
+        == Some(point)
+    {
+        std::process::abort();
+    }
+}
