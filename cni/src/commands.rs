@@ -2,7 +2,11 @@
 //!
 //! ADD: refuse an existing `CNI_IFNAME`, reserve the address(es), ask the
 //! daemon for the port; on any failure after the reservation, release it
-//! before returning the error.
+//! before returning the error, but only once the port is known not to
+//! exist: when the daemon went away during the request (killed after it
+//! stored the port, before it answered), the plugin waits for it to come
+//! back and deletes the port first, so that a port and its reservation
+//! exist together or not at all.
 //!
 //! DEL removes the port first and releases the address only once the
 //! daemon has confirmed the port is gone (or never existed). If the daemon
@@ -15,6 +19,7 @@
 
 use std::collections::HashSet;
 use std::net::IpAddr;
+use std::time::{Duration, Instant};
 
 use crate::attach::{Daemon, Health, PORT_PREFIX, host_ifname, is_unreachable, pod_mac, port_name};
 use crate::cidr::Cidr;
@@ -72,15 +77,40 @@ pub fn add(env: &Env, config: &Config) -> Result<serde_json::Value, CniError> {
     let mtu = match daemon.create_port(&port) {
         Ok(given) => config.mtu.or(given).unwrap_or(DEFAULT_MTU),
         Err(error) => {
-            if is_unreachable(&error) {
-                // The request may have been applied before the connection broke.
-                let _ = daemon.delete_port(&name);
+            // Unreachable, the request may have been applied before the
+            // connection broke (the answer lost): the address is released
+            // only once the daemon says the port is gone, else both stay.
+            if is_unreachable(&error) && !delete_when_back(&daemon, &name) {
+                let mut error = error;
+                error.details.push_str(&format!(
+                    "; port {name} may exist: its address stays reserved until DEL"
+                ));
+                return Err(error);
             }
             let _ = store.release(&env.container_id, &env.ifname);
             return Err(error);
         }
     };
     Ok(add_result(env, config, &mac, &allocations, mtu).render(&config.cni_version))
+}
+
+/// How long an ADD whose answer was lost waits for the daemon to come back
+/// (systemd restarts it 100 ms after a crash) to learn whether its port exists.
+pub const DAEMON_RETURN_WAIT: Duration = Duration::from_secs(10);
+
+/// Deletes port `name` once the daemon answers again, within
+/// [`DAEMON_RETURN_WAIT`]; true when the daemon said it is gone.
+fn delete_when_back(daemon: &Daemon, name: &str) -> bool {
+    let deadline = Instant::now() + DAEMON_RETURN_WAIT;
+    loop {
+        match daemon.delete_port(name) {
+            Ok(()) => return true,
+            Err(e) if is_unreachable(&e) && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(_) => return false,
+        }
+    }
 }
 
 fn add_result(

@@ -167,6 +167,7 @@ fn add_result_shape_per_version_and_rollback_on_a_refused_port() {
     let tmp = TempDir::new("add");
     let api = FakeApi::start(vec![
         ("GET /v1/node", Reply::json(200, NODE)),
+        ("GET /v1/ports", Reply::json(200, r#"{"ports": []}"#)),
         ("POST /v1/ports", Reply::json(201, "{}")),
         ("POST /v1/ports", Reply::json(201, "{}")),
         ("POST /v1/ports", Reply::json(201, "{}")),

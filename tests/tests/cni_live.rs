@@ -357,3 +357,77 @@ fn an_address_a_port_already_holds_is_never_handed_out() {
     cni_ok("DEL", "pod-ch", &ns_path(&pod), &conf);
     let _ = std::fs::remove_dir_all(&d.run_dir);
 }
+
+/// The container ID of every reservation file in `dir`.
+fn reservation_owners(dir: &Path) -> std::collections::BTreeSet<String> {
+    reservations(dir)
+        .iter()
+        .filter_map(|ip| std::fs::read_to_string(dir.join(ip)).ok())
+        .filter_map(|text| text.lines().next().map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn adds_whose_answer_is_lost_leave_port_and_address_together() {
+    if !root_or_skip("adds_whose_answer_is_lost_leave_port_and_address_together") {
+        return;
+    }
+    const PODS: usize = 48;
+    let node = Netns::new("cl-node");
+    let run_dir = std::env::temp_dir().join(format!("podswitch-live-{}-cl", std::process::id()));
+    std::fs::create_dir_all(&run_dir).unwrap();
+    let config = run_dir.join("node.toml");
+    std::fs::write(&config, NODE_CONFIG).unwrap();
+    // The daemon dies after it has added a port and before it answers.
+    let crash = [("PODSWITCH_CRASH_AT", "port-added")];
+    let mut d = Daemon::start_with_env(&node, run_dir.clone(), config.clone(), 2, &[], &crash);
+    let _ = std::fs::remove_dir_all(data_dir(&d));
+    let conf = request_config("1.0.0", &d);
+    let pods: Vec<Netns> = (0..PODS).map(|i| Netns::new(&format!("cl{i}"))).collect();
+    let ids: Vec<String> = (0..PODS).map(|i| format!("lost-{i}")).collect();
+    let children: Vec<Child> = pods
+        .iter()
+        .zip(&ids)
+        .map(|(ns, id)| spawn("ADD", id, &ns_path(ns), &conf))
+        .collect();
+    assert!(
+        d.wait_exit(Duration::from_secs(20)).is_some(),
+        "the daemon crashed: {}",
+        d.log_text()
+    );
+    // systemd would start it again 100 ms later.
+    std::thread::sleep(Duration::from_millis(100));
+    let d = Daemon::start_with(&node, run_dir.clone(), config, 2);
+    let mut failed = 0;
+    for (id, child) in ids.iter().zip(children) {
+        let (code, out, err) = finish(child);
+        if code != 0 {
+            failed += 1;
+            println!("ADD {id}: {out} {err}");
+        }
+    }
+    let ports: std::collections::BTreeSet<String> = cni_ports(&d).into_iter().collect();
+    let owners = reservation_owners(&store(&d));
+    println!(
+        "{PODS} ADDs with a crash among them: {failed} failed, {} ports, {} reservations after the restart",
+        ports.len(),
+        owners.len()
+    );
+    assert!(failed > 0, "the crash failed some ADDs");
+    for id in &ids {
+        let port = ports.contains(&podswitch_cni::attach::port_name(id, "eth0"));
+        assert_eq!(
+            port,
+            owners.contains(id),
+            "{id}: port {port}, reservation {}\n{}",
+            owners.contains(id),
+            d.log_text()
+        );
+    }
+    for (ns, id) in pods.iter().zip(&ids) {
+        cni_ok("DEL", id, &ns_path(ns), &conf);
+    }
+    assert!(cni_ports(&d).is_empty() && reservations(&store(&d)).is_empty());
+    drop(pods);
+    let _ = std::fs::remove_dir_all(&run_dir);
+}

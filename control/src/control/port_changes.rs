@@ -9,7 +9,8 @@
 //! half-made TAP; the next start removes it ([`crate::ports`]).
 //!
 //! `PODSWITCH_CRASH_AT=port-add` or `port-delete` makes the daemon abort
-//! between the two steps: the test hook of `tests/tests/port_crashes.rs`.
+//! between the two steps, `port-added` once a port is added but before the
+//! answer: the test hooks of `tests/tests/port_crashes.rs` and `cni_live.rs`.
 
 use podswitch_dataplane::config::PortSection;
 use podswitch_dataplane::worker::WorkerCommand;
@@ -70,6 +71,7 @@ impl Control {
         for (tx, q) in self.workers.iter().zip(queues) {
             let _ = tx.send(WorkerCommand::AddQueue(spec.id, q));
         }
+        crash_point("port-added");
         Ok(generation)
     }
 
