@@ -324,7 +324,10 @@ impl Control {
         candidate.node = Some(node);
         let snapshot = self.build(&mut candidate)?;
         conflicts::check_node_addresses(&snapshot, self.state.services.values())?;
-        self.commit(candidate, snapshot)
+        let old = self.snapshot();
+        let generation = self.commit(candidate, snapshot)?;
+        self.readdress_pods(&old);
+        Ok(generation)
     }
 
     /// `POST /v1/services`.

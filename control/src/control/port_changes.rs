@@ -12,7 +12,8 @@
 //! between the two steps, `port-added` once a port is added but before the
 //! answer: the test hooks of `tests/tests/port_crashes.rs` and `cni_live.rs`.
 
-use podswitch_dataplane::config::PortSection;
+use podswitch_dataplane::config::{PortSection, Snapshot};
+use podswitch_dataplane::io::tap;
 use podswitch_dataplane::worker::WorkerCommand;
 
 use super::{Control, conflicts, strip_index};
@@ -116,6 +117,39 @@ impl Control {
         }
         self.port_states.set_up(spec.id);
         Ok(())
+    }
+}
+
+impl Control {
+    /// Brings the pods' interfaces placed under `old` to the addressing of
+    /// the snapshot in use (a new gateway address, prefix or pod MTU). A
+    /// pod that cannot be reached is logged and left as it is: the change
+    /// itself is stored and in force.
+    pub(super) fn readdress_pods(&self, old: &Snapshot) {
+        let new = self.snapshot();
+        for port in &new.ports {
+            let Some(old_port) = old.port_by_name(&port.name) else {
+                continue;
+            };
+            let (Some(from), Some(to)) = (
+                ports::placement(old, old_port),
+                ports::placement(&new, port),
+            ) else {
+                continue;
+            };
+            if from == to || self.port_states.down_reason(port.id).is_some() {
+                continue;
+            }
+            match tap::readdress_pod_tap(&from, &to) {
+                Ok(()) => {
+                    tracing::info!(port = %port.name, gateway = ?to.gateway, addresses = ?to.addresses, "pod interface re-addressed")
+                }
+                Err(e) => {
+                    let error = format!("{:#}", anyhow::Error::new(e));
+                    tracing::warn!(port = %port.name, %error, "cannot re-address the pod's interface");
+                }
+            }
+        }
     }
 }
 

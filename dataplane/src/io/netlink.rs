@@ -20,8 +20,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 use netlink_packet_core::{
-    DecodeError, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST, NetlinkBuffer, NetlinkHeader,
-    NetlinkMessage, NetlinkPayload,
+    DecodeError, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST, NetlinkBuffer,
+    NetlinkHeader, NetlinkMessage, NetlinkPayload,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
@@ -286,15 +286,7 @@ impl Rtnetlink {
         addr: Ipv4Addr,
         prefix_len: u8,
     ) -> Result<(), NetlinkError> {
-        if prefix_len > 32 {
-            return Err(NetlinkError::BadPrefixLen(prefix_len));
-        }
-        let mut msg = AddressMessage::default();
-        msg.header.family = AddressFamily::Inet;
-        msg.header.prefix_len = prefix_len;
-        msg.header.index = index;
-        msg.attributes
-            .push(AddressAttribute::Local(IpAddr::V4(addr)));
+        let mut msg = address_message(index, addr, prefix_len)?;
         msg.attributes
             .push(AddressAttribute::Address(IpAddr::V4(addr)));
         if prefix_len <= 30 {
@@ -311,6 +303,19 @@ impl Rtnetlink {
         .map(drop)
     }
 
+    /// Removes `addr/prefix_len` from link `index`.
+    pub fn addr_del_v4(
+        &mut self,
+        index: u32,
+        addr: Ipv4Addr,
+        prefix_len: u8,
+    ) -> Result<(), NetlinkError> {
+        let msg = address_message(index, addr, prefix_len)?;
+        let op = format!("addr_del_v4({index}, {addr}/{prefix_len})");
+        self.request(&op, RouteNetlinkMessage::DelAddress(msg), 0)
+            .map(drop)
+    }
+
     /// Adds the route `dst/prefix_len` to the main table: via `gateway` when
     /// given (scope universe), otherwise on-link (scope link), out of `oif`
     /// when given. `0.0.0.0/0` is the default route.
@@ -320,6 +325,37 @@ impl Rtnetlink {
         prefix_len: u8,
         gateway: Option<Ipv4Addr>,
         oif: Option<u32>,
+    ) -> Result<(), NetlinkError> {
+        self.route_v4("route_add_v4", dst, prefix_len, gateway, oif, NLM_F_EXCL)
+    }
+
+    /// As [`Rtnetlink::route_add_v4`], replacing the route to
+    /// `dst/prefix_len` if there is one (`ip route replace`).
+    pub fn route_replace_v4(
+        &mut self,
+        dst: Ipv4Addr,
+        prefix_len: u8,
+        gateway: Option<Ipv4Addr>,
+        oif: Option<u32>,
+    ) -> Result<(), NetlinkError> {
+        self.route_v4(
+            "route_replace_v4",
+            dst,
+            prefix_len,
+            gateway,
+            oif,
+            NLM_F_REPLACE,
+        )
+    }
+
+    fn route_v4(
+        &mut self,
+        verb: &str,
+        dst: Ipv4Addr,
+        prefix_len: u8,
+        gateway: Option<Ipv4Addr>,
+        oif: Option<u32>,
+        flags: u16,
     ) -> Result<(), NetlinkError> {
         if prefix_len > 32 {
             return Err(NetlinkError::BadPrefixLen(prefix_len));
@@ -348,11 +384,11 @@ impl Rtnetlink {
         }
         let via = gateway.map(|g| format!(" via {g}")).unwrap_or_default();
         let dev = oif.map(|i| format!(" oif {i}")).unwrap_or_default();
-        let op = format!("route_add_v4({dst}/{prefix_len}{via}{dev})");
+        let op = format!("{verb}({dst}/{prefix_len}{via}{dev})");
         self.request(
             &op,
             RouteNetlinkMessage::NewRoute(msg),
-            NLM_F_CREATE | NLM_F_EXCL,
+            NLM_F_CREATE | flags,
         )
         .map(drop)
     }
@@ -479,6 +515,24 @@ impl Rtnetlink {
         }
         Ok(None)
     }
+}
+
+/// An address message for `addr/prefix_len` on link `index` (its local address set).
+fn address_message(
+    index: u32,
+    addr: Ipv4Addr,
+    prefix_len: u8,
+) -> Result<AddressMessage, NetlinkError> {
+    if prefix_len > 32 {
+        return Err(NetlinkError::BadPrefixLen(prefix_len));
+    }
+    let mut msg = AddressMessage::default();
+    msg.header.family = AddressFamily::Inet;
+    msg.header.prefix_len = prefix_len;
+    msg.header.index = index;
+    msg.attributes
+        .push(AddressAttribute::Local(IpAddr::V4(addr)));
+    Ok(msg)
 }
 
 fn incomplete(op: &str, what: &'static str) -> NetlinkError {

@@ -32,7 +32,9 @@ use crate::pipeline::{Batch, Frame, PortId};
 
 mod pod;
 
-pub use pod::{PodPlacement, attach_pod_tap, create_pod_tap, delete_pod_tap, delete_tap};
+pub use pod::{
+    PodPlacement, attach_pod_tap, create_pod_tap, delete_pod_tap, delete_tap, readdress_pod_tap,
+};
 
 /// Most queues one TAP may have (`MAX_TAP_QUEUES` in the kernel).
 pub const MAX_QUEUES: usize = 256;

@@ -117,6 +117,51 @@ pub fn delete_tap(name: &str) -> Result<bool, TapError> {
     }
 }
 
+/// Brings the pod's TAP, placed as `old`, to `new`'s addresses, default
+/// route and MTU (the node's addressing changed): new addresses first, then
+/// the default route replaced, then the old addresses removed, so the pod
+/// is never left without a route to its gateway.
+pub fn readdress_pod_tap(old: &PodPlacement, new: &PodPlacement) -> Result<(), TapError> {
+    let p = new;
+    in_pod(p, || {
+        let mut nl = pod_netlink(p)?;
+        let step = |what: &'static str| move |source| pod_step(p, what, source);
+        let index = nl
+            .link_index(&p.ifname)
+            .map_err(step("finding the interface"))?;
+        if new.mtu != old.mtu {
+            nl.link_set_mtu(index, new.mtu.into())
+                .map_err(step("setting the MTU"))?;
+        }
+        for &(addr, prefix_len) in new.addresses.iter().filter(|a| !old.addresses.contains(a)) {
+            nl.addr_add_v4(index, addr, prefix_len)
+                .map_err(step("adding an address"))?;
+        }
+        let default_route = |nl: &mut Rtnetlink| -> Result<(), TapError> {
+            let Some(gw) = new.gateway else {
+                return Ok(());
+            };
+            if !new
+                .addresses
+                .iter()
+                .any(|&(a, len)| same_prefix(a, gw, len))
+            {
+                nl.route_replace_v4(gw, 32, None, Some(index))
+                    .map_err(step("adding the on-link route to the gateway"))?;
+            }
+            nl.route_replace_v4(Ipv4Addr::UNSPECIFIED, 0, Some(gw), Some(index))
+                .map_err(step("replacing the default route"))
+        };
+        default_route(&mut nl)?;
+        for &(addr, prefix_len) in old.addresses.iter().filter(|a| !new.addresses.contains(a)) {
+            nl.addr_del_v4(index, addr, prefix_len)
+                .map_err(step("removing an old address"))?;
+        }
+        // Removing an address may take the routes through it along.
+        default_route(&mut nl)
+    })
+}
+
 /// Moves the device out of the node netns, then configures it in the pod.
 fn move_and_configure(node_name: &str, placement: &PodPlacement) -> Result<(), TapError> {
     let node_step = |what: &str, source| TapError::Netlink {
