@@ -8,7 +8,7 @@
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::sync::mpsc;
@@ -25,12 +25,12 @@ const LIMIT: Duration = Duration::from_secs(180);
 /// Interface names the demo creates (in its own namespaces only).
 const DEMO_LINKS: [&str; 6] = ["up0", "node-a", "node-b", "external", "br0", "eth0"];
 
-fn demo_command(extra: &[&str]) -> Command {
+fn demo_command(plugin: &Path, extra: &[&str]) -> Command {
     let mut command = Command::new(daemon_bin());
     command
         .arg("demo")
         .arg("--cni-plugin")
-        .arg(cni_bin())
+        .arg(plugin)
         .args(extra)
         .env("PODSWITCH_LOG", "warn")
         .stdin(Stdio::null())
@@ -60,7 +60,13 @@ struct Demo {
 
 impl Demo {
     fn start(extra: &[&str]) -> Demo {
-        let mut child = demo_command(extra).spawn().expect("start podswitchd demo");
+        Demo::start_with_plugin(&cni_bin(), extra)
+    }
+
+    fn start_with_plugin(plugin: &Path, extra: &[&str]) -> Demo {
+        let mut child = demo_command(plugin, extra)
+            .spawn()
+            .expect("start podswitchd demo");
         let (tx, rx) = mpsc::channel();
         forward_lines(child.stdout.take().unwrap(), tx.clone());
         forward_lines(child.stderr.take().unwrap(), tx);
@@ -328,4 +334,35 @@ fn demo_killed_with_sigkill_is_cleaned_up_by_the_next() {
     );
     let left = leftovers(second_pid, &links_before);
     assert!(left.is_empty(), "the second demo left {left:?}");
+}
+
+#[test]
+fn a_plugin_failing_without_output_is_reported_with_its_exit_status() {
+    if !root_or_skip("a_plugin_failing_without_output_is_reported_with_its_exit_status") {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let links_before = root_links();
+    let dir = std::env::temp_dir().join(format!("podswitch-demo-plugin-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let plugin = dir.join("silent-failure");
+    std::fs::write(&plugin, "#!/bin/sh\nexit 3\n").unwrap();
+    let executable = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+    std::fs::set_permissions(&plugin, executable).unwrap();
+    let mut demo = Demo::start_with_plugin(&plugin, &[]);
+    let pid = demo.pid();
+    let code = demo.finish();
+    let output = demo.output.clone();
+    println!("{output}");
+    assert_ne!(code, 0, "the demo fails");
+    let line = output
+        .lines()
+        .find(|l| l.contains("CNI ADD"))
+        .unwrap_or_else(|| panic!("no CNI ADD error:\n{output}"));
+    assert!(
+        line.contains("failed with exit status 3 and no output"),
+        "{line}"
+    );
+    assert_eq!(leftovers(pid, &links_before), Vec::<String>::new());
+    let _ = std::fs::remove_dir_all(&dir);
 }

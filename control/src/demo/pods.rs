@@ -4,9 +4,9 @@
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
-use std::os::unix::process::CommandExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -87,24 +87,49 @@ impl Invocation {
             .spawn()
             .with_context(|| format!("cannot run the CNI plugin {}", self.plugin.display()))?;
         if let Some(mut stdin) = child.stdin.take() {
-            stdin.write_all(self.config.to_string().as_bytes())?;
+            // A plugin that exits without reading its stdin closes the pipe:
+            // its exit status says what happened.
+            match stdin.write_all(self.config.to_string().as_bytes()) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                    return Err(e).with_context(|| format!("CNI {command} for {}", self.pod));
+                }
+                _ => {}
+            }
         }
         let (status, stdout, stderr) = wait_bounded(child, PLUGIN_TIMEOUT)
             .with_context(|| format!("CNI {command} for {}", self.pod))?;
-        if !status {
+        if !status.success() {
             bail!(
-                "CNI {command} for {} failed: {}{}",
+                "CNI {command} for {} {}",
                 self.pod,
-                stdout.trim(),
-                stderr.trim()
+                failure(status, &stdout, &stderr)
             );
         }
         Ok(stdout)
     }
 }
 
-/// Waits for `child` up to `limit` (killing it after); returns (success, stdout, stderr).
-fn wait_bounded(mut child: Child, limit: Duration) -> Result<(bool, String, String)> {
+/// How a plugin run failed: its exit status (or signal) and what it printed, if anything.
+fn failure(status: ExitStatus, stdout: &str, stderr: &str) -> String {
+    let output = [stdout.trim(), stderr.trim()]
+        .into_iter()
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let status = match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit status {code}"),
+        (None, Some(signal)) => format!("killed by signal {signal}"),
+        (None, None) => status.to_string(),
+    };
+    if output.is_empty() {
+        format!("failed with {status} and no output")
+    } else {
+        format!("failed with {status}: {output}")
+    }
+}
+
+/// Waits for `child` up to `limit` (killing it after); returns (status, stdout, stderr).
+fn wait_bounded(mut child: Child, limit: Duration) -> Result<(ExitStatus, String, String)> {
     let drain = |pipe: Option<Box<dyn Read + Send>>| {
         std::thread::spawn(move || {
             let mut text = String::new();
@@ -139,7 +164,7 @@ fn wait_bounded(mut child: Child, limit: Duration) -> Result<(bool, String, Stri
         std::thread::sleep(Duration::from_millis(10));
     };
     let text = |h: std::thread::JoinHandle<String>| h.join().unwrap_or_default();
-    Ok((status.success(), text(out), text(err)))
+    Ok((status, text(out), text(err)))
 }
 
 /// Creates the pod namespaces and attaches each with `CNI_COMMAND=ADD`
