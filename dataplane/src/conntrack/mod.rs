@@ -12,8 +12,11 @@
 //! a free list and an open-addressing index of `u32` ids with a hash tag, at
 //! load ≤ 0.5 for both keys of every entry — about 100 bytes per entry in
 //! all, nothing allocated after [`ConntrackTable::new`]. When full, an
-//! insert evicts (expired first, then unassured, then the oldest within a
-//! short scan), so assured flows survive a flood of new ones. Expiry is
+//! insert evicts an expired or unassured entry, or an assured TCP connection
+//! already closing, like Linux's early drop; never an established one: a
+//! flood of new flows is refused rather than break idle connections. Each
+//! local pod's entries are counted ([`SourceCounts`]) so that one pod can be
+//! held to a share of the table. Expiry is
 //! incremental: [`ConntrackTable::expire`] moves a clock hand over at most
 //! `budget` slots, so a worker calls it once per batch and never pauses.
 //!
@@ -46,7 +49,7 @@ mod tcp;
 pub use key::{ConnKey, Nat};
 pub use table::{
     ConntrackTable, Entry, EntryId, INDEX_SLOT_BYTES, IndexReader, InsertError, KeyHasher, Listing,
-    MAX_CAPACITY,
+    MAX_CAPACITY, SourceCounts,
 };
 pub use tcp::{TcpReject, TcpSegment, TcpState};
 
@@ -146,7 +149,8 @@ pub struct ConntrackStats {
     pub expired: u64,
     /// Entries evicted to make room: unassured ones.
     pub evicted_unassured: u64,
-    /// Entries evicted to make room: assured ones (the table is too small).
+    /// Entries evicted to make room: assured TCP connections already
+    /// closing (FIN_WAIT to CLOSE); established ones never are.
     pub evicted_assured: u64,
     /// Inserts refused because a live entry holds one of the keys.
     pub clashes: u64,
@@ -162,5 +166,32 @@ impl ConntrackStats {
     /// All evictions.
     pub const fn evicted(&self) -> u64 {
         self.evicted_unassured + self.evicted_assured
+    }
+
+    /// The evictions by kind.
+    pub const fn evictions(&self) -> Evictions {
+        Evictions {
+            unassured: self.evicted_unassured,
+            closing: self.evicted_assured,
+        }
+    }
+}
+
+/// Entries evicted to make room, by kind (see [`ConntrackStats`]).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct Evictions {
+    /// Unassured entries.
+    pub unassured: u64,
+    /// Assured TCP connections already closing.
+    pub closing: u64,
+}
+
+impl Evictions {
+    /// The evictions since `before`.
+    pub const fn since(self, before: Evictions) -> Evictions {
+        Evictions {
+            unassured: self.unassured.wrapping_sub(before.unassured),
+            closing: self.closing.wrapping_sub(before.closing),
+        }
     }
 }

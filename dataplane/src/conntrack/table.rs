@@ -15,19 +15,24 @@ use super::tcp::{TcpReject, TcpSegment, TcpState, TcpTracking};
 use super::{ConntrackStats, Direction, Timeouts};
 use crate::io::hugemem::{self, HugeChunk};
 use crate::wire::IpProtocol;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
-/// How far an insert into a full table looks for an expired or unassured victim.
+/// How far an insert into a full table looks for an entry it may evict
+/// (expired, unassured, or closing).
 const EVICTION_SCAN: usize = 4096;
-/// Among how many assured entries it picks the oldest, when it found none.
-const EVICTION_OLDEST_OF: usize = 64;
+/// How far it looks again within the second after a scan found none: a
+/// flood against a table full of established connections costs a short
+/// scan per packet, not a lap of the table.
+const EVICTION_RESCAN: usize = 64;
 /// The most entries a table may hold (index slots must fit the hash tag).
 pub const MAX_CAPACITY: usize = 1 << 29;
 
 const IN_USE: u8 = 1;
 const ASSURED: u8 = 2;
 const REPLIED: u8 = 4;
+/// Counted in [`SourceCounts`] under its original source address.
+const CHARGED: u8 = 8;
 
 /// Names an entry; valid until the entry is removed or evicted.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
@@ -209,6 +214,55 @@ pub enum InsertError {
     /// A live entry already holds the original or the reply key.
     #[error("a live connection already uses this tuple")]
     Clash(EntryId),
+    /// The table is full of entries it may not evict (assured, not closing).
+    #[error("the connection table is full of established connections")]
+    Full,
+    /// The source already has as many entries as its limit allows.
+    #[error("the source has as many tracked connections as it may")]
+    SourceLimit,
+}
+
+/// How many entries each local pod's source address holds, shared by the
+/// shards of a table: a counter per value of the address's low 16 bits,
+/// exact for pod subnets up to a /16. Charged by
+/// [`ConntrackTable::insert_charged`], released with the entry.
+#[derive(Debug)]
+pub struct SourceCounts(Box<[AtomicU32]>);
+
+impl Default for SourceCounts {
+    fn default() -> SourceCounts {
+        SourceCounts((0..1usize << 16).map(|_| AtomicU32::new(0)).collect())
+    }
+}
+
+impl SourceCounts {
+    #[inline]
+    fn counter(&self, addr: Ipv4Addr) -> Option<&AtomicU32> {
+        self.0.get((addr.to_bits() & 0xffff) as usize)
+    }
+
+    /// Entries charged to `addr` (and to addresses equal to it in their low 16 bits).
+    #[inline]
+    pub fn get(&self, addr: Ipv4Addr) -> u32 {
+        self.counter(addr).map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+
+    fn add(&self, addr: Ipv4Addr) {
+        if let Some(c) = self.counter(addr) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn sub(&self, addr: Ipv4Addr) {
+        if let Some(c) = self.counter(addr) {
+            c.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Bytes it holds.
+    pub fn memory_bytes(&self) -> usize {
+        self.0.len() * size_of::<AtomicU32>()
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -337,6 +391,10 @@ pub struct ConntrackTable {
     hand: usize,
     len: usize,
     stats: ConntrackStats,
+    /// Entries per local pod, shared with the other shards.
+    sources: Arc<SourceCounts>,
+    /// Table time of the last eviction scan that found nothing to evict.
+    full_since: Option<u32>,
 }
 
 impl fmt::Debug for ConntrackTable {
@@ -373,11 +431,13 @@ impl ConntrackTable {
         let slots = Self::index_slots(capacity);
         let entries = hugemem::chunks(count, capacity, || Entry::FREE);
         let indexes = hugemem::chunks(count, slots, || AtomicU64::new(EMPTY.to_bits()));
+        let sources = Arc::new(SourceCounts::default());
         entries
             .into_iter()
             .zip(indexes)
             .map(|(entries, index)| {
-                ConntrackTable::with_memory(entries, Arc::new(index), hasher.clone(), timeouts)
+                let memory = (entries, Arc::new(index), Arc::clone(&sources));
+                ConntrackTable::with_memory(memory, hasher.clone(), timeouts)
             })
             .collect()
     }
@@ -388,8 +448,7 @@ impl ConntrackTable {
     }
 
     fn with_memory(
-        entries: HugeChunk<Entry>,
-        index: Index,
+        (entries, index, sources): (HugeChunk<Entry>, Index, Arc<SourceCounts>),
         hasher: KeyHasher,
         timeouts: Timeouts,
     ) -> ConntrackTable {
@@ -405,6 +464,8 @@ impl ConntrackTable {
             hand: 0,
             len: 0,
             stats: ConntrackStats::default(),
+            sources,
+            full_since: None,
         }
     }
 
@@ -431,6 +492,11 @@ impl ConntrackTable {
     /// The timeouts in force.
     pub fn timeouts(&self) -> &Timeouts {
         &self.timeouts
+    }
+
+    /// Entries per local pod (shared with the table's other shards).
+    pub fn sources(&self) -> &SourceCounts {
+        &self.sources
     }
 
     /// Bytes the table allocated: entries, free list and index.
@@ -551,16 +617,33 @@ impl ConntrackTable {
     }
 
     /// Tracks a new connection whose first packet has key `original`,
-    /// translated by `nat`. A full table evicts one entry first (expired,
-    /// else unassured, else the oldest among the next few the clock hand
-    /// passes). Fails if a live entry holds either key (e.g. two clients
-    /// masqueraded onto the same port). TCP entries start in NONE: feed the
-    /// first segment to [`update_tcp`](Self::update_tcp) next.
+    /// translated by `nat`. A full table evicts one entry first: expired,
+    /// unassured, or an assured TCP connection already closing, like
+    /// Linux's early drop; never an established one to make room for a new
+    /// one ([`InsertError::Full`] then). Fails with a clash if a live entry
+    /// holds either key (e.g. two clients masqueraded onto the same port).
+    /// TCP entries start in NONE: feed the first segment to
+    /// [`update_tcp`](Self::update_tcp) next.
     pub fn insert(
         &mut self,
         original: ConnKey,
         nat: Nat,
         now_ns: u64,
+    ) -> Result<EntryId, InsertError> {
+        self.insert_charged(original, nat, now_ns, None)
+    }
+
+    /// [`insert`](Self::insert) for a connection from a local pod when
+    /// `source_limit` is given: the entry is counted under the original
+    /// source address in [`SourceCounts`] until it goes, and refused
+    /// ([`InsertError::SourceLimit`]) if that address already holds
+    /// `source_limit` entries.
+    pub fn insert_charged(
+        &mut self,
+        original: ConnKey,
+        nat: Nat,
+        now_ns: u64,
+        source_limit: Option<u32>,
     ) -> Result<EntryId, InsertError> {
         let now = seconds(now_ns);
         let reply = nat.reply_key(&original);
@@ -575,13 +658,14 @@ impl ConntrackTable {
                 self.stats.expired += 1;
             }
         }
+        if source_limit.is_some_and(|limit| self.sources.get(original.src_addr) >= limit) {
+            return Err(InsertError::SourceLimit);
+        }
         if self.free.is_empty() {
             self.evict(now);
         }
         let Some(id) = self.free.pop() else {
-            // Unreachable: eviction always frees one slot of a full table.
-            self.stats.clashes += 1;
-            return Err(InsertError::Clash(EntryId(0)));
+            return Err(InsertError::Full);
         };
         let timeout = match original.protocol {
             IpProtocol::TCP => self.timeouts.tcp_syn_sent,
@@ -589,13 +673,19 @@ impl ConntrackTable {
             IpProtocol::ICMP => self.timeouts.icmp,
             _ => self.timeouts.generic,
         };
+        let flags = if source_limit.is_some() {
+            self.sources.add(original.src_addr);
+            IN_USE | CHARGED
+        } else {
+            IN_USE
+        };
         if let Some(e) = self.entries.get_mut(id as usize) {
             *e = Entry {
                 original,
                 reply,
                 tcp: TcpTracking::NEW,
                 expires: now.saturating_add(timeout),
-                flags: IN_USE,
+                flags,
                 mark: 0,
             };
         }
@@ -723,13 +813,19 @@ impl ConntrackTable {
         removed
     }
 
-    /// Frees one slot of a full table: the first expired or unassured entry
-    /// the clock hand meets within `EVICTION_SCAN`, else the entry closest to
-    /// expiry (the least recently refreshed for its state) among the first
-    /// `EVICTION_OLDEST_OF`. The hand keeps moving, so a run of assured
-    /// entries is crossed once per lap, not once per insert.
+    /// Frees one slot of a full table: the first entry the clock hand
+    /// meets within `EVICTION_SCAN` that is expired, unassured, or an
+    /// assured TCP connection already closing; none if there is none (then
+    /// the next scans within the same second look only `EVICTION_RESCAN`
+    /// far). The hand keeps moving, so a run of established entries is
+    /// crossed once per lap, not once per insert.
     fn evict(&mut self, now: u32) {
-        self.evict_one(now);
+        let scan = if self.full_since == Some(now) {
+            EVICTION_RESCAN
+        } else {
+            EVICTION_SCAN
+        };
+        self.full_since = (!self.evict_one(now, scan)).then_some(now);
         self.prefetch_next_victim();
     }
 
@@ -744,34 +840,29 @@ impl ConntrackTable {
         }
     }
 
-    fn evict_one(&mut self, now: u32) {
+    /// [`evict`](Self::evict) looking at most `scan` entries; `true` if it freed one.
+    fn evict_one(&mut self, now: u32, scan: usize) -> bool {
         let n = self.entries.len();
-        let mut victim: Option<(usize, u32)> = None;
-        for scanned in 0..EVICTION_SCAN.min(n) {
+        for _ in 0..scan.min(n) {
             let i = self.hand;
             self.hand = if i + 1 == n { 0 } else { i + 1 };
             let Some(e) = self.entries.get(i).filter(|e| e.in_use()) else {
                 continue;
             };
-            if e.expires <= now {
-                self.release(EntryId(i as u32));
-                self.stats.expired += 1;
-                return;
-            }
-            if !e.is_assured() {
-                self.release(EntryId(i as u32));
-                self.stats.evicted_unassured += 1;
-                return;
-            }
-            if scanned < EVICTION_OLDEST_OF && victim.is_none_or(|(_, expires)| e.expires < expires)
-            {
-                victim = Some((i, e.expires));
-            }
-        }
-        if let Some((i, _)) = victim {
+            let counter = if e.expires <= now {
+                &mut self.stats.expired
+            } else if !e.is_assured() {
+                &mut self.stats.evicted_unassured
+            } else if e.tcp.state.is_closing() {
+                &mut self.stats.evicted_assured
+            } else {
+                continue;
+            };
+            *counter += 1;
             self.release(EntryId(i as u32));
-            self.stats.evicted_assured += 1;
+            return true;
         }
+        false
     }
 
     /// Unlinks an in-use entry from the index and frees its slot.
@@ -779,8 +870,11 @@ impl ConntrackTable {
         let Some(e) = self.entries.get_mut(id.0 as usize) else {
             return;
         };
-        let (original, reply) = (e.original, e.reply);
+        let (original, reply, flags) = (e.original, e.reply, e.flags);
         *e = Entry::FREE;
+        if flags & CHARGED != 0 {
+            self.sources.sub(original.src_addr);
+        }
         self.index_remove(&original, id.0 << 1);
         self.index_remove(&reply, (id.0 << 1) | 1);
         self.free.push(id.0);

@@ -64,6 +64,19 @@ impl TcpState {
         TcpState::SynSent2,
     ];
 
+    /// A connection on its way out (a FIN or RST seen): Linux's
+    /// `tcp_can_early_drop`, what a full table may evict even if assured.
+    pub const fn is_closing(self) -> bool {
+        matches!(
+            self,
+            TcpState::FinWait
+                | TcpState::CloseWait
+                | TcpState::LastAck
+                | TcpState::TimeWait
+                | TcpState::Close
+        )
+    }
+
     /// The name `conntrack -L` prints.
     pub const fn name(self) -> &'static str {
         match self {

@@ -156,6 +156,10 @@ pub struct ConntrackSection {
     pub capacity: usize,
     /// Flows each worker's established-flow cache holds (0: off). Default: 32768.
     pub flow_cache_entries: usize,
+    /// Most connections one local pod's address may have tracked (0: no
+    /// limit). Default: a quarter of `capacity`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_per_pod: Option<usize>,
     pub tcp_syn_sent: u32,
     pub tcp_syn_recv: u32,
     pub tcp_established: u32,
@@ -183,6 +187,7 @@ impl Default for ConntrackSection {
         ConntrackSection {
             capacity: DEFAULT_CONNTRACK_CAPACITY,
             flow_cache_entries: DEFAULT_FLOW_CACHE_ENTRIES,
+            max_per_pod: None,
             tcp_syn_sent: t.tcp_syn_sent,
             tcp_syn_recv: t.tcp_syn_recv,
             tcp_established: t.tcp_established,
@@ -218,6 +223,8 @@ pub struct NatSettings {
     pub conntrack_capacity: usize,
     /// Flows in each worker's established-flow cache (0: off).
     pub flow_cache_entries: usize,
+    /// Most tracked connections per local pod address (`u32::MAX`: no limit).
+    pub max_per_pod: u32,
     /// Conntrack timeouts (used when the shared tables are created).
     pub timeouts: Timeouts,
 }
@@ -287,6 +294,10 @@ impl NatSettings {
             icmp: c.icmp,
             generic: c.generic,
         };
+        let max_per_pod = match c.max_per_pod.unwrap_or((c.capacity / 4).max(1)) {
+            0 => u32::MAX,
+            n => u32::try_from(n).unwrap_or(u32::MAX),
+        };
         Ok(NatSettings {
             masquerade: nat.masquerade,
             cluster_cidrs,
@@ -294,6 +305,7 @@ impl NatSettings {
             node_port_range,
             conntrack_capacity: c.capacity,
             flow_cache_entries: flows,
+            max_per_pod,
             timeouts,
         })
     }

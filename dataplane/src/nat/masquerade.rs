@@ -12,7 +12,7 @@
 
 use super::config::NatSettings;
 use super::shared::SharedConntrack;
-use crate::conntrack::{ConnKey, ConntrackTable, EntryId, Nat};
+use crate::conntrack::{ConnKey, ConntrackTable, EntryId, Evictions, InsertError, Nat};
 
 /// Most candidates whose reply key is looked up before giving up.
 const MAX_PROBES: usize = 4096;
@@ -24,24 +24,28 @@ pub(crate) enum AllocError {
     Clash,
     /// No free port in the range.
     Exhausted,
+    /// The table refused the entry: full, or the pod at its limit.
+    Refused(InsertError),
 }
 
 /// Finds a port `p` for which `make_nat(p)`'s reply key is free (among
 /// ports the settings allow and `accept` takes), inserts the entry into
-/// `shard` and runs `f` on it under the shard lock. Returns `f`'s result,
-/// the NAT chosen and how many entries the insert evicted.
+/// `shard` (charged to its pod and held to `source_limit` when given, see
+/// [`ConntrackTable::insert_charged`]) and runs `f` on it under the shard
+/// lock. Returns `f`'s result, the NAT chosen and the entries the insert
+/// evicted.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn insert_with_port<R>(
     conntrack: &SharedConntrack,
     shard: usize,
     settings: &NatSettings,
-    original: ConnKey,
+    (original, source_limit): (ConnKey, Option<u32>),
     start_hash: u64,
     make_nat: impl Fn(u16) -> Nat,
     accept: impl Fn(u16) -> bool,
     now_ns: u64,
     f: impl FnOnce(&mut ConntrackTable, EntryId) -> R,
-) -> Result<(R, Nat, u64), AllocError> {
+) -> Result<(R, Nat, Evictions), AllocError> {
     let range = settings.masquerade_ports;
     let n = range.len();
     let start = (start_hash % u64::from(n)) as u32;
@@ -64,11 +68,13 @@ pub(crate) fn insert_with_port<R>(
             if table.lookup(&nat.reply_key(&original), now_ns).is_some() {
                 continue;
             }
-            let evicted = table.stats().evicted();
-            let Ok(id) = table.insert(original, nat, now_ns) else {
-                continue;
+            let before = table.stats().evictions();
+            let id = match table.insert_charged(original, nat, now_ns, source_limit) {
+                Ok(id) => id,
+                Err(InsertError::Clash(_)) => continue,
+                Err(refused) => return Err(AllocError::Refused(refused)),
             };
-            let evicted = table.stats().evicted() - evicted;
+            let evicted = table.stats().evictions().since(before);
             return Ok((f(table, id), nat, evicted));
         }
         Err(AllocError::Exhausted)
@@ -109,8 +115,18 @@ mod tests {
             src: Some((NODE, p)),
             dst: None,
         };
-        insert_with_port(ct, shard, s, key, 12345, make, |_| true, SEC, |_, _| ())
-            .map(|(_, nat, _)| nat.src.map_or(0, |s| s.1))
+        insert_with_port(
+            ct,
+            shard,
+            s,
+            (key, None),
+            12345,
+            make,
+            |_| true,
+            SEC,
+            |_, _| (),
+        )
+        .map(|(_, nat, _)| nat.src.map_or(0, |s| s.1))
     }
 
     #[test]
@@ -155,6 +171,19 @@ mod tests {
             src: Some((NODE, p)),
             dst: None,
         };
-        assert!(insert_with_port(&ct, shard, &s, key, 1, make, |_| true, SEC, |_, _| ()).is_ok());
+        assert!(
+            insert_with_port(
+                &ct,
+                shard,
+                &s,
+                (key, None),
+                1,
+                make,
+                |_| true,
+                SEC,
+                |_, _| ()
+            )
+            .is_ok()
+        );
     }
 }

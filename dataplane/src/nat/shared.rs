@@ -16,8 +16,8 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use crate::conntrack::{
-    ConnKey, ConntrackStats, ConntrackTable, Direction, Entry, EntryId, IndexReader, InsertError,
-    KeyHasher, Nat, TcpReject, TcpSegment, TcpState, Timeouts,
+    ConnKey, ConntrackStats, ConntrackTable, Direction, Entry, EntryId, Evictions, IndexReader,
+    InsertError, KeyHasher, Nat, TcpReject, TcpSegment, TcpState, Timeouts,
 };
 use crate::io::hugemem;
 use crate::wire::IpProtocol;
@@ -189,6 +189,7 @@ impl SharedConntrack {
             .map(|i| self.lock(i).memory_bytes())
             .sum::<usize>()
             + self.shards.len() * size_of::<Mutex<ConntrackTable>>()
+            + self.lock(0).sources().memory_bytes()
     }
 
     /// The counters, summed over shards.
@@ -447,12 +448,33 @@ impl SharedConntrack {
         now_ns: u64,
         f: impl FnOnce(&mut ConntrackTable, EntryId) -> R,
     ) -> Result<(R, u64), InsertError> {
+        self.insert_charged_with(meeting, (original, nat), None, now_ns, f)
+            .map(|(r, evicted)| (r, evicted.unassured + evicted.closing))
+    }
+
+    /// [`insert_with`](Self::insert_with) for a connection charged to its
+    /// local pod's source address and held to `source_limit`, when given
+    /// (see [`ConntrackTable::insert_charged`]); the evictions by kind.
+    pub fn insert_charged_with<R>(
+        &self,
+        meeting: usize,
+        (original, nat): (ConnKey, Nat),
+        source_limit: Option<u32>,
+        now_ns: u64,
+        f: impl FnOnce(&mut ConntrackTable, EntryId) -> R,
+    ) -> Result<(R, Evictions), InsertError> {
         self.with_shard(meeting, |table| {
-            let evicted = table.stats().evicted();
-            let id = table.insert(original, nat, now_ns)?;
-            let evicted = table.stats().evicted() - evicted;
+            let before = table.stats().evictions();
+            let id = table.insert_charged(original, nat, now_ns, source_limit)?;
+            let evicted = table.stats().evictions().since(before);
             Ok((f(table, id), evicted))
         })
+    }
+
+    /// Entries charged to the local pod address `addr` (see
+    /// [`ConntrackTable::insert_charged`]).
+    pub fn entries_from(&self, addr: Ipv4Addr) -> u32 {
+        self.lock(0).sources().get(addr)
     }
 }
 

@@ -14,7 +14,8 @@ use super::rewrite::{ICMP_IDENT_AT, L4Sum, SCTP, read_u16, rewrite_packet, rewri
 use super::shared::{Found, SharedConntrack};
 use crate::config::Snapshot;
 use crate::conntrack::{
-    ConnKey, ConntrackTable, Direction, Entry, EntryId, Nat, TcpReject, TcpSegment,
+    ConnKey, ConntrackTable, Direction, Entry, EntryId, Evictions, InsertError, Nat, TcpReject,
+    TcpSegment,
 };
 use crate::pipeline::{DropReason, Event, Frame, L3If, PortId, Verdict, WorkerCounters};
 use crate::services::{Backend, Indexed, Protocol, ServiceEntry, ServiceKey, flow_hash};
@@ -674,9 +675,10 @@ impl NatStage<'_> {
         let hairpin = backend.addr == key.src_addr;
         let remote_node_port =
             iface == L3If::Uplink && !self.snapshot.gateway.address.contains(backend.addr);
+        let limit = self.source_limit(iface);
         let inserted = if hairpin || remote_node_port {
             let gateway = self.snapshot.gateway.address.addr;
-            self.insert_snat_dnat(shard, p, (gateway, 0), endpoint)
+            self.insert_snat_dnat((shard, limit), p, (gateway, 0), endpoint)
                 .map(|(ok, nat, evicted)| {
                     let event = if hairpin {
                         Event::SnatHairpin
@@ -687,12 +689,11 @@ impl NatStage<'_> {
                 })
         } else {
             let nat = Nat::dnat(endpoint);
-            match self
-                .conntrack
-                .insert_with(shard, key, nat, self.now, self.first_packet(p))
-            {
+            let first = self.first_packet(p);
+            match (self.conntrack).insert_charged_with(shard, (key, nat), limit, self.now, first) {
                 Ok((ok, evicted)) => Ok((ok, nat, evicted, Event::Dnat)),
-                Err(_) => self.remap_source(shard, p, endpoint),
+                Err(InsertError::Clash(_)) => self.remap_source((shard, limit), p, endpoint),
+                Err(refused) => Err(AllocError::Refused(refused)),
             }
         };
         self.finish_insert(frame, l3, p, sum, inserted)
@@ -706,11 +707,11 @@ impl NatStage<'_> {
     /// (another worker raced us), [`AllocError::Clash`].
     fn remap_source(
         &self,
-        shard: usize,
+        at: (usize, Option<u32>),
         p: &Parsed,
         endpoint: (Ipv4Addr, u16),
-    ) -> Result<(bool, Nat, u64, Event), AllocError> {
-        let (ok, nat, evicted) = self.insert_snat_dnat(shard, p, (p.key.src_addr, 2), endpoint)?;
+    ) -> Result<(bool, Nat, Evictions, Event), AllocError> {
+        let (ok, nat, evicted) = self.insert_snat_dnat(at, p, (p.key.src_addr, 2), endpoint)?;
         if ok {
             self.counters.event(Event::SourcePortRemapped);
         }
@@ -719,14 +720,15 @@ impl NatStage<'_> {
 
     /// Inserts a flow DNATed to `endpoint` with its source translated to
     /// `src_addr` and a port [`insert_with_port`] finds (its search started
-    /// by the flow's hash salted with `salt`), kept in `shard`.
+    /// by the flow's hash salted with `salt`), kept in `shard` and held to
+    /// `source_limit` (see [`NatStage::source_limit`]).
     fn insert_snat_dnat(
         &self,
-        shard: usize,
+        (shard, source_limit): (usize, Option<u32>),
         p: &Parsed,
         (src_addr, salt): (Ipv4Addr, u8),
         endpoint: (Ipv4Addr, u16),
-    ) -> Result<(bool, Nat, u64), AllocError> {
+    ) -> Result<(bool, Nat, Evictions), AllocError> {
         let key = p.key;
         let make = |port| Nat {
             src: Some((src_addr, port)),
@@ -738,13 +740,20 @@ impl NatStage<'_> {
             self.conntrack,
             shard,
             &self.snapshot.nat,
-            key,
+            (key, source_limit),
             hash,
             make,
             same_shard,
             self.now,
             self.first_packet(p),
         )
+    }
+
+    /// What a new entry from `iface` is held to: a connection from a local
+    /// pod counts against `conntrack.max_per_pod` (`u32::MAX`: no limit);
+    /// others (from the uplink or a tunnel) are not counted.
+    fn source_limit(&self, iface: L3If) -> Option<u32> {
+        (iface == L3If::Bridge && !self.from_tunnel).then_some(self.snapshot.nat.max_per_pod)
     }
 
     /// Rewrites the first packet of a new entry, or says why there is none.
@@ -754,7 +763,7 @@ impl NatStage<'_> {
         l3: usize,
         p: &Parsed,
         sum: L4Sum,
-        inserted: Result<(bool, Nat, u64, Event), AllocError>,
+        inserted: Result<(bool, Nat, Evictions, Event), AllocError>,
     ) -> NatAction {
         let (nat, evicted, event) = match inserted {
             Ok((true, nat, evicted, event)) => (nat, evicted, event),
@@ -763,6 +772,12 @@ impl NatStage<'_> {
             }
             Err(AllocError::Exhausted) => {
                 return NatAction::Verdict(Verdict::Drop(DropReason::NatPortExhausted));
+            }
+            Err(AllocError::Refused(InsertError::SourceLimit)) => {
+                return NatAction::Verdict(Verdict::Drop(DropReason::ConntrackPodLimit));
+            }
+            Err(AllocError::Refused(_)) => {
+                return NatAction::Verdict(Verdict::Drop(DropReason::ConntrackFull));
             }
             Err(AllocError::Clash) => {
                 // Another worker tracked the same flow a moment ago: use its entry.
@@ -775,8 +790,11 @@ impl NatStage<'_> {
                 };
             }
         };
-        for _ in 0..evicted {
+        for _ in 0..evicted.unassured {
             self.counters.event(Event::ConntrackEvicted);
+        }
+        for _ in 0..evicted.closing {
+            self.counters.event(Event::ConntrackEvictedClosing);
         }
         self.counters.event(event);
         let src = nat.src.unwrap_or(p.key.src());
@@ -850,7 +868,7 @@ impl NatStage<'_> {
             self.conntrack,
             shard,
             &self.snapshot.nat,
-            key,
+            (key, self.source_limit(L3If::Bridge)),
             hash,
             make,
             |_| true,

@@ -127,8 +127,12 @@ named_enum! {
         NatPortExhausted => "nat_port_exhausted",
         /// TCP segment invalid or out of window for its tracked connection (not NATed, like Linux's INVALID).
         ConntrackInvalid => "conntrack_invalid",
-        /// The connection could not be tracked (table refused the insert).
+        /// The connection could not be tracked: the table is full of
+        /// connections it may not evict (assured ones, not closing).
         ConntrackFull => "conntrack_full",
+        /// The connection could not be tracked: its pod already has
+        /// `conntrack.max_per_pod` tracked connections.
+        ConntrackPodLimit => "conntrack_pod_limit",
         /// TCP segment of a connection whose endpoint left the service (a RST is sent to the client).
         ServiceEndpointRemoved => "service_endpoint_removed",
         /// A TCP, UDP or ICMP header cut short (or a TCP data offset out of
@@ -208,8 +212,11 @@ named_enum! {
         IcmpErrorUnnat => "icmp_error_unnat",
         /// A flow pinned to an endpoint that left its service was re-resolved or closed.
         FlowReresolved => "flow_reresolved",
-        /// A conntrack entry was evicted to make room.
+        /// An unassured conntrack entry was evicted to make room.
         ConntrackEvicted => "conntrack_evicted",
+        /// An assured TCP connection already closing (FIN or RST seen) was
+        /// evicted to make room; established ones never are.
+        ConntrackEvictedClosing => "conntrack_evicted_closing",
         /// A connection to a service without endpoints was refused (RST or ICMP sent).
         ServiceRejected => "service_rejected",
         /// A new connection's reply tuple was another connection's (the same

@@ -248,21 +248,70 @@ fn flood_keeps_assured_flows() {
 }
 
 #[test]
-fn full_of_assured_evicts_the_oldest_scanned() {
+fn full_of_established_refuses_new_entries_and_evicts_closing_ones() {
     let mut t = ConntrackTable::new(128, Timeouts::default());
+    let ids: Vec<_> = (0..128)
+        .map(|n| established(&mut t, n, T0 + u64::from(n) * SEC))
+        .collect();
+    let later = T0 + 200 * SEC;
+    let new = ConnKey::udp(client(999), VIP);
+    assert_eq!(t.insert(new, Nat::NONE, later), Err(InsertError::Full));
+    // Within the same second, a refusal costs a short scan, and refuses again.
+    assert_eq!(t.insert(new, Nat::NONE, later), Err(InsertError::Full));
+    assert_eq!(t.stats().evicted(), 0);
     for n in 0..128 {
-        established(&mut t, n, T0 + u64::from(n) * SEC);
+        assert!(t.lookup(&ConnKey::tcp(client(n), VIP), later).is_some());
     }
-    let id = t
-        .insert(ConnKey::udp(client(999), VIP), Nat::NONE, T0 + 200 * SEC)
-        .unwrap();
+    // A connection that is closing (a FIN seen) may go, like Linux's early drop.
+    let closing = ids[77];
+    let fin = seg(FLAG_FIN | FLAG_ACK, 101, 501);
+    assert_eq!(
+        t.update_tcp(closing, Direction::Original, &fin, later),
+        Ok(TcpState::FinWait)
+    );
+    let id = t.insert(new, Nat::NONE, later + SEC).unwrap();
+    assert_eq!(id, closing);
     assert_eq!(t.stats().evicted_assured, 1);
-    // The hand started at 0 and flow 0 was refreshed first: it is the victim.
     assert!(
-        t.lookup(&ConnKey::tcp(client(0), VIP), T0 + 200 * SEC)
+        t.lookup(&ConnKey::tcp(client(77), VIP), later + SEC)
             .is_none()
     );
-    assert_eq!(id.index(), 0);
+}
+
+#[test]
+fn charged_entries_are_counted_per_source_and_held_to_a_limit() {
+    let mut t = ConntrackTable::new(64, Timeouts::default());
+    let pod = |port| ConnKey::udp((ip(2), port), VIP);
+    let ids: Vec<_> = (0..3)
+        .map(|p| t.insert_charged(pod(p), Nat::NONE, T0, Some(3)).unwrap())
+        .collect();
+    assert_eq!(t.sources().get(ip(2)), 3);
+    assert_eq!(
+        t.insert_charged(pod(9), Nat::NONE, T0, Some(3)),
+        Err(InsertError::SourceLimit)
+    );
+    // Another pod, and uncharged entries, are not held by it.
+    t.insert_charged(ConnKey::udp((ip(3), 1), VIP), Nat::NONE, T0, Some(3))
+        .unwrap();
+    t.insert(pod(10), Nat::NONE, T0).unwrap();
+    assert_eq!(t.sources().get(ip(2)), 3);
+    // Removed, expired and evicted entries give their share back.
+    t.remove(ids[0]);
+    assert_eq!(t.sources().get(ip(2)), 2);
+    assert_eq!(t.expire(T0 + 31 * SEC, 64), 4);
+    assert_eq!((t.sources().get(ip(2)), t.sources().get(ip(3))), (0, 0));
+    let mut small = ConntrackTable::new(1, Timeouts::default());
+    small
+        .insert_charged(pod(1), Nat::NONE, T0, Some(9))
+        .unwrap();
+    small
+        .insert_charged(ConnKey::udp((ip(3), 1), VIP), Nat::NONE, T0, Some(9))
+        .unwrap();
+    assert_eq!(small.stats().evicted_unassured, 1);
+    assert_eq!(
+        (small.sources().get(ip(2)), small.sources().get(ip(3))),
+        (0, 1)
+    );
 }
 
 #[test]

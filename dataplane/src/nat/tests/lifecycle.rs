@@ -151,6 +151,133 @@ fn flood_of_ten_times_capacity_keeps_established_flows() {
     }
 }
 
+/// Runs `frames` (from `port`) in batches of 32; returns the verdicts.
+fn run_batches(n: &mut Node, port: PortId, frames: &[Vec<u8>]) -> Vec<Verdict> {
+    let mut batch = Batch::with_size(32, 256);
+    let mut verdicts = Vec::with_capacity(frames.len());
+    for chunk in frames.chunks(32) {
+        batch.clear();
+        for f in chunk {
+            assert!(batch.push_rx(port, n.now, f));
+        }
+        n.now += 1_000_000;
+        n.p.process(&mut batch, n.now);
+        verdicts.extend(batch.iter().take(chunk.len()).map(|(_, v)| v));
+    }
+    verdicts
+}
+
+/// A segment from pod C's `port` to web.
+fn from_c(port: u16, seq: u32, flags: Flags) -> Vec<u8> {
+    tcp((MAC_C, GW_MAC), (IP_C, port), (WEB, 80), seq, flags, b"")
+}
+
+/// A node with a conntrack of `cap` entries (and `max_per_pod`) where pod
+/// A has an established connection to web, idle from then on (the oldest
+/// entry), and pod C then opened 10 × `cap` connections to web, a few at a
+/// time, each through its handshake (assured), and keeps them open.
+/// Returns the node and C's ports that got through.
+fn flooded_by_pod_c(cap: usize, max_per_pod: Option<usize>) -> (Node, Vec<u16>) {
+    let mut cfg = config(WEB_ON_B);
+    cfg.conntrack.capacity = cap;
+    cfg.conntrack.max_per_pod = max_per_pod;
+    let mut n = Node::with(cfg, SharedTables::new(cap, Timeouts::default()));
+    handshake(&mut n, CLIENT);
+    let ports: Vec<u16> = (0..10 * cap as u16).map(|i| 1024 + i).collect();
+    let mut open = Vec::new();
+    for round in ports.chunks(4) {
+        let syns: Vec<_> = round.iter().map(|&p| from_c(p, 1, Flags::Syn)).collect();
+        let verdicts = run_batches(&mut n, C, &syns);
+        let opened: Vec<u16> = round
+            .iter()
+            .zip(&verdicts)
+            .filter(|(_, v)| **v == Verdict::Forward(B))
+            .map(|(&p, _)| p)
+            .collect();
+        let synacks: Vec<_> = opened
+            .iter()
+            .map(|&p| {
+                tcp(
+                    (MAC_B, MAC_C),
+                    (IP_B, 8080),
+                    (IP_C, p),
+                    9,
+                    Flags::SynAck(2),
+                    b"",
+                )
+            })
+            .collect();
+        run_batches(&mut n, B, &synacks);
+        let acks: Vec<_> = opened
+            .iter()
+            .map(|&p| from_c(p, 2, Flags::Ack(10)))
+            .collect();
+        run_batches(&mut n, C, &acks);
+        open.extend(opened);
+        n.now += SEC / 10;
+    }
+    (n, open)
+}
+
+/// A's idle connection to web still works, the endpoint speaking first
+/// (without its entry, the answer would reach A from B's own address, and
+/// A would reset the connection).
+fn idle_connection_works(n: &mut Node) {
+    let r = n.through(B, web_reply(CLIENT, 501, Flags::Ack(101), b"here"), A);
+    assert_eq!(r.src, (WEB, 80));
+    let f = n.through(A, to_web(CLIENT, 101, Flags::Ack(505), b"still"), B);
+    assert_eq!(f.dst, (IP_B, 8080));
+}
+
+#[test]
+fn one_pod_opening_ten_times_capacity_leaves_another_pods_idle_connection() {
+    const CAP: usize = 1024;
+    let (mut n, open) = flooded_by_pod_c(CAP, None);
+    idle_connection_works(&mut n);
+    let ct = &n.p.shared_tables().conntrack;
+    assert_eq!(
+        ct.stats().evicted_assured,
+        0,
+        "an established flow was evicted"
+    );
+    // C got no more than its share (a quarter of the table by default); the
+    // rest of its connections were refused, and A can still open new ones.
+    let limit = CAP / 4;
+    assert_eq!((open.len(), ct.len()), (limit, limit + 1));
+    assert_eq!(ct.entries_from(IP_C.into()), limit as u32);
+    assert_eq!(
+        n.drops(DropReason::ConntrackPodLimit),
+        (10 * CAP - limit) as u64
+    );
+    handshake(&mut n, (IP_A, 40001));
+}
+
+#[test]
+fn without_a_pod_limit_a_full_table_refuses_new_flows_and_keeps_established_ones() {
+    const CAP: usize = 1024;
+    let (mut n, open) = flooded_by_pod_c(CAP, Some(0));
+    idle_connection_works(&mut n);
+    let ct = &n.p.shared_tables().conntrack;
+    assert_eq!(
+        ct.stats().evicted_assured,
+        0,
+        "an established flow was evicted"
+    );
+    assert_eq!(n.drops(DropReason::ConntrackPodLimit), 0);
+    assert!(n.drops(DropReason::ConntrackFull) > (8 * CAP) as u64);
+    // A new connection finds no room in its shard until C closes some: a
+    // closing connection may be evicted.
+    let fresh = to_web((IP_A, 40001), 100, Flags::Syn, b"");
+    assert_eq!(
+        n.verdict(A, fresh.clone()),
+        Verdict::Drop(DropReason::ConntrackFull)
+    );
+    let fins: Vec<_> = open.iter().map(|&p| from_c(p, 2, Flags::Fin(10))).collect();
+    run_batches(&mut n, C, &fins);
+    assert_eq!(n.verdict(A, fresh), Verdict::Forward(B));
+    assert_eq!(n.events(Event::ConntrackEvictedClosing), 1);
+}
+
 mod properties {
     use proptest::prelude::*;
 
