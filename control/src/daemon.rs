@@ -152,7 +152,9 @@ pub fn run(opts: &RunOptions) -> Result<()> {
     let store = Store::open(&opts.state_dir)?;
     // The stored API state is restored before the first packet is forwarded.
     let (mut control, snapshot) =
-        Control::restore(file, store).context("restoring the stored state")?;
+        Control::restore(file.clone(), store).context("restoring the stored state")?;
+    refuse_unusable(&file, &snapshot)
+        .with_context(|| format!("{}: a setting cannot work", opts.config.display()))?;
     let workers = opts.workers.max(1);
     tracing::info!(node = %snapshot.node_name, workers, ports = snapshot.ports.len(), generation = snapshot.generation, lock = %lock.path().display(), "starting");
 
@@ -257,6 +259,33 @@ pub fn run(opts: &RunOptions) -> Result<()> {
     );
     drop(lock);
     served
+}
+
+/// Refuses settings of the file that cannot work on this node: other
+/// nodes and NodePorts are reached through the uplink, so without one
+/// (neither in the file nor set through the API) they would be dead
+/// configuration. Nodes added through the API wait for an uplink instead.
+fn refuse_unusable(file: &NodeConfig, snapshot: &Snapshot) -> Result<()> {
+    if snapshot.uplink.is_some() {
+        return Ok(());
+    }
+    if let Some(node) = file.nodes.first() {
+        bail!(
+            "nodes[0].name = {}: another node is reached by the uplink, and there is no [uplink] (add one, or remove [[nodes]])",
+            node.name
+        );
+    }
+    let node_port = file
+        .services
+        .iter()
+        .enumerate()
+        .find_map(|(i, s)| Some((i, s.node_port?)));
+    if let Some((i, port)) = node_port {
+        bail!(
+            "services[{i}].node_port = {port}: a NodePort is served on the uplink's address, and there is no [uplink] (add one, or remove node_port)"
+        );
+    }
+    Ok(())
 }
 
 fn stats_path(opts: &RunOptions) -> PathBuf {
