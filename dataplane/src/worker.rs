@@ -142,8 +142,16 @@ impl Worker {
             self.refresh_snapshot();
             let mut processed = false;
             for i in 0..self.polled.len() {
+                // A queue dropped on the way rebuilds the poll set (with no
+                // readiness yet): the rest waits for the next round.
+                let Some(&port) = self.polled.get(i) else {
+                    break;
+                };
+                if ready > 0 && self.poll.has_error(i) {
+                    self.take_queue_error(port);
+                }
                 if ready > 0 && self.poll.is_ready(i) {
-                    processed |= self.drain_queue(self.polled[i]);
+                    processed |= self.drain_queue(port);
                 }
             }
             let now = self.now();
@@ -160,16 +168,20 @@ impl Worker {
             }
             self.flush();
             if now.saturating_sub(last_device_read) >= DEVICE_DROPS_INTERVAL.as_nanos() as u64 {
-                for i in 0..self.polled.len() {
-                    self.read_device_drops(self.polled[i]);
-                }
+                self.read_all_device_drops();
                 last_device_read = now;
             }
         }
-        for i in 0..self.polled.len() {
-            self.read_device_drops(self.polled[i]);
-        }
+        self.read_all_device_drops();
         Ok(())
+    }
+
+    fn read_all_device_drops(&mut self) {
+        for i in 0..self.polled.len() {
+            if let Some(&port) = self.polled.get(i) {
+                self.read_device_drops(port);
+            }
+        }
     }
 
     /// Adds what `port`'s queue lost on receive since the last read to the
@@ -248,6 +260,25 @@ impl Worker {
             }
         }
         any
+    }
+
+    /// Reads the error `port`'s queue polled with, if reading it would not:
+    /// counted as a receive error, and the queue dropped if its device is gone.
+    #[cold]
+    fn take_queue_error(&mut self, port: PortId) {
+        let Some(Some(queue)) = self.queues.get_mut(usize::from(port.0)) else {
+            return;
+        };
+        let Some(error) = queue.take_error() else {
+            return;
+        };
+        let gone = queue.device_gone(&error);
+        if let Some(c) = self.pipeline.counters().port(port) {
+            c.rx_errors.inc();
+        }
+        if let Some(why) = gone {
+            self.drop_gone_queue(port, why, &error);
+        }
     }
 
     /// Stops using the queue of `port`, whose device is gone (it would

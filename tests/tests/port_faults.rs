@@ -2,7 +2,8 @@
 //! whose network namespace is gone while the daemon was down (the daemon
 //! starts anyway, that port is down with its reason), and a TAP deleted
 //! while the daemon runs (detected, the port marked down, logged once, no
-//! longer polled); and frames a device drops before the workers read them,
+//! longer polled; the same for an AF_PACKET port's interface, while a link
+//! merely set down passes); and frames a device drops before the workers read them,
 //! which are counted per port. Needs root (namespaces, TAP); skips otherwise.
 
 use std::net::Ipv4Addr;
@@ -250,6 +251,67 @@ fn frames_the_kernel_drops_before_the_workers_read_them_are_counted_per_port() {
     }
     let table = d.ctl_ok(&["stats"]);
     assert!(table.contains("RX-DROPPED"), "{table}");
+    d.stop();
+    let _ = std::fs::remove_dir_all(&d.run_dir);
+}
+
+#[test]
+fn an_afpacket_interface_deleted_while_running_is_marked_down_and_no_longer_polled() {
+    if !root_or_skip("an_afpacket_interface_deleted_while_running_is_marked_down") {
+        return;
+    }
+    let node = Netns::new("pf4-node");
+    let x = Netns::new("pf4-x");
+    let y = Netns::new("pf4-y");
+    veth("veth-x", &node, "eth0", &x);
+    veth("veth-y", &node, "eth0", &y);
+    let config = format!(
+        "{CONFIG}[[ports]]\nname = \"pod-x\"\nkind = \"afpacket\"\nifname = \"veth-x\"\n\
+         [[ports]]\nname = \"pod-y\"\nkind = \"afpacket\"\nifname = \"veth-y\"\nrx_ring = true\n"
+    );
+    let mut d = Daemon::start(&node, "pf4", &config, 2);
+    let pid = d.pid().expect("running");
+    let idle = Duration::from_secs(2);
+    let before = thread_ticks(pid, "podswitch-w");
+    std::thread::sleep(idle);
+    let idle_ticks = thread_ticks(pid, "podswitch-w") - before;
+    // A link set down and up again passes: the ports stay up, no spinning.
+    for dev in ["veth-x", "veth-y"] {
+        ip(&["-n", &node.name, "link", "set", dev, "down"]);
+    }
+    let before = thread_ticks(pid, "podswitch-w");
+    std::thread::sleep(idle);
+    let down_ticks = thread_ticks(pid, "podswitch-w") - before;
+    assert!(
+        down_ticks <= idle_ticks + 10,
+        "{down_ticks} ticks while the links were down"
+    );
+    for dev in ["veth-x", "veth-y"] {
+        ip(&["-n", &node.name, "link", "set", dev, "up"]);
+    }
+    assert_eq!(health(&d)["ports_down"], serde_json::json!([]));
+    ip(&["-n", &node.name, "link", "del", "veth-x"]);
+    ip(&["-n", &node.name, "link", "del", "veth-y"]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while health(&d)["ports_down"].as_array().map_or(0, Vec::len) < 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        health(&d)["ports_down"],
+        serde_json::json!(["pod-x", "pod-y"]),
+        "{}",
+        d.log_text()
+    );
+    let before = thread_ticks(pid, "podswitch-w");
+    std::thread::sleep(idle);
+    let after_ticks = thread_ticks(pid, "podswitch-w") - before;
+    println!(
+        "worker CPU ticks in {idle:?}: {idle_ticks} idle, {after_ticks} after the interfaces went"
+    );
+    assert!(
+        after_ticks <= idle_ticks + 10,
+        "{after_ticks} ticks (idle: {idle_ticks})"
+    );
     d.stop();
     let _ = std::fs::remove_dir_all(&d.run_dir);
 }

@@ -774,6 +774,17 @@ impl PortQueue for AfPacketQueue {
         self.caps.vnet_hdr
     }
 
+    /// The kernel reports a deleted interface as `ENETDOWN` (as it does a
+    /// link set down, which passes): gone when its index no longer exists.
+    fn device_gone(&self, error: &io::Error) -> Option<&'static str> {
+        let down = error.raw_os_error() == Some(libc::ENETDOWN);
+        (down && !sys::interface_exists(self.ifindex)).then_some("the interface was deleted")
+    }
+
+    fn take_error(&mut self) -> Option<io::Error> {
+        sys::take_socket_error(self.fd.as_fd()).unwrap_or_else(Some)
+    }
+
     /// The kernel's drops (ring or socket buffer full, read with
     /// `PACKET_STATISTICS`) and the packets skipped as unusable, since the last call.
     fn take_device_drops(&mut self) -> DeviceDrops {

@@ -44,6 +44,14 @@ impl PollSet {
         Ok(usize::try_from(rc).unwrap_or(0))
     }
 
+    /// True when fd number `i` (in construction order) polled with an error at the last wait.
+    #[inline]
+    pub fn has_error(&self, i: usize) -> bool {
+        self.fds
+            .get(i)
+            .is_some_and(|p| p.revents & libc::POLLERR != 0)
+    }
+
     /// True when fd number `i` (in construction order) was readable (or hung up) at the last wait.
     #[inline]
     pub fn is_ready(&self, i: usize) -> bool {

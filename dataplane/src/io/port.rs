@@ -60,6 +60,13 @@ pub trait PortQueue: Send {
         None
     }
 
+    /// Takes the error the queue's fd polled with (`POLLERR`), if reading
+    /// the queue would not return it (an AF_PACKET ring is read without a
+    /// syscall, so its socket error would poll forever).
+    fn take_error(&mut self) -> Option<std::io::Error> {
+        None
+    }
+
     /// The frames lost on receive since the last call (a few syscalls at
     /// most: the worker calls it a few times a second, not per batch).
     fn take_device_drops(&mut self) -> DeviceDrops {

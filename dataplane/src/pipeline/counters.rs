@@ -102,6 +102,15 @@ named_enum! {
         IcmpMalformed => "icmp_malformed",
         /// Packet to the switch's own address that it does not answer.
         LocalUnsupported => "local_unsupported",
+        /// A fragment of an echo request to the switch whose other fragments
+        /// did not all come within 30 s, or were pushed out by newer datagrams
+        /// (a few are reassembled at once).
+        FragmentTimeout => "fragment_timeout",
+        /// A fragment to the switch overlapping another of its datagram, or
+        /// not fitting it (past 64 KiB or the datagram's end, not a multiple
+        /// of 8 bytes before the end): the datagram is dropped, as Linux
+        /// does (an exact repeat: only itself).
+        FragmentOverlap => "fragment_overlap",
         /// No route to the destination (an ICMP net unreachable is sent when allowed).
         NoRoute => "no_route",
         /// TTL ran out (an ICMP time exceeded is sent when allowed).
@@ -309,6 +318,12 @@ impl WorkerCounters {
     #[inline]
     pub fn count_drop(&self, reason: DropReason) {
         self.drops[reason as usize].inc();
+    }
+
+    /// Counts `n` drops for `reason` (frames held earlier, dropped together).
+    #[inline]
+    pub fn add_drops(&self, reason: DropReason, n: u32) {
+        self.drops[reason as usize].add(u64::from(n));
     }
 
     /// Counts an event.

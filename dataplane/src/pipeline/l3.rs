@@ -71,6 +71,13 @@ impl Pipeline {
         };
         let frame = batch.frame_mut(i);
         if self.snapshot.is_local_ip(dst) {
+            let fragment = frame
+                .data()
+                .get(l3_offset..)
+                .is_some_and(|ip| Ipv4Packet::new_unchecked(ip).is_fragment());
+            if fragment {
+                return self.echo_fragment_input(frame, iface, now);
+            }
             return self.local_input(frame, iface);
         }
         // VXLAN overlay: a remote pod CIDR at least as specific as any route.

@@ -30,6 +30,7 @@ mod l3;
 mod nat_hook;
 mod neighbour;
 mod overlay;
+mod reassembly;
 
 pub mod counters;
 pub mod routes;
@@ -144,6 +145,8 @@ pub struct Pipeline {
     flow_hints: [u32; flow_cache::HINTED_FRAMES],
     /// The prefetch pass's working space.
     prefetch_scratch: nat_hook::PrefetchScratch,
+    /// Echo requests to us arriving in fragments (reassembly.rs).
+    reassembly: reassembly::Reassembler,
     /// Frames the fast path forwarded (tests check it is taken).
     #[cfg(test)]
     fast_forwarded: u64,
@@ -179,6 +182,7 @@ impl Pipeline {
             nat_note: core::cell::Cell::new(None),
             flow_hints: [flow_cache::NO_SLOT; flow_cache::HINTED_FRAMES],
             prefetch_scratch: nat_hook::PrefetchScratch::default(),
+            reassembly: reassembly::Reassembler::default(),
             #[cfg(test)]
             fast_forwarded: 0,
         }
@@ -238,6 +242,7 @@ impl Pipeline {
         }
         self.nat_expire(batch.rx_len(), now_ns);
         self.coalesce_decapsulated(batch);
+        self.reassembly_step(batch, now_ns);
         self.service_hold_queue(batch, now_ns);
     }
 

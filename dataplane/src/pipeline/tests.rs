@@ -603,3 +603,5 @@ proptest! {
         }
     }
 }
+
+mod echo_fragments;

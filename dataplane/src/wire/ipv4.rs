@@ -265,6 +265,14 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
         );
     }
 
+    /// Marks the packet a fragment at `offset` bytes (a multiple of 8,
+    /// below 65,536) of its datagram, with more to come if `more`; DF
+    /// clear (no checksum update).
+    pub fn set_fragment(&mut self, more: bool, offset: u16) {
+        let more = if more { FLAG_MF } else { 0 };
+        write_u16(self.buffer.as_mut(), field::FLG_OFF, more | (offset >> 3));
+    }
+
     /// Sets the TTL (no checksum update).
     pub fn set_ttl(&mut self, value: u8) {
         self.buffer.as_mut()[field::TTL] = value;
@@ -466,6 +474,22 @@ mod tests {
             .unwrap()
             .to_header();
         assert_eq!(oracle.calc_header_checksum(), p.checksum());
+    }
+
+    #[test]
+    fn fragment_fields() {
+        let mut bytes = packet();
+        let mut p = Ipv4Packet::new_checked(&mut bytes[..]).unwrap();
+        p.set_fragment(true, 1480);
+        assert!(p.more_frags() && !p.dont_frag());
+        assert_eq!(p.frag_offset(), 1480);
+        p.set_fragment(false, 65_528);
+        assert!(!p.more_frags() && p.is_later_fragment());
+        assert_eq!(p.frag_offset(), 65_528);
+        p.fill_checksum();
+        let oracle = etherparse::Ipv4HeaderSlice::from_slice(&bytes).unwrap();
+        assert_eq!(oracle.fragments_offset().value() * 8, 65_528);
+        assert!(!oracle.more_fragments());
     }
 
     #[test]

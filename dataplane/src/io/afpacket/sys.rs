@@ -82,6 +82,30 @@ pub(super) fn interface_index(name: &CStr) -> io::Result<u32> {
     }
 }
 
+/// Whether an interface with index `index` exists in the calling thread's namespace.
+pub(super) fn interface_exists(index: u32) -> bool {
+    let mut name = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: `name` has the IF_NAMESIZE bytes if_indextoname may write.
+    !unsafe { libc::if_indextoname(index, name.as_mut_ptr()) }.is_null()
+}
+
+/// `getsockopt(SO_ERROR)`: the socket's pending error, which reading clears.
+pub(super) fn take_socket_error(fd: BorrowedFd<'_>) -> io::Result<Option<io::Error>> {
+    let mut error: c_int = 0;
+    let mut len = size_of::<c_int>() as libc::socklen_t;
+    // SAFETY: `error` and `len` are valid for writes and `len` holds the size of `error`.
+    check(unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ERROR,
+            (&mut error as *mut c_int).cast::<c_void>(),
+            &mut len,
+        )
+    })?;
+    Ok((error != 0).then(|| io::Error::from_raw_os_error(error)))
+}
+
 /// `socket(AF_PACKET, SOCK_RAW, 0)`, non-blocking and close-on-exec.
 ///
 /// Protocol 0 means the socket receives nothing until [`bind_packet`]
