@@ -182,6 +182,17 @@ fn open_tap(
         return Ok((qs, TapOutcome::Created));
     };
     if let Ok(qs) = tap::attach_pod_tap(&opts, &placement) {
+        // The node's addressing may have changed while the daemon was down
+        // (or just before it stopped): the pod follows it.
+        match tap::sync_pod_addressing(&placement) {
+            Ok(true) => {
+                tracing::info!(port = %port.name, gateway = ?placement.gateway, addresses = ?placement.addresses, "pod interface re-addressed")
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(port = %port.name, error = %format!("{:#}", anyhow::Error::new(e)), "cannot re-address the pod's interface")
+            }
+        }
         return Ok((qs, TapOutcome::Reattached));
     }
     remove_half_made(port, &placement);

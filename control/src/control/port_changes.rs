@@ -10,7 +10,9 @@
 //!
 //! `PODSWITCH_CRASH_AT=port-add` or `port-delete` makes the daemon abort
 //! between the two steps, `port-added` once a port is added but before the
-//! answer: the test hooks of `tests/tests/port_crashes.rs` and `cni_live.rs`.
+//! answer, `node-set` once new node addressing is stored but before the
+//! pods are re-addressed: the test hooks of `tests/tests/port_crashes.rs`,
+//! `cni_live.rs` and `node_readdress.rs`.
 
 use podswitch_dataplane::config::{PortSection, Snapshot};
 use podswitch_dataplane::io::tap;
@@ -124,8 +126,10 @@ impl Control {
     /// Brings the pods' interfaces placed under `old` to the addressing of
     /// the snapshot in use (a new gateway address, prefix or pod MTU). A
     /// pod that cannot be reached is logged and left as it is: the change
-    /// itself is stored and in force.
+    /// itself is stored and in force (and a start applies it to the TAPs it
+    /// re-attaches, should the daemon stop before it is done here).
     pub(super) fn readdress_pods(&self, old: &Snapshot) {
+        crash_point("node-set");
         let new = self.snapshot();
         for port in &new.ports {
             let Some(old_port) = old.port_by_name(&port.name) else {
@@ -140,8 +144,8 @@ impl Control {
             if from == to || self.port_states.down_reason(port.id).is_some() {
                 continue;
             }
-            match tap::readdress_pod_tap(&from, &to) {
-                Ok(()) => {
+            match tap::sync_pod_addressing(&to) {
+                Ok(_) => {
                     tracing::info!(port = %port.name, gateway = ?to.gateway, addresses = ?to.addresses, "pod interface re-addressed")
                 }
                 Err(e) => {

@@ -20,8 +20,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 use netlink_packet_core::{
-    DecodeError, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST, NetlinkBuffer,
-    NetlinkHeader, NetlinkMessage, NetlinkPayload,
+    DecodeError, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST,
+    NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
@@ -301,6 +301,30 @@ impl Rtnetlink {
             NLM_F_CREATE | NLM_F_EXCL,
         )
         .map(drop)
+    }
+
+    /// The IPv4 addresses of link `index`, with their prefix lengths.
+    pub fn addrs_v4(&mut self, index: u32) -> Result<Vec<(Ipv4Addr, u8)>, NetlinkError> {
+        let mut msg = AddressMessage::default();
+        msg.header.family = AddressFamily::Inet;
+        msg.header.index = index;
+        let op = format!("addrs_v4({index})");
+        let answers = self.request(&op, RouteNetlinkMessage::GetAddress(msg), NLM_F_DUMP)?;
+        let mut out = Vec::new();
+        for answer in answers {
+            let RouteNetlinkMessage::NewAddress(a) = answer else {
+                continue;
+            };
+            if a.header.index != index {
+                continue;
+            }
+            for attribute in &a.attributes {
+                if let AddressAttribute::Local(IpAddr::V4(addr)) = attribute {
+                    out.push((*addr, a.header.prefix_len));
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Removes `addr/prefix_len` from link `index`.

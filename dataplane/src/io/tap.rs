@@ -33,7 +33,7 @@ use crate::pipeline::{Batch, Frame, PortId};
 mod pod;
 
 pub use pod::{
-    PodPlacement, attach_pod_tap, create_pod_tap, delete_pod_tap, delete_tap, readdress_pod_tap,
+    PodPlacement, attach_pod_tap, create_pod_tap, delete_pod_tap, delete_tap, sync_pod_addressing,
 };
 
 /// Most queues one TAP may have (`MAX_TAP_QUEUES` in the kernel).

@@ -117,48 +117,59 @@ pub fn delete_tap(name: &str) -> Result<bool, TapError> {
     }
 }
 
-/// Brings the pod's TAP, placed as `old`, to `new`'s addresses, default
-/// route and MTU (the node's addressing changed): new addresses first, then
-/// the default route replaced, then the old addresses removed, so the pod
-/// is never left without a route to its gateway.
-pub fn readdress_pod_tap(old: &PodPlacement, new: &PodPlacement) -> Result<(), TapError> {
-    let p = new;
+/// Makes the pod's TAP carry `placement`'s addressing: its MTU, its
+/// addresses with the pod prefix (an address of the placement found with
+/// another prefix is replaced) and the default route via the gateway. For a
+/// change of the node's addressing, and after a re-attach (such a change may
+/// have been stored, and not yet applied, when the daemon stopped). New
+/// addresses go first and old ones last, so the pod keeps a route to its
+/// gateway throughout. Returns whether the MTU or an address changed.
+pub fn sync_pod_addressing(placement: &PodPlacement) -> Result<bool, TapError> {
+    let p = placement;
     in_pod(p, || {
         let mut nl = pod_netlink(p)?;
         let step = |what: &'static str| move |source| pod_step(p, what, source);
-        let index = nl
-            .link_index(&p.ifname)
+        let link = nl
+            .link_by_name(&p.ifname)
             .map_err(step("finding the interface"))?;
-        if new.mtu != old.mtu {
-            nl.link_set_mtu(index, new.mtu.into())
+        let mut changed = link.mtu != u32::from(p.mtu);
+        if changed {
+            nl.link_set_mtu(link.index, p.mtu.into())
                 .map_err(step("setting the MTU"))?;
         }
-        for &(addr, prefix_len) in new.addresses.iter().filter(|a| !old.addresses.contains(a)) {
-            nl.addr_add_v4(index, addr, prefix_len)
+        let current = nl
+            .addrs_v4(link.index)
+            .map_err(step("listing the addresses"))?;
+        for &(addr, prefix_len) in p.addresses.iter().filter(|a| !current.contains(a)) {
+            nl.addr_add_v4(link.index, addr, prefix_len)
                 .map_err(step("adding an address"))?;
+            changed = true;
         }
         let default_route = |nl: &mut Rtnetlink| -> Result<(), TapError> {
-            let Some(gw) = new.gateway else {
+            let Some(gw) = p.gateway else {
                 return Ok(());
             };
-            if !new
-                .addresses
-                .iter()
-                .any(|&(a, len)| same_prefix(a, gw, len))
-            {
-                nl.route_replace_v4(gw, 32, None, Some(index))
+            if !p.addresses.iter().any(|&(a, len)| same_prefix(a, gw, len)) {
+                nl.route_replace_v4(gw, 32, None, Some(link.index))
                     .map_err(step("adding the on-link route to the gateway"))?;
             }
-            nl.route_replace_v4(Ipv4Addr::UNSPECIFIED, 0, Some(gw), Some(index))
+            nl.route_replace_v4(Ipv4Addr::UNSPECIFIED, 0, Some(gw), Some(link.index))
                 .map_err(step("replacing the default route"))
         };
         default_route(&mut nl)?;
-        for &(addr, prefix_len) in old.addresses.iter().filter(|a| !new.addresses.contains(a)) {
-            nl.addr_del_v4(index, addr, prefix_len)
+        let stale = current
+            .iter()
+            .filter(|a| !p.addresses.contains(a) && p.addresses.iter().any(|b| b.0 == a.0));
+        for &(addr, prefix_len) in stale {
+            nl.addr_del_v4(link.index, addr, prefix_len)
                 .map_err(step("removing an old address"))?;
+            changed = true;
         }
-        // Removing an address may take the routes through it along.
-        default_route(&mut nl)
+        if changed {
+            // Removing an address may take the routes through it along.
+            default_route(&mut nl)?;
+        }
+        Ok(changed)
     })
 }
 
