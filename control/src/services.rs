@@ -213,19 +213,28 @@ impl ServiceCache {
                 .retain(|name, _| state.services.contains_key(name));
         }
         let mut entries = Vec::with_capacity(2 * state.services.len() + static_entries.len());
+        let changed: Option<std::collections::HashSet<&str>> =
+            changed.map(|c| c.iter().copied().collect());
         for (name, service) in &state.services {
+            // The common case next to thousands of services: unchanged,
+            // reused without even looking up its endpoints.
+            if let Some(changed) = &changed
+                && !changed.contains(name.as_str())
+                && let Some(b) = self.built.get(name)
+            {
+                entries.extend(b.entries.iter().cloned());
+                continue;
+            }
             let endpoints = state
                 .endpoints
                 .get(name)
                 .map(Vec::as_slice)
                 .unwrap_or_default();
-            let fresh = match changed {
-                Some(changed) => self.built.contains_key(name) && !changed.contains(&name.as_str()),
-                None => self
+            let fresh = changed.is_none()
+                && self
                     .built
                     .get(name)
-                    .is_some_and(|b| b.service == *service && b.endpoints == endpoints),
-            };
+                    .is_some_and(|b| b.service == *service && b.endpoints == endpoints);
             if !fresh {
                 let previous = self.built.get(name).map(|b| b.entries.as_slice());
                 let entries = service_specs(service, endpoints, &self.local_node)

@@ -433,3 +433,45 @@ fn flags_win_over_the_kubernetes_section_which_turns_the_source_on() {
     assert_eq!(defaults.min_sync_interval, Duration::from_millis(50));
     assert_eq!(defaults.kubeconfig, None);
 }
+
+#[test]
+fn a_skipped_service_keeps_its_frontends() {
+    let dir = temp_dir("keeps");
+    let mut c = control(&dir.0);
+    let mut hand = service("shop/hand", [10, 96, 0, 30], None);
+    hand.source = Source::Api;
+    c.add_service(hand, vec![]).unwrap();
+    c.apply_source(update(vec![(
+        service("shop/web", [10, 96, 0, 10], None),
+        vec![],
+    )]))
+    .unwrap();
+    let mut broken = service("shop/web", [10, 96, 0, 10], None);
+    broken.session_affinity = "Sometimes".into();
+    // In one update: the hand-made name (refused), web broken (refused), and
+    // two new services on their addresses: both clash with what stays.
+    let report = c
+        .apply_source(update(vec![
+            (service("shop/hand", [10, 96, 0, 31], None), vec![]),
+            (broken, vec![]),
+            (service("shop/x-on-hand", [10, 96, 0, 30], None), vec![]),
+            (service("shop/x-on-web", [10, 96, 0, 10], None), vec![]),
+        ]))
+        .unwrap();
+    let mut reasons: Vec<(&str, &str)> = report
+        .skipped
+        .iter()
+        .map(|s| (s.name.as_str(), s.reason))
+        .collect();
+    reasons.sort();
+    assert_eq!(
+        reasons,
+        [
+            ("shop/hand", "name_taken"),
+            ("shop/web", "invalid"),
+            ("shop/x-on-hand", "conflict"),
+            ("shop/x-on-web", "conflict"),
+        ]
+    );
+    assert_eq!(c.state().services.len(), 2);
+}

@@ -465,6 +465,16 @@ fn services_endpoints_and_policies_follow_the_api() {
         "the terminating endpoint's connection broke"
     );
     drop(held);
+    // Scaling up again: s3 ready moves new connections to it too.
+    cp.set_pod_ready(NS, "s3", true).unwrap();
+    wait_until(Duration::from_secs(20), "s3 back in web", || {
+        let seen = answers(&n.client, web, 20)?;
+        if seen.iter().any(|s| s == "s3") {
+            Ok(())
+        } else {
+            Err(format!("s3 never answers: {seen:?}"))
+        }
+    });
 
     // Local policies: only node-a's endpoints (r1 on node-b never answers).
     let local_ip = create_service(
@@ -487,6 +497,12 @@ fn services_endpoints_and_policies_follow_the_api() {
     let seen = answers(&n.ext, SocketAddrV4::new(NODE_IP, 30081), 20)
         .expect("externalTrafficPolicy: Local never picks node-b");
     assert!(!seen.is_empty());
+    // ... and keeps the client's address.
+    let (_, peer) = n
+        .ext
+        .run(|| tcp_ask(SocketAddrV4::new(NODE_IP, 30081)))
+        .unwrap();
+    assert_eq!(peer, EXT_IP.to_string());
 
     // A Service changed: the port moves.
     cp.patch_merge(

@@ -145,6 +145,18 @@ fn apply_services(state: &mut crate::state::ApiState, accepted: Vec<ServiceChang
     }
 }
 
+/// Whether two versions of a service answer on the same frontends
+/// (addresses, ports, protocols, node ports).
+fn same_frontends(a: &Service, b: &Service) -> bool {
+    let ports = |s: &Service| -> Vec<(u32, String, Option<u32>)> {
+        s.ports
+            .iter()
+            .map(|p| (p.port, p.protocol.clone(), p.node_port))
+            .collect()
+    };
+    a.cluster_ip == b.cluster_ip && a.external_ips == b.external_ips && ports(a) == ports(b)
+}
+
 impl Control {
     /// Names this node for the `Local` traffic policies (the source's node name).
     pub fn set_local_node(&mut self, name: &str) {
@@ -304,12 +316,6 @@ impl Control {
         services: BTreeMap<String, Option<(Service, Vec<Endpoint>)>>,
         report: &mut SourceReport,
     ) -> Vec<ServiceChange> {
-        let mut frontends = Frontends::default();
-        for (name, s) in &self.state.services {
-            if !services.contains_key(name) {
-                frontends.insert(s);
-            }
-        }
         let mut accepted = Vec::new();
         let mut skip = |name: &str, reason, message: String| {
             report.skipped.push(Skipped {
@@ -319,6 +325,8 @@ impl Control {
                 message,
             })
         };
+        // New services, and changed ones whose frontends moved: checked
+        // against every other service's frontends below.
         let mut checked = Vec::new();
         for (name, value) in services {
             let current = self.state.services.get(&name);
@@ -343,22 +351,42 @@ impl Control {
                         // Whatever was stored for it stays until it is fixed or deleted.
                         continue;
                     }
-                    let unchanged = current == Some(&service)
-                        && self
-                            .state
-                            .endpoints
-                            .get(&name)
-                            .map(Vec::as_slice)
-                            .unwrap_or_default()
-                            == endpoints.as_slice();
-                    if !unchanged {
-                        checked.push((name, service, endpoints));
-                    } else if let Some(s) = current {
-                        frontends.insert(s);
+                    let stored_endpoints = self
+                        .state
+                        .endpoints
+                        .get(&name)
+                        .map(Vec::as_slice)
+                        .unwrap_or_default();
+                    match current {
+                        Some(s) if *s == service && stored_endpoints == endpoints.as_slice() => {}
+                        // The usual churn: endpoints or settings changed,
+                        // the frontends stayed (and stay its own).
+                        Some(s) if same_frontends(s, &service) => {
+                            accepted.push((name, Some((service, endpoints))));
+                        }
+                        _ => checked.push((name, service, endpoints)),
                     }
                 }
             }
         }
+        if checked.is_empty() {
+            return accepted;
+        }
+        // Every frontend that stays: services not changing, those whose
+        // change keeps their frontends, those skipped (their stored version).
+        let moving: std::collections::HashSet<&str> = accepted
+            .iter()
+            .filter(|(_, v)| v.is_none())
+            .map(|(n, _)| n.as_str())
+            .chain(checked.iter().map(|(n, _, _)| n.as_str()))
+            .collect();
+        let mut frontends = Frontends::default();
+        for (name, s) in &self.state.services {
+            if !moving.contains(name.as_str()) {
+                frontends.insert(s);
+            }
+        }
+        let mut more = Vec::new();
         for (name, service, endpoints) in &checked {
             if let Some(why) = frontends.clash(service) {
                 skip(name, "conflict", format!("{name}: {why}"));
@@ -369,8 +397,9 @@ impl Control {
                 continue;
             }
             frontends.insert(service);
-            accepted.push((name.clone(), Some((service.clone(), endpoints.clone()))));
+            more.push((name.clone(), Some((service.clone(), endpoints.clone()))));
         }
+        accepted.extend(more);
         accepted
     }
 

@@ -359,8 +359,9 @@ impl ServiceTable {
                 }
             }
         }
-        let mut vips = FastMap::with_hasher(hasher());
-        let mut backend_ips = FastMap::with_hasher(hasher());
+        let mut vips = FastMap::with_capacity_and_hasher(entries.len(), hasher());
+        let backends: usize = entries.iter().map(|e| e.all.len()).sum();
+        let mut backend_ips = FastMap::with_capacity_and_hasher(backends, hasher());
         for e in &entries {
             *vips.entry(u32::from(e.vip)).or_insert(false) |= !e.has_no_ready_backend();
             for b in e.all.iter() {
