@@ -154,6 +154,7 @@ pub fn run(opts: &RunOptions) -> Result<()> {
     let (mut control, snapshot) =
         Control::restore(file.clone(), store).context("restoring the stored state")?;
     refuse_unusable(&file, &snapshot)
+        .and_then(|()| refuse_clashes(&file))
         .with_context(|| format!("{}: a setting cannot work", opts.config.display()))?;
     let workers = opts.workers.max(1);
     tracing::info!(node = %snapshot.node_name, workers, ports = snapshot.ports.len(), generation = snapshot.generation, lock = %lock.path().display(), "starting");
@@ -284,6 +285,38 @@ fn refuse_unusable(file: &NodeConfig, snapshot: &Snapshot) -> Result<()> {
         bail!(
             "services[{i}].node_port = {port}: a NodePort is served on the uplink's address, and there is no [uplink] (add one, or remove node_port)"
         );
+    }
+    Ok(())
+}
+
+/// Refuses what the file gives twice on one node: a pod address or MAC of
+/// two ports, a cluster IP that is a pod's address (the API refuses the
+/// same with 409).
+fn refuse_clashes(file: &NodeConfig) -> Result<()> {
+    for (i, p) in file.ports.iter().enumerate() {
+        let before = &file.ports[..i];
+        for ip in &p.ips {
+            if let Some(q) = before.iter().find(|q| q.ips.contains(ip)) {
+                bail!(
+                    "ports[{i}].ips = {ip}: already the address of port {}",
+                    q.name
+                );
+            }
+        }
+        if let Some(mac) = p.mac
+            && let Some(q) = before.iter().find(|q| q.mac == Some(mac))
+        {
+            bail!("ports[{i}].mac = {mac}: already the MAC of port {}", q.name);
+        }
+    }
+    for (i, s) in file.services.iter().enumerate() {
+        if let Some(p) = file.ports.iter().find(|p| p.ips.contains(&s.cluster_ip)) {
+            bail!(
+                "services[{i}].cluster_ip = {}: already the address of port {}",
+                s.cluster_ip,
+                p.name
+            );
+        }
     }
     Ok(())
 }
