@@ -123,6 +123,8 @@ fn an_update_applies_in_one_generation_and_bad_objects_are_skipped() {
             ),
             (bad, vec![]),
             (clash, vec![]),
+            // The node's gateway address as a cluster IP.
+            (service("shop/on-gateway", [10, 244, 1, 1], None), vec![]),
         ]))
         .unwrap();
     assert_eq!(report.generation, before + 1);
@@ -134,10 +136,14 @@ fn an_update_applies_in_one_generation_and_bad_objects_are_skipped() {
         .collect();
     assert!(reasons.contains(&("shop/bad", "invalid")), "{reasons:?}");
     assert!(
+        reasons.contains(&("shop/on-gateway", "invalid")),
+        "{reasons:?}"
+    );
+    assert!(
         reasons.contains(&("shop/zz-clash", "conflict")),
         "{reasons:?}"
     );
-    assert_eq!(reasons.len(), 2);
+    assert_eq!(reasons.len(), 3);
     // Named target ports resolved per endpoint.
     let web = backends(&c, [10, 96, 0, 10]);
     assert!(

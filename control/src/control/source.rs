@@ -317,6 +317,8 @@ impl Control {
         report: &mut SourceReport,
     ) -> Vec<ServiceChange> {
         let mut accepted = Vec::new();
+        // The gateway's, the uplink's and the pods' addresses are no cluster IPs.
+        let node_addresses = super::conflicts::NodeAddresses::of(&self.snapshot());
         let mut skip = |name: &str, reason, message: String| {
             report.skipped.push(Skipped {
                 kind: "service",
@@ -345,7 +347,8 @@ impl Control {
                     service.source = Source::Kubernetes;
                     let valid = validate_service("service", &service)
                         .and_then(|()| validate_endpoints("endpoints", &endpoints))
-                        .and_then(|()| self.check_static_conflicts(std::iter::once(&service)));
+                        .and_then(|()| self.check_static_conflicts(std::iter::once(&service)))
+                        .and_then(|()| node_addresses.check_cluster_ip("", &service));
                     if let Err(e) = valid {
                         skip(&name, "invalid", format!("{name}: {}", e.message));
                         // Whatever was stored for it stays until it is fixed or deleted.
