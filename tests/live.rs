@@ -381,35 +381,25 @@ pub fn tcp_transfer(
 /// Sends one ICMP echo request from inside `ns` to `dst` and waits up to
 /// `timeout` for the reply; returns the round-trip time.
 pub fn ping(ns: &Netns, dst: Ipv4Addr, timeout: Duration) -> Option<Duration> {
+    ping_sized(ns, dst, b"pswitch!".len(), timeout)
+}
+
+/// [`ping`] with `len` bytes of data (`ping -s len`: above the MTU, the
+/// pod's kernel sends it in fragments); the reply must carry the same data.
+pub fn ping_sized(ns: &Netns, dst: Ipv4Addr, len: usize, timeout: Duration) -> Option<Duration> {
     ns.run(move || {
         let sock = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4)).ok()?;
         sock.set_read_timeout(Some(Duration::from_millis(50)))
             .ok()?;
         let ident: u16 = (std::process::id() as u16) ^ 0x5a5a;
-        let mut req = [
-            8u8,
-            0,
-            0,
-            0,
-            (ident >> 8) as u8,
-            ident as u8,
-            0,
-            1,
-            b'p',
-            b's',
-            b'w',
-            b'i',
-            b't',
-            b'c',
-            b'h',
-            b'!',
-        ];
+        let mut req = vec![8u8, 0, 0, 0, (ident >> 8) as u8, ident as u8, 0, 1];
+        req.extend(b"pswitch!".iter().cycle().take(len));
         let c = podswitch_dataplane::wire::checksum::checksum(&req);
         req[2..4].copy_from_slice(&c.to_be_bytes());
         let start = Instant::now();
         sock.send_to(&req, &SocketAddr::V4(SocketAddrV4::new(dst, 0)).into())
             .ok()?;
-        let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 1500];
+        let mut buf = vec![std::mem::MaybeUninit::<u8>::uninit(); 65_536];
         while start.elapsed() < timeout {
             let Ok((n, _)) = sock.recv_from(&mut buf) else {
                 continue;
@@ -423,6 +413,7 @@ pub fn ping(ns: &Netns, dst: Ipv4Addr, timeout: Duration) -> Option<Duration> {
             let icmp = bytes.get(ihl..)?;
             if icmp.first() == Some(&0)
                 && icmp.get(4..6) == Some(&[(ident >> 8) as u8, ident as u8])
+                && icmp.get(8..) == req.get(8..)
             {
                 return Some(start.elapsed());
             }

@@ -1,5 +1,6 @@
 //! The live node service in real namespaces: pods on TAP and AF_PACKET
-//! ports, GSO super-frames, anti-spoofing, SIGTERM under load, SIGHUP, restart.
+//! ports, GSO super-frames, anti-spoofing, fragmented pings of the gateway,
+//! SIGTERM under load, SIGHUP, restart.
 //!
 //! Each test builds its own namespaces (`ps<pid>-<tag>-…`), runs
 //! `podswitchd run` inside a node namespace, generates traffic with sockets
@@ -12,7 +13,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use podswitch_tests::live::{
-    Daemon, Netns, ip, ping, root_or_skip, send_raw_frames, tcp_transfer, veth, wait_reachable,
+    Daemon, Netns, ip, ping, ping_sized, root_or_skip, send_raw_frames, tcp_transfer, veth,
+    wait_reachable,
 };
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -311,6 +313,37 @@ fn sigterm_under_load_exits_within_2s() {
     // The pods keep their interfaces.
     ip(&["-n", &t.a.name, "link", "show", "eth0"]);
     let _ = &t.node;
+}
+
+#[test]
+fn fragmented_ping_of_the_gateway_is_answered() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !root_or_skip("fragmented_ping_of_the_gateway_is_answered") {
+        return;
+    }
+    let t = topology("fp", Attach::Tap, Attach::Veth { offload: false }, 1);
+    assert!(
+        wait_reachable(&t.a, GW, Duration::from_secs(10)),
+        "gateway unreachable\n{}",
+        t.daemon.log_text()
+    );
+    // `ping -s 3000` and `-s 9000` from pods on a TAP and on a veth (MTU
+    // 1500): the request leaves the pod in fragments (the veth's AF_PACKET
+    // fanout reassembles them before the pipeline), the answer comes back
+    // in fragments the pod's kernel reassembles.
+    for (pod, len) in [(&t.a, 3000), (&t.b, 3000), (&t.a, 9000), (&t.b, 9000)] {
+        assert!(
+            ping_sized(pod, GW, len, Duration::from_secs(2)).is_some(),
+            "no answer to {len} bytes\n{}\n{}",
+            t.daemon.log_text(),
+            t.daemon.fresh_stats()
+        );
+    }
+    let s = t.daemon.fresh_stats();
+    assert!(stat(&s, "events", "icmp_echo_reply_sent") >= 4, "{s}");
+    for reason in ["fragment_timeout", "fragment_overlap", "local_unsupported"] {
+        assert_eq!(stat(&s, "drops", reason), 0, "{reason}: {s}");
+    }
 }
 
 #[test]

@@ -125,7 +125,7 @@ impl Pipeline {
     }
 
     /// A packet to one of our addresses: answer ICMP echo, refuse the rest.
-    pub(super) fn local_input(&mut self, frame: &mut Frame, iface: L3If) -> Verdict {
+    pub(super) fn local_input(&mut self, frame: &mut Frame, iface: L3If, now: u64) -> Verdict {
         let Some(l3) = self.snapshot.l3_interface(iface).copied() else {
             return Verdict::Drop(DropReason::LocalUnsupported);
         };
@@ -159,6 +159,12 @@ impl Pipeline {
         ip.set_src_addr(dst);
         ip.set_dst_addr(src);
         ip.set_ttl_with_checksum(DEFAULT_TTL);
+        let mtu = self.snapshot.port(in_port).map_or(0, |p| p.mtu);
+        if ip.total_len() > mtu && self.rx_tunnel.is_none() {
+            // The request came whole though larger than the MTU (an
+            // AF_PACKET fanout reassembles fragments): answered in fragments.
+            return self.answer_in_fragments(frame, iface, now);
+        }
         let mut eth = EthernetFrame::new_unchecked(frame.data_mut());
         eth.set_dst_addr(src_mac);
         eth.set_src_addr(l3.mac);

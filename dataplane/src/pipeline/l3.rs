@@ -78,7 +78,7 @@ impl Pipeline {
             if fragment {
                 return self.echo_fragment_input(frame, iface, now);
             }
-            return self.local_input(frame, iface);
+            return self.local_input(frame, iface, now);
         }
         // VXLAN overlay: a remote pod CIDR at least as specific as any route.
         if let Some(tunnel) = self.tunnel_route(dst) {

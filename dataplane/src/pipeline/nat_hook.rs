@@ -71,7 +71,7 @@ impl Pipeline {
                 AfterNat::Route(dst)
             }
             NatAction::Verdict(v) => AfterNat::Verdict(v),
-            NatAction::EchoReply => AfterNat::Verdict(self.local_input(frame, iface)),
+            NatAction::EchoReply => AfterNat::Verdict(self.local_input(frame, iface, now)),
             NatAction::RejectIcmp(from) => {
                 let kind = ((icmpv4::DST_UNREACHABLE, icmpv4::CODE_PORT_UNREACHABLE), 0);
                 AfterNat::Verdict(self.icmp_error_from(

@@ -15,7 +15,10 @@
 //!
 //! The answer is as large as the request. Its fragments are generated
 //! frames: as many as the batch has room for at the end of the batch that
-//! completed the request, the rest at the end of the next batches.
+//! completed the request, the rest at the end of the next batches. A request
+//! that came whole though larger than the port's MTU (an AF_PACKET fanout
+//! with `PACKET_FANOUT_FLAG_DEFRAG` reassembles fragments before the
+//! pipeline sees them) is answered the same way.
 
 use core::net::Ipv4Addr;
 
@@ -258,12 +261,7 @@ impl Pipeline {
     /// IPv4 at [`ETH_LEN`], arrived on `iface`): held until its datagram
     /// is whole; then, an echo request, answered at the end of the batch.
     pub(super) fn echo_fragment_input(&mut self, frame: &Frame, iface: L3If, now: u64) -> Verdict {
-        let data = frame.data();
-        let src_mac = EthernetFrame::new_unchecked(data).src_addr();
-        let Some(ip) = data
-            .get(ETH_LEN..)
-            .and_then(|b| Ipv4Packet::new_checked(b).ok())
-        else {
+        let Some(ip) = ipv4_of(frame) else {
             return Verdict::Drop(DropReason::Ipv4Malformed);
         };
         if self.rx_tunnel.is_some() || ip.protocol() != IpProtocol::ICMP {
@@ -275,16 +273,11 @@ impl Pipeline {
             dst: ip.dst_addr(),
             ident: ip.ident(),
         };
-        let (i, given_up) = self.reassembly.slot_for(key, now);
-        self.counters
-            .add_drops(DropReason::FragmentTimeout, given_up);
-        let Some(d) = self.reassembly.slots.get_mut(i) else {
+        let Some(i) = self.claim_slot(key, frame, iface, now) else {
             return Verdict::Drop(DropReason::FragmentTimeout);
         };
-        d.reply_to = ReplyTo {
-            port: frame.in_port,
-            iface,
-            mac: src_mac,
+        let Some(d) = self.reassembly.slots.get_mut(i) else {
+            return Verdict::Drop(DropReason::FragmentTimeout);
         };
         let offset = usize::from(ip.frag_offset());
         match d.add(offset, ip.more_frags(), ip.payload()) {
@@ -297,6 +290,59 @@ impl Pipeline {
             }
             Added::Complete => self.answer_datagram(i),
         }
+    }
+
+    /// The slot for `key`'s datagram (see [`Reassembler::slot_for`]; what
+    /// it gives up is counted), its answer to go back to `frame`'s sender by
+    /// `iface`.
+    fn claim_slot(
+        &mut self,
+        key: DatagramKey,
+        frame: &Frame,
+        iface: L3If,
+        now: u64,
+    ) -> Option<usize> {
+        let (i, given_up) = self.reassembly.slot_for(key, now);
+        self.counters
+            .add_drops(DropReason::FragmentTimeout, given_up);
+        let mac = EthernetFrame::new_unchecked(frame.data()).src_addr();
+        let d = self.reassembly.slots.get_mut(i)?;
+        d.reply_to = ReplyTo {
+            port: frame.in_port,
+            iface,
+            mac,
+        };
+        Some(i)
+    }
+
+    /// The echo reply `frame` (built in place, from one of our addresses,
+    /// arrived on `iface`), larger than the MTU of the port it goes back
+    /// by: sent in fragments as the answer to a fragmented request is.
+    pub(super) fn answer_in_fragments(&mut self, frame: &Frame, iface: L3If, now: u64) -> Verdict {
+        let Some(ip) = ipv4_of(frame) else {
+            return Verdict::Drop(DropReason::Ipv4Malformed);
+        };
+        let key = DatagramKey {
+            src: ip.dst_addr(),
+            dst: ip.src_addr(),
+            ident: ip.ident(),
+        };
+        let message = ip.payload();
+        let Some(i) = self.claim_slot(key, frame, iface, now) else {
+            return Verdict::Drop(DropReason::FragmentTimeout);
+        };
+        let Some(d) = self.reassembly.slots.get_mut(i) else {
+            return Verdict::Drop(DropReason::FragmentTimeout);
+        };
+        let Some(to) = d.data.get_mut(..message.len()) else {
+            self.reassembly.free(i);
+            return Verdict::Drop(DropReason::Ipv4Malformed);
+        };
+        to.copy_from_slice(message);
+        d.end = Some(message.len());
+        d.state = State::Replying { sent: 0 };
+        self.counters.event(Event::IcmpEchoReplySent);
+        Verdict::Consumed
     }
 
     /// A whole datagram in slot `i`: an echo request becomes its answer
@@ -398,6 +444,11 @@ impl Pipeline {
             d.state = State::Replying { sent };
         }
     }
+}
+
+/// The IPv4 packet of `frame` (after an untagged Ethernet header).
+fn ipv4_of(frame: &Frame) -> Option<Ipv4Packet<&[u8]>> {
+    Ipv4Packet::new_checked(frame.data().get(ETH_LEN..)?).ok()
 }
 
 /// One fragment of an answer: its Ethernet and IPv4 header fields.

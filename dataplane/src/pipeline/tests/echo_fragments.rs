@@ -140,6 +140,26 @@ fn a_reply_of_more_fragments_than_a_batch_holds_goes_out_over_batches() {
 }
 
 #[test]
+fn a_request_reassembled_before_us_gets_its_answer_in_fragments() {
+    // An AF_PACKET fanout with PACKET_FANOUT_FLAG_DEFRAG gives the pipeline
+    // the whole 3,028-byte request: the answer must still fit the MTU.
+    let mut p = pipeline();
+    let mut whole = Vec::new();
+    let data: Vec<u8> = (0..3000).map(|i| (i * 7) as u8).collect();
+    PacketBuilder::ethernet2(POD_A, GW_MAC)
+        .ipv4(POD_IP, GW_IP, 64)
+        .icmpv4_echo_request(0x77, 3)
+        .write(&mut whole, &data)
+        .unwrap();
+    let mut batch = Batch::with_size(4, 4096);
+    assert!(batch.push_rx(A, SEC, &whole));
+    p.process(&mut batch, SEC);
+    let out: Vec<_> = batch.iter().map(|(f, v)| (f.data().to_vec(), v)).collect();
+    assert_eq!(out[0].1, Verdict::Consumed);
+    assert_echo_reply(&reassemble_replies(&out, 1500), 3000);
+}
+
+#[test]
 fn incomplete_overlapping_and_excess_fragments_are_dropped_and_counted() {
     let mut p = pipeline();
     let drops = |p: &Pipeline, r| p.counters().drops(r);
