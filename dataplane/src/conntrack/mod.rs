@@ -43,13 +43,15 @@
 #![forbid(unsafe_code)]
 
 mod key;
+mod sources;
 mod table;
 mod tcp;
 
 pub use key::{ConnKey, Nat};
+pub use sources::SourceCounts;
 pub use table::{
     ConntrackTable, Entry, EntryId, INDEX_SLOT_BYTES, IndexReader, InsertError, KeyHasher, Listing,
-    MAX_CAPACITY, SourceCounts,
+    MAX_CAPACITY,
 };
 pub use tcp::{TcpReject, TcpSegment, TcpState};
 

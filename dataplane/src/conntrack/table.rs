@@ -11,11 +11,12 @@ use core::hash::BuildHasher;
 use core::net::Ipv4Addr;
 
 use super::key::{ConnKey, Nat};
+use super::sources::SourceCounts;
 use super::tcp::{TcpReject, TcpSegment, TcpState, TcpTracking};
 use super::{ConntrackStats, Direction, Timeouts};
 use crate::io::hugemem::{self, HugeChunk};
 use crate::wire::IpProtocol;
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// How far an insert into a full table looks for an entry it may evict
@@ -220,49 +221,6 @@ pub enum InsertError {
     /// The source already has as many entries as its limit allows.
     #[error("the source has as many tracked connections as it may")]
     SourceLimit,
-}
-
-/// How many entries each local pod's source address holds, shared by the
-/// shards of a table: a counter per value of the address's low 16 bits,
-/// exact for pod subnets up to a /16. Charged by
-/// [`ConntrackTable::insert_charged`], released with the entry.
-#[derive(Debug)]
-pub struct SourceCounts(Box<[AtomicU32]>);
-
-impl Default for SourceCounts {
-    fn default() -> SourceCounts {
-        SourceCounts((0..1usize << 16).map(|_| AtomicU32::new(0)).collect())
-    }
-}
-
-impl SourceCounts {
-    #[inline]
-    fn counter(&self, addr: Ipv4Addr) -> Option<&AtomicU32> {
-        self.0.get((addr.to_bits() & 0xffff) as usize)
-    }
-
-    /// Entries charged to `addr` (and to addresses equal to it in their low 16 bits).
-    #[inline]
-    pub fn get(&self, addr: Ipv4Addr) -> u32 {
-        self.counter(addr).map_or(0, |c| c.load(Ordering::Relaxed))
-    }
-
-    fn add(&self, addr: Ipv4Addr) {
-        if let Some(c) = self.counter(addr) {
-            c.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    fn sub(&self, addr: Ipv4Addr) {
-        if let Some(c) = self.counter(addr) {
-            c.fetch_sub(1, Ordering::Relaxed);
-        }
-    }
-
-    /// Bytes it holds.
-    pub fn memory_bytes(&self) -> usize {
-        self.0.len() * size_of::<AtomicU32>()
-    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

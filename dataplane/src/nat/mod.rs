@@ -63,6 +63,7 @@ pub mod stage;
 
 mod icmp_error;
 mod masquerade;
+mod parse;
 mod reject;
 mod rewrite;
 
@@ -71,13 +72,13 @@ pub use config::{
     ConntrackSection, EndpointSection, NatSection, NatSettings, PortRange, ServiceSection,
     build_services,
 };
+pub use parse::{flow_of, is_tcp_syn, l4_flow, prefetch_key};
 pub use shared::{
     ConntrackFilter, ConntrackRecord, Found, SharedConntrack, clock_origin, monotonic_ns,
 };
 pub(crate) use stage::l4_sum;
 pub use stage::{
-    CachedTranslation, NatAction, NatStage, TrackedFlow, flow_of, is_tcp_syn, l4_flow,
-    prefetch_key, prefetch_new_flows, prefetch_service_slots,
+    CachedTranslation, NatAction, NatStage, TrackedFlow, prefetch_new_flows, prefetch_service_slots,
 };
 
 #[cfg(test)]
