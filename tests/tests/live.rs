@@ -293,7 +293,14 @@ fn sigterm_under_load_exits_within_2s() {
         sent
     });
     std::thread::sleep(Duration::from_millis(800));
-    let before = t.daemon.stats();
+    // The stats file is written once a second: wait (bounded, within the
+    // flood's 4 s) for one written under load.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut before = t.daemon.stats();
+    while port_stat(&before, "pod-a", "rx_packets") == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        before = t.daemon.stats();
+    }
     let took = t
         .daemon
         .stop()
