@@ -535,3 +535,53 @@ pub fn tcp_ask(addr: SocketAddrV4) -> Result<(String, String), String> {
         _ => Err(format!("answer {text:?} from {addr}")),
     }
 }
+
+/// A `[[ports]]` TOML entry: a TAP placed in `ns` with `mac` and `ip_addr`.
+pub fn tap_port(name: &str, tag: &str, ns: &Netns, mac: &str, ip_addr: Ipv4Addr) -> String {
+    let ifname = format!("ps{}{tag}{name}", std::process::id() % 100_000);
+    format!(
+        "[[ports]]\nname = \"{name}\"\nkind = \"tap\"\nifname = \"{ifname}\"\nnetns = \"{}\"\nmac = \"{mac}\"\nips = [\"{ip_addr}\"]\n",
+        ns.path().display()
+    )
+}
+
+/// A pod attached by `CNI ADD` (cniVersion 1.0.0) through `daemon`; returns its address.
+pub fn cni_add(daemon: &Daemon, pod: &Netns, mtu: Option<u32>) -> Ipv4Addr {
+    let mut conf = serde_json::json!({
+        "cniVersion": "1.0.0",
+        "name": "podswitch",
+        "type": "podswitch",
+        "socket": daemon.run_dir.join("api.sock"),
+        "ipam": {"type": "podswitch", "dataDir": daemon.run_dir.join("ipam")},
+    });
+    if let Some(mtu) = mtu {
+        conf["mtu"] = mtu.into();
+    }
+    let mut child = Command::new(cni_bin())
+        .env("CNI_COMMAND", "ADD")
+        .env("CNI_CONTAINERID", &pod.name)
+        .env("CNI_NETNS", pod.path())
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", "/opt/cni/bin")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run the CNI plugin");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(conf.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "CNI ADD: {text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let result: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let cidr = result["ips"][0]["address"].as_str().unwrap();
+    cidr.split('/').next().unwrap().parse().unwrap()
+}

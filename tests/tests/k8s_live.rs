@@ -23,7 +23,8 @@ use std::time::{Duration, Instant};
 
 use podswitch_tests::k8s::{ControlPlane, Options, wait_until};
 use podswitch_tests::live::{
-    Daemon, Netns, Servers, ip, root_or_skip, serve, tcp_ask, veth, wait_reachable,
+    Daemon, Netns, Servers, cni_add, ip, root_or_skip, serve, tap_port, tcp_ask, veth,
+    wait_reachable,
 };
 use serde_json::{Value, json};
 
@@ -145,14 +146,6 @@ impl Drop for Node {
         let _ = self.daemon.stop();
         let _ = std::fs::remove_dir_all(&self.daemon.run_dir);
     }
-}
-
-fn tap_port(name: &str, tag: &str, ns: &Netns, mac: &str, ip_addr: Ipv4Addr) -> String {
-    let ifname = format!("ps{}{tag}{name}", std::process::id() % 100_000);
-    format!(
-        "[[ports]]\nname = \"{name}\"\nkind = \"tap\"\nifname = \"{ifname}\"\nnetns = \"{}\"\nmac = \"{mac}\"\nips = [\"{ip_addr}\"]\n",
-        ns.path().display()
-    )
 }
 
 /// A TCP server on 8090 that sends its name, then echoes lines until closed.
@@ -721,8 +714,8 @@ fn two_nodes_meet_through_node_objects() {
     );
     let p1 = Netns::new("k8n-p1");
     let p2 = Netns::new("k8n-p2");
-    let ip1 = cni_add(&d1, &p1);
-    let ip2 = cni_add(&d2, &p2);
+    let ip1 = cni_add(&d1, &p1, None);
+    let ip2 = cni_add(&d2, &p2, None);
     assert_eq!(ip1.octets()[2], 11, "the pod took node-1's podCIDR: {ip1}");
     assert_eq!(ip2.octets()[2], 12, "{ip2}");
     let _servers = serve(&p2, "p2", ip2, &[8080]);
@@ -754,42 +747,4 @@ fn two_nodes_meet_through_node_objects() {
         let _ = std::fs::remove_dir_all(&d.run_dir);
     }
     drop((p1, p2, n1, n2));
-}
-
-/// A pod attached by `CNI ADD` through `daemon` with the daemon's subnet; returns its address.
-fn cni_add(daemon: &Daemon, pod: &Netns) -> Ipv4Addr {
-    let conf = json!({
-        "cniVersion": "1.0.0",
-        "name": "podswitch",
-        "type": "podswitch",
-        "socket": daemon.run_dir.join("api.sock"),
-        "ipam": {"type": "podswitch", "dataDir": daemon.run_dir.join("ipam")},
-    });
-    let mut child = std::process::Command::new(podswitch_tests::live::cni_bin())
-        .env("CNI_COMMAND", "ADD")
-        .env("CNI_CONTAINERID", &pod.name)
-        .env("CNI_NETNS", pod.path())
-        .env("CNI_IFNAME", "eth0")
-        .env("CNI_PATH", "/opt/cni/bin")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run the CNI plugin");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(conf.to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "CNI ADD: {text} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let result: Value = serde_json::from_str(&text).unwrap();
-    let cidr = result["ips"][0]["address"].as_str().unwrap();
-    cidr.split('/').next().unwrap().parse().unwrap()
 }

@@ -14,14 +14,13 @@
 //!
 //! Needs root; skips with a printed reason otherwise. One test at a time.
 
-use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use podswitch_tests::live::{
-    Daemon, Netns, cni_bin, ip, ping, root_or_skip, serve, tcp_ask, tcp_transfer, veth,
+    Daemon, Netns, cni_add, ip, ping, root_or_skip, serve, tcp_ask, tcp_transfer, veth,
     wait_reachable,
 };
 
@@ -54,47 +53,6 @@ fn underlay(tag: &str) -> (Netns, Netns) {
     ip(&["-n", &n1.name, "link", "set", "u1", "address", U1_MAC]);
     ip(&["-n", &n2.name, "link", "set", "u2", "address", U2_MAC]);
     (n1, n2)
-}
-
-/// A pod attached by `CNI ADD` (cniVersion 1.0.0) through `daemon`; returns its address.
-fn cni_add(daemon: &Daemon, pod: &Netns, mtu: Option<u32>) -> Ipv4Addr {
-    let mut conf = serde_json::json!({
-        "cniVersion": "1.0.0",
-        "name": "podswitch",
-        "type": "podswitch",
-        "socket": daemon.run_dir.join("api.sock"),
-        "ipam": {"type": "podswitch", "dataDir": daemon.run_dir.join("ipam")},
-    });
-    if let Some(mtu) = mtu {
-        conf["mtu"] = mtu.into();
-    }
-    let mut child = Command::new(cni_bin())
-        .env("CNI_COMMAND", "ADD")
-        .env("CNI_CONTAINERID", &pod.name)
-        .env("CNI_NETNS", pod.path())
-        .env("CNI_IFNAME", "eth0")
-        .env("CNI_PATH", "/opt/cni/bin")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run the CNI plugin");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(conf.to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "CNI ADD: {text} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let result: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let cidr = result["ips"][0]["address"].as_str().unwrap();
-    cidr.split('/').next().unwrap().parse().unwrap()
 }
 
 fn link_mtu(ns: &Netns, dev: &str) -> u32 {

@@ -20,7 +20,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use podswitch_tests::live::{
-    Daemon, Netns, Servers, ip, root_or_skip, serve, tcp_ask, veth, wait_reachable,
+    Daemon, Netns, Servers, ip, root_or_skip, serve, tap_port, tcp_ask, veth, wait_reachable,
 };
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -52,14 +52,6 @@ impl Drop for Cluster {
         let _ = self.daemon.stop();
         let _ = std::fs::remove_dir_all(&self.daemon.run_dir);
     }
-}
-
-fn tap_port(name: &str, tag: &str, ns: &Netns, mac: &str, ip_addr: Ipv4Addr) -> String {
-    let ifname = format!("ps{}{tag}{name}", std::process::id() % 100_000);
-    format!(
-        "[[ports]]\nname = \"{name}\"\nkind = \"tap\"\nifname = \"{ifname}\"\nnetns = \"{}\"\nmac = \"{mac}\"\nips = [\"{ip_addr}\"]\n",
-        ns.path().display()
-    )
 }
 
 /// The node, a client pod, three server pods (TCP/UDP on 8080 and 8053) and
