@@ -124,12 +124,25 @@ fn replay(args: &ReplayArgs) -> anyhow::Result<()> {
 }
 
 fn init_logging() {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_env("PODSWITCH_LOG")
         .unwrap_or_else(|_| "info".into());
+    let ansi = colour_logs(
+        std::io::stderr().is_terminal(),
+        std::env::var_os("NO_COLOR").as_deref(),
+    );
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .try_init();
+}
+
+/// Whether log lines carry ANSI colour: only on a terminal, and not when
+/// `NO_COLOR` is set to anything but the empty string (no-color.org).
+/// journald, `kubectl logs` and files get plain text.
+fn colour_logs(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
 /// The Kubernetes source's options from the command line (the config
@@ -175,5 +188,20 @@ pub fn main() -> ExitCode {
             eprintln!("podswitchd: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::colour_logs;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        assert!(colour_logs(true, None));
+        assert!(colour_logs(true, Some(OsStr::new(""))));
+        assert!(!colour_logs(true, Some(OsStr::new("1"))));
+        assert!(!colour_logs(false, None));
+        assert!(!colour_logs(false, Some(OsStr::new(""))));
     }
 }
