@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds a real Kubernetes control plane for the tests from the Go module proxy:
-# kube-apiserver, kube-controller-manager and kube-proxy of one release, and etcd.
-# The binaries go into a cache outside the source tree and are built only when missing:
+# kube-apiserver, kube-controller-manager, kube-proxy and kubectl of one release, and etcd.
+# The binaries go into a cache outside the source tree and each is built only when missing
+# (a cache made before kubectl was added gets just kubectl):
 #   $PODSWITCH_K8S_CACHE (default /var/cache/podswitch-k8s)/<release>/{kube-apiserver,...}
 # Prints the cache directory on its last line. Needs Go (1.26 here; /usr/local/go/bin is
 # tried when go is not on PATH) and the module proxy. A cold build took ~15 min on 2 cores.
@@ -16,7 +17,7 @@ set -euo pipefail
 K8S_VERSION=${K8S_VERSION:-v1.37.2}
 ETCD_VERSION=${ETCD_VERSION:-v3.6.17}
 CACHE_ROOT=${PODSWITCH_K8S_CACHE:-/var/cache/podswitch-k8s}
-COMPONENTS=(kube-apiserver kube-controller-manager kube-proxy)
+COMPONENTS=(kube-apiserver kube-controller-manager kube-proxy kubectl)
 
 all_built() {
   for c in "${COMPONENTS[@]}" etcd; do
@@ -85,7 +86,12 @@ if [ $need_kube = 1 ]; then
     echo ')'
   } >tools.go
   go mod tidy >/dev/null 2>&1 || go mod tidy
-  ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$K8S_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/component-base/version.gitTreeState=clean"
+  # Both version packages, as Kubernetes' hack/lib/version.sh sets them (kubectl's
+  # `version --client` reads client-go's).
+  ldflags="-s -w"
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ldflags="$ldflags -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor -X $pkg.gitTreeState=clean"
+  done
   for c in "${COMPONENTS[@]}"; do
     [ -x "$OUT/$c" ] && continue
     echo "build-control-plane: go build $c ($((SECONDS - started)) s)" >&2
