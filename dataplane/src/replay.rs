@@ -11,7 +11,8 @@ use std::sync::Arc;
 
 use crate::config::Snapshot;
 use crate::pipeline::{
-    BATCH_SIZE, Batch, DropReason, Event, MAX_FRAME_LEN, Pipeline, PortId, SharedTables, Verdict,
+    BATCH_SIZE, Batch, DropReason, Event, Frame, GsoKind, MAX_FRAME_LEN, Pipeline, PortId,
+    SharedTables, Verdict,
 };
 
 const BATCH_WINDOW_NS: u64 = 1_000_000;
@@ -122,7 +123,10 @@ pub fn replay(snapshot: Arc<Snapshot>, mut frames: Vec<InputFrame>) -> ReplayRes
         Arc::new(SharedTables::for_snapshot(&snapshot)),
         MAX_FRAME_LEN,
     );
-    let mut outputs: Vec<Vec<OutputFrame>> = vec![Vec::new(); snapshot.port_id_limit()];
+    let mut outputs = Outputs {
+        ports: vec![Vec::new(); snapshot.port_id_limit()],
+        scratch: Frame::with_capacity(MAX_FRAME_LEN),
+    };
     let mut batch = Batch::new(MAX_FRAME_LEN);
     let mut oversize = 0u64;
     let mut last_tick = frames.first().map_or(0, |f| f.timestamp_ns);
@@ -152,13 +156,22 @@ pub fn replay(snapshot: Arc<Snapshot>, mut frames: Vec<InputFrame>) -> ReplayRes
     let end = last_tick.saturating_add(DRAIN_NS);
     tick_until(&mut pipeline, &mut batch, &mut outputs, &mut last_tick, end);
     let summary = summarize(&snapshot, &pipeline, oversize);
-    ReplayResult { outputs, summary }
+    ReplayResult {
+        outputs: outputs.ports,
+        summary,
+    }
+}
+
+/// What the ports sent, and the worker's scratch frame for fragments.
+struct Outputs {
+    ports: Vec<Vec<OutputFrame>>,
+    scratch: Frame,
 }
 
 fn tick_until(
     pipeline: &mut Pipeline,
     batch: &mut Batch,
-    outputs: &mut [Vec<OutputFrame>],
+    outputs: &mut Outputs,
     last: &mut u64,
     until: u64,
 ) {
@@ -171,34 +184,49 @@ fn tick_until(
     *last = (*last).max(until);
 }
 
-fn run_batch(
-    pipeline: &mut Pipeline,
-    batch: &mut Batch,
-    outputs: &mut [Vec<OutputFrame>],
-    now: u64,
-) {
+fn run_batch(pipeline: &mut Pipeline, batch: &mut Batch, outputs: &mut Outputs, now: u64) {
     pipeline.process(batch, now);
     let snapshot = pipeline.snapshot().clone();
     let counters = pipeline.counters().clone();
-    let mut send = |port: PortId, data: &[u8]| {
-        if let Some(out) = outputs.get_mut(usize::from(port.0)) {
+    let Outputs { ports, scratch } = outputs;
+    // As the worker sends: an IPv4 packet longer than the port's MTU
+    // (without DF) leaves in fragments.
+    let mut send = |port: PortId, frame: &Frame| {
+        let Some(out) = ports.get_mut(usize::from(port.0)) else {
+            return;
+        };
+        let mut push = |data: &[u8]| {
             out.push(OutputFrame {
                 timestamp_ns: now,
                 data: data.to_vec(),
             });
             counters.tx(port, data.len());
+        };
+        let mtu = snapshot
+            .port(port)
+            .map_or(usize::MAX, |p| usize::from(p.mtu));
+        if frame.offload.gso == GsoKind::None && crate::io::fragment::exceeds_mtu(frame.data(), mtu)
+        {
+            let cut = crate::io::fragment::fragment(frame.data(), mtu, scratch, |f| push(f.data()));
+            match cut {
+                Ok(_) => counters.event(Event::Ipv4Fragmented),
+                Err(crate::io::fragment::FragmentError::DontFragment) => push(frame.data()),
+                Err(_) => counters.count_drop(DropReason::TxOffloadError),
+            }
+        } else {
+            push(frame.data());
         }
     };
     for (frame, verdict) in batch.iter() {
         match verdict {
-            Verdict::Forward(port) => send(port, frame.data()),
+            Verdict::Forward(port) => send(port, frame),
             Verdict::Flood => {
                 for &port in snapshot
                     .bridge_ports
                     .iter()
                     .filter(|&&p| p != frame.in_port)
                 {
-                    send(port, frame.data());
+                    send(port, frame);
                 }
             }
             Verdict::Drop(_) | Verdict::Consumed | Verdict::Held => {}

@@ -7,7 +7,9 @@
 //! is re-read once per batch from an [`ArcSwap`] (a pointer load; the new
 //! snapshot is taken only when its generation moved). Frames the output
 //! cannot take as they are (a GSO super-frame or a partial checksum toward a
-//! port without offloads) are segmented and completed in software first.
+//! port without offloads) are segmented and completed in software first; an
+//! IPv4 packet without DF longer than the output port's MTU is sent in
+//! fragments (`io::fragment`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,8 +23,8 @@ use crate::io::poll::PollSet;
 use crate::io::{PortQueue, PortStates};
 use crate::mirror::{MirrorNote, MirrorStage};
 use crate::pipeline::{
-    Batch, DropReason, Event, Frame, MAX_FRAME_LEN, Pipeline, PortId, SharedTables, Verdict,
-    WorkerCounters,
+    Batch, DropReason, Event, Frame, GsoKind, MAX_FRAME_LEN, Pipeline, PortId, SharedTables,
+    Verdict, WorkerCounters,
 };
 
 /// How long a worker sleeps in `poll` at most: bounds shutdown latency and
@@ -318,6 +320,9 @@ impl Worker {
     /// Sends frame `i` of the batch out of `port`, in software-offloaded
     /// segments if the queue cannot take the frame's offload state.
     fn send(&mut self, port: PortId, i: usize) {
+        if self.too_long_for(port, i) && self.send_fragments(port, i) {
+            return;
+        }
         let counters = self.pipeline.counters();
         let Some((frame, _)) = self.batch.get(i) else {
             return;
@@ -345,7 +350,7 @@ impl Worker {
             return;
         }
         if frame.offload.needs_software() && !queue.accepts_offload() {
-            counters.event(if frame.offload.gso == crate::pipeline::GsoKind::None {
+            counters.event(if frame.offload.gso == GsoKind::None {
                 Event::ChecksumCompleted
             } else {
                 Event::GsoSegmented
@@ -382,6 +387,66 @@ impl Worker {
             frame.data(),
             sent.is_ok(),
         );
+    }
+
+    /// True when frame `i` is an IPv4 packet (not a GSO super-frame) longer
+    /// than `port`'s MTU.
+    #[inline]
+    fn too_long_for(&self, port: PortId, i: usize) -> bool {
+        let Some((frame, _)) = self.batch.get(i) else {
+            return false;
+        };
+        frame.offload.gso == GsoKind::None
+            && frame.encap_len == 0
+            && crate::io::fragment::exceeds_mtu(frame.data(), self.mtu(port))
+    }
+
+    /// The MTU of `port`.
+    fn mtu(&self, port: PortId) -> usize {
+        let snapshot = self.pipeline.snapshot();
+        snapshot
+            .port(port)
+            .map_or(usize::MAX, |p| usize::from(p.mtu))
+    }
+
+    /// Sends frame `i`, an IPv4 packet longer than `port`'s MTU, in
+    /// fragments (its partial checksum completed first). False, and
+    /// nothing sent, when it has DF set: then it goes as it is.
+    #[cold]
+    fn send_fragments(&mut self, port: PortId, i: usize) -> bool {
+        let mtu = self.mtu(port);
+        let frame = self.batch.frame_mut(i);
+        if let Some((start, offset)) = frame.offload.csum {
+            let (start, offset) = (usize::from(start), usize::from(offset));
+            if crate::io::gso::complete_checksum(frame.data_mut(), start, offset).is_ok() {
+                frame.offload.csum = None;
+            }
+        }
+        let counters = self.pipeline.counters();
+        let Some((frame, _)) = self.batch.get(i) else {
+            return true;
+        };
+        let Some(Some(queue)) = self.queues.get_mut(usize::from(port.0)) else {
+            return true;
+        };
+        if let Some(dirty) = self.dirty.get_mut(usize::from(port.0)) {
+            *dirty = true;
+        }
+        let pipeline = &self.pipeline;
+        let result = crate::io::fragment::fragment(frame.data(), mtu, &mut self.scratch, |f| {
+            let sent = queue.send(f);
+            match sent {
+                Ok(()) => counters.tx(port, f.len()),
+                Err(_) => counters.count_drop(DropReason::TxError),
+            }
+            mirror_sent(pipeline, port, frame.in_port, f.data(), sent.is_ok());
+        });
+        match result {
+            Ok(_) => counters.event(Event::Ipv4Fragmented),
+            Err(crate::io::fragment::FragmentError::DontFragment) => return false,
+            Err(_) => counters.count_drop(DropReason::TxOffloadError),
+        }
+        true
     }
 
     fn flush(&mut self) {
@@ -496,11 +561,56 @@ mod tests {
         }
     }
 
+    /// A queue that gives its frames once and keeps what is sent to it.
+    struct ScriptedQueue {
+        ready: FailingQueue,
+        frames: Vec<(Vec<u8>, crate::pipeline::Offload)>,
+        sent: Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+    }
+
+    impl PortQueue for ScriptedQueue {
+        fn poll_fd(&self) -> RawFd {
+            self.ready.poll_fd()
+        }
+        fn recv_batch(
+            &mut self,
+            batch: &mut Batch,
+            port: PortId,
+            now: u64,
+        ) -> std::io::Result<usize> {
+            let n = self.frames.len();
+            for (bytes, offload) in self.frames.drain(..) {
+                let slot = batch.rx_slot().unwrap();
+                assert!(slot.fill(&bytes));
+                (slot.in_port, slot.timestamp_ns, slot.offload) = (port, now, offload);
+                batch.commit_rx();
+            }
+            Ok(n)
+        }
+        fn send(&mut self, frame: &Frame) -> std::io::Result<()> {
+            self.sent.lock().unwrap().push(frame.data().to_vec());
+            Ok(())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn accepts_offload(&self) -> bool {
+            true
+        }
+        fn device_gone(&self, _: &std::io::Error) -> Option<&'static str> {
+            None
+        }
+        fn take_device_drops(&mut self) -> DeviceDrops {
+            DeviceDrops::default()
+        }
+    }
+
     /// Runs a worker over `queues` (ports 0 and 1) for a moment.
     fn run(queues: Vec<Option<Box<dyn PortQueue>>>) -> (Arc<WorkerCounters>, Arc<PortStates>) {
         let config = NodeConfig::from_toml_str(
             "[bridge]\ngateway = \"10.244.1.1/24\"\ngateway_mac = \"02:00:0a:f4:01:01\"\n\
-             [[ports]]\nname = \"a\"\nkind = \"tap\"\n[[ports]]\nname = \"b\"\nkind = \"tap\"\n",
+             [[ports]]\nname = \"a\"\nkind = \"tap\"\n\
+             [[ports]]\nname = \"b\"\nkind = \"tap\"\nmtu = 1280\n",
         )
         .unwrap();
         let snapshot = Arc::new(Snapshot::build(&config, 1).unwrap());
@@ -544,5 +654,56 @@ mod tests {
         assert_eq!((b.rx_errors.get(), b.rx_dropped.get()), (1 + 2, 5));
         let reason = states.down_reason(PortId(1)).unwrap();
         assert!(reason.contains("gone"), "{reason}");
+    }
+
+    #[test]
+    fn a_packet_longer_than_the_output_mtu_leaves_in_fragments() {
+        // A 3,000-byte UDP datagram without DF (as an AF_PACKET fanout that
+        // reassembles hands it over), flooded from port a to port b (MTU
+        // 1280), with a partial checksum the sender left to the device.
+        let mut frame = Vec::new();
+        let payload: Vec<u8> = (0..2972u32).map(|i| (i % 251) as u8).collect();
+        etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 2], [2, 0, 0, 0, 0, 3])
+            .ipv4([10, 244, 1, 2], [10, 244, 1, 3], 64)
+            .udp(40000, 7000)
+            .write(&mut frame, &payload)
+            .unwrap();
+        frame[20] &= !0x40;
+        let mut ip = crate::wire::Ipv4Packet::new_checked(&mut frame[14..]).unwrap();
+        ip.fill_checksum();
+        let original = frame.clone();
+        let pseudo = crate::wire::checksum::pseudo_header_v4(
+            [10, 244, 1, 2].into(),
+            [10, 244, 1, 3].into(),
+            17,
+            2980,
+        );
+        frame[40..42].copy_from_slice(&crate::wire::checksum::fold(pseudo).to_be_bytes());
+        let partial = crate::pipeline::Offload {
+            csum: Some((34, 6)),
+            ..Default::default()
+        };
+        let sent = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let queue = |frames| ScriptedQueue {
+            ready: FailingQueue::new(0, DeviceDrops::default()),
+            frames,
+            sent: Arc::clone(&sent),
+        };
+        let mut a = queue(vec![(frame, partial)]);
+        a.sent = Arc::default();
+        let (counters, _) = run(vec![Some(Box::new(a)), Some(Box::new(queue(vec![])))]);
+        let fragments = sent.lock().unwrap().clone();
+        let sizes: Vec<usize> = fragments.iter().map(Vec::len).collect();
+        assert_eq!(sizes, [14 + 1276, 14 + 1276, 14 + 20 + 468]);
+        assert_eq!(counters.events(Event::Ipv4Fragmented), 1);
+        // The partial checksum was completed before the cut.
+        assert_eq!(fragments[0][40..42], original[40..42]);
+        let mut pool: etherparse::defrag::IpDefragPool = etherparse::defrag::IpDefragPool::new();
+        let mut whole = None;
+        for f in &fragments {
+            let sliced = etherparse::SlicedPacket::from_ethernet(f).unwrap();
+            whole = whole.or(pool.process_sliced_packet(&sliced, (), ()).unwrap());
+        }
+        assert_eq!(whole.unwrap().payload, original[34..]);
     }
 }

@@ -6,7 +6,8 @@
 //!   (multi-queue TAPs, placed into pods with [`netlink`] and [`netns`]) and
 //!   [`afpacket`] (a TPACKET_V3 ring per worker in a fanout group), both with
 //!   virtio-net headers ([`vnet`]); [`gso`] cuts super-frames and completes
-//!   partial checksums for ports without offloads; [`poll`] waits on a
+//!   partial checksums for ports without offloads, [`fragment`] cuts IPv4
+//!   packets longer than a port's MTU into fragments; [`poll`] waits on a
 //!   worker's queues; [`port_state`] says which ports are down and why.
 //! - Memory: [`hugemem`] puts the big random-access tables in huge pages
 //!   and gives the prefetch hint the NAT stage uses before taking a lock.
@@ -15,6 +16,7 @@
 //! `// SAFETY:` line per block.
 
 pub mod afpacket;
+pub mod fragment;
 pub mod gso;
 pub mod hugemem;
 pub mod netlink;

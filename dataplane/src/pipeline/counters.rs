@@ -125,7 +125,8 @@ named_enum! {
         BatchFull => "batch_full",
         /// The output device refused the frame (queue full, device gone).
         TxError => "tx_error",
-        /// A GSO super-frame or partial checksum could not be completed in software.
+        /// A GSO super-frame or partial checksum could not be completed in
+        /// software, or a packet longer than the port's MTU could not be fragmented.
         TxOffloadError => "tx_offload_error",
         /// The input device gave a frame with an unusable vnet header.
         RxVnetHeader => "rx_vnet_header",
@@ -208,6 +209,8 @@ named_enum! {
         GsoSegmented => "gso_segmented",
         /// A partial checksum was completed in software for a port without offloads.
         ChecksumCompleted => "checksum_completed",
+        /// An IPv4 packet without DF longer than its output port's MTU was sent in fragments.
+        Ipv4Fragmented => "ipv4_fragmented",
         // --- services / NAT (issue 6) ---
         /// A new connection to a ClusterIP or NodePort was DNATed to an endpoint.
         Dnat => "dnat",

@@ -254,6 +254,11 @@ impl Batch {
         }
     }
 
+    /// The largest frame a slot holds.
+    pub fn frame_capacity(&self) -> usize {
+        self.frames.first().map_or(0, |f| f.buf.len() - HEADROOM)
+    }
+
     /// Number of receive slots.
     pub fn rx_capacity(&self) -> usize {
         self.frames.len() / 2

@@ -23,6 +23,7 @@
 use core::net::Ipv4Addr;
 
 use super::{Batch, DropReason, Event, Frame, L3If, Pipeline, PortId, Verdict};
+use crate::io::fragment::Fragmenter;
 use crate::wire::ethernet::HEADER_LEN as ETH_LEN;
 use crate::wire::icmpv4::{self, Icmpv4Packet};
 use crate::wire::ipv4::{self, Ipv4Packet, Ipv4Repr};
@@ -396,7 +397,7 @@ impl Pipeline {
 
     /// Sends the fragments of slot `i`'s answer from byte `sent` on, as many
     /// as the batch has room for.
-    fn send_answer(&mut self, batch: &mut Batch, i: usize, mut sent: usize) {
+    fn send_answer(&mut self, batch: &mut Batch, i: usize, sent: usize) {
         let Some(d) = self.reassembly.slots.get(i) else {
             return;
         };
@@ -409,36 +410,47 @@ impl Pipeline {
             self.reassembly.free(i);
             return;
         };
-        // Whole blocks of payload per fragment, within the MTU and the buffer.
-        let mut step = mtu.saturating_sub(ipv4::HEADER_LEN) / BLOCK * BLOCK;
-        while sent < end && step > 0 {
+        let mut l2 = [0u8; ETH_LEN];
+        let mut eth = EthernetFrame::new_unchecked(&mut l2[..]);
+        eth.set_dst_addr(to.mac);
+        eth.set_src_addr(l3.mac);
+        eth.set_ethertype(EtherType::IPV4);
+        let mut header = [0u8; ipv4::HEADER_LEN];
+        let repr = Ipv4Repr {
+            src_addr: key.dst,
+            dst_addr: key.src,
+            protocol: IpProtocol::ICMP,
+            payload_len: 0,
+            ttl: REPLY_TTL,
+        };
+        if repr.emit(&mut header).is_err() {
+            return;
+        }
+        Ipv4Packet::new_unchecked(&mut header[..]).set_ident(key.ident);
+        let message = d.data.get(..end).unwrap_or_default();
+        // Fragments within the MTU and the batch's buffers.
+        let room = batch.frame_capacity().saturating_sub(ETH_LEN);
+        let cut = Fragmenter::from_parts(&l2, &header, message, mtu.min(room));
+        let Ok(mut fragmenter) = cut else {
+            self.reassembly.free(i);
+            return;
+        };
+        fragmenter.resume_at(sent);
+        let mut failed = false;
+        while fragmenter.remaining() > 0 {
             let Some(j) = batch.alloc_generated() else {
                 break;
             };
-            let room = batch.frame_mut(j).capacity();
-            step = step.min(room.saturating_sub(ETH_LEN + ipv4::HEADER_LEN) / BLOCK * BLOCK);
-            let Some(d) = self.reassembly.slots.get(i) else {
-                return;
-            };
-            let part = d.data.get(sent..(sent + step).min(end)).unwrap_or_default();
-            let more = sent + part.len() < end;
-            let header = Fragment {
-                src: (l3.mac, key.dst),
-                dst: (to.mac, key.src),
-                ident: key.ident,
-                offset: sent,
-                more,
-            };
-            if header.emit(batch.frame_mut(j), part).is_none() {
+            if !matches!(fragmenter.next_into(batch.frame_mut(j)), Ok(true)) {
                 batch.release_last_generated();
                 self.counters.count_drop(DropReason::BatchFull);
-                self.reassembly.free(i);
-                return;
+                failed = true;
+                break;
             }
             batch.set_verdict(j, Verdict::Forward(to.port));
-            sent += part.len();
         }
-        if sent >= end || step == 0 {
+        let (left, sent) = (fragmenter.remaining(), fragmenter.position());
+        if left == 0 || failed {
             self.reassembly.free(i);
         } else if let Some(d) = self.reassembly.slots.get_mut(i) {
             d.state = State::Replying { sent };
@@ -449,46 +461,6 @@ impl Pipeline {
 /// The IPv4 packet of `frame` (after an untagged Ethernet header).
 fn ipv4_of(frame: &Frame) -> Option<Ipv4Packet<&[u8]>> {
     Ipv4Packet::new_checked(frame.data().get(ETH_LEN..)?).ok()
-}
-
-/// One fragment of an answer: its Ethernet and IPv4 header fields.
-struct Fragment {
-    src: (MacAddr, Ipv4Addr),
-    dst: (MacAddr, Ipv4Addr),
-    ident: u16,
-    offset: usize,
-    more: bool,
-}
-
-impl Fragment {
-    /// Writes the fragment carrying `part` into `frame`; `None` if it does not fit.
-    fn emit(&self, frame: &mut Frame, part: &[u8]) -> Option<()> {
-        let len = ETH_LEN + ipv4::HEADER_LEN + part.len();
-        if !frame.set_len(len) {
-            return None;
-        }
-        let data = frame.data_mut();
-        let mut eth = EthernetFrame::new_unchecked(&mut *data);
-        eth.set_dst_addr(self.dst.0);
-        eth.set_src_addr(self.src.0);
-        eth.set_ethertype(EtherType::IPV4);
-        let ip = data.get_mut(ETH_LEN..)?;
-        Ipv4Repr {
-            src_addr: self.src.1,
-            dst_addr: self.dst.1,
-            protocol: IpProtocol::ICMP,
-            payload_len: u16::try_from(part.len()).ok()?,
-            ttl: REPLY_TTL,
-        }
-        .emit(ip)
-        .ok()?;
-        let mut ip = Ipv4Packet::new_checked(ip).ok()?;
-        ip.set_ident(self.ident);
-        ip.set_fragment(self.more, u16::try_from(self.offset).ok()?);
-        ip.fill_checksum();
-        ip.payload_mut().copy_from_slice(part);
-        Some(())
-    }
 }
 
 #[cfg(test)]
