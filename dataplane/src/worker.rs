@@ -396,7 +396,9 @@ impl Worker {
         let Some((frame, _)) = self.batch.get(i) else {
             return false;
         };
-        frame.offload.gso == GsoKind::None
+        // No port's MTU is below 576: shorter frames skip the port lookup.
+        frame.len() > crate::wire::ethernet::HEADER_LEN + 576
+            && frame.offload.gso == GsoKind::None
             && frame.encap_len == 0
             && crate::io::fragment::exceeds_mtu(frame.data(), self.mtu(port))
     }
