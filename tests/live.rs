@@ -103,6 +103,40 @@ pub fn veth(a: &str, ns_a: &Netns, b: &str, ns_b: &Netns) {
     ip(&["-n", &ns_b.name, "link", "set", b, "up"]);
 }
 
+/// Attaches `pod` by a veth pair: `node_ifname` in `node`, `eth0` in the pod
+/// with `mac` (set before the link comes up, so the pod's IPv6 link-local
+/// address is formed from it), `addr`/24 and a default route via `gateway`.
+pub fn veth_pod(
+    node: &Netns,
+    node_ifname: &str,
+    pod: &Netns,
+    mac: &str,
+    addr: Ipv4Addr,
+    gateway: Ipv4Addr,
+) {
+    ip(&[
+        "link",
+        "add",
+        node_ifname,
+        "netns",
+        &node.name,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "netns",
+        &pod.name,
+    ]);
+    ip(&["-n", &pod.name, "link", "set", "eth0", "address", mac]);
+    ip(&["-n", &node.name, "link", "set", node_ifname, "up"]);
+    ip(&["-n", &pod.name, "link", "set", "eth0", "up"]);
+    let cidr = format!("{addr}/24");
+    ip(&["-n", &pod.name, "addr", "add", &cidr, "dev", "eth0"]);
+    let via = gateway.to_string();
+    ip(&["-n", &pod.name, "route", "add", "default", "via", &via]);
+}
+
 /// A running `podswitchd run` inside a node namespace; SIGTERM + wait on drop.
 pub struct Daemon {
     child: Option<Child>,

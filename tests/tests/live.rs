@@ -13,7 +13,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use podswitch_tests::live::{
-    Daemon, Netns, ip, ping, ping_sized, root_or_skip, send_raw_frames, tcp_transfer, veth,
+    Daemon, Netns, ip, ping, ping_sized, root_or_skip, send_raw_frames, tcp_transfer, veth_pod,
     wait_reachable,
 };
 
@@ -68,40 +68,16 @@ fn port_toml(
     }
 }
 
-/// Attaches a pod by veth: `eth0` in the pod (address, MAC, default route), `veth-x` in the node.
-fn veth_pod(node: &Netns, pod: &Netns, x: &str, ip_addr: Ipv4Addr, mac: &str) {
-    veth(&format!("veth-{x}"), node, "eth0", pod);
-    ip(&["-n", &pod.name, "link", "set", "eth0", "address", mac]);
-    ip(&[
-        "-n",
-        &pod.name,
-        "addr",
-        "add",
-        &format!("{ip_addr}/24"),
-        "dev",
-        "eth0",
-    ]);
-    ip(&[
-        "-n",
-        &pod.name,
-        "route",
-        "add",
-        "default",
-        "via",
-        &GW.to_string(),
-    ]);
-}
-
 fn topology(tag: &str, a: Attach, b: Attach, workers: usize) -> Topology {
     let node = Netns::new(&format!("{tag}-node"));
     let pa = Netns::new(&format!("{tag}-a"));
     let pb = Netns::new(&format!("{tag}-b"));
     let (mac_a, mac_b) = ("02:00:0a:f4:01:02", "02:00:0a:f4:01:03");
     if let Attach::Veth { .. } = a {
-        veth_pod(&node, &pa, "a", A_IP, mac_a);
+        veth_pod(&node, "veth-a", &pa, mac_a, A_IP, GW);
     }
     if let Attach::Veth { .. } = b {
-        veth_pod(&node, &pb, "b", B_IP, mac_b);
+        veth_pod(&node, "veth-b", &pb, mac_b, B_IP, GW);
     }
     let config = format!(
         "[node]\nname = \"{tag}\"\n[bridge]\ngateway = \"10.244.1.1/24\"\ngateway_mac = \"02:00:0a:f4:01:01\"\n{}{}",

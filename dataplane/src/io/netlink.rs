@@ -24,7 +24,9 @@ use netlink_packet_core::{
     NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
-use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
+use netlink_packet_route::link::{
+    AfSpecInet6, AfSpecUnspec, In6AddrGenMode, LinkAttribute, LinkFlags, LinkMessage,
+};
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
@@ -235,6 +237,16 @@ impl Rtnetlink {
     pub fn link_set_mtu(&mut self, index: u32, mtu: u32) -> Result<(), NetlinkError> {
         let op = format!("link_set_mtu({index}, {mtu})");
         self.set_link(&op, index, LinkAttribute::Mtu(mtu))
+    }
+
+    /// Makes link `index` form its IPv6 link-local address by modified
+    /// EUI-64 from its MAC (`addr_gen_mode` `eui64`), whatever the netns
+    /// defaults say; the address is formed when the link comes up.
+    pub fn link_set_addr_gen_mode_eui64(&mut self, index: u32) -> Result<(), NetlinkError> {
+        let op = format!("link_set_addr_gen_mode_eui64({index})");
+        let mode = AfSpecInet6::AddrGenMode(In6AddrGenMode::Eui64);
+        let spec = LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(vec![mode])]);
+        self.set_link(&op, index, spec)
     }
 
     /// Brings link `index` administratively up.

@@ -82,6 +82,25 @@ named_enum! {
         SpoofedSrcMac => "spoofed_src_mac",
         /// Source IPv4 (or ARP sender IP) is not one assigned to the pod port.
         SpoofedSrcIp => "spoofed_src_ip",
+        /// IPv6 from a pod port with an assigned MAC whose source is not
+        /// the pod's link-local address (the EUI-64 of its MAC), nor `::`
+        /// where a host without an address sends it (duplicate address
+        /// detection of its own address, router solicitation, multicast
+        /// listener report); or a Neighbor Advertisement of another address.
+        SpoofedSrcIpv6 => "spoofed_src_ipv6",
+        /// IPv6 from a pod whose header or extension headers are invalid or
+        /// cut short, a first fragment without the whole ICMPv6 header, or
+        /// Neighbor Discovery with a bad option: the RA guard cannot tell
+        /// what it carries.
+        Ipv6Malformed => "ipv6_malformed",
+        /// A Router Advertisement from a pod (RA guard, RFC 6105).
+        RaGuardRouterAdvert => "ra_guard_router_advert",
+        /// An ICMPv6 Redirect from a pod.
+        RaGuardRedirect => "ra_guard_redirect",
+        /// Another ICMPv6 message only routers send, from a pod: multicast
+        /// listener query, router renumbering, multicast router
+        /// advertisement or termination.
+        RaGuardRouterOnly => "ra_guard_router_only",
         /// Destination was learned on the input port (no hair-pinning).
         SamePort => "same_port",
         /// Unicast frame on the uplink not addressed to the uplink's MAC.

@@ -303,7 +303,7 @@ impl Pipeline {
         if l2.vlan_tags > 0 {
             return Verdict::Drop(DropReason::VlanTagged);
         }
-        if port.enforces_source()
+        if antispoof::applies(port, l2.ethertype)
             && let Err(reason) = antispoof::check(port, &l2, frame.data())
         {
             return Verdict::Drop(reason);

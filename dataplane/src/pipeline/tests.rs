@@ -605,3 +605,4 @@ proptest! {
 }
 
 mod echo_fragments;
+mod ipv6_guard;

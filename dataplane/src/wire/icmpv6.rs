@@ -27,6 +27,12 @@ impl Icmpv6Type {
     pub const ECHO_REQUEST: Icmpv6Type = Icmpv6Type(128);
     /// Echo Reply.
     pub const ECHO_REPLY: Icmpv6Type = Icmpv6Type(129);
+    /// Multicast Listener Query (RFC 2710, RFC 3810): sent by routers.
+    pub const MLD_QUERY: Icmpv6Type = Icmpv6Type(130);
+    /// Multicast Listener Report (MLDv1).
+    pub const MLD_REPORT: Icmpv6Type = Icmpv6Type(131);
+    /// Multicast Listener Done (MLDv1).
+    pub const MLD_DONE: Icmpv6Type = Icmpv6Type(132);
     /// Router Solicitation.
     pub const ROUTER_SOLICIT: Icmpv6Type = Icmpv6Type(133);
     /// Router Advertisement.
@@ -37,6 +43,14 @@ impl Icmpv6Type {
     pub const NEIGHBOR_ADVERT: Icmpv6Type = Icmpv6Type(136);
     /// Redirect.
     pub const REDIRECT: Icmpv6Type = Icmpv6Type(137);
+    /// Router Renumbering (RFC 2894).
+    pub const ROUTER_RENUMBERING: Icmpv6Type = Icmpv6Type(138);
+    /// Version 2 Multicast Listener Report (RFC 3810).
+    pub const MLD_V2_REPORT: Icmpv6Type = Icmpv6Type(143);
+    /// Multicast Router Advertisement (RFC 4286).
+    pub const MULTICAST_ROUTER_ADVERT: Icmpv6Type = Icmpv6Type(151);
+    /// Multicast Router Termination (RFC 4286).
+    pub const MULTICAST_ROUTER_TERMINATION: Icmpv6Type = Icmpv6Type(153);
 
     /// True for error messages (types 0..=127), which carry the invoking packet.
     pub fn is_error(self) -> bool {
@@ -46,6 +60,55 @@ impl Icmpv6Type {
     /// True for the Neighbor Discovery messages that carry a target address.
     pub fn has_target_addr(self) -> bool {
         self == Self::NEIGHBOR_SOLICIT || self == Self::NEIGHBOR_ADVERT || self == Self::REDIRECT
+    }
+
+    /// Where the options of a Neighbor Discovery message start (RFC 4861
+    /// §4): after the reserved word of a Router Solicitation, the target of
+    /// a Neighbor Solicitation/Advertisement, both addresses of a Redirect,
+    /// the timers of a Router Advertisement. `None` for other types.
+    pub fn nd_options_offset(self) -> Option<usize> {
+        match self {
+            Self::ROUTER_SOLICIT => Some(HEADER_LEN),
+            Self::ROUTER_ADVERT => Some(HEADER_LEN + 8),
+            Self::NEIGHBOR_SOLICIT | Self::NEIGHBOR_ADVERT => Some(ND_HEADER_LEN),
+            Self::REDIRECT => Some(ND_HEADER_LEN + 16),
+            _ => None,
+        }
+    }
+}
+
+/// ND option: Source Link-Layer Address.
+pub const ND_OPTION_SOURCE_LL_ADDR: u8 = 1;
+/// ND option: Target Link-Layer Address.
+pub const ND_OPTION_TARGET_LL_ADDR: u8 = 2;
+
+/// The Neighbor Discovery options in `options` (RFC 4861 §4.6), as
+/// `(type, bytes of the option after its type and length)`; an option of
+/// length 0 or running past the end yields `Err` once and ends the walk
+/// (receivers discard such a message).
+pub fn nd_options(options: &[u8]) -> NdOptions<'_> {
+    NdOptions { rest: options }
+}
+
+/// Iterator over Neighbor Discovery options; see [`nd_options`].
+#[derive(Debug, Clone)]
+pub struct NdOptions<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Iterator for NdOptions<'a> {
+    type Item = Result<(u8, &'a [u8])>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let (&kind, after) = self.rest.split_first()?;
+        let units = after.first().copied().unwrap_or(0);
+        let len = usize::from(units) * 8;
+        let Some((option, rest)) = self.rest.split_at_checked(len).filter(|_| len > 0) else {
+            self.rest = &[];
+            return Some(Err(WireError::Malformed));
+        };
+        self.rest = rest;
+        Some(Ok((kind, option.get(2..).unwrap_or_default())))
     }
 }
 
@@ -439,5 +502,29 @@ mod tests {
         p.payload_mut()[0] ^= 1;
         assert!(!p.verify_checksum(SRC, GATEWAY));
         assert!(!oracle_valid(&bytes, SRC, GATEWAY));
+    }
+
+    #[test]
+    fn nd_options_walk() {
+        let ns = Icmpv6Packet::new_checked(&NS_BYTES[..]).unwrap();
+        let at = ns.msg_type().nd_options_offset().unwrap();
+        assert_eq!(at, ND_HEADER_LEN);
+        let options: Vec<_> = nd_options(&NS_BYTES[at..]).collect();
+        assert_eq!(
+            options,
+            [Ok((
+                ND_OPTION_SOURCE_LL_ADDR,
+                &[2, 0, 0x0a, 0xf4, 1, 2][..]
+            ))]
+        );
+        // A zero length, or one past the end, stops the walk with an error.
+        for bad in [&[1u8, 0, 0, 0, 0, 0, 0, 0][..], &[1, 2, 0, 0, 0, 0, 0, 0]] {
+            let mut walk = nd_options(bad);
+            assert_eq!(walk.next(), Some(Err(WireError::Malformed)));
+            assert_eq!(walk.next(), None);
+        }
+        assert_eq!(nd_options(&[]).next(), None);
+        let offsets = [133u8, 134, 137, 128].map(|t| Icmpv6Type(t).nd_options_offset());
+        assert_eq!(offsets, [Some(8), Some(16), Some(40), None]);
     }
 }

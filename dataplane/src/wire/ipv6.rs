@@ -333,6 +333,32 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv6Packet<T> {
     }
 }
 
+/// The link-local address a host forms from `mac` by modified EUI-64
+/// (RFC 4291 appendix A, RFC 4862 §5.3): `fe80::` with the MAC split by
+/// `ff:fe` and its universal/local bit flipped. Linux's `addr_gen_mode`
+/// `eui64` (the default) gives an interface this address.
+pub fn link_local_eui64(mac: crate::wire::MacAddr) -> Ipv6Addr {
+    let [a, b, c, d, e, f] = mac.octets();
+    Ipv6Addr::from([
+        0xfe,
+        0x80,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        a ^ 0x02,
+        b,
+        c,
+        0xff,
+        0xfe,
+        d,
+        e,
+        f,
+    ])
+}
+
 /// Reads the 16-byte address at `at`; callers have checked the length.
 fn read_addr(buf: &[u8], at: usize) -> Ipv6Addr {
     let mut octets = [0u8; 16];
@@ -792,5 +818,16 @@ mod tests {
         };
         let new = Ipv6Addr::new(0xffff, 0xffff, 0, 0, 0xffff, 0, 1, 0xfffe);
         assert_eq!(update_checksum_for_addr(full(src()), src(), new), full(new));
+    }
+
+    #[test]
+    fn link_local_from_a_mac() {
+        // As Linux forms it for 02:00:0a:f4:01:02 (`ip -6 addr`: fe80::aff:fef4:102).
+        let mac = crate::wire::MacAddr([0x02, 0x00, 0x0a, 0xf4, 0x01, 0x02]);
+        let want: Ipv6Addr = "fe80::aff:fef4:102".parse().unwrap();
+        assert_eq!(link_local_eui64(mac), want);
+        let global = crate::wire::MacAddr([0x52, 0x54, 0x00, 0x12, 0x34, 0x56]);
+        let want: Ipv6Addr = "fe80::5054:ff:fe12:3456".parse().unwrap();
+        assert_eq!(link_local_eui64(global), want);
     }
 }

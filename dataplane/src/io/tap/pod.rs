@@ -211,6 +211,10 @@ fn configure_in_pod(node_name: &str, placement: &PodPlacement) -> Result<(), Tap
         nl.addr_add_v4(index, addr, prefix_len)
             .map_err(step("adding an address"))?;
     }
+    // Before the link comes up: the link-local address it forms is then
+    // the one the IPv6 source check allows (`pipeline/antispoof/ipv6.rs`).
+    // A kernel without IPv6 refuses, and has no address to check.
+    let _ = nl.link_set_addr_gen_mode_eui64(index);
     // Routes through a gateway need the link up (or the kernel says ENETDOWN).
     nl.link_set_up(index)
         .map_err(step("bringing the link up"))?;
