@@ -57,6 +57,8 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod tunnel;
+
 use crate::pipeline::{Frame, GsoKind, MAX_FRAME_LEN, Offload};
 use crate::wire::{
     EtherType, IpProtocol, Ipv4Packet, Ipv6Packet, L2Header, TcpPacket, UdpPacket, WireError,
@@ -186,6 +188,25 @@ pub enum GsoError {
         /// Bytes the scratch frame holds.
         capacity: usize,
     },
+}
+
+impl GsoError {
+    /// True when the frame is well formed but asks for something this
+    /// module does not do (a GSO kind that does not match the packet, BIG
+    /// TCP, source routes, IPv6 extension headers, too many segments);
+    /// false when it is malformed.
+    pub fn is_unsupported(&self) -> bool {
+        matches!(
+            self,
+            GsoError::WrongEtherType { .. }
+                | GsoError::WrongProtocol { .. }
+                | GsoError::Ipv4BigTcp
+                | GsoError::Ipv4SourceRoute(_)
+                | GsoError::Ipv6Jumbogram
+                | GsoError::Ipv6ExtensionHeader(_)
+                | GsoError::TooManySegments(_)
+        )
+    }
 }
 
 /// Finishes a partial L4 checksum in place, as a device would.

@@ -6,7 +6,17 @@
 //! not zero (unless the device vouched for it), the VXLAN I flag, the VNI,
 //! then the source node (the outer source must be a known node IP). Each
 //! failure has its own drop reason.
+//!
+//! A GSO super-frame (a kernel `vxlan` peer on the same veth underlay sends
+//! one per TCP super-segment, see [`tunnel`]) is checked as a whole by
+//! [`tunnel::parse_vxlan`], which must find that its offload state describes
+//! the inner packet; its inner frame then goes on as one GSO frame with a
+//! partial checksum, which a TAP pod takes whole and the worker cuts for a
+//! port without offloads. Its outer UDP checksum is a partial sum, never
+//! verified (the device vouched for the packet, as Linux trusts a
+//! `CHECKSUM_PARTIAL` one).
 
+use crate::io::gso::tunnel::{self, TunnelGsoError, TunnelGsoErrorClass};
 use crate::pipeline::{DropReason, Frame, GsoKind};
 use crate::wire::{Ipv4Packet, UdpPacket, VxlanHeader, ethernet, udp, vxlan};
 
@@ -48,7 +58,11 @@ pub fn decapsulate(frame: &mut Frame, overlay: &Overlay) -> Result<Option<Tunnel
         if udp_len < udp::HEADER_LEN + vxlan::HEADER_LEN + ethernet::HEADER_LEN {
             return Err(DropReason::VxlanMalformed);
         }
-        let checksum_vouched = frame.offload.csum_valid || frame.offload.csum.is_some();
+        // A super-frame's outer checksum is a partial sum for the whole of
+        // it: never valid as it stands (its metadata is checked below).
+        let checksum_vouched = frame.offload.csum_valid
+            || frame.offload.csum.is_some()
+            || frame.offload.gso != GsoKind::None;
         if udp.checksum() != 0
             && !checksum_vouched
             && !udp.verify_checksum_v4(ip.src_addr(), ip.dst_addr())
@@ -77,10 +91,15 @@ pub fn decapsulate(frame: &mut Frame, overlay: &Overlay) -> Result<Option<Tunnel
         .tunnels
         .by_node_ip(src)
         .ok_or(DropReason::VxlanUnknownNode)?;
-    if frame.offload.gso != GsoKind::None {
-        // A GSO VXLAN packet would need tunnel segmentation on the way out.
-        return Err(DropReason::VxlanMalformed);
-    }
+    // A super-frame (a kernel peer's tunnel GSO) keeps its inner
+    // segmentation: the inner frame goes on whole, described by the same
+    // offload state.
+    let inner_header_len = match frame.offload.gso {
+        GsoKind::None => 0,
+        _ => tunnel::parse_vxlan(frame.data(), &frame.offload)
+            .map_err(|e| tunnel_gso_drop(&e))?
+            .inner_header_len(),
+    };
     if !frame.pull_front(outer_len) || !frame.set_len(inner_len) {
         return Err(DropReason::VxlanMalformed);
     }
@@ -90,11 +109,20 @@ pub fn decapsulate(frame: &mut Frame, overlay: &Overlay) -> Result<Option<Tunnel
         let start = usize::from(start).checked_sub(outer_len)?;
         Some((u16::try_from(start).ok()?, offset))
     });
-    frame.offload.hdr_len = 0;
+    frame.offload.hdr_len = inner_header_len as u16;
     if congested {
         mark_inner_congestion(frame.data_mut());
     }
     Ok(Some(tunnel))
+}
+
+/// The drop reason of a VXLAN super-frame [`tunnel::parse_vxlan`] refused.
+fn tunnel_gso_drop(error: &TunnelGsoError) -> DropReason {
+    match error.class() {
+        TunnelGsoErrorClass::Malformed => DropReason::VxlanGsoMalformed,
+        TunnelGsoErrorClass::Unsupported => DropReason::VxlanGsoUnsupported,
+        TunnelGsoErrorClass::Checksum => DropReason::VxlanGsoChecksum,
+    }
 }
 
 const ECN_MASK: u8 = 0b11;

@@ -28,9 +28,11 @@
 //! are encapsulated once as a template and cut into segments, each with its
 //! own outer headers, by the worker at transmit time ([`segment_encapsulated`]);
 //! tunnel GSO (`VIRTIO_NET_HDR_GSO_UDP_TUNNEL*`) is not available through
-//! AF_PACKET, so software segmentation is the only path. On the receiving
-//! side, consecutive TCP segments of a flow decapsulated in one batch are
-//! merged back into one GSO frame ([`coalesce`]) before they go to the pod.
+//! AF_PACKET's send path, so software segmentation is the only path. On the
+//! receiving side, consecutive TCP segments of a flow decapsulated in one
+//! batch are merged back into one GSO frame ([`coalesce`]) before they go to
+//! the pod, and a tunnel GSO super-frame from a kernel peer
+//! (`crate::io::gso::tunnel`) is decapsulated whole into one.
 #![forbid(unsafe_code)]
 
 pub mod coalesce;

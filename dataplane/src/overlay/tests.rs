@@ -1,6 +1,8 @@
 //! Overlay tests through the whole pipeline; etherparse is the independent
 //! oracle that parses outer and inner headers and recomputes every checksum.
 
+mod kernel_peer;
+
 use std::sync::Arc;
 
 use etherparse::{

@@ -172,6 +172,16 @@ named_enum! {
         // VXLAN overlay (overlay/).
         /// A VXLAN packet to us that is truncated or inconsistent (no I flag, bad lengths).
         VxlanMalformed => "vxlan_malformed",
+        /// A VXLAN GSO super-frame (a kernel peer's tunnel GSO) whose outer
+        /// or inner headers do not parse or whose lengths disagree with the frame.
+        VxlanGsoMalformed => "vxlan_gso_malformed",
+        /// A VXLAN GSO super-frame asking for what is not supported: a GSO
+        /// kind other than its inner packet's, BIG TCP, IPv6 extension
+        /// headers, more than 2,048 segments.
+        VxlanGsoUnsupported => "vxlan_gso_unsupported",
+        /// A VXLAN GSO super-frame whose partial checksum is missing or is
+        /// not its inner L4 header's.
+        VxlanGsoChecksum => "vxlan_gso_checksum",
         /// A VXLAN packet whose non-zero outer UDP checksum is wrong.
         VxlanBadChecksum => "vxlan_bad_checksum",
         /// An outer IPv4 fragment of a VXLAN packet, or any later UDP fragment to our node IP (podswitch does not reassemble).
@@ -265,6 +275,9 @@ named_enum! {
         VxlanGsoSegmented => "vxlan_gso_segmented",
         /// A VXLAN packet was decapsulated.
         VxlanDecapsulated => "vxlan_decapsulated",
+        /// A VXLAN GSO super-frame (a kernel peer's tunnel GSO) was
+        /// decapsulated; its inner frame went on as one GSO frame.
+        VxlanGsoDecapsulated => "vxlan_gso_decapsulated",
         /// An ICMP fragmentation needed was sent for a packet too large for the tunnel.
         VxlanFragNeededSent => "vxlan_frag_needed_sent",
         /// A decapsulated TCP segment was merged into the previous one of its flow (receive coalescing).

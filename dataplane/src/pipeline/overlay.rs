@@ -255,6 +255,9 @@ impl Pipeline {
             Err(reason) => return Some(Verdict::Drop(reason)),
         };
         self.counters.event(Event::VxlanDecapsulated);
+        if frame.offload.gso != GsoKind::None {
+            self.counters.event(Event::VxlanGsoDecapsulated);
+        }
         if let Some(bit) = 1u64.checked_shl(i as u32) {
             self.tunnel_rx_mask |= bit;
         }
