@@ -623,6 +623,18 @@ fn gso_segments_larger_than_the_tunnel_get_frag_needed() {
     );
 }
 
+/// The wire frames the worker's segmenter cuts `frame` into.
+fn segments_of(frame: &[u8], offload: &Offload) -> Vec<Vec<u8>> {
+    let mut scratch = Frame::with_capacity(MAX_FRAME_LEN);
+    let mut segments = Vec::new();
+    crate::io::gso::segment(frame, offload, &mut scratch, |s| {
+        segments.push(s.data().to_vec());
+        Ok::<(), crate::io::gso::GsoError>(())
+    })
+    .unwrap();
+    segments
+}
+
 /// Node-b's pod sent a TSO super-frame; it crosses the underlay as
 /// segments in VXLAN and is merged back into one GSO frame for pod-a.
 #[test]
@@ -643,13 +655,7 @@ fn decapsulated_segments_of_a_flow_are_coalesced() {
         csum: None,
         csum_valid: false,
     };
-    let mut scratch = Frame::with_capacity(MAX_FRAME_LEN);
-    let mut segments: Vec<Vec<u8>> = Vec::new();
-    crate::io::gso::segment(&inner, &offload, &mut scratch, |s| {
-        segments.push(s.data().to_vec());
-        Ok::<(), crate::io::gso::GsoError>(())
-    })
-    .unwrap();
+    let segments = segments_of(&inner, &offload);
     assert_eq!(segments.len(), 17);
     let mut batch = Batch::with_size(32, MAX_FRAME_LEN);
     // An unrelated frame first: a run starts at any position.
@@ -679,12 +685,7 @@ fn decapsulated_segments_of_a_flow_are_coalesced() {
     assert_eq!(merged.offload.gso, GsoKind::TcpV4);
     assert_eq!(merged.offload.gso_size, 1398);
     // Cut again, it gives exactly the segments, routed (MACs, TTL − 1).
-    let mut again: Vec<Vec<u8>> = Vec::new();
-    crate::io::gso::segment(merged.data(), &merged.offload, &mut scratch, |s| {
-        again.push(s.data().to_vec());
-        Ok::<(), crate::io::gso::GsoError>(())
-    })
-    .unwrap();
+    let again = segments_of(merged.data(), &merged.offload);
     assert_eq!(again.len(), segments.len());
     for (got, sent) in again.iter().zip(&segments) {
         assert_eq!(&got[..12], &[POD_A, GW_MAC].concat()[..]);

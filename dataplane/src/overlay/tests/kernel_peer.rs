@@ -8,18 +8,19 @@ use std::sync::Arc;
 
 use etherparse::{LinkSlice, NetSlice, SlicedPacket, TransportSlice};
 
+use super::{arp, segments_of};
 use crate::config::{NodeConfig, Snapshot};
 use crate::io::vnet;
 use crate::pipeline::{
-    Batch, DropReason, Event, Frame, GsoKind, MAX_FRAME_LEN, Offload, Pipeline, PortId, Verdict,
+    Batch, DropReason, Event, GsoKind, MAX_FRAME_LEN, Offload, Pipeline, PortId, Verdict,
 };
 
 /// The fixture: 10-byte vnet header, then the frame.
 const KERNEL_VXLAN_GSO: &[u8] = include_bytes!("../../../testdata/kernel-vxlan-gso.vnet");
 const POD_A: PortId = PortId(0);
 const UPLINK: PortId = PortId(2);
-const POD_A_MAC: [u8; 6] = [2, 0, 0x0a, 0xf4, 1, 2];
-const GATEWAY_MAC: [u8; 6] = [2, 0, 0x0a, 0xf4, 1, 1];
+const POD_A_MAC: [u8; 6] = super::POD_A;
+const GATEWAY_MAC: [u8; 6] = super::GW_MAC;
 /// Outer Ethernet, IPv4, UDP and VXLAN headers.
 const OUTER: usize = 50;
 
@@ -34,22 +35,8 @@ fn pipeline() -> Pipeline {
     let cfg = NodeConfig::from_toml_str(&text).unwrap();
     let snapshot = Arc::new(Snapshot::build(&cfg, 1).unwrap());
     let mut p = Pipeline::new(snapshot, Arc::default(), MAX_FRAME_LEN);
-    let mut arp = vec![0u8; 42];
-    arp[..6].copy_from_slice(&[0xff; 6]);
-    arp[6..12].copy_from_slice(&POD_A_MAC);
-    arp[12..14].copy_from_slice(&[0x08, 0x06]);
-    crate::wire::arp::ArpRepr {
-        operation: 1,
-        sender_hw_addr: crate::wire::MacAddr(POD_A_MAC),
-        sender_ip: [10, 244, 1, 2].into(),
-        target_hw_addr: crate::wire::MacAddr([0; 6]),
-        target_ip: [10, 244, 1, 1].into(),
-    }
-    .emit(&mut arp[14..])
-    .unwrap();
-    let mut batch = Batch::with_size(2, MAX_FRAME_LEN);
-    assert!(batch.push_rx(POD_A, 1, &arp));
-    p.process(&mut batch, 1);
+    let learn_a = arp(1, POD_A_MAC, [10, 244, 1, 2], [10, 244, 1, 1], [0xff; 6]);
+    super::run(&mut p, 1, &[(POD_A, learn_a)]);
     p
 }
 
@@ -104,13 +91,7 @@ fn a_kernel_peers_tunnel_gso_frame_reaches_the_pod_whole() {
     assert_eq!(p.counters().events(Event::VxlanDecapsulated), 1);
     assert_eq!(p.counters().events(Event::VxlanGsoDecapsulated), 1);
     // What a port without offloads is given: the worker's segmenter cuts it.
-    let mut scratch = Frame::with_capacity(MAX_FRAME_LEN);
-    let mut segments: Vec<Vec<u8>> = Vec::new();
-    crate::io::gso::segment(&inner, &offload, &mut scratch, |s| {
-        segments.push(s.data().to_vec());
-        Ok::<(), crate::io::gso::GsoError>(())
-    })
-    .unwrap();
+    let segments = segments_of(&inner, &offload);
     assert_eq!(segments.len(), 3);
     let mut received = Vec::new();
     for s in &segments {
