@@ -137,6 +137,20 @@ pub fn veth_pod(
     ip(&["-n", &pod.name, "route", "add", "default", "via", &via]);
 }
 
+/// How [`Daemon::launch`] starts `podswitchd run` besides its files.
+#[derive(Debug, Clone, Copy)]
+pub struct Launch<'a> {
+    /// Worker threads.
+    pub workers: usize,
+    /// More `podswitchd run` arguments.
+    pub extra: &'a [&'a str],
+    /// Environment variables for the daemon (e.g. `PODSWITCH_CRASH_AT`).
+    pub env: &'a [(&'a str, &'a str)],
+    /// A command the daemon is started by, which ends by running its
+    /// arguments (e.g. `unshare ... --`); empty: none.
+    pub wrapper: &'a [&'a str],
+}
+
 /// A running `podswitchd run` inside a node namespace; SIGTERM + wait on drop.
 pub struct Daemon {
     child: Option<Child>,
@@ -210,12 +224,30 @@ impl Daemon {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Daemon {
+        let launch = Launch {
+            workers,
+            extra,
+            env,
+            wrapper: &[],
+        };
+        Self::launch(node, run_dir, config, &launch)
+    }
+
+    /// Starts the daemon as `launch` says.
+    pub fn launch(node: &Netns, run_dir: PathBuf, config: PathBuf, launch: &Launch<'_>) -> Daemon {
+        let Launch {
+            workers,
+            extra,
+            env,
+            wrapper,
+        } = *launch;
         let stats = run_dir.join("stats.json");
         let _ = std::fs::remove_file(&stats);
         let log = run_dir.join("daemon.log");
         let log_file = std::fs::File::create(&log).unwrap();
         let child = Command::new("ip")
             .args(["netns", "exec", &node.name])
+            .args(wrapper)
             .arg(daemon_bin())
             .args(["run", "--workers", &workers.to_string()])
             .arg("--config")

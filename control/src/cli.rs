@@ -34,9 +34,22 @@ enum Command {
 
 #[derive(clap::Args)]
 struct RunArgs {
-    /// Node configuration (TOML); see config/node.example.toml.
-    #[arg(long, default_value = "/etc/podswitch/node.toml")]
-    config: PathBuf,
+    /// Node configuration (TOML); see config/node.example.toml [default:
+    /// /etc/podswitch/node.toml, which may be missing with --kubernetes:
+    /// then the node's settings come from its Node object].
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The uplink interface (an AF_PACKET port of that name, with the
+    /// interface's IPv4 address and MAC), when the file has no [uplink].
+    /// Following a cluster without [bridge], the default is the interface
+    /// holding the Node's InternalIP.
+    #[arg(long, value_name = "IFACE")]
+    uplink: Option<String>,
+    /// The host's /proc mounted at DIR (podswitchd in a PID namespace of
+    /// its own, e.g. a pod with hostPID: false): pods' network namespaces
+    /// given as /proc/PID/ns/net are opened as DIR/PID/ns/net.
+    #[arg(long, value_name = "DIR")]
+    host_proc: Option<PathBuf>,
     /// Worker threads (default: the number of CPUs).
     #[arg(long)]
     workers: Option<usize>,
@@ -169,6 +182,8 @@ pub fn main() -> ExitCode {
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
             run(&RunOptions {
                 config: args.config.clone(),
+                uplink: args.uplink.clone(),
+                host_proc: args.host_proc.clone(),
                 workers,
                 run_dir: args.run_dir.clone(),
                 stats_file: args.stats_file.clone(),

@@ -33,8 +33,13 @@ use crate::store::Store;
 /// Options of `podswitchd run`.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
-    /// The node configuration file.
-    pub config: PathBuf,
+    /// The node configuration file (`None`: the default one, which may be
+    /// missing when following a cluster; see [`crate::node_config`]).
+    pub config: Option<PathBuf>,
+    /// `--uplink IFACE`: the uplink is this interface, with its address and MAC.
+    pub uplink: Option<String>,
+    /// `--host-proc DIR`: the host's `/proc` mounted here, for pods' `/proc/PID/ns/net`.
+    pub host_proc: Option<PathBuf>,
     /// Worker threads.
     pub workers: usize,
     /// Directory for the lock file (one daemon per directory).
@@ -146,8 +151,22 @@ pub fn run(opts: &RunOptions) -> Result<()> {
     let hangup = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&hangup))
         .context("SIGHUP handler")?;
+    // Before the configuration: completing it may wait for this node's Node.
+    let stop = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::clone(&stop))
+        .context("SIGTERM handler")?;
+    signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&stop))
+        .context("SIGINT handler")?;
     let lock = InstanceLock::acquire(&opts.run_dir)?;
-    let file = NodeConfig::load(&opts.config)?;
+    if let Some(dir) = &opts.host_proc {
+        ports::set_host_proc(dir.clone());
+    }
+    let sources = crate::node_config::Sources {
+        config: opts.config.as_deref(),
+        kubernetes: &opts.kubernetes,
+        uplink: opts.uplink.as_deref(),
+    };
+    let (file, config_path) = crate::node_config::load(&sources, &stop)?;
     let kubernetes_section = file.kubernetes.clone();
     let store = Store::open(&opts.state_dir)?;
     // The stored API state is restored before the first packet is forwarded.
@@ -155,15 +174,9 @@ pub fn run(opts: &RunOptions) -> Result<()> {
         Control::restore(file.clone(), store).context("restoring the stored state")?;
     refuse_unusable(&file, &snapshot)
         .and_then(|()| refuse_clashes(&file))
-        .with_context(|| format!("{}: a setting cannot work", opts.config.display()))?;
+        .with_context(|| format!("{}: a setting cannot work", config_path.display()))?;
     let workers = opts.workers.max(1);
     tracing::info!(node = %snapshot.node_name, workers, ports = snapshot.ports.len(), generation = snapshot.generation, lock = %lock.path().display(), "starting");
-
-    let stop = Arc::new(AtomicBool::new(false));
-    signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::clone(&stop))
-        .context("SIGTERM handler")?;
-    signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&stop))
-        .context("SIGINT handler")?;
 
     let started = Instant::now();
     let fanout_base = (std::process::id() as u16).wrapping_mul(31);

@@ -14,6 +14,7 @@ pub mod fake_api;
 pub mod kubernetes;
 pub mod metrics;
 pub mod mirror;
+pub mod node_config;
 pub mod ports;
 pub mod services;
 pub mod state;

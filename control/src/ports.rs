@@ -5,6 +5,9 @@
 //! (daemon restart) and created and placed otherwise. AF_PACKET ports get
 //! one socket per worker in a fanout group, so the kernel spreads flows.
 
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
 use anyhow::{Context, Result};
 use podswitch_dataplane::config::{PortKind, PortSpec, Snapshot};
 use podswitch_dataplane::io::PortQueue;
@@ -148,9 +151,45 @@ pub fn remove_port(snapshot: &Snapshot, port: &PortSpec) -> Result<()> {
     }
 }
 
+/// Where the host's `/proc` is mounted when podswitchd has a PID namespace
+/// of its own (`--host-proc`); set once at start.
+static HOST_PROC: OnceLock<PathBuf> = OnceLock::new();
+
+/// Sets the host's `/proc` mount (`--host-proc`); only the first call counts.
+pub fn set_host_proc(dir: PathBuf) {
+    let _ = HOST_PROC.set(dir);
+}
+
+/// The path podswitchd opens for a pod's network namespace given as
+/// `netns`: a runtime's `/proc/PID/ns/net` (PID in the host's PID
+/// namespace) becomes `HOST_PROC/PID/ns/net` when the host's `/proc` is
+/// mounted there; anything else (`/run/netns/NAME`, `/proc/self/...`)
+/// stays. The port keeps the path as given.
+pub fn host_netns_path(netns: &Path, host_proc: Option<&Path>) -> PathBuf {
+    let Some(host_proc) = host_proc else {
+        return netns.to_path_buf();
+    };
+    let Ok(rest) = netns.strip_prefix("/proc") else {
+        return netns.to_path_buf();
+    };
+    let pid = rest
+        .components()
+        .next()
+        .and_then(|c| c.as_os_str().to_str());
+    match pid {
+        Some(pid) if !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()) => {
+            host_proc.join(rest)
+        }
+        _ => netns.to_path_buf(),
+    }
+}
+
 /// The pod-side settings of a TAP port placed into a pod namespace.
 pub fn placement(snapshot: &Snapshot, port: &PortSpec) -> Option<PodPlacement> {
-    let netns = port.netns.clone()?;
+    let netns = host_netns_path(
+        port.netns.as_deref()?,
+        HOST_PROC.get().map(PathBuf::as_path),
+    );
     let gw = snapshot.gateway.address;
     Some(PodPlacement {
         netns,
@@ -242,4 +281,40 @@ fn derived_mac(name: &str) -> MacAddr {
     }
     let b = h.to_be_bytes();
     MacAddr([0x02, 0x50, b[0], b[1], b[2], b[3]])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_netns_path;
+    use std::path::{Path, PathBuf};
+
+    #[test]
+    fn a_pids_netns_is_opened_through_the_hosts_proc() {
+        let host = Some(Path::new("/host/proc"));
+        let path = |p: &str| host_netns_path(Path::new(p), host);
+        assert_eq!(
+            path("/proc/4242/ns/net"),
+            PathBuf::from("/host/proc/4242/ns/net")
+        );
+        assert_eq!(
+            path("/proc/4242/task/4243/ns/net"),
+            PathBuf::from("/host/proc/4242/task/4243/ns/net")
+        );
+        for unchanged in [
+            "/run/netns/cni-1234",
+            "/var/run/netns/pod-a",
+            "/proc/self/ns/net",
+            "/proc/thread-self/ns/net",
+            "/proc",
+            "/procfs/12/ns/net",
+            "/host/proc/12/ns/net",
+        ] {
+            assert_eq!(path(unchanged), PathBuf::from(unchanged), "{unchanged}");
+        }
+        assert_eq!(
+            host_netns_path(Path::new("/proc/4242/ns/net"), None),
+            PathBuf::from("/proc/4242/ns/net"),
+            "without --host-proc nothing changes"
+        );
+    }
 }

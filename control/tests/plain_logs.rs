@@ -3,7 +3,7 @@
 //! to a file until it logs "forwarding" and "API listening", then stops on
 //! SIGTERM; not one ESC byte may be in what it wrote.
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 mod common;
@@ -18,18 +18,9 @@ fn logs_of_a_run(tag: &str, env: &[(&str, &str)]) -> String {
     std::fs::write(&config, CONFIG).unwrap();
     let log_path = dir.join("stderr.log");
     let log = std::fs::File::create(&log_path).unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_podswitchd"));
-    cmd.arg("run")
-        .arg("--config")
+    let mut cmd = common::podswitchd_run(&dir);
+    cmd.arg("--config")
         .arg(&config)
-        .arg("--run-dir")
-        .arg(dir.join("run"))
-        .arg("--api-socket")
-        .arg(dir.join("run/api.sock"))
-        .arg("--state-dir")
-        .arg(dir.join("state"))
-        .arg("--workers")
-        .arg("1")
         .env_remove("NO_COLOR")
         .env("PODSWITCH_LOG", "info")
         .stdin(Stdio::null())

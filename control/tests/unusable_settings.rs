@@ -4,7 +4,7 @@
 //! two ports with one address or MAC, a cluster IP on a pod's address.
 //! Nothing is opened before the refusal (the pod netns named does not exist).
 
-use std::process::{Command, Output};
+use std::process::Output;
 
 mod common;
 
@@ -15,18 +15,9 @@ fn start(tag: &str, extra: &str) -> Output {
     std::fs::create_dir_all(&*dir).unwrap();
     let config = dir.join("node.toml");
     std::fs::write(&config, format!("{BASE}{extra}")).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_podswitchd"))
-        .arg("run")
+    let mut child = common::podswitchd_run(&dir)
         .arg("--config")
         .arg(&config)
-        .arg("--run-dir")
-        .arg(dir.join("run"))
-        .arg("--api-socket")
-        .arg(dir.join("run/api.sock"))
-        .arg("--state-dir")
-        .arg(dir.join("state"))
-        .arg("--workers")
-        .arg("1")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

@@ -15,6 +15,7 @@
 //! Objects from here belong to the source: the control API refuses to
 //! change them, and hand-made objects live beside them.
 
+pub mod local_node;
 pub mod status;
 pub mod translate;
 
@@ -62,7 +63,7 @@ pub fn spawn(
     let task_status = Arc::clone(&status);
     runtime.spawn(async move {
         loop {
-            match client(&options).await {
+            match client(options.kubeconfig.as_deref()).await {
                 Ok(client) => {
                     run(client, &api, &options, &task_status).await;
                     return;
@@ -78,8 +79,9 @@ pub fn spawn(
     status
 }
 
-async fn client(options: &KubeOptions) -> anyhow::Result<Client> {
-    let config = match &options.kubeconfig {
+/// A client from `kubeconfig`, else in-cluster credentials, else `$KUBECONFIG`.
+pub(crate) async fn client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<Client> {
+    let config = match kubeconfig {
         Some(path) => {
             let kubeconfig = kube::config::Kubeconfig::read_from(path)?;
             kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?

@@ -340,6 +340,29 @@ pub struct NodeTranslation {
     pub skipped: Vec<(String, Skip)>,
 }
 
+/// A Node's IPv4 pod CIDR: the first IPv4 one of `spec.podCIDRs`, else `spec.podCIDR`.
+pub fn node_pod_cidr(node: &Node) -> Option<Ipv4Cidr> {
+    let cidrs: Vec<&str> = match node.spec.as_ref() {
+        Some(spec) => match &spec.pod_cidrs {
+            Some(list) if !list.is_empty() => list.iter().map(String::as_str).collect(),
+            _ => spec.pod_cidr.as_deref().into_iter().collect(),
+        },
+        None => Vec::new(),
+    };
+    cidrs.iter().find_map(|c| c.parse::<Ipv4Cidr>().ok())
+}
+
+/// A Node's first IPv4 `InternalIP` (`status.addresses`).
+pub fn node_internal_ip(node: &Node) -> Option<Ipv4Addr> {
+    node.status
+        .as_ref()
+        .and_then(|s| s.addresses.as_ref())
+        .into_iter()
+        .flatten()
+        .filter(|a| a.type_ == "InternalIP")
+        .find_map(|a| a.address.parse::<Ipv4Addr>().ok())
+}
+
 /// Translates every Node; `local` names this node, `vni` is the overlay's.
 pub fn translate_nodes<'a>(
     nodes: impl IntoIterator<Item = &'a Node>,
@@ -349,14 +372,7 @@ pub fn translate_nodes<'a>(
     let mut out = NodeTranslation::default();
     for node in nodes {
         let name = node.metadata.name.clone().unwrap_or_default();
-        let cidrs: Vec<&str> = match node.spec.as_ref() {
-            Some(spec) => match &spec.pod_cidrs {
-                Some(list) if !list.is_empty() => list.iter().map(String::as_str).collect(),
-                _ => spec.pod_cidr.as_deref().into_iter().collect(),
-            },
-            None => Vec::new(),
-        };
-        let pod_cidr = cidrs.iter().find_map(|c| c.parse::<Ipv4Cidr>().ok());
+        let pod_cidr = node_pod_cidr(node);
         if name == local {
             out.pod_subnet = pod_cidr;
             continue;
@@ -368,15 +384,7 @@ pub fn translate_nodes<'a>(
             ));
             continue;
         };
-        let node_ip = node
-            .status
-            .as_ref()
-            .and_then(|s| s.addresses.as_ref())
-            .into_iter()
-            .flatten()
-            .filter(|a| a.type_ == "InternalIP")
-            .find_map(|a| a.address.parse::<Ipv4Addr>().ok());
-        let Some(node_ip) = node_ip else {
+        let Some(node_ip) = node_internal_ip(node) else {
             out.skipped.push((
                 name.clone(),
                 Skip::new("incomplete", format!("node {name}: no IPv4 InternalIP yet")),

@@ -24,3 +24,20 @@ pub fn temp_dir(suite: &str, tag: &str) -> TempDir {
     let _ = std::fs::remove_dir_all(&dir);
     TempDir(dir)
 }
+
+/// `podswitchd run` with one worker and its run directory (lock, API
+/// socket) and state under `dir`; add `--config` and the rest.
+#[allow(dead_code)] // not every test of this crate starts the daemon
+pub fn podswitchd_run(dir: &Path) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_podswitchd"));
+    cmd.arg("run")
+        .arg("--run-dir")
+        .arg(dir.join("run"))
+        .arg("--api-socket")
+        .arg(dir.join("run/api.sock"))
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .arg("--workers")
+        .arg("1");
+    cmd
+}

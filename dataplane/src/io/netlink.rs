@@ -317,22 +317,38 @@ impl Rtnetlink {
 
     /// The IPv4 addresses of link `index`, with their prefix lengths.
     pub fn addrs_v4(&mut self, index: u32) -> Result<Vec<(Ipv4Addr, u8)>, NetlinkError> {
+        let op = format!("addrs_v4({index})");
+        let all = self.dump_addrs_v4(&op, index)?;
+        Ok(all
+            .into_iter()
+            .filter(|(link, _, _)| *link == index)
+            .map(|(_, addr, prefix_len)| (addr, prefix_len))
+            .collect())
+    }
+
+    /// Every IPv4 address of the namespace: (link index, address, prefix length).
+    pub fn all_addrs_v4(&mut self) -> Result<Vec<(u32, Ipv4Addr, u8)>, NetlinkError> {
+        self.dump_addrs_v4("all_addrs_v4", 0)
+    }
+
+    /// An address dump (the kernel ignores `index` in a dump request).
+    fn dump_addrs_v4(
+        &mut self,
+        op: &str,
+        index: u32,
+    ) -> Result<Vec<(u32, Ipv4Addr, u8)>, NetlinkError> {
         let mut msg = AddressMessage::default();
         msg.header.family = AddressFamily::Inet;
         msg.header.index = index;
-        let op = format!("addrs_v4({index})");
-        let answers = self.request(&op, RouteNetlinkMessage::GetAddress(msg), NLM_F_DUMP)?;
+        let answers = self.request(op, RouteNetlinkMessage::GetAddress(msg), NLM_F_DUMP)?;
         let mut out = Vec::new();
         for answer in answers {
             let RouteNetlinkMessage::NewAddress(a) = answer else {
                 continue;
             };
-            if a.header.index != index {
-                continue;
-            }
             for attribute in &a.attributes {
                 if let AddressAttribute::Local(IpAddr::V4(addr)) = attribute {
-                    out.push((*addr, a.header.prefix_len));
+                    out.push((a.header.index, *addr, a.header.prefix_len));
                 }
             }
         }
@@ -696,6 +712,9 @@ mod tests {
                 .addr_add_v4(index, Ipv4Addr::new(10, 9, 8, 7), 24)
                 .unwrap_err();
             assert_eq!(dup.raw_os_error(), Some(libc::EEXIST), "{dup}");
+            let ours = (Ipv4Addr::new(10, 9, 8, 7), 24);
+            assert_eq!(nl.addrs_v4(index).unwrap(), vec![ours]);
+            assert_eq!(nl.all_addrs_v4().unwrap(), vec![(index, ours.0, ours.1)]);
             let gw = Some(Ipv4Addr::new(10, 9, 8, 1));
             nl.route_add_v4(Ipv4Addr::UNSPECIFIED, 0, gw, Some(index))
                 .unwrap();
