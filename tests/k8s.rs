@@ -12,7 +12,8 @@
 //!
 //! The REST helpers ([`ControlPlane::get`], [`ControlPlane::create`], …, in
 //! `k8s/rest.rs`) run `curl` rather than pulling an HTTP/TLS client into the
-//! tests crate, and `kubectl` is not assumed to exist.
+//! tests crate; [`ControlPlane::kubectl`] runs the `kubectl` the script
+//! builds into the same cache (for `kubectl apply` of the manifests).
 //!
 //! ```no_run
 //! use podswitch_tests::k8s::ControlPlane;
@@ -213,6 +214,23 @@ impl ControlPlane {
         self.bin_dir.join(name)
     }
 
+    /// The cache's `kubectl` as the admin user, run where the control plane runs.
+    pub fn kubectl(&self) -> Kubectl {
+        Kubectl {
+            bin: self.binary("kubectl"),
+            netns: self.options.netns.clone(),
+            kubeconfig: self.kubeconfig_path(),
+        }
+    }
+
+    /// Writes a kubeconfig for the user of bearer `token` (e.g. a service
+    /// account's, from `kubectl create token`) named `name`; returns its path.
+    pub fn kubeconfig_with_token(&self, name: &str, token: &str) -> PathBuf {
+        let path = self.dir.join(format!("kubeconfig-{name}"));
+        write_file(&path, &kubeconfig(&self.url(), token));
+        path
+    }
+
     /// Kills kube-apiserver with SIGKILL and waits for it; etcd keeps the objects.
     pub fn stop_apiserver(&mut self) {
         self.apiserver.kill();
@@ -250,6 +268,9 @@ impl ControlPlane {
             format!("--service-account-key-file={}", path("sa.pub")),
             format!("--service-account-signing-key-file={}", path("sa.key")),
             format!("--service-cluster-ip-range={}", self.options.service_cidr),
+            // As kubeadm and kind set it: node agents (kube-proxy, CNI
+            // daemons such as podswitch's DaemonSet) run privileged.
+            "--allow-privileged=true".to_string(),
             "--profiling=false".to_string(),
         ]);
         self.apiserver.spawn(cmd);
@@ -350,6 +371,54 @@ impl Drop for ControlPlane {
     }
 }
 
+/// `kubectl` of the control plane's release with a kubeconfig, in the
+/// control plane's network namespace; plain data, so it can go to a thread.
+#[derive(Debug, Clone)]
+pub struct Kubectl {
+    /// The binary.
+    pub bin: PathBuf,
+    /// The network namespace it runs in (`None`: the caller's).
+    pub netns: Option<String>,
+    /// The kubeconfig it is given.
+    pub kubeconfig: PathBuf,
+}
+
+impl Kubectl {
+    /// The same kubectl with another kubeconfig (another user).
+    pub fn as_user(&self, kubeconfig: PathBuf) -> Kubectl {
+        Kubectl {
+            kubeconfig,
+            ..self.clone()
+        }
+    }
+
+    /// Runs `kubectl --kubeconfig K ARGS`, bounded by [`REQUEST_TIMEOUT`]; its output.
+    pub fn run(&self, args: &[&str]) -> std::process::Output {
+        let mut cmd = command(self.netns.as_deref(), "timeout");
+        cmd.arg(REQUEST_TIMEOUT.as_secs().to_string())
+            .arg(&self.bin)
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("run {}: {e}", self.bin.display()))
+    }
+
+    /// As [`Kubectl::run`]; panics with stderr unless it succeeds, returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
 /// Calls `check` every 200 ms until it returns `Ok`, and returns that value;
 /// panics after `limit` with `what` and the last error.
 pub fn wait_until<T>(
@@ -386,11 +455,13 @@ fn binaries() -> &'static PathBuf {
             String::from_utf8_lossy(&out.stderr)
         );
         let dir = PathBuf::from(stdout.lines().last().unwrap_or_default().trim());
-        assert!(
-            dir.join("kube-apiserver").is_file(),
-            "{} printed {dir:?}, which holds no kube-apiserver",
-            script.display()
-        );
+        for binary in ["kube-apiserver", "kubectl"] {
+            assert!(
+                dir.join(binary).is_file(),
+                "{} printed {dir:?}, which holds no {binary}",
+                script.display()
+            );
+        }
         dir
     })
 }

@@ -118,8 +118,23 @@ impl ControlPlane {
         pod_cidr: &str,
         internal_ip: Ipv4Addr,
     ) -> Result<Value, ApiError> {
+        self.create_node_with(name, Some(pod_cidr), internal_ip)
+    }
+
+    /// As [`ControlPlane::create_node`]; `None`: no pod CIDR yet (as before
+    /// kube-controller-manager's node IPAM gives one).
+    pub fn create_node_with(
+        &self,
+        name: &str,
+        pod_cidr: Option<&str>,
+        internal_ip: Ipv4Addr,
+    ) -> Result<Value, ApiError> {
+        let spec = match pod_cidr {
+            Some(cidr) => json!({"podCIDR": cidr, "podCIDRs": [cidr]}),
+            None => json!({}),
+        };
         let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name},
-            "spec": {"podCIDR": pod_cidr, "podCIDRs": [pod_cidr]}});
+            "spec": spec});
         self.create("/api/v1/nodes", &node)?;
         let status = json!({"status": {
             "addresses": [{"type": "InternalIP", "address": internal_ip.to_string()},
