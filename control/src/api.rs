@@ -52,8 +52,12 @@ impl Api {
 
 type Shared = State<Arc<Api>>;
 
-/// Largest request body: a 10,000-service document is about 6 MB.
-const MAX_BODY: usize = 64 << 20;
+mod errors;
+
+/// Largest request body: a declarative apply of 100,000 services with 10
+/// endpoints each is about 80 MB of JSON; the body is read whole before
+/// it is decoded, and only root may send one.
+pub const MAX_BODY: usize = 256 << 20;
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -185,6 +189,11 @@ async fn with_control<T: Send + 'static>(
 
 /// The router of the v1 API plus `/metrics`.
 pub fn router(api: Arc<Api>) -> Router {
+    router_with_body_limit(api, MAX_BODY)
+}
+
+/// As [`router`], taking request bodies of at most `max_body` bytes.
+pub fn router_with_body_limit(api: Arc<Api>, max_body: usize) -> Router {
     Router::new()
         .route("/v1/health", get(health))
         .route("/v1/config", get(config))
@@ -222,7 +231,11 @@ pub fn router(api: Arc<Api>) -> Router {
                 message: "method not allowed on this path".into(),
             }
         })
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::extract::DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn_with_state(
+            max_body,
+            errors::json_errors,
+        ))
         .layer(middleware::from_fn_with_state(
             Arc::clone(&api),
             count_requests,

@@ -480,18 +480,78 @@ fn http(socket: &Path, method: &str, path: &str, body: &str) -> (u16, Value) {
 }
 
 fn serve_on_socket(dir: &Path) -> (PathBuf, tokio::runtime::Runtime) {
+    serve_router(dir, app(dir))
+}
+
+/// Serves `router` on `dir/api.sock` (a real socket, so hyper reads the
+/// request as it would from podswitchctl).
+fn serve_router(dir: &Path, router: Router) -> (PathBuf, tokio::runtime::Runtime) {
+    std::fs::create_dir_all(dir).unwrap();
     let socket = dir.join("api.sock");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    let router = app(dir);
     let listener = rt
         .block_on(async { RootOnlyListener::bind(&socket) })
         .unwrap();
     rt.spawn(async move { axum::serve(listener, router).await });
     (socket, rt)
+}
+
+/// Issue 25 C3: every refusal, also those of the HTTP layer before a
+/// handler runs (a body over the limit, a path that does not decode), is
+/// the documented `{"error": "…"}` with a JSON content type.
+#[test]
+fn refusals_of_the_http_layer_are_json_errors() {
+    let dir = temp_dir("refusals");
+    let router = api::router_with_body_limit(Api::new(control(&dir)), 4096);
+    let (socket, _rt) = serve_router(&dir, router);
+    let client = podswitch_control::client::ApiClient::new(&socket);
+    let big = format!("{{\"services\": []}}{}", " ".repeat(8192));
+    let json = "application/json";
+    #[rustfmt::skip]
+    let cases: [Case; 6] = [
+        ("PUT", "/v1/state", Some((json, big)), 413, "4096 bytes"),
+        ("GET", "/v1/services/%FF%FE/web", None, 400, "UTF-8"),
+        ("POST", "/v1/services", Some((json, "{not json".into())), 400, "invalid JSON body"),
+        ("POST", "/v1/services", Some(("text/plain", "hello".into())), 415, "Content-Type text/plain"),
+        ("GET", "/v1/nope", None, 404, "no such API path"),
+        ("PATCH", "/v1/services", None, 405, "method not allowed"),
+    ];
+    for (method, path, body, status, needle) in cases {
+        let body = body.as_ref().map(|(ct, text)| (*ct, text.as_bytes()));
+        let resp = client.request(method, path, body).unwrap();
+        let text = String::from_utf8_lossy(&resp.body).into_owned();
+        assert_eq!(resp.status, status, "{method} {path}: {text}");
+        assert_eq!(
+            resp.header("content-type"),
+            Some("application/json"),
+            "{method} {path}: {text}"
+        );
+        let v: Value = serde_json::from_slice(&resp.body)
+            .unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {text:?}"));
+        let message = v["error"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(needle) && v.as_object().is_some_and(|o| o.len() == 1),
+            "{method} {path}: {v} does not name {needle:?}"
+        );
+    }
+}
+
+/// Issue 25 C3: a document over the old 64 MiB limit (a 100,000-service
+/// apply is about 80 MB) is taken; here 70 MiB of it is white space, which
+/// JSON allows, so the test stays cheap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_document_over_64_mib_is_applied() {
+    let dir = temp_dir("large");
+    let app = app(&dir);
+    let doc = json!({"services": [web()]}).to_string();
+    let body = format!("{doc}{}", " ".repeat(70 << 20));
+    let (s, v) = call(&app, "PUT", "/v1/state", Some(("application/json", body))).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["changed"]["services"]["added"], 1, "{v}");
 }
 
 #[test]
