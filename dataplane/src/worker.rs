@@ -336,14 +336,18 @@ impl Worker {
         if frame.encap_len > 0 {
             // A VXLAN-encapsulated super-frame: cut the inner frame, each
             // segment with its own outer headers (no tunnel GSO through AF_PACKET).
-            let result = crate::overlay::segment_encapsulated(
-                frame,
-                &mut self.scratch,
-                |segment| match queue.send(segment) {
-                    Ok(()) => counters.tx(port, segment.len()),
-                    Err(_) => counters.count_drop(DropReason::TxError),
-                },
-            );
+            let mtu = self
+                .pipeline
+                .snapshot()
+                .port(port)
+                .map_or(usize::MAX, |p| usize::from(p.mtu));
+            let result =
+                crate::overlay::segment_encapsulated(frame, &mut self.scratch, mtu, |segment| {
+                    match queue.send(segment) {
+                        Ok(()) => counters.tx(port, segment.len()),
+                        Err(_) => counters.count_drop(DropReason::TxError),
+                    }
+                });
             if result.is_err() {
                 counters.count_drop(DropReason::VxlanEncapFailed);
             }

@@ -488,6 +488,7 @@ fn a_big_batch_of_new_and_established_flows_is_translated() {
 
 mod dnat;
 mod flow_cache;
+mod fragments;
 mod invalid;
 mod lifecycle;
 mod own_errors;

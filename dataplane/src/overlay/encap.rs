@@ -10,6 +10,7 @@
 
 use core::net::Ipv4Addr;
 
+use crate::io::fragment::{FragmentError, Fragmenter};
 use crate::io::gso::{GsoError, Segmenter};
 use crate::pipeline::{Frame, GsoKind};
 use crate::wire::{MacAddr, checksum, ethernet, ipv4, udp, vxlan};
@@ -44,6 +45,9 @@ pub enum EncapError {
     /// Cutting the inner super-frame failed.
     #[error("segmenting the inner frame failed")]
     Gso(#[from] GsoError),
+    /// Cutting the inner packet into fragments failed.
+    #[error("fragmenting the inner packet failed")]
+    Fragment(#[from] FragmentError),
 }
 
 /// The outer header fields of one encapsulated packet.
@@ -96,6 +100,19 @@ pub fn encapsulate(frame: &mut Frame, p: &EncapParams) -> Result<(), EncapError>
     } else {
         frame.encap_len = OUTER_LEN as u16;
     }
+    Ok(())
+}
+
+/// Encapsulates the inner IPv4 packet in `frame`, longer than the tunnel
+/// takes, as a template (`encap_len` set, lengths unfinished):
+/// [`segment_encapsulated`] cuts it into inner fragments that fit, each
+/// with its own outer headers, when it is sent.
+pub fn encapsulate_to_fragment(frame: &mut Frame, p: &EncapParams) -> Result<(), EncapError> {
+    if !frame.push_front(OUTER_LEN) {
+        return Err(EncapError::NoHeadroom);
+    }
+    write_outer(frame.data_mut(), p);
+    frame.encap_len = OUTER_LEN as u16;
     Ok(())
 }
 
@@ -160,10 +177,13 @@ fn finish_outer(out: &mut [u8], inner_len: usize, ip_id: u16, udp_checksum: bool
 /// frames: every inner segment (see [`Segmenter`]) is written into
 /// `scratch` and given a copy of the outer headers with its own lengths,
 /// identification (+1 per segment) and checksums; `emit` is called for
-/// each. Returns how many were emitted.
+/// each. A plain inner packet (made by [`encapsulate_to_fragment`]) is cut
+/// the same way into inner IPv4 fragments, each at most as long as an
+/// uplink of `mtu` carries. Returns how many were emitted.
 pub fn segment_encapsulated(
     frame: &Frame,
     scratch: &mut Frame,
+    mtu: usize,
     mut emit: impl FnMut(&Frame),
 ) -> Result<usize, EncapError> {
     let data = frame.data();
@@ -174,9 +194,8 @@ pub fn segment_encapsulated(
     };
     let first_id = u16::from_be_bytes([first_id[0], first_id[1]]);
     let udp_checksum = template.get(field::UDP_CSUM..field::UDP_CSUM + 2) != Some(&[0, 0]);
-    let mut segmenter = Segmenter::new(inner, &frame.offload)?;
     let mut n: u16 = 0;
-    while segmenter.next_into(scratch)? {
+    let mut wrap = |scratch: &mut Frame| {
         let inner_len = scratch.len();
         if !scratch.push_front(encap) {
             return Err(EncapError::NoHeadroom);
@@ -186,6 +205,22 @@ pub fn segment_encapsulated(
         finish_outer(out, inner_len, first_id.wrapping_add(n), udp_checksum);
         emit(scratch);
         n = n.wrapping_add(1);
+        Ok(())
+    };
+    if frame.offload.gso == GsoKind::None {
+        // The inner IPv4 packet may take what the outer IP, UDP and VXLAN
+        // headers and the inner Ethernet header leave (as many bytes as
+        // the outer Ethernet header and those three).
+        let inner_mtu = mtu.saturating_sub(encap);
+        let mut fragmenter = Fragmenter::new(inner, inner_mtu)?;
+        while fragmenter.next_into(scratch)? {
+            wrap(scratch)?;
+        }
+    } else {
+        let mut segmenter = Segmenter::new(inner, &frame.offload)?;
+        while segmenter.next_into(scratch)? {
+            wrap(scratch)?;
+        }
     }
     Ok(usize::from(n))
 }

@@ -23,8 +23,10 @@
 //!
 //! **MTU.** Pods default to the uplink MTU − 50. A packet (or a GSO
 //! segment) larger than that with DF set gets ICMP "fragmentation needed"
-//! with next-hop MTU = uplink MTU − 50; one without DF is dropped and
-//! counted (`vxlan_too_big`): podswitch does not fragment. GSO super-frames
+//! with next-hop MTU = uplink MTU − 50 (counted as `vxlan_too_big`); one
+//! without DF is encapsulated as a template ([`encap::encapsulate_to_fragment`])
+//! and cut into inner IPv4 fragments that fit, each with its own outer
+//! headers, when it is sent ([`segment_encapsulated`]). GSO super-frames
 //! are encapsulated once as a template and cut into segments, each with its
 //! own outer headers, by the worker at transmit time ([`segment_encapsulated`]);
 //! tunnel GSO (`VIRTIO_NET_HDR_GSO_UDP_TUNNEL*`) is not available through

@@ -12,6 +12,8 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::config::{NodeConfig, Snapshot};
+
+mod fragments;
 use crate::pipeline::{
     Batch, DropReason, Event, Frame, GsoKind, MAX_FRAME_LEN, Offload, Pipeline, PortId, Verdict,
 };
@@ -524,9 +526,10 @@ fn too_big_with_df_gets_frag_needed_with_the_tunnel_mtu() {
     // 1450 fits exactly.
     let out = run(&mut p, 3, &[(A, udp_frame([10, 244, 2, 7], 1422, true))]);
     assert_eq!(out[0].1, Verdict::Forward(UP));
-    // Without DF: dropped and counted, not fragmented.
+    // Without DF: sent in fragments that fit (see `fragments.rs`).
     let out = run(&mut p, 4, &[(A, udp_frame([10, 244, 2, 7], 1472, false))]);
-    assert_eq!(out[0].1, Verdict::Drop(DropReason::VxlanTooBig));
+    assert_eq!(out[0].1, Verdict::Forward(UP));
+    assert_eq!(p.counters().drops(DropReason::VxlanTooBig), 1);
 }
 
 fn tcp_super_frame(payload_len: usize) -> Vec<u8> {
@@ -572,8 +575,10 @@ fn gso_super_frame_is_segmented_before_encapsulation() {
     assert_eq!(frame.encap_len as usize, OUTER_LEN);
     let mut scratch = Frame::with_capacity(MAX_FRAME_LEN);
     let mut segments: Vec<Vec<u8>> = Vec::new();
-    let n =
-        segment_encapsulated(frame, &mut scratch, |s| segments.push(s.data().to_vec())).unwrap();
+    let n = segment_encapsulated(frame, &mut scratch, 1500, |s| {
+        segments.push(s.data().to_vec())
+    })
+    .unwrap();
     assert_eq!(n, 20_000usize.div_ceil(1398));
     let mut payload = Vec::new();
     let mut first_id = None;

@@ -121,15 +121,18 @@ named_enum! {
         IcmpMalformed => "icmp_malformed",
         /// Packet to the switch's own address that it does not answer.
         LocalUnsupported => "local_unsupported",
-        /// A fragment of an echo request to the switch whose other fragments
-        /// did not all come within 30 s, or were pushed out by newer datagrams
-        /// (a few are reassembled at once).
+        /// A fragment held for reassembly whose datagram's other fragments
+        /// did not all come within 30 s.
         FragmentTimeout => "fragment_timeout",
-        /// A fragment to the switch overlapping another of its datagram, or
-        /// not fitting it (past 64 KiB or the datagram's end, not a multiple
-        /// of 8 bytes before the end): the datagram is dropped, as Linux
-        /// does (an exact repeat: only itself).
+        /// A fragment overlapping another of its datagram, or not fitting
+        /// it (past 65,535 bytes or the datagram's end, not a multiple of 8
+        /// bytes before the end): the datagram is dropped, as Linux does
+        /// (an exact repeat: only itself).
         FragmentOverlap => "fragment_overlap",
+        /// A fragment held for reassembly whose datagram gave way to a newer
+        /// one (32 datagrams of up to 64 KiB are reassembled at once per
+        /// worker), or a datagram larger than a frame buffer.
+        FragmentMemory => "fragment_memory",
         /// No route to the destination (an ICMP net unreachable is sent when allowed).
         NoRoute => "no_route",
         /// TTL ran out (an ICMP time exceeded is sent when allowed).
@@ -194,7 +197,8 @@ named_enum! {
         VxlanInnerNotForUs => "vxlan_inner_not_for_us",
         /// A decapsulated packet that would leave by the uplink or a tunnel again.
         VxlanSplitHorizon => "vxlan_split_horizon",
-        /// A packet without DF too large for the tunnel (podswitch does not fragment).
+        /// A packet with DF too large for the tunnel (ICMP fragmentation
+        /// needed is sent; one without DF goes in fragments).
         VxlanTooBig => "vxlan_too_big",
         /// A packet could not be encapsulated (no headroom, too long, bad GSO frame).
         VxlanEncapFailed => "vxlan_encap_failed",
@@ -238,8 +242,11 @@ named_enum! {
         GsoSegmented => "gso_segmented",
         /// A partial checksum was completed in software for a port without offloads.
         ChecksumCompleted => "checksum_completed",
-        /// An IPv4 packet without DF longer than its output port's MTU was sent in fragments.
+        /// An IPv4 packet without DF longer than its output port's (or
+        /// tunnel's) MTU was sent in fragments.
         Ipv4Fragmented => "ipv4_fragmented",
+        /// An IPv4 datagram that arrived in fragments was reassembled.
+        Ipv4Reassembled => "ipv4_reassembled",
         // --- services / NAT (issue 6) ---
         /// A new connection to a ClusterIP or NodePort was DNATed to an endpoint.
         Dnat => "dnat",

@@ -1,7 +1,7 @@
 //! L3 stage: IPv4 forwarding.
 //!
-//! Checks the header (RFC 1812 §5.2.2: length, version, checksum, no
-//! martian addresses), looks the destination up in the snapshot's LPM
+//! Reassembles fragments first (`reassembly.rs`). Checks the header (RFC
+//! 1812 §5.2.2: length, version, checksum, no martian addresses), looks the destination up in the snapshot's LPM
 //! table, sends ICMP time exceeded when the TTL runs out and ICMP net
 //! unreachable when no route matches, and resolves the next hop through the
 //! neighbour table (holding the packet while ARP runs). The forwarded frame
@@ -13,6 +13,7 @@ use core::net::Ipv4Addr;
 use super::flow_cache::FlowCacheResult;
 use super::nat_hook::AfterNat;
 use super::neighbour::Lookup;
+use super::reassembly::Reassembly;
 use super::{Batch, DropReason, Event, Frame, L3If, Pipeline, Verdict};
 use crate::wire::icmpv4;
 use crate::wire::{EthernetFrame, Ipv4Packet, MacAddr};
@@ -37,6 +38,13 @@ impl Pipeline {
         iface: L3If,
         now: u64,
     ) -> Verdict {
+        if super::reassembly::is_fragment(batch.frame_mut(i), l3_offset) {
+            // The stages after this one see whole datagrams, as Linux's do.
+            match self.reassemble(batch, i, l3_offset, iface, now) {
+                Reassembly::Whole => {}
+                Reassembly::Done(verdict) => return verdict,
+            }
+        }
         let frame = batch.frame_mut(i);
         let (src, dst, ttl) = {
             let Some(l3) = frame.data().get(l3_offset..) else {
@@ -71,13 +79,6 @@ impl Pipeline {
         };
         let frame = batch.frame_mut(i);
         if self.snapshot.is_local_ip(dst) {
-            let fragment = frame
-                .data()
-                .get(l3_offset..)
-                .is_some_and(|ip| Ipv4Packet::new_unchecked(ip).is_fragment());
-            if fragment {
-                return self.echo_fragment_input(frame, iface, now);
-            }
             return self.local_input(frame, iface, now);
         }
         // VXLAN overlay: a remote pod CIDR at least as specific as any route.

@@ -4,6 +4,7 @@
 use core::net::Ipv4Addr;
 
 use super::flow_cache::{FlowKey, HINTED_FRAMES, NO_SLOT};
+use super::reassembly::Reassembly;
 use super::{Batch, DropReason, Event, Frame, L3If, Pipeline, Verdict};
 use crate::conntrack::ConnKey;
 use crate::mirror::{MirrorNote, MirrorStage, NatKind, NatRewrite};
@@ -88,7 +89,8 @@ impl Pipeline {
 
     /// The NAT stage for an IPv4 frame switched between bridge ports: a
     /// translated reply leaves with the gateway's MAC and TTL − 1, as if
-    /// routed. `Some`: drop it.
+    /// routed; a backend's fragments are reassembled first. `Some`: its
+    /// verdict (dropped, or a fragment held).
     pub(super) fn nat_bridged(
         &mut self,
         batch: &mut Batch,
@@ -111,6 +113,13 @@ impl Pipeline {
         if !src.is_some_and(|s| self.snapshot.services.is_backend_ip(s)) {
             return None;
         }
+        if super::reassembly::is_fragment(frame, l3) {
+            // A reply in fragments is translated back whole.
+            if let Reassembly::Done(verdict) = self.reassemble(batch, i, l3, L3If::Bridge, now) {
+                return Some(verdict);
+            }
+        }
+        let frame = batch.frame_mut(i);
         let before = self.mirror_pre_nat(frame, l3);
         let result = self.nat_stage(now).bridged(frame, l3);
         if result.is_ok() {

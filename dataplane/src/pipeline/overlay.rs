@@ -3,7 +3,9 @@
 //!
 //! Out: the router hands a packet for a remote pod CIDR to
 //! [`Pipeline::tunnel_output`]: TTL and MTU checks (ICMP time exceeded,
-//! ICMP fragmentation needed), partial checksum completed, inner MACs set
+//! ICMP fragmentation needed for a packet with DF too long for the tunnel;
+//! one without DF is cut into fragments that fit it, each encapsulated,
+//! when sent), partial checksum completed, inner MACs set
 //! (our VTEP → theirs), TTL − 1, then [`encap::encapsulate`] toward the
 //! node, the outer next hop resolved by ARP on the uplink (held while it
 //! resolves). In: a VXLAN packet for us is decapsulated and its inner IPv4
@@ -18,6 +20,7 @@ use core::net::Ipv4Addr;
 
 use super::neighbour::Lookup;
 use super::{Batch, DropReason, Event, Frame, GsoKind, L3If, Pipeline, Verdict};
+use crate::io::fragment::Fragmenter;
 use crate::mirror::{MirrorNote, MirrorStage};
 use crate::overlay::encap::{self, EncapParams};
 use crate::overlay::{TunnelId, coalesce, decap};
@@ -108,10 +111,19 @@ impl Pipeline {
             let kind = (icmpv4::TIME_EXCEEDED, icmpv4::CODE_TTL_EXCEEDED);
             return self.icmp_error(frame, iface, kind, DropReason::TtlExpired, now);
         }
-        if facts.wire_len > usize::from(inner_mtu) {
-            if !facts.dont_frag && frame.offload.gso == GsoKind::None {
+        // A packet without DF too long for the tunnel goes in fragments
+        // that fit it (cut when sent); one with DF is refused with ICMP.
+        let mut fragments = 0;
+        if facts.wire_len > usize::from(inner_mtu)
+            && !facts.dont_frag
+            && frame.offload.gso == GsoKind::None
+        {
+            let cut = Fragmenter::new(frame.data(), usize::from(inner_mtu));
+            let Ok(cut) = cut else {
                 return Verdict::Drop(DropReason::VxlanTooBig);
-            }
+            };
+            fragments = u16::try_from(cut.remaining()).unwrap_or(u16::MAX);
+        } else if facts.wire_len > usize::from(inner_mtu) {
             let kind = (icmpv4::DST_UNREACHABLE, icmpv4::CODE_FRAG_NEEDED);
             let verdict = self.icmp_error_rest(
                 frame,
@@ -176,7 +188,7 @@ impl Pipeline {
                 Lookup::Unknown => None,
             };
         let ip_id = self.overlay_ip_id;
-        self.overlay_ip_id = ip_id.wrapping_add(facts.segments);
+        self.overlay_ip_id = ip_id.wrapping_add(facts.segments.max(fragments));
         let Some(overlay) = self.snapshot.overlay.as_ref() else {
             return Verdict::Drop(DropReason::NoRoute);
         };
@@ -202,7 +214,12 @@ impl Pipeline {
             let note = MirrorNote::new(MirrorStage::PreEncap, in_port).with_out_port(uplink_port);
             self.mirror(MirrorStage::PreEncap, in_port, frame.data(), note);
         }
-        if encap::encapsulate(frame, &params).is_err() {
+        let encapsulated = if fragments > 0 {
+            encap::encapsulate_to_fragment(frame, &params)
+        } else {
+            encap::encapsulate(frame, &params)
+        };
+        if encapsulated.is_err() {
             return Verdict::Drop(DropReason::VxlanEncapFailed);
         }
         // The outer frame as built (a frame waiting for ARP has a zero
@@ -213,7 +230,9 @@ impl Pipeline {
             self.mirror(MirrorStage::PostEncap, in_port, frame.data(), note);
         }
         self.counters.event(Event::VxlanEncapsulated);
-        if frame.encap_len > 0 {
+        if fragments > 0 {
+            self.counters.event(Event::Ipv4Fragmented);
+        } else if frame.encap_len > 0 {
             self.counters.event(Event::VxlanGsoSegmented);
         }
         match outer_mac {

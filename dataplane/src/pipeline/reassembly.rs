@@ -1,56 +1,72 @@
-//! Echo requests to the switch's own addresses that arrive in fragments
-//! (`ping -s 3000` to the gateway): reassembled, answered, and the answer
-//! sent in fragments that fit the MTU of the port the request came by.
+//! IPv4 datagrams that arrive in fragments, reassembled before the stages
+//! that need a whole datagram see them, as Linux's `nf_defrag_ipv4` does
+//! before conntrack.
 //!
-//! Linux reassembles every datagram to a local address; the switch answers
-//! nothing but echo, so only ICMP fragments to it are kept. Memory is
-//! bounded: [`SLOTS`] datagrams of up to 64 KiB per worker, allocated with
-//! the pipeline (the kernel maps the pages only once a large ping touches
-//! them). A datagram whose fragments do not all come within 30 s (Linux's
-//! `ipfrag_time`) is dropped, and when every slot is busy the oldest
-//! datagram gives way; either way its fragments count as
-//! `fragment_timeout`. A fragment overlapping one already received, or one
-//! that does not fit its datagram, drops the datagram (`fragment_overlap`),
-//! as Linux does since 4.19; an exact repeat drops only itself.
+//! The NAT stage translates by ports, which only a datagram's first
+//! fragment carries, and a reply's translation must reach every fragment;
+//! Linux reassembles every datagram it routes when conntrack is loaded
+//! (a kube-proxy node), translates the whole datagram, and fragments it
+//! again on the way out. podswitch does the same: a routed fragment (from
+//! a pod, from the uplink, decapsulated from a tunnel) and a fragment
+//! switched from a service backend (a reply that may need translating
+//! back) are held until their datagram is whole. The fragment that
+//! completes it gets the whole datagram written into its frame (the first
+//! fragment's IP header, flags and offset cleared, event
+//! `ipv4_reassembled`), and that frame goes through the stages as if it
+//! had come whole; the output cuts it to the port's MTU again
+//! (`io::fragment`), a tunnel to the tunnel's. The other fragments are
+//! consumed. An echo request to one of our addresses (`ping -s 3000` to
+//! the gateway) is answered from its slot instead (see `echo.rs`), so it
+//! needs no frame buffer as large as itself.
 //!
-//! The answer is as large as the request. Its fragments are generated
-//! frames: as many as the batch has room for at the end of the batch that
-//! completed the request, the rest at the end of the next batches. A request
-//! that came whole though larger than the port's MTU (an AF_PACKET fanout
-//! with `PACKET_FANOUT_FLAG_DEFRAG` reassembles fragments before the
-//! pipeline sees them) is answered the same way.
+//! Memory is bounded: [`SLOTS`] datagrams of up to 64 KiB per worker
+//! (2 MiB), allocated with the pipeline (the kernel maps the pages only
+//! once large datagrams touch them). A datagram whose fragments do not all
+//! come within 30 s (Linux's `ipfrag_time`) is dropped and its fragments
+//! counted as `fragment_timeout`. When every slot is busy, the oldest
+//! datagram gives way to a new one and its fragments count as
+//! `fragment_memory`. A fragment overlapping one already received, or one
+//! that does not fit its datagram (past 65,535 bytes or the datagram's
+//! end, not a multiple of 8 bytes before the end), drops the datagram
+//! (`fragment_overlap`), as Linux does since 4.19; an exact repeat drops
+//! only itself. Fragments of one datagram meet on one worker: a TAP queue
+//! and the AF_PACKET fanout hash pick a queue by addresses alone for
+//! fragments (the fanout even reassembles them before us).
 
 use core::net::Ipv4Addr;
 
 use super::{Batch, DropReason, Event, Frame, L3If, Pipeline, PortId, Verdict};
-use crate::io::fragment::Fragmenter;
-use crate::wire::ethernet::HEADER_LEN as ETH_LEN;
-use crate::wire::icmpv4::{self, Icmpv4Packet};
-use crate::wire::ipv4::{self, Ipv4Packet, Ipv4Repr};
-use crate::wire::{EtherType, EthernetFrame, IpProtocol, MacAddr};
+use crate::wire::ipv4::{self, Ipv4Packet};
+use crate::wire::{EthernetFrame, IpProtocol, MacAddr};
+
+mod echo;
+#[cfg(test)]
+mod tests;
 
 /// Datagrams reassembled at once, per worker.
-const SLOTS: usize = 4;
+pub(super) const SLOTS: usize = 32;
+/// The largest IPv4 datagram.
+const MAX_DATAGRAM: usize = 65_535;
 /// The largest IPv4 payload (a 65,535-byte datagram with a 20-byte header).
-const MAX_PAYLOAD: usize = 65_535 - ipv4::HEADER_LEN;
+const MAX_PAYLOAD: usize = MAX_DATAGRAM - ipv4::HEADER_LEN;
+/// The longest IPv4 header (IHL 15).
+const MAX_HEADER: usize = 60;
 /// Payload bytes per bit of a datagram's map of what arrived.
 const BLOCK: usize = 8;
 const MAP_WORDS: usize = MAX_PAYLOAD.div_ceil(BLOCK).div_ceil(64);
 /// How long the fragments of a datagram (or its answer) may take.
-const TIMEOUT_NS: u64 = 30_000_000_000;
-/// TTL of the answer (Linux's default).
-const REPLY_TTL: u8 = 64;
+pub(super) const TIMEOUT_NS: u64 = 30_000_000_000;
 
-/// Identifies a datagram (RFC 791: source, destination, protocol and ID;
-/// the protocol is always ICMP here).
+/// Identifies a datagram (RFC 791: source, destination, protocol and ID).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 struct DatagramKey {
     src: Ipv4Addr,
     dst: Ipv4Addr,
+    protocol: IpProtocol,
     ident: u16,
 }
 
-/// Where the answer goes: back to the sender, by the port it came in on.
+/// Where an echo answer goes: back to the sender, by the port it came in on.
 #[derive(Clone, Copy, Debug)]
 struct ReplyTo {
     port: PortId,
@@ -63,7 +79,7 @@ enum State {
     Free,
     /// Fragments are arriving.
     Collecting,
-    /// The answer is in `data`; `sent` bytes of it have left.
+    /// An echo answer is in `data`; `sent` bytes of it have left.
     Replying {
         sent: usize,
     },
@@ -74,6 +90,9 @@ struct Datagram {
     state: State,
     key: DatagramKey,
     reply_to: ReplyTo,
+    /// The first fragment's IP header (`header_len` bytes of it), once it came.
+    header: [u8; MAX_HEADER],
+    header_len: usize,
     /// The IP payload, at its offsets.
     data: Box<[u8]>,
     /// A bit per [`BLOCK`] bytes of `data` received.
@@ -97,6 +116,7 @@ impl Datagram {
             key: DatagramKey {
                 src: Ipv4Addr::UNSPECIFIED,
                 dst: Ipv4Addr::UNSPECIFIED,
+                protocol: IpProtocol(0),
                 ident: 0,
             },
             reply_to: ReplyTo {
@@ -104,6 +124,8 @@ impl Datagram {
                 iface: L3If::Bridge,
                 mac: MacAddr::ZERO,
             },
+            header: [0; MAX_HEADER],
+            header_len: 0,
             data: vec![0u8; MAX_PAYLOAD].into_boxed_slice(),
             map: vec![0u64; MAP_WORDS].into_boxed_slice(),
             end: None,
@@ -118,6 +140,7 @@ impl Datagram {
         self.state = State::Collecting;
         self.key = key;
         self.map.fill(0);
+        self.header_len = 0;
         self.end = None;
         self.received = 0;
         self.max_stop = 0;
@@ -150,11 +173,11 @@ impl Datagram {
         }
     }
 
-    /// Takes one fragment (`offset` and `payload` as on the wire, `more`
-    /// its MF flag).
-    fn add(&mut self, offset: usize, more: bool, payload: &[u8]) -> Added {
+    /// Takes one fragment: `offset` and `payload` as on the wire, `more`
+    /// its MF flag, `header` its IP header (kept from the first fragment).
+    fn add(&mut self, offset: usize, more: bool, header: &[u8], payload: &[u8]) -> Added {
         let stop = offset + payload.len();
-        let misfit = stop > MAX_PAYLOAD
+        let misfit = stop + header.len() > MAX_DATAGRAM
             || (more && (payload.is_empty() || !payload.len().is_multiple_of(BLOCK)))
             || self
                 .end
@@ -172,6 +195,12 @@ impl Datagram {
             return Added::Misfit;
         };
         to.copy_from_slice(payload);
+        if offset == 0
+            && let Some(kept) = self.header.get_mut(..header.len())
+        {
+            kept.copy_from_slice(header);
+            self.header_len = header.len();
+        }
         self.mark(first, last);
         self.received += payload.len();
         self.max_stop = self.max_stop.max(stop);
@@ -257,56 +286,122 @@ impl Reassembler {
     }
 }
 
+/// What [`Pipeline::reassemble`] made of a fragment.
+pub(super) enum Reassembly {
+    /// Its frame now holds the whole datagram: go on with it.
+    Whole,
+    /// Held, answered or dropped.
+    Done(Verdict),
+}
+
+/// True when the IPv4 header at `l3` of `frame` says it is a fragment.
+#[inline]
+pub(super) fn is_fragment(frame: &Frame, l3: usize) -> bool {
+    frame
+        .data()
+        .get(l3 + 6..l3 + 8)
+        .is_some_and(|f| u16::from_be_bytes([f[0], f[1]]) & 0x3fff != 0)
+}
+
 impl Pipeline {
-    /// A fragment of an ICMP datagram to one of our addresses (`frame`,
-    /// IPv4 at [`ETH_LEN`], arrived on `iface`): held until its datagram
-    /// is whole; then, an echo request, answered at the end of the batch.
-    pub(super) fn echo_fragment_input(&mut self, frame: &Frame, iface: L3If, now: u64) -> Verdict {
-        let Some(ip) = ipv4_of(frame) else {
-            return Verdict::Drop(DropReason::Ipv4Malformed);
+    /// Frame `i`, an IPv4 fragment (header at `l3`, arrived on `iface`):
+    /// held until its datagram is whole, then the datagram written into
+    /// the frame (or, an echo request to us, answered).
+    pub(super) fn reassemble(
+        &mut self,
+        batch: &mut Batch,
+        i: usize,
+        l3: usize,
+        iface: L3If,
+        now: u64,
+    ) -> Reassembly {
+        let frame = batch.frame_mut(i);
+        let ip = frame.data().get(l3..).map(Ipv4Packet::new_checked);
+        let Some(Ok(ip)) = ip else {
+            return Reassembly::Done(Verdict::Drop(DropReason::Ipv4Malformed));
         };
-        if self.rx_tunnel.is_some() || ip.protocol() != IpProtocol::ICMP {
-            // Answers through a tunnel are not fragmented: not answered.
-            return Verdict::Drop(DropReason::LocalUnsupported);
+        if !ip.verify_checksum() {
+            return Reassembly::Done(Verdict::Drop(DropReason::Ipv4BadChecksum));
         }
         let key = DatagramKey {
             src: ip.src_addr(),
             dst: ip.dst_addr(),
+            protocol: ip.protocol(),
             ident: ip.ident(),
         };
-        let Some(i) = self.claim_slot(key, frame, iface, now) else {
-            return Verdict::Drop(DropReason::FragmentTimeout);
+        // Echo to us (not through a tunnel) is answered from the slot.
+        let echo_to_us = key.protocol == IpProtocol::ICMP
+            && self.snapshot.is_local_ip(key.dst)
+            && self.rx_tunnel.is_none();
+        let Some(slot) = self.claim_slot(key, frame, l3, iface, now) else {
+            return Reassembly::Done(Verdict::Drop(DropReason::FragmentMemory));
         };
-        let Some(d) = self.reassembly.slots.get_mut(i) else {
-            return Verdict::Drop(DropReason::FragmentTimeout);
+        let Some(d) = self.reassembly.slots.get_mut(slot) else {
+            return Reassembly::Done(Verdict::Drop(DropReason::FragmentMemory));
         };
         let offset = usize::from(ip.frag_offset());
-        match d.add(offset, ip.more_frags(), ip.payload()) {
-            Added::Held => Verdict::Consumed,
-            Added::Repeat => Verdict::Drop(DropReason::FragmentOverlap),
-            Added::Misfit => {
-                let held = self.reassembly.free(i);
-                self.counters.add_drops(DropReason::FragmentOverlap, held);
-                Verdict::Drop(DropReason::FragmentOverlap)
-            }
-            Added::Complete => self.answer_datagram(i),
+        match d.add(offset, ip.more_frags(), ip.header(), ip.payload()) {
+            Added::Held => Reassembly::Done(Verdict::Consumed),
+            Added::Repeat => Reassembly::Done(Verdict::Drop(DropReason::FragmentOverlap)),
+            Added::Misfit => Reassembly::Done(self.give_up(slot, DropReason::FragmentOverlap, 0)),
+            Added::Complete if echo_to_us => Reassembly::Done(self.answer_datagram(slot)),
+            Added::Complete => self.restore(batch.frame_mut(i), l3, slot),
         }
     }
 
+    /// Frees slot `slot` and counts its fragments as dropped for `reason`,
+    /// but `spared` of them (the one being handled, counted by its verdict).
+    fn give_up(&mut self, slot: usize, reason: DropReason, spared: u32) -> Verdict {
+        let held = self.reassembly.free(slot);
+        self.counters.add_drops(reason, held.saturating_sub(spared));
+        Verdict::Drop(reason)
+    }
+
+    /// Writes the whole datagram of slot `slot` into `frame` (its IP
+    /// header at `l3`) and frees the slot.
+    fn restore(&mut self, frame: &mut Frame, l3: usize, slot: usize) -> Reassembly {
+        let Some(d) = self.reassembly.slots.get(slot) else {
+            return Reassembly::Done(Verdict::Drop(DropReason::FragmentMemory));
+        };
+        let (header_len, end) = (d.header_len, d.end.unwrap_or(0));
+        let total = header_len + end;
+        if total > MAX_DATAGRAM {
+            // Its first fragment's options made it longer than IPv4 allows.
+            return Reassembly::Done(self.give_up(slot, DropReason::FragmentOverlap, 1));
+        }
+        if !frame.set_len(l3 + total) {
+            return Reassembly::Done(self.give_up(slot, DropReason::FragmentMemory, 1));
+        }
+        let whole = frame.data_mut().get_mut(l3..).unwrap_or_default();
+        let (header, payload) = whole.split_at_mut(header_len.min(whole.len()));
+        header.copy_from_slice(d.header.get(..header.len()).unwrap_or_default());
+        payload.copy_from_slice(d.data.get(..payload.len()).unwrap_or_default());
+        let mut ip = Ipv4Packet::new_unchecked(whole);
+        ip.set_total_len(total as u16);
+        ip.set_unfragmented(false);
+        ip.fill_checksum();
+        frame.offload = super::Offload::default();
+        self.reassembly.free(slot);
+        self.counters.event(Event::Ipv4Reassembled);
+        Reassembly::Whole
+    }
+
     /// The slot for `key`'s datagram (see [`Reassembler::slot_for`]; what
-    /// it gives up is counted), its answer to go back to `frame`'s sender by
-    /// `iface`.
+    /// it gives up is counted), an answer to go back to `frame`'s sender
+    /// (its IP header at `l3`) by `iface`.
     fn claim_slot(
         &mut self,
         key: DatagramKey,
         frame: &Frame,
+        l3: usize,
         iface: L3If,
         now: u64,
     ) -> Option<usize> {
+        let l2 = frame.data().get(..l3)?;
+        let mac = EthernetFrame::new_checked(l2).ok()?.src_addr();
         let (i, given_up) = self.reassembly.slot_for(key, now);
         self.counters
-            .add_drops(DropReason::FragmentTimeout, given_up);
-        let mac = EthernetFrame::new_unchecked(frame.data()).src_addr();
+            .add_drops(DropReason::FragmentMemory, given_up);
         let d = self.reassembly.slots.get_mut(i)?;
         d.reply_to = ReplyTo {
             port: frame.in_port,
@@ -316,63 +411,8 @@ impl Pipeline {
         Some(i)
     }
 
-    /// The echo reply `frame` (built in place, from one of our addresses,
-    /// arrived on `iface`), larger than the MTU of the port it goes back
-    /// by: sent in fragments as the answer to a fragmented request is.
-    pub(super) fn answer_in_fragments(&mut self, frame: &Frame, iface: L3If, now: u64) -> Verdict {
-        let Some(ip) = ipv4_of(frame) else {
-            return Verdict::Drop(DropReason::Ipv4Malformed);
-        };
-        let key = DatagramKey {
-            src: ip.dst_addr(),
-            dst: ip.src_addr(),
-            ident: ip.ident(),
-        };
-        let message = ip.payload();
-        let Some(i) = self.claim_slot(key, frame, iface, now) else {
-            return Verdict::Drop(DropReason::FragmentTimeout);
-        };
-        let Some(d) = self.reassembly.slots.get_mut(i) else {
-            return Verdict::Drop(DropReason::FragmentTimeout);
-        };
-        let Some(to) = d.data.get_mut(..message.len()) else {
-            self.reassembly.free(i);
-            return Verdict::Drop(DropReason::Ipv4Malformed);
-        };
-        to.copy_from_slice(message);
-        d.end = Some(message.len());
-        d.state = State::Replying { sent: 0 };
-        self.counters.event(Event::IcmpEchoReplySent);
-        Verdict::Consumed
-    }
-
-    /// A whole datagram in slot `i`: an echo request becomes its answer
-    /// (sent by [`Pipeline::reassembly_step`]); anything else is dropped.
-    fn answer_datagram(&mut self, i: usize) -> Verdict {
-        let Some(d) = self.reassembly.slots.get_mut(i) else {
-            return Verdict::Consumed;
-        };
-        let end = d.end.unwrap_or(0);
-        let reason = match Icmpv4Packet::new_checked(d.data.get_mut(..end).unwrap_or_default()) {
-            Ok(mut icmp) if icmp.verify_checksum() => {
-                if icmp.msg_type() == icmpv4::ECHO_REQUEST {
-                    icmp.make_echo_reply();
-                    d.state = State::Replying { sent: 0 };
-                    d.fragments = 0;
-                    self.counters.event(Event::IcmpEchoReplySent);
-                    return Verdict::Consumed;
-                }
-                DropReason::LocalUnsupported
-            }
-            _ => DropReason::IcmpMalformed,
-        };
-        let held = self.reassembly.free(i);
-        self.counters.add_drops(reason, held.saturating_sub(1));
-        Verdict::Drop(reason)
-    }
-
-    /// At the end of a batch: sends what answers fit in its free slots, and
-    /// gives up datagrams older than 30 s.
+    /// At the end of a batch: sends what echo answers fit in its free
+    /// slots, and gives up datagrams older than 30 s.
     pub(super) fn reassembly_step(&mut self, batch: &mut Batch, now: u64) {
         if self.reassembly.busy == 0 {
             return;
@@ -393,123 +433,5 @@ impl Pipeline {
                 self.send_answer(batch, i, sent);
             }
         }
-    }
-
-    /// Sends the fragments of slot `i`'s answer from byte `sent` on, as many
-    /// as the batch has room for.
-    fn send_answer(&mut self, batch: &mut Batch, i: usize, sent: usize) {
-        let Some(d) = self.reassembly.slots.get(i) else {
-            return;
-        };
-        let (key, to, end) = (d.key, d.reply_to, d.end.unwrap_or(0));
-        let mtu = self
-            .snapshot
-            .port(to.port)
-            .map_or(0, |p| usize::from(p.mtu));
-        let Some(l3) = self.snapshot.l3_interface(to.iface).copied() else {
-            self.reassembly.free(i);
-            return;
-        };
-        let mut l2 = [0u8; ETH_LEN];
-        let mut eth = EthernetFrame::new_unchecked(&mut l2[..]);
-        eth.set_dst_addr(to.mac);
-        eth.set_src_addr(l3.mac);
-        eth.set_ethertype(EtherType::IPV4);
-        let mut header = [0u8; ipv4::HEADER_LEN];
-        let repr = Ipv4Repr {
-            src_addr: key.dst,
-            dst_addr: key.src,
-            protocol: IpProtocol::ICMP,
-            payload_len: 0,
-            ttl: REPLY_TTL,
-        };
-        if repr.emit(&mut header).is_err() {
-            return;
-        }
-        Ipv4Packet::new_unchecked(&mut header[..]).set_ident(key.ident);
-        let message = d.data.get(..end).unwrap_or_default();
-        // Fragments within the MTU and the batch's buffers.
-        let room = batch.frame_capacity().saturating_sub(ETH_LEN);
-        let cut = Fragmenter::from_parts(&l2, &header, message, mtu.min(room));
-        let Ok(mut fragmenter) = cut else {
-            self.reassembly.free(i);
-            return;
-        };
-        fragmenter.resume_at(sent);
-        let mut failed = false;
-        while fragmenter.remaining() > 0 {
-            let Some(j) = batch.alloc_generated() else {
-                break;
-            };
-            if !matches!(fragmenter.next_into(batch.frame_mut(j)), Ok(true)) {
-                batch.release_last_generated();
-                self.counters.count_drop(DropReason::BatchFull);
-                failed = true;
-                break;
-            }
-            batch.set_verdict(j, Verdict::Forward(to.port));
-        }
-        let (left, sent) = (fragmenter.remaining(), fragmenter.position());
-        if left == 0 || failed {
-            self.reassembly.free(i);
-        } else if let Some(d) = self.reassembly.slots.get_mut(i) {
-            d.state = State::Replying { sent };
-        }
-    }
-}
-
-/// The IPv4 packet of `frame` (after an untagged Ethernet header).
-fn ipv4_of(frame: &Frame) -> Option<Ipv4Packet<&[u8]>> {
-    Ipv4Packet::new_checked(frame.data().get(ETH_LEN..)?).ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A slot collecting a datagram from 10.0.0.2 to 10.0.0.1.
-    fn started() -> Datagram {
-        let mut d = Datagram::new();
-        let key = DatagramKey {
-            src: Ipv4Addr::new(10, 0, 0, 2),
-            dst: Ipv4Addr::new(10, 0, 0, 1),
-            ident: 1,
-        };
-        d.start(key, 0);
-        d
-    }
-
-    #[test]
-    fn fragments_in_any_order_make_the_datagram() {
-        let mut d = started();
-        assert_eq!(d.add(16, false, &[3; 5]), Added::Held);
-        assert_eq!(d.add(0, true, &[1; 8]), Added::Held);
-        assert_eq!(d.add(0, true, &[1; 8]), Added::Repeat);
-        assert_eq!(d.add(8, true, &[2; 8]), Added::Complete);
-        assert_eq!(d.end, Some(21));
-        let mut want = vec![1u8; 8];
-        want.extend([2; 8]);
-        want.extend([3; 5]);
-        assert_eq!(&d.data[..21], &want[..]);
-    }
-
-    #[test]
-    fn misfits_are_refused() {
-        let mut d = started();
-        // Not a multiple of 8 before the end; empty; beyond 64 KiB.
-        assert_eq!(d.add(0, true, &[1; 7]), Added::Misfit);
-        assert_eq!(d.add(0, true, &[]), Added::Misfit);
-        assert_eq!(d.add(65_512, false, &[0; 8]), Added::Misfit);
-        assert_eq!(d.add(0, true, &[1; 16]), Added::Held);
-        // Overlapping in part.
-        assert_eq!(d.add(8, true, &[1; 16]), Added::Misfit);
-        // Past the end, or a second, different end.
-        assert_eq!(d.add(32, false, &[1; 4]), Added::Held);
-        assert_eq!(d.add(40, true, &[1; 8]), Added::Misfit);
-        assert_eq!(d.add(16, false, &[1; 4]), Added::Misfit);
-        // A last fragment ending before data already received.
-        let mut e = started();
-        assert_eq!(e.add(64, true, &[1; 8]), Added::Held);
-        assert_eq!(e.add(0, false, &[1; 8]), Added::Misfit);
     }
 }

@@ -10,6 +10,7 @@ use proptest::prelude::*;
 use super::*;
 use crate::config::{NodeConfig, Snapshot};
 use crate::wire::MacAddr;
+use crate::wire::testdata::cut_into_fragments;
 
 const GW_MAC: [u8; 6] = [2, 0, 0x0a, 0xf4, 1, 1];
 const UP_MAC: [u8; 6] = [2, 0, 0xc0, 0xa8, 0x64, 1];

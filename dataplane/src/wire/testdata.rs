@@ -22,3 +22,29 @@ pub const ROUTER_ADVERT: [u8; 48] = [
     0x00, 0x09, 0x3a, 0x80, 0x00, 0x00, 0x00, 0x00, // preferred, reserved
     0x20, 0x01, 0x0d, 0xb8, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
 ];
+
+/// The IPv4 packet in `whole` (an untagged Ethernet frame, 20-byte IP
+/// header) cut into fragments of at most `mtu` IP bytes with
+/// identification `id`, as a sender's kernel cuts it (written here by
+/// hand, independent of `io::fragment`).
+#[cfg(test)]
+pub(crate) fn cut_into_fragments(whole: &[u8], id: u16, mtu: usize) -> Vec<Vec<u8>> {
+    let payload = &whole[34..];
+    let step = (mtu - 20) / 8 * 8;
+    (0..payload.len())
+        .step_by(step)
+        .map(|at| {
+            let part = &payload[at..(at + step).min(payload.len())];
+            let more = at + part.len() < payload.len();
+            let mut frame = whole[..34].to_vec();
+            frame.extend_from_slice(part);
+            frame[16..18].copy_from_slice(&((20 + part.len()) as u16).to_be_bytes());
+            frame[18..20].copy_from_slice(&id.to_be_bytes());
+            let flags = (u16::from(more) << 13) | (at / 8) as u16;
+            frame[20..22].copy_from_slice(&flags.to_be_bytes());
+            let mut ip = crate::wire::Ipv4Packet::new_checked(&mut frame[14..]).unwrap();
+            ip.fill_checksum();
+            frame
+        })
+        .collect()
+}

@@ -17,24 +17,7 @@ fn fragmented_ping(len: usize, id: u16, mtu: usize) -> Vec<Vec<u8>> {
         .icmpv4_echo_request(0x77, 3)
         .write(&mut whole, &data)
         .unwrap();
-    let icmp = &whole[34..];
-    let step = (mtu - 20) / 8 * 8;
-    (0..icmp.len())
-        .step_by(step)
-        .map(|at| {
-            let part = &icmp[at..(at + step).min(icmp.len())];
-            let more = at + part.len() < icmp.len();
-            let mut frame = whole[..34].to_vec();
-            frame.extend_from_slice(part);
-            frame[16..18].copy_from_slice(&((20 + part.len()) as u16).to_be_bytes());
-            frame[18..20].copy_from_slice(&id.to_be_bytes());
-            let flags = (u16::from(more) << 13) | (at / 8) as u16;
-            frame[20..22].copy_from_slice(&flags.to_be_bytes());
-            let mut ip = crate::wire::Ipv4Packet::new_checked(&mut frame[14..]).unwrap();
-            ip.fill_checksum();
-            frame
-        })
-        .collect()
+    cut_into_fragments(&whole, id, mtu)
 }
 
 /// The datagram the fragments among `out` sent to pod A make, checked:
@@ -184,7 +167,8 @@ fn incomplete_overlapping_and_excess_fragments_are_dropped_and_counted() {
     assert_eq!(drops(&p, DropReason::FragmentOverlap), 2);
     run(&mut p, 80 * SEC, &[]);
     assert_eq!(drops(&p, DropReason::FragmentTimeout), 3);
-    // More datagrams at once than it keeps: the oldest is given up.
+    // More datagrams at once than it keeps: the oldest give way, counted
+    // apart from those that time out.
     for id in 10..10 + 64u16 {
         run(
             &mut p,
@@ -192,15 +176,16 @@ fn incomplete_overlapping_and_excess_fragments_are_dropped_and_counted() {
             &[(A, fragmented_ping(3000, id, 1500)[0].clone())],
         );
     }
-    assert!(drops(&p, DropReason::FragmentTimeout) > 3);
-    assert!(drops(&p, DropReason::FragmentTimeout) <= 3 + 64);
-    // Fragments of other protocols to the gateway are still refused.
-    let mut udp = udp(POD_A, GW_MAC, POD_IP, GW_IP, 64);
-    udp[20..22].copy_from_slice(&0x2000u16.to_be_bytes());
-    let mut ip = crate::wire::Ipv4Packet::new_checked(&mut udp[14..]).unwrap();
-    ip.fill_checksum();
-    assert_eq!(
-        run(&mut p, 82 * SEC, &[(A, udp)])[0].1,
-        Verdict::Drop(DropReason::LocalUnsupported)
-    );
+    let slots = crate::pipeline::reassembly::SLOTS as u64;
+    assert_eq!(drops(&p, DropReason::FragmentMemory), 64 - slots);
+    assert_eq!(drops(&p, DropReason::FragmentTimeout), 3);
+    run(&mut p, 120 * SEC, &[]);
+    assert_eq!(drops(&p, DropReason::FragmentTimeout), 3 + slots);
+    // Datagrams of other protocols to the gateway are refused once whole.
+    let fragments = cut_into_fragments(&udp(POD_A, GW_MAC, POD_IP, GW_IP, 64), 9, 36);
+    let input: Vec<_> = fragments.into_iter().map(|f| (A, f)).collect();
+    let out = run(&mut p, 121 * SEC, &input);
+    assert_eq!(out[0].1, Verdict::Consumed);
+    assert_eq!(out[1].1, Verdict::Drop(DropReason::LocalUnsupported));
+    assert_eq!(p.counters().events(Event::Ipv4Reassembled), 1);
 }
