@@ -57,7 +57,10 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod headers;
 pub mod tunnel;
+
+pub use headers::offload_from_headers;
 
 use crate::pipeline::{Frame, GsoKind, MAX_FRAME_LEN, Offload};
 use crate::wire::{
@@ -624,52 +627,6 @@ fn check_udp(l4: &[u8]) -> Result<usize, GsoError> {
         });
     }
     Ok(udp::HEADER_LEN)
-}
-
-/// The offload state of a frame whose device said only "checksum partial"
-/// (and maybe "TCP super-frame") without a vnet header: the L4 checksum
-/// field is found by parsing (TCP or UDP over IPv4 or IPv6), and a
-/// super-frame gets the largest segment that fits a 1500-byte IP MTU.
-/// `None` if the headers do not say where the checksum is.
-pub fn offload_from_headers(frame: &[u8], tcp_gso: bool) -> Option<Offload> {
-    let l2 = L2Header::parse(frame).ok()?;
-    let l3 = frame.get(l2.l3_offset..)?;
-    let (protocol, l4_offset, v6) = match l2.ethertype {
-        EtherType::IPV4 => {
-            let ip = Ipv4Packet::new_checked(l3).ok()?;
-            if ip.is_fragment() {
-                return None;
-            }
-            (ip.protocol(), l2.l3_offset + ip.header_len(), false)
-        }
-        EtherType::IPV6 => {
-            let ip = Ipv6Packet::new_checked(l3).ok()?;
-            let ul = ip.upper_layer().ok()?;
-            if ul.fragment.is_some() {
-                return None;
-            }
-            (ul.protocol, l2.l3_offset + ul.offset, true)
-        }
-        _ => return None,
-    };
-    let csum_offset = match protocol {
-        IpProtocol::TCP => 16u16,
-        IpProtocol::UDP => 6,
-        _ => return None,
-    };
-    let start = u16::try_from(l4_offset).ok()?;
-    let mut offload = Offload {
-        csum: Some((start, csum_offset)),
-        ..Offload::default()
-    };
-    if tcp_gso && protocol == IpProtocol::TCP {
-        let tcp_len = usize::from(frame.get(l4_offset + 12)? >> 4) * 4;
-        let headers = l4_offset - l2.l3_offset + tcp_len;
-        offload.gso = if v6 { GsoKind::TcpV6 } else { GsoKind::TcpV4 };
-        offload.gso_size = u16::try_from(1500usize.checked_sub(headers)?).ok()?;
-        offload.hdr_len = u16::try_from(l4_offset + tcp_len).ok()?;
-    }
-    Some(offload)
 }
 
 #[cfg(test)]

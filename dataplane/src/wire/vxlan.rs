@@ -64,6 +64,16 @@ impl<T: AsRef<[u8]>> VxlanHeader<T> {
         self.flags() & FLAG_VNI != 0
     }
 
+    /// True when the header is exactly as RFC 7348 senders write it: the I
+    /// flag and no other flag, every reserved bit zero. Receivers ignore the
+    /// reserved bits; this tells a VXLAN header from other bytes by shape.
+    pub fn is_canonical(&self) -> bool {
+        let b = self.buffer.as_ref();
+        b[field::FLAGS] == FLAG_VNI
+            && b[field::FLAGS + 1..field::VNI] == [0, 0, 0]
+            && b[field::PAYLOAD - 1] == 0
+    }
+
     /// The 24-bit VXLAN Network Identifier.
     pub fn vni(&self) -> u32 {
         read_u32(self.buffer.as_ref(), field::VNI) >> 8
@@ -127,6 +137,7 @@ mod tests {
     fn deconstruct() {
         let h = VxlanHeader::new_checked(&VXLAN_BYTES[..]).unwrap();
         assert!(h.has_vni_flag());
+        assert!(h.is_canonical());
         assert_eq!(h.flags(), 0x08);
         assert_eq!(h.vni(), 0x12_3456);
         let inner = EthernetFrame::new_checked(h.payload()).unwrap();
@@ -176,7 +187,14 @@ mod tests {
         bytes[7] = 0xff;
         let h = VxlanHeader::new_checked(&bytes[..]).unwrap();
         assert!(!h.has_vni_flag());
+        assert!(!h.is_canonical());
         assert_eq!(h.vni(), 0x12_3456);
+        for at in [1, 2, 3, 7] {
+            let mut bytes = VXLAN_BYTES;
+            bytes[at] = 1;
+            let h = VxlanHeader::new_checked(&bytes[..]).unwrap();
+            assert!(h.has_vni_flag() && !h.is_canonical(), "reserved byte {at}");
+        }
     }
 
     #[test]

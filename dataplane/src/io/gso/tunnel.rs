@@ -208,6 +208,15 @@ pub fn parse_vxlan(frame: &[u8], offload: &Offload) -> Result<TunnelLayout, Tunn
     })
 }
 
+/// Where the inner Ethernet frame starts when the UDP header at `udp_at`
+/// is followed by a VXLAN header as senders write it
+/// ([`VxlanHeader::is_canonical`]), whatever the UDP port; `None` otherwise.
+pub fn vxlan_inner_start(frame: &[u8], udp_at: usize) -> Option<usize> {
+    let at = udp_at.checked_add(udp::HEADER_LEN)?;
+    let header = VxlanHeader::new_checked(frame.get(at..)?).ok()?;
+    header.is_canonical().then_some(at + vxlan::HEADER_LEN)
+}
+
 /// The outer L3 and L4 offsets of a UDP-in-IP frame, and whether it is IPv6.
 fn parse_outer(frame: &[u8]) -> Result<(usize, usize, bool), TunnelGsoError> {
     let l2 = L2Header::parse(frame).map_err(|e| TunnelGsoError::Outer(GsoError::Ethernet(e)))?;
@@ -224,7 +233,7 @@ fn parse_outer(frame: &[u8]) -> Result<(usize, usize, bool), TunnelGsoError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use proptest::prelude::*;
 
     use super::*;
