@@ -651,3 +651,62 @@ pub fn cni_add(daemon: &Daemon, pod: &Netns, mtu: Option<u32>) -> Ipv4Addr {
     let cidr = result["ips"][0]["address"].as_str().unwrap();
     cidr.split('/').next().unwrap().parse().unwrap()
 }
+
+/// A UDP server in a pod sending every datagram back to its sender, until dropped.
+pub struct Echo {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for Echo {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Starts an [`Echo`] on `addr:port` in `ns`.
+pub fn echo(ns: &Netns, addr: Ipv4Addr, port: u16) -> Echo {
+    let at = SocketAddr::V4(SocketAddrV4::new(addr, port));
+    let sock = ns.run(move || UdpSocket::bind(at)).expect("bind the echo");
+    sock.set_read_timeout(Some(Duration::from_millis(100))).ok();
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopped = Arc::clone(&stop);
+    let thread = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 65_536];
+        while !stopped.load(Ordering::Relaxed) {
+            if let Ok((n, from)) = sock.recv_from(&mut buf) {
+                let _ = sock.send_to(&buf[..n], from);
+            }
+        }
+    });
+    Echo {
+        stop,
+        thread: Some(thread),
+    }
+}
+
+/// Sends a `size`-byte datagram from `client` to `to` (up to 3 tries) and
+/// checks the answer: the same bytes, from `to`.
+pub fn round_trip(client: &Netns, to: SocketAddrV4, size: usize) -> Result<(), String> {
+    client.run(move || {
+        let sock = UdpSocket::bind("0.0.0.0:0").map_err(|e| e.to_string())?;
+        sock.set_read_timeout(Some(Duration::from_secs(1))).ok();
+        let data: Vec<u8> = (0..size).map(|i| (i * 7 + size) as u8).collect();
+        let mut buf = vec![0u8; 65_536];
+        let mut seen = String::from("nothing");
+        for _ in 0..3 {
+            sock.send_to(&data, to).map_err(|e| e.to_string())?;
+            match sock.recv_from(&mut buf) {
+                Ok((n, from)) if from == SocketAddr::V4(to) && buf[..n] == data[..] => {
+                    return Ok(());
+                }
+                Ok((n, from)) => seen = format!("{n} bytes from {from}"),
+                Err(e) => seen = e.to_string(),
+            }
+        }
+        Err(format!("{size} bytes to {to}: {seen}"))
+    })
+}

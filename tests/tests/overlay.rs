@@ -14,7 +14,9 @@
 //!   by any receiving kernel; again (16 MiB) with podswitch's uplink
 //!   without vnet headers;
 //! - PMTU: pods whose MTU is misconfigured to 1500 still complete a TCP
-//!   transfer, because podswitch sends ICMP fragmentation needed (1450).
+//!   transfer, because podswitch sends ICMP fragmentation needed (1450);
+//! - fragments: a UDP ClusterIP on node 1 with its endpoint on node 2 and
+//!   3,000- and 9,000-byte datagrams both ways.
 //!
 //! Needs root; skips with a printed reason otherwise. One test at a time.
 
@@ -24,8 +26,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use podswitch_tests::live::{
-    Daemon, Netns, cni_add, ip, ping, root_or_skip, serve, tcp_ask, tcp_transfer, veth,
-    wait_reachable,
+    Daemon, Netns, cni_add, echo, ip, ping, root_or_skip, round_trip, serve, tcp_ask, tcp_transfer,
+    veth, wait_reachable,
 };
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -535,4 +537,47 @@ fn cluster_ip_on_node_1_with_endpoints_on_node_2() {
     let s = t.d1.fresh_stats();
     assert!(stat(&s, "events", "dnat") >= 60, "{s}");
     assert!(stat(&s, "events", "vxlan_encapsulated") > 0, "{s}");
+}
+
+/// A UDP service on node 1 whose endpoint is on node 2 (issue 25 A1): a
+/// 3,000- and a 9,000-byte datagram each way. Node 1 reassembles the
+/// client's fragments, translates the datagram and sends it through the
+/// tunnel in inner fragments that fit it; node 2 reassembles them for the
+/// endpoint's port, and the answer takes the same way back.
+#[test]
+fn udp_cluster_ip_in_fragments_to_an_endpoint_on_node_2() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !root_or_skip("udp_cluster_ip_in_fragments_to_an_endpoint_on_node_2") {
+        return;
+    }
+    let (t, ips) = two_podswitch_nodes("of", 1, None);
+    let (client, endpoint) = (&t.pods[0], ips[1]);
+    let _echo = echo(&t.pods[1], endpoint, 7000);
+    assert!(wait_reachable(client, endpoint, Duration::from_secs(10)));
+    let vip = Ipv4Addr::new(10, 96, 0, 63);
+    t.d1.ctl_ok(&[
+        "service",
+        "add",
+        "default/echo",
+        "--cluster-ip",
+        &vip.to_string(),
+        "--port",
+        "53:7000/UDP",
+    ]);
+    t.d1.ctl_ok(&["endpoint", "set", "default/echo", &endpoint.to_string()]);
+    for size in [3000, 9000] {
+        let answered = round_trip(client, SocketAddrV4::new(vip, 53), size);
+        assert!(
+            answered.is_ok(),
+            "{answered:?}\nnode 1: {}\nnode 2: {}",
+            t.d1.fresh_stats(),
+            t.d2.fresh_stats()
+        );
+    }
+    for d in [&t.d1, &t.d2] {
+        let s = d.fresh_stats();
+        assert!(stat(&s, "events", "ipv4_reassembled") >= 2, "{s}");
+        assert!(stat(&s, "events", "ipv4_fragmented") >= 2, "{s}");
+        assert!(vxlan_drops(d).is_empty(), "{:?}", vxlan_drops(d));
+    }
 }
