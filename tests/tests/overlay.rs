@@ -16,7 +16,10 @@
 //! - PMTU: pods whose MTU is misconfigured to 1500 still complete a TCP
 //!   transfer, because podswitch sends ICMP fragmentation needed (1450);
 //! - fragments: a UDP ClusterIP on node 1 with its endpoint on node 2 and
-//!   3,000- and 9,000-byte datagrams both ways.
+//!   3,000- and 9,000-byte datagrams both ways; a kernel vxlan peer whose
+//!   small underlay MTU fragments its outer packets, reassembled by
+//!   podswitch before it decapsulates (a TAP uplink, so the fragments reach
+//!   the pipeline, and an AF_PACKET one).
 //!
 //! Needs root; skips with a printed reason otherwise. One test at a time.
 
@@ -278,6 +281,26 @@ fn pod_mtu_misconfigured_to_1500_completes_by_pmtu() {
     assert!(route.contains("mtu 1450"), "{route}");
 }
 
+/// The kernel node's VTEP MAC (podswitch's default for its node IP).
+const KERNEL_VTEP: &str = "02:56:c0:a8:c8:02";
+/// The kernel node's pod.
+const KPOD_IP: Ipv4Addr = Ipv4Addr::new(10, 244, 2, 2);
+
+/// Registers the kernel node 2 with `d1` and attaches a CNI pod `name` to
+/// it; returns the pod and its address.
+fn pod_beside_the_kernel_node(d1: &Daemon, name: &str) -> (Netns, Ipv4Addr) {
+    add_node(
+        d1,
+        "n2",
+        N2_IP,
+        "10.244.2.0/24",
+        &["--vtep-mac", KERNEL_VTEP],
+    );
+    let pod = Netns::new(name);
+    let pod_ip = cni_add(d1, &pod, None);
+    (pod, pod_ip)
+}
+
 /// Node 2 as flannel's vxlan backend builds it: `cni0` bridge with the pod,
 /// `vxlan0` (VNI 7, port 4789, VTEP MAC `vtep`) routed, with a permanent
 /// neighbour and an FDB entry for podswitch's VTEP. The underlay veth keeps
@@ -422,21 +445,11 @@ fn interop_with_kernel_vxlan_on_an_uplink_without_vnet_headers() {
 fn interop(tag: &str, uplink: &str, mib: u64) {
     let (n1, n2) = underlay(tag);
     let kpod = Netns::new(&format!("{tag}kpod"));
-    let kernel_vtep = "02:56:c0:a8:c8:02";
-    kernel_node(&n2, &kpod, kernel_vtep);
+    kernel_node(&n2, &kpod, KERNEL_VTEP);
     let config =
         node_config(1, U1_MAC).replace("ifname = \"u1\"\n", &format!("ifname = \"u1\"\n{uplink}"));
     let mut d1 = Daemon::start(&n1, &format!("{tag}1"), &config, 2);
-    add_node(
-        &d1,
-        "n2",
-        N2_IP,
-        "10.244.2.0/24",
-        &["--vtep-mac", kernel_vtep],
-    );
-    let pod = Netns::new(&format!("{tag}pod"));
-    let pod_ip = cni_add(&d1, &pod, None);
-    let kpod_ip = Ipv4Addr::new(10, 244, 2, 2);
+    let (pod, pod_ip) = pod_beside_the_kernel_node(&d1, &format!("{tag}pod"));
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let offloads = ethtool_features(&n2, "u2");
         for feature in ["tx-udp_tnl-segmentation", "tx-udp_tnl-csum-segmentation"] {
@@ -448,7 +461,7 @@ fn interop(tag: &str, uplink: &str, mib: u64) {
         let receivers = [&pod, &kpod, &n2];
         let errors_before = receivers.map(checksum_errors);
         assert!(
-            wait_reachable(&pod, kpod_ip, Duration::from_secs(10)),
+            wait_reachable(&pod, KPOD_IP, Duration::from_secs(10)),
             "podswitch pod -> kernel pod\n{}",
             d1.log_text()
         );
@@ -456,7 +469,7 @@ fn interop(tag: &str, uplink: &str, mib: u64) {
             ping(&kpod, pod_ip, Duration::from_secs(2)).is_some(),
             "kernel pod -> podswitch pod"
         );
-        let (verified, took) = tcp_transfer(&pod, &kpod, kpod_ip, 5501, mib * MIB);
+        let (verified, took) = tcp_transfer(&pod, &kpod, KPOD_IP, 5501, mib * MIB);
         assert_eq!(verified, mib * MIB);
         println!("interop {tag}: {mib} MiB podswitch -> kernel in {took:?}");
         // Before podswitch took tunnel GSO frames, this direction stalled:
@@ -466,7 +479,7 @@ fn interop(tag: &str, uplink: &str, mib: u64) {
         println!("interop {tag}: {mib} MiB kernel -> podswitch in {took:?}");
         let intact = udp_exchange(&kpod, &pod, pod_ip, 100);
         assert!(intact >= 95, "UDP kernel -> podswitch: {intact} of 100");
-        let intact = udp_exchange(&pod, &kpod, kpod_ip, 100);
+        let intact = udp_exchange(&pod, &kpod, KPOD_IP, 100);
         assert!(intact >= 95, "UDP podswitch -> kernel: {intact} of 100");
         assert_eq!(
             receivers.map(checksum_errors),
@@ -579,5 +592,123 @@ fn udp_cluster_ip_in_fragments_to_an_endpoint_on_node_2() {
         assert!(stat(&s, "events", "ipv4_reassembled") >= 2, "{s}");
         assert!(stat(&s, "events", "ipv4_fragmented") >= 2, "{s}");
         assert!(vxlan_drops(d).is_empty(), "{:?}", vxlan_drops(d));
+    }
+}
+
+/// `sizes`-byte UDP datagrams sent without DF (`IP_PMTUDISC_DONT`: cut at
+/// the device's MTU, never refused for a smaller path MTU) from `client`
+/// to `server_ip`:7001; returns how many arrived intact.
+fn udp_without_df(client: &Netns, server: &Netns, server_ip: Ipv4Addr, sizes: &[usize]) -> usize {
+    let addr = SocketAddr::V4(SocketAddrV4::new(server_ip, 7001));
+    let sock = server.run(move || UdpSocket::bind(addr)).expect("bind UDP");
+    sock.set_read_timeout(Some(Duration::from_millis(500))).ok();
+    let datagram = |size: usize| -> Vec<u8> { (0..size).map(|k| (k * 5 + size) as u8).collect() };
+    let sizes = sizes.to_vec();
+    let expected = sizes.clone();
+    let reader = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 65_536];
+        let mut intact = 0;
+        while let Ok(n) = sock.recv(&mut buf) {
+            intact += usize::from(expected.contains(&n) && buf[..n] == datagram(n)[..]);
+        }
+        intact
+    });
+    let sender = client
+        .run(|| UdpSocket::bind("0.0.0.0:0"))
+        .expect("client UDP socket");
+    let dont: libc::c_int = libc::IP_PMTUDISC_DONT;
+    // SAFETY: a valid socket fd and a c_int option value of the size passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&sender),
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            (&raw const dont).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(
+        rc,
+        0,
+        "IP_MTU_DISCOVER: {}",
+        std::io::Error::last_os_error()
+    );
+    for &size in &sizes {
+        sender.send_to(&datagram(size), addr).expect("send");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    reader.join().expect("UDP reader")
+}
+
+/// Node 2 is the kernel's vxlan (device MTU 1450) over an underlay whose
+/// MTU is 1000, so it cuts the outer packets of inner packets without DF
+/// into outer fragments (issue 25 D4); node 1 must reassemble them before
+/// it decapsulates. Node 1's uplink is a TAP bridged to the underlay, so
+/// the fragments reach podswitch as they are; with an AF_PACKET uplink the
+/// fanout's defragmentation hands them over whole, which must work too.
+#[test]
+fn outer_fragments_from_a_kernel_vxlan_peer_are_reassembled() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !root_or_skip("outer_fragments_from_a_kernel_vxlan_peer_are_reassembled") {
+        return;
+    }
+    for kind in ["tap", "afpacket"] {
+        let tag = format!("kf{}", &kind[..1]);
+        let n1 = Netns::new(&format!("{tag}n1"));
+        let n2 = Netns::new(&format!("{tag}n2"));
+        let kpod = Netns::new(&format!("{tag}kp"));
+        let underlay_end = if kind == "tap" { "v1" } else { "u1" };
+        veth(underlay_end, &n1, "u2", &n2);
+        ip(&["-n", &n2.name, "link", "set", "u2", "address", U2_MAC]);
+        if kind == "afpacket" {
+            ip(&["-n", &n1.name, "link", "set", "u1", "address", U1_MAC]);
+        }
+        kernel_node(&n2, &kpod, KERNEL_VTEP);
+        ip(&["-n", &n2.name, "link", "set", "u2", "mtu", "1000"]);
+        let config =
+            node_config(1, U1_MAC).replace("kind = \"afpacket\"", &format!("kind = \"{kind}\""));
+        let mut d1 = Daemon::start(&n1, &tag, &config, 2);
+        if kind == "tap" {
+            // The TAP's kernel side and the underlay veth on one bridge.
+            let n = n1.name.as_str();
+            ip(&["-n", n, "link", "add", "bru", "type", "bridge"]);
+            ip(&["-n", n, "link", "set", "u1", "master", "bru"]);
+            ip(&["-n", n, "link", "set", "v1", "master", "bru"]);
+            ip(&["-n", n, "link", "set", "bru", "up"]);
+            ip(&["-n", n, "link", "set", "u1", "up"]);
+        }
+        let (pod, pod_ip) = pod_beside_the_kernel_node(&d1, &format!("{tag}p"));
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            assert!(
+                wait_reachable(&pod, KPOD_IP, Duration::from_secs(10)),
+                "{kind}: podswitch pod -> kernel pod\n{}",
+                d1.log_text()
+            );
+            // Inner packets of 1,028 to 1,428 bytes (outer 1,078 to 1,478)
+            // and datagrams the kernel pod cuts at its MTU of 1,450.
+            let sizes: Vec<usize> = (1000..=1400)
+                .step_by(50)
+                .chain([2000, 3000, 9000])
+                .collect();
+            let intact = udp_without_df(&kpod, &pod, pod_ip, &sizes);
+            let stats = d1.fresh_stats();
+            assert_eq!(intact, sizes.len(), "{kind}: {stats}");
+            if kind == "tap" {
+                // At least the 9 outer packets cut in two and the 3
+                // datagrams the kernel pod sent in fragments.
+                assert!(stat(&stats, "events", "ipv4_reassembled") >= 12, "{stats}");
+            }
+            assert!(
+                vxlan_drops(&d1).is_empty(),
+                "{kind}: {:?}",
+                vxlan_drops(&d1)
+            );
+        }));
+        let _ = d1.stop();
+        let _ = std::fs::remove_dir_all(&d1.run_dir);
+        drop((pod, kpod, n1, n2));
+        if let Err(e) = result {
+            std::panic::resume_unwind(e);
+        }
     }
 }

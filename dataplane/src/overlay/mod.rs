@@ -8,7 +8,8 @@
 //! allocation). The outer UDP source port is a hash of the inner flow (ECMP
 //! entropy, like Linux's `udp_flow_src_port`); the outer next hop is
 //! resolved by ARP on the uplink through the ordinary neighbour table. A
-//! VXLAN packet arriving on the uplink for our node IP and UDP port is
+//! VXLAN packet arriving on the uplink for our node IP and UDP port (its
+//! outer fragments first reassembled, when a small underlay MTU cut it) is
 //! **decapsulated** ([`decap`]) after its VNI and its source node are
 //! checked, and the inner frame is routed to the local pod as if it had
 //! come from the bridge domain — never back into a tunnel (split horizon).

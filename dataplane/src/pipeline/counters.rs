@@ -187,7 +187,8 @@ named_enum! {
         VxlanGsoChecksum => "vxlan_gso_checksum",
         /// A VXLAN packet whose non-zero outer UDP checksum is wrong.
         VxlanBadChecksum => "vxlan_bad_checksum",
-        /// An outer IPv4 fragment of a VXLAN packet, or any later UDP fragment to our node IP (podswitch does not reassemble).
+        /// An outer IPv4 fragment reached decapsulation (outer fragments
+        /// are reassembled before it: not seen unless something is amiss).
         VxlanFragmented => "vxlan_fragmented",
         /// A VXLAN packet with a VNI other than ours.
         VxlanWrongVni => "vxlan_wrong_vni",
