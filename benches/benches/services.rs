@@ -36,6 +36,7 @@ fn services(n: usize) -> Vec<ServiceSpec> {
         .map(|i| {
             let backends = 3 + (rng.next() % 8) as u32;
             ServiceSpec {
+                external_local: false,
                 vip: Ipv4Addr::from(0x0a60_0000 + (i as u32 & 0xf_ffff)),
                 port: 80 + (i >> 20) as u16,
                 protocol: Protocol::Tcp,

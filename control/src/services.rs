@@ -69,6 +69,7 @@ pub fn service_specs(
         let spec =
             |vip: Ipv4Addr, port: u16, node_port: Option<u16>, backends: Vec<BackendSpec>| {
                 ServiceSpec {
+                    external_local,
                     vip,
                     port,
                     protocol,

@@ -18,7 +18,7 @@ use crate::wire::MacAddr;
 
 mod snapshot;
 
-pub use snapshot::{L3Interface, PortSpec, Snapshot, Tuning};
+pub use snapshot::{HostAccess, L3Interface, PortSpec, Snapshot, Tuning};
 
 /// An IPv4 prefix such as `10.244.1.0/24` (host bits may be set: `10.244.1.1/24`).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -140,6 +140,36 @@ pub struct NodeConfig {
     /// Follow a Kubernetes cluster (the control plane's; the dataplane only carries it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kubernetes: Option<KubernetesSection>,
+    /// The node's own network stack as a member of the pod network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<HostSection>,
+}
+
+/// `[host]`: the node's own network stack reaches pods and ClusterIPs
+/// through a port of the bridge domain (a TAP in the node's namespace, like
+/// Cilium's `cilium_host` or Calico-VPP's host tap), with an address of the
+/// pod subnet as the source of its connections so that every reply, from
+/// this node's pods or through the overlay, comes back to it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostSection {
+    /// Name of the port (in `[[ports]]`) that is the host's interface.
+    pub port: String,
+    /// The host's address on it (default: the pod subnet's network
+    /// address, which no pod is given, as flannel gives `flannel.1`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<Ipv4Addr>,
+    /// Service ranges the host routes to podswitch besides the cluster
+    /// CIDRs (default: Kubernetes' `10.96.0.0/12`).
+    #[serde(default = "default_service_cidrs")]
+    pub service_cidrs: Vec<Ipv4Cidr>,
+}
+
+fn default_service_cidrs() -> Vec<Ipv4Cidr> {
+    vec![Ipv4Cidr {
+        addr: Ipv4Addr::new(10, 96, 0, 0),
+        prefix_len: 12,
+    }]
 }
 
 /// `[kubernetes]`: podswitchd follows the cluster's Services,
@@ -217,6 +247,13 @@ pub struct UplinkSection {
     pub address: Ipv4Cidr,
     /// The uplink's MAC address.
     pub mac: MacAddr,
+    /// The node's network stack keeps `address` on the interface (a NIC
+    /// shared with the host): podswitch takes only what is its own (VXLAN,
+    /// NodePorts, replies to masqueraded flows, pod and service addresses)
+    /// and leaves the rest, ARP for `address` included, to the kernel.
+    /// Default: false (the interface carries only podswitch's traffic).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shared: bool,
 }
 
 /// How a port reaches the kernel.

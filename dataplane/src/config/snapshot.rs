@@ -113,6 +113,21 @@ pub struct Snapshot {
     // --- end services / NAT ---
     /// The VXLAN overlay, if enabled.
     pub overlay: Option<crate::overlay::Overlay>,
+    /// The uplink is shared with the node's network stack, which keeps the
+    /// uplink address ([`crate::config::UplinkSection::shared`]).
+    pub uplink_shared: bool,
+    /// The node's own network stack as a bridge port, if configured.
+    pub host: Option<HostAccess>,
+}
+
+/// The port through which the node's own network stack reaches the pods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostAccess {
+    /// The host's port (in the bridge domain).
+    pub port: PortId,
+    /// The host's address on it, in the pod subnet: the next hop of
+    /// packets for the node's own addresses.
+    pub address: Ipv4Addr,
 }
 
 impl Snapshot {
@@ -175,6 +190,7 @@ impl Snapshot {
                 return Err(invalid(format!("ports[{i}].ips"), ip, reason));
             }
         }
+        let host = build_host(config, &ports, &gateway)?;
         let bridge_ports = ports
             .iter()
             .filter(|p| !p.is_uplink)
@@ -227,6 +243,8 @@ impl Snapshot {
             bridge_ports,
             gateway,
             uplink,
+            uplink_shared: config.uplink.as_ref().is_some_and(|u| u.shared),
+            host,
             routes,
             tuning,
             services,
@@ -463,6 +481,48 @@ fn build_uplink(
             mac: up.mac,
         },
     )))
+}
+
+fn build_host(
+    config: &NodeConfig,
+    ports: &[PortSpec],
+    gateway: &L3Interface,
+) -> Result<Option<HostAccess>, ConfigError> {
+    let Some(host) = &config.host else {
+        return Ok(None);
+    };
+    let port = ports
+        .iter()
+        .find(|p| p.name == host.port && !p.is_uplink)
+        .ok_or_else(|| {
+            invalid(
+                "host.port",
+                &host.port,
+                "no port with this name in [[ports]] (other than the uplink)",
+            )
+        })?;
+    if !port.ips.is_empty() {
+        return Err(invalid(
+            "host.port",
+            &host.port,
+            "the host's port carries the node's own addresses: give it no `ips`",
+        ));
+    }
+    let subnet = gateway.address;
+    let address = host.address.unwrap_or(subnet.network());
+    if !subnet.contains(address) || address == subnet.addr || address == subnet.broadcast() {
+        return Err(invalid(
+            "host.address",
+            address,
+            format!(
+                "must be an address of the pod subnet {subnet} other than the gateway and broadcast"
+            ),
+        ));
+    }
+    Ok(Some(HostAccess {
+        port: port.id,
+        address,
+    }))
 }
 
 fn build_routes(

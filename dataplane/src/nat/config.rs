@@ -114,6 +114,11 @@ pub struct ServiceSection {
     pub node_port: Option<u16>,
     /// Present: sessionAffinity ClientIP with this timeout.
     pub affinity_timeout_secs: Option<u32>,
+    /// `"Cluster"` (default: connections from outside the node are
+    /// masqueraded, as kube-proxy does) or `"Local"` (they keep the
+    /// client's address; list only this node's endpoints).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_traffic_policy: Option<String>,
     /// The endpoints.
     #[serde(default)]
     pub endpoints: Vec<EndpointSection>,
@@ -352,6 +357,17 @@ pub fn build_services(
                 "must be at least 1",
             ));
         }
+        let external_local = match s.external_traffic_policy.as_deref() {
+            None | Some("Cluster") => false,
+            Some("Local") => true,
+            Some(other) => {
+                return Err(invalid(
+                    field("external_traffic_policy"),
+                    other,
+                    "must be Cluster or Local",
+                ));
+            }
+        };
         let mut backends = Vec::with_capacity(s.endpoints.len());
         for (j, e) in s.endpoints.iter().enumerate() {
             let port = e.port.unwrap_or(target_port);
@@ -370,6 +386,7 @@ pub fn build_services(
             });
         }
         specs.push(ServiceSpec {
+            external_local,
             vip: s.cluster_ip,
             port: s.port,
             protocol,

@@ -506,16 +506,17 @@ impl NatStage<'_> {
             .conntrack
             .shard_of(key.src_addr, key.src_port, key.protocol);
         // Source NAT to the gateway address for a pod reaching itself
-        // (hairpin), and for a NodePort connection from outside to an
-        // endpoint that is not on this node (kube-proxy's masquerade of
-        // NodePort traffic, externalTrafficPolicy Cluster): the endpoint's
-        // node would answer the client directly, around this node's
-        // conntrack. Local endpoints keep the client's address.
+        // (hairpin), and for a connection from outside (a NodePort, an
+        // external IP) with externalTrafficPolicy Cluster, as kube-proxy
+        // masquerades it: an endpoint on another node would answer the
+        // client directly, around this node's conntrack, and a local one
+        // sees the node, as it would under kube-proxy. With the Local
+        // policy the endpoints are this node's and see the client.
         let hairpin = backend.addr == key.src_addr;
-        let remote_node_port =
-            iface == L3If::Uplink && !self.snapshot.gateway.address.contains(backend.addr);
+        let outside = iface == L3If::Uplink
+            && (!service.external_local() || !self.snapshot.gateway.address.contains(backend.addr));
         let limit = self.source_limit(iface);
-        let inserted = if hairpin || remote_node_port {
+        let inserted = if hairpin || outside {
             let gateway = self.snapshot.gateway.address.addr;
             self.insert_snat_dnat((shard, limit), p, (gateway, 0), endpoint)
                 .map(|(ok, nat, evicted)| {

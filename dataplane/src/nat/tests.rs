@@ -62,7 +62,8 @@ via = "192.168.100.2"
 
 /// `web` (TCP 80 → 8080, NodePort 30080) on `web_endpoints`, `dns` (UDP
 /// 53 → B:5353), `empty` (no endpoints), `self` (→ A:8080, hairpin for A),
-/// `sticky` (affinity, 3 endpoints).
+/// `sticky` (affinity, 3 endpoints), `local` (TCP 80 → B:8080, NodePort
+/// 30081, externalTrafficPolicy Local).
 fn config(web_endpoints: &str) -> NodeConfig {
     let services = format!(
         r#"
@@ -105,6 +106,15 @@ protocol = "TCP"
 port = 80
 affinity_timeout_secs = 60
 endpoints = [{{ address = "10.244.1.2" }}, {{ address = "10.244.1.3" }}, {{ address = "10.244.1.4" }}]
+[[services]]
+name = "local"
+cluster_ip = "10.96.0.40"
+protocol = "TCP"
+port = 80
+target_port = 8080
+node_port = 30081
+external_traffic_policy = "Local"
+endpoints = [{{ address = "10.244.1.3" }}]
 "#
     );
     NodeConfig::from_toml_str(&(BASE.to_string() + &services)).unwrap()

@@ -105,6 +105,11 @@ named_enum! {
         SamePort => "same_port",
         /// Unicast frame on the uplink not addressed to the uplink's MAC.
         NotForUs => "not_for_us",
+        /// A packet on a shared uplink that belongs to the node's own
+        /// network stack (its address's other traffic, ARP requests for
+        /// it, other destinations): the kernel, which sees the same frame,
+        /// handles it.
+        HostOwned => "host_owned",
         /// ARP that is not Ethernet/IPv4, or truncated.
         ArpMalformed => "arp_malformed",
         /// ARP addressed to the switch that needs no action (e.g. unsolicited reply).

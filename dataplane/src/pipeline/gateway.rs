@@ -88,7 +88,7 @@ impl Pipeline {
             && repr.sender_hw_addr != l3.mac
             && l3.address.contains(sender)
             && sender != l3.address.addr
-            && sender != l3.address.network()
+            && (sender != l3.address.network() || self.is_host_address(iface, sender))
             && sender != l3.address.broadcast();
         if sender_ok
             && (for_us || self.neighbours.contains(iface, sender))
@@ -106,6 +106,10 @@ impl Pipeline {
             return None;
         }
         match repr.operation {
+            // The node's stack answers for the address it keeps.
+            OP_REQUEST if iface == L3If::Uplink && self.snapshot.uplink_shared => {
+                Some(Verdict::Drop(DropReason::HostOwned))
+            }
             OP_REQUEST if sender_ok => {
                 arp.set_operation(OP_REPLY);
                 arp.set_sender_hw_addr(l3.mac);

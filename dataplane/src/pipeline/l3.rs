@@ -11,6 +11,7 @@
 use core::net::Ipv4Addr;
 
 use super::flow_cache::FlowCacheResult;
+use super::host::HostRoute;
 use super::nat_hook::AfterNat;
 use super::neighbour::Lookup;
 use super::reassembly::Reassembly;
@@ -77,8 +78,13 @@ impl Pipeline {
             AfterNat::Route(dst) => dst,
             AfterNat::Verdict(v) => return v,
         };
+        let to_host = match self.host_route(dst, iface) {
+            HostRoute::Ours => None,
+            HostRoute::ToHost(next_hop) => Some(next_hop),
+            HostRoute::HostOwned => return Verdict::Drop(DropReason::HostOwned),
+        };
         let frame = batch.frame_mut(i);
-        if self.snapshot.is_local_ip(dst) {
+        if to_host.is_none() && self.snapshot.is_local_ip(dst) {
             return self.local_input(frame, iface, now);
         }
         // VXLAN overlay: a remote pod CIDR at least as specific as any route.
@@ -86,7 +92,7 @@ impl Pipeline {
             return self.tunnel_output(batch, i, l3_offset, tunnel, iface, now);
         }
         let frame = batch.frame_mut(i);
-        let Some(next_hop) = self.snapshot.routes.next_hop(dst) else {
+        let Some(next_hop) = to_host.or_else(|| self.snapshot.routes.next_hop(dst)) else {
             let kind = (icmpv4::DST_UNREACHABLE, icmpv4::CODE_NET_UNREACHABLE);
             return self.icmp_error(frame, iface, kind, DropReason::NoRoute, now);
         };

@@ -25,6 +25,7 @@ mod fast_path;
 mod flow_cache;
 mod frame;
 mod gateway;
+mod host;
 mod l2;
 mod l3;
 mod nat_hook;
@@ -387,6 +388,9 @@ impl Pipeline {
             EtherType::ARP => self
                 .arp_input(batch, i, iface, now)
                 .unwrap_or(Verdict::Drop(DropReason::ArpIgnored)),
+            _ if iface == L3If::Uplink && self.snapshot.uplink_shared => {
+                Verdict::Drop(DropReason::HostOwned)
+            }
             _ => Verdict::Drop(DropReason::L3ProtocolUnsupported),
         }
     }

@@ -607,3 +607,4 @@ proptest! {
 
 mod echo_fragments;
 mod ipv6_guard;
+mod shared_uplink;

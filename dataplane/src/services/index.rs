@@ -61,6 +61,7 @@ impl ServiceKey {
 pub struct Indexed {
     entry: u32,
     affinity: bool,
+    external_local: bool,
     maglev: Maglev,
     selectable: Arc<[Backend]>,
 }
@@ -70,6 +71,7 @@ impl Indexed {
         Indexed {
             entry,
             affinity: service.affinity_timeout().is_some(),
+            external_local: service.external_local(),
             maglev: service.maglev().clone(),
             selectable: service.selectable_arc(),
         }
@@ -85,6 +87,12 @@ impl Indexed {
     #[inline]
     pub fn has_affinity(&self) -> bool {
         self.affinity
+    }
+
+    /// Whether connections from outside keep the client's address.
+    #[inline]
+    pub fn external_local(&self) -> bool {
+        self.external_local
     }
 
     /// The backend for a new flow, as [`ServiceEntry::select`].
@@ -252,6 +260,7 @@ mod tests {
 
     fn service(vip: u32, port: u16, backends: u8) -> ServiceEntry {
         ServiceEntry::new(&ServiceSpec {
+            external_local: false,
             vip: Ipv4Addr::from_bits(vip),
             port,
             protocol: Protocol::Tcp,

@@ -16,6 +16,7 @@
 //!
 //! let vip = Ipv4Addr::new(10, 96, 0, 10);
 //! let table = ServiceTable::new(vec![ServiceSpec {
+//!     external_local: false,
 //!     vip,
 //!     port: 53,
 //!     protocol: Protocol::Udp,

@@ -101,6 +101,11 @@ pub struct ServiceSpec {
     pub affinity: Option<Duration>,
     /// All endpoints, ready or not.
     pub backends: Vec<BackendSpec>,
+    /// `externalTrafficPolicy: Local`: connections from outside the node
+    /// (NodePort, external IPs) keep the client's address. Otherwise
+    /// (`Cluster`) they are masqueraded as kube-proxy does, so that the
+    /// endpoint's reply comes back through this node's conntrack.
+    pub external_local: bool,
 }
 
 /// Why a service table could not be built.
@@ -157,6 +162,7 @@ pub struct ServiceEntry {
     target_port: u16,
     node_port: Option<u16>,
     affinity: Option<Duration>,
+    external_local: bool,
     /// Ready, not terminating backends, in identity order: the Maglev
     /// table's indices point here.
     selectable: Arc<[Backend]>,
@@ -204,6 +210,7 @@ impl ServiceEntry {
             target_port: spec.target_port,
             node_port: spec.node_port,
             affinity: spec.affinity,
+            external_local: spec.external_local,
             selectable: selectable.into(),
             all: all.into(),
             maglev,
@@ -228,6 +235,12 @@ impl ServiceEntry {
     #[inline]
     pub fn backend_exists(&self, addr: Ipv4Addr, port: u16) -> bool {
         self.all.binary_search(&BackendId::new(addr, port)).is_ok()
+    }
+
+    /// Whether connections from outside keep the client's address
+    /// ([`ServiceSpec::external_local`]).
+    pub fn external_local(&self) -> bool {
+        self.external_local
     }
 
     /// The ClusterIP.

@@ -173,6 +173,9 @@ fn no_endpoints_tcp_gets_a_reset_and_udp_a_port_unreachable() {
     );
 }
 
+/// externalTrafficPolicy Cluster: a local endpoint sees the node (the
+/// gateway address, as kube-proxy's masquerade shows it the bridge's
+/// address), not the client; its answer is translated back.
 #[test]
 fn node_port_from_outside() {
     let mut n = Node::new();
@@ -183,15 +186,16 @@ fn node_port_from_outside() {
         B,
     );
     assert_eq!(
-        (inb.src, inb.dst, inb.src_mac),
-        (client, (IP_B, 8080), GW_MAC)
+        (inb.src.0, inb.dst, inb.src_mac),
+        (GW, (IP_B, 8080), GW_MAC)
     );
+    assert_eq!(n.events(Event::SnatMasquerade), 1);
     let out = n.through(
         B,
         tcp(
             (MAC_B, GW_MAC),
             (IP_B, 8080),
-            client,
+            inb.src,
             9,
             Flags::SynAck(2),
             b"",
@@ -202,6 +206,30 @@ fn node_port_from_outside() {
         (out.src, out.dst, out.dst_mac),
         ((NODE, 30080), client, ROUTER)
     );
+}
+
+/// externalTrafficPolicy Local: the endpoint (on this node) sees the client.
+#[test]
+fn node_port_local_policy_keeps_the_client() {
+    let mut n = Node::new();
+    let client = (EXTERNAL, 5556);
+    let inb = n.through(
+        UP,
+        tcp((ROUTER, UP_MAC), client, (NODE, 30081), 1, Flags::Syn, b""),
+        B,
+    );
+    assert_eq!((inb.src, inb.dst), (client, (IP_B, 8080)));
+    assert_eq!(n.events(Event::SnatMasquerade), 0);
+    let answer = tcp(
+        (MAC_B, GW_MAC),
+        (IP_B, 8080),
+        client,
+        9,
+        Flags::SynAck(2),
+        b"",
+    );
+    let out = n.through(B, answer, UP);
+    assert_eq!((out.src, out.dst), ((NODE, 30081), client));
 }
 
 #[test]

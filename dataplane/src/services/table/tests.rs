@@ -7,6 +7,7 @@ fn ip(a: [u8; 4]) -> Ipv4Addr {
 
 fn spec(vip: [u8; 4], port: u16, protocol: Protocol, backends: Vec<BackendSpec>) -> ServiceSpec {
     ServiceSpec {
+        external_local: false,
         vip: ip(vip),
         port,
         protocol,
