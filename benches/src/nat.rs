@@ -38,6 +38,7 @@ pub fn snapshot(services: usize) -> Arc<Snapshot> {
             target_port: Some(8080),
             node_port: None,
             affinity_timeout_secs: None,
+            external_traffic_policy: None,
             endpoints: (8080..8083)
                 .map(|port| EndpointSection {
                     address: ENDPOINT,

@@ -30,6 +30,9 @@ enum Command {
     /// Build a two-node sandbox in network namespaces, run traffic through it
     /// and print what happened (root; removes everything on exit).
     Demo(crate::demo::DemoArgs),
+    /// Remove the nftables rules a shared uplink or host port installed
+    /// (they stay across restarts; run this after uninstalling podswitch).
+    HostCleanup,
 }
 
 #[derive(clap::Args)]
@@ -196,6 +199,7 @@ pub fn main() -> ExitCode {
         }
         Command::Replay(args) => replay(args),
         Command::Demo(args) => crate::demo::run(args),
+        Command::HostCleanup => crate::host::remove_rules(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

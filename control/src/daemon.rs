@@ -166,7 +166,9 @@ pub fn run(opts: &RunOptions) -> Result<()> {
         kubernetes: &opts.kubernetes,
         uplink: opts.uplink.as_deref(),
     };
-    let (file, config_path) = crate::node_config::load(&sources, &stop)?;
+    let (mut file, config_path) = crate::node_config::load(&sources, &stop)?;
+    crate::host::settle_masquerade_ports(&mut file)
+        .with_context(|| format!("{}: a setting cannot work", config_path.display()))?;
     let kubernetes_section = file.kubernetes.clone();
     let store = Store::open(&opts.state_dir)?;
     // The stored API state is restored before the first packet is forwarded.
@@ -192,6 +194,10 @@ pub fn run(opts: &RunOptions) -> Result<()> {
         );
     }
     control.log_ports_down();
+    if let Some(plan) = crate::host::HostPlan::of(&file, &snapshot) {
+        plan.apply().context("setting up the node's own traffic")?;
+        tracing::info!(routed = ?plan.routed.iter().map(ToString::to_string).collect::<Vec<_>>(), shared_uplink = ?plan.shared_uplink, "host access and uplink steering installed");
+    }
     let queues = opened.queues;
     let snapshots = control.snapshots();
     let shared = Arc::new(SharedTables::for_snapshot(&snapshot));

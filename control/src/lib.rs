@@ -11,6 +11,7 @@ pub mod ctl;
 pub mod daemon;
 pub mod demo;
 pub mod fake_api;
+pub mod host;
 pub mod kubernetes;
 pub mod metrics;
 pub mod mirror;

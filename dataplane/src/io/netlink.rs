@@ -28,7 +28,8 @@ use netlink_packet_route::link::{
     AfSpecInet6, AfSpecUnspec, In6AddrGenMode, LinkAttribute, LinkFlags, LinkMessage,
 };
 use netlink_packet_route::route::{
-    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
+    RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol, RouteScope,
+    RouteType,
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
@@ -398,6 +399,44 @@ impl Rtnetlink {
             oif,
             NLM_F_REPLACE,
         )
+    }
+
+    /// Replaces the route to `dst/prefix_len` by one via `gateway`, taken
+    /// as on-link, out of `oif`, with `src` as the preferred source (`ip
+    /// route replace DST via GW dev IF onlink src SRC`): how the node's
+    /// stack reaches the pods through podswitch's host port, whose only
+    /// address is a /32.
+    pub fn route_replace_v4_onlink(
+        &mut self,
+        (dst, prefix_len): (Ipv4Addr, u8),
+        gateway: Ipv4Addr,
+        oif: u32,
+        src: Ipv4Addr,
+    ) -> Result<(), NetlinkError> {
+        if prefix_len > 32 {
+            return Err(NetlinkError::BadPrefixLen(prefix_len));
+        }
+        let mut msg = RouteMessage::default();
+        msg.header.address_family = AddressFamily::Inet;
+        msg.header.destination_prefix_length = prefix_len;
+        msg.header.table = RouteHeader::RT_TABLE_MAIN;
+        msg.header.protocol = RouteProtocol::Boot;
+        msg.header.scope = RouteScope::Universe;
+        msg.header.kind = RouteType::Unicast;
+        msg.header.flags = RouteFlags::Onlink;
+        msg.attributes.extend([
+            RouteAttribute::Destination(RouteAddress::Inet(dst)),
+            RouteAttribute::Gateway(RouteAddress::Inet(gateway)),
+            RouteAttribute::Oif(oif),
+            RouteAttribute::PrefSource(RouteAddress::Inet(src)),
+        ]);
+        let op = format!("route_replace_v4_onlink({dst}/{prefix_len} via {gateway} oif {oif} src {src})");
+        self.request(
+            &op,
+            RouteNetlinkMessage::NewRoute(msg),
+            NLM_F_CREATE | NLM_F_REPLACE,
+        )
+        .map(drop)
     }
 
     fn route_v4(
