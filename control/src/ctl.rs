@@ -264,6 +264,22 @@ pub struct ServiceAddArgs {
     /// ClientIP affinity timeout in seconds (1 to 86400; server default 10800).
     #[arg(long, value_name = "SECS", requires = "affinity")]
     pub affinity_timeout: Option<u64>,
+    /// externalTrafficPolicy (default: Cluster): `Local` sends NodePort and
+    /// external-IP traffic only to this node's endpoints and keeps the
+    /// client's address; `Cluster` masquerades it.
+    #[arg(long, value_enum, ignore_case = true)]
+    pub external_traffic_policy: Option<TrafficPolicy>,
+}
+
+/// `service add --external-traffic-policy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TrafficPolicy {
+    /// Every endpoint; the source is masqueraded.
+    #[value(name = "Cluster")]
+    Cluster,
+    /// This node's endpoints; the source is kept.
+    #[value(name = "Local")]
+    Local,
 }
 
 /// `service add --affinity`.

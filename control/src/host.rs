@@ -73,6 +73,8 @@ pub struct HostInterface {
     pub address: Ipv4Addr,
     /// The pod gateway: next hop of the routes.
     pub gateway: Ipv4Addr,
+    /// The port's MAC, when configured (the TAP gets it).
+    pub mac: Option<podswitch_dataplane::wire::MacAddr>,
 }
 
 impl HostPlan {
@@ -85,6 +87,7 @@ impl HostPlan {
                 ifname: port.ifname.clone(),
                 address: h.address,
                 gateway: snapshot.gateway.address.addr,
+                mac: port.mac,
             })
         });
         let shared_uplink = snapshot
@@ -191,6 +194,11 @@ impl HostPlan {
     fn configure_interface(&self, host: &HostInterface) -> Result<()> {
         let mut nl = Rtnetlink::open()?;
         let index = nl.link_index(&host.ifname)?;
+        if let Some(mac) = host.mac
+            && nl.link_mac(index)? != mac
+        {
+            nl.link_set_mac(index, mac)?;
+        }
         nl.link_set_up(index)?;
         if !nl.addrs_v4(index)?.contains(&(host.address, 32)) {
             nl.addr_add_v4(index, host.address, 32)?;
@@ -319,7 +327,10 @@ masquerade_ports = "61000-65535"
         let snapshot = Snapshot::build(&file, 1).unwrap();
         let plan = HostPlan::of(&file, &snapshot).unwrap();
         assert_eq!(
-            plan.routed.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            plan.routed
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
             ["10.96.0.0/12", "10.244.0.0/16", "10.244.1.0/24"]
         );
         let rules = plan.ruleset();
@@ -355,6 +366,9 @@ masquerade_ports = "61000-65535"
         assert_eq!((range.first, range.last), (last + 1, 65535));
         file.nat.masquerade_ports = Some("1024-65535".parse().unwrap());
         let error = settle_masquerade_ports(&mut file).unwrap_err().to_string();
-        assert!(error.contains("nat.masquerade_ports = 1024-65535"), "{error}");
+        assert!(
+            error.contains("nat.masquerade_ports = 1024-65535"),
+            "{error}"
+        );
     }
 }

@@ -378,6 +378,8 @@ struct NewService<'a> {
     session_affinity: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     affinity_timeout_secs: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    external_traffic_policy: Option<&'static str>,
 }
 
 impl<'a> From<&'a ServiceAddArgs> for NewService<'a> {
@@ -391,6 +393,10 @@ impl<'a> From<&'a ServiceAddArgs> for NewService<'a> {
                 Some(Affinity::None) | None => "None",
             },
             affinity_timeout_secs: args.affinity_timeout,
+            external_traffic_policy: args.external_traffic_policy.map(|p| match p {
+                crate::ctl::TrafficPolicy::Cluster => "Cluster",
+                crate::ctl::TrafficPolicy::Local => "Local",
+            }),
         }
     }
 }

@@ -430,7 +430,9 @@ impl Rtnetlink {
             RouteAttribute::Oif(oif),
             RouteAttribute::PrefSource(RouteAddress::Inet(src)),
         ]);
-        let op = format!("route_replace_v4_onlink({dst}/{prefix_len} via {gateway} oif {oif} src {src})");
+        let op = format!(
+            "route_replace_v4_onlink({dst}/{prefix_len} via {gateway} oif {oif} src {src})"
+        );
         self.request(
             &op,
             RouteNetlinkMessage::NewRoute(msg),
