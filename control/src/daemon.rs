@@ -167,6 +167,7 @@ pub fn run(opts: &RunOptions) -> Result<()> {
         uplink: opts.uplink.as_deref(),
     };
     let (mut file, config_path) = crate::node_config::load(&sources, &stop)?;
+    crate::host::settle_uplink_mtu(&mut file);
     crate::host::settle_masquerade_ports(&mut file)
         .with_context(|| format!("{}: a setting cannot work", config_path.display()))?;
     let kubernetes_section = file.kubernetes.clone();

@@ -251,6 +251,29 @@ fn nft(script: &str) -> Result<()> {
     Ok(())
 }
 
+/// An uplink without a configured `mtu` takes its interface's MTU (the
+/// pods' default MTU follows it: minus the VXLAN overhead with the
+/// overlay). An interface that cannot be read keeps the default; the port
+/// reports why when it is opened.
+pub fn settle_uplink_mtu(file: &mut NodeConfig) {
+    let Some(uplink) = &file.uplink else {
+        return;
+    };
+    let Some(port) = file.ports.iter_mut().find(|p| p.name == uplink.port) else {
+        return;
+    };
+    if port.mtu.is_some() {
+        return;
+    }
+    let ifname = port.ifname.clone().unwrap_or_else(|| port.name.clone());
+    let link = Rtnetlink::open().and_then(|mut nl| nl.link_by_name(&ifname));
+    if let Ok(link) = link
+        && let Ok(mtu) = u16::try_from(link.mtu)
+    {
+        port.mtu = Some(mtu.clamp(576, 9000));
+    }
+}
+
 /// The kernel's ephemeral port range (`net.ipv4.ip_local_port_range`) in
 /// the daemon's namespace.
 pub fn kernel_ephemeral_ports() -> Result<(u16, u16)> {

@@ -11,8 +11,8 @@ use podswitch_cni::types::{
     Attachment, DEFAULT_DATA_DIR, DEFAULT_SOCKET, Dns, IpamConf, NetConf, RangeConf, RouteConf,
 };
 use podswitch_dataplane::config::{
-    BridgeSection, IcmpSection, KubernetesSection, NeighbourSection, NodeConfig, NodeSection,
-    PortSection, RouteSection, UplinkSection,
+    BridgeSection, HostSection, IcmpSection, KubernetesSection, NeighbourSection, NodeConfig,
+    NodeSection, PortSection, RouteSection, UplinkSection,
 };
 use podswitch_dataplane::nat::config::{
     ConntrackSection, EndpointSection, NatSection, ServiceSection,
@@ -104,6 +104,7 @@ fn node_section_rows(section: &str) -> Option<Vec<String>> {
         "overlay" => rows_of("overlay", struct_fields::<OverlaySection>()),
         "nodes" => rows_of("nodes[]", struct_fields::<RemoteNodeSection>()),
         "kubernetes" => rows_of("kubernetes", struct_fields::<KubernetesSection>()),
+        "host" => rows_of("host", struct_fields::<HostSection>()),
         _ => return None,
     };
     Some(rows)

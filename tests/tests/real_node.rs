@@ -14,7 +14,7 @@
 //! - from node 1's own stack: a local pod, a remote pod, ClusterIPs and
 //!   its own NodePort; a pod reaches the kernel's server on the node IP;
 //! - pod MTU = uplink MTU − 50, and a full-size transfer across nodes
-//!   needs no ICMP;
+//!   needs no ICMP (the NIC's MTU, read by podswitchd, is not 1500);
 //! - podswitchd stopped by SIGTERM or kill -9: the kernel's server still
 //!   answers on the node IP.
 //!
@@ -32,6 +32,8 @@ const VNI: &str = "7";
 const NODE1: Ipv4Addr = Ipv4Addr::new(192, 168, 200, 1);
 const EXTERNAL: Ipv4Addr = Ipv4Addr::new(192, 168, 200, 9);
 const KERNEL_PORT: u16 = 8022;
+/// Not the default, so that the pods' MTU shows it was read from the NIC.
+const UNDERLAY_MTU: &str = "1600";
 
 fn uplink_mac(n: u8) -> String {
     format!("02:00:c0:a8:c8:0{n}")
@@ -151,7 +153,18 @@ fn cluster(tag: &str) -> (Cluster, Netns, Vec<Ipv4Addr>) {
         ("ue", &ext, "s9", "192.168.200.9/24"),
     ] {
         veth(dev, ns, port, &switch);
-        ip(&["-n", &switch.name, "link", "set", port, "master", "br0"]);
+        ip(&[
+            "-n",
+            &switch.name,
+            "link",
+            "set",
+            port,
+            "mtu",
+            UNDERLAY_MTU,
+            "master",
+            "br0",
+        ]);
+        ip(&["-n", &ns.name, "link", "set", dev, "mtu", UNDERLAY_MTU]);
         ip(&["-n", &ns.name, "addr", "add", addr, "dev", dev]);
     }
     for (n, ns) in [(1, &n1), (2, &n2)] {
@@ -343,8 +356,9 @@ fn shared_uplink_host_access_and_node_ports() {
         Ok(("kernel".into(), ips[0].to_string()))
     );
 
-    // MTU: uplink 1500 − 50, and a full-size transfer needs no ICMP.
-    assert_eq!(link_mtu(p1, "eth0"), 1450);
+    // MTU: the NIC's 1600 − 50, and a full-size transfer needs no ICMP.
+    assert_eq!(link_mtu(p1, "eth0"), 1550);
+    assert_eq!(link_mtu(p2, "eth0"), 1550);
     let unreach_before = p1.snmp("Icmp", "InDestUnreachs");
     let (verified, _) = tcp_transfer(p1, p2, ips[1], 9000, 16 << 20);
     assert_eq!(verified, 16 << 20);
