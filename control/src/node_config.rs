@@ -12,6 +12,9 @@
 //! - `--uplink IFACE` (with or without a cluster): the uplink is that
 //!   interface, as an AF_PACKET port of the same name, with its IPv4
 //!   address (the Node's InternalIP when it holds several) and its MAC.
+//!   Such an uplink is the node's own NIC: it is shared (the kernel keeps
+//!   the address) and, unless the file has a `[host]`, the node reaches
+//!   the pods through a TAP `podswitch0` (see `crate::host`).
 //!
 //! A file with `[bridge]` keeps its hand-written addressing: nothing is
 //! derived but what `--uplink` asks for.
@@ -206,8 +209,14 @@ pub fn complete(mut table: Table, completion: &Completion) -> Result<NodeConfig,
         section.insert("port".into(), Value::String(uplink.name.clone()));
         section.insert("address".into(), Value::String(uplink.address.to_string()));
         section.insert("mac".into(), Value::String(uplink.mac.to_string()));
+        // The interface is the node's own NIC: its address stays the
+        // kernel's, and the node reaches pods through the host's port.
+        section.insert("shared".into(), Value::Boolean(true));
         table.insert("uplink".into(), Value::Table(section));
         add_uplink_port(&mut table, &uplink.name)?;
+        if !table.contains_key("host") {
+            add_host_port(&mut table)?;
+        }
     }
     NodeConfig::from_toml_str(&table.to_string())
 }
@@ -232,6 +241,30 @@ fn add_uplink_port(table: &mut Table, name: &str) -> Result<(), ConfigError> {
         port.insert("ifname".into(), Value::String(name.to_string()));
         ports.push(Value::Table(port));
     }
+    Ok(())
+}
+
+/// The host's port of a derived node: a TAP `podswitch0` in the node's
+/// namespace, named in `[host]`.
+pub const HOST_IFNAME: &str = "podswitch0";
+
+fn add_host_port(table: &mut Table) -> Result<(), ConfigError> {
+    let ports = table
+        .entry("ports")
+        .or_insert_with(|| Value::Array(Vec::new()));
+    let Some(ports) = ports.as_array_mut() else {
+        return Err(ConfigError::Parse(
+            "ports: must be an array of tables".into(),
+        ));
+    };
+    let mut port = Table::new();
+    port.insert("name".into(), Value::String(HOST_IFNAME.into()));
+    port.insert("kind".into(), Value::String("tap".into()));
+    port.insert("ifname".into(), Value::String(HOST_IFNAME.into()));
+    ports.push(Value::Table(port));
+    let mut host = Table::new();
+    host.insert("port".into(), Value::String(HOST_IFNAME.into()));
+    table.insert("host".into(), Value::Table(host));
     Ok(())
 }
 

@@ -33,14 +33,26 @@ fn an_empty_file_is_completed_from_the_node_and_the_interface() {
     assert_eq!(up.port, "eth0");
     assert_eq!(up.address, "192.168.50.2/24".parse().unwrap());
     assert_eq!(up.mac, "52:54:00:12:34:56".parse().unwrap());
-    assert_eq!(config.ports.len(), 1);
+    assert!(up.shared, "the node's NIC keeps its address");
+    assert_eq!(config.ports.len(), 2);
     assert_eq!(config.ports[0].name, "eth0");
     assert_eq!(config.ports[0].ifname.as_deref(), Some("eth0"));
     assert_eq!(
         config.ports[0].kind,
         podswitch_dataplane::config::PortKind::Afpacket
     );
-    podswitch_dataplane::config::Snapshot::build(&config, 1).expect("a usable node");
+    assert_eq!(config.ports[1].name, HOST_IFNAME);
+    assert_eq!(
+        config.ports[1].kind,
+        podswitch_dataplane::config::PortKind::Tap
+    );
+    assert_eq!(
+        config.host.as_ref().map(|h| h.port.as_str()),
+        Some(HOST_IFNAME)
+    );
+    let snapshot = podswitch_dataplane::config::Snapshot::build(&config, 1).expect("a usable node");
+    let host = snapshot.host.expect("host access");
+    assert_eq!(host.address, Ipv4Addr::new(10, 244, 1, 0));
 }
 
 #[test]
@@ -53,10 +65,11 @@ fn the_files_cluster_wide_settings_stay_and_its_sections_win() {
         config.nat.cluster_cidrs,
         vec!["10.244.0.0/16".parse().unwrap()]
     );
+    let named = |name: &str| config.ports.iter().filter(|p| p.name == name).count();
     assert_eq!(
-        config.ports.len(),
-        1,
-        "the file's port of that name is used"
+        (named("eth0"), config.ports.len()),
+        (1, 2),
+        "the file's port of that name is used (and the host's port added)"
     );
     assert_eq!(config.ports[0].rx_ring, Some(true));
 
