@@ -93,6 +93,21 @@ impl Drop for Netns {
     }
 }
 
+/// The MTU of `dev` in `ns` (0 if it cannot be read).
+pub fn link_mtu(ns: &Netns, dev: &str) -> u32 {
+    let out = Command::new("ip")
+        .args(["-n", &ns.name, "-o", "link", "show", dev])
+        .output()
+        .expect("ip link");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut words = text.split_whitespace();
+    words
+        .find(|w| *w == "mtu")
+        .and_then(|_| words.next())
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(0)
+}
+
 /// A veth pair: `a` in namespace `ns_a` (or the caller's), `b` in `ns_b`.
 pub fn veth(a: &str, ns_a: &Netns, b: &str, ns_b: &Netns) {
     ip(&[

@@ -29,8 +29,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use podswitch_tests::live::{
-    Daemon, Netns, cni_add, echo, ip, ping, root_or_skip, round_trip, serve, tcp_ask, tcp_transfer,
-    veth, wait_reachable,
+    Daemon, Netns, cni_add, echo, ip, link_mtu, ping, root_or_skip, round_trip, serve, tcp_ask,
+    tcp_transfer, veth, wait_reachable,
 };
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -62,20 +62,6 @@ fn underlay(tag: &str) -> (Netns, Netns) {
     ip(&["-n", &n1.name, "link", "set", "u1", "address", U1_MAC]);
     ip(&["-n", &n2.name, "link", "set", "u2", "address", U2_MAC]);
     (n1, n2)
-}
-
-fn link_mtu(ns: &Netns, dev: &str) -> u32 {
-    let out = Command::new("ip")
-        .args(["-n", &ns.name, "-o", "link", "show", dev])
-        .output()
-        .expect("ip link");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut words = text.split_whitespace();
-    words
-        .find(|w| *w == "mtu")
-        .and_then(|_| words.next())
-        .and_then(|m| m.parse().ok())
-        .unwrap_or(0)
 }
 
 fn stat(stats: &serde_json::Value, group: &str, key: &str) -> u64 {

@@ -25,7 +25,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use podswitch_tests::live::{
-    Daemon, Netns, cni_add, ip, root_or_skip, serve, tcp_ask, tcp_transfer, veth, wait_reachable,
+    Daemon, Netns, cni_add, ip, link_mtu, root_or_skip, serve, tcp_ask, tcp_transfer, veth,
+    wait_reachable,
 };
 
 const VNI: &str = "7";
@@ -105,20 +106,6 @@ impl Capture {
 fn ask(ns: &Netns, addr: Ipv4Addr, port: u16) -> Result<(String, String), String> {
     let target = SocketAddrV4::new(addr, port);
     ns.run(move || tcp_ask(target))
-}
-
-fn link_mtu(ns: &Netns, dev: &str) -> u32 {
-    let out = Command::new("ip")
-        .args(["-n", &ns.name, "-o", "link", "show", dev])
-        .output()
-        .expect("ip link");
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let mut words = text.split_whitespace();
-    words
-        .find(|w| *w == "mtu")
-        .and_then(|_| words.next())
-        .and_then(|m| m.parse().ok())
-        .unwrap_or(0)
 }
 
 struct Cluster {
