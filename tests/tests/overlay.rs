@@ -87,6 +87,26 @@ fn udp_exchange(client: &Netns, server: &Netns, server_ip: Ipv4Addr, count: usiz
     let addr = SocketAddr::V4(SocketAddrV4::new(server_ip, 7000));
     let sock = server.run(move || UdpSocket::bind(addr)).expect("bind UDP");
     sock.set_read_timeout(Some(Duration::from_millis(500))).ok();
+    // Room for every datagram at once: on a loaded machine the reader
+    // thread may not run for a while, and what this test counts is
+    // podswitch's losses, not the receive buffer's (`Udp RcvbufErrors`).
+    let room: libc::c_int = 8 << 20;
+    // SAFETY: setsockopt on a socket we own, with a c_int option value of the right size.
+    let forced = unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&sock),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&raw const room).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(
+        forced,
+        0,
+        "SO_RCVBUFFORCE: {}",
+        std::io::Error::last_os_error()
+    );
     let datagram =
         |i: usize| -> Vec<u8> { (0..(i * 37) % 3000 + 1).map(|k| (k + i) as u8).collect() };
     // Read while the client sends: reassembled datagrams fill a receive buffer quickly.
@@ -199,7 +219,7 @@ fn two_podswitch_nodes_icmp_tcp_udp() {
     let intact = udp_exchange(p1b, p2b, ips[3], 200);
     assert!(
         intact >= 190,
-        "UDP across nodes: {intact} of 200 arrived intact\nreceiver: {:?}",
+        "UDP across nodes: {intact} of 200 arrived intact\nreceiver: {:?}, UDP RcvbufErrors {}",
         [
             "ReasmReqds",
             "ReasmOKs",
@@ -209,6 +229,7 @@ fn two_podswitch_nodes_icmp_tcp_udp() {
             "InAddrErrors"
         ]
         .map(|f| (f, p2b.snmp("Ip", f))),
+        p2b.snmp("Udp", "RcvbufErrors"),
     );
     assert_eq!(p2b.snmp("Udp", "InCsumErrors"), 0);
     let intact = udp_exchange(p2a, p1a, ips[0], 100);
