@@ -152,6 +152,16 @@ pub fn veth_pod(
     ip(&["-n", &pod.name, "route", "add", "default", "via", &via]);
 }
 
+/// An external host on the node's uplink: namespace `{tag}-ext` whose
+/// `eth0` (with `addr`/24) is the peer of `up0` in `node`.
+pub fn uplink_host(node: &Netns, tag: &str, addr: Ipv4Addr) -> Netns {
+    let ext = Netns::new(&format!("{tag}-ext"));
+    veth("up0", node, "eth0", &ext);
+    let cidr = format!("{addr}/24");
+    ip(&["-n", &ext.name, "addr", "add", &cidr, "dev", "eth0"]);
+    ext
+}
+
 /// How [`Daemon::launch`] starts `podswitchd run` besides its files.
 #[derive(Debug, Clone, Copy)]
 pub struct Launch<'a> {

@@ -10,9 +10,10 @@
 use std::sync::Arc;
 
 use crate::config::Snapshot;
+use crate::io::egress_mtu;
 use crate::pipeline::{
-    BATCH_SIZE, Batch, DropReason, Event, Frame, GsoKind, MAX_FRAME_LEN, Pipeline, PortId,
-    SharedTables, Verdict,
+    BATCH_SIZE, Batch, DropReason, Event, Frame, MAX_FRAME_LEN, Pipeline, PortId, SharedTables,
+    Verdict,
 };
 
 const BATCH_WINDOW_NS: u64 = 1_000_000;
@@ -126,6 +127,7 @@ pub fn replay(snapshot: Arc<Snapshot>, mut frames: Vec<InputFrame>) -> ReplayRes
     let mut outputs = Outputs {
         ports: vec![Vec::new(); snapshot.port_id_limit()],
         scratch: Frame::with_capacity(MAX_FRAME_LEN),
+        fragment_scratch: Frame::with_capacity(MAX_FRAME_LEN),
     };
     let mut batch = Batch::new(MAX_FRAME_LEN);
     let mut oversize = 0u64;
@@ -162,10 +164,11 @@ pub fn replay(snapshot: Arc<Snapshot>, mut frames: Vec<InputFrame>) -> ReplayRes
     }
 }
 
-/// What the ports sent, and the worker's scratch frame for fragments.
+/// What the ports sent, and the worker's scratch frames for segments and fragments.
 struct Outputs {
     ports: Vec<Vec<OutputFrame>>,
     scratch: Frame,
+    fragment_scratch: Frame,
 }
 
 fn tick_until(
@@ -188,9 +191,13 @@ fn run_batch(pipeline: &mut Pipeline, batch: &mut Batch, outputs: &mut Outputs, 
     pipeline.process(batch, now);
     let snapshot = pipeline.snapshot().clone();
     let counters = pipeline.counters().clone();
-    let Outputs { ports, scratch } = outputs;
-    // As the worker sends: an IPv4 packet longer than the port's MTU
-    // (without DF) leaves in fragments.
+    let Outputs {
+        ports,
+        scratch,
+        fragment_scratch,
+    } = outputs;
+    // As the worker sends: a frame longer than the port's MTU is cut to it
+    // (`io::egress_mtu`).
     let mut send = |port: PortId, frame: &Frame| {
         let Some(out) = ports.get_mut(usize::from(port.0)) else {
             return;
@@ -205,12 +212,10 @@ fn run_batch(pipeline: &mut Pipeline, batch: &mut Batch, outputs: &mut Outputs, 
         let mtu = snapshot
             .port(port)
             .map_or(usize::MAX, |p| usize::from(p.mtu));
-        if frame.offload.gso == GsoKind::None && crate::io::fragment::exceeds_mtu(frame.data(), mtu)
-        {
-            let cut = crate::io::fragment::fragment(frame.data(), mtu, scratch, |f| push(f.data()));
+        if frame.encap_len == 0 && egress_mtu::exceeds(frame, mtu) {
+            let cut = egress_mtu::cut(frame, mtu, scratch, fragment_scratch, |f| push(f.data()));
             match cut {
-                Ok(_) => counters.event(Event::Ipv4Fragmented),
-                Err(crate::io::fragment::FragmentError::DontFragment) => push(frame.data()),
+                Ok(cut) => cut.count(frame, &counters),
                 Err(_) => counters.count_drop(DropReason::TxOffloadError),
             }
         } else {

@@ -81,6 +81,8 @@ pub struct Worker {
     epoch: Instant,
     batch: Batch,
     scratch: Frame,
+    /// Where a segment too long for its port is cut into fragments.
+    fragment_scratch: Frame,
     dirty: Vec<bool>,
     busy_poll_ns: u64,
     commands: Option<Receiver<WorkerCommand>>,
@@ -105,6 +107,7 @@ impl Worker {
             epoch: setup.epoch,
             batch: Batch::new(MAX_FRAME_LEN),
             scratch: Frame::with_capacity(MAX_FRAME_LEN),
+            fragment_scratch: Frame::with_capacity(MAX_FRAME_LEN),
             dirty,
             busy_poll_ns: u64::try_from(setup.busy_poll.as_nanos()).unwrap_or(u64::MAX),
             commands: setup.commands,
@@ -320,7 +323,8 @@ impl Worker {
     /// Sends frame `i` of the batch out of `port`, in software-offloaded
     /// segments if the queue cannot take the frame's offload state.
     fn send(&mut self, port: PortId, i: usize) {
-        if self.too_long_for(port, i) && self.send_fragments(port, i) {
+        if self.too_long_for(port, i) {
+            self.send_cut(port, i);
             return;
         }
         let counters = self.pipeline.counters();
@@ -393,8 +397,9 @@ impl Worker {
         );
     }
 
-    /// True when frame `i` is an IPv4 packet (not a GSO super-frame) longer
-    /// than `port`'s MTU.
+    /// True when frame `i` is longer on the wire than `port`'s MTU (a GSO
+    /// super-frame: its segments; an encapsulated one is cut to the
+    /// uplink's MTU by `segment_encapsulated`).
     #[inline]
     fn too_long_for(&self, port: PortId, i: usize) -> bool {
         let Some((frame, _)) = self.batch.get(i) else {
@@ -402,9 +407,8 @@ impl Worker {
         };
         // No port's MTU is below 576: shorter frames skip the port lookup.
         frame.len() > crate::wire::ethernet::HEADER_LEN + 576
-            && frame.offload.gso == GsoKind::None
             && frame.encap_len == 0
-            && crate::io::fragment::exceeds_mtu(frame.data(), self.mtu(port))
+            && crate::io::egress_mtu::exceeds(frame, self.mtu(port))
     }
 
     /// The MTU of `port`.
@@ -415,31 +419,27 @@ impl Worker {
             .map_or(usize::MAX, |p| usize::from(p.mtu))
     }
 
-    /// Sends frame `i`, an IPv4 packet longer than `port`'s MTU, in
-    /// fragments (its partial checksum completed first). False, and
-    /// nothing sent, when it has DF set: then it goes as it is.
+    /// Sends frame `i`, longer than `port`'s MTU, cut to it: in segments,
+    /// and packets without DF in fragments. What cannot be cut (DF, not
+    /// IPv4) is not sent: counted as `mtu_exceeded`.
     #[cold]
-    fn send_fragments(&mut self, port: PortId, i: usize) -> bool {
+    fn send_cut(&mut self, port: PortId, i: usize) {
         let mtu = self.mtu(port);
-        let frame = self.batch.frame_mut(i);
-        if let Some((start, offset)) = frame.offload.csum {
-            let (start, offset) = (usize::from(start), usize::from(offset));
-            if crate::io::gso::complete_checksum(frame.data_mut(), start, offset).is_ok() {
-                frame.offload.csum = None;
-            }
-        }
         let counters = self.pipeline.counters();
         let Some((frame, _)) = self.batch.get(i) else {
-            return true;
+            return;
         };
         let Some(Some(queue)) = self.queues.get_mut(usize::from(port.0)) else {
-            return true;
+            counters.count_drop(DropReason::TxError);
+            mirror_sent(&self.pipeline, port, frame.in_port, frame.data(), false);
+            return;
         };
         if let Some(dirty) = self.dirty.get_mut(usize::from(port.0)) {
             *dirty = true;
         }
         let pipeline = &self.pipeline;
-        let result = crate::io::fragment::fragment(frame.data(), mtu, &mut self.scratch, |f| {
+        let (scratch, fragments) = (&mut self.scratch, &mut self.fragment_scratch);
+        let result = crate::io::egress_mtu::cut(frame, mtu, scratch, fragments, |f| {
             let sent = queue.send(f);
             match sent {
                 Ok(()) => counters.tx(port, f.len()),
@@ -447,32 +447,54 @@ impl Worker {
             }
             mirror_sent(pipeline, port, frame.in_port, f.data(), sent.is_ok());
         });
-        match result {
-            Ok(_) => counters.event(Event::Ipv4Fragmented),
-            Err(crate::io::fragment::FragmentError::DontFragment) => return false,
-            Err(_) => counters.count_drop(DropReason::TxOffloadError),
+        let cut = match result {
+            Ok(cut) => cut,
+            Err(_) => {
+                counters.count_drop(DropReason::TxOffloadError);
+                return;
+            }
+        };
+        cut.count(frame, counters);
+        if cut.refused > 0 {
+            mirror_refused(pipeline, port, frame, DropReason::MtuExceeded);
         }
-        true
     }
 
+    /// Sends what the queues hold; the frames a queue could not send are
+    /// counted when its device drops are read.
     fn flush(&mut self) {
         for (i, dirty) in self.dirty.iter_mut().enumerate() {
             if core::mem::take(dirty)
                 && let Some(Some(q)) = self.queues.get_mut(i)
-                && q.flush().is_err()
             {
-                self.pipeline.counters().count_drop(DropReason::TxError);
+                let _ = q.flush();
             }
         }
     }
 }
 
-/// Adds what `queue` (of `port`) lost on receive since the last call to the port's counters.
+/// Adds what `queue` (of `port`) lost since the last call to the port's counters
+/// (receive) and to the drops (frames it took to send that did not go out).
 fn count_device_drops(queue: &mut dyn PortQueue, counters: &WorkerCounters, port: PortId) {
     let drops = queue.take_device_drops();
+    let clamp = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
+    counters.add_drops(DropReason::TxTooBig, clamp(drops.tx_too_big));
+    counters.add_drops(DropReason::TxError, clamp(drops.tx_failed));
     if let Some(c) = counters.port(port) {
         c.rx_errors.add(drops.errors);
         c.rx_dropped.add(drops.dropped);
+    }
+}
+
+/// Mirror hook of a frame the output refused for `reason`: a drop,
+/// selected by its output port.
+#[cold]
+fn mirror_refused(pipeline: &Pipeline, port: PortId, frame: &Frame, reason: DropReason) {
+    if pipeline.mirror_active(MirrorStage::Drop) {
+        let note = MirrorNote::new(MirrorStage::Drop, frame.in_port)
+            .with_out_port(port)
+            .with_verdict(Verdict::Drop(reason));
+        pipeline.mirror(MirrorStage::Drop, port, frame.data(), note);
     }
 }
 
@@ -611,6 +633,25 @@ mod tests {
         }
     }
 
+    /// Runs a worker whose port a receives `frames` (flooded: their
+    /// destination MACs are unknown); returns its counters and what port b
+    /// (MTU 1280) sent.
+    fn flooded_from_a(
+        frames: Vec<(Vec<u8>, crate::pipeline::Offload)>,
+    ) -> (Arc<WorkerCounters>, Vec<Vec<u8>>) {
+        let sent = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let queue = |frames, sent| ScriptedQueue {
+            ready: FailingQueue::new(0, DeviceDrops::default()),
+            frames,
+            sent,
+        };
+        let a = queue(frames, Arc::default());
+        let b = queue(vec![], Arc::clone(&sent));
+        let (counters, _) = run(vec![Some(Box::new(a)), Some(Box::new(b))]);
+        let sent = sent.lock().unwrap().clone();
+        (counters, sent)
+    }
+
     /// Runs a worker over `queues` (ports 0 and 1) for a moment.
     fn run(queues: Vec<Option<Box<dyn PortQueue>>>) -> (Arc<WorkerCounters>, Arc<PortStates>) {
         let config = NodeConfig::from_toml_str(
@@ -646,11 +687,16 @@ mod tests {
         let drops = DeviceDrops {
             errors: 2,
             dropped: 5,
+            tx_too_big: 3,
+            tx_failed: 4,
         };
         let (counters, states) = run(vec![
             Some(Box::new(FailingQueue::new(libc::EIO, drops))),
             Some(Box::new(FailingQueue::new(libc::EBADFD, drops))),
         ]);
+        // Frames the queues took to send and the kernel refused are drops.
+        assert_eq!(counters.drops(DropReason::TxTooBig), 2 * 3);
+        assert_eq!(counters.drops(DropReason::TxError), 2 * 4);
         let a = counters.port(PortId(0)).unwrap();
         assert!(a.rx_errors.get() > 2, "each failed read counts");
         assert_eq!(a.rx_dropped.get(), 5);
@@ -689,16 +735,7 @@ mod tests {
             csum: Some((34, 6)),
             ..Default::default()
         };
-        let sent = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let queue = |frames| ScriptedQueue {
-            ready: FailingQueue::new(0, DeviceDrops::default()),
-            frames,
-            sent: Arc::clone(&sent),
-        };
-        let mut a = queue(vec![(frame, partial)]);
-        a.sent = Arc::default();
-        let (counters, _) = run(vec![Some(Box::new(a)), Some(Box::new(queue(vec![])))]);
-        let fragments = sent.lock().unwrap().clone();
+        let (counters, fragments) = flooded_from_a(vec![(frame, partial)]);
         let sizes: Vec<usize> = fragments.iter().map(Vec::len).collect();
         assert_eq!(sizes, [14 + 1276, 14 + 1276, 14 + 20 + 468]);
         assert_eq!(counters.events(Event::Ipv4Fragmented), 1);
@@ -711,5 +748,54 @@ mod tests {
             whole = whole.or(pool.process_sliced_packet(&sliced, (), ()).unwrap());
         }
         assert_eq!(whole.unwrap().payload, original[34..]);
+    }
+
+    #[test]
+    fn a_frame_that_cannot_be_cut_to_the_mtu_is_never_sent() {
+        // Flooded from port a to port b (MTU 1280): a 3,000-byte UDP
+        // datagram with DF, an IPv6 frame as long, and a USO super-frame
+        // without DF whose 2,000-byte datagrams must go in fragments.
+        let payload: Vec<u8> = (0..2972u32).map(|i| (i % 251) as u8).collect();
+        let (src, dst) = ([2, 0, 0, 0, 0, 2], [2, 0, 0, 0, 0, 3]);
+        let mut df = Vec::new();
+        etherparse::PacketBuilder::ethernet2(src, dst)
+            .ipv4([10, 244, 1, 2], [10, 244, 1, 3], 64)
+            .udp(40000, 7000)
+            .write(&mut df, &payload)
+            .unwrap();
+        let mut v6 = Vec::new();
+        etherparse::PacketBuilder::ethernet2(src, dst)
+            .ipv6(
+                [0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2],
+                [0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3],
+                64,
+            )
+            .udp(40000, 7000)
+            .write(&mut v6, &payload)
+            .unwrap();
+        let mut uso = Vec::new();
+        etherparse::PacketBuilder::ethernet2(src, dst)
+            .ipv4([10, 244, 1, 2], [10, 244, 1, 3], 64)
+            .udp(40000, 7000)
+            .write(&mut uso, &[7u8; 4000])
+            .unwrap();
+        uso[20] &= !0x40;
+        let mut ip = crate::wire::Ipv4Packet::new_checked(&mut uso[14..]).unwrap();
+        ip.fill_checksum();
+        let uso_offload = crate::pipeline::Offload {
+            gso: GsoKind::UdpL4,
+            gso_size: 2000,
+            hdr_len: 42,
+            ..Default::default()
+        };
+        let plain = crate::pipeline::Offload::default();
+        let frames = vec![(df, plain), (v6, plain), (uso, uso_offload)];
+        let (counters, sent) = flooded_from_a(frames);
+        let sizes: Vec<usize> = sent.iter().map(Vec::len).collect();
+        // Each 2,028-byte datagram in two fragments; nothing else.
+        assert_eq!(sizes, [14 + 1276, 14 + 20 + 752, 14 + 1276, 14 + 20 + 752]);
+        assert_eq!(counters.drops(DropReason::MtuExceeded), 2);
+        assert_eq!(counters.events(Event::Ipv4Fragmented), 2);
+        assert_eq!(counters.events(Event::GsoSegmented), 1);
     }
 }

@@ -20,7 +20,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use podswitch_tests::live::{
-    Daemon, Netns, Servers, ip, root_or_skip, serve, tap_port, tcp_ask, veth, wait_reachable,
+    Daemon, Netns, Servers, root_or_skip, serve, tap_port, tcp_ask, uplink_host, wait_reachable,
 };
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -63,17 +63,7 @@ fn cluster(tag: &str, workers: usize) -> Cluster {
     let pods: Vec<Netns> = (1..=3)
         .map(|i| Netns::new(&format!("{tag}-s{i}")))
         .collect();
-    let ext = Netns::new(&format!("{tag}-ext"));
-    veth("up0", &node, "eth0", &ext);
-    ip(&[
-        "-n",
-        &ext.name,
-        "addr",
-        "add",
-        &format!("{EXT_IP}/24"),
-        "dev",
-        "eth0",
-    ]);
+    let ext = uplink_host(&node, tag, EXT_IP);
     let mut config = format!(
         "[node]\nname = \"{tag}\"\n[bridge]\ngateway = \"{GW}/24\"\ngateway_mac = \"02:00:0a:f4:01:01\"\n\
          [uplink]\nport = \"up0\"\naddress = \"{NODE_IP}/24\"\nmac = \"02:00:c0:a8:32:02\"\n\

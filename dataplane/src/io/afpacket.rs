@@ -36,7 +36,9 @@
 //! error of the first unsent message, so the next call starts with that
 //! message. If the kernel refuses it (`EMSGSIZE`, `EINVAL`), only that
 //! frame is dropped. If the socket is full (`EAGAIN`, `ENOBUFS`), the rest
-//! of the batch is dropped. Every drop bumps a counter in [`AfPacketStats`].
+//! of the batch is dropped. Every drop bumps a counter in [`AfPacketStats`],
+//! and the worker counts them as drops through
+//! [`PortQueue::take_device_drops`] (`tx_too_big` for `EMSGSIZE`).
 //!
 //! Seen on Linux 6.18 over veth (the tests check each point):
 //!
@@ -268,6 +270,13 @@ pub struct AfPacketStats {
     /// Frames given to `send` that were not sent: too large for the
     /// arena, refused by the kernel, or dropped when the socket was full.
     pub tx_errors: u64,
+    /// Of those, the frames `send` took (it returned `Ok`) that did not go
+    /// out: the caller learns of them only through
+    /// [`PortQueue::take_device_drops`].
+    pub tx_unsent: u64,
+    /// Of those, the frames the kernel refused as longer than the
+    /// interface takes (`EMSGSIZE`: its MTU, or a GSO segment's).
+    pub tx_too_big: u64,
 }
 
 /// One AF_PACKET socket with its receive ring: one queue of one port.
@@ -562,23 +571,32 @@ impl AfPacketQueue {
                 Ok(_) => break,
                 Err(err) => match classify(&err) {
                     SendFailure::Message => {
-                        self.stats.tx_errors += 1;
+                        if err.raw_os_error() == Some(libc::EMSGSIZE) {
+                            self.stats.tx_too_big += 1;
+                        }
+                        self.count_unsent(1);
                         next += 1;
                     }
                     SendFailure::Full => break,
                     SendFailure::Socket => {
-                        self.stats.tx_errors += (count - next) as u64;
+                        self.count_unsent(count - next);
                         return Err(err);
                     }
                 },
             }
         }
-        self.stats.tx_errors += (count - next) as u64;
+        self.count_unsent(count - next);
         Ok(())
     }
 }
 
 impl AfPacketQueue {
+    /// Counts `n` frames `send` took that will not go out.
+    fn count_unsent(&mut self, n: usize) {
+        self.stats.tx_errors += n as u64;
+        self.stats.tx_unsent += n as u64;
+    }
+
     /// Receives from the TPACKET_V3 ring.
     fn recv_ring(&mut self, batch: &mut Batch, port: PortId, now_ns: u64) -> io::Result<usize> {
         let Some(ring) = self.ring.as_mut() else {
@@ -714,7 +732,7 @@ impl PortQueue for AfPacketQueue {
     fn send(&mut self, frame: &Frame) -> io::Result<()> {
         let len = self.vnet_len + frame.len();
         if len > self.tx.arena.len() {
-            self.stats.tx_errors += 1;
+            self.count_unsent(1);
             return Ok(());
         }
         if !self.tx.has_room(len)
@@ -728,7 +746,7 @@ impl PortQueue for AfPacketQueue {
             tx.arena.get_mut(tx.used..tx.used + len),
             tx.msgs.get_mut(tx.count),
         ) else {
-            self.stats.tx_errors += 1;
+            self.count_unsent(1);
             return Ok(());
         };
         let (hdr, data) = dst.split_at_mut(self.vnet_len);
@@ -786,14 +804,18 @@ impl PortQueue for AfPacketQueue {
     }
 
     /// The kernel's drops (ring or socket buffer full, read with
-    /// `PACKET_STATISTICS`) and the packets skipped as unusable, since the last call.
+    /// `PACKET_STATISTICS`), the packets skipped as unusable, and the frames
+    /// `send` took that did not go out, since the last call.
     fn take_device_drops(&mut self) -> DeviceDrops {
         let (now, before) = (self.stats(), self.stats_taken);
         self.stats_taken = now;
         let unusable = |s: &AfPacketStats| s.rx_bad_vnet + s.rx_oversized + s.rx_bad_blocks;
+        let too_big = now.tx_too_big - before.tx_too_big;
         DeviceDrops {
             errors: unusable(&now) - unusable(&before),
             dropped: now.rx_drops_ring - before.rx_drops_ring,
+            tx_too_big: too_big,
+            tx_failed: (now.tx_unsent - before.tx_unsent).saturating_sub(too_big),
         }
     }
 }

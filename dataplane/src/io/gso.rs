@@ -266,6 +266,19 @@ pub fn segment<E: From<GsoError>>(
     Ok(emitted)
 }
 
+/// The length of the longest wire frame `frame` becomes: itself, or for a
+/// GSO super-frame its longest segment (headers plus `gso_size`), which is
+/// what an MTU limits (Linux's `skb_gso_validate_network_len`). `None` for
+/// a super-frame [`Segmenter`] refuses.
+pub fn longest_wire_frame(frame: &[u8], offload: &Offload) -> Option<usize> {
+    if offload.gso == GsoKind::None {
+        return Some(frame.len());
+    }
+    Segmenter::new(frame, offload)
+        .ok()
+        .map(|s| s.max_segment_len())
+}
+
 /// Where the headers of a validated super-frame lie.
 #[derive(Clone, Copy, Debug)]
 struct Layout {

@@ -7,7 +7,8 @@
 //!   [`afpacket`] (a TPACKET_V3 ring per worker in a fanout group), both with
 //!   virtio-net headers ([`vnet`]); [`gso`] cuts super-frames and completes
 //!   partial checksums for ports without offloads, [`fragment`] cuts IPv4
-//!   packets longer than a port's MTU into fragments; [`poll`] waits on a
+//!   packets longer than a port's MTU into fragments, [`egress_mtu`] cuts
+//!   any frame to its port's MTU with both; [`poll`] waits on a
 //!   worker's queues; [`port_state`] says which ports are down and why.
 //! - Memory: [`hugemem`] puts the big random-access tables in huge pages
 //!   and gives the prefetch hint the NAT stage uses before taking a lock.
@@ -16,6 +17,7 @@
 //! `// SAFETY:` line per block.
 
 pub mod afpacket;
+pub mod egress_mtu;
 pub mod fragment;
 pub mod gso;
 pub mod hugemem;

@@ -10,7 +10,7 @@ use std::os::fd::RawFd;
 
 use crate::pipeline::{Batch, Frame, PortId};
 
-/// Frames a queue's device lost on receive since the last
+/// Frames a queue's device lost since the last
 /// [`PortQueue::take_device_drops`], by kind.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DeviceDrops {
@@ -21,6 +21,12 @@ pub struct DeviceDrops {
     /// Frames the kernel dropped before we read them: the AF_PACKET ring
     /// or socket buffer was full.
     pub dropped: u64,
+    /// Frames [`PortQueue::send`] took that the kernel then refused as
+    /// longer than the device takes (`EMSGSIZE`).
+    pub tx_too_big: u64,
+    /// Other frames [`PortQueue::send`] took that did not go out (refused,
+    /// or dropped when the socket was full or failed at flush).
+    pub tx_failed: u64,
 }
 
 /// One queue of one port, owned by one worker.
@@ -44,7 +50,9 @@ pub trait PortQueue: Send {
     /// segments it and completes its checksums first.
     fn send(&mut self, frame: &Frame) -> std::io::Result<()>;
 
-    /// Sends whatever [`PortQueue::send`] queued.
+    /// Sends whatever [`PortQueue::send`] queued. Frames it could not
+    /// send are reported by [`PortQueue::take_device_drops`]; the error
+    /// says why.
     fn flush(&mut self) -> std::io::Result<()>;
 
     /// True when the device takes GSO super-frames and partial checksums

@@ -489,7 +489,10 @@ impl PortQueue for TapQueue {
     fn take_device_drops(&mut self) -> DeviceDrops {
         let errors = self.rx_errors - self.rx_errors_taken;
         self.rx_errors_taken = self.rx_errors;
-        DeviceDrops { errors, dropped: 0 }
+        DeviceDrops {
+            errors,
+            ..DeviceDrops::default()
+        }
     }
 }
 

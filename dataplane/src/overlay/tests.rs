@@ -868,3 +868,5 @@ fn mirror_sees_the_inner_frame_before_and_the_outer_frame_after_encapsulation() 
     assert_eq!(post.0, out[0].0);
     assert_outer(&post.0, frame.len(), false);
 }
+
+mod decap_mtu;

@@ -150,6 +150,18 @@ named_enum! {
         NeighbourUnresolved => "neighbour_unresolved",
         /// No free slot in the batch for a generated frame.
         BatchFull => "batch_full",
+        /// An IPv4 packet with DF (or a GSO super-frame whose segments)
+        /// longer than the MTU of the port it would leave by: ICMP
+        /// fragmentation needed with that MTU goes back to its sender (when
+        /// the rate limit allows). One without DF is sent in fragments.
+        FragNeeded => "frag_needed",
+        /// A frame longer than the MTU of the port it was to leave by that
+        /// could neither be fragmented nor refused with ICMP (a flooded
+        /// copy with DF, a frame that is not IPv4): not sent.
+        MtuExceeded => "mtu_exceeded",
+        /// The kernel refused a frame as longer than the device takes
+        /// (`EMSGSIZE`: the device's MTU is below the port's `mtu`).
+        TxTooBig => "tx_too_big",
         /// The output device refused the frame (queue full, device gone).
         TxError => "tx_error",
         /// A GSO super-frame or partial checksum could not be completed in

@@ -374,6 +374,11 @@ impl Pipeline {
         let Some(src_mac) = self.snapshot.l3_interface(flow.iface).map(|l3| l3.mac) else {
             return FlowCacheResult::Miss(None);
         };
+        // Too long for its port with DF: the full path refuses it (and,
+        // without a key, does not cache the error's way back).
+        if self.refused_mtu(frame, flow.out_port).is_some() {
+            return FlowCacheResult::Miss(None);
+        }
         let Some(ip) = frame.data_mut().get_mut(l3..) else {
             return FlowCacheResult::Miss(None);
         };

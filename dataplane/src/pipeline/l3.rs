@@ -124,7 +124,11 @@ impl Pipeline {
             tuning.neighbour_reachable_ns,
         ) {
             Lookup::Reachable(mac) => {
-                let verdict = self.forward_resolved(batch.frame_mut(i), next_hop.iface, mac);
+                let frame = batch.frame_mut(i);
+                if let Some(mtu) = self.refused_mtu_toward(frame, next_hop.iface, mac) {
+                    return self.refuse_too_long(frame, iface, mtu, now);
+                }
+                let verdict = self.forward_resolved(frame, next_hop.iface, mac);
                 if let Some(key) = flow_key {
                     let next_hop = (next_hop.iface, (next_hop.addr, mac));
                     self.flow_cache_remember(key, next_hop, verdict, now);
@@ -140,7 +144,11 @@ impl Pipeline {
                 ) {
                     self.send_arp_request(batch, next_hop.iface, next_hop.addr);
                 }
-                self.forward_resolved(batch.frame_mut(i), next_hop.iface, mac)
+                let frame = batch.frame_mut(i);
+                if let Some(mtu) = self.refused_mtu_toward(frame, next_hop.iface, mac) {
+                    return self.refuse_too_long(frame, iface, mtu, now);
+                }
+                self.forward_resolved(frame, next_hop.iface, mac)
             }
             Lookup::Unknown => self.hold(batch, i, next_hop.iface, next_hop.addr, now),
         }

@@ -28,6 +28,7 @@ mod gateway;
 mod host;
 mod l2;
 mod l3;
+mod mtu;
 mod nat_hook;
 mod neighbour;
 mod overlay;
@@ -340,10 +341,13 @@ impl Pipeline {
             self.counters.event(Event::MulticastFlooded);
             return Verdict::Flood;
         }
-        if l2.ethertype == EtherType::IPV4
-            && let Some(v) = self.nat_bridged(batch, i, l2.l3_offset, now)
-        {
-            return v;
+        if l2.ethertype == EtherType::IPV4 {
+            if let Some(v) = self.bridged_too_long(batch.frame_mut(i), l2.dst, now) {
+                return v;
+            }
+            if let Some(v) = self.nat_bridged(batch, i, l2.l3_offset, now) {
+                return v;
+            }
         }
         l2::unicast_verdict(&self.macs, &self.counters, l2.dst, in_port)
     }

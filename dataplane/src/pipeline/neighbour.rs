@@ -324,7 +324,7 @@ impl Pipeline {
                 super::neighbour::Lookup::Unknown => None,
             };
             if let Some(mac) = mac {
-                if self.release(batch, p, mac) {
+                if self.release(batch, p, mac, now) {
                     self.hold.pending.swap_remove(p);
                     continue;
                 }
@@ -353,8 +353,9 @@ impl Pipeline {
     }
 
     /// Moves the held frames of pending entry `p` into the batch, rewritten
-    /// for `mac`. Returns false if the batch filled up before all were out.
-    fn release(&mut self, batch: &mut Batch, p: usize, mac: MacAddr) -> bool {
+    /// for `mac` (or, too long for their port with DF, refused with ICMP).
+    /// Returns false if the batch filled up before all were out.
+    fn release(&mut self, batch: &mut Batch, p: usize, mac: MacAddr, now: u64) -> bool {
         let iface = self.hold.pending[p].iface;
         while self.hold.pending[p].held > 0 {
             let Some(j) = batch.alloc_generated() else {
@@ -369,10 +370,14 @@ impl Pipeline {
                 &mut self.hold.buffers[usize::from(slot)],
             );
             self.hold.free.push(slot);
+            let frame = batch.frame_mut(j);
             let verdict = if self.hold.encapsulated & (1u64 << (slot % 64)) != 0 {
-                self.forward_encapsulated(batch.frame_mut(j), mac)
+                self.forward_encapsulated(frame, mac)
+            } else if let Some(mtu) = self.refused_mtu_toward(frame, iface, mac) {
+                let arrived = self.arrival_iface(frame.in_port);
+                self.refuse_too_long(frame, arrived, mtu, now)
             } else {
-                self.forward_resolved(batch.frame_mut(j), iface, mac)
+                self.forward_resolved(frame, iface, mac)
             };
             if let Verdict::Drop(r) = verdict {
                 self.counters.count_drop(r);

@@ -607,4 +607,5 @@ proptest! {
 
 mod echo_fragments;
 mod ipv6_guard;
+mod mtu;
 mod shared_uplink;

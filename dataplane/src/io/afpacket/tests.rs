@@ -565,6 +565,9 @@ fn a_refused_frame_does_not_drop_the_rest_of_the_batch() {
     assert_eq!(seqs, (0..21).filter(|&s| s != 10).collect::<Vec<_>>());
     let stats = queue.stats();
     assert_eq!((stats.tx_packets, stats.tx_errors), (20, 1), "{stats:?}");
+    // The refusal (EMSGSIZE: longer than the veth's MTU) reaches the worker.
+    let drops = queue.take_device_drops();
+    assert_eq!((drops.tx_too_big, drops.tx_failed), (1, 0), "{drops:?}");
 }
 
 /// Another socket on the same interface transmits: the queue's ring must

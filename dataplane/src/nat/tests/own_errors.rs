@@ -123,3 +123,78 @@ fn frag_needed_over_the_overlay_quotes_the_cluster_ip() {
     // What fits is DNATed and encapsulated.
     assert_eq!(n.verdict(A, big(1422)), Verdict::Forward(UP));
 }
+
+/// The base config with pod-b's and the uplink's MTU at 1280.
+fn small_mtu_config() -> NodeConfig {
+    let mut cfg = config(WEB_ON_B);
+    for p in &mut cfg.ports {
+        if p.name == "pod-b" || p.name == "up0" {
+            p.mtu = Some(1280);
+        }
+    }
+    cfg
+}
+
+/// The next-hop MTU of the ICMP fragmentation needed in `frame`.
+fn next_hop_mtu(frame: &[u8]) -> u16 {
+    assert_eq!(&frame[34..36], &[3, 4], "fragmentation needed");
+    u16::from_be_bytes([frame[40], frame[41]])
+}
+
+/// Sends `frame` from pod-a; it must come back as fragmentation needed
+/// with MTU 1280 from the gateway; returns what the error quotes.
+fn refused(n: &mut Node, frame: Vec<u8>) -> Option<(Ep, Ep)> {
+    let out = n.send(A, frame);
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].1, Verdict::Forward(A));
+    assert_eq!(next_hop_mtu(&out[0].0), 1280);
+    let err = facts(&out[0].0);
+    assert_eq!((err.src.0, err.dst.0, err.dst_mac), (GW, IP_A, MAC_A));
+    err.inner
+}
+
+#[test]
+fn frag_needed_about_a_service_packet_quotes_the_cluster_ip() {
+    let mut n = Node::with(
+        small_mtu_config(),
+        SharedTables::new(4096, Timeouts::default()),
+    );
+    // UDP with DF to the dns ClusterIP, whose endpoint is on pod-b (MTU 1280).
+    let query = |len: usize| udp((MAC_A, GW_MAC), CLIENT, (DNS, 53), &vec![7u8; len]);
+    assert_eq!(refused(&mut n, query(1400)), Some((CLIENT, (DNS, 53))));
+    assert_eq!(n.drops(DropReason::FragNeeded), 1);
+    // What fits is translated to the endpoint.
+    let out = n.through(A, query(1200), B);
+    assert_eq!(out.dst, (IP_B, 5353));
+}
+
+#[test]
+fn frag_needed_about_a_masqueraded_packet_quotes_the_pod() {
+    let mut n = Node::with(
+        small_mtu_config(),
+        SharedTables::new(4096, Timeouts::default()),
+    );
+    let out = n.through(A, udp((MAC_A, GW_MAC), CLIENT, (REMOTE, 443), b"hello"), UP);
+    assert_eq!(out.src.0, NODE, "masqueraded");
+    let big = udp((MAC_A, GW_MAC), CLIENT, (REMOTE, 443), &[9u8; 1400]);
+    assert_eq!(refused(&mut n, big), Some((CLIENT, (REMOTE, 443))));
+}
+
+#[test]
+fn a_cached_flow_too_long_for_its_port_is_refused_and_stays_cached() {
+    let mut n = Node::with(
+        small_mtu_config(),
+        SharedTables::new(4096, Timeouts::default()),
+    );
+    handshake(&mut n, CLIENT);
+    n.through(A, to_web(CLIENT, 101, Flags::Ack(501), b"x"), B);
+    let hits = n.events(Event::FlowCacheHit);
+    assert_eq!(hits, 1, "the flow is cached");
+    // A segment too long for pod-b: refused, quoting the ClusterIP.
+    let big = to_web(CLIENT, 102, Flags::Ack(501), &[b'y'; 1400]);
+    assert_eq!(refused(&mut n, big), Some((CLIENT, (WEB, 80))));
+    // The next segment that fits still takes the cache to pod-b.
+    let out = n.through(A, to_web(CLIENT, 102, Flags::Ack(501), &[b'z'; 1200]), B);
+    assert_eq!(out.dst, (IP_B, 8080));
+    assert_eq!(n.events(Event::FlowCacheHit), hits + 1);
+}
