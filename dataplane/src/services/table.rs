@@ -203,6 +203,13 @@ impl ServiceEntry {
             .filter(|&p| p > 0 && wanted <= p.saturating_mul(2) && p <= wanted.saturating_mul(4))
             .unwrap_or(wanted);
         let maglev = Maglev::with_size(&selectable, size);
+        let selectable: Arc<[Backend]> = selectable.into();
+        // Usually every backend is ready: one list then serves as both.
+        let all = if *selectable == *all {
+            Arc::clone(&selectable)
+        } else {
+            all.into()
+        };
         ServiceEntry {
             vip: spec.vip,
             port: spec.port,
@@ -211,8 +218,8 @@ impl ServiceEntry {
             node_port: spec.node_port,
             affinity: spec.affinity,
             external_local: spec.external_local,
-            selectable: selectable.into(),
-            all: all.into(),
+            selectable,
+            all,
             maglev,
         }
     }
@@ -308,8 +315,12 @@ impl ServiceEntry {
 
     /// Heap bytes held by the entry (backend lists and Maglev table).
     pub fn heap_bytes(&self) -> usize {
-        (self.selectable.len() + self.all.len()) * core::mem::size_of::<Backend>()
-            + self.maglev.heap_bytes()
+        let all = if Arc::ptr_eq(&self.selectable, &self.all) {
+            0
+        } else {
+            self.all.len()
+        };
+        (self.selectable.len() + all) * core::mem::size_of::<Backend>() + self.maglev.heap_bytes()
     }
 }
 
