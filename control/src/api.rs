@@ -20,9 +20,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::control::Control;
-use crate::state::{
-    ApiError, ApplyDocument, Endpoint, Mirror, NodeAddressing, NodeRecord, ServiceWithEndpoints,
-};
+use crate::state::{ApiError, Endpoint, Mirror, NodeAddressing, NodeRecord, ServiceWithEndpoints};
 
 /// State shared by the handlers.
 pub struct Api {
@@ -52,6 +50,7 @@ impl Api {
 
 type Shared = State<Arc<Api>>;
 
+mod document;
 mod errors;
 
 /// Largest request body: a declarative apply of 100,000 services with 10
@@ -70,18 +69,22 @@ fn ok(status: StatusCode, v: Value) -> Response {
     (status, axum::Json(v)).into_response()
 }
 
-/// Decodes a JSON (default) or TOML body into a value tree; other media are 415.
-fn parse_value(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
+/// The body's media type, lower case without parameters (JSON when none is given).
+fn media_type(headers: &HeaderMap) -> String {
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json");
-    let ct = ct
-        .split(';')
+    ct.split(';')
         .next()
         .unwrap_or("")
         .trim()
-        .to_ascii_lowercase();
+        .to_ascii_lowercase()
+}
+
+/// Decodes a JSON (default) or TOML body into a value tree; other media are 415.
+fn parse_value(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
+    let ct = media_type(headers);
     match ct.as_str() {
         "application/json" | "" => serde_json::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}"))),
@@ -111,6 +114,8 @@ fn from_value<T: DeserializeOwned>(value: Value, prefix: &str) -> Result<T, ApiE
             (true, true) => String::new(),
             (true, false) => format!("{path}: "),
             (false, true) => format!("{prefix}: "),
+            // `endpoints` + `[0].address`, `routes[0]` + `via`.
+            (false, false) if path.starts_with('[') => format!("{prefix}{path}: "),
             (false, false) => format!("{prefix}.{path}: "),
         };
         ApiError::bad_request(format!("invalid body: {field}{inner}"))
@@ -131,49 +136,6 @@ fn service_from_value(mut value: Value, prefix: &str) -> Result<ServiceWithEndpo
     };
     let service = from_value(value, prefix.trim_end_matches('.'))?;
     Ok(ServiceWithEndpoints { service, endpoints })
-}
-
-/// The apply document, with paths like `services[3].ports[0].port` in errors.
-fn apply_document(value: Value) -> Result<ApplyDocument, ApiError> {
-    let Value::Object(mut doc) = value else {
-        return Err(ApiError::bad_request(
-            "invalid body: the document must be an object with services, routes and nodes",
-        ));
-    };
-    let mut list = |key: &str| -> Result<Vec<Value>, ApiError> {
-        match doc.remove(key) {
-            None => Ok(Vec::new()),
-            Some(Value::Array(items)) => Ok(items),
-            Some(_) => Err(ApiError::bad_request(format!(
-                "invalid body: {key}: must be a list"
-            ))),
-        }
-    };
-    let services = list("services")?;
-    let routes = list("routes")?;
-    let nodes = list("nodes")?;
-    if let Some(key) = doc.keys().next() {
-        return Err(ApiError::bad_request(format!(
-            "invalid body: unknown field `{key}`, expected services, routes or nodes"
-        )));
-    }
-    Ok(ApplyDocument {
-        services: services
-            .into_iter()
-            .enumerate()
-            .map(|(i, v)| service_from_value(v, &format!("services[{i}].")))
-            .collect::<Result<_, _>>()?,
-        routes: routes
-            .into_iter()
-            .enumerate()
-            .map(|(i, v)| from_value(v, &format!("routes[{i}]")))
-            .collect::<Result<_, _>>()?,
-        nodes: nodes
-            .into_iter()
-            .enumerate()
-            .map(|(i, v)| from_value(v, &format!("nodes[{i}]")))
-            .collect::<Result<_, _>>()?,
-    })
 }
 
 /// Runs `f` with the control plane on a blocking thread.
@@ -574,12 +536,12 @@ async fn get_endpoints(
 ) -> Result<Response, ApiError> {
     let full = format!("{ns}/{name}");
     let c = api.control();
-    if !c.state().services.contains_key(&full) {
+    if !c.state().services.contains_key(full.as_str()) {
         return Err(ApiError::not_found(format!("service {full} not found")));
     }
     Ok(ok(
         StatusCode::OK,
-        json!({ "endpoints": c.state().endpoints.get(&full).cloned().unwrap_or_default() }),
+        json!({ "endpoints": c.state().endpoints.get(full.as_str()).cloned().unwrap_or_default() }),
     ))
 }
 
@@ -603,7 +565,7 @@ async fn put_endpoints(
         .control()
         .state()
         .endpoints
-        .get(&full)
+        .get(full.as_str())
         .cloned()
         .unwrap_or_default();
     Ok(ok(
@@ -734,7 +696,13 @@ async fn capture(
 }
 
 async fn apply(State(api): Shared, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
-    let doc = apply_document(parse_value(&headers, &body)?)?;
+    // JSON is decoded as it is read, one service at a time (100,000 of
+    // them are about 80 MB), and the body freed before the change runs.
+    let doc = match media_type(&headers).as_str() {
+        "application/json" | "" => document::from_json(&body)?,
+        _ => document::from_value(parse_value(&headers, &body)?)?,
+    };
+    drop(body);
     let report = with_control(&api, move |c| c.apply(doc)).await?;
     Ok(ok(
         StatusCode::OK,

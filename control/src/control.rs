@@ -26,13 +26,14 @@ use podswitch_dataplane::worker::WorkerCommand;
 use crate::mirror::{MirrorRuntime, Selection, capture};
 use crate::services::ServiceCache;
 use crate::state::{
-    ApiError, ApiState, ApplyDocument, Changed, Endpoint, Mirror, NodeAddressing, NodeRecord,
-    Service, Source, check_node_overlaps, check_service_conflicts, check_service_name, diff,
-    route_key, validate_endpoints, validate_mirror, validate_node, validate_service,
+    ApiError, ApiState, Changed, Endpoint, Mirror, NodeAddressing, NodeRecord, Service, Source,
+    check_node_overlaps, check_service_conflicts, check_service_name, route_key,
+    validate_endpoints, validate_mirror, validate_node, validate_service,
 };
 use crate::stats::Stats;
-use crate::store::{Change, Store, TableId, changes};
+use crate::store::{Change, Store, TableId};
 
+mod apply;
 mod conflicts;
 mod port_changes;
 mod source;
@@ -86,14 +87,15 @@ impl Control {
         let before = state.clone();
         let config = state.effective_config(&file);
         state.assign_port_ids(&config);
-        store.commit(&changes(&before, &state))?;
+        store.commit_diff(&before, &state)?;
         let snapshot = Snapshot::build_with_ids(&config, 1, Some(&state.port_ids))?;
         let static_services = snapshot.services.entries().to_vec();
         let mut services = ServiceCache::new(&snapshot.node_name);
         let table = services
-            .table(&state, &static_services)
+            .table(&state, &static_services, &[])
             .map_err(|e| anyhow::anyhow!("stored services: {}", e.message))?;
-        let snapshot = Arc::new(snapshot.with_services(Arc::new(table)));
+        services.settle();
+        let snapshot = Arc::new(snapshot.with_services(table));
         let control = Control {
             file,
             state,
@@ -208,15 +210,19 @@ impl Control {
         &self.state
     }
 
-    /// Builds the snapshot `candidate` would run (next generation).
-    fn build(&mut self, candidate: &mut ApiState) -> Result<Snapshot, ApiError> {
+    /// Builds the snapshot `candidate` would run (next generation);
+    /// `changed` names the services that differ from the state's (added,
+    /// changed or removed, with their endpoints).
+    fn build(&mut self, candidate: &mut ApiState, changed: &[&str]) -> Result<Snapshot, ApiError> {
         let config = candidate.effective_config(&self.file);
         candidate.assign_port_ids(&config);
         let generation = self.snapshots.load().generation + 1;
         let snapshot = Snapshot::build_with_ids(&config, generation, Some(&candidate.port_ids))
             .map_err(config_error)?;
-        let table = self.services.table(candidate, &self.static_services)?;
-        Ok(snapshot.with_services(Arc::new(table)))
+        let table = self
+            .services
+            .table(candidate, &self.static_services, changed)?;
+        Ok(snapshot.with_services(table))
     }
 
     /// Refuses API services on a ClusterIP or NodePort of a config-file service.
@@ -253,13 +259,14 @@ impl Control {
     /// Stores the keys in which `candidate` differs from the state.
     fn store_state(&self, candidate: &ApiState) -> Result<(), ApiError> {
         self.store
-            .commit(&changes(&self.state, candidate))
+            .commit_diff(&self.state, candidate)
             .map_err(|e| ApiError::internal(format!("the change was not stored: {e}")))
     }
 
     /// Makes the stored `candidate` the state and publishes `snapshot`.
     fn publish(&mut self, candidate: ApiState, snapshot: Snapshot) -> u64 {
         self.state = candidate;
+        self.services.settle();
         let generation = snapshot.generation;
         self.snapshots.store(Arc::new(snapshot));
         generation
@@ -289,7 +296,7 @@ impl Control {
         }
         let mut candidate = self.state.clone();
         candidate.routes.insert(key, route);
-        let snapshot = self.build(&mut candidate).map_err(|e| ApiError {
+        let snapshot = self.build(&mut candidate, &[]).map_err(|e| ApiError {
             status: e.status,
             message: strip_index(&e.message, "routes["),
         })?;
@@ -314,7 +321,7 @@ impl Control {
         }
         let mut candidate = self.state.clone();
         candidate.routes.remove(&key);
-        let snapshot = self.build(&mut candidate)?;
+        let snapshot = self.build(&mut candidate, &[])?;
         self.commit(candidate, snapshot)
     }
 
@@ -322,7 +329,7 @@ impl Control {
     pub fn set_node(&mut self, node: NodeAddressing) -> Result<u64, ApiError> {
         let mut candidate = self.state.clone();
         candidate.node = Some(node);
-        let snapshot = self.build(&mut candidate)?;
+        let snapshot = self.build(&mut candidate, &[])?;
         conflicts::check_node_addresses(&snapshot, self.state.services.values())?;
         let old = self.snapshot();
         let generation = self.commit(candidate, snapshot)?;
@@ -393,9 +400,10 @@ impl Control {
             .collect();
         let table = self
             .services
-            .table_after(&self.state, &self.static_services, &changed)
+            .table(&self.state, &self.static_services, &changed)
             .map_err(|e| ApiError::internal(format!("service table: {}", e.message)))?;
-        let mut snapshot = (*self.snapshot()).clone().with_services(Arc::new(table));
+        self.services.settle();
+        let mut snapshot = (*self.snapshot()).clone().with_services(table);
         snapshot.generation += 1;
         let generation = snapshot.generation;
         self.snapshots.store(Arc::new(snapshot));
@@ -440,7 +448,7 @@ impl Control {
             if endpoints.is_empty() {
                 st.endpoints.remove(service);
             } else {
-                st.endpoints.insert(service.to_string(), endpoints);
+                st.endpoints.insert(service.into(), endpoints);
             }
         })
     }
@@ -510,7 +518,7 @@ impl Control {
         )?;
         let mut candidate = self.state.clone();
         candidate.nodes.insert(node.name.clone(), node);
-        let snapshot = self.build(&mut candidate).map_err(|e| ApiError {
+        let snapshot = self.build(&mut candidate, &[]).map_err(|e| ApiError {
             status: e.status,
             message: strip_index(&e.message, "nodes["),
         })?;
@@ -525,7 +533,7 @@ impl Control {
         }
         let mut candidate = self.state.clone();
         candidate.nodes.remove(name);
-        let snapshot = self.build(&mut candidate)?;
+        let snapshot = self.build(&mut candidate, &[])?;
         self.commit(candidate, snapshot)
     }
 
@@ -698,93 +706,6 @@ impl Control {
                 .then(|| std::time::Duration::from_secs_f64(request.duration_secs)),
             snaplen,
         })
-    }
-
-    /// `PUT /v1/state`: services (with endpoints), API routes and nodes
-    /// become exactly the document's.
-    pub fn apply(&mut self, doc: ApplyDocument) -> Result<ApplyReport, ApiError> {
-        let mut services = BTreeMap::new();
-        let mut endpoints = BTreeMap::new();
-        let addresses = conflicts::NodeAddresses::of(&self.snapshot());
-        for (i, s) in doc.services.into_iter().enumerate() {
-            validate_service(&format!("services[{i}]"), &s.service)?;
-            addresses.check_cluster_ip(&format!("services[{i}]."), &s.service)?;
-            validate_endpoints(&format!("services[{i}].endpoints"), &s.endpoints)?;
-            let name = s.service.name.clone();
-            if !s.endpoints.is_empty() {
-                endpoints.insert(name.clone(), s.endpoints);
-            }
-            if services.insert(name.clone(), s.service).is_some() {
-                return Err(ApiError::conflict(format!(
-                    "services[{i}].name = {name}: listed twice"
-                )));
-            }
-        }
-        for (name, s) in &self.state.services {
-            if s.source != Source::Api {
-                if services.contains_key(name) {
-                    refuse_managed("service", name, s.source)?;
-                }
-                if let Some(e) = self.state.endpoints.get(name) {
-                    endpoints.insert(name.clone(), e.clone());
-                }
-                services.insert(name.clone(), s.clone());
-            }
-        }
-        check_service_conflicts(services.values())?;
-        self.check_static_conflicts(services.values().filter(|s| s.source == Source::Api))?;
-        let mut routes = BTreeMap::new();
-        for (i, r) in doc.routes.into_iter().enumerate() {
-            let key = route_key(&r.prefix);
-            if routes.insert(key.clone(), r).is_some() {
-                return Err(ApiError::conflict(format!(
-                    "routes[{i}].prefix = {key}: listed twice"
-                )));
-            }
-        }
-        let mut nodes = BTreeMap::new();
-        for (i, n) in doc.nodes.into_iter().enumerate() {
-            validate_node(&format!("nodes[{i}]"), &n)?;
-            let name = n.name.clone();
-            if nodes.insert(name.clone(), n).is_some() {
-                return Err(ApiError::conflict(format!(
-                    "nodes[{i}].name = {name}: listed twice"
-                )));
-            }
-        }
-        for (name, n) in &self.state.nodes {
-            if n.source != Source::Api {
-                if nodes.contains_key(name) {
-                    refuse_managed("node", name, n.source)?;
-                }
-                nodes.insert(name.clone(), n.clone());
-            }
-        }
-        check_node_overlaps(nodes.values(), self.snapshot().gateway.address)?;
-        let mut report = ApplyReport::default();
-        report
-            .changed
-            .insert("services", diff(&self.state.services, &services));
-        report
-            .changed
-            .insert("endpoints", diff(&self.state.endpoints, &endpoints));
-        report
-            .changed
-            .insert("routes", diff(&self.state.routes, &routes));
-        report
-            .changed
-            .insert("nodes", diff(&self.state.nodes, &nodes));
-        let mut candidate = self.state.clone();
-        candidate.services = services;
-        candidate.endpoints = endpoints;
-        candidate.routes = routes;
-        candidate.nodes = nodes;
-        let snapshot = self.build(&mut candidate).map_err(|e| ApiError {
-            status: e.status,
-            message: e.message,
-        })?;
-        report.generation = self.commit(candidate, snapshot)?;
-        Ok(report)
     }
 
     /// Ports with their id, origin and counters (for `GET /v1/ports`).

@@ -8,7 +8,10 @@
 //! (entries clone by reference count). One change next to 10,000 services
 //! then costs one Maglev build plus re-indexing the table.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use compact_str::CompactString;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
@@ -141,27 +144,65 @@ fn backends(
         .collect()
 }
 
-/// One service as last built.
-struct Built {
-    service: Service,
-    endpoints: Vec<Endpoint>,
-    entries: Vec<ServiceEntry>,
-}
-
 /// Built service entries, kept across table rebuilds.
+///
+/// The entries are those of the last published table itself; the cache
+/// adds only which API service has which of them (its name and first
+/// entry: 32 bytes a service), not the services they were built from
+/// (that would be a second copy of every service and endpoint). So the
+/// caller names the services that may have changed since the last
+/// published table, and only those are built again. A table built for a
+/// candidate waits as `pending` until it is published ([`ServiceCache::settle`]);
+/// a candidate given up (refused, or its store write failed) leaves its
+/// services to be built again next time, as the state may have kept them.
 #[derive(Default)]
 pub struct ServiceCache {
-    built: HashMap<String, Built>,
+    /// The last published table and its services.
+    published: Built,
+    /// The table built for the last candidate, and the services it named.
+    pending: Option<(Built, Vec<CompactString>)>,
     /// This node's name, for the `Local` traffic policies.
     local_node: String,
+}
+
+/// A table and, in name order, each API service's name and first entry
+/// (its entries run to the next service's first).
+#[derive(Default)]
+struct Built {
+    table: Arc<ServiceTable>,
+    services: Vec<(CompactString, u32)>,
+    /// How many entries at the end are the config file's services.
+    statics: usize,
+}
+
+impl Built {
+    /// The entries of service `name`, if the table has it.
+    fn entries(&self, name: &str) -> Option<&[ServiceEntry]> {
+        let i = self
+            .services
+            .binary_search_by(|(n, _)| n.as_str().cmp(name))
+            .ok()?;
+        let start = self.services[i].1 as usize;
+        let end = self
+            .services
+            .get(i + 1)
+            .map(|(_, e)| *e as usize)
+            .unwrap_or(self.api_entries());
+        self.table.entries().get(start..end)
+    }
+
+    /// The number of entries of API services (the static ones follow).
+    fn api_entries(&self) -> usize {
+        self.table.len() - self.statics
+    }
 }
 
 impl ServiceCache {
     /// A cache for the node named `local_node`.
     pub fn new(local_node: &str) -> ServiceCache {
         ServiceCache {
-            built: HashMap::new(),
             local_node: local_node.to_string(),
+            ..ServiceCache::default()
         }
     }
 
@@ -169,106 +210,142 @@ impl ServiceCache {
     pub fn set_local_node(&mut self, local_node: &str) {
         if self.local_node != local_node {
             self.local_node = local_node.to_string();
-            self.built.clear();
+            self.published = Built::default();
+            self.pending = None;
         }
     }
 
     /// The service table for `state`'s services and endpoints, followed by
-    /// `static_entries` (services from the node's config file). Reuses the
-    /// entries of services whose definition and endpoints compare equal to
-    /// the last build, and forgets deleted ones.
+    /// `static_entries` (services from the node's config file). The
+    /// services named in `changed` (added, changed or removed since the
+    /// last [`settle`](Self::settle)d table) and those not built yet are
+    /// built; the others reuse their entries without being looked at,
+    /// which is most of the cost next to thousands of services.
     pub fn table(
         &mut self,
         state: &ApiState,
         static_entries: &[ServiceEntry],
-    ) -> Result<ServiceTable, ApiError> {
-        self.build(state, static_entries, None)
-    }
-
-    /// As [`ServiceCache::table`] when only the services named in `changed`
-    /// can differ from the last build (the caller knows which keys it
-    /// stored): the others are reused without comparing them, which is
-    /// most of the cost next to thousands of services.
-    pub fn table_after(
-        &mut self,
-        state: &ApiState,
-        static_entries: &[ServiceEntry],
         changed: &[&str],
-    ) -> Result<ServiceTable, ApiError> {
-        for name in changed {
-            if !state.services.contains_key(*name) {
-                self.built.remove(*name);
-            }
-        }
-        self.build(state, static_entries, Some(changed))
-    }
-
-    fn build(
-        &mut self,
-        state: &ApiState,
-        static_entries: &[ServiceEntry],
-        changed: Option<&[&str]>,
-    ) -> Result<ServiceTable, ApiError> {
-        if changed.is_none() {
-            self.built
-                .retain(|name, _| state.services.contains_key(name));
-        }
-        let mut entries = Vec::with_capacity(2 * state.services.len() + static_entries.len());
-        let changed: Option<std::collections::HashSet<&str>> =
-            changed.map(|c| c.iter().copied().collect());
-        for (name, service) in &state.services {
-            // The common case next to thousands of services: unchanged,
-            // reused without even looking up its endpoints.
-            if let Some(changed) = &changed
-                && !changed.contains(name.as_str())
-                && let Some(b) = self.built.get(name)
-            {
-                entries.extend(b.entries.iter().cloned());
-                continue;
-            }
-            let endpoints = state
-                .endpoints
-                .get(name)
-                .map(Vec::as_slice)
-                .unwrap_or_default();
-            let fresh = changed.is_none()
-                && self
-                    .built
+    ) -> Result<Arc<ServiceTable>, ApiError> {
+        // A candidate never published: the state may have kept its
+        // changes, so its services are built again too.
+        let given_up = self.pending.take().map(|(_, names)| names);
+        let changed: HashSet<&str> = changed
+            .iter()
+            .copied()
+            .chain(given_up.iter().flatten().map(CompactString::as_str))
+            .collect();
+        // Each service's entries as last published, or `None` to build them.
+        let reuse: Vec<Option<&[ServiceEntry]>> = state
+            .services
+            .keys()
+            .map(|name| {
+                self.published
+                    .entries(name)
+                    .filter(|_| !changed.contains(name.as_str()))
+            })
+            .collect();
+        let jobs: Vec<Job> = state
+            .services
+            .iter()
+            .zip(&reuse)
+            .filter(|(_, reused)| reused.is_none())
+            .map(|((name, service), _)| Job {
+                service,
+                endpoints: state
+                    .endpoints
                     .get(name)
-                    .is_some_and(|b| b.service == *service && b.endpoints == endpoints);
-            if !fresh {
-                let previous = self.built.get(name).map(|b| b.entries.as_slice());
-                let entries = service_specs(service, endpoints, &self.local_node)
-                    .iter()
-                    .map(|spec| {
-                        // Same Maglev size as before, so an endpoint change
-                        // moves only the flows it must.
-                        let size = previous
-                            .into_iter()
-                            .flatten()
-                            .find(|e| {
-                                e.protocol() == spec.protocol
-                                    && e.port() == spec.port
-                                    && e.vip() == spec.vip
-                            })
-                            .map(|e| e.maglev().size() as u32);
-                        ServiceEntry::with_table_size(spec, size)
-                    })
-                    .collect();
-                let built = Built {
-                    service: service.clone(),
-                    endpoints: endpoints.to_vec(),
-                    entries,
-                };
-                self.built.insert(name.clone(), built);
-            }
-            if let Some(b) = self.built.get(name) {
-                entries.extend(b.entries.iter().cloned());
+                    .map(Vec::as_slice)
+                    .unwrap_or_default(),
+                previous: self.published.entries(name),
+            })
+            .collect();
+        let mut fresh = build_all(&jobs, &self.local_node).into_iter();
+        let mut entries = Vec::with_capacity(state.services.len() + static_entries.len());
+        let mut services = Vec::with_capacity(state.services.len());
+        for (name, reused) in state.services.keys().zip(reuse) {
+            services.push((name.clone(), entries.len() as u32));
+            match reused {
+                Some(built) => entries.extend(built.iter().cloned()),
+                None => entries.extend(fresh.next().into_iter().flatten()),
             }
         }
         entries.extend(static_entries.iter().cloned());
-        ServiceTable::from_entries(entries).map_err(|e| ApiError::conflict(e.to_string()))
+        let table = Arc::new(
+            ServiceTable::from_entries(entries).map_err(|e| ApiError::conflict(e.to_string()))?,
+        );
+        let built = Built {
+            table: Arc::clone(&table),
+            services,
+            statics: static_entries.len(),
+        };
+        let names = changed.into_iter().map(CompactString::from).collect();
+        self.pending = Some((built, names));
+        Ok(table)
     }
+
+    /// The last table was published: its entries become the cache's.
+    pub fn settle(&mut self) {
+        if let Some((built, _)) = self.pending.take() {
+            self.published = built;
+        }
+    }
+}
+
+/// A service whose entries are to be built.
+struct Job<'a> {
+    service: &'a Service,
+    endpoints: &'a [Endpoint],
+    /// Its entries as last published, for their Maglev table sizes.
+    previous: Option<&'a [ServiceEntry]>,
+}
+
+/// Fewest services worth building on more than one thread.
+const PARALLEL_BUILD: usize = 256;
+
+/// The entries of every job, in order. A Maglev table takes about 10 µs
+/// to fill (10 backends), so 100,000 new services take a second of CPU:
+/// large sets are built on every core the process may use.
+fn build_all(jobs: &[Job], local_node: &str) -> Vec<Vec<ServiceEntry>> {
+    let build = |job: &Job| build_entries(job.service, job.endpoints, local_node, job.previous);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+    if threads < 2 || jobs.len() < PARALLEL_BUILD {
+        return jobs.iter().map(build).collect();
+    }
+    let chunk = jobs.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let parts: Vec<_> = jobs
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || part.iter().map(build).collect::<Vec<_>>()))
+            .collect();
+        parts
+            .into_iter()
+            .flat_map(|part| part.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    })
+}
+
+/// The entries of one service, keeping each port's Maglev table size from
+/// `previous` (so an endpoint change moves only the flows it must).
+fn build_entries(
+    service: &Service,
+    endpoints: &[Endpoint],
+    local_node: &str,
+    previous: Option<&[ServiceEntry]>,
+) -> Vec<ServiceEntry> {
+    service_specs(service, endpoints, local_node)
+        .iter()
+        .map(|spec| {
+            let size = previous
+                .into_iter()
+                .flatten()
+                .find(|e| {
+                    e.protocol() == spec.protocol && e.port() == spec.port && e.vip() == spec.vip
+                })
+                .map(|e| e.maglev().size() as u32);
+            ServiceEntry::with_table_size(spec, size)
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -280,23 +357,23 @@ mod tests {
 
     fn service(name: &str, ip: [u8; 4], ports: &[(&str, u32, Option<u32>)]) -> Service {
         Service {
-            name: name.to_string(),
+            name: name.into(),
             cluster_ip: Ipv4Addr::from(ip),
             ports: ports
                 .iter()
                 .map(|&(protocol, port, node_port)| ServicePort {
-                    name: String::new(),
-                    protocol: protocol.to_string(),
+                    name: Default::default(),
+                    protocol: protocol.into(),
                     port,
                     target_port: Some(port + 8000),
                     node_port,
                 })
                 .collect(),
-            session_affinity: "ClientIP".to_string(),
+            session_affinity: "ClientIP".into(),
             affinity_timeout_secs: 60,
             external_ips: Vec::new(),
-            external_traffic_policy: "Cluster".to_string(),
-            internal_traffic_policy: "Cluster".to_string(),
+            external_traffic_policy: "Cluster".into(),
+            internal_traffic_policy: "Cluster".into(),
             source: Default::default(),
         }
     }
@@ -306,7 +383,7 @@ mod tests {
             address: Ipv4Addr::new(10, 244, 1, last),
             ready,
             terminating,
-            node: String::new(),
+            node: Default::default(),
             serving: None,
             ports: Default::default(),
         }
@@ -359,31 +436,30 @@ mod tests {
     fn cache_rebuilds_only_changed_services_and_forgets_deleted_ones() {
         let mut state = services_with_one_endpoint(50);
         let mut cache = ServiceCache::default();
-        let first = cache.table(&state, &[]).unwrap();
+        let first = cache.table(&state, &[], &[]).unwrap();
+        cache.settle();
         assert_eq!(first.len(), 50);
-        let slots = |t: &ServiceTable, ip: [u8; 4]| {
+        let maglev = |t: &ServiceTable, ip: [u8; 4]| {
             t.lookup_cluster(Protocol::Tcp, Ipv4Addr::from(ip), 80)
                 .unwrap()
                 .maglev()
-                .slots()
-                .as_ptr()
+                .clone()
         };
+        let same =
+            |a: &ServiceTable, b: &ServiceTable, ip| maglev(a, ip).shares_storage(&maglev(b, ip));
         // Change one service's endpoints: only its Maglev table is new.
         state.endpoints.insert(
             "default/s7".into(),
             vec![endpoint(9, true, false), endpoint(10, true, false)],
         );
         state.services.remove("default/s3");
-        let second = cache.table(&state, &[]).unwrap();
+        let second = cache
+            .table(&state, &[], &["default/s7", "default/s3"])
+            .unwrap();
+        cache.settle();
         assert_eq!(second.len(), 49);
-        assert_eq!(
-            slots(&first, [10, 96, 1, 8]),
-            slots(&second, [10, 96, 1, 8])
-        );
-        assert_ne!(
-            slots(&first, [10, 96, 1, 7]),
-            slots(&second, [10, 96, 1, 7])
-        );
+        assert!(same(&first, &second, [10, 96, 1, 8]));
+        assert!(!same(&first, &second, [10, 96, 1, 7]));
         let s7 = second
             .lookup_cluster(Protocol::Tcp, Ipv4Addr::new(10, 96, 1, 7), 80)
             .unwrap();
@@ -393,7 +469,7 @@ mod tests {
                 .lookup_cluster(Protocol::Tcp, Ipv4Addr::new(10, 96, 1, 3), 80)
                 .is_none()
         );
-        assert_eq!(cache.built.len(), 49);
+        assert_eq!(cache.published.services.len(), 49);
         // Shrinking from two endpoints to one keeps the Maglev size.
         let size = |t: &ServiceTable| {
             t.lookup_cluster(Protocol::Tcp, Ipv4Addr::new(10, 96, 1, 7), 80)
@@ -404,7 +480,8 @@ mod tests {
         state
             .endpoints
             .insert("default/s7".into(), vec![endpoint(9, true, false)]);
-        let third = cache.table(&state, &[]).unwrap();
+        let third = cache.table(&state, &[], &["default/s7"]).unwrap();
+        cache.settle();
         assert_eq!(size(&third), size(&second));
         assert!(
             size(&third)
@@ -416,24 +493,44 @@ mod tests {
                 .map(|t| size(&t))
                 .unwrap()
         );
+        // Nothing named, nothing built: every table is reused.
+        let fourth = cache.table(&state, &[], &[]).unwrap();
+        assert!(same(&third, &fourth, [10, 96, 1, 7]));
+        assert!(
+            cache
+                .pending
+                .as_ref()
+                .is_some_and(|(_, names)| names.is_empty())
+        );
     }
 
     #[test]
-    fn table_after_rebuilds_the_named_services_only() {
+    fn a_candidate_given_up_leaves_its_services_to_be_built_again() {
         let mut state = services_with_one_endpoint(5);
         let mut cache = ServiceCache::default();
-        cache.table(&state, &[]).unwrap();
+        cache.table(&state, &[], &[]).unwrap();
+        cache.settle();
+        // A candidate changes s1 and is not published (e.g. its store
+        // write failed)...
+        let published = state.clone();
         state.endpoints.insert("default/s1".into(), vec![]);
         state.services.remove("default/s2");
         let t = cache
-            .table_after(&state, &[], &["default/s1", "default/s2"])
+            .table(&state, &[], &["default/s1", "default/s2"])
             .unwrap();
         assert_eq!(t.len(), 4);
-        let s1 = t
-            .lookup_cluster(Protocol::Tcp, Ipv4Addr::new(10, 96, 1, 1), 80)
-            .unwrap();
-        assert!(s1.has_no_ready_backend());
-        assert!(!cache.built.contains_key("default/s2"));
+        let s1 = |t: &ServiceTable| {
+            t.lookup_cluster(Protocol::Tcp, Ipv4Addr::new(10, 96, 1, 1), 80)
+                .map(|e| e.has_no_ready_backend())
+        };
+        assert_eq!(s1(&t), Some(true));
+        // ...so the next table, of the published state with nothing
+        // named, builds s1 and s2 again rather than keep either version.
+        let t = cache.table(&published, &[], &[]).unwrap();
+        assert_eq!(t.len(), 5);
+        assert_eq!(s1(&t), Some(false));
+        cache.settle();
+        assert_eq!(cache.published.services.len(), 5);
     }
 
     #[test]
@@ -445,7 +542,9 @@ mod tests {
             .map(ServiceEntry::new)
             .collect();
         state.services.insert(s.name.clone(), s);
-        let err = ServiceCache::default().table(&state, &statics).unwrap_err();
+        let err = ServiceCache::default()
+            .table(&state, &statics, &[])
+            .unwrap_err();
         assert_eq!(err.status, 409);
         assert!(err.message.contains("10.96.0.10"), "{}", err.message);
     }

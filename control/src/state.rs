@@ -9,10 +9,16 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
+use compact_str::CompactString;
 use podswitch_dataplane::config::{
     BridgeSection, Ipv4Cidr, NodeConfig, PortSection, RouteSection, UplinkSection,
 };
 use serde::{Deserialize, Serialize};
+
+mod node_name;
+mod port_map;
+pub use node_name::NodeName;
+pub use port_map::PortMap;
 
 /// An API error: HTTP status and a message naming the field and the value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,11 +82,11 @@ impl std::fmt::Display for ApiError {
 #[serde(deny_unknown_fields)]
 pub struct ServicePort {
     /// Port name (optional, unique within the service).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub name: String,
+    #[serde(default, skip_serializing_if = "CompactString::is_empty")]
+    pub name: CompactString,
     /// `TCP`, `UDP` or `SCTP`.
     #[serde(default = "default_protocol")]
-    pub protocol: String,
+    pub protocol: CompactString,
     /// The service port on the cluster IP.
     pub port: u32,
     /// The endpoints' port (default: `port`).
@@ -91,23 +97,24 @@ pub struct ServicePort {
     pub node_port: Option<u32>,
 }
 
-fn default_protocol() -> String {
-    "TCP".to_string()
+fn default_protocol() -> CompactString {
+    CompactString::const_new("TCP")
 }
 
-/// A service (ClusterIP, optionally NodePort).
+/// A service (ClusterIP, optionally NodePort). Its strings are short
+/// (names, `TCP`, `Cluster`) and kept inline: a node may hold 100,000.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Service {
     /// `namespace/name`.
-    pub name: String,
+    pub name: CompactString,
     /// The virtual IP.
     pub cluster_ip: Ipv4Addr,
     /// Ports, at least one.
     pub ports: Vec<ServicePort>,
     /// `None` or `ClientIP`.
     #[serde(default = "default_affinity")]
-    pub session_affinity: String,
+    pub session_affinity: CompactString,
     /// ClientIP affinity timeout in seconds (1–86400).
     #[serde(default = "default_affinity_timeout")]
     pub affinity_timeout_secs: u32,
@@ -118,10 +125,10 @@ pub struct Service {
     /// `Cluster` (default) or `Local`: NodePort and external addresses go
     /// only to this node's endpoints, keeping the client's address.
     #[serde(default = "default_policy", skip_serializing_if = "is_cluster")]
-    pub external_traffic_policy: String,
+    pub external_traffic_policy: CompactString,
     /// `Cluster` (default) or `Local`: the cluster IP goes only to this node's endpoints.
     #[serde(default = "default_policy", skip_serializing_if = "is_cluster")]
-    pub internal_traffic_policy: String,
+    pub internal_traffic_policy: CompactString,
     /// Who manages it: `api` (hand-made, the default) or `kubernetes`.
     #[serde(default, skip_serializing_if = "Source::is_api")]
     pub source: Source,
@@ -145,21 +152,22 @@ impl Source {
     }
 }
 
-fn default_policy() -> String {
-    "Cluster".to_string()
+fn default_policy() -> CompactString {
+    CompactString::const_new("Cluster")
 }
-fn is_cluster(p: &String) -> bool {
+fn is_cluster(p: &CompactString) -> bool {
     p == "Cluster"
 }
 
-fn default_affinity() -> String {
-    "None".to_string()
+fn default_affinity() -> CompactString {
+    CompactString::const_new("None")
 }
 fn default_affinity_timeout() -> u32 {
     10_800
 }
 
-/// An endpoint of a service.
+/// An endpoint of a service: 32 bytes (a node at 100,000 services keeps
+/// a million).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Endpoint {
@@ -172,8 +180,8 @@ pub struct Endpoint {
     #[serde(default)]
     pub terminating: bool,
     /// Node the pod runs on.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub node: String,
+    #[serde(default, skip_serializing_if = "NodeName::is_empty")]
+    pub node: NodeName,
     /// Serving (ready or not while terminating), when the source says so
     /// (EndpointSlices): when none of a service's endpoints is ready, the
     /// serving terminating ones take new connections, as with kube-proxy.
@@ -183,8 +191,8 @@ pub struct Endpoint {
     /// one), as an EndpointSlice resolves named target ports; empty: every
     /// service port's `target_port`. With a map, a service port missing
     /// from it has no backend here.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub ports: BTreeMap<String, u32>,
+    #[serde(default, skip_serializing_if = "PortMap::is_empty")]
+    pub ports: PortMap,
 }
 
 fn yes() -> bool {
@@ -309,9 +317,9 @@ pub struct ApiState {
     /// Node addressing set through the API (overrides the file's).
     pub node: Option<NodeAddressing>,
     /// Services by name.
-    pub services: BTreeMap<String, Service>,
+    pub services: BTreeMap<CompactString, Service>,
     /// Endpoints by service name.
-    pub endpoints: BTreeMap<String, Vec<Endpoint>>,
+    pub endpoints: BTreeMap<CompactString, Vec<Endpoint>>,
     /// Nodes by name.
     pub nodes: BTreeMap<String, NodeRecord>,
     /// Mirrors by name.
@@ -319,6 +327,21 @@ pub struct ApiState {
 }
 
 impl ApiState {
+    /// A copy of everything but the services and endpoints (left empty),
+    /// for a candidate that gets services of its own.
+    pub fn without_services(&self) -> ApiState {
+        ApiState {
+            ports: self.ports.clone(),
+            port_ids: self.port_ids.clone(),
+            routes: self.routes.clone(),
+            node: self.node.clone(),
+            services: BTreeMap::new(),
+            endpoints: BTreeMap::new(),
+            nodes: self.nodes.clone(),
+            mirrors: self.mirrors.clone(),
+        }
+    }
+
     /// The node configuration the dataplane runs: the file's, with the API's
     /// node addressing, ports and routes added.
     pub fn effective_config(&self, file: &NodeConfig) -> NodeConfig {
@@ -757,6 +780,12 @@ pub fn route_key(prefix: &Ipv4Cidr) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_endpoint_is_small() {
+        // A million of them at 100,000 services (issue 25 C3).
+        assert_eq!(size_of::<Endpoint>(), 32);
+    }
 
     #[test]
     fn node_records_stored_before_the_overlay_still_load() {

@@ -54,7 +54,7 @@ fn control(dir: &Path) -> Control {
 
 fn service(name: &str, ip: [u8; 4], node_port: Option<u32>) -> Service {
     Service {
-        name: name.to_string(),
+        name: name.into(),
         cluster_ip: Ipv4Addr::from(ip),
         ports: vec![ServicePort {
             name: "http".into(),
@@ -87,7 +87,7 @@ fn update(services: Vec<(Service, Vec<Endpoint>)>) -> SourceUpdate {
     SourceUpdate {
         services: services
             .into_iter()
-            .map(|(s, e)| (s.name.clone(), Some((s, e))))
+            .map(|(s, e)| (s.name.to_string(), Some((s, e))))
             .collect(),
         ..SourceUpdate::default()
     }

@@ -21,7 +21,6 @@ use podswitch_dataplane::worker::WorkerCommand;
 use super::{Control, conflicts, strip_index};
 use crate::ports;
 use crate::state::{ApiError, check_name};
-use crate::store::changes;
 
 impl Control {
     /// `POST /v1/ports`.
@@ -36,7 +35,7 @@ impl Control {
         conflicts::check_new_port(&port, &self.snapshot(), self.state.services.values())?;
         let mut candidate = self.state.clone();
         candidate.ports.insert(port.name.clone(), port.clone());
-        let snapshot = self.build(&mut candidate).map_err(|e| ApiError {
+        let snapshot = self.build(&mut candidate, &[]).map_err(|e| ApiError {
             status: e.status,
             message: strip_index(&e.message, "ports["),
         })?;
@@ -60,7 +59,7 @@ impl Control {
         let (queues, note) = match ports::open_port(&snapshot, &spec, workers, self.fanout_base) {
             Ok(opened) => opened,
             Err(e) => {
-                let undo = self.store.commit(&changes(&candidate, &self.state));
+                let undo = self.store.commit_diff(&candidate, &self.state);
                 if let Err(undo) = undo {
                     // The next start finds the port and cannot open it either: it is down there.
                     tracing::error!(port = %spec.name, error = %undo, "a port whose device failed stays stored");
@@ -101,7 +100,7 @@ impl Control {
         }
         let mut candidate = self.state.clone();
         candidate.ports.remove(name);
-        let snapshot = self.build(&mut candidate)?;
+        let snapshot = self.build(&mut candidate, &[])?;
         for tx in &self.workers {
             let _ = tx.send(WorkerCommand::RemoveQueue(spec.id));
         }

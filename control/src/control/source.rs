@@ -23,6 +23,10 @@ use crate::state::{
 };
 use crate::store::{Change, TableId};
 
+/// Services changed by an update after which the heap's freed pages are
+/// given back (a first sync, a watch resumed after a long gap).
+const LARGE_UPDATE: usize = 1_000;
+
 /// A service to store (with its endpoints) or remove (`None`), by name.
 pub type ServiceChange = (String, Option<(Service, Vec<Endpoint>)>);
 
@@ -130,16 +134,16 @@ fn apply_services(state: &mut crate::state::ApiState, accepted: Vec<ServiceChang
     for (name, value) in accepted {
         match value {
             Some((service, endpoints)) => {
-                state.services.insert(name.clone(), service);
+                state.services.insert(name.as_str().into(), service);
                 if endpoints.is_empty() {
-                    state.endpoints.remove(&name);
+                    state.endpoints.remove(name.as_str());
                 } else {
-                    state.endpoints.insert(name, endpoints);
+                    state.endpoints.insert(name.into(), endpoints);
                 }
             }
             None => {
-                state.services.remove(&name);
-                state.endpoints.remove(&name);
+                state.services.remove(name.as_str());
+                state.endpoints.remove(name.as_str());
             }
         }
     }
@@ -148,12 +152,12 @@ fn apply_services(state: &mut crate::state::ApiState, accepted: Vec<ServiceChang
 /// Whether two versions of a service answer on the same frontends
 /// (addresses, ports, protocols, node ports).
 fn same_frontends(a: &Service, b: &Service) -> bool {
-    let ports = |s: &Service| -> Vec<(u32, String, Option<u32>)> {
+    fn ports(s: &Service) -> Vec<(u32, &str, Option<u32>)> {
         s.ports
             .iter()
-            .map(|p| (p.port, p.protocol.clone(), p.node_port))
+            .map(|p| (p.port, p.protocol.as_str(), p.node_port))
             .collect()
-    };
+    }
     a.cluster_ip == b.cluster_ip && a.external_ips == b.external_ips && ports(a) == ports(b)
 }
 
@@ -169,6 +173,14 @@ impl Control {
     /// endpoints that went away are removed, so no datagram keeps going to
     /// a pod that is gone (kubernetes#48370).
     pub fn apply_source(&mut self, update: SourceUpdate) -> Result<SourceReport, ApiError> {
+        let report = self.apply_update(update)?;
+        if report.services_changed + report.services_removed >= LARGE_UPDATE {
+            podswitch_dataplane::io::heap::release_free_memory();
+        }
+        Ok(report)
+    }
+
+    fn apply_update(&mut self, update: SourceUpdate) -> Result<SourceReport, ApiError> {
         let mut report = SourceReport {
             generation: self.snapshot().generation,
             ..SourceReport::default()
@@ -240,7 +252,8 @@ impl Control {
             if let Some(node) = candidate_subnet {
                 candidate.node = Some(node);
             }
-            match self.build_dropping_bad_nodes(&mut candidate, &mut report) {
+            let changed: Vec<&str> = accepted.iter().map(|(name, _)| name.as_str()).collect();
+            match self.build_dropping_bad_nodes(&mut candidate, &changed, &mut report) {
                 Ok(snapshot) => {
                     report.nodes_changed = true;
                     report.generation = self.commit(candidate, snapshot)?;
@@ -270,10 +283,11 @@ impl Control {
     fn build_dropping_bad_nodes(
         &mut self,
         candidate: &mut crate::state::ApiState,
+        changed: &[&str],
         report: &mut SourceReport,
     ) -> Result<podswitch_dataplane::config::Snapshot, ApiError> {
         loop {
-            let e = match self.build(candidate) {
+            let e = match self.build(candidate, changed) {
                 Ok(snapshot) => return Ok(snapshot),
                 Err(e) => e,
             };
@@ -331,7 +345,7 @@ impl Control {
         // against every other service's frontends below.
         let mut checked = Vec::new();
         for (name, value) in services {
-            let current = self.state.services.get(&name);
+            let current = self.state.services.get(name.as_str());
             if current.is_some_and(|s| s.source != Source::Kubernetes) {
                 skip(
                     &name,
@@ -357,7 +371,7 @@ impl Control {
                     let stored_endpoints = self
                         .state
                         .endpoints
-                        .get(&name)
+                        .get(name.as_str())
                         .map(Vec::as_slice)
                         .unwrap_or_default();
                     match current {
@@ -394,7 +408,7 @@ impl Control {
             if let Some(why) = frontends.clash(service) {
                 skip(name, "conflict", format!("{name}: {why}"));
                 // Its stored version, if any, keeps its frontends.
-                if let Some(s) = self.state.services.get(name) {
+                if let Some(s) = self.state.services.get(name.as_str()) {
                     frontends.insert(s);
                 }
                 continue;
@@ -414,7 +428,7 @@ impl Control {
     fn stale_udp_flows(&self, accepted: &[ServiceChange]) -> Vec<ConntrackFilter> {
         let mut stale = Vec::new();
         for (name, value) in accepted {
-            let Some(old) = self.state.services.get(name) else {
+            let Some(old) = self.state.services.get(name.as_str()) else {
                 continue;
             };
             let udp: Vec<&crate::state::ServicePort> =
@@ -428,7 +442,13 @@ impl Control {
                         .any(|e| e.address == a && e.ready && !e.terminating)
                 })
             };
-            for e in self.state.endpoints.get(name).into_iter().flatten() {
+            for e in self
+                .state
+                .endpoints
+                .get(name.as_str())
+                .into_iter()
+                .flatten()
+            {
                 if !e.ready || e.terminating || still_ready(e.address) {
                     continue;
                 }

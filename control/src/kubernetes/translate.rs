@@ -25,7 +25,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use podswitch_dataplane::config::Ipv4Cidr;
 use podswitch_dataplane::wire::MacAddr;
 
-use crate::state::{Endpoint, NodeRecord, Service, ServicePort, Source};
+use crate::state::{Endpoint, NodeRecord, PortMap, Service, ServicePort, Source};
 
 /// The label that hands a Service to another proxy.
 pub const SERVICE_PROXY_NAME_LABEL: &str = "service.kubernetes.io/service-proxy-name";
@@ -172,8 +172,8 @@ pub fn translate_service(
             None
         };
         ports.push(ServicePort {
-            name: p.name.clone().unwrap_or_default(),
-            protocol: protocol.to_string(),
+            name: p.name.as_deref().unwrap_or_default().into(),
+            protocol: protocol.into(),
             port,
             target_port,
             node_port,
@@ -249,15 +249,15 @@ pub fn translate_service(
         _ => "Cluster".to_string(),
     };
     let service = Service {
-        name: name.clone(),
+        name: name.as_str().into(),
         cluster_ip,
         ports,
-        session_affinity,
+        session_affinity: session_affinity.into(),
         affinity_timeout_secs,
         external_ips,
         // Only node ports and external addresses follow the external policy.
-        external_traffic_policy: policy(spec.external_traffic_policy.as_deref()),
-        internal_traffic_policy: policy(spec.internal_traffic_policy.as_deref()),
+        external_traffic_policy: policy(spec.external_traffic_policy.as_deref()).into(),
+        internal_traffic_policy: policy(spec.internal_traffic_policy.as_deref()).into(),
         source: Source::Kubernetes,
     };
     let endpoints = merge_slices(slices, &mut notes, &name);
@@ -288,6 +288,8 @@ fn merge_slices(slices: &[&EndpointSlice], notes: &mut Vec<Skip>, name: &str) ->
                 ports.insert(p.name.clone().unwrap_or_default(), port);
             }
         }
+        // One map for the slice, shared by its endpoints.
+        let ports: PortMap = ports.into_iter().collect();
         for e in slice.endpoints.iter().flatten() {
             let conditions = e.conditions.as_ref();
             // Unset conditions: ready and serving count as true, terminating as false.
@@ -306,7 +308,7 @@ fn merge_slices(slices: &[&EndpointSlice], notes: &mut Vec<Skip>, name: &str) ->
                     address,
                     ready: ready && !terminating,
                     terminating,
-                    node: e.node_name.clone().unwrap_or_default(),
+                    node: e.node_name.as_deref().unwrap_or_default().into(),
                     serving: Some(serving),
                     ports: ports.clone(),
                 };
@@ -315,8 +317,7 @@ fn merge_slices(slices: &[&EndpointSlice], notes: &mut Vec<Skip>, name: &str) ->
                         merged.insert(address, endpoint);
                     }
                     Some(have) => {
-                        let mut ports = std::mem::take(&mut have.ports);
-                        ports.extend(endpoint.ports.clone());
+                        let ports = have.ports.union(&endpoint.ports);
                         if endpoint.ready && !have.ready {
                             *have = endpoint;
                         }
