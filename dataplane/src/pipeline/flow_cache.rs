@@ -376,7 +376,7 @@ impl Pipeline {
         };
         // Too long for its port with DF: the full path refuses it (and,
         // without a key, does not cache the error's way back).
-        if self.refused_mtu(frame, flow.out_port).is_some() {
+        if self.may_exceed_mtu(frame) && self.refused_mtu(frame, flow.out_port).is_some() {
             return FlowCacheResult::Miss(None);
         }
         let Some(ip) = frame.data_mut().get_mut(l3..) else {

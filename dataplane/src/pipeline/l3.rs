@@ -125,7 +125,9 @@ impl Pipeline {
         ) {
             Lookup::Reachable(mac) => {
                 let frame = batch.frame_mut(i);
-                if let Some(mtu) = self.refused_mtu_toward(frame, next_hop.iface, mac) {
+                if self.may_exceed_mtu(frame)
+                    && let Some(mtu) = self.refused_mtu_toward(frame, next_hop.iface, mac)
+                {
                     return self.refuse_too_long(frame, iface, mtu, now);
                 }
                 let verdict = self.forward_resolved(frame, next_hop.iface, mac);
@@ -145,7 +147,9 @@ impl Pipeline {
                     self.send_arp_request(batch, next_hop.iface, next_hop.addr);
                 }
                 let frame = batch.frame_mut(i);
-                if let Some(mtu) = self.refused_mtu_toward(frame, next_hop.iface, mac) {
+                if self.may_exceed_mtu(frame)
+                    && let Some(mtu) = self.refused_mtu_toward(frame, next_hop.iface, mac)
+                {
                     return self.refuse_too_long(frame, iface, mtu, now);
                 }
                 self.forward_resolved(frame, next_hop.iface, mac)

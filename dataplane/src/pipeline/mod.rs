@@ -149,6 +149,9 @@ pub struct Pipeline {
     prefetch_scratch: nat_hook::PrefetchScratch,
     /// Echo requests to us arriving in fragments (reassembly.rs).
     reassembly: reassembly::Reassembler,
+    /// The longest frame every port takes (mtu.rs): the egress MTU checks'
+    /// one compare.
+    fits_everywhere: usize,
     /// Frames the fast path forwarded (tests check it is taken).
     #[cfg(test)]
     fast_forwarded: u64,
@@ -166,6 +169,7 @@ impl Pipeline {
             snapshot.tuning.icmp_burst,
         );
         let flow_cache = flow_cache::FlowCache::new(snapshot.nat.flow_cache_entries);
+        let fits_everywhere = mtu::fits_everywhere(&snapshot);
         Pipeline {
             snapshot,
             shared,
@@ -185,6 +189,7 @@ impl Pipeline {
             flow_hints: [flow_cache::NO_SLOT; flow_cache::HINTED_FRAMES],
             prefetch_scratch: nat_hook::PrefetchScratch::default(),
             reassembly: reassembly::Reassembler::default(),
+            fits_everywhere,
             #[cfg(test)]
             fast_forwarded: 0,
         }
@@ -204,6 +209,7 @@ impl Pipeline {
             self.flow_cache = flow_cache::FlowCache::new(snapshot.nat.flow_cache_entries);
         }
         self.snapshot_changes += 1;
+        self.fits_everywhere = mtu::fits_everywhere(&snapshot);
         self.snapshot = snapshot;
     }
 
@@ -342,7 +348,10 @@ impl Pipeline {
             return Verdict::Flood;
         }
         if l2.ethertype == EtherType::IPV4 {
-            if let Some(v) = self.bridged_too_long(batch.frame_mut(i), l2.dst, now) {
+            let frame = batch.frame_mut(i);
+            if self.may_exceed_mtu(frame)
+                && let Some(v) = self.bridged_too_long(frame, l2.dst, now)
+            {
                 return v;
             }
             if let Some(v) = self.nat_bridged(batch, i, l2.l3_offset, now) {

@@ -17,20 +17,30 @@
 //! transmit is dropped there (`mtu_exceeded`), never sent oversized.
 
 use super::{DropReason, Frame, GsoKind, L3If, Pipeline, PortId, Verdict};
+use crate::config::Snapshot;
 use crate::wire::ethernet::HEADER_LEN as ETH_LEN;
 use crate::wire::{Ipv4Packet, MacAddr, icmpv4};
 
-/// No port's MTU is below 576: frames up to this length fit everywhere.
-const ALWAYS_FITS: usize = ETH_LEN + 576;
+/// The longest frame every port of `snapshot` takes: the Ethernet header
+/// plus the smallest MTU. Up to it, the checks here are one compare
+/// ([`Pipeline::may_exceed_mtu`]), and the rest stays out of the hot path.
+pub(super) fn fits_everywhere(snapshot: &Snapshot) -> usize {
+    let smallest = snapshot.ports.iter().map(|p| p.mtu).min().unwrap_or(576);
+    ETH_LEN + usize::from(smallest)
+}
 
 impl Pipeline {
+    /// Whether `frame` may be longer than some port's MTU: the guard in
+    /// front of the checks below.
+    #[inline(always)]
+    pub(super) fn may_exceed_mtu(&self, frame: &Frame) -> bool {
+        frame.len() > self.fits_everywhere
+    }
+
     /// The MTU of `port` when `frame` must be refused: an IPv4 packet with
     /// DF whose longest wire packet is longer than the port's MTU.
-    #[inline]
+    #[inline(never)]
     pub(super) fn refused_mtu(&self, frame: &Frame, port: PortId) -> Option<u16> {
-        if frame.len() <= ALWAYS_FITS {
-            return None;
-        }
         let mtu = self.snapshot.port(port)?.mtu;
         if frame.len() <= ETH_LEN + usize::from(mtu) {
             return None;
@@ -40,16 +50,13 @@ impl Pipeline {
 
     /// As [`Pipeline::refused_mtu`] for a routed frame about to leave by
     /// `iface` toward the next hop `mac` (no port yet: flooded, not refused).
-    #[inline]
+    #[inline(never)]
     pub(super) fn refused_mtu_toward(
         &self,
         frame: &Frame,
         iface: L3If,
         mac: MacAddr,
     ) -> Option<u16> {
-        if frame.len() <= ALWAYS_FITS {
-            return None;
-        }
         let port = match iface {
             L3If::Bridge => self.macs.lookup(mac)?,
             L3If::Uplink => self.snapshot.uplink?.0,
@@ -60,16 +67,13 @@ impl Pipeline {
     /// A frame switched between pods (to `dst`), before the NAT stage may
     /// rewrite a reply in it: refused when too long for the destination's
     /// port, the error coming from the gateway.
-    #[inline]
+    #[inline(never)]
     pub(super) fn bridged_too_long(
         &mut self,
         frame: &mut Frame,
         dst: MacAddr,
         now: u64,
     ) -> Option<Verdict> {
-        if frame.len() <= ALWAYS_FITS {
-            return None;
-        }
         let port = self.macs.lookup(dst).filter(|&p| p != frame.in_port)?;
         let mtu = self.refused_mtu(frame, port)?;
         Some(self.refuse_too_long(frame, L3If::Bridge, mtu, now))

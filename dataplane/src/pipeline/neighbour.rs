@@ -373,7 +373,9 @@ impl Pipeline {
             let frame = batch.frame_mut(j);
             let verdict = if self.hold.encapsulated & (1u64 << (slot % 64)) != 0 {
                 self.forward_encapsulated(frame, mac)
-            } else if let Some(mtu) = self.refused_mtu_toward(frame, iface, mac) {
+            } else if self.may_exceed_mtu(frame)
+                && let Some(mtu) = self.refused_mtu_toward(frame, iface, mac)
+            {
                 let arrived = self.arrival_iface(frame.in_port);
                 self.refuse_too_long(frame, arrived, mtu, now)
             } else {
