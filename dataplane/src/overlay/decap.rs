@@ -2,8 +2,8 @@
 //! the outer headers, leaving the inner frame in place.
 //!
 //! Checked, in order: outer IPv4 header (length, checksum; a fragment is
-//! refused: the pipeline reassembles outer fragments before it calls
-//! [`decapsulate`]), UDP length, UDP checksum when
+//! returned as `VxlanFragmented`, which the pipeline takes as "reassemble
+//! it, then decapsulate the whole"), UDP length, UDP checksum when
 //! not zero (unless the device vouched for it), the VXLAN I flag, the VNI,
 //! then the source node (the outer source must be a known node IP). Each
 //! failure has its own drop reason.

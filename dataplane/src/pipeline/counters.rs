@@ -204,8 +204,9 @@ named_enum! {
         VxlanGsoChecksum => "vxlan_gso_checksum",
         /// A VXLAN packet whose non-zero outer UDP checksum is wrong.
         VxlanBadChecksum => "vxlan_bad_checksum",
-        /// An outer IPv4 fragment reached decapsulation (outer fragments
-        /// are reassembled before it: not seen unless something is amiss).
+        /// An outer IPv4 fragment of a VXLAN packet to us. Not counted:
+        /// decapsulation says so and the pipeline reassembles the outer
+        /// packet, then decapsulates it (before, the fragment was dropped).
         VxlanFragmented => "vxlan_fragmented",
         /// A VXLAN packet with a VNI other than ours.
         VxlanWrongVni => "vxlan_wrong_vni",

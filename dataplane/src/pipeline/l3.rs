@@ -39,13 +39,6 @@ impl Pipeline {
         iface: L3If,
         now: u64,
     ) -> Verdict {
-        if super::reassembly::is_fragment(batch.frame_mut(i), l3_offset) {
-            // The stages after this one see whole datagrams, as Linux's do.
-            match self.reassemble(batch, i, l3_offset, iface, now) {
-                Reassembly::Whole => {}
-                Reassembly::Done(verdict) => return verdict,
-            }
-        }
         let frame = batch.frame_mut(i);
         let (src, dst, ttl) = {
             let Some(l3) = frame.data().get(l3_offset..) else {
@@ -56,6 +49,9 @@ impl Pipeline {
             };
             if !ip.verify_checksum() {
                 return Verdict::Drop(DropReason::Ipv4BadChecksum);
+            }
+            if ip.is_fragment() {
+                return self.reassemble_then_route(batch, i, l3_offset, iface, now);
             }
             (ip.src_addr(), ip.dst_addr(), ip.ttl())
         };
@@ -155,6 +151,24 @@ impl Pipeline {
                 self.forward_resolved(frame, next_hop.iface, mac)
             }
             Lookup::Unknown => self.hold(batch, i, next_hop.iface, next_hop.addr, now),
+        }
+    }
+
+    /// A fragment sent to the router: the stages after this one see whole
+    /// datagrams, as Linux's do; the datagram goes on once whole.
+    #[cold]
+    #[inline(never)]
+    fn reassemble_then_route(
+        &mut self,
+        batch: &mut Batch,
+        i: usize,
+        l3_offset: usize,
+        iface: L3If,
+        now: u64,
+    ) -> Verdict {
+        match self.reassemble(batch, i, l3_offset, iface, now) {
+            Reassembly::Whole => self.ipv4_input(batch, i, l3_offset, iface, now),
+            Reassembly::Done(verdict) => verdict,
         }
     }
 

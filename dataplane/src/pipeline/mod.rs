@@ -366,15 +366,6 @@ impl Pipeline {
             return Verdict::Drop(DropReason::NotForUs);
         };
         if l2.dst == uplink.mac {
-            // A VXLAN packet the underlay fragmented is decapsulated whole,
-            // as the Linux vxlan receiver does after the IP layer's reassembly.
-            if l2.ethertype == EtherType::IPV4
-                && reassembly::is_fragment(batch.frame_mut(i), l2.l3_offset)
-                && let reassembly::Reassembly::Done(verdict) =
-                    self.reassemble(batch, i, l2.l3_offset, L3If::Uplink, now)
-            {
-                return verdict;
-            }
             if let Some(verdict) = self.overlay_input(batch, i, l2, now) {
                 return verdict;
             }

@@ -105,19 +105,19 @@ impl Pipeline {
         // Only a service backend's packets can be replies of DNATed flows
         // (and its ICMP errors about them): everything else between pods
         // is switched without a conntrack lookup.
-        let src = frame
+        let (src, fragment) = frame
             .data()
             .get(l3..)
             .and_then(|ip| Ipv4Packet::new_checked(ip).ok())
-            .map(|ip| ip.src_addr());
-        if !src.is_some_and(|s| self.snapshot.services.is_backend_ip(s)) {
+            .map(|ip| (ip.src_addr(), ip.is_fragment()))?;
+        if !self.snapshot.services.is_backend_ip(src) {
             return None;
         }
-        if super::reassembly::is_fragment(frame, l3) {
-            // A reply in fragments is translated back whole.
-            if let Reassembly::Done(verdict) = self.reassemble(batch, i, l3, L3If::Bridge, now) {
-                return Some(verdict);
-            }
+        // A reply in fragments is translated back whole.
+        if fragment
+            && let Reassembly::Done(verdict) = self.reassemble(batch, i, l3, L3If::Bridge, now)
+        {
+            return Some(verdict);
         }
         let frame = batch.frame_mut(i);
         let before = self.mirror_pre_nat(frame, l3);

@@ -19,6 +19,7 @@
 use core::net::Ipv4Addr;
 
 use super::neighbour::Lookup;
+use super::reassembly::Reassembly;
 use super::{Batch, DropReason, Event, Frame, GsoKind, L3If, Pipeline, Verdict};
 use crate::io::fragment::Fragmenter;
 use crate::mirror::{MirrorNote, MirrorStage};
@@ -271,7 +272,7 @@ impl Pipeline {
         let tunnel = match decap::decapsulate(frame, overlay) {
             Ok(Some(tunnel)) => tunnel,
             Ok(None) => return None,
-            Err(reason) => return Some(Verdict::Drop(reason)),
+            Err(reason) => return Some(self.decap_refused(batch, i, l2, reason, now)),
         };
         self.counters.event(Event::VxlanDecapsulated);
         if frame.offload.gso != GsoKind::None {
@@ -306,6 +307,32 @@ impl Pipeline {
             }
             (verdict, _) => verdict,
         })
+    }
+
+    /// A packet decapsulation refused for `reason`: dropped, but an outer
+    /// fragment of what may be a VXLAN packet to us (the underlay cut it)
+    /// is decapsulated once whole, as the Linux vxlan receiver does after
+    /// the IP layer's reassembly (not VXLAN after all: routed).
+    #[cold]
+    #[inline(never)]
+    fn decap_refused(
+        &mut self,
+        batch: &mut Batch,
+        i: usize,
+        l2: &L2Header,
+        reason: DropReason,
+        now: u64,
+    ) -> Verdict {
+        if reason != DropReason::VxlanFragmented {
+            return Verdict::Drop(reason);
+        }
+        match self.reassemble(batch, i, l2.l3_offset, L3If::Uplink, now) {
+            Reassembly::Whole => match self.overlay_input(batch, i, l2, now) {
+                Some(verdict) => verdict,
+                None => self.router_input(batch, i, l2, L3If::Uplink, now),
+            },
+            Reassembly::Done(verdict) => verdict,
+        }
     }
 
     /// Merges runs of decapsulated TCP segments of one flow, going to the

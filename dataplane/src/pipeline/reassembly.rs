@@ -294,15 +294,6 @@ pub(super) enum Reassembly {
     Done(Verdict),
 }
 
-/// True when the IPv4 header at `l3` of `frame` says it is a fragment.
-#[inline]
-pub(super) fn is_fragment(frame: &Frame, l3: usize) -> bool {
-    frame
-        .data()
-        .get(l3 + 6..l3 + 8)
-        .is_some_and(|f| u16::from_be_bytes([f[0], f[1]]) & 0x3fff != 0)
-}
-
 impl Pipeline {
     /// Frame `i`, an IPv4 fragment (header at `l3`, arrived on `iface`):
     /// held until its datagram is whole, then the datagram written into
