@@ -221,16 +221,18 @@ pub fn complete(mut table: Table, completion: &Completion) -> Result<NodeConfig,
     NodeConfig::from_toml_str(&table.to_string())
 }
 
+/// The file's `[[ports]]`, made empty when it has none.
+fn ports_of(table: &mut Table) -> Result<&mut Vec<Value>, ConfigError> {
+    table
+        .entry("ports")
+        .or_insert_with(|| Value::Array(Vec::new()))
+        .as_array_mut()
+        .ok_or_else(|| ConfigError::Parse("ports: must be an array of tables".into()))
+}
+
 /// `[[ports]]` gets an AF_PACKET port on `name` unless it has a port of that name.
 fn add_uplink_port(table: &mut Table, name: &str) -> Result<(), ConfigError> {
-    let ports = table
-        .entry("ports")
-        .or_insert_with(|| Value::Array(Vec::new()));
-    let Some(ports) = ports.as_array_mut() else {
-        return Err(ConfigError::Parse(
-            "ports: must be an array of tables".into(),
-        ));
-    };
+    let ports = ports_of(table)?;
     let exists = ports
         .iter()
         .any(|p| p.get("name").and_then(Value::as_str) == Some(name));
@@ -249,14 +251,7 @@ fn add_uplink_port(table: &mut Table, name: &str) -> Result<(), ConfigError> {
 pub const HOST_IFNAME: &str = "podswitch0";
 
 fn add_host_port(table: &mut Table) -> Result<(), ConfigError> {
-    let ports = table
-        .entry("ports")
-        .or_insert_with(|| Value::Array(Vec::new()));
-    let Some(ports) = ports.as_array_mut() else {
-        return Err(ConfigError::Parse(
-            "ports: must be an array of tables".into(),
-        ));
-    };
+    let ports = ports_of(table)?;
     let mut port = Table::new();
     port.insert("name".into(), Value::String(HOST_IFNAME.into()));
     port.insert("kind".into(), Value::String("tap".into()));

@@ -413,19 +413,9 @@ impl Rtnetlink {
         oif: u32,
         src: Ipv4Addr,
     ) -> Result<(), NetlinkError> {
-        if prefix_len > 32 {
-            return Err(NetlinkError::BadPrefixLen(prefix_len));
-        }
-        let mut msg = RouteMessage::default();
-        msg.header.address_family = AddressFamily::Inet;
-        msg.header.destination_prefix_length = prefix_len;
-        msg.header.table = RouteHeader::RT_TABLE_MAIN;
-        msg.header.protocol = RouteProtocol::Boot;
-        msg.header.scope = RouteScope::Universe;
-        msg.header.kind = RouteType::Unicast;
+        let mut msg = route_message(dst, prefix_len, RouteScope::Universe)?;
         msg.header.flags = RouteFlags::Onlink;
         msg.attributes.extend([
-            RouteAttribute::Destination(RouteAddress::Inet(dst)),
             RouteAttribute::Gateway(RouteAddress::Inet(gateway)),
             RouteAttribute::Oif(oif),
             RouteAttribute::PrefSource(RouteAddress::Inet(src)),
@@ -450,24 +440,12 @@ impl Rtnetlink {
         oif: Option<u32>,
         flags: u16,
     ) -> Result<(), NetlinkError> {
-        if prefix_len > 32 {
-            return Err(NetlinkError::BadPrefixLen(prefix_len));
-        }
-        let mut msg = RouteMessage::default();
-        msg.header.address_family = AddressFamily::Inet;
-        msg.header.destination_prefix_length = prefix_len;
-        msg.header.table = RouteHeader::RT_TABLE_MAIN;
-        msg.header.protocol = RouteProtocol::Boot;
-        msg.header.scope = if gateway.is_some() {
+        let scope = if gateway.is_some() {
             RouteScope::Universe
         } else {
             RouteScope::Link
         };
-        msg.header.kind = RouteType::Unicast;
-        if prefix_len > 0 {
-            msg.attributes
-                .push(RouteAttribute::Destination(RouteAddress::Inet(dst)));
-        }
+        let mut msg = route_message(dst, prefix_len, scope)?;
         if let Some(gw) = gateway {
             msg.attributes
                 .push(RouteAttribute::Gateway(RouteAddress::Inet(gw)));
@@ -608,6 +586,30 @@ impl Rtnetlink {
         }
         Ok(None)
     }
+}
+
+/// A unicast IPv4 route of the main table to `dst/prefix_len` with
+/// `scope` (`0.0.0.0/0`, the default route, carries no destination).
+fn route_message(
+    dst: Ipv4Addr,
+    prefix_len: u8,
+    scope: RouteScope,
+) -> Result<RouteMessage, NetlinkError> {
+    if prefix_len > 32 {
+        return Err(NetlinkError::BadPrefixLen(prefix_len));
+    }
+    let mut msg = RouteMessage::default();
+    msg.header.address_family = AddressFamily::Inet;
+    msg.header.destination_prefix_length = prefix_len;
+    msg.header.table = RouteHeader::RT_TABLE_MAIN;
+    msg.header.protocol = RouteProtocol::Boot;
+    msg.header.scope = scope;
+    msg.header.kind = RouteType::Unicast;
+    if prefix_len > 0 {
+        msg.attributes
+            .push(RouteAttribute::Destination(RouteAddress::Inet(dst)));
+    }
+    Ok(msg)
 }
 
 /// An address message for `addr/prefix_len` on link `index` (its local address set).
