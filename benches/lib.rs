@@ -14,7 +14,8 @@ use podswitch_dataplane::mirror::bpf::{Program, TCP_PORT_80};
 use podswitch_dataplane::mirror::{
     DEFAULT_QUEUE_DEPTH, MirrorQueue, MirrorStage, PortSelection, Session, SessionSpec,
 };
-use podswitch_dataplane::pipeline::{BATCH_SIZE, Batch, Pipeline, PortId, SharedTables, Verdict};
+use podswitch_dataplane::packet::{BATCH_SIZE, Batch, PortId, Verdict};
+use podswitch_dataplane::pipeline::{Pipeline, SharedTables};
 use podswitch_dataplane::wire::{EtherType, Ipv4Packet, L2Header, MacAddr};
 
 /// The workspace's `pcaps/` folder.
@@ -276,7 +277,7 @@ fn vxlan_from_node_b(frame: &[u8]) -> Vec<u8> {
     let (src, dst) = (inner[26..30].to_vec(), inner[30..34].to_vec());
     inner[26..30].copy_from_slice(&dst);
     inner[30..34].copy_from_slice(&src);
-    let mut f = podswitch_dataplane::pipeline::Frame::with_capacity(2048);
+    let mut f = podswitch_dataplane::packet::Frame::with_capacity(2048);
     f.fill(&inner);
     let params = encap::EncapParams {
         src_mac: EXT_MAC,
@@ -332,7 +333,7 @@ pub fn drain(queue: Option<&Arc<MirrorQueue>>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use podswitch_dataplane::pipeline::Event;
+    use podswitch_dataplane::packet::Event;
 
     /// The overlay scenarios do what their names say: every frame is
     /// encapsulated to the uplink, or decapsulated to pod-a.

@@ -13,7 +13,8 @@ use podswitch_benches::nat::{self, CAPACITY};
 use podswitch_benches::scenario;
 use podswitch_dataplane::conntrack::{ConnKey, Nat, Timeouts};
 use podswitch_dataplane::nat::SharedConntrack;
-use podswitch_dataplane::pipeline::{BATCH_SIZE, Batch, Pipeline, PortId};
+use podswitch_dataplane::packet::{BATCH_SIZE, Batch, PortId};
+use podswitch_dataplane::pipeline::Pipeline;
 use podswitch_dataplane::wire::IpProtocol;
 
 const FLOWS: usize = 10_000;

@@ -13,7 +13,7 @@
 use std::time::Instant;
 
 use podswitch_benches::nat;
-use podswitch_dataplane::pipeline::{BATCH_SIZE, Batch};
+use podswitch_dataplane::packet::{BATCH_SIZE, Batch};
 
 const SERVICES: [usize; 4] = [1, 1_000, 10_000, 100_000];
 /// Established connections per pipeline (as `benches/nat.rs`).

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use podswitch_dataplane::config::{NodeConfig, Snapshot};
 use podswitch_dataplane::conntrack::Timeouts;
 use podswitch_dataplane::nat::{EndpointSection, ServiceSection};
-use podswitch_dataplane::pipeline::{BATCH_SIZE, Batch, Pipeline, PortId, SharedTables, Verdict};
+use podswitch_dataplane::packet::{BATCH_SIZE, Batch, PortId, Verdict};
+use podswitch_dataplane::pipeline::{Pipeline, SharedTables};
 use podswitch_dataplane::wire::tcp::{FLAG_ACK, FLAG_SYN};
 use podswitch_dataplane::wire::{EtherType, IpProtocol, Ipv4Packet, Ipv4Repr, TcpPacket};
 

@@ -274,12 +274,12 @@ async fn stats(State(api): Shared) -> Response {
         .worker_counters()
         .iter()
         .map(|w| {
-            let drops: BTreeMap<&str, u64> = podswitch_dataplane::pipeline::DropReason::ALL
+            let drops: BTreeMap<&str, u64> = podswitch_dataplane::packet::DropReason::ALL
                 .iter()
                 .map(|r| (r.as_str(), w.drops(*r)))
                 .filter(|d| d.1 > 0)
                 .collect();
-            let events: BTreeMap<&str, u64> = podswitch_dataplane::pipeline::Event::ALL
+            let events: BTreeMap<&str, u64> = podswitch_dataplane::packet::Event::ALL
                 .iter()
                 .map(|e| (e.as_str(), w.events(*e)))
                 .filter(|d| d.1 > 0)

@@ -19,7 +19,8 @@ use std::sync::mpsc::Sender;
 use arc_swap::ArcSwap;
 use podswitch_dataplane::config::{NodeConfig, RouteSection, Snapshot};
 use podswitch_dataplane::io::PortStates;
-use podswitch_dataplane::pipeline::{SharedTables, WorkerCounters};
+use podswitch_dataplane::packet::WorkerCounters;
+use podswitch_dataplane::pipeline::SharedTables;
 use podswitch_dataplane::services::ServiceEntry;
 use podswitch_dataplane::worker::WorkerCommand;
 

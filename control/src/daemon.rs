@@ -429,7 +429,7 @@ async fn serve(
 fn write_stats(
     path: &Path,
     snapshot: &Snapshot,
-    counters: &[Arc<podswitch_dataplane::pipeline::WorkerCounters>],
+    counters: &[Arc<podswitch_dataplane::packet::WorkerCounters>],
     tables: Option<&SharedTables>,
     states: &PortStates,
 ) {

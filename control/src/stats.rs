@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use podswitch_dataplane::config::Snapshot;
 use podswitch_dataplane::io::PortStates;
-use podswitch_dataplane::pipeline::{DropReason, Event, SharedTables, WorkerCounters};
+use podswitch_dataplane::packet::{DropReason, Event, WorkerCounters};
+use podswitch_dataplane::pipeline::SharedTables;
 
 /// Totals of one port.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, PartialEq, Eq)]

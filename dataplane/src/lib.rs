@@ -9,11 +9,14 @@
 pub mod config;
 pub mod conntrack;
 pub mod io;
+pub mod mem;
 pub mod mirror;
 pub mod nat;
 pub mod overlay;
+pub mod packet;
 pub mod pipeline;
 pub mod replay;
+pub mod routes;
 pub mod services;
 pub mod wire;
 pub mod worker;

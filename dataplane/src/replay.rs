@@ -11,10 +11,8 @@ use std::sync::Arc;
 
 use crate::config::Snapshot;
 use crate::io::egress_mtu;
-use crate::pipeline::{
-    BATCH_SIZE, Batch, DropReason, Event, Frame, MAX_FRAME_LEN, Pipeline, PortId, SharedTables,
-    Verdict,
-};
+use crate::packet::{BATCH_SIZE, Batch, DropReason, Event, Frame, MAX_FRAME_LEN, PortId, Verdict};
+use crate::pipeline::{Pipeline, SharedTables};
 
 const BATCH_WINDOW_NS: u64 = 1_000_000;
 const TICK_NS: u64 = 100_000_000;
@@ -246,7 +244,7 @@ fn summarize(snapshot: &Snapshot, pipeline: &Pipeline, oversize: u64) -> Summary
         .iter()
         .map(|p| {
             let c = counters.port(p.id);
-            let get = |f: fn(&crate::pipeline::PortCounters) -> u64| c.map_or(0, f);
+            let get = |f: fn(&crate::packet::PortCounters) -> u64| c.map_or(0, f);
             PortSummary {
                 name: p.name.clone(),
                 frames_in: get(|c| c.rx_packets.get()),

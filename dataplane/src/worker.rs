@@ -22,10 +22,10 @@ use crate::config::Snapshot;
 use crate::io::poll::PollSet;
 use crate::io::{PortQueue, PortStates};
 use crate::mirror::{MirrorNote, MirrorStage};
-use crate::pipeline::{
-    Batch, DropReason, Event, Frame, GsoKind, MAX_FRAME_LEN, Pipeline, PortId, SharedTables,
-    Verdict, WorkerCounters,
+use crate::packet::{
+    Batch, DropReason, Event, Frame, GsoKind, MAX_FRAME_LEN, PortId, Verdict, WorkerCounters,
 };
+use crate::pipeline::{Pipeline, SharedTables};
 
 /// How long a worker sleeps in `poll` at most: bounds shutdown latency and
 /// how late timers (ARP retries, aging) run when no traffic comes.
@@ -592,7 +592,7 @@ mod tests {
     /// A queue that gives its frames once and keeps what is sent to it.
     struct ScriptedQueue {
         ready: FailingQueue,
-        frames: Vec<(Vec<u8>, crate::pipeline::Offload)>,
+        frames: Vec<(Vec<u8>, crate::packet::Offload)>,
         sent: Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
     }
 
@@ -637,7 +637,7 @@ mod tests {
     /// destination MACs are unknown); returns its counters and what port b
     /// (MTU 1280) sent.
     fn flooded_from_a(
-        frames: Vec<(Vec<u8>, crate::pipeline::Offload)>,
+        frames: Vec<(Vec<u8>, crate::packet::Offload)>,
     ) -> (Arc<WorkerCounters>, Vec<Vec<u8>>) {
         let sent = Arc::new(std::sync::Mutex::new(Vec::new()));
         let queue = |frames, sent| ScriptedQueue {
@@ -731,7 +731,7 @@ mod tests {
             2980,
         );
         frame[40..42].copy_from_slice(&crate::wire::checksum::fold(pseudo).to_be_bytes());
-        let partial = crate::pipeline::Offload {
+        let partial = crate::packet::Offload {
             csum: Some((34, 6)),
             ..Default::default()
         };
@@ -782,13 +782,13 @@ mod tests {
         uso[20] &= !0x40;
         let mut ip = crate::wire::Ipv4Packet::new_checked(&mut uso[14..]).unwrap();
         ip.fill_checksum();
-        let uso_offload = crate::pipeline::Offload {
+        let uso_offload = crate::packet::Offload {
             gso: GsoKind::UdpL4,
             gso_size: 2000,
             hdr_len: 42,
             ..Default::default()
         };
-        let plain = crate::pipeline::Offload::default();
+        let plain = crate::packet::Offload::default();
         let frames = vec![(df, plain), (v6, plain), (uso, uso_offload)];
         let (counters, sent) = flooded_from_a(frames);
         let sizes: Vec<usize> = sent.iter().map(Vec::len).collect();

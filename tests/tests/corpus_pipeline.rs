@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use podswitch_dataplane::config::{NodeConfig, Snapshot};
 use podswitch_dataplane::io::PcapReader;
-use podswitch_dataplane::pipeline::PortId;
+use podswitch_dataplane::packet::PortId;
 use podswitch_dataplane::replay::{InputFrame, replay};
 use podswitch_dataplane::wire::{
     ArpPacket, EtherType, Icmpv4Packet, Icmpv6Packet, IpProtocol, Ipv4Packet, Ipv6Packet, L2Header,

@@ -48,15 +48,15 @@ fn main() {
         let mut e = podswitch_benches::nat::established(services, 10_000);
         let frames = if replies { &e.replies } else { &e.originals };
         frames_per_iter = frames.len();
-        let mut batch = podswitch_dataplane::pipeline::Batch::new(2048);
+        let mut batch = podswitch_dataplane::packet::Batch::new(2048);
         for _ in 0..n {
             sink += podswitch_benches::nat::run(&mut e.pipeline, &mut batch, frames, 2);
         }
     } else if name == "nat_new" {
         let services = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(1);
         let (mut pipeline, mut flows) = podswitch_benches::nat::full_table(services);
-        let mut batch = podswitch_dataplane::pipeline::Batch::new(2048);
-        frames_per_iter = 1_000 * podswitch_dataplane::pipeline::BATCH_SIZE;
+        let mut batch = podswitch_dataplane::packet::Batch::new(2048);
+        frames_per_iter = 1_000 * podswitch_dataplane::packet::BATCH_SIZE;
         for _ in 0..n {
             for _ in 0..1_000 {
                 flows.fill(&mut batch, 3);

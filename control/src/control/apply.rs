@@ -82,7 +82,7 @@ impl Control {
         report.generation = self.commit(candidate, snapshot)?;
         // The old state, the old table and the decoding's garbage are
         // free now: hundreds of MB at 100,000 services.
-        podswitch_dataplane::io::heap::release_free_memory();
+        podswitch_dataplane::mem::heap::release_free_memory();
         Ok(report)
     }
 

@@ -175,7 +175,7 @@ impl Control {
     pub fn apply_source(&mut self, update: SourceUpdate) -> Result<SourceReport, ApiError> {
         let report = self.apply_update(update)?;
         if report.services_changed + report.services_removed >= LARGE_UPDATE {
-            podswitch_dataplane::io::heap::release_free_memory();
+            podswitch_dataplane::mem::heap::release_free_memory();
         }
         Ok(report)
     }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use podswitch_dataplane::mirror::{MirrorRegistry, Session, pcapng};
-use podswitch_dataplane::pipeline::PortId;
+use podswitch_dataplane::packet::PortId;
 use serde::Deserialize;
 use tokio::sync::mpsc;
 

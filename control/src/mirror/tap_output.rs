@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use podswitch_dataplane::io::{PortQueue, Rtnetlink, TapError, TapOptions, TapQueue, create_tap};
 use podswitch_dataplane::mirror::{MAX_SNAPLEN, Session};
-use podswitch_dataplane::pipeline::Frame;
+use podswitch_dataplane::packet::Frame;
 
 use crate::state::ApiError;
 

@@ -8,9 +8,9 @@ use std::sync::Arc;
 
 use super::{BridgeSection, ConfigError, Ipv4Cidr, NodeConfig, PortKind, invalid};
 use crate::nat::NatSettings;
+use crate::packet::{L3If, PortId};
 use crate::pipeline::MAX_HOLD_PER_NEIGHBOUR;
-use crate::pipeline::routes::{Route, RouteTable};
-use crate::pipeline::{L3If, PortId};
+use crate::routes::{Route, RouteTable};
 use crate::services::ServiceTable;
 use crate::wire::MacAddr;
 

@@ -14,7 +14,7 @@ use super::key::{ConnKey, Nat};
 use super::sources::SourceCounts;
 use super::tcp::{TcpReject, TcpSegment, TcpState, TcpTracking};
 use super::{ConntrackStats, Direction, Timeouts};
-use crate::io::hugemem::{self, HugeChunk};
+use crate::mem::hugemem::{self, HugeChunk};
 use crate::wire::IpProtocol;
 use core::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

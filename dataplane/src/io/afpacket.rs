@@ -71,7 +71,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 
 use crate::io::vnet::{self, VNET_HDR_LEN_LEGACY};
 use crate::io::{DeviceDrops, PortQueue};
-use crate::pipeline::{Batch, Frame, Offload, PortId};
+use crate::packet::{Batch, Frame, Offload, PortId};
 
 mod sys;
 #[cfg(test)]

@@ -17,7 +17,7 @@
 
 use super::fragment::{self, FragmentError};
 use super::gso::{self, GsoError, Segmenter};
-use crate::pipeline::{DropReason, Event, Frame, GsoKind, WorkerCounters};
+use crate::packet::{DropReason, Event, Frame, GsoKind, WorkerCounters};
 use crate::wire::ethernet::HEADER_LEN as ETH_LEN;
 
 /// What [`cut`] did with a frame.

@@ -39,7 +39,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
-use crate::pipeline::{Frame, Offload};
+use crate::packet::{Frame, Offload};
 use crate::wire::{EtherType, Ipv4Packet, L2Header, WireError, ipv4};
 
 /// IPv4 option "end of option list".

@@ -62,7 +62,7 @@ pub mod tunnel;
 
 pub use headers::offload_from_headers;
 
-use crate::pipeline::{Frame, GsoKind, MAX_FRAME_LEN, Offload};
+use crate::packet::{Frame, GsoKind, MAX_FRAME_LEN, Offload};
 use crate::wire::{
     EtherType, IpProtocol, Ipv4Packet, Ipv6Packet, L2Header, TcpPacket, UdpPacket, WireError,
     checksum, ipv4, ipv6, tcp, udp,

@@ -10,19 +10,14 @@
 //!   packets longer than a port's MTU into fragments, [`egress_mtu`] cuts
 //!   any frame to its port's MTU with both; [`poll`] waits on a
 //!   worker's queues; [`port_state`] says which ports are down and why.
-//! - Memory: [`hugemem`] puts the big random-access tables in huge pages
-//!   and gives the prefetch hint the NAT stage uses before taking a lock;
-//!   [`heap`] gives the heap's free pages back after large changes.
 //!
-//! This is the only module where `unsafe` may appear, and only with a
-//! `// SAFETY:` line per block.
+//! With [`crate::mem`] this is the only module where `unsafe` may appear,
+//! and only with a `// SAFETY:` line per block.
 
 pub mod afpacket;
 pub mod egress_mtu;
 pub mod fragment;
 pub mod gso;
-pub mod heap;
-pub mod hugemem;
 pub mod netlink;
 pub mod netns;
 pub mod pcap;

@@ -8,7 +8,7 @@
 
 use std::os::fd::RawFd;
 
-use crate::pipeline::{Batch, Frame, PortId};
+use crate::packet::{Batch, Frame, PortId};
 
 /// Frames a queue's device lost since the last
 /// [`PortQueue::take_device_drops`], by kind.

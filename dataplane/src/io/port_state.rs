@@ -24,7 +24,7 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use crate::pipeline::PortId;
+use crate::packet::PortId;
 
 /// The down ports with their reasons; every other port is up.
 #[derive(Debug, Default)]

@@ -28,7 +28,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use super::netlink::{NetlinkError, Rtnetlink, check_ifname};
 use super::vnet::{self, VNET_HDR_LEN_V1};
 use super::{DeviceDrops, PortQueue};
-use crate::pipeline::{Batch, Frame, PortId};
+use crate::packet::{Batch, Frame, PortId};
 
 mod pod;
 

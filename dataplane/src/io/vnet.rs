@@ -12,7 +12,7 @@
 //! TAP uses the 12-byte `virtio_net_hdr_v1` (set by `TUNSETVNETHDRSZ`),
 //! AF_PACKET the 10-byte legacy header.
 
-use crate::pipeline::{GsoKind, Offload};
+use crate::packet::{GsoKind, Offload};
 
 /// `virtio_net_hdr_v1` length (TAP, after `TUNSETVNETHDRSZ 12`).
 pub const VNET_HDR_LEN_V1: usize = 12;

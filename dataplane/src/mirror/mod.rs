@@ -32,7 +32,7 @@ pub use session::{
     MirrorRegistry, MirrorSet, MirrorView, PortSelection, Session, SessionCounts, SessionSpec,
 };
 
-use crate::pipeline::{DropReason, PortId, Verdict};
+use crate::packet::{DropReason, PortId, Verdict};
 
 /// Largest snap length: a 64 KiB GSO super-frame with its headers.
 pub const MAX_SNAPLEN: u32 = 65_792;

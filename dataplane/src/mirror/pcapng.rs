@@ -5,7 +5,7 @@
 //! to a `Vec<u8>` that is then written to a file or a stream.
 
 use super::{MirrorNote, MirrorRecord, MirrorStage};
-use crate::pipeline::{PortId, Verdict};
+use crate::packet::{PortId, Verdict};
 
 /// Classic pcap magic for nanosecond timestamps.
 const PCAP_MAGIC_NS: u32 = 0xa1b2_3c4d;

@@ -52,7 +52,7 @@ impl MirrorQueue {
                 len: 0,
                 orig_len: 0,
                 timestamp_ns: 0,
-                note: MirrorNote::new(super::MirrorStage::Ingress, crate::pipeline::PortId(0)),
+                note: MirrorNote::new(super::MirrorStage::Ingress, crate::packet::PortId(0)),
             });
             let _ = free.push(record);
         }

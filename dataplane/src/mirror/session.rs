@@ -7,7 +7,7 @@ use arc_swap::ArcSwap;
 
 use super::bpf::Program;
 use super::{MirrorNote, MirrorQueue, MirrorStage};
-use crate::pipeline::PortId;
+use crate::packet::PortId;
 
 const PORT_WORDS: usize = PortId::MAX_PORTS as usize / 64;
 

@@ -3,7 +3,7 @@ use std::sync::Arc;
 use super::bpf::{Insn, Program};
 use super::*;
 use crate::io::PcapReader;
-use crate::pipeline::{DropReason, PortId, Verdict};
+use crate::packet::{DropReason, PortId, Verdict};
 
 /// A session spec without filter, at the full snap length (also for the
 /// pipeline's and the overlay's mirror tests).

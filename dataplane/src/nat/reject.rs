@@ -6,7 +6,7 @@
 //! Other protocols get an ICMP port unreachable, built by the gateway's
 //! ICMP error path under its rate limit.
 
-use crate::pipeline::{Frame, Offload};
+use crate::packet::{Frame, Offload};
 use crate::wire::tcp::{FLAG_ACK, FLAG_FIN, FLAG_RST, FLAG_SYN};
 use crate::wire::{EthernetFrame, IpProtocol, Ipv4Packet, Ipv4Repr, MacAddr, TcpPacket};
 

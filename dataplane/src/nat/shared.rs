@@ -19,7 +19,7 @@ use crate::conntrack::{
     ConnKey, ConntrackStats, ConntrackTable, Direction, Entry, EntryId, Evictions, IndexReader,
     InsertError, KeyHasher, Nat, TcpReject, TcpSegment, TcpState, Timeouts,
 };
-use crate::io::hugemem;
+use crate::mem::hugemem;
 use crate::wire::IpProtocol;
 
 /// Most shards a table is cut into (enough for 16 workers at 4 shards each).

@@ -18,7 +18,7 @@ use crate::conntrack::{
     ConnKey, ConntrackTable, Direction, Entry, EntryId, Evictions, InsertError, Nat, TcpReject,
     TcpSegment,
 };
-use crate::pipeline::{DropReason, Event, Frame, L3If, PortId, Verdict, WorkerCounters};
+use crate::packet::{DropReason, Event, Frame, L3If, PortId, Verdict, WorkerCounters};
 use crate::services::{Backend, Indexed, Protocol, ServiceEntry, ServiceKey, flow_hash};
 use crate::wire::tcp::FLAG_SYN;
 use crate::wire::{IpProtocol, Ipv4Packet};

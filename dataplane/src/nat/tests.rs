@@ -9,7 +9,8 @@ use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
 use crate::config::{NodeConfig, Snapshot};
 use crate::conntrack::{TcpState, Timeouts};
 use crate::nat::ConntrackFilter;
-use crate::pipeline::{Batch, DropReason, Event, Pipeline, PortId, SharedTables, Verdict};
+use crate::packet::{Batch, DropReason, Event, PortId, Verdict};
+use crate::pipeline::{Pipeline, SharedTables};
 
 const GW_MAC: [u8; 6] = [2, 0, 0x0a, 0xf4, 1, 1];
 const UP_MAC: [u8; 6] = [2, 0, 0xc0, 0xa8, 0x64, 1];

@@ -11,7 +11,7 @@
 //! by the worker. Nothing is allocated: payloads are appended in the first
 //! frame's tailroom.
 
-use crate::pipeline::{Frame, GsoKind, Offload};
+use crate::packet::{Frame, GsoKind, Offload};
 use crate::wire::{checksum, ethernet, ipv4, tcp};
 
 /// The first segment of a run being merged.

@@ -8,8 +8,8 @@ use serde::Deserialize;
 use super::table::{Tunnel, TunnelTable};
 use super::{OUTER_LEN, Overlay, default_vtep_mac};
 use crate::config::{ConfigError, Ipv4Cidr, L3Interface, NodeConfig, PortSpec, invalid};
-use crate::pipeline::L3If;
-use crate::pipeline::routes::RouteTable;
+use crate::packet::L3If;
+use crate::routes::RouteTable;
 use crate::wire::MacAddr;
 use crate::wire::vxlan::{MAX_VNI, VXLAN_PORT};
 
@@ -75,7 +75,7 @@ pub fn build(
     config: &NodeConfig,
     ports: &[PortSpec],
     gateway: &L3Interface,
-    uplink: Option<&(crate::pipeline::PortId, L3Interface)>,
+    uplink: Option<&(crate::packet::PortId, L3Interface)>,
     routes: &RouteTable,
 ) -> Result<Option<Overlay>, ConfigError> {
     if config.overlay.is_none() && config.nodes.is_empty() {

@@ -18,7 +18,7 @@
 //! `CHECKSUM_PARTIAL` one).
 
 use crate::io::gso::tunnel::{self, TunnelGsoError, TunnelGsoErrorClass};
-use crate::pipeline::{DropReason, Frame, GsoKind};
+use crate::packet::{DropReason, Frame, GsoKind};
 use crate::wire::{Ipv4Packet, UdpPacket, VxlanHeader, ethernet, udp, vxlan};
 
 use super::Overlay;

@@ -12,7 +12,7 @@ use core::net::Ipv4Addr;
 
 use crate::io::fragment::{FragmentError, Fragmenter};
 use crate::io::gso::{GsoError, Segmenter};
-use crate::pipeline::{Frame, GsoKind};
+use crate::packet::{Frame, GsoKind};
 use crate::wire::{MacAddr, checksum, ethernet, ipv4, udp, vxlan};
 
 use super::OUTER_LEN;

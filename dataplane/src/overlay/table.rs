@@ -6,8 +6,8 @@ use core::net::Ipv4Addr;
 use hashbrown::HashMap;
 
 use crate::config::Ipv4Cidr;
-use crate::pipeline::L3If;
-use crate::pipeline::routes::{Route, RouteTable};
+use crate::packet::L3If;
+use crate::routes::{Route, RouteTable};
 use crate::wire::MacAddr;
 
 /// A remote node reachable through a tunnel.

@@ -14,9 +14,10 @@ use super::*;
 use crate::config::{NodeConfig, Snapshot};
 
 mod fragments;
-use crate::pipeline::{
-    Batch, DropReason, Event, Frame, GsoKind, MAX_FRAME_LEN, Offload, Pipeline, PortId, Verdict,
+use crate::packet::{
+    Batch, DropReason, Event, Frame, GsoKind, MAX_FRAME_LEN, Offload, PortId, Verdict,
 };
+use crate::pipeline::Pipeline;
 
 const GW_MAC: [u8; 6] = [2, 0, 0x0a, 0xf4, 1, 1];
 const UP_MAC: [u8; 6] = [2, 0, 0xc0, 0xa8, 0x64, 1];

@@ -10,8 +10,8 @@
 
 use core::net::Ipv4Addr;
 
-use super::DropReason;
 use crate::config::PortSpec;
+use crate::packet::DropReason;
 use crate::wire::{ArpPacket, EtherType, Ipv4Packet, L2Header};
 
 mod ipv6;

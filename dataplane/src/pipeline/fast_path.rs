@@ -17,8 +17,9 @@
 //! paths equal on frames of cached flows and on their mutations.
 
 use super::flow_cache::FlowCacheResult;
-use super::{Batch, Pipeline, Verdict, antispoof};
+use super::{Pipeline, antispoof};
 use crate::conntrack::{ConnKey, TcpSegment};
+use crate::packet::{Batch, Verdict};
 use crate::wire::{EtherType, IpProtocol, L2Header, MacAddr, ethernet, ipv4};
 
 impl Pipeline {

@@ -36,9 +36,11 @@
 use core::hash::BuildHasher;
 use core::net::Ipv4Addr;
 
-use super::{Batch, Event, L3If, Pipeline, PortId, Verdict};
+use crate::packet::{Batch, Event, L3If, PortId, Verdict};
+
+use super::Pipeline;
 use crate::conntrack::{ConnKey, Direction, EntryId, TcpSegment};
-use crate::io::hugemem::{self, HugeChunk};
+use crate::mem::hugemem::{self, HugeChunk};
 use crate::mirror::MirrorStage;
 use crate::nat::{CachedTranslation, TrackedFlow};
 use crate::wire::MacAddr;

@@ -13,8 +13,9 @@
 
 use core::net::Ipv4Addr;
 
-use super::routes::NextHop;
-use super::{L3If, Pipeline};
+use super::Pipeline;
+use crate::packet::L3If;
+use crate::routes::NextHop;
 
 /// Where a routed packet goes on a node whose uplink is shared with the
 /// node's network stack.

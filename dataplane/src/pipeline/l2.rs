@@ -13,8 +13,8 @@ use std::sync::Mutex;
 
 use hashbrown::HashMap;
 
-use super::{Event, PortId, Verdict, WorkerCounters};
-use crate::pipeline::DropReason;
+use crate::packet::DropReason;
+use crate::packet::{Event, PortId, Verdict, WorkerCounters};
 use crate::wire::MacAddr;
 
 /// How often a worker refreshes a MAC's shared timestamp, and sweeps for aged MACs.

@@ -10,12 +10,13 @@
 
 use core::net::Ipv4Addr;
 
+use super::Pipeline;
 use super::flow_cache::FlowCacheResult;
 use super::host::HostRoute;
 use super::nat_hook::AfterNat;
 use super::neighbour::Lookup;
 use super::reassembly::Reassembly;
-use super::{Batch, DropReason, Event, Frame, L3If, Pipeline, Verdict};
+use crate::packet::{Batch, DropReason, Event, Frame, L3If, Verdict};
 use crate::wire::icmpv4;
 use crate::wire::{EthernetFrame, Ipv4Packet, MacAddr};
 

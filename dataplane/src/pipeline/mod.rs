@@ -23,7 +23,6 @@
 mod antispoof;
 mod fast_path;
 mod flow_cache;
-mod frame;
 mod gateway;
 mod host;
 mod l2;
@@ -34,54 +33,17 @@ mod neighbour;
 mod overlay;
 mod reassembly;
 
-pub mod counters;
-pub mod routes;
-
 use std::sync::Arc;
 
-pub use counters::{Counter, DropReason, Event, PortCounters, WorkerCounters};
-pub use frame::{BATCH_SIZE, Batch, Frame, GsoKind, HEADROOM, MAX_FRAME_LEN, Offload};
 pub use l2::{MacRecord, SharedMacTable};
 pub use neighbour::{MAX_HOLD_PER_NEIGHBOUR, NeighbourRecord, SharedNeighbourTable};
 
 use crate::config::Snapshot;
 use crate::mirror::{MirrorNote, MirrorRegistry, MirrorStage, MirrorView};
+use crate::packet::{
+    Batch, DropReason, Event, Frame, GsoKind, L3If, PortId, Verdict, WorkerCounters,
+};
 use crate::wire::{EtherType, L2Header};
-
-/// Index of a port in the configuration snapshot.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Default)]
-pub struct PortId(pub u16);
-
-impl PortId {
-    /// The switch itself: the "input port" of frames it originates.
-    pub const LOCAL: PortId = PortId(u16::MAX);
-    /// How many ports a snapshot may hold.
-    pub const MAX_PORTS: u16 = 4096;
-}
-
-/// An L3 interface of the switch.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-pub enum L3If {
-    /// The pod gateway on the bridge domain.
-    Bridge,
-    /// The node's uplink.
-    Uplink,
-}
-
-/// What to do with a frame.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Verdict {
-    /// Send out of this port.
-    Forward(PortId),
-    /// Send out of every bridge-domain port except the input port.
-    Flood,
-    /// Drop it, for this reason.
-    Drop(DropReason),
-    /// The switch consumed it (e.g. an ARP reply it was waiting for).
-    Consumed,
-    /// The frame was moved to the neighbour hold queue; nothing to send now.
-    Held,
-}
 
 /// The tables every worker of a node shares: MACs and neighbours are
 /// written rarely and read through per-worker copies; connection tracking

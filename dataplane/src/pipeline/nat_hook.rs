@@ -3,12 +3,13 @@
 
 use core::net::Ipv4Addr;
 
+use super::Pipeline;
 use super::flow_cache::{FlowKey, HINTED_FRAMES, NO_SLOT};
 use super::reassembly::Reassembly;
-use super::{Batch, DropReason, Event, Frame, L3If, Pipeline, Verdict};
 use crate::conntrack::ConnKey;
 use crate::mirror::{MirrorNote, MirrorStage, NatKind, NatRewrite};
 use crate::nat::{NatAction, NatStage};
+use crate::packet::{Batch, DropReason, Event, Frame, L3If, Verdict};
 use crate::wire::{EthernetFrame, Ipv4Packet};
 use crate::wire::{ethernet, icmpv4};
 

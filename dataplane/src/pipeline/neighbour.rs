@@ -16,7 +16,9 @@ use std::sync::Mutex;
 
 use hashbrown::HashMap;
 
-use super::{Batch, DropReason, Event, Frame, L3If, Pipeline, Verdict};
+use crate::packet::{Batch, DropReason, Event, Frame, L3If, Verdict};
+
+use super::Pipeline;
 use crate::wire::arp::{ArpRepr, OP_REQUEST};
 use crate::wire::{EtherType, EthernetFrame, MacAddr};
 

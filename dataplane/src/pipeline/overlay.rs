@@ -18,13 +18,14 @@
 
 use core::net::Ipv4Addr;
 
+use super::Pipeline;
 use super::neighbour::Lookup;
 use super::reassembly::Reassembly;
-use super::{Batch, DropReason, Event, Frame, GsoKind, L3If, Pipeline, Verdict};
 use crate::io::fragment::Fragmenter;
 use crate::mirror::{MirrorNote, MirrorStage};
 use crate::overlay::encap::{self, EncapParams};
 use crate::overlay::{TunnelId, coalesce, decap};
+use crate::packet::{Batch, DropReason, Event, Frame, GsoKind, L3If, Verdict};
 use crate::wire::{EtherType, EthernetFrame, Ipv4Packet, L2Header, MacAddr, icmpv4};
 
 /// What the tunnel output needs to know about the inner IPv4 packet.
@@ -150,7 +151,7 @@ impl Pipeline {
                     return Verdict::Drop(DropReason::VxlanEncapFailed);
                 }
             }
-            frame.offload = super::Offload::default();
+            frame.offload = crate::packet::Offload::default();
         }
         let vtep_mac = overlay.vtep_mac;
         let Some(mut eth) = EthernetFrame::new_checked(frame.data_mut()).ok() else {

@@ -35,7 +35,9 @@
 
 use core::net::Ipv4Addr;
 
-use super::{Batch, DropReason, Event, Frame, L3If, Pipeline, PortId, Verdict};
+use crate::packet::{Batch, DropReason, Event, Frame, L3If, PortId, Verdict};
+
+use super::Pipeline;
 use crate::wire::ipv4::{self, Ipv4Packet};
 use crate::wire::{EthernetFrame, IpProtocol, MacAddr};
 
@@ -371,7 +373,7 @@ impl Pipeline {
         ip.set_total_len(total as u16);
         ip.set_unfragmented(false);
         ip.fill_checksum();
-        frame.offload = super::Offload::default();
+        frame.offload = crate::packet::Offload::default();
         self.reassembly.free(slot);
         self.counters.event(Event::Ipv4Reassembled);
         Reassembly::Whole

@@ -121,8 +121,8 @@ pub(super) fn select(maglev: &Maglev, selectable: &[Backend], flow_hash: u64) ->
 #[inline]
 pub(super) fn prefetch_select(maglev: &Maglev, selectable: &[Backend], flow_hash: u64) {
     if let Some(slot) = maglev.slot_address(flow_hash) {
-        crate::io::hugemem::prefetch(slot);
-        crate::io::hugemem::prefetch(selectable.as_ptr() as usize);
+        crate::mem::hugemem::prefetch(slot);
+        crate::mem::hugemem::prefetch(selectable.as_ptr() as usize);
     }
 }
 
@@ -231,7 +231,7 @@ impl ServiceIndex {
     #[inline]
     pub fn prefetch(&self, key: ServiceKey) {
         if let Some(slot) = self.slots.get(self.home(key)) {
-            crate::io::hugemem::prefetch(core::ptr::from_ref(slot) as usize);
+            crate::mem::hugemem::prefetch(core::ptr::from_ref(slot) as usize);
         }
     }
 

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
 
 use super::*;
-use crate::pipeline::{GsoKind, MAX_FRAME_LEN};
+use crate::packet::{GsoKind, MAX_FRAME_LEN};
 
 const IF_A: &str = "psafp-a";
 const IF_B: &str = "psafp-b";

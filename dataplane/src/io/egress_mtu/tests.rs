@@ -7,7 +7,7 @@ use etherparse::defrag::IpDefragPool;
 use etherparse::{NetSlice, PacketBuilder, SlicedPacket};
 
 use super::*;
-use crate::pipeline::{MAX_FRAME_LEN, Offload};
+use crate::packet::{MAX_FRAME_LEN, Offload};
 use crate::wire::Ipv4Packet;
 
 const MACS: ([u8; 6], [u8; 6]) = ([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);

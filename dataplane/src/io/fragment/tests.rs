@@ -6,7 +6,7 @@ use etherparse::{NetSlice, PacketBuilder, SlicedPacket};
 use proptest::prelude::*;
 
 use super::*;
-use crate::pipeline::MAX_FRAME_LEN;
+use crate::packet::MAX_FRAME_LEN;
 
 const SRC: [u8; 4] = [10, 244, 1, 2];
 const DST: [u8; 4] = [10, 96, 0, 10];

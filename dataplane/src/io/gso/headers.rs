@@ -14,7 +14,7 @@
 //! and the inner field does not; a complete checksum equals its folded
 //! pseudo-header sum by chance once in 65,536.
 
-use crate::pipeline::{GsoKind, Offload};
+use crate::packet::{GsoKind, Offload};
 use crate::wire::{
     EtherType, IpProtocol, Ipv4Packet, Ipv6Packet, L2Header, checksum, ipv6, read_u16,
 };

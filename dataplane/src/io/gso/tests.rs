@@ -10,7 +10,7 @@ use etherparse::{
 use proptest::prelude::*;
 
 use super::*;
-use crate::pipeline::{Frame, GsoKind, MAX_FRAME_LEN, Offload};
+use crate::packet::{Frame, GsoKind, MAX_FRAME_LEN, Offload};
 use crate::wire::tcp::{FLAG_ACK, FLAG_CWR, FLAG_ECE, FLAG_FIN, FLAG_PSH};
 
 const SRC_V4: [u8; 4] = [10, 244, 1, 2];

@@ -29,7 +29,7 @@
 //! have finished per segment. The Linux receiver does the same (a
 //! `CHECKSUM_PARTIAL` packet is trusted, `skb_csum_unnecessary`).
 
-use crate::pipeline::{GsoKind, MAX_FRAME_LEN, Offload};
+use crate::packet::{GsoKind, MAX_FRAME_LEN, Offload};
 use crate::wire::{EtherType, IpProtocol, L2Header, UdpPacket, VxlanHeader, udp, vxlan};
 
 use super::{GsoError, MAX_SEGMENTS, check_udp, parse_ipv4, parse_ipv6, parse_layout};

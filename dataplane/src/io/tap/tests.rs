@@ -18,7 +18,7 @@ use etherparse::{
 use super::*;
 use crate::io::netns::run_in_netns;
 use crate::io::netns::testing::{TestNetns, can_build_namespaces};
-use crate::pipeline::{GsoKind, MAX_FRAME_LEN, Offload};
+use crate::packet::{GsoKind, MAX_FRAME_LEN, Offload};
 use crate::wire::ethernet::MacAddr;
 
 const POD_MAC: MacAddr = MacAddr([0x02, 0x50, 0, 0, 0, 0x02]);

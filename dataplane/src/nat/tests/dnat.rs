@@ -266,7 +266,7 @@ fn l2_traffic_without_nat_is_untouched() {
 
 #[test]
 fn partial_checksums_stay_partial() {
-    use crate::pipeline::Offload;
+    use crate::packet::Offload;
     use crate::wire::checksum;
     let mut n = Node::new();
     let mut frame = to_web(CLIENT, 100, Flags::Syn, b"");

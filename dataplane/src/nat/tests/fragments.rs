@@ -4,7 +4,7 @@
 //! the port's MTU again (`io::fragment`, tested in the worker).
 
 use super::*;
-use crate::pipeline::MAX_FRAME_LEN;
+use crate::packet::MAX_FRAME_LEN;
 use crate::wire::testdata::cut_into_fragments;
 
 /// Runs `frames` as one batch with frame buffers as large as the worker's;

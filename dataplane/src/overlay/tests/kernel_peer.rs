@@ -11,9 +11,8 @@ use etherparse::{LinkSlice, NetSlice, SlicedPacket, TransportSlice};
 use super::{arp, segments_of};
 use crate::config::{NodeConfig, Snapshot};
 use crate::io::vnet;
-use crate::pipeline::{
-    Batch, DropReason, Event, GsoKind, MAX_FRAME_LEN, Offload, Pipeline, PortId, Verdict,
-};
+use crate::packet::{Batch, DropReason, Event, GsoKind, MAX_FRAME_LEN, Offload, PortId, Verdict};
+use crate::pipeline::Pipeline;
 
 /// The fixture: 10-byte vnet header, then the frame.
 const KERNEL_VXLAN_GSO: &[u8] = include_bytes!("../../../testdata/kernel-vxlan-gso.vnet");

@@ -33,7 +33,7 @@
 use core::net::Ipv6Addr;
 
 use crate::config::PortSpec;
-use crate::pipeline::DropReason;
+use crate::packet::DropReason;
 use crate::wire::icmpv6::{self, ND_OPTION_SOURCE_LL_ADDR, ND_OPTION_TARGET_LL_ADDR};
 use crate::wire::ipv6::link_local_eui64;
 use crate::wire::{Icmpv6Packet, Icmpv6Type, IpProtocol, Ipv6Packet, MacAddr};

@@ -12,7 +12,8 @@
 
 use super::{DatagramKey, State};
 use crate::io::fragment::Fragmenter;
-use crate::pipeline::{Batch, DropReason, Event, Frame, L3If, Pipeline, Verdict};
+use crate::packet::{Batch, DropReason, Event, Frame, L3If, Verdict};
+use crate::pipeline::Pipeline;
 use crate::wire::ethernet::HEADER_LEN as ETH_LEN;
 use crate::wire::icmpv4::{self, Icmpv4Packet};
 use crate::wire::ipv4::{self, Ipv4Packet, Ipv4Repr};

@@ -6,7 +6,7 @@
 //! its segments.
 
 use super::*;
-use crate::pipeline::MAX_FRAME_LEN;
+use crate::packet::{MAX_FRAME_LEN, Offload};
 
 const IP_A: [u8; 4] = [10, 244, 1, 2];
 const IP_B: [u8; 4] = [10, 244, 1, 3];

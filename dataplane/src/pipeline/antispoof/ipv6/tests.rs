@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::config::PortKind;
-use crate::pipeline::PortId;
+use crate::packet::PortId;
 use crate::wire::testdata::ROUTER_ADVERT as RA;
 
 /// The pod's MAC and the link-local address Linux forms from it.
