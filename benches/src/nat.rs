@@ -4,9 +4,9 @@
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
+use podswitch_dataplane::config::{EndpointSection, ServiceSection};
 use podswitch_dataplane::config::{NodeConfig, Snapshot};
 use podswitch_dataplane::conntrack::Timeouts;
-use podswitch_dataplane::nat::{EndpointSection, ServiceSection};
 use podswitch_dataplane::packet::{BATCH_SIZE, Batch, PortId, Verdict};
 use podswitch_dataplane::pipeline::{Pipeline, SharedTables};
 use podswitch_dataplane::wire::tcp::{FLAG_ACK, FLAG_SYN};

@@ -233,8 +233,8 @@ pub struct NodeRecord {
 
 impl NodeRecord {
     /// The node as the dataplane's `[[nodes]]` entry.
-    pub fn to_section(&self) -> podswitch_dataplane::overlay::RemoteNodeSection {
-        podswitch_dataplane::overlay::RemoteNodeSection {
+    pub fn to_section(&self) -> podswitch_dataplane::config::RemoteNodeSection {
+        podswitch_dataplane::config::RemoteNodeSection {
             name: self.name.clone(),
             node_ip: self.node_ip,
             pod_cidr: self.pod_cidr,

@@ -9,8 +9,8 @@ use core::net::Ipv4Addr;
 
 use hashbrown::HashMap;
 
-use crate::config::Ipv4Cidr;
 use crate::packet::L3If;
+use crate::wire::Ipv4Cidr;
 
 /// One route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

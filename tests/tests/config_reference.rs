@@ -10,14 +10,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use podswitch_cni::types::{
     Attachment, DEFAULT_DATA_DIR, DEFAULT_SOCKET, Dns, IpamConf, NetConf, RangeConf, RouteConf,
 };
+use podswitch_dataplane::config::nat::{
+    ConntrackSection, EndpointSection, NatSection, ServiceSection,
+};
 use podswitch_dataplane::config::{
     BridgeSection, HostSection, IcmpSection, KubernetesSection, NeighbourSection, NodeConfig,
     NodeSection, PortSection, RouteSection, UplinkSection,
 };
-use podswitch_dataplane::nat::config::{
-    ConntrackSection, EndpointSection, NatSection, ServiceSection,
-};
-use podswitch_dataplane::overlay::{OverlaySection, RemoteNodeSection};
+use podswitch_dataplane::config::{OverlaySection, RemoteNodeSection};
 use podswitch_tests::{struct_fields, workspace};
 
 /// One table row of the doc: field, type, default, meaning.

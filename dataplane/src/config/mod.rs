@@ -9,92 +9,23 @@
 
 use core::fmt;
 use core::net::Ipv4Addr;
-use core::str::FromStr;
 use std::path::Path;
 
 use serde::Deserialize;
 
 use crate::wire::MacAddr;
 
+pub mod nat;
+pub mod overlay;
 mod snapshot;
 
+pub use crate::wire::Ipv4Cidr;
+pub use nat::{
+    ConntrackSection, EndpointSection, NatSection, NatSettings, PortRange, ServiceSection,
+    build_services,
+};
+pub use overlay::{OverlaySection, RemoteNodeSection};
 pub use snapshot::{HostAccess, L3Interface, PortSpec, Snapshot, Tuning};
-
-/// An IPv4 prefix such as `10.244.1.0/24` (host bits may be set: `10.244.1.1/24`).
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-pub struct Ipv4Cidr {
-    /// The address as written.
-    pub addr: Ipv4Addr,
-    /// Prefix length, 0..=32.
-    pub prefix_len: u8,
-}
-
-impl Ipv4Cidr {
-    /// The netmask as a u32.
-    pub fn mask(&self) -> u32 {
-        if self.prefix_len == 0 {
-            0
-        } else {
-            u32::MAX << (32 - u32::from(self.prefix_len))
-        }
-    }
-
-    /// The network address (host bits cleared).
-    pub fn network(&self) -> Ipv4Addr {
-        Ipv4Addr::from(u32::from(self.addr) & self.mask())
-    }
-
-    /// The directed broadcast address.
-    pub fn broadcast(&self) -> Ipv4Addr {
-        Ipv4Addr::from(u32::from(self.addr) | !self.mask())
-    }
-
-    /// True when `ip` lies inside the prefix.
-    pub fn contains(&self, ip: Ipv4Addr) -> bool {
-        (u32::from(ip) & self.mask()) == u32::from(self.network())
-    }
-}
-
-impl fmt::Display for Ipv4Cidr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix_len)
-    }
-}
-
-impl FromStr for Ipv4Cidr {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (addr, len) = s
-            .split_once('/')
-            .ok_or_else(|| format!("{s:?} is not a CIDR like 10.244.1.0/24"))?;
-        let addr: Ipv4Addr = addr
-            .parse()
-            .map_err(|_| format!("{s:?}: {addr:?} is not an IPv4 address"))?;
-        let prefix_len: u8 = len
-            .parse()
-            .map_err(|_| format!("{s:?}: prefix length {len:?} is not a number"))?;
-        if prefix_len > 32 {
-            return Err(format!(
-                "{s:?}: prefix length {prefix_len} is larger than 32"
-            ));
-        }
-        Ok(Ipv4Cidr { addr, prefix_len })
-    }
-}
-
-impl<'de> Deserialize<'de> for Ipv4Cidr {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
-
-impl serde::Serialize for Ipv4Cidr {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
 
 /// The node configuration file, as written.
 #[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
@@ -122,21 +53,21 @@ pub struct NodeConfig {
     // --- services / NAT (issue 6) ---
     /// Services (ClusterIP, NodePort) with their endpoints, for static nodes and replay.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub services: Vec<crate::nat::ServiceSection>,
+    pub services: Vec<ServiceSection>,
     /// Masquerade and port ranges.
     #[serde(default)]
-    pub nat: crate::nat::NatSection,
+    pub nat: NatSection,
     /// Connection tracking capacity and timeouts.
     #[serde(default)]
-    pub conntrack: crate::nat::ConntrackSection,
+    pub conntrack: ConntrackSection,
     // --- end services / NAT ---
     // VXLAN overlay (overlay/).
     /// The VXLAN overlay; enabled by this section or by any `[[nodes]]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub overlay: Option<crate::overlay::OverlaySection>,
+    pub overlay: Option<OverlaySection>,
     /// The other nodes of the cluster, reached through VXLAN tunnels.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub nodes: Vec<crate::overlay::RemoteNodeSection>,
+    pub nodes: Vec<RemoteNodeSection>,
     /// Follow a Kubernetes cluster (the control plane's; the dataplane only carries it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kubernetes: Option<KubernetesSection>,
@@ -314,6 +245,10 @@ pub struct RouteSection {
     /// Next hop; must lie in the pod subnet or the uplink subnet.
     pub via: Ipv4Addr,
 }
+
+/// Largest `[neighbours] hold_per_neighbour` accepted (the pipeline's hold
+/// queue has this many slots per next hop).
+pub const MAX_HOLD_PER_NEIGHBOUR: usize = 16;
 
 /// `[neighbours]`.
 #[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]

@@ -6,10 +6,11 @@
 use core::net::Ipv4Addr;
 use std::sync::Arc;
 
-use super::{BridgeSection, ConfigError, Ipv4Cidr, NodeConfig, PortKind, invalid};
-use crate::nat::NatSettings;
+use super::NatSettings;
+use super::{
+    BridgeSection, ConfigError, Ipv4Cidr, MAX_HOLD_PER_NEIGHBOUR, NodeConfig, PortKind, invalid,
+};
 use crate::packet::{L3If, PortId};
-use crate::pipeline::MAX_HOLD_PER_NEIGHBOUR;
 use crate::routes::{Route, RouteTable};
 use crate::services::ServiceTable;
 use crate::wire::MacAddr;
@@ -197,7 +198,7 @@ impl Snapshot {
             .map(|p| p.id)
             .collect();
         let routes = build_routes(config, &gateway, uplink.as_ref().map(|u| &u.1))?;
-        let overlay = crate::overlay::build(config, &ports, &gateway, uplink.as_ref(), &routes)?;
+        let overlay = super::overlay::build(config, &ports, &gateway, uplink.as_ref(), &routes)?;
         if let Some(overlay) = &overlay {
             // Pods default to the MTU the tunnel carries (uplink MTU − 50).
             for (spec, section) in ports.iter_mut().zip(&config.ports) {
@@ -231,7 +232,7 @@ impl Snapshot {
             icmp_burst: config.icmp.burst,
         };
         let nat = NatSettings::build(&config.nat, &config.conntrack, gateway.address)?;
-        let services = Arc::new(crate::nat::build_services(
+        let services = Arc::new(super::nat::build_services(
             &config.services,
             nat.node_port_range,
         )?);

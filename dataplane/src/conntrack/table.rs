@@ -7,8 +7,11 @@
 //! slots per entry: load ≤ 0.5.
 
 use core::fmt;
-use core::hash::BuildHasher;
-use core::net::Ipv4Addr;
+use core::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+mod entry;
+mod index;
 
 use super::key::{ConnKey, Nat};
 use super::sources::SourceCounts;
@@ -16,8 +19,10 @@ use super::tcp::{TcpReject, TcpSegment, TcpState, TcpTracking};
 use super::{ConntrackStats, Direction, Timeouts};
 use crate::mem::hugemem::{self, HugeChunk};
 use crate::wire::IpProtocol;
-use core::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use entry::{CHARGED, IN_USE, update_entry, update_tcp_entry};
+pub use entry::{Entry, EntryId, Listing};
+use index::{EMPTY, Index, Slot, home_slot_address};
+pub use index::{INDEX_SLOT_BYTES, IndexReader, KeyHasher};
 
 /// How far an insert into a full table looks for an entry it may evict
 /// (expired, unassured, or closing).
@@ -28,186 +33,6 @@ const EVICTION_SCAN: usize = 4096;
 const EVICTION_RESCAN: usize = 64;
 /// The most entries a table may hold (index slots must fit the hash tag).
 pub const MAX_CAPACITY: usize = 1 << 29;
-
-const IN_USE: u8 = 1;
-const ASSURED: u8 = 2;
-const REPLIED: u8 = 4;
-/// Counted in [`SourceCounts`] under its original source address.
-const CHARGED: u8 = 8;
-
-/// Names an entry; valid until the entry is removed or evicted.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
-pub struct EntryId(u32);
-
-impl EntryId {
-    /// Names no entry (a placeholder).
-    pub const NONE: EntryId = EntryId(u32::MAX);
-
-    /// The id of slot `index` (tests).
-    #[cfg(test)]
-    pub(crate) const fn from_index(index: u32) -> EntryId {
-        EntryId(index)
-    }
-
-    /// The slot number, for diagnostics.
-    pub const fn index(self) -> u32 {
-        self.0
-    }
-}
-
-/// One tracked connection (64 bytes).
-#[derive(Clone, Copy, Debug)]
-pub struct Entry {
-    original: ConnKey,
-    reply: ConnKey,
-    tcp: TcpTracking,
-    /// Table time in seconds at which the entry dies.
-    expires: u32,
-    flags: u8,
-    /// A tag the owner keeps with the entry (the NAT stage: the services
-    /// generation the entry was last validated against).
-    mark: u16,
-}
-
-impl Entry {
-    const FREE: Entry = Entry {
-        original: ConnKey::UNUSED,
-        reply: ConnKey::UNUSED,
-        tcp: TcpTracking::NEW,
-        expires: 0,
-        flags: 0,
-        mark: 0,
-    };
-
-    /// The key of the original direction.
-    pub const fn original(&self) -> &ConnKey {
-        &self.original
-    }
-
-    /// The key of the reply direction (carries the NAT).
-    pub const fn reply(&self) -> &ConnKey {
-        &self.reply
-    }
-
-    /// The key of direction `dir`.
-    pub const fn key(&self, dir: Direction) -> &ConnKey {
-        match dir {
-            Direction::Original => &self.original,
-            Direction::Reply => &self.reply,
-        }
-    }
-
-    /// IP protocol.
-    pub const fn protocol(&self) -> IpProtocol {
-        self.original.protocol
-    }
-
-    /// The TCP state (NONE for other protocols).
-    pub const fn tcp_state(&self) -> TcpState {
-        self.tcp.state
-    }
-
-    /// Seen in both directions and, for TCP, through the handshake.
-    pub const fn is_assured(&self) -> bool {
-        self.flags & ASSURED != 0
-    }
-
-    /// A packet of the reply direction was seen.
-    pub const fn is_replied(&self) -> bool {
-        self.flags & REPLIED != 0
-    }
-
-    /// The translation recorded for the original direction.
-    pub fn nat(&self) -> Nat {
-        let inverse = self.reply.inverted();
-        Nat {
-            src: (inverse.src() != self.original.src()).then_some(inverse.src()),
-            dst: (inverse.dst() != self.original.dst()).then_some(inverse.dst()),
-        }
-    }
-
-    /// The `(source, destination)` a packet of direction `dir` must carry
-    /// after translation: the other direction's key, inverted.
-    #[inline]
-    pub const fn rewrite(&self, dir: Direction) -> ((Ipv4Addr, u16), (Ipv4Addr, u16)) {
-        let other = self.key(dir.opposite());
-        (other.dst(), other.src())
-    }
-
-    /// The owner's tag (see [`ConntrackTable::set_mark`]).
-    pub const fn mark(&self) -> u16 {
-        self.mark
-    }
-
-    /// Seconds left at `now_ns`.
-    pub fn remaining_secs(&self, now_ns: u64) -> u32 {
-        self.expires.saturating_sub(seconds(now_ns))
-    }
-
-    /// A `conntrack -L` style line.
-    pub const fn listing(&self, now_ns: u64) -> Listing<'_> {
-        Listing {
-            entry: self,
-            now_ns,
-        }
-    }
-
-    fn in_use(&self) -> bool {
-        self.flags & IN_USE != 0
-    }
-
-    fn live(&self, now: u32) -> bool {
-        self.in_use() && self.expires > now
-    }
-}
-
-/// Shows an entry as `conntrack -L` does.
-#[derive(Debug)]
-pub struct Listing<'a> {
-    entry: &'a Entry,
-    now_ns: u64,
-}
-
-impl fmt::Display for Listing<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let e = self.entry;
-        let proto = e.protocol();
-        let name = match proto {
-            IpProtocol::TCP => "tcp",
-            IpProtocol::UDP => "udp",
-            IpProtocol::ICMP => "icmp",
-            _ => "unknown",
-        };
-        write!(f, "{name:<8}{} {}", proto.0, e.remaining_secs(self.now_ns))?;
-        if proto == IpProtocol::TCP {
-            write!(f, " {}", e.tcp_state().name())?;
-        }
-        let tuple = |f: &mut fmt::Formatter<'_>, k: &ConnKey| {
-            if proto == IpProtocol::ICMP {
-                write!(
-                    f,
-                    " src={} dst={} id={}",
-                    k.src_addr, k.dst_addr, k.src_port
-                )
-            } else {
-                write!(
-                    f,
-                    " src={} dst={} sport={} dport={}",
-                    k.src_addr, k.dst_addr, k.src_port, k.dst_port
-                )
-            }
-        };
-        tuple(f, &e.original)?;
-        if !e.is_replied() {
-            f.write_str(" [UNREPLIED]")?;
-        }
-        tuple(f, &e.reply)?;
-        if e.is_assured() {
-            f.write_str(" [ASSURED]")?;
-        }
-        Ok(())
-    }
-}
 
 /// Why an insert failed.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, thiserror::Error)]
@@ -221,115 +46,6 @@ pub enum InsertError {
     /// The source already has as many entries as its limit allows.
     #[error("the source has as many tracked connections as it may")]
     SourceLimit,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-struct Slot {
-    /// Low 32 bits of the key's hash; its low bits are the home slot.
-    tag: u32,
-    /// `id << 1 | direction`, or `EMPTY`.
-    value: u32,
-}
-
-impl Slot {
-    const fn from_bits(bits: u64) -> Slot {
-        Slot {
-            tag: (bits >> 32) as u32,
-            value: bits as u32,
-        }
-    }
-
-    const fn to_bits(self) -> u64 {
-        ((self.tag as u64) << 32) | self.value as u64
-    }
-}
-
-/// The index: slots written only under the table's `&mut` (its shard
-/// lock), and atomic so that a prefetch pass may read one without the
-/// lock ([`ConntrackTable::index_reader`]); relaxed loads and stores are
-/// plain moves.
-type Index = Arc<HugeChunk<AtomicU64>>;
-
-/// Bytes of one index slot (for computing a slot's address).
-pub const INDEX_SLOT_BYTES: usize = size_of::<AtomicU64>();
-
-const EMPTY: Slot = Slot {
-    tag: 0,
-    value: u32::MAX,
-};
-
-/// Hashes keys for the index; tables that share one (the shards of the
-/// shared table) let a key be hashed once, outside their locks.
-#[derive(Clone, Debug)]
-pub struct KeyHasher(foldhash::fast::FixedState);
-
-impl Default for KeyHasher {
-    /// A hasher with a seed drawn at random (per process and call).
-    fn default() -> KeyHasher {
-        let seed = foldhash::fast::RandomState::default().hash_one(0u64);
-        KeyHasher(foldhash::fast::FixedState::with_seed(seed))
-    }
-}
-
-impl KeyHasher {
-    /// The index tag of `key`.
-    #[inline]
-    pub fn hash(&self, key: &ConnKey) -> u32 {
-        self.0.hash_one(key.words()) as u32
-    }
-}
-
-/// A table's index as a prefetch pass sees it, without the table's lock:
-/// where a key's probe starts, and which entry the slot there names (a
-/// guess while other threads change the table; only ever used as a hint).
-#[derive(Clone, Debug)]
-pub struct IndexReader {
-    index: Index,
-    mask: usize,
-    entries: usize,
-}
-
-impl IndexReader {
-    /// Address of the home slot of a key hashed to `tag`.
-    #[inline]
-    pub fn slot_address(&self, tag: u32) -> usize {
-        home_slot_address(&self.index, self.mask, tag)
-    }
-
-    /// Address of the entry that a slot holding `tag` names, among the
-    /// first few of its probe sequence (most keys sit at or just after
-    /// their home slot); `None` if none holds it now.
-    #[inline]
-    pub fn entry_address(&self, tag: u32) -> Option<usize> {
-        const PROBES: usize = 4;
-        let home = tag as usize & self.mask;
-        for i in 0..PROBES {
-            let slot = Slot::from_bits(
-                self.index
-                    .get((home + i) & self.mask)?
-                    .load(Ordering::Relaxed),
-            );
-            if slot.value == EMPTY.value {
-                return None;
-            }
-            if slot.tag == tag {
-                return Some(self.entries + (slot.value >> 1) as usize * size_of::<Entry>());
-            }
-        }
-        None
-    }
-
-    /// Address of entry `id` (for prefetching; any id gives an address).
-    #[inline]
-    pub fn entry_address_of(&self, id: EntryId) -> usize {
-        self.entries + id.0 as usize * size_of::<Entry>()
-    }
-}
-
-/// Address of the home slot of a key hashed to `tag` in `index`.
-#[inline]
-fn home_slot_address(index: &Index, mask: usize, tag: u32) -> usize {
-    index.as_ptr() as usize + (tag as usize & mask) * INDEX_SLOT_BYTES
 }
 
 /// Table time: whole seconds of the pipeline clock.
@@ -890,55 +606,6 @@ impl ConntrackTable {
             j = (j + 1) & mask;
         }
         self.set_slot(hole, EMPTY);
-    }
-}
-
-/// [`ConntrackTable::update`] on the entry.
-#[inline]
-fn update_entry(e: &mut Entry, t: &Timeouts, dir: Direction, now_ns: u64) {
-    if dir == Direction::Reply {
-        e.flags |= REPLIED;
-    }
-    let timeout = match e.original.protocol {
-        IpProtocol::UDP if e.flags & REPLIED != 0 => {
-            e.flags |= ASSURED;
-            t.udp_assured
-        }
-        IpProtocol::UDP => t.udp_unreplied,
-        IpProtocol::ICMP => t.icmp,
-        _ => t.generic,
-    };
-    e.expires = seconds(now_ns).saturating_add(timeout);
-}
-
-/// [`ConntrackTable::update_tcp`] on the entry.
-#[inline]
-fn update_tcp_entry(
-    e: &mut Entry,
-    (timeouts, stats): (&Timeouts, &mut ConntrackStats),
-    dir: Direction,
-    segment: &TcpSegment,
-    now_ns: u64,
-) -> Result<TcpState, TcpReject> {
-    match e.tcp.track(dir, segment) {
-        Ok(state) => {
-            if dir == Direction::Reply {
-                e.flags |= REPLIED;
-            }
-            if state == TcpState::Established && e.tcp.seen_reply() {
-                e.flags |= ASSURED;
-            }
-            e.expires = seconds(now_ns).saturating_add(timeouts.tcp(state));
-            Ok(state)
-        }
-        Err(reason) => {
-            match reason {
-                TcpReject::Ignored => stats.tcp_ignored += 1,
-                TcpReject::InvalidTransition => stats.tcp_invalid += 1,
-                TcpReject::OutOfWindow => stats.tcp_out_of_window += 1,
-            }
-            Err(reason)
-        }
     }
 }
 

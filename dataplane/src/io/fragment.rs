@@ -22,7 +22,7 @@
 //!
 //! ```
 //! use podswitch_dataplane::io::fragment;
-//! use podswitch_dataplane::pipeline::{Frame, MAX_FRAME_LEN};
+//! use podswitch_dataplane::packet::{Frame, MAX_FRAME_LEN};
 //!
 //! // A 3,000-byte UDP datagram without DF, to a port with MTU 1500.
 //! let mut packet = vec![0u8; 14 + 20 + 8 + 2972];

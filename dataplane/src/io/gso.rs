@@ -28,7 +28,7 @@
 //!
 //! ```
 //! use podswitch_dataplane::io::gso::{self, GsoError};
-//! use podswitch_dataplane::pipeline::{Frame, MAX_FRAME_LEN};
+//! use podswitch_dataplane::packet::{Frame, MAX_FRAME_LEN};
 //!
 //! /// Hands `frame` to `send` as wire frames a port without offloads can take.
 //! fn send_plain(

@@ -9,7 +9,7 @@
 //!
 //! ```
 //! use podswitch_dataplane::io::PortStates;
-//! use podswitch_dataplane::pipeline::PortId;
+//! use podswitch_dataplane::packet::PortId;
 //!
 //! let states = PortStates::default();
 //! assert!(states.set_down(PortId(3), "TAP deleted"));

@@ -15,7 +15,7 @@
 //! which each own their part and free the region when the last one goes.
 //!
 //! ```
-//! use podswitch_dataplane::io::hugemem;
+//! use podswitch_dataplane::mem::hugemem;
 //!
 //! let mut shards = hugemem::chunks(4, 1024, || 0u64);
 //! shards[1][5] = 7;

@@ -10,8 +10,8 @@
 //! protocols working); otherwise the search starts at a point derived from
 //! the flow's hash and walks the range.
 
-use super::config::NatSettings;
 use super::shared::SharedConntrack;
+use crate::config::NatSettings;
 use crate::conntrack::{ConnKey, ConntrackTable, EntryId, Evictions, InsertError, Nat};
 
 /// Most candidates whose reply key is looked up before giving up.
@@ -87,8 +87,8 @@ mod tests {
 
     use super::*;
     use crate::config::Ipv4Cidr;
+    use crate::config::{ConntrackSection, NatSection};
     use crate::conntrack::Timeouts;
-    use crate::nat::config::{ConntrackSection, NatSection};
     use crate::wire::IpProtocol;
 
     const SEC: u64 = 1_000_000_000;

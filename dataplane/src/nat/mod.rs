@@ -57,7 +57,6 @@
 #![forbid(unsafe_code)]
 
 pub mod affinity;
-pub mod config;
 pub mod shared;
 pub mod stage;
 
@@ -68,10 +67,6 @@ mod reject;
 mod rewrite;
 
 pub use affinity::AffinityTable;
-pub use config::{
-    ConntrackSection, EndpointSection, NatSection, NatSettings, PortRange, ServiceSection,
-    build_services,
-};
 pub use parse::{flow_of, is_tcp_syn, l4_flow, prefetch_key};
 pub use shared::{
     ConntrackFilter, ConntrackRecord, Found, SharedConntrack, clock_origin, monotonic_ns,

@@ -39,14 +39,12 @@
 #![forbid(unsafe_code)]
 
 pub mod coalesce;
-mod config;
 pub mod decap;
 pub mod encap;
 mod table;
 #[cfg(test)]
 mod tests;
 
-pub use config::{OverlaySection, RemoteNodeSection, build};
 pub use encap::{EncapParams, segment_encapsulated};
 pub use table::{Tunnel, TunnelId, TunnelTable};
 

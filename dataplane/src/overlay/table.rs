@@ -5,9 +5,9 @@ use core::net::Ipv4Addr;
 
 use hashbrown::HashMap;
 
-use crate::config::Ipv4Cidr;
 use crate::packet::L3If;
 use crate::routes::{Route, RouteTable};
+use crate::wire::Ipv4Cidr;
 use crate::wire::MacAddr;
 
 /// A remote node reachable through a tunnel.

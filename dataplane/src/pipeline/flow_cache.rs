@@ -36,13 +36,12 @@
 use core::hash::BuildHasher;
 use core::net::Ipv4Addr;
 
-use crate::packet::{Batch, Event, L3If, PortId, Verdict};
-
 use super::Pipeline;
 use crate::conntrack::{ConnKey, Direction, EntryId, TcpSegment};
 use crate::mem::hugemem::{self, HugeChunk};
 use crate::mirror::MirrorStage;
 use crate::nat::{CachedTranslation, TrackedFlow};
+use crate::packet::{Batch, Event, L3If, PortId, Verdict};
 use crate::wire::MacAddr;
 
 /// A slot number that names no slot.
@@ -563,7 +562,7 @@ mod tests {
     #[test]
     fn ten_thousand_flows_fit_the_default_cache() {
         // Four ways at load 0.3: about 0.7 % of flows find their set full.
-        let mut c = FlowCache::new(crate::nat::config::DEFAULT_FLOW_CACHE_ENTRIES);
+        let mut c = FlowCache::new(crate::config::nat::DEFAULT_FLOW_CACHE_ENTRIES);
         let flows = 10_000u16;
         for s in 0..flows {
             c.insert(key(s), 0, 10, cached(u32::from(s)));

@@ -10,9 +10,8 @@
 
 use core::net::Ipv4Addr;
 
-use crate::packet::{Batch, DropReason, Event, Frame, L3If, Offload, Verdict};
-
 use super::Pipeline;
+use crate::packet::{Batch, DropReason, Event, Frame, L3If, Offload, Verdict};
 use crate::wire::arp::{ArpPacket, ArpRepr, OP_REPLY, OP_REQUEST};
 use crate::wire::ethernet::HEADER_LEN as ETH_LEN;
 use crate::wire::icmpv4::{self, Icmpv4Packet};

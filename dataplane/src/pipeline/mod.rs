@@ -36,7 +36,7 @@ mod reassembly;
 use std::sync::Arc;
 
 pub use l2::{MacRecord, SharedMacTable};
-pub use neighbour::{MAX_HOLD_PER_NEIGHBOUR, NeighbourRecord, SharedNeighbourTable};
+pub use neighbour::{NeighbourRecord, SharedNeighbourTable};
 
 use crate::config::Snapshot;
 use crate::mirror::{MirrorNote, MirrorRegistry, MirrorStage, MirrorView};

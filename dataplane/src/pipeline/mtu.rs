@@ -16,10 +16,9 @@
 //! sends it in fragments (`io::fragment`); anything still too long at
 //! transmit is dropped there (`mtu_exceeded`), never sent oversized.
 
-use crate::packet::{DropReason, Frame, GsoKind, L3If, PortId, Verdict};
-
 use super::Pipeline;
 use crate::config::Snapshot;
+use crate::packet::{DropReason, Frame, GsoKind, L3If, PortId, Verdict};
 use crate::wire::ethernet::HEADER_LEN as ETH_LEN;
 use crate::wire::{Ipv4Packet, MacAddr, icmpv4};
 

@@ -16,16 +16,14 @@ use std::sync::Mutex;
 
 use hashbrown::HashMap;
 
-use crate::packet::{Batch, DropReason, Event, Frame, L3If, Verdict};
-
 use super::Pipeline;
+use crate::config::MAX_HOLD_PER_NEIGHBOUR;
+use crate::packet::{Batch, DropReason, Event, Frame, L3If, Verdict};
 use crate::wire::arp::{ArpRepr, OP_REQUEST};
 use crate::wire::{EtherType, EthernetFrame, MacAddr};
 
 /// Next hops being resolved at once, per worker.
 pub(super) const MAX_PENDING: usize = 64;
-/// Largest `hold_per_neighbour` accepted.
-pub const MAX_HOLD_PER_NEIGHBOUR: usize = 16;
 /// Frames held at once, per worker.
 const HOLD_SLOTS: usize = 64;
 // `HoldQueue::encapsulated` has one bit per slot.

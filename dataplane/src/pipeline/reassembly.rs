@@ -35,9 +35,8 @@
 
 use core::net::Ipv4Addr;
 
-use crate::packet::{Batch, DropReason, Event, Frame, L3If, PortId, Verdict};
-
 use super::Pipeline;
+use crate::packet::{Batch, DropReason, Event, Frame, L3If, PortId, Verdict};
 use crate::wire::ipv4::{self, Ipv4Packet};
 use crate::wire::{EthernetFrame, IpProtocol, MacAddr};
 

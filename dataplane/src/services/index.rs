@@ -19,8 +19,9 @@
 
 use std::sync::Arc;
 
+use super::maglev::BackendId as Backend;
 use super::maglev::{Maglev, mix64};
-use super::table::{Backend, Protocol, ServiceEntry};
+use super::protocol::Protocol;
 
 /// Never a key: packed keys use at most 57 bits.
 const EMPTY: u64 = u64::MAX;
@@ -67,13 +68,20 @@ pub struct Indexed {
 }
 
 impl Indexed {
-    fn of(entry: u32, service: &ServiceEntry) -> Indexed {
+    /// What the index keeps of the service in entry `entry`.
+    pub(super) fn new(
+        entry: u32,
+        affinity: bool,
+        external_local: bool,
+        maglev: Maglev,
+        selectable: Arc<[Backend]>,
+    ) -> Indexed {
         Indexed {
             entry,
-            affinity: service.affinity_timeout().is_some(),
-            external_local: service.external_local(),
-            maglev: service.maglev().clone(),
-            selectable: service.selectable_arc(),
+            affinity,
+            external_local,
+            maglev,
+            selectable,
         }
     }
 
@@ -170,14 +178,9 @@ impl ServiceIndex {
         mix64(key.0) as usize & self.mask
     }
 
-    /// Adds `key` for entry `entry`; `Err` names the entry that has it.
+    /// Adds `key` for `service`; `Err` names the entry that has it.
     /// The capacity given at construction must not be exceeded.
-    pub fn insert(
-        &mut self,
-        key: ServiceKey,
-        entry: u32,
-        service: &ServiceEntry,
-    ) -> Result<(), Taken> {
+    pub fn insert(&mut self, key: ServiceKey, service: Indexed) -> Result<(), Taken> {
         if let Some(found) = self.get(key) {
             return Err(Taken(found.entry));
         }
@@ -191,7 +194,7 @@ impl ServiceIndex {
             }
             *self = bigger;
         }
-        self.place(key, Indexed::of(entry, service));
+        self.place(key, service);
         Ok(())
     }
 
@@ -256,7 +259,7 @@ mod tests {
     use core::net::Ipv4Addr;
 
     use super::*;
-    use crate::services::{BackendSpec, ServiceSpec};
+    use crate::services::{BackendSpec, ServiceEntry, ServiceSpec};
 
     fn service(vip: u32, port: u16, backends: u8) -> ServiceEntry {
         ServiceEntry::new(&ServiceSpec {
@@ -297,7 +300,7 @@ mod tests {
             .collect();
         for (i, e) in entries.iter().enumerate() {
             let key = ServiceKey::cluster(e.protocol(), e.vip(), e.port());
-            index.insert(key, i as u32, e).unwrap();
+            index.insert(key, e.indexed(i as u32)).unwrap();
         }
         assert_eq!(index.len(), entries.len());
         assert!(index.slots.len() >= 2 * entries.len());
@@ -323,8 +326,8 @@ mod tests {
         let mut index = ServiceIndex::with_capacity(2);
         let e = service(0x0a60_0001, 80, 1);
         let key = ServiceKey::cluster(Protocol::Tcp, e.vip(), 80);
-        assert_eq!(index.insert(key, 7, &e), Ok(()));
-        assert_eq!(index.insert(key, 9, &e), Err(Taken(7)));
+        assert_eq!(index.insert(key, e.indexed(7)), Ok(()));
+        assert_eq!(index.insert(key, e.indexed(9)), Err(Taken(7)));
         assert_eq!(index.len(), 1);
     }
 

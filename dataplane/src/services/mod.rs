@@ -35,6 +35,7 @@
 
 pub mod index;
 pub mod maglev;
+mod protocol;
 pub mod table;
 
 use core::net::Ipv4Addr;

@@ -14,44 +14,12 @@ use hashbrown::HashMap;
 
 use super::index::{Indexed, ServiceIndex, ServiceKey, Taken};
 use super::maglev::{BackendId, Maglev, table_size};
+pub use super::protocol::Protocol;
 
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
 
 /// A backend as selection returns it: where to DNAT to.
 pub type Backend = BackendId;
-
-/// Transport protocol of a service port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Protocol {
-    /// TCP (IP protocol 6).
-    Tcp,
-    /// UDP (IP protocol 17).
-    Udp,
-    /// SCTP (IP protocol 132).
-    Sctp,
-}
-
-impl Protocol {
-    /// The IP protocol number.
-    pub const fn number(self) -> u8 {
-        match self {
-            Protocol::Tcp => 6,
-            Protocol::Udp => 17,
-            Protocol::Sctp => 132,
-        }
-    }
-
-    /// The protocol for an IP protocol number, if services can use it.
-    #[inline]
-    pub const fn from_number(proto: u8) -> Option<Protocol> {
-        match proto {
-            6 => Some(Protocol::Tcp),
-            17 => Some(Protocol::Udp),
-            132 => Some(Protocol::Sctp),
-            _ => None,
-        }
-    }
-}
 
 /// One endpoint of a service port, as the snapshot is given it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,6 +140,17 @@ pub struct ServiceEntry {
 }
 
 impl ServiceEntry {
+    /// What the index keeps of this entry, at position `entry`.
+    pub(crate) fn indexed(&self, entry: u32) -> Indexed {
+        Indexed::new(
+            entry,
+            self.affinity.is_some(),
+            self.external_local,
+            self.maglev.clone(),
+            self.selectable.clone(),
+        )
+    }
+
     /// Builds the entry. The Maglev table size follows the number of all
     /// backends, not only the ready ones, so readiness flapping does not
     /// resize (and so reshuffle) the table.
@@ -298,11 +277,6 @@ impl ServiceEntry {
         &self.selectable
     }
 
-    /// The same list, shared (the index keeps it beside the Maglev table).
-    pub(super) fn selectable_arc(&self) -> Arc<[Backend]> {
-        Arc::clone(&self.selectable)
-    }
-
     /// Every backend, sorted.
     pub fn backends(&self) -> &[Backend] {
         &self.all
@@ -362,7 +336,7 @@ impl ServiceTable {
             }
             let position = i as u32;
             let key = ServiceKey::cluster(s.protocol, s.vip, s.port);
-            if let Err(Taken(first)) = index.insert(key, position, s) {
+            if let Err(Taken(first)) = index.insert(key, s.indexed(position)) {
                 return Err(ServiceTableError::DuplicateCluster {
                     first: first as usize,
                     second: i,
@@ -373,7 +347,7 @@ impl ServiceTable {
             }
             if let Some(node_port) = s.node_port {
                 let key = ServiceKey::node_port(s.protocol, node_port);
-                if let Err(Taken(first)) = index.insert(key, position, s) {
+                if let Err(Taken(first)) = index.insert(key, s.indexed(position)) {
                     return Err(ServiceTableError::DuplicateNodePort {
                         first: first as usize,
                         second: i,

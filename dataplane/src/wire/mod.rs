@@ -21,6 +21,7 @@
 
 pub mod arp;
 pub mod checksum;
+pub mod cidr;
 pub mod ethernet;
 pub mod icmpv4;
 pub mod icmpv6;
@@ -36,6 +37,7 @@ mod fuzz;
 pub mod testdata;
 
 pub use arp::ArpPacket;
+pub use cidr::Ipv4Cidr;
 pub use ethernet::{EtherType, EthernetFrame, L2Header, MacAddr};
 pub use icmpv4::Icmpv4Packet;
 pub use icmpv6::{Icmpv6Packet, Icmpv6Type};

@@ -1,3 +1,5 @@
+use core::net::Ipv4Addr;
+
 use super::*;
 use crate::wire::tcp::{FLAG_ACK, FLAG_FIN, FLAG_RST, FLAG_SYN};
 

@@ -24,7 +24,7 @@ fn removed_endpoint_flows_are_reresolved_or_reset() {
 fn removed_udp_endpoint_is_reresolved_without_a_flush() {
     let two = r#"{ address = "10.244.1.3" }"#;
     let mut cfg = config(two);
-    cfg.services[1].endpoints = vec![crate::nat::EndpointSection {
+    cfg.services[1].endpoints = vec![crate::config::EndpointSection {
         address: IP_B.into(),
         port: None,
         ready: true,

@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use etherparse::{LinkSlice, NetSlice, SlicedPacket, TransportSlice};
 
-use super::{arp, segments_of};
+use super::arp;
+use super::gso::segments_of;
 use crate::config::{NodeConfig, Snapshot};
 use crate::io::vnet;
 use crate::packet::{Batch, DropReason, Event, GsoKind, MAX_FRAME_LEN, Offload, PortId, Verdict};

@@ -5,9 +5,8 @@ use core::net::Ipv4Addr;
 
 use serde::Deserialize;
 
-use super::table::{Tunnel, TunnelTable};
-use super::{OUTER_LEN, Overlay, default_vtep_mac};
-use crate::config::{ConfigError, Ipv4Cidr, L3Interface, NodeConfig, PortSpec, invalid};
+use super::{ConfigError, Ipv4Cidr, L3Interface, NodeConfig, PortSpec, invalid};
+use crate::overlay::{OUTER_LEN, Overlay, Tunnel, TunnelTable, default_vtep_mac};
 use crate::packet::L3If;
 use crate::routes::RouteTable;
 use crate::wire::MacAddr;

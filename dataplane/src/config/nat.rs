@@ -9,7 +9,7 @@ use core::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{ConfigError, Ipv4Cidr, invalid};
+use super::{ConfigError, Ipv4Cidr, invalid};
 use crate::conntrack::Timeouts;
 use crate::services::{BackendSpec, Protocol, ServiceSpec, ServiceTable, ServiceTableError};
 
