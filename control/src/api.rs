@@ -20,7 +20,9 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::control::Control;
-use crate::state::{ApiError, Endpoint, Mirror, NodeAddressing, NodeRecord, ServiceWithEndpoints};
+use crate::error::ControlError;
+use crate::state::{Endpoint, Mirror, NodeAddressing, NodeRecord, ServiceWithEndpoints};
+pub use errors::ApiError;
 
 /// State shared by the handlers.
 pub struct Api {
@@ -58,13 +60,6 @@ mod errors;
 /// it is decoded, and only root may send one.
 pub const MAX_BODY: usize = 256 << 20;
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        (status, axum::Json(json!({ "error": self.message }))).into_response()
-    }
-}
-
 fn ok(status: StatusCode, v: Value) -> Response {
     (status, axum::Json(v)).into_response()
 }
@@ -95,12 +90,12 @@ fn parse_value(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
                 ApiError::bad_request(format!("invalid TOML body: {}", e.to_string().trim()))
             })
         }
-        other => Err(ApiError {
-            status: 415,
-            message: format!(
+        other => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!(
                 "Content-Type {other} is not supported; send application/json or application/toml"
             ),
-        }),
+        )),
     }
 }
 
@@ -141,12 +136,13 @@ fn service_from_value(mut value: Value, prefix: &str) -> Result<ServiceWithEndpo
 /// Runs `f` with the control plane on a blocking thread.
 async fn with_control<T: Send + 'static>(
     api: &Arc<Api>,
-    f: impl FnOnce(&mut Control) -> Result<T, ApiError> + Send + 'static,
+    f: impl FnOnce(&mut Control) -> Result<T, ControlError> + Send + 'static,
 ) -> Result<T, ApiError> {
     let api = Arc::clone(api);
     tokio::task::spawn_blocking(move || f(&mut api.control()))
         .await
         .map_err(|e| ApiError::internal(format!("request failed: {e}")))?
+        .map_err(ApiError::from)
 }
 
 /// The router of the v1 API plus `/metrics`.
@@ -186,12 +182,14 @@ pub fn router_with_body_limit(api: Arc<Api>, max_body: usize) -> Router {
         .route("/v1/capture", axum::routing::post(capture))
         .route("/v1/state", axum::routing::put(apply))
         .route("/metrics", get(metrics))
-        .fallback(|| async { ApiError::not_found("no such API path; see docs/api.md") })
+        .fallback(|| async {
+            ApiError::new(StatusCode::NOT_FOUND, "no such API path; see docs/api.md")
+        })
         .method_not_allowed_fallback(|| async {
-            ApiError {
-                status: 405,
-                message: "method not allowed on this path".into(),
-            }
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed on this path",
+            )
         })
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn_with_state(
@@ -297,10 +295,9 @@ async fn stats(State(api): Shared) -> Response {
 fn conntrack_tables(
     api: &Api,
 ) -> Result<Arc<podswitch_dataplane::pipeline::SharedTables>, ApiError> {
-    api.control().tables().ok_or_else(|| ApiError {
-        status: 503,
-        message: "the dataplane is not running yet".into(),
-    })
+    api.control()
+        .tables()
+        .ok_or(ControlError::NotRunning("the dataplane is not running yet").into())
 }
 
 async fn conntrack_list(
@@ -371,7 +368,7 @@ async fn get_port(
     let port = views
         .into_iter()
         .find(|p| p["name"] == name.as_str())
-        .ok_or_else(|| ApiError::not_found(format!("port {name} not found")))?;
+        .ok_or_else(|| ControlError::not_found("port", &name))?;
     Ok(ok(StatusCode::OK, port))
 }
 
@@ -503,7 +500,7 @@ async fn get_service(
 ) -> Result<Response, ApiError> {
     let full = format!("{ns}/{name}");
     let v = service_json(&api.control(), &full)
-        .ok_or_else(|| ApiError::not_found(format!("service {full} not found")))?;
+        .ok_or_else(|| ControlError::not_found("service", &full))?;
     Ok(ok(StatusCode::OK, v))
 }
 
@@ -537,7 +534,7 @@ async fn get_endpoints(
     let full = format!("{ns}/{name}");
     let c = api.control();
     if !c.state().services.contains_key(full.as_str()) {
-        return Err(ApiError::not_found(format!("service {full} not found")));
+        return Err(ControlError::not_found("service", &full).into());
     }
     Ok(ok(
         StatusCode::OK,
@@ -593,7 +590,7 @@ async fn delete_endpoint(
 ) -> Result<Response, ApiError> {
     let addr: Ipv4Addr = address
         .parse()
-        .map_err(|_| ApiError::invalid("address", &address, "not an IPv4 address"))?;
+        .map_err(|_| ControlError::invalid("address", &address, "not an IPv4 address"))?;
     let full = format!("{ns}/{name}");
     with_control(&api, move |c| c.delete_endpoint(&full, addr)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -614,7 +611,7 @@ async fn get_node_record(
         .nodes
         .get(&name)
         .cloned()
-        .ok_or_else(|| ApiError::not_found(format!("node {name} not found")))?;
+        .ok_or_else(|| ControlError::not_found("node", &name))?;
     Ok(ok(
         StatusCode::OK,
         serde_json::to_value(n).unwrap_or(Value::Null),
@@ -656,7 +653,7 @@ async fn get_mirror(
         .mirror_views()
         .into_iter()
         .find(|m| m["name"] == name.as_str())
-        .ok_or_else(|| ApiError::not_found(format!("mirror {name} not found")))?;
+        .ok_or_else(|| ControlError::not_found("mirror", &name))?;
     Ok(ok(StatusCode::OK, m))
 }
 

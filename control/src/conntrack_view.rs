@@ -9,7 +9,7 @@ use podswitch_dataplane::nat::{ConntrackFilter, ConntrackRecord};
 use podswitch_dataplane::wire::IpProtocol;
 use serde_json::{Value, json};
 
-use crate::state::ApiError;
+use crate::error::ControlError;
 
 /// Entries a listing returns unless `limit` says otherwise.
 pub const DEFAULT_LIMIT: usize = 100_000;
@@ -25,21 +25,23 @@ pub fn protocol_name(protocol: IpProtocol) -> &'static str {
     }
 }
 
-fn parse<T: std::str::FromStr>(key: &str, value: &str, expect: &str) -> Result<T, ApiError> {
+fn parse<T: std::str::FromStr>(key: &str, value: &str, expect: &str) -> Result<T, ControlError> {
     value
         .parse()
-        .map_err(|_| ApiError::invalid(key, value, expect))
+        .map_err(|_| ControlError::invalid(key, value, expect))
 }
 
 /// Parses `proto`, `src`, `dst`, `sport`, `dport`, `reply_src`,
 /// `reply_dst`, `state` and `limit`; any other key is an error.
-pub fn parse_filter(query: &HashMap<String, String>) -> Result<(ConntrackFilter, usize), ApiError> {
+pub fn parse_filter(
+    query: &HashMap<String, String>,
+) -> Result<(ConntrackFilter, usize), ControlError> {
     let mut filter = ConntrackFilter::default();
     let mut limit = DEFAULT_LIMIT;
-    let addr = |key: &str, value: &str| -> Result<Option<Ipv4Addr>, ApiError> {
+    let addr = |key: &str, value: &str| -> Result<Option<Ipv4Addr>, ControlError> {
         parse(key, value, "must be an IPv4 address").map(Some)
     };
-    let port = |key: &str, value: &str| -> Result<Option<u16>, ApiError> {
+    let port = |key: &str, value: &str| -> Result<Option<u16>, ControlError> {
         parse(key, value, "must be a port, 0 to 65535").map(Some)
     };
     let mut keys: Vec<&String> = query.keys().collect();
@@ -54,7 +56,7 @@ pub fn parse_filter(query: &HashMap<String, String>) -> Result<(ConntrackFilter,
                     "icmp" => IpProtocol::ICMP,
                     "sctp" => IpProtocol(132),
                     _ => {
-                        return Err(ApiError::invalid(
+                        return Err(ControlError::invalid(
                             key.clone(),
                             value,
                             "must be tcp, udp, icmp or sctp",
@@ -75,7 +77,7 @@ pub fn parse_filter(query: &HashMap<String, String>) -> Result<(ConntrackFilter,
                         .into_iter()
                         .find(|s| s.name() == upper)
                         .ok_or_else(|| {
-                            ApiError::invalid(
+                            ControlError::invalid(
                                 key.clone(),
                                 value,
                                 "must be a TCP state such as ESTABLISHED or TIME_WAIT",
@@ -85,9 +87,11 @@ pub fn parse_filter(query: &HashMap<String, String>) -> Result<(ConntrackFilter,
             }
             "limit" => limit = parse(key, value, "must be a number")?,
             _ => {
-                return Err(ApiError::bad_request(format!(
-                    "unknown filter `{key}`, expected proto, src, dst, sport, dport, reply_src, reply_dst, state or limit"
-                )));
+                return Err(ControlError::Unknown {
+                    what: "filter",
+                    name: key.clone(),
+                    expected: "proto, src, dst, sport, dport, reply_src, reply_dst, state or limit",
+                });
             }
         }
     }
@@ -165,8 +169,14 @@ mod tests {
             (vec![("colour", "red")], "unknown filter `colour`"),
         ] {
             let e = parse_filter(&query(&pairs)).unwrap_err();
-            assert_eq!(e.status, 400);
-            assert!(e.message.contains(needle), "{}", e.message);
+            assert!(
+                matches!(
+                    e,
+                    ControlError::Invalid { .. } | ControlError::Unknown { .. }
+                ),
+                "{e:?}"
+            );
+            assert!(e.to_string().contains(needle), "{e}");
         }
     }
 

@@ -24,10 +24,11 @@ use podswitch_dataplane::pipeline::SharedTables;
 use podswitch_dataplane::services::ServiceEntry;
 use podswitch_dataplane::worker::WorkerCommand;
 
+use crate::error::{ControlError, Manager};
 use crate::mirror::{MirrorRuntime, Selection, capture};
 use crate::services::ServiceCache;
 use crate::state::{
-    ApiError, ApiState, Changed, Endpoint, Mirror, NodeAddressing, NodeRecord, Service, Source,
+    ApiState, Changed, Endpoint, Mirror, NodeAddressing, NodeRecord, Service, Source,
     check_node_overlaps, check_service_conflicts, check_service_name, route_key,
     validate_endpoints, validate_mirror, validate_node, validate_service,
 };
@@ -71,14 +72,6 @@ pub struct Control {
     port_states: Arc<PortStates>,
 }
 
-fn config_error(e: podswitch_dataplane::config::ConfigError) -> ApiError {
-    ApiError::bad_request(
-        e.to_string()
-            .trim_start_matches("invalid config: ")
-            .to_string(),
-    )
-}
-
 impl Control {
     /// Builds the first snapshot from the file and the stored state (port
     /// ids assigned and stored). Fails when the stored state no longer fits
@@ -94,7 +87,7 @@ impl Control {
         let mut services = ServiceCache::new(&snapshot.node_name);
         let table = services
             .table(&state, &static_services, &[])
-            .map_err(|e| anyhow::anyhow!("stored services: {}", e.message))?;
+            .map_err(|e| anyhow::anyhow!("stored services: {e}"))?;
         services.settle();
         let snapshot = Arc::new(snapshot.with_services(table));
         let control = Control {
@@ -214,12 +207,15 @@ impl Control {
     /// Builds the snapshot `candidate` would run (next generation);
     /// `changed` names the services that differ from the state's (added,
     /// changed or removed, with their endpoints).
-    fn build(&mut self, candidate: &mut ApiState, changed: &[&str]) -> Result<Snapshot, ApiError> {
+    fn build(
+        &mut self,
+        candidate: &mut ApiState,
+        changed: &[&str],
+    ) -> Result<Snapshot, ControlError> {
         let config = candidate.effective_config(&self.file);
         candidate.assign_port_ids(&config);
         let generation = self.snapshots.load().generation + 1;
-        let snapshot = Snapshot::build_with_ids(&config, generation, Some(&candidate.port_ids))
-            .map_err(config_error)?;
+        let snapshot = Snapshot::build_with_ids(&config, generation, Some(&candidate.port_ids))?;
         let table = self
             .services
             .table(candidate, &self.static_services, changed)?;
@@ -230,7 +226,7 @@ impl Control {
     fn check_static_conflicts<'a>(
         &self,
         services: impl Iterator<Item = &'a Service>,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), ControlError> {
         for s in services {
             // The dataplane's view of the service's ports, as the table gets them.
             let specs = crate::services::service_specs(s, &[], "");
@@ -241,10 +237,10 @@ impl Control {
                         && p.protocol == e.protocol()
                 });
                 if s.cluster_ip == e.vip() || node_port_taken {
-                    return Err(ApiError::conflict(format!(
-                        "name = {}: cluster IP {} or a node port is used by a service of the node's config file",
-                        s.name, s.cluster_ip
-                    )));
+                    return Err(ControlError::FileServiceClash {
+                        name: s.name.to_string(),
+                        cluster_ip: s.cluster_ip,
+                    });
                 }
             }
         }
@@ -252,16 +248,14 @@ impl Control {
     }
 
     /// Stores `candidate`, then publishes `snapshot`.
-    fn commit(&mut self, candidate: ApiState, snapshot: Snapshot) -> Result<u64, ApiError> {
+    fn commit(&mut self, candidate: ApiState, snapshot: Snapshot) -> Result<u64, ControlError> {
         self.store_state(&candidate)?;
         Ok(self.publish(candidate, snapshot))
     }
 
     /// Stores the keys in which `candidate` differs from the state.
-    fn store_state(&self, candidate: &ApiState) -> Result<(), ApiError> {
-        self.store
-            .commit_diff(&self.state, candidate)
-            .map_err(|e| ApiError::internal(format!("the change was not stored: {e}")))
+    fn store_state(&self, candidate: &ApiState) -> Result<(), ControlError> {
+        Ok(self.store.commit_diff(&self.state, candidate)?)
     }
 
     /// Makes the stored `candidate` the state and publishes `snapshot`.
@@ -282,7 +276,7 @@ impl Control {
     }
 
     /// `POST /v1/routes`.
-    pub fn add_route(&mut self, route: RouteSection) -> Result<u64, ApiError> {
+    pub fn add_route(&mut self, route: RouteSection) -> Result<u64, ControlError> {
         let key = route_key(&route.prefix);
         if self
             .snapshot()
@@ -291,33 +285,36 @@ impl Control {
             .iter()
             .any(|r| route_key(&r.prefix) == key)
         {
-            return Err(ApiError::conflict(format!(
-                "prefix = {key}: a route for this prefix exists"
-            )));
+            return Err(ControlError::Exists {
+                field: "prefix",
+                value: key,
+                kind: "route",
+                key: "for this prefix",
+            });
         }
         let mut candidate = self.state.clone();
         candidate.routes.insert(key, route);
-        let snapshot = self.build(&mut candidate, &[]).map_err(|e| ApiError {
-            status: e.status,
-            message: strip_index(&e.message, "routes["),
-        })?;
+        let snapshot = self
+            .build(&mut candidate, &[])
+            .map_err(|e| e.within_item("routes"))?;
         self.commit(candidate, snapshot)
     }
 
     /// `DELETE /v1/routes/{prefix}`.
-    pub fn delete_route(&mut self, prefix: &str) -> Result<u64, ApiError> {
+    pub fn delete_route(&mut self, prefix: &str) -> Result<u64, ControlError> {
         let cidr: podswitch_dataplane::config::Ipv4Cidr = prefix
             .parse()
-            .map_err(|e: String| ApiError::invalid("prefix", prefix, e))?;
+            .map_err(|e: String| ControlError::invalid("prefix", prefix, e))?;
         let key = route_key(&cidr);
         if !self.state.routes.contains_key(&key) {
             let from_file = self.file.routes.iter().any(|r| route_key(&r.prefix) == key);
             return Err(if from_file {
-                ApiError::conflict(format!(
-                    "route {key} comes from the config file; remove it there"
-                ))
+                ControlError::FromConfigFile {
+                    kind: "route",
+                    name: key,
+                }
             } else {
-                ApiError::not_found(format!("route {key} not found"))
+                ControlError::not_found("route", key)
             });
         }
         let mut candidate = self.state.clone();
@@ -327,7 +324,7 @@ impl Control {
     }
 
     /// `PUT /v1/node`.
-    pub fn set_node(&mut self, node: NodeAddressing) -> Result<u64, ApiError> {
+    pub fn set_node(&mut self, node: NodeAddressing) -> Result<u64, ControlError> {
         let mut candidate = self.state.clone();
         candidate.node = Some(node);
         let snapshot = self.build(&mut candidate, &[])?;
@@ -343,14 +340,11 @@ impl Control {
         &mut self,
         service: Service,
         endpoints: Vec<Endpoint>,
-    ) -> Result<u64, ApiError> {
+    ) -> Result<u64, ControlError> {
         validate_service("service", &service)?;
         validate_endpoints("endpoints", &endpoints)?;
         if self.state.services.contains_key(&service.name) {
-            return Err(ApiError::conflict(format!(
-                "name = {}: a service with this name exists",
-                service.name
-            )));
+            return Err(ControlError::exists("service", &service.name));
         }
         check_service_conflicts(
             self.state
@@ -382,10 +376,8 @@ impl Control {
         &mut self,
         keys: &[Change],
         mutate: impl FnOnce(&mut ApiState),
-    ) -> Result<u64, ApiError> {
-        self.store
-            .commit(keys)
-            .map_err(|e| ApiError::internal(format!("the change was not stored: {e}")))?;
+    ) -> Result<u64, ControlError> {
+        self.store.commit(keys)?;
         mutate(&mut self.state);
         // Conflicts were refused before the store was touched; a failure
         // here would be a bug, and keeps the old table running.
@@ -401,8 +393,7 @@ impl Control {
             .collect();
         let table = self
             .services
-            .table(&self.state, &self.static_services, &changed)
-            .map_err(|e| ApiError::internal(format!("service table: {}", e.message)))?;
+            .table(&self.state, &self.static_services, &changed)?;
         self.services.settle();
         let mut snapshot = (*self.snapshot()).clone().with_services(table);
         snapshot.generation += 1;
@@ -412,7 +403,7 @@ impl Control {
     }
 
     /// `DELETE /v1/services/{ns}/{name}`.
-    pub fn delete_service(&mut self, name: &str) -> Result<u64, ApiError> {
+    pub fn delete_service(&mut self, name: &str) -> Result<u64, ControlError> {
         self.require_service(name)?;
         let keys = [
             Change::delete(TableId::Services, name),
@@ -424,11 +415,11 @@ impl Control {
         })
     }
 
-    fn require_service(&self, name: &str) -> Result<(), ApiError> {
+    fn require_service(&self, name: &str) -> Result<(), ControlError> {
         check_service_name("service", name)?;
         match self.state.services.get(name) {
             Some(s) => refuse_managed("service", name, s.source),
-            None => Err(ApiError::not_found(format!("service {name} not found"))),
+            None => Err(ControlError::not_found("service", name)),
         }
     }
 
@@ -437,7 +428,7 @@ impl Control {
         &mut self,
         service: &str,
         endpoints: Vec<Endpoint>,
-    ) -> Result<u64, ApiError> {
+    ) -> Result<u64, ControlError> {
         self.require_service(service)?;
         validate_endpoints("endpoints", &endpoints)?;
         let key = if endpoints.is_empty() {
@@ -455,7 +446,7 @@ impl Control {
     }
 
     /// `POST /v1/services/{ns}/{name}/endpoints`.
-    pub fn add_endpoint(&mut self, service: &str, endpoint: Endpoint) -> Result<u64, ApiError> {
+    pub fn add_endpoint(&mut self, service: &str, endpoint: Endpoint) -> Result<u64, ControlError> {
         self.require_service(service)?;
         let mut list = self
             .state
@@ -464,10 +455,11 @@ impl Control {
             .cloned()
             .unwrap_or_default();
         if list.iter().any(|e| e.address == endpoint.address) {
-            return Err(ApiError::conflict(format!(
-                "address = {}: already an endpoint of {service}",
-                endpoint.address
-            )));
+            return Err(ControlError::taken(
+                "address",
+                endpoint.address,
+                format!("an endpoint of {service}"),
+            ));
         }
         list.push(endpoint);
         validate_endpoints("endpoint", &list)?;
@@ -475,7 +467,11 @@ impl Control {
     }
 
     /// `DELETE /v1/services/{ns}/{name}/endpoints/{address}`.
-    pub fn delete_endpoint(&mut self, service: &str, address: Ipv4Addr) -> Result<u64, ApiError> {
+    pub fn delete_endpoint(
+        &mut self,
+        service: &str,
+        address: Ipv4Addr,
+    ) -> Result<u64, ControlError> {
         self.require_service(service)?;
         let mut list = self
             .state
@@ -486,21 +482,19 @@ impl Control {
         let before = list.len();
         list.retain(|e| e.address != address);
         if list.len() == before {
-            return Err(ApiError::not_found(format!(
-                "endpoint {address} of {service} not found"
-            )));
+            return Err(ControlError::not_found(
+                "endpoint",
+                format!("{address} of {service}"),
+            ));
         }
         self.set_endpoints(service, list)
     }
 
     /// `POST /v1/nodes`.
-    pub fn add_node(&mut self, node: NodeRecord) -> Result<u64, ApiError> {
+    pub fn add_node(&mut self, node: NodeRecord) -> Result<u64, ControlError> {
         validate_node("node", &node)?;
         if self.state.nodes.contains_key(&node.name) {
-            return Err(ApiError::conflict(format!(
-                "name = {}: a node with this name exists",
-                node.name
-            )));
+            return Err(ControlError::exists("node", &node.name));
         }
         if let Some(other) = self
             .state
@@ -508,10 +502,11 @@ impl Control {
             .values()
             .find(|n| n.node_ip == node.node_ip)
         {
-            return Err(ApiError::conflict(format!(
-                "node_ip = {}: already node {}",
-                node.node_ip, other.name
-            )));
+            return Err(ControlError::taken(
+                "node_ip",
+                node.node_ip,
+                format!("node {}", other.name),
+            ));
         }
         check_node_overlaps(
             self.state.nodes.values().chain(std::iter::once(&node)),
@@ -519,18 +514,17 @@ impl Control {
         )?;
         let mut candidate = self.state.clone();
         candidate.nodes.insert(node.name.clone(), node);
-        let snapshot = self.build(&mut candidate, &[]).map_err(|e| ApiError {
-            status: e.status,
-            message: strip_index(&e.message, "nodes["),
-        })?;
+        let snapshot = self
+            .build(&mut candidate, &[])
+            .map_err(|e| e.within_item("nodes"))?;
         self.commit(candidate, snapshot)
     }
 
     /// `DELETE /v1/nodes/{name}`.
-    pub fn delete_node(&mut self, name: &str) -> Result<u64, ApiError> {
+    pub fn delete_node(&mut self, name: &str) -> Result<u64, ControlError> {
         match self.state.nodes.get(name) {
             Some(n) => refuse_managed("node", name, n.source)?,
-            None => return Err(ApiError::not_found(format!("node {name} not found"))),
+            None => return Err(ControlError::not_found("node", name)),
         }
         let mut candidate = self.state.clone();
         candidate.nodes.remove(name);
@@ -540,13 +534,10 @@ impl Control {
 
     /// `POST /v1/mirrors`: validated (ports, stages, the filter compiled by
     /// libpcap, a free interface name), its interface created, then stored.
-    pub fn add_mirror(&mut self, mirror: Mirror) -> Result<u64, ApiError> {
+    pub fn add_mirror(&mut self, mirror: Mirror) -> Result<u64, ControlError> {
         validate_mirror("mirror", &mirror, &self.port_names())?;
         if self.state.mirrors.contains_key(&mirror.name) {
-            return Err(ApiError::conflict(format!(
-                "name = {}: a mirror with this name exists",
-                mirror.name
-            )));
+            return Err(ControlError::exists("mirror", &mirror.name));
         }
         if let Some(other) = self
             .state
@@ -554,10 +545,11 @@ impl Control {
             .values()
             .find(|m| m.iface == mirror.iface)
         {
-            return Err(ApiError::conflict(format!(
-                "iface = {}: already the interface of mirror {}",
-                mirror.iface, other.name
-            )));
+            return Err(ControlError::taken(
+                "iface",
+                &mirror.iface,
+                format!("the interface of mirror {}", other.name),
+            ));
         }
         let spec = Selection::of_mirror(&mirror).resolve("mirror", &self.snapshot())?;
         if let Some(runtime) = &mut self.mirrors {
@@ -577,9 +569,9 @@ impl Control {
     }
 
     /// `DELETE /v1/mirrors/{name}`: its interface is removed.
-    pub fn delete_mirror(&mut self, name: &str) -> Result<u64, ApiError> {
+    pub fn delete_mirror(&mut self, name: &str) -> Result<u64, ControlError> {
         if !self.state.mirrors.contains_key(name) {
-            return Err(ApiError::not_found(format!("mirror {name} not found")));
+            return Err(ControlError::not_found("mirror", name));
         }
         let generation = self.commit_keys(&[Change::delete(TableId::Mirrors, name)], |st| {
             st.mirrors.remove(name);
@@ -600,7 +592,7 @@ impl Control {
                 .resolve("mirror", &snapshot)
                 .and_then(|spec| runtime.start(mirror, spec));
             if let Err(e) = started {
-                tracing::warn!(mirror = %mirror.name, error = %e.message, "stored mirror not restored");
+                tracing::warn!(mirror = %mirror.name, error = %e, "stored mirror not restored");
             }
         }
         self.mirrors = Some(runtime);
@@ -649,7 +641,7 @@ impl Control {
     pub fn start_capture(
         &mut self,
         request: &capture::CaptureRequest,
-    ) -> Result<capture::Capture, ApiError> {
+    ) -> Result<capture::Capture, ControlError> {
         crate::state::check_selection(
             "capture",
             &request.ports,
@@ -659,10 +651,10 @@ impl Control {
             &self.port_names(),
         )?;
         let format = capture::Format::from_name(&request.format).ok_or_else(|| {
-            ApiError::invalid("capture.format", &request.format, "must be pcap or pcapng")
+            ControlError::invalid("capture.format", &request.format, "must be pcap or pcapng")
         })?;
         if !(request.duration_secs.is_finite() && request.duration_secs >= 0.0) {
-            return Err(ApiError::invalid(
+            return Err(ControlError::invalid(
                 "capture.duration_secs",
                 request.duration_secs,
                 "must be a number of seconds ≥ 0",
@@ -679,10 +671,9 @@ impl Control {
         };
         let spec = selection.resolve("capture", &snapshot)?;
         let Some(runtime) = &self.mirrors else {
-            return Err(ApiError {
-                status: 503,
-                message: "no dataplane is running to capture from".into(),
-            });
+            return Err(ControlError::NotRunning(
+                "no dataplane is running to capture from",
+            ));
         };
         let snaplen = spec.snaplen;
         let queue = crate::mirror::new_queue(&spec);
@@ -755,13 +746,15 @@ impl Control {
     }
 }
 
-/// 409 for a change through the API to an object another source manages.
-fn refuse_managed(kind: &str, name: &str, source: Source) -> Result<(), ApiError> {
+/// Refuses a change through the API to an object another source manages.
+fn refuse_managed(kind: &'static str, name: &str, source: Source) -> Result<(), ControlError> {
     match source {
         Source::Api => Ok(()),
-        Source::Kubernetes => Err(ApiError::conflict(format!(
-            "{kind} {name} is managed by the Kubernetes source (podswitchd --kubernetes); change it through the Kubernetes API"
-        ))),
+        Source::Kubernetes => Err(ControlError::Managed {
+            kind,
+            name: name.to_string(),
+            manager: Manager(source),
+        }),
     }
 }
 
@@ -769,14 +762,4 @@ fn refuse_managed(kind: &str, name: &str, source: Source) -> Result<(), ApiError
 fn next_capture_id() -> u64 {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     NEXT.fetch_add(1, Ordering::Relaxed)
-}
-
-/// `ports[7].mac = …` → `mac = …` for errors about the one port (or route) a request named.
-fn strip_index(message: &str, prefix: &str) -> String {
-    if let Some(rest) = message.strip_prefix(prefix)
-        && let Some(close) = rest.find("].")
-    {
-        return rest[close + 2..].to_string();
-    }
-    message.to_string()
 }

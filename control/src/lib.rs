@@ -10,6 +10,7 @@ pub mod control;
 pub mod ctl;
 pub mod daemon;
 pub mod demo;
+pub mod error;
 pub mod fake_api;
 pub mod host;
 pub mod kubernetes;

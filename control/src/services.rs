@@ -19,7 +19,8 @@ use podswitch_dataplane::services::{
     BackendSpec, Protocol, ServiceEntry, ServiceSpec, ServiceTable,
 };
 
-use crate::state::{ApiError, ApiState, Endpoint, Service};
+use crate::error::ControlError;
+use crate::state::{ApiState, Endpoint, Service};
 
 /// The service ports of one API service as dataplane specs: per port, the
 /// cluster IP's frontend, one per external address, and with
@@ -226,7 +227,7 @@ impl ServiceCache {
         state: &ApiState,
         static_entries: &[ServiceEntry],
         changed: &[&str],
-    ) -> Result<Arc<ServiceTable>, ApiError> {
+    ) -> Result<Arc<ServiceTable>, ControlError> {
         // A candidate never published: the state may have kept its
         // changes, so its services are built again too.
         let given_up = self.pending.take().map(|(_, names)| names);
@@ -271,9 +272,7 @@ impl ServiceCache {
             }
         }
         entries.extend(static_entries.iter().cloned());
-        let table = Arc::new(
-            ServiceTable::from_entries(entries).map_err(|e| ApiError::conflict(e.to_string()))?,
-        );
+        let table = Arc::new(ServiceTable::from_entries(entries)?);
         let built = Built {
             table: Arc::clone(&table),
             services,
@@ -545,7 +544,7 @@ mod tests {
         let err = ServiceCache::default()
             .table(&state, &statics, &[])
             .unwrap_err();
-        assert_eq!(err.status, 409);
-        assert!(err.message.contains("10.96.0.10"), "{}", err.message);
+        assert!(matches!(err, ControlError::ServiceTable(_)), "{err:?}");
+        assert!(err.to_string().contains("10.96.0.10"), "{err}");
     }
 }

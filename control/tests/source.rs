@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use podswitch_control::api::{self, Api};
 use podswitch_control::control::{Control, SourceUpdate};
+use podswitch_control::error::ControlError;
 use podswitch_control::state::{Endpoint, NodeRecord, Service, ServicePort, Source};
 use podswitch_control::store::Store;
 use podswitch_dataplane::config::NodeConfig;
@@ -255,13 +256,15 @@ fn hand_made_objects_win_and_the_sources_objects_are_read_only() {
         Ipv4Addr::new(10, 96, 0, 30)
     );
     let refused = c.delete_service("shop/web").unwrap_err();
-    assert_eq!(refused.status, 409);
     assert!(
-        refused.message.contains("Kubernetes"),
-        "{}",
-        refused.message
+        matches!(&refused, ControlError::Managed { kind: "service", name, .. } if name == "shop/web"),
+        "{refused:?}"
     );
-    assert_eq!(c.set_endpoints("shop/web", vec![]).unwrap_err().status, 409);
+    assert!(refused.to_string().contains("Kubernetes"), "{refused}");
+    assert!(matches!(
+        c.set_endpoints("shop/web", vec![]).unwrap_err(),
+        ControlError::Managed { .. }
+    ));
     // The source removes its own.
     let mut gone = SourceUpdate::default();
     gone.services.insert("shop/web".into(), None);
@@ -343,7 +346,10 @@ fn nodes_follow_the_source_and_the_pod_subnet_moves_the_gateway() {
     })
     .unwrap();
     assert_eq!(c.snapshot().generation, generation);
-    assert_eq!(c.delete_node("node-b").unwrap_err().status, 409);
+    assert!(matches!(
+        c.delete_node("node-b").unwrap_err(),
+        ControlError::Managed { kind: "node", .. }
+    ));
     // A Node deleted removes its peer.
     c.apply_source(SourceUpdate {
         nodes: Some(vec![]),

@@ -16,7 +16,8 @@ use std::fmt;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
-use crate::state::{ApiError, ApplyDocument};
+use super::ApiError;
+use crate::state::ApplyDocument;
 
 /// The document in a JSON body.
 pub fn from_json(body: &[u8]) -> Result<ApplyDocument, ApiError> {

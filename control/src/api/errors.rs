@@ -1,15 +1,88 @@
-//! The API's error body for refusals that come from the HTTP layer rather
-//! than from a handler: a body over the limit (413), a path or query that
-//! does not decode (400), … axum answers those in plain text; this layer
-//! rewrites every error answer that is not JSON into the documented
-//! `{"error": "…"}`, keeping its status and message.
+//! The API's errors: the one place where what went wrong becomes an HTTP
+//! status and the documented body `{"error": "…"}` (docs/api.md, "Errors").
+//!
+//! The domain says what went wrong ([`ControlError`]); [`ApiError::from`]
+//! picks the status for each kind. Refusals of the HTTP layer itself (a
+//! body over the limit, 413; a path or query that does not decode, 400; …)
+//! come from axum in plain text: [`json_errors`] rewrites every error
+//! answer that is not JSON into the same body, keeping status and message.
 
 use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use serde_json::json;
 
-use crate::state::ApiError;
+use crate::error::ControlError;
+
+/// An answer of the API that is an error: its HTTP status and message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Message for the client, naming the field and the value.
+    pub message: String,
+}
+
+impl ApiError {
+    /// An error with this status.
+    pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+
+    /// 400: a body or a path that does not decode.
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    /// 500: the API itself failed (a task that did not finish).
+    pub fn internal(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message)
+    }
+}
+
+/// The status of each kind of domain error (docs/api.md, "Errors").
+fn status_of(e: &ControlError) -> StatusCode {
+    match e {
+        ControlError::Invalid { .. }
+        | ControlError::Unknown { .. }
+        | ControlError::Config(_)
+        | ControlError::Device(_) => StatusCode::BAD_REQUEST,
+        ControlError::NotFound { .. } => StatusCode::NOT_FOUND,
+        ControlError::Exists { .. }
+        | ControlError::Taken { .. }
+        | ControlError::FrontendTaken { .. }
+        | ControlError::ListedTwice { .. }
+        | ControlError::FileServiceClash { .. }
+        | ControlError::Managed { .. }
+        | ControlError::FromConfigFile { .. }
+        | ControlError::InUse { .. }
+        | ControlError::ServiceTable(_) => StatusCode::CONFLICT,
+        ControlError::NotRunning(_) => StatusCode::SERVICE_UNAVAILABLE,
+        ControlError::Store(_) | ControlError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl From<ControlError> for ApiError {
+    fn from(e: ControlError) -> ApiError {
+        ApiError::new(status_of(&e), e.to_string())
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.message, self.status.as_u16())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, axum::Json(json!({ "error": self.message }))).into_response()
+    }
+}
 
 /// Longest plain-text message taken over from an answer (axum's are short).
 const MAX_MESSAGE: usize = 4096;
@@ -39,11 +112,7 @@ pub async fn json_errors(State(max_body): State<usize>, req: Request, next: Next
             text
         }
     };
-    ApiError {
-        status: status.as_u16(),
-        message,
-    }
-    .into_response()
+    ApiError::new(status, message).into_response()
 }
 
 fn is_json(response: &Response) -> bool {

@@ -10,10 +10,10 @@ use std::collections::{BTreeMap, HashSet};
 use compact_str::CompactString;
 
 use super::{ApplyReport, Control, conflicts, refuse_managed};
+use crate::error::ControlError;
 use crate::state::{
-    ApiError, ApiState, ApplyDocument, Endpoint, Service, ServiceWithEndpoints, Source,
-    check_node_overlaps, check_service_conflicts, diff, route_key, validate_endpoints,
-    validate_node, validate_service,
+    ApiState, ApplyDocument, Endpoint, Service, ServiceWithEndpoints, Source, check_node_overlaps,
+    check_service_conflicts, diff, route_key, validate_endpoints, validate_node, validate_service,
 };
 
 type ServiceMap = BTreeMap<CompactString, Service>;
@@ -22,7 +22,7 @@ type EndpointMap = BTreeMap<CompactString, Vec<Endpoint>>;
 impl Control {
     /// `PUT /v1/state`: services (with endpoints), API routes and nodes
     /// become exactly the document's.
-    pub fn apply(&mut self, doc: ApplyDocument) -> Result<ApplyReport, ApiError> {
+    pub fn apply(&mut self, doc: ApplyDocument) -> Result<ApplyReport, ControlError> {
         let (services, endpoints) = self.document_services(doc.services)?;
         check_service_conflicts(services.values())?;
         self.check_static_conflicts(services.values().filter(|s| s.source == Source::Api))?;
@@ -30,9 +30,10 @@ impl Control {
         for (i, r) in doc.routes.into_iter().enumerate() {
             let key = route_key(&r.prefix);
             if routes.insert(key.clone(), r).is_some() {
-                return Err(ApiError::conflict(format!(
-                    "routes[{i}].prefix = {key}: listed twice"
-                )));
+                return Err(ControlError::ListedTwice {
+                    field: format!("routes[{i}].prefix"),
+                    value: key,
+                });
             }
         }
         let mut nodes = BTreeMap::new();
@@ -40,9 +41,10 @@ impl Control {
             validate_node(&format!("nodes[{i}]"), &n)?;
             let name = n.name.clone();
             if nodes.insert(name.clone(), n).is_some() {
-                return Err(ApiError::conflict(format!(
-                    "nodes[{i}].name = {name}: listed twice"
-                )));
+                return Err(ControlError::ListedTwice {
+                    field: format!("nodes[{i}].name"),
+                    value: name,
+                });
             }
         }
         for (name, n) in &self.state.nodes {
@@ -93,7 +95,7 @@ impl Control {
     fn document_services(
         &self,
         list: Vec<ServiceWithEndpoints>,
-    ) -> Result<(ServiceMap, EndpointMap), ApiError> {
+    ) -> Result<(ServiceMap, EndpointMap), ControlError> {
         let addresses = conflicts::NodeAddresses::of(&self.snapshot());
         let mut names = HashSet::with_capacity(list.len());
         let mut services = Vec::with_capacity(list.len());
@@ -104,9 +106,10 @@ impl Control {
             validate_endpoints(&format!("services[{i}].endpoints"), &s.endpoints)?;
             let name = s.service.name.clone();
             if !names.insert(name.clone()) {
-                return Err(ApiError::conflict(format!(
-                    "services[{i}].name = {name}: listed twice"
-                )));
+                return Err(ControlError::ListedTwice {
+                    field: format!("services[{i}].name"),
+                    value: name.to_string(),
+                });
             }
             if !s.endpoints.is_empty() {
                 endpoints.push((name.clone(), s.endpoints));

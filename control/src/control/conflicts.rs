@@ -11,7 +11,8 @@ use std::net::Ipv4Addr;
 use podswitch_dataplane::config::{PortSection, Snapshot};
 use podswitch_dataplane::wire::MacAddr;
 
-use crate::state::{ApiError, Service};
+use crate::error::ControlError;
+use crate::state::Service;
 
 /// The node's own addresses and its pods', with whose each is.
 fn node_addresses(snapshot: &Snapshot) -> BTreeMap<Ipv4Addr, String> {
@@ -35,7 +36,7 @@ pub fn check_new_port<'a>(
     port: &PortSection,
     snapshot: &Snapshot,
     services: impl Iterator<Item = &'a Service>,
-) -> Result<(), ApiError> {
+) -> Result<(), ControlError> {
     let addresses = node_addresses(snapshot);
     let services: Vec<&Service> = services.collect();
     for ip in &port.ips {
@@ -76,7 +77,7 @@ impl NodeAddresses {
 
     /// Refuses `service` when its cluster IP is one of them; `prefix` (e.g.
     /// `services[3].`) comes before `cluster_ip` in the message.
-    pub fn check_cluster_ip(&self, prefix: &str, service: &Service) -> Result<(), ApiError> {
+    pub fn check_cluster_ip(&self, prefix: &str, service: &Service) -> Result<(), ControlError> {
         match self.0.get(&service.cluster_ip) {
             Some(whose) => Err(taken(
                 &format!("{prefix}cluster_ip"),
@@ -92,7 +93,7 @@ impl NodeAddresses {
 pub fn check_node_addresses<'a>(
     snapshot: &Snapshot,
     services: impl Iterator<Item = &'a Service>,
-) -> Result<(), ApiError> {
+) -> Result<(), ControlError> {
     let mut own = vec![("gateway", snapshot.gateway.address.addr)];
     if let Some((_, uplink)) = &snapshot.uplink {
         own.push(("uplink.address", uplink.address.addr));
@@ -109,6 +110,6 @@ pub fn check_node_addresses<'a>(
     Ok(())
 }
 
-fn taken(field: &str, value: impl std::fmt::Display, whose: &str) -> ApiError {
-    ApiError::conflict(format!("{field} = {value}: already {whose}"))
+fn taken(field: &str, value: impl std::fmt::Display, whose: &str) -> ControlError {
+    ControlError::taken(field, value, whose)
 }

@@ -18,40 +18,38 @@ use podswitch_dataplane::config::{PortSection, Snapshot};
 use podswitch_dataplane::io::tap;
 use podswitch_dataplane::worker::WorkerCommand;
 
-use super::{Control, conflicts, strip_index};
+use super::{Control, conflicts};
+use crate::error::ControlError;
 use crate::ports;
-use crate::state::{ApiError, check_name};
+use crate::state::check_name;
 
 impl Control {
     /// `POST /v1/ports`.
-    pub fn add_port(&mut self, port: PortSection) -> Result<u64, ApiError> {
+    pub fn add_port(&mut self, port: PortSection) -> Result<u64, ControlError> {
         check_name("name", &port.name)?;
         if self.port_names().contains(&port.name) {
-            return Err(ApiError::conflict(format!(
-                "name = {}: a port with this name exists",
-                port.name
-            )));
+            return Err(ControlError::exists("port", &port.name));
         }
         conflicts::check_new_port(&port, &self.snapshot(), self.state.services.values())?;
         let mut candidate = self.state.clone();
         candidate.ports.insert(port.name.clone(), port.clone());
-        let snapshot = self.build(&mut candidate, &[]).map_err(|e| ApiError {
-            status: e.status,
-            message: strip_index(&e.message, "ports["),
-        })?;
+        let snapshot = self
+            .build(&mut candidate, &[])
+            .map_err(|e| e.within_item("ports"))?;
         let spec = snapshot
             .port_by_name(&port.name)
             .cloned()
-            .ok_or_else(|| ApiError::internal("port vanished"))?;
+            .ok_or_else(|| ControlError::Internal("port vanished".into()))?;
         if let Some(other) = snapshot
             .ports
             .iter()
             .find(|p| p.name != spec.name && p.ifname == spec.ifname)
         {
-            return Err(ApiError::conflict(format!(
-                "ifname = {}: already used by port {}",
-                spec.ifname, other.name
-            )));
+            return Err(ControlError::taken(
+                "ifname",
+                &spec.ifname,
+                format!("used by port {}", other.name),
+            ));
         }
         self.store_state(&candidate)?;
         crash_point("port-add");
@@ -64,7 +62,7 @@ impl Control {
                     // The next start finds the port and cannot open it either: it is down there.
                     tracing::error!(port = %spec.name, error = %undo, "a port whose device failed stays stored");
                 }
-                return Err(ApiError::bad_request(format!("{e:#}")));
+                return Err(ControlError::Device(format!("{e:#}")));
             }
         };
         let generation = self.publish(candidate, snapshot);
@@ -78,15 +76,16 @@ impl Control {
     }
 
     /// `DELETE /v1/ports/{name}`.
-    pub fn delete_port(&mut self, name: &str) -> Result<(), ApiError> {
+    pub fn delete_port(&mut self, name: &str) -> Result<(), ControlError> {
         let old = self.snapshot();
         let Some(spec) = old.port_by_name(name).cloned() else {
-            return Err(ApiError::not_found(format!("port {name} not found")));
+            return Err(ControlError::not_found("port", name));
         };
         if !self.state.ports.contains_key(name) {
-            return Err(ApiError::conflict(format!(
-                "port {name} comes from the config file; remove it there"
-            )));
+            return Err(ControlError::FromConfigFile {
+                kind: "port",
+                name: name.to_string(),
+            });
         }
         if self
             .state
@@ -94,9 +93,11 @@ impl Control {
             .values()
             .any(|m| m.ports.iter().any(|p| p == name))
         {
-            return Err(ApiError::conflict(format!(
-                "port {name} is used by a mirror session"
-            )));
+            return Err(ControlError::InUse {
+                kind: "port",
+                name: name.to_string(),
+                user: "a mirror session",
+            });
         }
         let mut candidate = self.state.clone();
         candidate.ports.remove(name);

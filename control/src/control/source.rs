@@ -17,9 +17,10 @@ use podswitch_dataplane::nat::ConntrackFilter;
 use podswitch_dataplane::wire::IpProtocol;
 
 use super::Control;
+use crate::error::ControlError;
 use crate::state::{
-    ApiError, Endpoint, NodeRecord, Service, Source, check_node_overlaps, validate_endpoints,
-    validate_node, validate_service,
+    Endpoint, NodeRecord, Service, Source, check_node_overlaps, validate_endpoints, validate_node,
+    validate_service,
 };
 use crate::store::{Change, TableId};
 
@@ -172,7 +173,7 @@ impl Control {
     /// one commit, then one snapshot published. UDP conntrack entries of
     /// endpoints that went away are removed, so no datagram keeps going to
     /// a pod that is gone (kubernetes#48370).
-    pub fn apply_source(&mut self, update: SourceUpdate) -> Result<SourceReport, ApiError> {
+    pub fn apply_source(&mut self, update: SourceUpdate) -> Result<SourceReport, ControlError> {
         let report = self.apply_update(update)?;
         if report.services_changed + report.services_removed >= LARGE_UPDATE {
             podswitch_dataplane::mem::heap::release_free_memory();
@@ -180,7 +181,7 @@ impl Control {
         Ok(report)
     }
 
-    fn apply_update(&mut self, update: SourceUpdate) -> Result<SourceReport, ApiError> {
+    fn apply_update(&mut self, update: SourceUpdate) -> Result<SourceReport, ControlError> {
         let mut report = SourceReport {
             generation: self.snapshot().generation,
             ..SourceReport::default()
@@ -226,7 +227,7 @@ impl Control {
                     kind: "pod_subnet",
                     name: subnet.to_string(),
                     reason: "invalid",
-                    message: e.message,
+                    message: e.to_string(),
                 }),
             }
         }
@@ -266,7 +267,7 @@ impl Control {
                     kind: "node",
                     name: "nodes".into(),
                     reason: "invalid",
-                    message: e.message,
+                    message: e.to_string(),
                 }),
             }
         }
@@ -285,7 +286,7 @@ impl Control {
         candidate: &mut crate::state::ApiState,
         changed: &[&str],
         report: &mut SourceReport,
-    ) -> Result<podswitch_dataplane::config::Snapshot, ApiError> {
+    ) -> Result<podswitch_dataplane::config::Snapshot, ControlError> {
         loop {
             let e = match self.build(candidate, changed) {
                 Ok(snapshot) => return Ok(snapshot),
@@ -293,10 +294,7 @@ impl Control {
             };
             // `nodes[i]` counts the file's nodes, then the stored ones in order.
             let index = e
-                .message
-                .strip_prefix("nodes[")
-                .and_then(|rest| rest.split(']').next())
-                .and_then(|i| i.parse::<usize>().ok())
+                .item_index("nodes")
                 .and_then(|i| i.checked_sub(self.file.nodes.len()));
             let name = index.and_then(|i| candidate.nodes.keys().nth(i).cloned());
             match name {
@@ -306,7 +304,7 @@ impl Control {
                         kind: "node",
                         name: name.clone(),
                         reason: "invalid",
-                        message: format!("node {name}: {}", e.message),
+                        message: format!("node {name}: {e}"),
                     });
                 }
                 _ => return Err(e),
@@ -364,7 +362,7 @@ impl Control {
                         .and_then(|()| self.check_static_conflicts(std::iter::once(&service)))
                         .and_then(|()| node_addresses.check_cluster_ip("", &service));
                     if let Err(e) = valid {
-                        skip(&name, "invalid", format!("{name}: {}", e.message));
+                        skip(&name, "invalid", format!("{name}: {e}"));
                         // Whatever was stored for it stays until it is fixed or deleted.
                         continue;
                     }
@@ -491,7 +489,7 @@ impl Control {
                 })
             };
             if let Err(e) = validate_node("node", &node) {
-                skip("invalid", e.message);
+                skip("invalid", e.to_string());
                 continue;
             }
             if hand_made.iter().any(|n| n.name == node.name) {
@@ -510,7 +508,7 @@ impl Control {
                 continue;
             }
             if let Err(e) = check_node_overlaps(others.chain(std::iter::once(&node)), gateway) {
-                skip("conflict", e.message);
+                skip("conflict", e.to_string());
                 continue;
             }
             accepted.push(node);
@@ -524,10 +522,10 @@ impl Control {
     fn pod_subnet_addressing(
         &self,
         subnet: Ipv4Cidr,
-    ) -> Result<Option<crate::state::NodeAddressing>, ApiError> {
+    ) -> Result<Option<crate::state::NodeAddressing>, ControlError> {
         let snapshot = self.snapshot();
         if subnet.prefix_len > 30 {
-            return Err(ApiError::invalid(
+            return Err(ControlError::invalid(
                 "pod_subnet",
                 subnet,
                 "must leave room for pods (prefix /30 or shorter)",

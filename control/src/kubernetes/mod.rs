@@ -394,8 +394,8 @@ async fn sync(
             }
         }
         Ok(Err(e)) => {
-            status.sync_failed(&e.message);
-            tracing::warn!(error = %e.message, "Kubernetes source: sync failed; the last state stays");
+            status.sync_failed(&e.to_string());
+            tracing::warn!(error = %e, "Kubernetes source: sync failed; the last state stays");
         }
         Err(e) => status.sync_failed(&e.to_string()),
     }

@@ -21,7 +21,8 @@ use podswitch_dataplane::mirror::{
     Session, SessionCounts, SessionSpec,
 };
 
-use crate::state::{ApiError, Mirror};
+use crate::error::ControlError;
+use crate::state::Mirror;
 
 /// What a mirror or a capture asks for, before it is resolved.
 #[derive(Debug, Clone, Copy)]
@@ -73,21 +74,21 @@ impl<'a> Selection<'a> {
 
     /// Resolves port names against `snapshot` and compiles the filter
     /// (call after `state::check_selection`). `field` prefixes error fields.
-    pub fn resolve(&self, field: &str, snapshot: &Snapshot) -> Result<SessionSpec, ApiError> {
+    pub fn resolve(&self, field: &str, snapshot: &Snapshot) -> Result<SessionSpec, ControlError> {
         let ports = if self.ports.is_empty() {
             PortSelection::All
         } else {
             let mut ids = Vec::with_capacity(self.ports.len());
             for name in self.ports {
                 let port = snapshot.port_by_name(name).ok_or_else(|| {
-                    ApiError::invalid(format!("{field}.ports"), name, "no such port")
+                    ControlError::invalid(format!("{field}.ports"), name, "no such port")
                 })?;
                 ids.push(port.id);
             }
             PortSelection::of(&ids)
         };
         let filter = filter::compile(self.filter)
-            .map_err(|e| ApiError::invalid(format!("{field}.filter"), self.filter, e))?;
+            .map_err(|e| ControlError::invalid(format!("{field}.filter"), self.filter, e))?;
         let snaplen = match self.snaplen {
             0 => MAX_SNAPLEN,
             n => n.min(MAX_SNAPLEN),
@@ -134,7 +135,7 @@ impl MirrorRuntime {
     }
 
     /// Creates `mirror`'s interface and activates its session.
-    pub fn start(&mut self, mirror: &Mirror, spec: SessionSpec) -> Result<(), ApiError> {
+    pub fn start(&mut self, mirror: &Mirror, spec: SessionSpec) -> Result<(), ControlError> {
         let queue = new_queue(&spec);
         let session = Arc::new(Session::new(mirror.name.clone(), spec, Arc::clone(&queue)));
         let output = tap_output::TapOutput::open(&mirror.iface, Arc::clone(&session))?;

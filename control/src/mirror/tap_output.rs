@@ -18,7 +18,7 @@ use podswitch_dataplane::io::{PortQueue, Rtnetlink, TapError, TapOptions, TapQue
 use podswitch_dataplane::mirror::{MAX_SNAPLEN, Session};
 use podswitch_dataplane::packet::Frame;
 
-use crate::state::ApiError;
+use crate::error::ControlError;
 
 /// How long the writer sleeps when its queue is empty.
 const IDLE_SLEEP: Duration = Duration::from_millis(1);
@@ -34,26 +34,29 @@ pub struct TapOutput {
 impl TapOutput {
     /// Creates TAP `iface`, makes the kernel ignore it, and starts writing
     /// `session`'s copies to it.
-    pub fn open(iface: &str, session: Arc<Session>) -> Result<TapOutput, ApiError> {
+    pub fn open(iface: &str, session: Arc<Session>) -> Result<TapOutput, ControlError> {
         let opts = TapOptions {
             queues: 1,
             offload: false,
             persist: false,
         };
         let mut queues = create_tap(iface, &opts).map_err(|e| match e {
-            TapError::AlreadyExists(_) => ApiError::conflict(format!(
-                "iface = {iface}: a network device with this name exists"
-            )),
-            e => ApiError::bad_request(format!(
+            TapError::AlreadyExists(_) => ControlError::Exists {
+                field: "iface",
+                value: iface.to_string(),
+                kind: "network device",
+                key: "with this name",
+            },
+            e => ControlError::Device(format!(
                 "iface = {iface}: cannot create the TAP: {}",
                 chain(&e)
             )),
         })?;
         let tap = queues
             .pop()
-            .ok_or_else(|| ApiError::internal("TAP without a queue"))?;
+            .ok_or_else(|| ControlError::Internal("TAP without a queue".into()))?;
         quiet_kernel(iface).map_err(|e| {
-            ApiError::internal(format!("iface = {iface}: cannot set the TAP up: {e}"))
+            ControlError::Internal(format!("iface = {iface}: cannot set the TAP up: {e}"))
         })?;
         let stop = Arc::new(AtomicBool::new(false));
         let errors = Arc::new(AtomicU64::new(0));
@@ -63,7 +66,9 @@ impl TapOutput {
             std::thread::Builder::new()
                 .name(format!("ps-mirror-{iface}"))
                 .spawn(move || write_loop(tap, &session, &stop, &errors))
-                .map_err(|e| ApiError::internal(format!("cannot start the mirror writer: {e}")))?
+                .map_err(|e| {
+                    ControlError::Internal(format!("cannot start the mirror writer: {e}"))
+                })?
         };
         tracing::info!(iface, session = session.name(), "mirror interface created");
         Ok(TapOutput {
