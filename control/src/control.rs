@@ -3,12 +3,14 @@
 //!
 //! One [`Control`] lives behind a mutex: changes are serialised, so the
 //! final state of concurrent clients always equals some serial order of
-//! their requests. A change is (1) checked on its own, (2) merged into a
-//! candidate [`ApiState`] from which the whole snapshot is rebuilt (which
-//! checks it against everything else), (3) for a port, its device is opened,
-//! (4) the keys that differ are committed to the store, and only then (5)
-//! the new snapshot is published and the workers get their queues. Any
-//! failure before (5) leaves both the running and the stored state as they were.
+//! their requests. A change is (1) checked on its own and against the
+//! state, then takes the one commit path ([`commit`]): (2) everything it
+//! leads to is built — the candidate state, the snapshot (which checks it
+//! against everything else), the service table — changing nothing; (3) for
+//! a port, its device is opened; (4) the keys that differ are committed to
+//! the store, and only then (5) the new state and snapshot are published and
+//! the workers get their queues. Any failure before (5) leaves both the
+//! running and the stored state as they were.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -33,12 +35,14 @@ use crate::state::{
     validate_endpoints, validate_mirror, validate_node, validate_service,
 };
 use crate::stats::Stats;
-use crate::store::{Change, Store, TableId};
+use crate::store::Store;
 
 mod apply;
+mod commit;
 mod conflicts;
 mod port_changes;
 mod source;
+use commit::{Candidate, Entries, ServiceEdit};
 pub use source::{ServiceChange, Skipped, SourceReport, SourceUpdate};
 
 /// What an apply changed, per kind of resource.
@@ -204,24 +208,6 @@ impl Control {
         &self.state
     }
 
-    /// Builds the snapshot `candidate` would run (next generation);
-    /// `changed` names the services that differ from the state's (added,
-    /// changed or removed, with their endpoints).
-    fn build(
-        &mut self,
-        candidate: &mut ApiState,
-        changed: &[&str],
-    ) -> Result<Snapshot, ControlError> {
-        let config = candidate.effective_config(&self.file);
-        candidate.assign_port_ids(&config);
-        let generation = self.snapshots.load().generation + 1;
-        let snapshot = Snapshot::build_with_ids(&config, generation, Some(&candidate.port_ids))?;
-        let table = self
-            .services
-            .table(candidate, &self.static_services, changed)?;
-        Ok(snapshot.with_services(table))
-    }
-
     /// Refuses API services on a ClusterIP or NodePort of a config-file service.
     fn check_static_conflicts<'a>(
         &self,
@@ -245,26 +231,6 @@ impl Control {
             }
         }
         Ok(())
-    }
-
-    /// Stores `candidate`, then publishes `snapshot`.
-    fn commit(&mut self, candidate: ApiState, snapshot: Snapshot) -> Result<u64, ControlError> {
-        self.store_state(&candidate)?;
-        Ok(self.publish(candidate, snapshot))
-    }
-
-    /// Stores the keys in which `candidate` differs from the state.
-    fn store_state(&self, candidate: &ApiState) -> Result<(), ControlError> {
-        Ok(self.store.commit_diff(&self.state, candidate)?)
-    }
-
-    /// Makes the stored `candidate` the state and publishes `snapshot`.
-    fn publish(&mut self, candidate: ApiState, snapshot: Snapshot) -> u64 {
-        self.state = candidate;
-        self.services.settle();
-        let generation = snapshot.generation;
-        self.snapshots.store(Arc::new(snapshot));
-        generation
     }
 
     fn port_names(&self) -> BTreeSet<String> {
@@ -294,10 +260,8 @@ impl Control {
         }
         let mut candidate = self.state.clone();
         candidate.routes.insert(key, route);
-        let snapshot = self
-            .build(&mut candidate, &[])
-            .map_err(|e| e.within_item("routes"))?;
-        self.commit(candidate, snapshot)
+        self.commit(Candidate::state(candidate))
+            .map_err(|e| e.within_item("routes"))
     }
 
     /// `DELETE /v1/routes/{prefix}`.
@@ -319,18 +283,17 @@ impl Control {
         }
         let mut candidate = self.state.clone();
         candidate.routes.remove(&key);
-        let snapshot = self.build(&mut candidate, &[])?;
-        self.commit(candidate, snapshot)
+        self.commit(Candidate::state(candidate))
     }
 
     /// `PUT /v1/node`.
     pub fn set_node(&mut self, node: NodeAddressing) -> Result<u64, ControlError> {
         let mut candidate = self.state.clone();
         candidate.node = Some(node);
-        let snapshot = self.build(&mut candidate, &[])?;
-        conflicts::check_node_addresses(&snapshot, self.state.services.values())?;
+        let prepared = self.prepare(Candidate::state(candidate))?;
+        conflicts::check_node_addresses(prepared.snapshot(), self.state.services.values())?;
         let old = self.snapshot();
-        let generation = self.commit(candidate, snapshot)?;
+        let generation = self.finish(prepared)?;
         self.readdress_pods(&old);
         Ok(generation)
     }
@@ -355,64 +318,15 @@ impl Control {
         self.check_static_conflicts(std::iter::once(&service))?;
         conflicts::NodeAddresses::of(&self.snapshot()).check_cluster_ip("", &service)?;
         let name = service.name.clone();
-        let mut keys = vec![Change::put(TableId::Services, &name, &service)];
-        if !endpoints.is_empty() {
-            keys.push(Change::put(TableId::Endpoints, &name, &endpoints));
-        }
-        self.commit_keys(&keys, |st| {
-            st.services.insert(name.clone(), service);
-            if !endpoints.is_empty() {
-                st.endpoints.insert(name, endpoints);
-            }
-        })
-    }
-
-    /// Stores `keys` and applies `mutate` to the state, for changes checked
-    /// in full before (services, endpoints, nodes, mirrors): no full-state
-    /// clone or diff, so one change next to 10,000 services stays cheap. The
-    /// snapshot is republished with the next generation and the service
-    /// table rebuilt (only changed services get a new Maglev table).
-    fn commit_keys(
-        &mut self,
-        keys: &[Change],
-        mutate: impl FnOnce(&mut ApiState),
-    ) -> Result<u64, ControlError> {
-        self.store.commit(keys)?;
-        mutate(&mut self.state);
-        // Conflicts were refused before the store was touched; a failure
-        // here would be a bug, and keeps the old table running.
-        let changed: Vec<&str> = keys
-            .iter()
-            .filter_map(|k| match k {
-                Change::Put(TableId::Services | TableId::Endpoints, name, _)
-                | Change::Delete(TableId::Services | TableId::Endpoints, name) => {
-                    Some(name.as_str())
-                }
-                _ => None,
-            })
-            .collect();
-        let table = self
-            .services
-            .table(&self.state, &self.static_services, &changed)?;
-        self.services.settle();
-        let mut snapshot = (*self.snapshot()).clone().with_services(table);
-        snapshot.generation += 1;
-        let generation = snapshot.generation;
-        self.snapshots.store(Arc::new(snapshot));
-        Ok(generation)
+        let edit = ServiceEdit::Put(service, endpoints);
+        self.commit(Candidate::Entries(Entries::service(&name, edit)))
     }
 
     /// `DELETE /v1/services/{ns}/{name}`.
     pub fn delete_service(&mut self, name: &str) -> Result<u64, ControlError> {
         self.require_service(name)?;
-        let keys = [
-            Change::delete(TableId::Services, name),
-            Change::delete(TableId::Endpoints, name),
-        ];
-        self.commit_keys(&keys, |st| {
-            st.services.remove(name);
-            st.endpoints.remove(name);
-        })
+        let edit = ServiceEdit::Remove;
+        self.commit(Candidate::Entries(Entries::service(name, edit)))
     }
 
     fn require_service(&self, name: &str) -> Result<(), ControlError> {
@@ -431,18 +345,8 @@ impl Control {
     ) -> Result<u64, ControlError> {
         self.require_service(service)?;
         validate_endpoints("endpoints", &endpoints)?;
-        let key = if endpoints.is_empty() {
-            Change::delete(TableId::Endpoints, service)
-        } else {
-            Change::put(TableId::Endpoints, service, &endpoints)
-        };
-        self.commit_keys(&[key], |st| {
-            if endpoints.is_empty() {
-                st.endpoints.remove(service);
-            } else {
-                st.endpoints.insert(service.into(), endpoints);
-            }
-        })
+        let edit = ServiceEdit::Endpoints(endpoints);
+        self.commit(Candidate::Entries(Entries::service(service, edit)))
     }
 
     /// `POST /v1/services/{ns}/{name}/endpoints`.
@@ -514,10 +418,8 @@ impl Control {
         )?;
         let mut candidate = self.state.clone();
         candidate.nodes.insert(node.name.clone(), node);
-        let snapshot = self
-            .build(&mut candidate, &[])
-            .map_err(|e| e.within_item("nodes"))?;
-        self.commit(candidate, snapshot)
+        self.commit(Candidate::state(candidate))
+            .map_err(|e| e.within_item("nodes"))
     }
 
     /// `DELETE /v1/nodes/{name}`.
@@ -528,8 +430,7 @@ impl Control {
         }
         let mut candidate = self.state.clone();
         candidate.nodes.remove(name);
-        let snapshot = self.build(&mut candidate, &[])?;
-        self.commit(candidate, snapshot)
+        self.commit(Candidate::state(candidate))
     }
 
     /// `POST /v1/mirrors`: validated (ports, stages, the filter compiled by
@@ -556,10 +457,8 @@ impl Control {
             runtime.start(&mirror, spec)?;
         }
         let name = mirror.name.clone();
-        let keys = [Change::put(TableId::Mirrors, &mirror.name, &mirror)];
-        let committed = self.commit_keys(&keys, |st| {
-            st.mirrors.insert(mirror.name.clone(), mirror);
-        });
+        let entries = Entries::mirror(&name, Some(mirror));
+        let committed = self.commit(Candidate::Entries(entries));
         if committed.is_err()
             && let Some(runtime) = &mut self.mirrors
         {
@@ -573,9 +472,7 @@ impl Control {
         if !self.state.mirrors.contains_key(name) {
             return Err(ControlError::not_found("mirror", name));
         }
-        let generation = self.commit_keys(&[Change::delete(TableId::Mirrors, name)], |st| {
-            st.mirrors.remove(name);
-        })?;
+        let generation = self.commit(Candidate::Entries(Entries::mirror(name, None)))?;
         if let Some(runtime) = &mut self.mirrors {
             runtime.stop(name);
         }

@@ -217,14 +217,26 @@ impl ServiceCache {
     }
 
     /// The service table for `state`'s services and endpoints, followed by
-    /// `static_entries` (services from the node's config file). The
-    /// services named in `changed` (added, changed or removed since the
-    /// last [`settle`](Self::settle)d table) and those not built yet are
-    /// built; the others reuse their entries without being looked at,
-    /// which is most of the cost next to thousands of services.
+    /// `static_entries` (services from the node's config file); see
+    /// [`ServiceCache::table_of`].
     pub fn table(
         &mut self,
         state: &ApiState,
+        static_entries: &[ServiceEntry],
+        changed: &[&str],
+    ) -> Result<Arc<ServiceTable>, ControlError> {
+        self.table_of(&services_of(state), static_entries, changed)
+    }
+
+    /// The service table for `services` (in name order, each with its
+    /// endpoints), followed by `static_entries`. The services named in
+    /// `changed` (added, changed or removed since the last
+    /// [`settle`](Self::settle)d table) and those not built yet are built;
+    /// the others reuse their entries without being looked at, which is
+    /// most of the cost next to thousands of services.
+    pub fn table_of(
+        &mut self,
+        services: &[ServiceRef<'_>],
         static_entries: &[ServiceEntry],
         changed: &[&str],
     ) -> Result<Arc<ServiceTable>, ControlError> {
@@ -237,35 +249,29 @@ impl ServiceCache {
             .chain(given_up.iter().flatten().map(CompactString::as_str))
             .collect();
         // Each service's entries as last published, or `None` to build them.
-        let reuse: Vec<Option<&[ServiceEntry]>> = state
-            .services
-            .keys()
-            .map(|name| {
+        let reuse: Vec<Option<&[ServiceEntry]>> = services
+            .iter()
+            .map(|(name, _, _)| {
                 self.published
                     .entries(name)
                     .filter(|_| !changed.contains(name.as_str()))
             })
             .collect();
-        let jobs: Vec<Job> = state
-            .services
+        let jobs: Vec<Job> = services
             .iter()
             .zip(&reuse)
             .filter(|(_, reused)| reused.is_none())
-            .map(|((name, service), _)| Job {
+            .map(|((name, service, endpoints), _)| Job {
                 service,
-                endpoints: state
-                    .endpoints
-                    .get(name)
-                    .map(Vec::as_slice)
-                    .unwrap_or_default(),
+                endpoints,
                 previous: self.published.entries(name),
             })
             .collect();
         let mut fresh = build_all(&jobs, &self.local_node).into_iter();
-        let mut entries = Vec::with_capacity(state.services.len() + static_entries.len());
-        let mut services = Vec::with_capacity(state.services.len());
-        for (name, reused) in state.services.keys().zip(reuse) {
-            services.push((name.clone(), entries.len() as u32));
+        let mut entries = Vec::with_capacity(services.len() + static_entries.len());
+        let mut names = Vec::with_capacity(services.len());
+        for ((name, _, _), reused) in services.iter().zip(reuse) {
+            names.push(((*name).clone(), entries.len() as u32));
             match reused {
                 Some(built) => entries.extend(built.iter().cloned()),
                 None => entries.extend(fresh.next().into_iter().flatten()),
@@ -275,7 +281,7 @@ impl ServiceCache {
         let table = Arc::new(ServiceTable::from_entries(entries)?);
         let built = Built {
             table: Arc::clone(&table),
-            services,
+            services: names,
             statics: static_entries.len(),
         };
         let names = changed.into_iter().map(CompactString::from).collect();
@@ -289,6 +295,21 @@ impl ServiceCache {
             self.published = built;
         }
     }
+}
+
+/// A service with its endpoints, as a table is built from it.
+pub type ServiceRef<'a> = (&'a CompactString, &'a Service, &'a [Endpoint]);
+
+/// `state`'s services with their endpoints, in name order.
+pub fn services_of(state: &ApiState) -> Vec<ServiceRef<'_>> {
+    state
+        .services
+        .iter()
+        .map(|(name, service)| {
+            let endpoints = state.endpoints.get(name).map(Vec::as_slice);
+            (name, service, endpoints.unwrap_or_default())
+        })
+        .collect()
 }
 
 /// A service whose entries are to be built.

@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use compact_str::CompactString;
 
+use super::commit::Candidate;
 use super::{ApplyReport, Control, conflicts, refuse_managed};
 use crate::error::ControlError;
 use crate::state::{
@@ -70,18 +71,19 @@ impl Control {
             .changed
             .insert("nodes", diff(&self.state.nodes, &nodes));
         let changed = changed_services(&self.state, &services, &endpoints);
-        let changed: Vec<&str> = changed.iter().map(CompactString::as_str).collect();
         // The services and endpoints are the document's: not a copy of the
         // state's, which at 100,000 services is most of the time and memory.
-        let mut candidate = ApiState {
+        let candidate = ApiState {
             services,
             endpoints,
             routes,
             nodes,
             ..self.state.without_services()
         };
-        let snapshot = self.build(&mut candidate, &changed)?;
-        report.generation = self.commit(candidate, snapshot)?;
+        report.generation = self.commit(Candidate::State {
+            state: Box::new(candidate),
+            changed,
+        })?;
         // The old state, the old table and the decoding's garbage are
         // free now: hundreds of MB at 100,000 services.
         podswitch_dataplane::mem::heap::release_free_memory();

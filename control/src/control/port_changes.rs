@@ -18,6 +18,7 @@ use podswitch_dataplane::config::{PortSection, Snapshot};
 use podswitch_dataplane::io::tap;
 use podswitch_dataplane::worker::WorkerCommand;
 
+use super::commit::Candidate;
 use super::{Control, conflicts};
 use crate::error::ControlError;
 use crate::ports;
@@ -33,9 +34,10 @@ impl Control {
         conflicts::check_new_port(&port, &self.snapshot(), self.state.services.values())?;
         let mut candidate = self.state.clone();
         candidate.ports.insert(port.name.clone(), port.clone());
-        let snapshot = self
-            .build(&mut candidate, &[])
+        let prepared = self
+            .prepare(Candidate::state(candidate))
             .map_err(|e| e.within_item("ports"))?;
+        let snapshot = prepared.snapshot();
         let spec = snapshot
             .port_by_name(&port.name)
             .cloned()
@@ -51,13 +53,17 @@ impl Control {
                 format!("used by port {}", other.name),
             ));
         }
-        self.store_state(&candidate)?;
+        self.store_prepared(&prepared)?;
         crash_point("port-add");
         let workers = self.workers.len().max(1);
-        let (queues, note) = match ports::open_port(&snapshot, &spec, workers, self.fanout_base) {
+        let opened = ports::open_port(prepared.snapshot(), &spec, workers, self.fanout_base);
+        let (queues, note) = match opened {
             Ok(opened) => opened,
             Err(e) => {
-                let undo = self.store.commit_diff(&candidate, &self.state);
+                let undo = match prepared.whole_state() {
+                    Some(candidate) => self.store.commit_diff(candidate, &self.state),
+                    None => Ok(()),
+                };
                 if let Err(undo) = undo {
                     // The next start finds the port and cannot open it either: it is down there.
                     tracing::error!(port = %spec.name, error = %undo, "a port whose device failed stays stored");
@@ -65,7 +71,7 @@ impl Control {
                 return Err(ControlError::Device(format!("{e:#}")));
             }
         };
-        let generation = self.publish(candidate, snapshot);
+        let generation = self.publish(prepared);
         tracing::info!("{note} (added through the API)");
         self.port_states.set_up(spec.id);
         for (tx, q) in self.workers.iter().zip(queues) {
@@ -101,7 +107,7 @@ impl Control {
         }
         let mut candidate = self.state.clone();
         candidate.ports.remove(name);
-        let snapshot = self.build(&mut candidate, &[])?;
+        let prepared = self.prepare(Candidate::state(candidate))?;
         for tx in &self.workers {
             let _ = tx.send(WorkerCommand::RemoveQueue(spec.id));
         }
@@ -109,7 +115,7 @@ impl Control {
             tracing::warn!(port = name, error = %format!("{e:#}"), "device cleanup failed; the port is removed all the same");
         }
         crash_point("port-delete");
-        if let Err(e) = self.commit(candidate, snapshot) {
+        if let Err(e) = self.finish(prepared) {
             // Still stored, its device gone: down until it is deleted again.
             self.port_states.set_down(
                 spec.id,

@@ -12,17 +12,18 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
 
+use compact_str::CompactString;
 use podswitch_dataplane::config::Ipv4Cidr;
 use podswitch_dataplane::nat::ConntrackFilter;
 use podswitch_dataplane::wire::IpProtocol;
 
 use super::Control;
+use super::commit::{Candidate, Entries, Prepared, ServiceEdit};
 use crate::error::ControlError;
 use crate::state::{
     Endpoint, NodeRecord, Service, Source, check_node_overlaps, validate_endpoints, validate_node,
     validate_service,
 };
-use crate::store::{Change, TableId};
 
 /// Services changed by an update after which the heap's freed pages are
 /// given back (a first sync, a watch resumed after a long gap).
@@ -130,23 +131,18 @@ impl<'a> Frontends<'a> {
     }
 }
 
-/// Stores or removes each service of `accepted` in `state`.
-fn apply_services(state: &mut crate::state::ApiState, accepted: Vec<ServiceChange>) {
-    for (name, value) in accepted {
-        match value {
-            Some((service, endpoints)) => {
-                state.services.insert(name.as_str().into(), service);
-                if endpoints.is_empty() {
-                    state.endpoints.remove(name.as_str());
-                } else {
-                    state.endpoints.insert(name.into(), endpoints);
-                }
-            }
-            None => {
-                state.services.remove(name.as_str());
-                state.endpoints.remove(name.as_str());
-            }
-        }
+/// The services of `accepted` as entries to commit.
+fn entries_of(accepted: Vec<ServiceChange>) -> Entries {
+    let services = accepted.into_iter().map(|(name, value)| {
+        let edit = match value {
+            Some((service, endpoints)) => ServiceEdit::Put(service, endpoints),
+            None => ServiceEdit::Remove,
+        };
+        (CompactString::from(name), edit)
+    });
+    Entries {
+        services: services.collect(),
+        ..Entries::default()
     }
 }
 
@@ -187,23 +183,6 @@ impl Control {
             ..SourceReport::default()
         };
         let accepted = self.accept_services(update.services, &mut report);
-        let mut keys = Vec::new();
-        for (name, value) in &accepted {
-            match value {
-                Some((service, endpoints)) => {
-                    keys.push(Change::put(TableId::Services, name, service));
-                    keys.push(if endpoints.is_empty() {
-                        Change::delete(TableId::Endpoints, name)
-                    } else {
-                        Change::put(TableId::Endpoints, name, endpoints)
-                    });
-                }
-                None => {
-                    keys.push(Change::delete(TableId::Services, name));
-                    keys.push(Change::delete(TableId::Endpoints, name));
-                }
-            }
-        }
         let stale_udp = self.stale_udp_flows(&accepted);
         let mut candidate_nodes = None;
         if let Some(nodes) = update.nodes {
@@ -241,7 +220,7 @@ impl Control {
             // Nodes or the addressing change the overlay and the pod
             // subnet: the whole snapshot is built again.
             let mut candidate = self.state.clone();
-            apply_services(&mut candidate, accepted.clone());
+            entries_of(accepted.clone()).apply(&mut candidate);
             if let Some(nodes) = candidate_nodes {
                 candidate
                     .nodes
@@ -256,8 +235,10 @@ impl Control {
             let changed: Vec<&str> = accepted.iter().map(|(name, _)| name.as_str()).collect();
             match self.build_dropping_bad_nodes(&mut candidate, &changed, &mut report) {
                 Ok(snapshot) => {
+                    let changed = changed.into_iter().map(CompactString::from).collect();
+                    let prepared = Prepared::new(candidate, changed, snapshot);
                     report.nodes_changed = true;
-                    report.generation = self.commit(candidate, snapshot)?;
+                    report.generation = self.finish(prepared)?;
                     self.flush_udp(&stale_udp, &mut report);
                     return Ok(report);
                 }
@@ -271,8 +252,8 @@ impl Control {
                 }),
             }
         }
-        if !keys.is_empty() {
-            report.generation = self.commit_keys(&keys, |st| apply_services(st, accepted))?;
+        if !accepted.is_empty() {
+            report.generation = self.commit(Candidate::Entries(entries_of(accepted)))?;
         }
         self.flush_udp(&stale_udp, &mut report);
         Ok(report)
