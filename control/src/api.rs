@@ -1,8 +1,14 @@
 //! The v1 control API (`docs/api.md`): HTTP/JSON on a Unix socket.
 //!
-//! Handlers parse and check the request, then run the change on a blocking
+//! Handlers parse and check the request, then run a change on a blocking
 //! thread against the one [`Control`] (a mutex serialises writers: devices
 //! are opened and the store is fsynced there, never on the async runtime).
+//! Reads (health, stats, metrics, every GET) never take that mutex: they
+//! are served from the [`ControlView`], what the last commit published, so
+//! a health probe is answered while a long write runs.
+//!
+//! Errors: the domain returns [`ControlError`]s; [`ApiError`] (`errors`)
+//! is where each becomes an HTTP status and the documented JSON body.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
@@ -19,15 +25,17 @@ use axum::routing::get;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use crate::control::Control;
+use crate::control::{Control, ControlView};
 use crate::error::ControlError;
 use crate::state::{Endpoint, Mirror, NodeAddressing, NodeRecord, ServiceWithEndpoints};
 pub use errors::ApiError;
 
 /// State shared by the handlers.
 pub struct Api {
-    /// The control plane.
-    pub control: Mutex<Control>,
+    /// The control plane, locked by a change (on a blocking thread only).
+    control: Mutex<Control>,
+    /// What the last commit published, for every read.
+    view: Arc<ControlView>,
     /// Requests by (method, status), for `/metrics`.
     pub requests: Mutex<BTreeMap<(String, u16), u64>>,
     /// The Kubernetes source, when podswitchd follows a cluster.
@@ -38,15 +46,22 @@ impl Api {
     /// Wraps a control plane.
     pub fn new(control: Control) -> Arc<Api> {
         Arc::new(Api {
+            view: Arc::clone(control.view()),
             control: Mutex::new(control),
             requests: Mutex::new(BTreeMap::new()),
             source: std::sync::OnceLock::new(),
         })
     }
 
-    /// The control plane, locked.
+    /// The control plane, locked for a change: it may wait for the change
+    /// in progress, so never on the async runtime's threads.
     pub fn control(&self) -> std::sync::MutexGuard<'_, Control> {
         self.control.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// What the last commit published (never waits for a change).
+    pub fn view(&self) -> &ControlView {
+        &self.view
     }
 }
 
@@ -223,7 +238,7 @@ async fn count_requests(State(api): Shared, req: Request, next: Next) -> Respons
 }
 
 async fn health(State(api): Shared) -> Response {
-    let c = api.control();
+    let c = api.view();
     let down: Vec<String> = c.ports_down().into_iter().map(|(name, _)| name).collect();
     let mut body = json!({ "forwarding": c.forwarding(), "workers": c.workers(), "generation": c.snapshot().generation, "ports_down": down });
     if let Some(source) = api.source.get() {
@@ -241,7 +256,9 @@ async fn health(State(api): Shared) -> Response {
 }
 
 async fn config(State(api): Shared) -> Response {
-    let c = api.control();
+    let c = api.view();
+    let ports = c.port_views();
+    let st = c.state();
     let snapshot = c.snapshot();
     let routes: Vec<Value> = snapshot
         .routes
@@ -249,13 +266,12 @@ async fn config(State(api): Shared) -> Response {
         .iter()
         .map(|r| json!({"prefix": r.prefix.to_string(), "via": r.via}))
         .collect();
-    let st = c.state();
     ok(
         StatusCode::OK,
         json!({
             "generation": snapshot.generation,
-            "node": node_json(&c),
-            "ports": c.port_views(),
+            "node": node_json(&snapshot),
+            "ports": ports,
             "routes": routes,
             "services": st.services.len(),
             "endpoints": st.endpoints.values().map(Vec::len).sum::<usize>(),
@@ -266,7 +282,7 @@ async fn config(State(api): Shared) -> Response {
 }
 
 async fn stats(State(api): Shared) -> Response {
-    let c = api.control();
+    let c = api.view();
     let mut v = serde_json::to_value(c.stats()).unwrap_or(Value::Null);
     let per_worker: Vec<Value> = c
         .worker_counters()
@@ -295,7 +311,7 @@ async fn stats(State(api): Shared) -> Response {
 fn conntrack_tables(
     api: &Api,
 ) -> Result<Arc<podswitch_dataplane::pipeline::SharedTables>, ApiError> {
-    api.control()
+    api.view()
         .tables()
         .ok_or(ControlError::NotRunning("the dataplane is not running yet").into())
 }
@@ -339,14 +355,14 @@ async fn conntrack_flush(
 }
 
 async fn metrics(State(api): Shared) -> Response {
-    let stats = api.control().stats();
+    let stats = api.view().stats();
     let requests = api
         .requests
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .clone();
     let mut body = crate::metrics::render(&stats, &requests);
-    body.push_str(&api.control().mirror_metrics());
+    body.push_str(&api.view().mirror_metrics());
     if let Some(source) = api.source.get() {
         body.push_str(&source.metrics());
     }
@@ -354,17 +370,14 @@ async fn metrics(State(api): Shared) -> Response {
 }
 
 async fn list_ports(State(api): Shared) -> Response {
-    ok(
-        StatusCode::OK,
-        json!({ "ports": api.control().port_views() }),
-    )
+    ok(StatusCode::OK, json!({ "ports": api.view().port_views() }))
 }
 
 async fn get_port(
     State(api): Shared,
     UrlPath(name): UrlPath<String>,
 ) -> Result<Response, ApiError> {
-    let views = api.control().port_views();
+    let views = api.view().port_views();
     let port = views
         .into_iter()
         .find(|p| p["name"] == name.as_str())
@@ -380,7 +393,7 @@ async fn add_port(
     let port: podswitch_dataplane::config::PortSection = parse(&headers, &body)?;
     let name = port.name.clone();
     with_control(&api, move |c| c.add_port(port)).await?;
-    let views = api.control().port_views();
+    let views = api.view().port_views();
     Ok(ok(
         StatusCode::CREATED,
         views
@@ -398,8 +411,7 @@ async fn delete_port(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-fn node_json(c: &Control) -> Value {
-    let snapshot = c.snapshot();
+fn node_json(snapshot: &podswitch_dataplane::config::Snapshot) -> Value {
     let uplink = snapshot.uplink.map(|(port, l3)| {
         let name = snapshot
             .port(port)
@@ -417,7 +429,7 @@ fn node_json(c: &Control) -> Value {
 }
 
 async fn get_node(State(api): Shared) -> Response {
-    ok(StatusCode::OK, node_json(&api.control()))
+    ok(StatusCode::OK, node_json(&api.view().snapshot()))
 }
 
 async fn put_node(
@@ -427,13 +439,13 @@ async fn put_node(
 ) -> Result<Response, ApiError> {
     let node: NodeAddressing = parse(&headers, &body)?;
     with_control(&api, move |c| c.set_node(node)).await?;
-    Ok(ok(StatusCode::OK, node_json(&api.control())))
+    Ok(ok(StatusCode::OK, node_json(&api.view().snapshot())))
 }
 
 async fn list_routes(State(api): Shared) -> Response {
-    let c = api.control();
-    let snapshot = c.snapshot();
-    let api_keys: Vec<&String> = c.state().routes.keys().collect();
+    let st = api.view().state();
+    let snapshot = api.view().snapshot();
+    let api_keys: Vec<&String> = st.routes.keys().collect();
     let routes: Vec<Value> = snapshot
         .routes
         .routes()
@@ -472,8 +484,7 @@ async fn delete_route(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-fn service_json(c: &Control, name: &str) -> Option<Value> {
-    let st = c.state();
+fn service_json(st: &crate::state::ApiState, name: &str) -> Option<Value> {
     let s = st.services.get(name)?;
     let endpoints = st.endpoints.get(name).cloned().unwrap_or_default();
     serde_json::to_value(ServiceWithEndpoints {
@@ -484,12 +495,11 @@ fn service_json(c: &Control, name: &str) -> Option<Value> {
 }
 
 async fn list_services(State(api): Shared) -> Response {
-    let c = api.control();
-    let list: Vec<Value> = c
-        .state()
+    let st = api.view().state();
+    let list: Vec<Value> = st
         .services
         .keys()
-        .filter_map(|n| service_json(&c, n))
+        .filter_map(|n| service_json(&st, n))
         .collect();
     ok(StatusCode::OK, json!({ "services": list }))
 }
@@ -499,7 +509,7 @@ async fn get_service(
     UrlPath((ns, name)): UrlPath<(String, String)>,
 ) -> Result<Response, ApiError> {
     let full = format!("{ns}/{name}");
-    let v = service_json(&api.control(), &full)
+    let v = service_json(&api.view().state(), &full)
         .ok_or_else(|| ControlError::not_found("service", &full))?;
     Ok(ok(StatusCode::OK, v))
 }
@@ -514,7 +524,7 @@ async fn add_service(
     with_control(&api, move |c| c.add_service(s.service, s.endpoints)).await?;
     Ok(ok(
         StatusCode::CREATED,
-        service_json(&api.control(), &name).unwrap_or(Value::Null),
+        service_json(&api.view().state(), &name).unwrap_or(Value::Null),
     ))
 }
 
@@ -532,13 +542,13 @@ async fn get_endpoints(
     UrlPath((ns, name)): UrlPath<(String, String)>,
 ) -> Result<Response, ApiError> {
     let full = format!("{ns}/{name}");
-    let c = api.control();
-    if !c.state().services.contains_key(full.as_str()) {
+    let st = api.view().state();
+    if !st.services.contains_key(full.as_str()) {
         return Err(ControlError::not_found("service", &full).into());
     }
     Ok(ok(
         StatusCode::OK,
-        json!({ "endpoints": c.state().endpoints.get(full.as_str()).cloned().unwrap_or_default() }),
+        json!({ "endpoints": st.endpoints.get(full.as_str()).cloned().unwrap_or_default() }),
     ))
 }
 
@@ -559,7 +569,7 @@ async fn put_endpoints(
     let svc = full.clone();
     let generation = with_control(&api, move |c| c.set_endpoints(&svc, list.endpoints)).await?;
     let endpoints = api
-        .control()
+        .view()
         .state()
         .endpoints
         .get(full.as_str())
@@ -597,7 +607,7 @@ async fn delete_endpoint(
 }
 
 async fn list_nodes(State(api): Shared) -> Response {
-    let nodes: Vec<NodeRecord> = api.control().state().nodes.values().cloned().collect();
+    let nodes: Vec<NodeRecord> = api.view().state().nodes.values().cloned().collect();
     ok(StatusCode::OK, json!({ "nodes": nodes }))
 }
 
@@ -606,7 +616,7 @@ async fn get_node_record(
     UrlPath(name): UrlPath<String>,
 ) -> Result<Response, ApiError> {
     let n = api
-        .control()
+        .view()
         .state()
         .nodes
         .get(&name)
@@ -640,7 +650,7 @@ async fn delete_node(
 async fn list_mirrors(State(api): Shared) -> Response {
     ok(
         StatusCode::OK,
-        json!({ "mirrors": api.control().mirror_views() }),
+        json!({ "mirrors": api.view().mirror_views() }),
     )
 }
 
@@ -649,7 +659,7 @@ async fn get_mirror(
     UrlPath(name): UrlPath<String>,
 ) -> Result<Response, ApiError> {
     let m = api
-        .control()
+        .view()
         .mirror_views()
         .into_iter()
         .find(|m| m["name"] == name.as_str())

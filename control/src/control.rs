@@ -14,13 +14,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::Sender;
+use std::sync::{Arc, RwLockReadGuard};
 
-use arc_swap::ArcSwap;
 use podswitch_dataplane::config::{NodeConfig, RouteSection, Snapshot};
-use podswitch_dataplane::io::PortStates;
 use podswitch_dataplane::packet::WorkerCounters;
 use podswitch_dataplane::pipeline::SharedTables;
 use podswitch_dataplane::services::ServiceEntry;
@@ -34,7 +32,6 @@ use crate::state::{
     check_node_overlaps, check_service_conflicts, check_service_name, route_key,
     validate_endpoints, validate_mirror, validate_node, validate_service,
 };
-use crate::stats::Stats;
 use crate::store::Store;
 
 mod apply;
@@ -42,8 +39,10 @@ mod commit;
 mod conflicts;
 mod port_changes;
 mod source;
+mod view;
 use commit::{Candidate, Entries, ServiceEdit};
 pub use source::{ServiceChange, Skipped, SourceReport, SourceUpdate};
+pub use view::ControlView;
 
 /// What an apply changed, per kind of resource.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -54,26 +53,19 @@ pub struct ApplyReport {
     pub changed: BTreeMap<&'static str, Changed>,
 }
 
-/// The running control plane.
+/// The running control plane: the writer. Its reads go through [`ControlView`].
 pub struct Control {
-    file: NodeConfig,
-    state: ApiState,
+    /// What the last commit published, shared with the readers.
+    view: Arc<ControlView>,
     store: Store,
-    snapshots: Arc<ArcSwap<Snapshot>>,
     workers: Vec<Sender<WorkerCommand>>,
-    counters: Vec<Arc<WorkerCounters>>,
     fanout_base: u16,
-    forwarding: Arc<AtomicBool>,
     /// Built service entries, reused across snapshots.
     services: ServiceCache,
     /// Services of the config file (`[[services]]`), after the API's.
     static_services: Vec<ServiceEntry>,
-    /// The tables the workers share (connection tracking), once they run.
-    tables: Option<Arc<SharedTables>>,
     /// mirror: the daemon's mirror outputs (`None` without a dataplane, e.g. in tests).
     mirrors: Option<MirrorRuntime>,
-    /// Which ports are down (device not opened, or gone), shared with the workers.
-    port_states: Arc<PortStates>,
 }
 
 impl Control {
@@ -95,19 +87,13 @@ impl Control {
         services.settle();
         let snapshot = Arc::new(snapshot.with_services(table));
         let control = Control {
-            file,
-            state,
+            view: Arc::new(ControlView::new(file, state, Arc::clone(&snapshot))),
             store,
-            snapshots: Arc::new(ArcSwap::from(Arc::clone(&snapshot))),
             workers: Vec::new(),
-            counters: Vec::new(),
             fanout_base: 0,
-            forwarding: Arc::new(AtomicBool::new(false)),
             services,
             static_services,
-            tables: None,
             mirrors: None,
-            port_states: Arc::new(PortStates::default()),
         };
         Ok((control, snapshot))
     }
@@ -120,92 +106,28 @@ impl Control {
         fanout_base: u16,
     ) {
         self.workers = workers;
-        self.counters = counters;
         self.fanout_base = fanout_base;
-        self.forwarding.store(true, Ordering::Release);
+        self.view.set_forwarding(counters);
     }
 
     /// Connects the tables the workers share (for `conntrack list/flush`).
     pub fn attach_tables(&mut self, tables: Arc<SharedTables>) {
-        self.tables = Some(tables);
+        self.view.set_tables(tables);
     }
 
-    /// The tables the workers share, once they run.
-    pub fn tables(&self) -> Option<Arc<SharedTables>> {
-        self.tables.clone()
-    }
-
-    /// Which ports are down and why (the daemon and the workers mark them).
-    pub fn port_states(&self) -> Arc<PortStates> {
-        Arc::clone(&self.port_states)
-    }
-
-    /// The down ports' names with their reasons, in port order.
-    pub fn ports_down(&self) -> Vec<(String, String)> {
-        let snapshot = self.snapshot();
-        self.port_states
-            .down()
-            .into_iter()
-            .filter_map(|(id, reason)| Some((snapshot.port(id)?.name.clone(), reason)))
-            .collect()
-    }
-
-    /// Logs each port gone down since the last call, once (workers mark
-    /// ports down without logging).
-    pub fn log_ports_down(&self) {
-        let snapshot = self.snapshot();
-        for (id, reason) in self.port_states.take_unreported() {
-            // A port deleted meanwhile (its queue failed while it went) is no news.
-            let Some(port) = snapshot.port(id).map(|p| p.name.as_str()) else {
-                continue;
-            };
-            tracing::error!(port, %reason, "port down; the other ports forward (delete the port, or add it again once its pod is back)");
-        }
-    }
-
-    /// The published snapshot cell (workers read it).
-    pub fn snapshots(&self) -> Arc<ArcSwap<Snapshot>> {
-        Arc::clone(&self.snapshots)
+    /// The read side: what the last commit published.
+    pub fn view(&self) -> &Arc<ControlView> {
+        &self.view
     }
 
     /// The snapshot in use.
     pub fn snapshot(&self) -> Arc<Snapshot> {
-        self.snapshots.load_full()
+        self.view.snapshot()
     }
 
-    /// True once the workers run.
-    pub fn forwarding(&self) -> bool {
-        self.forwarding.load(Ordering::Acquire)
-    }
-
-    /// Marks the dataplane as stopped (shutdown).
-    pub fn set_stopped(&self) {
-        self.forwarding.store(false, Ordering::Release);
-    }
-
-    /// Worker count.
-    pub fn workers(&self) -> usize {
-        self.counters.len()
-    }
-
-    /// Counters summed over workers.
-    pub fn stats(&self) -> Stats {
-        let mut stats = Stats::collect(&self.snapshot(), &self.counters, &self.port_states);
-        stats.conntrack = self
-            .tables
-            .as_deref()
-            .map(crate::stats::ConntrackStats::read);
-        stats
-    }
-
-    /// Per-worker counters.
-    pub fn worker_counters(&self) -> &[Arc<WorkerCounters>] {
-        &self.counters
-    }
-
-    /// The stored API state.
-    pub fn state(&self) -> &ApiState {
-        &self.state
+    /// The committed API state (a read guard: drop it before the next change).
+    pub fn state(&self) -> RwLockReadGuard<'_, ApiState> {
+        self.view.state()
     }
 
     /// Refuses API services on a ClusterIP or NodePort of a config-file service.
@@ -258,7 +180,7 @@ impl Control {
                 key: "for this prefix",
             });
         }
-        let mut candidate = self.state.clone();
+        let mut candidate = self.state().clone();
         candidate.routes.insert(key, route);
         self.commit(Candidate::state(candidate))
             .map_err(|e| e.within_item("routes"))
@@ -270,8 +192,13 @@ impl Control {
             .parse()
             .map_err(|e: String| ControlError::invalid("prefix", prefix, e))?;
         let key = route_key(&cidr);
-        if !self.state.routes.contains_key(&key) {
-            let from_file = self.file.routes.iter().any(|r| route_key(&r.prefix) == key);
+        if !self.state().routes.contains_key(&key) {
+            let from_file = self
+                .view
+                .file()
+                .routes
+                .iter()
+                .any(|r| route_key(&r.prefix) == key);
             return Err(if from_file {
                 ControlError::FromConfigFile {
                     kind: "route",
@@ -281,17 +208,17 @@ impl Control {
                 ControlError::not_found("route", key)
             });
         }
-        let mut candidate = self.state.clone();
+        let mut candidate = self.state().clone();
         candidate.routes.remove(&key);
         self.commit(Candidate::state(candidate))
     }
 
     /// `PUT /v1/node`.
     pub fn set_node(&mut self, node: NodeAddressing) -> Result<u64, ControlError> {
-        let mut candidate = self.state.clone();
+        let mut candidate = self.state().clone();
         candidate.node = Some(node);
         let prepared = self.prepare(Candidate::state(candidate))?;
-        conflicts::check_node_addresses(prepared.snapshot(), self.state.services.values())?;
+        conflicts::check_node_addresses(prepared.snapshot(), self.state().services.values())?;
         let old = self.snapshot();
         let generation = self.finish(prepared)?;
         self.readdress_pods(&old);
@@ -306,11 +233,11 @@ impl Control {
     ) -> Result<u64, ControlError> {
         validate_service("service", &service)?;
         validate_endpoints("endpoints", &endpoints)?;
-        if self.state.services.contains_key(&service.name) {
+        if self.state().services.contains_key(&service.name) {
             return Err(ControlError::exists("service", &service.name));
         }
         check_service_conflicts(
-            self.state
+            self.state()
                 .services
                 .values()
                 .chain(std::iter::once(&service)),
@@ -331,7 +258,7 @@ impl Control {
 
     fn require_service(&self, name: &str) -> Result<(), ControlError> {
         check_service_name("service", name)?;
-        match self.state.services.get(name) {
+        match self.state().services.get(name) {
             Some(s) => refuse_managed("service", name, s.source),
             None => Err(ControlError::not_found("service", name)),
         }
@@ -353,7 +280,7 @@ impl Control {
     pub fn add_endpoint(&mut self, service: &str, endpoint: Endpoint) -> Result<u64, ControlError> {
         self.require_service(service)?;
         let mut list = self
-            .state
+            .state()
             .endpoints
             .get(service)
             .cloned()
@@ -378,7 +305,7 @@ impl Control {
     ) -> Result<u64, ControlError> {
         self.require_service(service)?;
         let mut list = self
-            .state
+            .state()
             .endpoints
             .get(service)
             .cloned()
@@ -397,11 +324,11 @@ impl Control {
     /// `POST /v1/nodes`.
     pub fn add_node(&mut self, node: NodeRecord) -> Result<u64, ControlError> {
         validate_node("node", &node)?;
-        if self.state.nodes.contains_key(&node.name) {
+        if self.state().nodes.contains_key(&node.name) {
             return Err(ControlError::exists("node", &node.name));
         }
         if let Some(other) = self
-            .state
+            .state()
             .nodes
             .values()
             .find(|n| n.node_ip == node.node_ip)
@@ -413,10 +340,10 @@ impl Control {
             ));
         }
         check_node_overlaps(
-            self.state.nodes.values().chain(std::iter::once(&node)),
+            self.state().nodes.values().chain(std::iter::once(&node)),
             self.snapshot().gateway.address,
         )?;
-        let mut candidate = self.state.clone();
+        let mut candidate = self.state().clone();
         candidate.nodes.insert(node.name.clone(), node);
         self.commit(Candidate::state(candidate))
             .map_err(|e| e.within_item("nodes"))
@@ -424,11 +351,11 @@ impl Control {
 
     /// `DELETE /v1/nodes/{name}`.
     pub fn delete_node(&mut self, name: &str) -> Result<u64, ControlError> {
-        match self.state.nodes.get(name) {
+        match self.state().nodes.get(name) {
             Some(n) => refuse_managed("node", name, n.source)?,
             None => return Err(ControlError::not_found("node", name)),
         }
-        let mut candidate = self.state.clone();
+        let mut candidate = self.state().clone();
         candidate.nodes.remove(name);
         self.commit(Candidate::state(candidate))
     }
@@ -437,11 +364,11 @@ impl Control {
     /// libpcap, a free interface name), its interface created, then stored.
     pub fn add_mirror(&mut self, mirror: Mirror) -> Result<u64, ControlError> {
         validate_mirror("mirror", &mirror, &self.port_names())?;
-        if self.state.mirrors.contains_key(&mirror.name) {
+        if self.state().mirrors.contains_key(&mirror.name) {
             return Err(ControlError::exists("mirror", &mirror.name));
         }
         if let Some(other) = self
-            .state
+            .state()
             .mirrors
             .values()
             .find(|m| m.iface == mirror.iface)
@@ -469,7 +396,7 @@ impl Control {
 
     /// `DELETE /v1/mirrors/{name}`: its interface is removed.
     pub fn delete_mirror(&mut self, name: &str) -> Result<u64, ControlError> {
-        if !self.state.mirrors.contains_key(name) {
+        if !self.state().mirrors.contains_key(name) {
             return Err(ControlError::not_found("mirror", name));
         }
         let generation = self.commit(Candidate::Entries(Entries::mirror(name, None)))?;
@@ -484,7 +411,7 @@ impl Control {
     pub fn attach_mirrors(&mut self, registry: Arc<podswitch_dataplane::mirror::MirrorRegistry>) {
         let mut runtime = MirrorRuntime::new(registry);
         let snapshot = self.snapshot();
-        for mirror in self.state.mirrors.values() {
+        for mirror in self.state().mirrors.values() {
             let started = Selection::of_mirror(mirror)
                 .resolve("mirror", &snapshot)
                 .and_then(|spec| runtime.start(mirror, spec));
@@ -492,6 +419,7 @@ impl Control {
                 tracing::warn!(mirror = %mirror.name, error = %e, "stored mirror not restored");
             }
         }
+        self.view.set_mirrors(runtime.counters());
         self.mirrors = Some(runtime);
     }
 
@@ -500,37 +428,6 @@ impl Control {
         if let Some(runtime) = &mut self.mirrors {
             runtime.close();
         }
-    }
-
-    /// The mirrors with their counters (for `GET /v1/mirrors`).
-    pub fn mirror_views(&self) -> Vec<serde_json::Value> {
-        self.state
-            .mirrors
-            .values()
-            .filter_map(|m| {
-                let mut v = serde_json::to_value(m).ok()?;
-                let counts = self.mirrors.as_ref().and_then(|r| r.counts(&m.name));
-                let obj = v.as_object_mut()?;
-                obj.insert("active".into(), counts.is_some().into());
-                let (c, errors) = counts.unwrap_or_default();
-                obj.insert(
-                    "counters".into(),
-                    serde_json::json!({
-                        "frames": c.frames, "bytes": c.bytes, "dropped": c.dropped,
-                        "write_errors": errors,
-                    }),
-                );
-                Some(v)
-            })
-            .collect()
-    }
-
-    /// Prometheus lines of the active mirror sessions.
-    pub fn mirror_metrics(&self) -> String {
-        self.mirrors
-            .as_ref()
-            .map(|r| crate::mirror::metrics(r.registry()))
-            .unwrap_or_default()
     }
 
     /// `POST /v1/capture`: validates the request and registers a transient
@@ -595,51 +492,6 @@ impl Control {
                 .then(|| std::time::Duration::from_secs_f64(request.duration_secs)),
             snaplen,
         })
-    }
-
-    /// Ports with their id, origin and counters (for `GET /v1/ports`).
-    pub fn port_views(&self) -> Vec<serde_json::Value> {
-        let snapshot = self.snapshot();
-        let stats = self.stats();
-        let config = self.state.effective_config(&self.file);
-        snapshot
-            .ports
-            .iter()
-            .filter_map(|spec| {
-                let section = config.ports.iter().find(|p| p.name == spec.name)?;
-                let mut v = serde_json::to_value(section).ok()?;
-                let counters = stats
-                    .ports
-                    .iter()
-                    .find(|p| p.name == spec.name)
-                    .cloned()
-                    .unwrap_or_default();
-                let obj = v.as_object_mut()?;
-                obj.retain(|_, value| !value.is_null());
-                obj.insert("id".into(), spec.id.0.into());
-                // The MTU in effect (a pod's default follows the overlay).
-                obj.insert("mtu".into(), spec.mtu.into());
-                let source = if self.state.ports.contains_key(&spec.name) {
-                    "api"
-                } else {
-                    "config"
-                };
-                obj.insert("source".into(), source.into());
-                obj.insert("state".into(), counters.state.clone().into());
-                if let Some(reason) = &counters.down_reason {
-                    obj.insert("down_reason".into(), reason.clone().into());
-                }
-                obj.insert(
-                    "counters".into(),
-                    serde_json::json!({
-                        "rx_packets": counters.rx_packets, "rx_bytes": counters.rx_bytes,
-                        "tx_packets": counters.tx_packets, "tx_bytes": counters.tx_bytes,
-                        "rx_errors": counters.rx_errors, "rx_dropped": counters.rx_dropped,
-                    }),
-                );
-                Some(v)
-            })
-            .collect()
     }
 }
 

@@ -187,20 +187,20 @@ pub fn run(opts: &RunOptions) -> Result<()> {
     for note in &opened.notes {
         tracing::info!("{note}");
     }
-    let port_states = control.port_states();
+    let port_states = control.view().port_states();
     for (port, error) in &opened.failed {
         port_states.set_down(
             port.id,
             format!("its device could not be opened: {error:#}"),
         );
     }
-    control.log_ports_down();
+    control.view().log_ports_down();
     if let Some(plan) = crate::host::HostPlan::of(&file, &snapshot) {
         plan.apply().context("setting up the node's own traffic")?;
         tracing::info!(routed = ?plan.routed.iter().map(ToString::to_string).collect::<Vec<_>>(), shared_uplink = ?plan.shared_uplink, "host access and uplink steering installed");
     }
     let queues = opened.queues;
-    let snapshots = control.snapshots();
+    let snapshots = control.view().snapshots();
     let shared = Arc::new(SharedTables::for_snapshot(&snapshot));
     // Workers' time is the NAT clock, so the API can show conntrack timeouts.
     let epoch = podswitch_dataplane::nat::clock_origin();
@@ -243,7 +243,7 @@ pub fn run(opts: &RunOptions) -> Result<()> {
         .context("cannot start the API runtime")?;
     let kubernetes = opts
         .kubernetes
-        .resolve(kubernetes_section.as_ref(), &api.control().snapshot());
+        .resolve(kubernetes_section.as_ref(), &api.view().snapshot());
     if let Some(options) = kubernetes {
         tracing::info!(node = %options.node_name, kubeconfig = ?options.kubeconfig, "following the Kubernetes API");
         let status = crate::kubernetes::spawn(runtime.handle(), Arc::clone(&api), options);
@@ -252,10 +252,7 @@ pub fn run(opts: &RunOptions) -> Result<()> {
     let served = runtime.block_on(serve(opts, Arc::clone(&api), &stop, &hangup));
 
     tracing::info!("stopping");
-    api.control
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .set_stopped();
+    api.view().set_stopped();
     let stopping = Instant::now();
     stop.store(true, Ordering::Relaxed);
     for h in handles {
@@ -387,7 +384,7 @@ async fn serve(
     let stats_file = stats_path(opts);
     while !stop.load(Ordering::Relaxed) {
         let (snapshot, counters, tables, states) = {
-            let c = api.control.lock().unwrap_or_else(|e| e.into_inner());
+            let c = api.view();
             // Ports a worker found gone since the last round, logged once.
             c.log_ports_down();
             (
@@ -414,11 +411,10 @@ async fn serve(
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-    // Running captures end (graceful shutdown waits for their streams).
-    api.control
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .close_mirrors();
+    // Running captures end (graceful shutdown waits for their streams);
+    // off the runtime, as a change in progress holds the control lock.
+    let closing = Arc::clone(&api);
+    let _ = tokio::task::spawn_blocking(move || closing.control().close_mirrors()).await;
     let _ = api_task.await;
     if let Some(t) = metrics_task {
         let _ = t.await;

@@ -19,19 +19,8 @@ use podswitch_dataplane::config::NodeConfig;
 
 mod common;
 
-const CONFIG: &str = r#"
-[node]
-name = "commit"
-[bridge]
-gateway = "10.244.1.1/24"
-gateway_mac = "02:00:0a:f4:01:01"
-[uplink]
-port = "up0"
-address = "192.168.100.1/24"
-mac = "02:00:c0:a8:64:01"
-[[ports]]
-name = "up0"
-kind = "afpacket"
+/// A config-file service, whose frontend an API service may not take.
+const SERVICES: &str = r#"
 [[services]]
 name = "default/dns"
 cluster_ip = "10.96.0.10"
@@ -41,7 +30,8 @@ endpoints = []
 "#;
 
 fn control(dir: &Path) -> Control {
-    let file = NodeConfig::from_toml_str(CONFIG).unwrap();
+    let config = common::uplink_node("commit") + SERVICES;
+    let file = NodeConfig::from_toml_str(&config).unwrap();
     Control::restore(file, Store::open(dir).unwrap()).unwrap().0
 }
 

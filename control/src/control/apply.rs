@@ -48,7 +48,7 @@ impl Control {
                 });
             }
         }
-        for (name, n) in &self.state.nodes {
+        for (name, n) in &self.state().nodes {
             if n.source != Source::Api {
                 if nodes.contains_key(name) {
                     refuse_managed("node", name, n.source)?;
@@ -60,17 +60,17 @@ impl Control {
         let mut report = ApplyReport::default();
         report
             .changed
-            .insert("services", diff(&self.state.services, &services));
+            .insert("services", diff(&self.state().services, &services));
         report
             .changed
-            .insert("endpoints", diff(&self.state.endpoints, &endpoints));
+            .insert("endpoints", diff(&self.state().endpoints, &endpoints));
         report
             .changed
-            .insert("routes", diff(&self.state.routes, &routes));
+            .insert("routes", diff(&self.state().routes, &routes));
         report
             .changed
-            .insert("nodes", diff(&self.state.nodes, &nodes));
-        let changed = changed_services(&self.state, &services, &endpoints);
+            .insert("nodes", diff(&self.state().nodes, &nodes));
+        let changed = changed_services(&self.state(), &services, &endpoints);
         // The services and endpoints are the document's: not a copy of the
         // state's, which at 100,000 services is most of the time and memory.
         let candidate = ApiState {
@@ -78,7 +78,7 @@ impl Control {
             endpoints,
             routes,
             nodes,
-            ..self.state.without_services()
+            ..self.state().without_services()
         };
         report.generation = self.commit(Candidate::State {
             state: Box::new(candidate),
@@ -118,12 +118,12 @@ impl Control {
             }
             services.push((name, s.service));
         }
-        for (name, s) in &self.state.services {
+        for (name, s) in &self.state().services {
             if s.source != Source::Api {
                 if names.contains(name) {
                     refuse_managed("service", name, s.source)?;
                 }
-                if let Some(e) = self.state.endpoints.get(name) {
+                if let Some(e) = self.state().endpoints.get(name) {
                     endpoints.push((name.clone(), e.clone()));
                 }
                 services.push((name.clone(), s.clone()));

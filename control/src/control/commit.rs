@@ -236,7 +236,8 @@ impl Control {
                     Arc::clone(&current.services)
                 } else {
                     let names: Vec<&str> = entries.services.keys().map(|n| n.as_str()).collect();
-                    let services = entries.services_of(&self.state);
+                    let state = self.view.state();
+                    let services = entries.services_of(&state);
                     self.services
                         .table_of(&services, &self.static_services, &names)?
                 };
@@ -258,9 +259,9 @@ impl Control {
         candidate: &mut ApiState,
         changed: &[&str],
     ) -> Result<Snapshot, ControlError> {
-        let config = candidate.effective_config(&self.file);
+        let config = candidate.effective_config(self.view.file());
         candidate.assign_port_ids(&config);
-        let generation = self.snapshots.load().generation + 1;
+        let generation = self.view.snapshot().generation + 1;
         let snapshot = Snapshot::build_with_ids(&config, generation, Some(&candidate.port_ids))?;
         let table = self
             .services
@@ -271,21 +272,28 @@ impl Control {
     /// Stores the keys in which `prepared` differs from the state.
     pub(crate) fn store_prepared(&self, prepared: &Prepared) -> Result<(), ControlError> {
         match &prepared.candidate {
-            Candidate::State { state, .. } => self.store.commit_diff(&self.state, state)?,
+            Candidate::State { state, .. } => self.store.commit_diff(&self.state(), state)?,
             Candidate::Entries(entries) => self.store.commit(&entries.keys())?,
         }
         Ok(())
     }
 
     /// Makes the stored `prepared` the state and publishes its snapshot.
+    /// Readers wait only for the swap; what it replaces (at 100,000
+    /// services, hundreds of MB) is dropped after.
     pub(crate) fn publish(&mut self, prepared: Prepared) -> u64 {
-        match prepared.candidate {
-            Candidate::State { state, .. } => self.state = *state,
-            Candidate::Entries(entries) => entries.apply(&mut self.state),
-        }
         self.services.settle();
         let generation = prepared.snapshot.generation;
-        self.snapshots.store(Arc::new(prepared.snapshot));
+        let mut state = self.view.state_mut();
+        let replaced = match prepared.candidate {
+            Candidate::State { state: new, .. } => Some(std::mem::replace(&mut *state, *new)),
+            Candidate::Entries(entries) => {
+                entries.apply(&mut state);
+                None
+            }
+        };
+        let old_snapshot = self.view.publish(state, prepared.snapshot);
+        drop((replaced, old_snapshot));
         generation
     }
 }

@@ -31,8 +31,8 @@ impl Control {
         if self.port_names().contains(&port.name) {
             return Err(ControlError::exists("port", &port.name));
         }
-        conflicts::check_new_port(&port, &self.snapshot(), self.state.services.values())?;
-        let mut candidate = self.state.clone();
+        conflicts::check_new_port(&port, &self.snapshot(), self.state().services.values())?;
+        let mut candidate = self.state().clone();
         candidate.ports.insert(port.name.clone(), port.clone());
         let prepared = self
             .prepare(Candidate::state(candidate))
@@ -61,7 +61,7 @@ impl Control {
             Ok(opened) => opened,
             Err(e) => {
                 let undo = match prepared.whole_state() {
-                    Some(candidate) => self.store.commit_diff(candidate, &self.state),
+                    Some(candidate) => self.store.commit_diff(candidate, &self.state()),
                     None => Ok(()),
                 };
                 if let Err(undo) = undo {
@@ -73,7 +73,7 @@ impl Control {
         };
         let generation = self.publish(prepared);
         tracing::info!("{note} (added through the API)");
-        self.port_states.set_up(spec.id);
+        self.view.port_states().set_up(spec.id);
         for (tx, q) in self.workers.iter().zip(queues) {
             let _ = tx.send(WorkerCommand::AddQueue(spec.id, q));
         }
@@ -87,14 +87,14 @@ impl Control {
         let Some(spec) = old.port_by_name(name).cloned() else {
             return Err(ControlError::not_found("port", name));
         };
-        if !self.state.ports.contains_key(name) {
+        if !self.state().ports.contains_key(name) {
             return Err(ControlError::FromConfigFile {
                 kind: "port",
                 name: name.to_string(),
             });
         }
         if self
-            .state
+            .state()
             .mirrors
             .values()
             .any(|m| m.ports.iter().any(|p| p == name))
@@ -105,7 +105,7 @@ impl Control {
                 user: "a mirror session",
             });
         }
-        let mut candidate = self.state.clone();
+        let mut candidate = self.state().clone();
         candidate.ports.remove(name);
         let prepared = self.prepare(Candidate::state(candidate))?;
         for tx in &self.workers {
@@ -117,13 +117,13 @@ impl Control {
         crash_point("port-delete");
         if let Err(e) = self.finish(prepared) {
             // Still stored, its device gone: down until it is deleted again.
-            self.port_states.set_down(
+            self.view.port_states().set_down(
                 spec.id,
                 format!("its device was removed, but not its record: {e}"),
             );
             return Err(e);
         }
-        self.port_states.set_up(spec.id);
+        self.view.port_states().set_up(spec.id);
         Ok(())
     }
 }
@@ -147,7 +147,7 @@ impl Control {
             ) else {
                 continue;
             };
-            if from == to || self.port_states.down_reason(port.id).is_some() {
+            if from == to || self.view.port_states().down_reason(port.id).is_some() {
                 continue;
             }
             match tap::sync_pod_addressing(&to) {

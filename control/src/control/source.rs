@@ -187,8 +187,8 @@ impl Control {
         let mut candidate_nodes = None;
         if let Some(nodes) = update.nodes {
             let nodes = self.accept_nodes(nodes, &mut report);
-            let current: Vec<&NodeRecord> = self
-                .state
+            let state = self.state();
+            let current: Vec<&NodeRecord> = state
                 .nodes
                 .values()
                 .filter(|n| n.source == Source::Kubernetes)
@@ -219,7 +219,7 @@ impl Control {
         if candidate_nodes.is_some() || candidate_subnet.is_some() {
             // Nodes or the addressing change the overlay and the pod
             // subnet: the whole snapshot is built again.
-            let mut candidate = self.state.clone();
+            let mut candidate = self.state().clone();
             entries_of(accepted.clone()).apply(&mut candidate);
             if let Some(nodes) = candidate_nodes {
                 candidate
@@ -276,7 +276,7 @@ impl Control {
             // `nodes[i]` counts the file's nodes, then the stored ones in order.
             let index = e
                 .item_index("nodes")
-                .and_then(|i| i.checked_sub(self.file.nodes.len()));
+                .and_then(|i| i.checked_sub(self.view.file().nodes.len()));
             let name = index.and_then(|i| candidate.nodes.keys().nth(i).cloned());
             match name {
                 Some(name) if candidate.nodes[&name].source == Source::Kubernetes => {
@@ -295,7 +295,7 @@ impl Control {
 
     /// Removes the conntrack entries `flows` match.
     fn flush_udp(&self, flows: &[ConntrackFilter], report: &mut SourceReport) {
-        if let Some(tables) = &self.tables
+        if let Some(tables) = &self.view.tables()
             && !flows.is_empty()
         {
             report.conntrack_flushed += tables.conntrack.flush_any(flows);
@@ -309,6 +309,7 @@ impl Control {
         services: BTreeMap<String, Option<(Service, Vec<Endpoint>)>>,
         report: &mut SourceReport,
     ) -> Vec<ServiceChange> {
+        let state = self.state();
         let mut accepted = Vec::new();
         // The gateway's, the uplink's and the pods' addresses are no cluster IPs.
         let node_addresses = super::conflicts::NodeAddresses::of(&self.snapshot());
@@ -324,7 +325,7 @@ impl Control {
         // against every other service's frontends below.
         let mut checked = Vec::new();
         for (name, value) in services {
-            let current = self.state.services.get(name.as_str());
+            let current = state.services.get(name.as_str());
             if current.is_some_and(|s| s.source != Source::Kubernetes) {
                 skip(
                     &name,
@@ -347,8 +348,7 @@ impl Control {
                         // Whatever was stored for it stays until it is fixed or deleted.
                         continue;
                     }
-                    let stored_endpoints = self
-                        .state
+                    let stored_endpoints = state
                         .endpoints
                         .get(name.as_str())
                         .map(Vec::as_slice)
@@ -377,7 +377,7 @@ impl Control {
             .chain(checked.iter().map(|(n, _, _)| n.as_str()))
             .collect();
         let mut frontends = Frontends::default();
-        for (name, s) in &self.state.services {
+        for (name, s) in &state.services {
             if !moving.contains(name.as_str()) {
                 frontends.insert(s);
             }
@@ -387,7 +387,7 @@ impl Control {
             if let Some(why) = frontends.clash(service) {
                 skip(name, "conflict", format!("{name}: {why}"));
                 // Its stored version, if any, keeps its frontends.
-                if let Some(s) = self.state.services.get(name.as_str()) {
+                if let Some(s) = state.services.get(name.as_str()) {
                     frontends.insert(s);
                 }
                 continue;
@@ -405,9 +405,10 @@ impl Control {
     /// addresses, node port) and endpoint address, so that other services'
     /// flows to the same pod stay.
     fn stale_udp_flows(&self, accepted: &[ServiceChange]) -> Vec<ConntrackFilter> {
+        let state = self.state();
         let mut stale = Vec::new();
         for (name, value) in accepted {
-            let Some(old) = self.state.services.get(name.as_str()) else {
+            let Some(old) = state.services.get(name.as_str()) else {
                 continue;
             };
             let udp: Vec<&crate::state::ServicePort> =
@@ -421,13 +422,7 @@ impl Control {
                         .any(|e| e.address == a && e.ready && !e.terminating)
                 })
             };
-            for e in self
-                .state
-                .endpoints
-                .get(name.as_str())
-                .into_iter()
-                .flatten()
-            {
+            for e in state.endpoints.get(name.as_str()).into_iter().flatten() {
                 if !e.ready || e.terminating || still_ready(e.address) {
                     continue;
                 }
@@ -451,9 +446,9 @@ impl Control {
 
     /// The source's nodes that can be applied; the rest go to `report`.
     fn accept_nodes(&self, nodes: Vec<NodeRecord>, report: &mut SourceReport) -> Vec<NodeRecord> {
+        let state = self.state();
         let mut accepted: Vec<NodeRecord> = Vec::new();
-        let hand_made: Vec<&NodeRecord> = self
-            .state
+        let hand_made: Vec<&NodeRecord> = state
             .nodes
             .values()
             .filter(|n| n.source != Source::Kubernetes)
@@ -519,7 +514,7 @@ impl Control {
         if snapshot.gateway.address == gateway {
             return Ok(None);
         }
-        let config = self.state.effective_config(&self.file);
+        let config = self.state().effective_config(self.view.file());
         Ok(Some(crate::state::NodeAddressing {
             gateway,
             gateway_mac: config.bridge.gateway_mac,

@@ -404,13 +404,7 @@ async fn sync(
 /// Writes this node's VTEP MAC on its Node object, for the other nodes'
 /// podswitchd; true once done (or when there is no overlay to announce).
 async fn publish_vtep_mac(client: &Client, api: &Arc<Api>, options: &KubeOptions) -> bool {
-    let Some(mac) = api
-        .control()
-        .snapshot()
-        .overlay
-        .as_ref()
-        .map(|o| o.vtep_mac)
-    else {
+    let Some(mac) = api.view().snapshot().overlay.as_ref().map(|o| o.vtep_mac) else {
         return true;
     };
     let nodes = KubeApi::<Node>::all(client.clone());

@@ -12,8 +12,8 @@ pub mod filter;
 mod tap_output;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use podswitch_dataplane::config::Snapshot;
 use podswitch_dataplane::mirror::{
@@ -112,16 +112,56 @@ pub struct MirrorRuntime {
     registry: Arc<MirrorRegistry>,
     outputs: BTreeMap<String, tap_output::TapOutput>,
     closing: Arc<AtomicBool>,
+    counters: MirrorCounters,
+}
+
+/// The counters of the active mirrors, for readers (`GET /v1/mirrors`,
+/// `/metrics`) that do not wait for a change in progress: its lock is held
+/// only to add or remove one entry.
+#[derive(Clone)]
+pub struct MirrorCounters {
+    registry: Arc<MirrorRegistry>,
+    active: Arc<Mutex<ActiveMirrors>>,
+}
+
+/// Each active mirror's session and its interface's write-error count, by name.
+type ActiveMirrors = BTreeMap<String, (Arc<Session>, Arc<AtomicU64>)>;
+
+impl MirrorCounters {
+    fn active(&self) -> std::sync::MutexGuard<'_, ActiveMirrors> {
+        self.active.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Counters of mirror `name`'s session and its interface's write errors.
+    pub fn counts(&self, name: &str) -> Option<(SessionCounts, u64)> {
+        let active = self.active();
+        let (session, errors) = active.get(name)?;
+        Some((session.counts(), errors.load(Ordering::Relaxed)))
+    }
+
+    /// Prometheus lines of every active session (mirrors and captures).
+    pub fn metrics(&self) -> String {
+        metrics(&self.registry)
+    }
 }
 
 impl MirrorRuntime {
     /// Outputs feeding sessions into `registry` (the workers' shared one).
     pub fn new(registry: Arc<MirrorRegistry>) -> MirrorRuntime {
         MirrorRuntime {
+            counters: MirrorCounters {
+                registry: Arc::clone(&registry),
+                active: Arc::default(),
+            },
             registry,
             outputs: BTreeMap::new(),
             closing: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// The counters of the active mirrors, for readers.
+    pub fn counters(&self) -> MirrorCounters {
+        self.counters.clone()
     }
 
     /// The sessions the workers see.
@@ -139,24 +179,20 @@ impl MirrorRuntime {
         let queue = new_queue(&spec);
         let session = Arc::new(Session::new(mirror.name.clone(), spec, Arc::clone(&queue)));
         let output = tap_output::TapOutput::open(&mirror.iface, Arc::clone(&session))?;
+        let counts = (Arc::clone(&session), output.write_errors());
         self.registry.add(session);
         self.outputs.insert(mirror.name.clone(), output);
+        self.counters.active().insert(mirror.name.clone(), counts);
         Ok(())
     }
 
     /// Deactivates the session of mirror `name` and removes its interface.
     pub fn stop(&mut self, name: &str) {
         if let Some(output) = self.outputs.remove(name) {
+            self.counters.active().remove(name);
             self.registry.remove(output.session());
             output.close();
         }
-    }
-
-    /// Counters of mirror `name`'s session and its interface's write errors.
-    pub fn counts(&self, name: &str) -> Option<(SessionCounts, u64)> {
-        self.outputs
-            .get(name)
-            .map(|o| (o.session().counts(), o.write_errors()))
     }
 
     /// Ends every capture and removes every mirror interface (shutdown).

@@ -84,9 +84,9 @@ impl TapOutput {
         &self.session
     }
 
-    /// Frames the TAP refused.
-    pub fn write_errors(&self) -> u64 {
-        self.errors.load(Ordering::Relaxed)
+    /// The count of frames the TAP refused.
+    pub fn write_errors(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.errors)
     }
 
     /// Stops the writer; the TAP disappears with its queue.

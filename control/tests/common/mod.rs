@@ -41,3 +41,25 @@ pub fn podswitchd_run(dir: &Path) -> std::process::Command {
         .arg("1");
     cmd
 }
+
+/// A node `name` with an uplink port `up0` (an interface that does not
+/// exist: down, nothing opened) and nothing else.
+#[allow(dead_code)] // not every test of this crate needs it
+pub fn uplink_node(name: &str) -> String {
+    format!(
+        r#"
+[node]
+name = "{name}"
+[bridge]
+gateway = "10.244.1.1/24"
+gateway_mac = "02:00:0a:f4:01:01"
+[uplink]
+port = "up0"
+address = "192.168.100.1/24"
+mac = "02:00:c0:a8:64:01"
+[[ports]]
+name = "up0"
+kind = "afpacket"
+"#
+    )
+}
