@@ -4,7 +4,7 @@
 //! One [`Control`] lives behind a mutex: changes are serialised, so the
 //! final state of concurrent clients always equals some serial order of
 //! their requests. A change is (1) checked on its own and against the
-//! state, then takes the one commit path ([`commit`]): (2) everything it
+//! state, then takes the one commit path (`control/commit.rs`): (2) everything it
 //! leads to is built — the candidate state, the snapshot (which checks it
 //! against everything else), the service table — changing nothing; (3) for
 //! a port, its device is opened; (4) the keys that differ are committed to

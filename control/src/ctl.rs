@@ -24,6 +24,7 @@ use crate::client::{ApiClient, ClientError};
 mod capture;
 mod commands;
 mod conntrack;
+mod context;
 mod render;
 mod service_port;
 
@@ -657,7 +658,7 @@ impl Failure {
 /// (stdin is read only by `apply -f -`). Returns the exit status.
 pub fn run(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
     let client = ApiClient::new(&cli.socket).with_timeout(Duration::from_secs(cli.timeout.max(1)));
-    let mut ctx = commands::Ctx {
+    let mut ctx = context::Ctx {
         client,
         output: cli.output,
         out,

@@ -4,7 +4,7 @@ use std::io::Write;
 
 use serde::Serialize;
 
-use super::commands::{Ctx, value_name};
+use super::context::{Ctx, value_name};
 use super::{CaptureArgs, CaptureFormat, Failure};
 
 /// The body of `POST /v1/capture`.

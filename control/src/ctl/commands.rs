@@ -1,26 +1,20 @@
 //! One handler per subcommand: build the request, send it, print the answer.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::Path;
 
 use serde::Serialize;
 use serde_json::Value;
 
-use super::render::{NONE, Table, cell, describe, field, pretty_json};
+use super::context::{Ctx, not_api, parse_json, value_name};
+use super::render::{NONE, Table, cell, describe, field};
 use super::service_port::{ServicePortArg, ports_column};
 use super::{
     Affinity, ApplyArgs, Command, ConntrackCommand, ConntrackFilterArgs, EndpointCommand, Failure,
     MirrorAddArgs, MirrorCommand, NodeCommand, Output, PortAddArgs, PortCommand, RouteCommand,
     ServiceAddArgs, ServiceCommand, ServiceName,
 };
-use crate::client::{ApiClient, ApiResponse, ClientError, check_status, segment};
-
-/// What every handler needs.
-pub(super) struct Ctx<'a> {
-    pub client: ApiClient,
-    pub output: Output,
-    pub out: &'a mut dyn Write,
-}
+use crate::client::{check_status, segment};
 
 /// Runs `command`; returns the exit status on success.
 pub(super) fn dispatch(ctx: &mut Ctx<'_>, command: &Command) -> Result<u8, Failure> {
@@ -43,106 +37,6 @@ pub(super) fn dispatch(ctx: &mut Ctx<'_>, command: &Command) -> Result<u8, Failu
         }
         Command::Metrics => metrics(ctx).map(|()| 0),
     }
-}
-
-fn not_api(request: &str, reason: impl Into<String>) -> Failure {
-    Failure::Unreachable(ClientError::BadResponse {
-        request: request.to_string(),
-        reason: reason.into(),
-    })
-}
-
-impl Ctx<'_> {
-    /// `GET path`, failing unless 2xx.
-    fn get(&self, path: &str) -> Result<ApiResponse, Failure> {
-        Ok(check_status(self.client.request("GET", path, None)?)?)
-    }
-
-    /// Prints a JSON body pretty-printed (in the server's key order).
-    fn print_json(&mut self, body: &[u8], request: &str) -> Result<(), Failure> {
-        let text =
-            pretty_json(body).map_err(|e| not_api(request, format!("body is not JSON: {e}")))?;
-        writeln!(self.out, "{text}")?;
-        Ok(())
-    }
-
-    /// `GET path` → `{key: [...]}`: the JSON, or a table of the items.
-    fn list(&mut self, path: &str, key: &str, table: fn(&[Value]) -> Table) -> Result<(), Failure> {
-        let request = format!("GET {path}");
-        let response = self.get(path)?;
-        if self.output == Output::Json {
-            return self.print_json(&response.body, &request);
-        }
-        let body = parse_json(&response.body, &request)?;
-        let items = body
-            .get(key)
-            .and_then(Value::as_array)
-            .ok_or_else(|| not_api(&request, format!("no {key:?} list in the answer")))?;
-        if items.is_empty() {
-            writeln!(self.out, "no {key}")?;
-        } else {
-            write!(self.out, "{}", table(items).render(0))?;
-        }
-        Ok(())
-    }
-
-    /// `GET path` → one object: the JSON, or a `key: value` listing.
-    fn show(&mut self, path: &str) -> Result<(), Failure> {
-        let request = format!("GET {path}");
-        let response = self.get(path)?;
-        if self.output == Output::Json {
-            return self.print_json(&response.body, &request);
-        }
-        let body = parse_json(&response.body, &request)?;
-        write!(self.out, "{}", describe(&body))?;
-        Ok(())
-    }
-
-    /// A change: `method path` with `body` as JSON. Prints the server's
-    /// answer with `-o json`, else `done`.
-    fn send(
-        &mut self,
-        method: &str,
-        path: &str,
-        body: &impl Serialize,
-        done: &str,
-    ) -> Result<(), Failure> {
-        let request = format!("{method} {path}");
-        let bytes = serde_json::to_vec(body).map_err(|source| ClientError::Encode {
-            request: request.clone(),
-            source,
-        })?;
-        let response = self
-            .client
-            .request(method, path, Some(("application/json", &bytes)))?;
-        self.finish_change(response, &request, done)
-    }
-
-    /// `DELETE path`; prints like [`send`](Self::send).
-    fn delete(&mut self, path: &str, done: &str) -> Result<(), Failure> {
-        let response = self.client.request("DELETE", path, None)?;
-        self.finish_change(response, &format!("DELETE {path}"), done)
-    }
-
-    fn finish_change(
-        &mut self,
-        response: ApiResponse,
-        request: &str,
-        done: &str,
-    ) -> Result<(), Failure> {
-        let response = check_status(response)?;
-        let empty = response.body.iter().all(u8::is_ascii_whitespace);
-        match self.output {
-            Output::Json if !empty => self.print_json(&response.body, request)?,
-            Output::Json => {}
-            Output::Table => writeln!(self.out, "{done}")?,
-        }
-        Ok(())
-    }
-}
-
-fn parse_json(body: &[u8], request: &str) -> Result<Value, Failure> {
-    serde_json::from_slice(body).map_err(|e| not_api(request, format!("body is not JSON: {e}")))
 }
 
 fn port_path(name: &str) -> String {
@@ -654,14 +548,6 @@ impl<'a> From<&'a MirrorAddArgs> for NewMirror<'a> {
             snaplen: args.snaplen,
         }
     }
-}
-
-/// The command-line spelling of a value (`pre-nat`), which is the API's.
-pub(super) fn value_name(value: impl clap::ValueEnum) -> String {
-    value
-        .to_possible_value()
-        .map(|v| v.get_name().to_string())
-        .unwrap_or_default()
 }
 
 /// The document and its content type: `.toml` is TOML, `.json` and stdin JSON.
