@@ -11,6 +11,11 @@
 //! the store, and only then (5) the new state and snapshot are published and
 //! the workers get their queues. Any failure before (5) leaves both the
 //! running and the stored state as they were.
+//!
+//! Readers never take that mutex: [`ControlView`] holds what the last
+//! commit published (the state, the snapshot, the counters), and (5) is the
+//! only moment a change touches it. Errors are [`ControlError`]s that say
+//! what went wrong; the API picks their HTTP status (`api/errors.rs`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
