@@ -24,17 +24,16 @@ use axum::routing::get;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use crate::control::{Control, ControlView};
+use crate::control::{Control, ControlView, SharedControl};
 use crate::error::ControlError;
 use crate::state::{Endpoint, Mirror, NodeAddressing, NodeRecord, ServiceWithEndpoints};
 pub use errors::ApiError;
 
 /// State shared by the handlers.
 pub struct Api {
-    /// The control plane, locked by a change (on a blocking thread only).
-    control: Mutex<Control>,
-    /// What the last commit published, for every read.
-    view: Arc<ControlView>,
+    /// The control plane: changes lock it (on a blocking thread only),
+    /// reads go to its view.
+    control: Arc<SharedControl>,
     /// Requests by (method, status), for `/metrics`.
     pub requests: Mutex<BTreeMap<(String, u16), u64>>,
     /// The Kubernetes source, when podswitchd follows a cluster.
@@ -45,8 +44,7 @@ impl Api {
     /// Wraps a control plane.
     pub fn new(control: Control) -> Arc<Api> {
         Arc::new(Api {
-            view: Arc::clone(control.view()),
-            control: Mutex::new(control),
+            control: SharedControl::new(control),
             requests: Mutex::new(BTreeMap::new()),
             source: std::sync::OnceLock::new(),
         })
@@ -55,12 +53,17 @@ impl Api {
     /// The control plane, locked for a change: it may wait for the change
     /// in progress, so never on the async runtime's threads.
     pub fn control(&self) -> std::sync::MutexGuard<'_, Control> {
-        self.control.lock().unwrap_or_else(|e| e.into_inner())
+        self.control.lock()
     }
 
     /// What the last commit published (never waits for a change).
     pub fn view(&self) -> &ControlView {
-        &self.view
+        self.control.view()
+    }
+
+    /// The control plane, for another of its users (the Kubernetes source).
+    pub fn shared(&self) -> Arc<SharedControl> {
+        Arc::clone(&self.control)
     }
 }
 

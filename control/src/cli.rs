@@ -163,8 +163,8 @@ fn colour_logs(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> 
 
 /// The Kubernetes source's options from the command line (the config
 /// file's `[kubernetes]` fills in what they leave out).
-fn kubernetes_options(args: &RunArgs) -> crate::daemon::KubernetesRun {
-    crate::daemon::KubernetesRun {
+fn kubernetes_options(args: &RunArgs) -> crate::kubernetes::KubernetesRun {
+    crate::kubernetes::KubernetesRun {
         enabled: args.kubernetes,
         kubeconfig: args.kubeconfig.clone(),
         node_name: args.node_name.clone(),

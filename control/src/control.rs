@@ -33,19 +33,23 @@ use crate::error::{ControlError, Manager};
 use crate::mirror::{MirrorRuntime, Selection, capture};
 use crate::services::ServiceCache;
 use crate::state::{
-    ApiState, Changed, Endpoint, Mirror, NodeAddressing, NodeRecord, Service, Source,
-    check_node_overlaps, check_service_conflicts, check_service_name, route_key,
-    validate_endpoints, validate_mirror, validate_node, validate_service,
+    ApiState, Changed, Endpoint, Mirror, NodeAddressing, NodeRecord, Service, Source, route_key,
 };
 use crate::store::Store;
+use crate::validate::{
+    check_node_overlaps, check_service_conflicts, check_service_name, validate_endpoints,
+    validate_mirror, validate_node, validate_service,
+};
 
 mod apply;
 mod commit;
 mod conflicts;
 mod port_changes;
+mod shared;
 mod source;
 mod view;
 use commit::{Candidate, Entries, ServiceEdit};
+pub use shared::SharedControl;
 pub use source::{ServiceChange, Skipped, SourceReport, SourceUpdate};
 pub use view::ControlView;
 
@@ -441,7 +445,7 @@ impl Control {
         &mut self,
         request: &capture::CaptureRequest,
     ) -> Result<capture::Capture, ControlError> {
-        crate::state::check_selection(
+        crate::validate::check_selection(
             "capture",
             &request.ports,
             &request.direction,
@@ -507,7 +511,7 @@ fn refuse_managed(kind: &'static str, name: &str, source: Source) -> Result<(), 
         Source::Kubernetes => Err(ControlError::Managed {
             kind,
             name: name.to_string(),
-            manager: Manager(source),
+            manager: Manager::Kubernetes,
         }),
     }
 }

@@ -55,50 +55,7 @@ pub struct RunOptions {
     /// Also serve `/metrics` over TCP here.
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// The Kubernetes source's command-line options.
-    pub kubernetes: KubernetesRun,
-}
-
-/// `--kubernetes` and its options; what they leave out comes from the
-/// config file's `[kubernetes]`.
-#[derive(Debug, Clone, Default)]
-pub struct KubernetesRun {
-    /// `--kubernetes`: follow the cluster even without `[kubernetes]`.
-    pub enabled: bool,
-    /// `--kubeconfig`.
-    pub kubeconfig: Option<PathBuf>,
-    /// `--node-name` / `NODE_NAME`.
-    pub node_name: Option<String>,
-    /// `--min-sync-interval-ms`.
-    pub min_sync_interval: Option<Duration>,
-}
-
-impl KubernetesRun {
-    /// The source's options with the file's section, or `None` when
-    /// neither turns the source on. The node name defaults to `[node] name`.
-    pub fn resolve(
-        &self,
-        file: Option<&podswitch_dataplane::config::KubernetesSection>,
-        snapshot: &Snapshot,
-    ) -> Option<crate::kubernetes::KubeOptions> {
-        if !self.enabled && !file.is_some_and(|f| f.enabled) {
-            return None;
-        }
-        Some(crate::kubernetes::KubeOptions {
-            kubeconfig: self
-                .kubeconfig
-                .clone()
-                .or_else(|| file.and_then(|f| f.kubeconfig.clone())),
-            node_name: self
-                .node_name
-                .clone()
-                .or_else(|| file.and_then(|f| f.node_name.clone()))
-                .unwrap_or_else(|| snapshot.node_name.clone()),
-            min_sync_interval: self.min_sync_interval.unwrap_or_else(|| {
-                Duration::from_millis(file.map_or(50, |f| f.min_sync_interval_ms))
-            }),
-            vni: snapshot.overlay.as_ref().map_or(1, |o| o.vni),
-        })
-    }
+    pub kubernetes: crate::kubernetes::KubernetesRun,
 }
 
 /// Holds the single-instance lock for as long as it lives.
@@ -246,7 +203,7 @@ pub fn run(opts: &RunOptions) -> Result<()> {
         .resolve(kubernetes_section.as_ref(), &api.view().snapshot());
     if let Some(options) = kubernetes {
         tracing::info!(node = %options.node_name, kubeconfig = ?options.kubeconfig, "following the Kubernetes API");
-        let status = crate::kubernetes::spawn(runtime.handle(), Arc::clone(&api), options);
+        let status = crate::kubernetes::spawn(runtime.handle(), api.shared(), options);
         let _ = api.source.set(status);
     }
     let served = runtime.block_on(serve(opts, Arc::clone(&api), &stop, &hangup));

@@ -10,7 +10,6 @@
 
 use std::fmt;
 
-use crate::state::Source;
 use crate::store::StoreError;
 
 /// Why a change or a request was refused, or failed.
@@ -142,15 +141,18 @@ pub enum ControlError {
     Internal(String),
 }
 
-/// A source other than the API that manages objects, for [`ControlError::Managed`].
+/// A source other than the API that manages objects (read-only through
+/// the API), for [`ControlError::Managed`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Manager(pub Source);
+pub enum Manager {
+    /// The Kubernetes source (`podswitchd --kubernetes`).
+    Kubernetes,
+}
 
 impl fmt::Display for Manager {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0 {
-            Source::Api => write!(f, "the API"),
-            Source::Kubernetes => write!(
+        match self {
+            Manager::Kubernetes => write!(
                 f,
                 "the Kubernetes source (podswitchd --kubernetes); change it through the Kubernetes API"
             ),
@@ -283,7 +285,7 @@ mod tests {
         let e = ControlError::Managed {
             kind: "service",
             name: "shop/web".into(),
-            manager: Manager(Source::Kubernetes),
+            manager: Manager::Kubernetes,
         };
         assert_eq!(
             e.to_string(),

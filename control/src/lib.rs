@@ -22,3 +22,4 @@ pub mod services;
 pub mod state;
 pub mod stats;
 pub mod store;
+pub mod validate;

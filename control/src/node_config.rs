@@ -29,7 +29,7 @@ use podswitch_dataplane::io::netlink::Rtnetlink;
 use podswitch_dataplane::wire::MacAddr;
 use toml::{Table, Value};
 
-use crate::daemon::KubernetesRun;
+use crate::kubernetes::KubernetesRun;
 use crate::kubernetes::local_node::{Needs, wait_for_local_node};
 
 /// The file read when `--config` is not given.

@@ -1,7 +1,7 @@
 //! What the control API manages: ports added at run time, routes, the
-//! node's addressing, services and endpoints, nodes and mirrors; their
-//! validation (`state/validate.rs`: every error names the field and the value), and
-//! the diff a declarative apply makes.
+//! node's addressing, services and endpoints, nodes and mirrors, and the
+//! diff a declarative apply makes. Their checks are in the `validate`
+//! module; this one imports no other module of the control plane.
 //!
 //! Services, nodes and mirrors are stored and served now; the dataplane
 //! starts enforcing them with the services, VXLAN and mirror issues.
@@ -17,13 +17,8 @@ use serde::{Deserialize, Serialize};
 
 mod node_name;
 mod port_map;
-mod validate;
 pub use node_name::NodeName;
 pub use port_map::PortMap;
-pub use validate::{
-    check_name, check_node_overlaps, check_selection, check_service_conflicts, check_service_name,
-    dns_label, validate_endpoints, validate_mirror, validate_node, validate_service,
-};
 
 /// One port of a service.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

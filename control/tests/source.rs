@@ -405,7 +405,7 @@ fn a_node_the_dataplane_refuses_is_skipped_and_the_rest_applies() {
 
 #[test]
 fn flags_win_over_the_kubernetes_section_which_turns_the_source_on() {
-    use podswitch_control::daemon::KubernetesRun;
+    use podswitch_control::kubernetes::KubernetesRun;
     use std::time::Duration;
     let with = |section: &str| NodeConfig::from_toml_str(&format!("{CONFIG}\n{section}")).unwrap();
     let snapshot = podswitch_dataplane::config::Snapshot::build(&with(""), 1).unwrap();

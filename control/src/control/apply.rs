@@ -13,8 +13,11 @@ use super::commit::Candidate;
 use super::{ApplyReport, Control, conflicts, refuse_managed};
 use crate::error::ControlError;
 use crate::state::{
-    ApiState, ApplyDocument, Endpoint, Service, ServiceWithEndpoints, Source, check_node_overlaps,
-    check_service_conflicts, diff, route_key, validate_endpoints, validate_node, validate_service,
+    ApiState, ApplyDocument, Endpoint, Service, ServiceWithEndpoints, Source, diff, route_key,
+};
+use crate::validate::{
+    check_node_overlaps, check_service_conflicts, validate_endpoints, validate_node,
+    validate_service,
 };
 
 type ServiceMap = BTreeMap<CompactString, Service>;

@@ -22,7 +22,7 @@ use super::commit::Candidate;
 use super::{Control, conflicts};
 use crate::error::ControlError;
 use crate::ports;
-use crate::state::check_name;
+use crate::validate::check_name;
 
 impl Control {
     /// `POST /v1/ports`.

@@ -20,10 +20,8 @@ use podswitch_dataplane::wire::IpProtocol;
 use super::Control;
 use super::commit::{Candidate, Entries, Prepared, ServiceEdit};
 use crate::error::ControlError;
-use crate::state::{
-    Endpoint, NodeRecord, Service, Source, check_node_overlaps, validate_endpoints, validate_node,
-    validate_service,
-};
+use crate::state::{Endpoint, NodeRecord, Service, Source};
+use crate::validate::{check_node_overlaps, validate_endpoints, validate_node, validate_service};
 
 /// Services changed by an update after which the heap's freed pages are
 /// given back (a first sync, a watch resumed after a long gap).

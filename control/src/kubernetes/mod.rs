@@ -31,8 +31,7 @@ use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api as KubeApi, Client, ResourceExt};
 
-use crate::api::Api;
-use crate::control::SourceUpdate;
+use crate::control::{SharedControl, SourceUpdate};
 pub use status::SourceStatus;
 use translate::{
     SERVICE_NAME_LABEL, TRIGGER_TIME_ANNOTATION, Translation, VTEP_MAC_ANNOTATION, object_key,
@@ -52,20 +51,63 @@ pub struct KubeOptions {
     pub vni: u32,
 }
 
+/// `--kubernetes` and its options; what they leave out comes from the
+/// config file's `[kubernetes]`.
+#[derive(Debug, Clone, Default)]
+pub struct KubernetesRun {
+    /// `--kubernetes`: follow the cluster even without `[kubernetes]`.
+    pub enabled: bool,
+    /// `--kubeconfig`.
+    pub kubeconfig: Option<PathBuf>,
+    /// `--node-name` / `NODE_NAME`.
+    pub node_name: Option<String>,
+    /// `--min-sync-interval-ms`.
+    pub min_sync_interval: Option<Duration>,
+}
+
+impl KubernetesRun {
+    /// The source's options with the file's section, or `None` when
+    /// neither turns the source on. The node name defaults to `[node] name`.
+    pub fn resolve(
+        &self,
+        file: Option<&podswitch_dataplane::config::KubernetesSection>,
+        snapshot: &podswitch_dataplane::config::Snapshot,
+    ) -> Option<KubeOptions> {
+        if !self.enabled && !file.is_some_and(|f| f.enabled) {
+            return None;
+        }
+        Some(KubeOptions {
+            kubeconfig: self
+                .kubeconfig
+                .clone()
+                .or_else(|| file.and_then(|f| f.kubeconfig.clone())),
+            node_name: self
+                .node_name
+                .clone()
+                .or_else(|| file.and_then(|f| f.node_name.clone()))
+                .unwrap_or_else(|| snapshot.node_name.clone()),
+            min_sync_interval: self.min_sync_interval.unwrap_or_else(|| {
+                Duration::from_millis(file.map_or(50, |f| f.min_sync_interval_ms))
+            }),
+            vni: snapshot.overlay.as_ref().map_or(1, |o| o.vni),
+        })
+    }
+}
+
 /// Starts the source on `runtime`; its status is shared with the API.
 pub fn spawn(
     runtime: &tokio::runtime::Handle,
-    api: Arc<Api>,
+    control: Arc<SharedControl>,
     options: KubeOptions,
 ) -> Arc<SourceStatus> {
     let status = Arc::new(SourceStatus::new(&options.node_name));
-    api.control().set_local_node(&options.node_name);
+    control.lock().set_local_node(&options.node_name);
     let task_status = Arc::clone(&status);
     runtime.spawn(async move {
         loop {
             match client(options.kubeconfig.as_deref()).await {
                 Ok(client) => {
-                    run(client, &api, &options, &task_status).await;
+                    run(client, &control, &options, &task_status).await;
                     return;
                 }
                 Err(e) => {
@@ -304,7 +346,12 @@ fn trigger_time(s: &EndpointSlice) -> Option<SystemTime> {
     Some(SystemTime::from(t))
 }
 
-async fn run(client: Client, api: &Arc<Api>, options: &KubeOptions, status: &SourceStatus) {
+async fn run(
+    client: Client,
+    control: &Arc<SharedControl>,
+    options: &KubeOptions,
+    status: &SourceStatus,
+) {
     let services = watcher(
         KubeApi::<KubeService>::all(client.clone()),
         watcher::Config::default(),
@@ -339,9 +386,9 @@ async fn run(client: Client, api: &Arc<Api>, options: &KubeOptions, status: &Sou
             () = tokio::time::sleep_until(due.into()), if sync_now => {
                 last_sync = Instant::now();
                 let (update, triggers) = cache.take_update(options, status);
-                sync(api, update, &triggers, status).await;
+                sync(control, update, &triggers, status).await;
                 if !published_mac {
-                    published_mac = publish_vtep_mac(&client, api, options).await;
+                    published_mac = publish_vtep_mac(&client, control, options).await;
                 }
             }
         }
@@ -362,14 +409,14 @@ where
 /// Applies one update through the control plane (off the async threads:
 /// it takes the control lock and may store to disk).
 async fn sync(
-    api: &Arc<Api>,
+    control: &Arc<SharedControl>,
     update: SourceUpdate,
     triggers: &[SystemTime],
     status: &SourceStatus,
 ) {
     let started = Instant::now();
-    let api = Arc::clone(api);
-    let result = tokio::task::spawn_blocking(move || api.control().apply_source(update)).await;
+    let control = Arc::clone(control);
+    let result = tokio::task::spawn_blocking(move || control.lock().apply_source(update)).await;
     let elapsed = started.elapsed();
     match result {
         Ok(Ok(report)) => {
@@ -403,8 +450,14 @@ async fn sync(
 
 /// Writes this node's VTEP MAC on its Node object, for the other nodes'
 /// podswitchd; true once done (or when there is no overlay to announce).
-async fn publish_vtep_mac(client: &Client, api: &Arc<Api>, options: &KubeOptions) -> bool {
-    let Some(mac) = api.view().snapshot().overlay.as_ref().map(|o| o.vtep_mac) else {
+async fn publish_vtep_mac(client: &Client, control: &SharedControl, options: &KubeOptions) -> bool {
+    let Some(mac) = control
+        .view()
+        .snapshot()
+        .overlay
+        .as_ref()
+        .map(|o| o.vtep_mac)
+    else {
         return true;
     };
     let nodes = KubeApi::<Node>::all(client.clone());

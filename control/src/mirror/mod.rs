@@ -73,7 +73,7 @@ impl<'a> Selection<'a> {
     }
 
     /// Resolves port names against `snapshot` and compiles the filter
-    /// (call after `state::check_selection`). `field` prefixes error fields.
+    /// (call after `validate::check_selection`). `field` prefixes error fields.
     pub fn resolve(&self, field: &str, snapshot: &Snapshot) -> Result<SessionSpec, ControlError> {
         let ports = if self.ports.is_empty() {
             PortSelection::All

@@ -10,8 +10,8 @@ use std::net::Ipv4Addr;
 
 use podswitch_dataplane::config::Ipv4Cidr;
 
-use super::{Endpoint, Mirror, NodeRecord, Service};
 use crate::error::ControlError;
+use crate::state::{Endpoint, Mirror, NodeRecord, Service};
 
 /// `namespace/name` with DNS-1123 labels.
 pub fn check_service_name(field: &str, name: &str) -> Result<(), ControlError> {
