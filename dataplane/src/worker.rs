@@ -340,47 +340,22 @@ impl Worker {
         if frame.encap_len > 0 {
             // A VXLAN-encapsulated super-frame: cut the inner frame, each
             // segment with its own outer headers (no tunnel GSO through AF_PACKET).
-            let mtu = self
-                .pipeline
-                .snapshot()
+            let snapshot = self.pipeline.snapshot();
+            let mtu = snapshot
                 .port(port)
                 .map_or(usize::MAX, |p| usize::from(p.mtu));
-            let result =
-                crate::overlay::segment_encapsulated(frame, &mut self.scratch, mtu, |segment| {
-                    match queue.send(segment) {
-                        Ok(()) => counters.tx(port, segment.len()),
-                        Err(_) => counters.count_drop(DropReason::TxError),
-                    }
-                });
-            if result.is_err() {
-                counters.count_drop(DropReason::VxlanEncapFailed);
-            }
+            send_encapsulated(
+                frame,
+                &mut **queue,
+                &mut self.scratch,
+                counters,
+                (port, mtu),
+            );
             return;
         }
         if frame.offload.needs_software() && !queue.accepts_offload() {
-            counters.event(if frame.offload.gso == GsoKind::None {
-                Event::ChecksumCompleted
-            } else {
-                Event::GsoSegmented
-            });
             let pipeline = &self.pipeline;
-            let result = crate::io::gso::segment(
-                frame.data(),
-                &frame.offload,
-                &mut self.scratch,
-                |segment| {
-                    let sent = queue.send(segment);
-                    match sent {
-                        Ok(()) => counters.tx(port, segment.len()),
-                        Err(_) => counters.count_drop(DropReason::TxError),
-                    }
-                    mirror_sent(pipeline, port, frame.in_port, segment.data(), sent.is_ok());
-                    Ok::<(), crate::io::gso::GsoError>(())
-                },
-            );
-            if result.is_err() {
-                counters.count_drop(DropReason::TxOffloadError);
-            }
+            send_in_software(frame, &mut **queue, &mut self.scratch, pipeline, port);
             return;
         }
         let sent = queue.send(frame);
@@ -470,6 +445,55 @@ impl Worker {
                 let _ = q.flush();
             }
         }
+    }
+}
+
+/// Sends an encapsulated super-frame as segments of at most `mtu` bytes,
+/// each with its own outer headers.
+fn send_encapsulated(
+    frame: &Frame,
+    queue: &mut dyn PortQueue,
+    scratch: &mut Frame,
+    counters: &WorkerCounters,
+    (port, mtu): (PortId, usize),
+) {
+    let result = crate::overlay::segment_encapsulated(frame, scratch, mtu, |segment| {
+        match queue.send(segment) {
+            Ok(()) => counters.tx(port, segment.len()),
+            Err(_) => counters.count_drop(DropReason::TxError),
+        }
+    });
+    if result.is_err() {
+        counters.count_drop(DropReason::VxlanEncapFailed);
+    }
+}
+
+/// Sends a frame whose offloads `queue` does not take: its checksum
+/// completed, or its segments cut, in software.
+fn send_in_software(
+    frame: &Frame,
+    queue: &mut dyn PortQueue,
+    scratch: &mut Frame,
+    pipeline: &Pipeline,
+    port: PortId,
+) {
+    let counters = pipeline.counters();
+    counters.event(if frame.offload.gso == GsoKind::None {
+        Event::ChecksumCompleted
+    } else {
+        Event::GsoSegmented
+    });
+    let result = crate::io::gso::segment(frame.data(), &frame.offload, scratch, |segment| {
+        let sent = queue.send(segment);
+        match sent {
+            Ok(()) => counters.tx(port, segment.len()),
+            Err(_) => counters.count_drop(DropReason::TxError),
+        }
+        mirror_sent(pipeline, port, frame.in_port, segment.data(), sent.is_ok());
+        Ok::<(), crate::io::gso::GsoError>(())
+    });
+    if result.is_err() {
+        counters.count_drop(DropReason::TxOffloadError);
     }
 }
 

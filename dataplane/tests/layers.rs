@@ -7,7 +7,8 @@
 //! - **No import cycles between sibling modules** (`services/index.rs` and
 //!   `services/table.rs` may not import each other both ways). A parent and
 //!   its children may use each other: that is how Rust modules share items.
-//! - **No file over 800 lines.**
+//! - **No file over 800 lines**, and no function over 60 lines on the hot
+//!   path (the modules in [`HOT_PATH`]).
 //!
 //! Tests are exempt from the import rules (test files and `#[cfg(test)]`
 //! modules build whole pipelines to test a stage), not from the line limit.
@@ -45,6 +46,30 @@ const LAYERS: &[&[&str]] = &[
 /// Longest file allowed, in lines.
 const MAX_FILE_LINES: usize = 800;
 
+/// Modules whose code runs per packet (a prefix of the file's path under
+/// `src/`): their functions stay short enough to read at a glance.
+const HOT_PATH: &[&str] = &[
+    "packet/",
+    "pipeline/",
+    "nat/",
+    "overlay/",
+    "conntrack/",
+    "services/",
+    "mirror/",
+    "worker.rs",
+    "io/afpacket",
+    "io/tap",
+    "io/gso",
+    "io/vnet.rs",
+    "io/fragment",
+    "io/egress_mtu",
+    "io/poll.rs",
+    "io/port.rs",
+];
+
+/// Longest function allowed on the hot path, in lines.
+const MAX_HOT_FUNCTION_LINES: usize = 60;
+
 #[test]
 fn module_rules_hold() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
@@ -64,6 +89,14 @@ fn module_rules_hold() {
         }
         if file.module.is_empty() || file.is_test {
             continue;
+        }
+        if HOT_PATH.iter().any(|p| file.rel.starts_with(p)) {
+            for (name, lines) in long_functions(&file.code, MAX_HOT_FUNCTION_LINES) {
+                failures.push(format!(
+                    "{}: fn {name} has {lines} lines (hot path limit {MAX_HOT_FUNCTION_LINES})",
+                    file.rel
+                ));
+            }
         }
         for path in referenced_paths(&file.code) {
             let Some(target) = resolve(&file.module, &path, &modules) else {
@@ -405,6 +438,49 @@ fn resolve(
         .rev()
         .map(|n| absolute[..n].to_vec())
         .find(|m| modules.contains(m))
+}
+
+/// Functions of `code` longer than `limit` lines, with their lengths: from
+/// the line of `fn` to the closing brace at the same indentation.
+fn long_functions(code: &str, limit: usize) -> Vec<(String, usize)> {
+    let lines: Vec<&str> = code.lines().collect();
+    let mut out = Vec::new();
+    for (start, line) in lines.iter().enumerate() {
+        let trimmed = line.trim_start();
+        let indent = &line[..line.len() - trimmed.len()];
+        let after_qualifiers = [
+            "pub(crate) ",
+            "pub(super) ",
+            "pub ",
+            "const ",
+            "unsafe ",
+            "async ",
+        ]
+        .iter()
+        .fold(trimmed, |rest, q| rest.strip_prefix(q).unwrap_or(rest));
+        let Some(rest) = after_qualifiers.strip_prefix("fn ") else {
+            continue;
+        };
+        let name: String = rest
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect();
+        let close = format!("{indent}}}");
+        let Some(len) = lines[start..].iter().position(|l| l.trim_end() == close) else {
+            continue;
+        };
+        if lines[start..start + len]
+            .iter()
+            .any(|l| l.trim_end().ends_with(';') && !l.contains('{'))
+            && len == 0
+        {
+            continue;
+        }
+        if len + 1 > limit {
+            out.push((name, len + 1));
+        }
+    }
+    out
 }
 
 /// The cycles of a small directed graph, each as the list of its nodes

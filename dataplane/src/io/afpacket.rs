@@ -327,30 +327,7 @@ impl AfPacketQueue {
         let version = libc::tpacket_versions::TPACKET_V3 as libc::c_int;
         sys::set_packet_option(sock, libc::PACKET_VERSION, &version)
             .map_err(AfPacketError::Version)?;
-        // Must precede the ring: the kernel refuses it (EBUSY) afterwards.
-        let vnet_hdr = opts.vnet_hdr
-            && sys::set_packet_option(sock, libc::PACKET_VNET_HDR, &1 as &libc::c_int).is_ok();
-        let use_ring = opts.rx_ring || !vnet_hdr;
-        let req = libc::tpacket_req3 {
-            tp_block_size: opts.block_size,
-            tp_block_nr: opts.block_count,
-            tp_frame_size: opts.frame_size,
-            tp_frame_nr: opts.block_size / opts.frame_size * opts.block_count,
-            tp_retire_blk_tov: opts.retire_timeout_ms,
-            tp_sizeof_priv: 0,
-            tp_feature_req_word: 0,
-        };
-        let ring = if use_ring {
-            sys::set_packet_option(sock, libc::PACKET_RX_RING, &req)
-                .map_err(AfPacketError::RxRing)?;
-            let map = RingMap::map(sock, opts.block_size as usize, opts.block_count as usize)
-                .map_err(AfPacketError::Mmap)?;
-            Some(map)
-        } else {
-            // The socket buffer now absorbs bursts the ring would have held.
-            sys::set_receive_buffer(sock, RX_SOCKET_BUFFER).map_err(AfPacketError::RxRing)?;
-            None
-        };
+        let (vnet_hdr, ring) = setup_receive(sock, opts)?;
         sys::bind_packet(sock, ifindex).map_err(|source| AfPacketError::Bind {
             ifname: opts.ifname.clone(),
             ifindex,
@@ -398,6 +375,68 @@ impl AfPacketQueue {
         }
         self.stats
     }
+}
+
+/// Asks for vnet headers (if `opts` wants them and the kernel takes them)
+/// and sets up the receive path: a TPACKET_V3 ring, or a larger socket
+/// buffer for `recvmmsg`. Returns (vnet headers on, the ring).
+fn setup_receive(
+    sock: std::os::fd::BorrowedFd<'_>,
+    opts: &AfPacketOptions,
+) -> Result<(bool, Option<RingMap>), AfPacketError> {
+    // Must precede the ring: the kernel refuses it (EBUSY) afterwards.
+    let vnet_hdr = opts.vnet_hdr
+        && sys::set_packet_option(sock, libc::PACKET_VNET_HDR, &1 as &libc::c_int).is_ok();
+    if vnet_hdr && !opts.rx_ring {
+        // The socket buffer now absorbs bursts the ring would have held.
+        sys::set_receive_buffer(sock, RX_SOCKET_BUFFER).map_err(AfPacketError::RxRing)?;
+        return Ok((vnet_hdr, None));
+    }
+    let req = libc::tpacket_req3 {
+        tp_block_size: opts.block_size,
+        tp_block_nr: opts.block_count,
+        tp_frame_size: opts.frame_size,
+        tp_frame_nr: opts.block_size / opts.frame_size * opts.block_count,
+        tp_retire_blk_tov: opts.retire_timeout_ms,
+        tp_sizeof_priv: 0,
+        tp_feature_req_word: 0,
+    };
+    sys::set_packet_option(sock, libc::PACKET_RX_RING, &req).map_err(AfPacketError::RxRing)?;
+    let map = RingMap::map(sock, opts.block_size as usize, opts.block_count as usize)
+        .map_err(AfPacketError::Mmap)?;
+    Ok((vnet_hdr, Some(map)))
+}
+
+/// Fills in the frames `recvmmsg` wrote (`received`: each message with its
+/// vnet header), keeping them first in `slots`; counts and skips the
+/// truncated ones and those with a bad vnet header. Returns how many it kept.
+fn keep_received<'a>(
+    received: impl Iterator<Item = (&'a libc::mmsghdr, &'a [u8; VNET_HDR_LEN_LEGACY])>,
+    slots: &mut [Frame],
+    stats: &mut AfPacketStats,
+    (port, now_ns): (PortId, u64),
+) -> usize {
+    let mut kept = 0;
+    for (i, (msg, hdr)) in received.enumerate() {
+        let (len, flags) = (msg.msg_len as usize, msg.msg_hdr.msg_flags);
+        let Ok(offload) = vnet::decode(hdr) else {
+            stats.rx_bad_vnet += 1;
+            continue;
+        };
+        if flags & libc::MSG_TRUNC != 0 || len < VNET_HDR_LEN_LEGACY {
+            stats.rx_oversized += 1;
+            continue;
+        }
+        // Close the gap left by dropped messages so kept frames stay first.
+        slots.swap(kept, i);
+        let frame = &mut slots[kept];
+        frame.set_len(len - VNET_HDR_LEN_LEGACY);
+        frame.offload = offload;
+        frame.in_port = port;
+        frame.timestamp_ns = now_ns;
+        kept += 1;
+    }
+    kept
 }
 
 /// Joins fanout group `group`; returns whether the group ignores outgoing
@@ -602,29 +641,8 @@ impl AfPacketQueue {
         }
         // The buffers and iovecs live on this frame and are not touched until the call returns.
         let got = sys::recv_messages(self.fd.as_fd(), &mut msgs[..n])?;
-        let mut kept = 0;
-        for i in 0..got {
-            let (len, flags) = (msgs[i].msg_len as usize, msgs[i].msg_hdr.msg_flags);
-            let offload = match vnet::decode(&hdrs[i]) {
-                Ok(o) => o,
-                Err(_) => {
-                    self.stats.rx_bad_vnet += 1;
-                    continue;
-                }
-            };
-            if flags & libc::MSG_TRUNC != 0 || len < VNET_HDR_LEN_LEGACY {
-                self.stats.rx_oversized += 1;
-                continue;
-            }
-            // Close the gap left by dropped messages so kept frames stay first.
-            slots.swap(kept, i);
-            let frame = &mut slots[kept];
-            frame.set_len(len - VNET_HDR_LEN_LEGACY);
-            frame.offload = offload;
-            frame.in_port = port;
-            frame.timestamp_ns = now_ns;
-            kept += 1;
-        }
+        let received = msgs[..got].iter().zip(&hdrs);
+        let kept = keep_received(received, slots, &mut self.stats, (port, now_ns));
         batch.commit_rx_n(kept);
         self.stats.rx_packets += kept as u64;
         Ok(kept)

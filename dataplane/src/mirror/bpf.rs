@@ -226,26 +226,7 @@ fn check(i: usize, insn: &Insn, len: usize) -> Result<(), BpfError> {
             NEG if code == ALU | NEG => Ok(()),
             _ => Err(unknown()),
         },
-        JMP => {
-            let rest = len - i - 1;
-            match code & 0xf0 {
-                JA if code == JMP | JA => {
-                    if (insn.k as usize) < rest {
-                        Ok(())
-                    } else {
-                        Err(BpfError::JumpOutOfRange(i))
-                    }
-                }
-                JEQ | JGT | JGE | JSET if code & !0xf8 == JMP => {
-                    if usize::from(insn.jt) < rest && usize::from(insn.jf) < rest {
-                        Ok(())
-                    } else {
-                        Err(BpfError::JumpOutOfRange(i))
-                    }
-                }
-                _ => Err(unknown()),
-            }
-        }
+        JMP => check_jump(i, insn, len).ok_or_else(unknown)?,
         RET => match code & 0x18 {
             0x00 | RET_A if code & !0x18 == RET => Ok(()),
             _ => Err(unknown()),
@@ -256,6 +237,25 @@ fn check(i: usize, insn: &Insn, len: usize) -> Result<(), BpfError> {
         },
         _ => Err(unknown()),
     }
+}
+
+/// Checks jump `insn` at index `i` of a program of `len` instructions:
+/// `None` for an unknown jump opcode, else whether its targets are inside.
+fn check_jump(i: usize, insn: &Insn, len: usize) -> Option<Result<(), BpfError>> {
+    let rest = len - i - 1;
+    let code = insn.code;
+    let inside = match code & 0xf0 {
+        JA if code == JMP | JA => (insn.k as usize) < rest,
+        JEQ | JGT | JGE | JSET if code & !0xf8 == JMP => {
+            usize::from(insn.jt) < rest && usize::from(insn.jf) < rest
+        }
+        _ => return None,
+    };
+    Some(if inside {
+        Ok(())
+    } else {
+        Err(BpfError::JumpOutOfRange(i))
+    })
 }
 
 /// Loads `size` bytes big-endian at `offset`; `None` past the end.

@@ -48,3 +48,15 @@ pub enum Verdict {
     /// The frame was moved to the neighbour hold queue; nothing to send now.
     Held,
 }
+
+/// What a stage returns: go on (with what the next stage needs), or the
+/// frame's verdict. A chain of stages reads as a sequence of `?`.
+pub type Step<T = ()> = core::ops::ControlFlow<Verdict, T>;
+
+/// The verdict a chain of stages reached.
+#[inline(always)]
+pub fn verdict(step: Step<Verdict>) -> Verdict {
+    match step {
+        core::ops::ControlFlow::Continue(v) | core::ops::ControlFlow::Break(v) => v,
+    }
+}

@@ -16,11 +16,11 @@
 //! full path checked it before it cached the flow. A test holds the two
 //! paths equal on frames of cached flows and on their mutations.
 
-use super::flow_cache::FlowCacheResult;
 use super::{Pipeline, antispoof};
 use crate::conntrack::{ConnKey, TcpSegment};
-use crate::packet::{Batch, Verdict};
-use crate::wire::{EtherType, IpProtocol, L2Header, MacAddr, ethernet, ipv4};
+use crate::packet::Step;
+use crate::packet::{Batch, PortId, Verdict};
+use crate::wire::{EtherType, EthernetFrame, IpProtocol, L2Header, MacAddr, ethernet, ipv4};
 
 impl Pipeline {
     /// Forwards frame `i` of `batch` (its receive already counted; its
@@ -36,60 +36,12 @@ impl Pipeline {
     ) -> Option<Verdict> {
         let frame = batch.frame_mut(i);
         let in_port = frame.in_port;
-        let snapshot = &*self.snapshot;
-        let port = snapshot.port(in_port)?;
-        let eth = frame.data().first_chunk::<{ ethernet::HEADER_LEN }>()?;
-        if eth[12..14] != EtherType::IPV4.0.to_be_bytes() {
-            return None;
-        }
-        let mac_bits = |at: usize| {
-            u64::from_be_bytes([
-                0,
-                0,
-                eth[at],
-                eth[at + 1],
-                eth[at + 2],
-                eth[at + 3],
-                eth[at + 4],
-                eth[at + 5],
-            ])
-        };
-        let (dst_mac, src_mac) = (mac_bits(0), mac_bits(6));
-        if port.is_uplink {
-            let (_, uplink) = snapshot.uplink?;
-            if dst_mac != uplink.mac.to_u64() {
-                return None;
-            }
-        } else {
-            let gateway = snapshot.gateway.mac.to_u64();
-            // Unicast (the group bit clear), not all zeros, not ours.
-            let unicast = src_mac & (1 << 40) == 0 && src_mac != 0;
-            if dst_mac != gateway || !unicast || src_mac == gateway {
-                return None;
-            }
-        }
-        if port.enforces_source() {
-            let l2 = L2Header {
-                dst: MacAddr::from_u64(dst_mac),
-                src: MacAddr::from_u64(src_mac),
-                ethertype: EtherType::IPV4,
-                vlan: None,
-                vlan_tags: 0,
-                l3_offset: ethernet::HEADER_LEN,
-            };
-            let whole = batch.frame_mut(i).data();
-            antispoof::check(port, &l2, whole).ok()?;
-        }
+        let (is_uplink, src_mac) = self.plain_ethernet(frame.data(), in_port)?;
         // As the full path: learned before the L3 checks; the epoch below
         // sees the change if it moved a MAC.
-        if !port.is_uplink {
-            self.macs.learn(
-                &self.shared.macs,
-                &self.counters,
-                MacAddr::from_u64(src_mac),
-                in_port,
-                now,
-            );
+        if !is_uplink {
+            let (shared, counters) = (&self.shared.macs, &self.counters);
+            self.macs.learn(shared, counters, src_mac, in_port, now);
         }
         let l3 = ethernet::HEADER_LEN;
         let ip = batch.frame_mut(i).data().get(l3..)?;
@@ -103,14 +55,55 @@ impl Pipeline {
         }
         let at = (i, l3);
         let verdict = match self.forward_cached(batch, at, (&key, segment.as_ref()), slot, now) {
-            FlowCacheResult::Hit(verdict) => verdict,
-            FlowCacheResult::Miss(_) => return None,
+            Step::Break(verdict) => verdict,
+            Step::Continue(_) => return None,
         };
         #[cfg(test)]
         if let Verdict::Forward(_) = verdict {
             self.fast_forwarded += 1;
         }
         Some(verdict)
+    }
+
+    /// The L2 checks of the full path for an untagged IPv4 frame `data` to
+    /// the router from `in_port`: to the uplink's MAC from the uplink, to
+    /// the gateway's from a pod (from a unicast MAC not ours), passing the
+    /// port's source checks. `Some`: (from the uplink, source MAC).
+    #[inline(always)]
+    fn plain_ethernet(&self, data: &[u8], in_port: PortId) -> Option<(bool, MacAddr)> {
+        let snapshot = &*self.snapshot;
+        let port = snapshot.port(in_port)?;
+        let eth = EthernetFrame::new_unchecked(data.first_chunk::<{ ethernet::HEADER_LEN }>()?);
+        if eth.ethertype() != EtherType::IPV4 {
+            return None;
+        }
+        let (dst_mac, src_mac) = (eth.dst_addr().to_u64(), eth.src_addr().to_u64());
+        if port.is_uplink {
+            let (_, uplink) = snapshot.uplink?;
+            if dst_mac != uplink.mac.to_u64() {
+                return None;
+            }
+        } else {
+            let gateway = snapshot.gateway.mac.to_u64();
+            // Unicast (the group bit clear), not all zeros, not ours.
+            let unicast = src_mac & (1 << 40) == 0 && src_mac != 0;
+            if dst_mac != gateway || !unicast || src_mac == gateway {
+                return None;
+            }
+        }
+        let src_mac = MacAddr::from_u64(src_mac);
+        if port.enforces_source() {
+            let l2 = L2Header {
+                dst: MacAddr::from_u64(dst_mac),
+                src: src_mac,
+                ethertype: EtherType::IPV4,
+                vlan: None,
+                vlan_tags: 0,
+                l3_offset: ethernet::HEADER_LEN,
+            };
+            antispoof::check(port, &l2, data).ok()?;
+        }
+        Some((port.is_uplink, src_mac))
     }
 
     /// Frames the fast path forwarded so far.

@@ -33,6 +33,7 @@
 //! cached answers without the stages in between; the others come here
 //! from the L3 stage.
 
+use core::cell::Cell;
 use core::hash::BuildHasher;
 use core::net::Ipv4Addr;
 
@@ -41,6 +42,7 @@ use crate::conntrack::{ConnKey, Direction, EntryId, TcpSegment};
 use crate::mem::hugemem::{self, HugeChunk};
 use crate::mirror::MirrorStage;
 use crate::nat::{CachedTranslation, TrackedFlow};
+use crate::packet::Step;
 use crate::packet::{Batch, Event, L3If, PortId, Verdict};
 use crate::wire::MacAddr;
 
@@ -295,14 +297,6 @@ pub(super) struct Cached {
     pub(super) next_hop_mac: MacAddr,
 }
 
-/// What the flow cache made of a routed packet.
-pub(super) enum FlowCacheResult {
-    /// Forwarded (or dropped by conntrack): done.
-    Hit(Verdict),
-    /// Not cached: take the full path; with the key to remember the flow by.
-    Miss(Option<FlowKey>),
-}
-
 impl Pipeline {
     /// The epoch cached flows must carry to be used: grows whenever the
     /// snapshot, the MAC table or the neighbour table changes.
@@ -311,28 +305,29 @@ impl Pipeline {
         self.snapshot_changes + self.macs.version() + self.neighbours.version()
     }
 
-    /// Whether routed packets may use the flow cache now.
+    /// Whether routed packets may use the flow cache now (those out of a
+    /// tunnel never do).
     #[inline]
     pub(super) fn flow_cache_usable(&self) -> bool {
         self.flow_cache.enabled()
-            && self.rx_tunnel.is_none()
             && !self.shared.conntrack.is_empty()
             && !self.mirror_active(MirrorStage::PreNat)
             && !self.mirror_active(MirrorStage::PostNat)
     }
 
-    /// The fast path of a routed IPv4 packet (header checked, `ttl` read),
-    /// when [`flow_cache_usable`](Self::flow_cache_usable).
+    /// The flow-cache stage of a routed IPv4 packet (header checked, TTL
+    /// read), when [`flow_cache_usable`](Self::flow_cache_usable): `Break`
+    /// when its cached flow forwarded it; `Continue` with the key to
+    /// remember its flow by, if it may be cached.
     pub(super) fn flow_cache_input(
         &mut self,
         batch: &mut Batch,
-        i: usize,
-        l3: usize,
+        (i, l3): (usize, usize),
         ttl: u8,
         now: u64,
-    ) -> FlowCacheResult {
+    ) -> Step<Option<FlowKey>> {
         if ttl <= 1 {
-            return FlowCacheResult::Miss(None);
+            return Step::Continue(None);
         }
         // Not TCP/UDP, or a SYN (it opens a flow, or retries one): the full path decides.
         let flow = batch
@@ -341,7 +336,7 @@ impl Pipeline {
             .get(l3..)
             .and_then(crate::nat::flow_of);
         let Some((key, segment)) = flow else {
-            return FlowCacheResult::Miss(None);
+            return Step::Continue(None);
         };
         let hint = self.flow_hints.get(i).copied().unwrap_or(NO_SLOT);
         self.forward_cached(batch, (i, l3), (&key, segment.as_ref()), hint, now)
@@ -360,7 +355,7 @@ impl Pipeline {
         (key, segment): (&ConnKey, Option<&TcpSegment>),
         slot: u32,
         now: u64,
-    ) -> FlowCacheResult {
+    ) -> Step<Option<FlowKey>> {
         let frame = batch.frame_mut(i);
         let flow_key = FlowKey::new(frame.in_port, key);
         let sum = crate::nat::l4_sum(frame);
@@ -370,26 +365,31 @@ impl Pipeline {
             slot => self.flow_cache.at(slot, flow_key, epoch, now),
         };
         let Some(&CachedFlow { flow, .. }) = cached else {
-            return FlowCacheResult::Miss(Some(flow_key));
+            return Step::Continue(Some(flow_key));
         };
         let Some(src_mac) = self.snapshot.l3_interface(flow.iface).map(|l3| l3.mac) else {
-            return FlowCacheResult::Miss(None);
+            return Step::Continue(None);
         };
         // Too long for its port with DF: the full path refuses it (and,
         // without a key, does not cache the error's way back).
         if self.may_exceed_mtu(frame) && self.refused_mtu(frame, flow.out_port).is_some() {
-            return FlowCacheResult::Miss(None);
+            return Step::Continue(None);
         }
         let Some(ip) = frame.data_mut().get_mut(l3..) else {
-            return FlowCacheResult::Miss(None);
+            return Step::Continue(None);
         };
-        let translated = self
-            .nat_stage(now)
-            .translate_cached(ip, sum, key, segment, &flow.tracked);
+        let no_note = Cell::new(None);
+        let translated = self.nat_stage(now, false, &no_note).translate_cached(
+            ip,
+            sum,
+            key,
+            segment,
+            &flow.tracked,
+        );
         match translated {
             CachedTranslation::Translated => {}
-            CachedTranslation::Drop(reason) => return FlowCacheResult::Hit(Verdict::Drop(reason)),
-            CachedTranslation::Miss => return FlowCacheResult::Miss(Some(flow_key)),
+            CachedTranslation::Drop(reason) => return Step::Break(Verdict::Drop(reason)),
+            CachedTranslation::Miss => return Step::Continue(Some(flow_key)),
         }
         if let Some(macs) = frame.data_mut().first_chunk_mut::<12>() {
             macs[..6].copy_from_slice(&flow.next_hop_mac.0);
@@ -397,21 +397,21 @@ impl Pipeline {
         }
         self.counters.event(Event::FlowCacheHit);
         self.counters.event(Event::Routed);
-        FlowCacheResult::Hit(Verdict::Forward(flow.out_port))
+        Step::Break(Verdict::Forward(flow.out_port))
     }
 
     /// After the full path forwarded a routed packet by `iface` to the
     /// resolved next hop `next_hop` (`verdict`): remembers the flow under
     /// `key` (from [`flow_cache_input`](Self::flow_cache_input), so not out
-    /// of a tunnel) if the NAT stage found it tracked.
+    /// of a tunnel) if the NAT stage found it `tracked`.
     pub(super) fn flow_cache_remember(
         &mut self,
         key: FlowKey,
+        tracked: Option<TrackedFlow>,
         (iface, next_hop): (L3If, (Ipv4Addr, MacAddr)),
         verdict: Verdict,
         now: u64,
     ) {
-        let tracked = self.nat_note.take();
         let (Some(tracked), Verdict::Forward(out_port)) = (tracked, verdict) else {
             return;
         };

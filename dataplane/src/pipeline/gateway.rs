@@ -11,6 +11,7 @@
 use core::net::Ipv4Addr;
 
 use super::Pipeline;
+use crate::packet::Step;
 use crate::packet::{Batch, DropReason, Event, Frame, L3If, Offload, Verdict};
 use crate::wire::arp::{ArpPacket, ArpRepr, OP_REPLY, OP_REQUEST};
 use crate::wire::ethernet::HEADER_LEN as ETH_LEN;
@@ -66,21 +67,17 @@ impl Pipeline {
     /// request or reply concerns us (or refreshes a known neighbour);
     /// answers requests for our address. `None`: not for us (the bridge
     /// floods it on).
-    pub(super) fn arp_input(
-        &mut self,
-        batch: &mut Batch,
-        i: usize,
-        iface: L3If,
-        now: u64,
-    ) -> Option<Verdict> {
-        let l3 = *self.snapshot.l3_interface(iface)?;
+    pub(super) fn arp_input(&mut self, batch: &mut Batch, i: usize, iface: L3If, now: u64) -> Step {
+        let Some(&l3) = self.snapshot.l3_interface(iface) else {
+            return Step::Continue(());
+        };
         let frame = batch.frame_mut(i);
         let in_port = frame.in_port;
         let Some(payload) = frame.data_mut().get_mut(ETH_LEN..) else {
-            return Some(Verdict::Drop(DropReason::ArpMalformed));
+            return Step::Break(Verdict::Drop(DropReason::ArpMalformed));
         };
         let Ok(mut arp) = ArpPacket::new_checked(payload) else {
-            return Some(Verdict::Drop(DropReason::ArpMalformed));
+            return Step::Break(Verdict::Drop(DropReason::ArpMalformed));
         };
         let repr = ArpRepr::parse(&arp);
         let for_us = repr.target_ip == l3.address.addr;
@@ -104,12 +101,12 @@ impl Pipeline {
             self.counters.event(Event::NeighbourLearned);
         }
         if !for_us {
-            return None;
+            return Step::Continue(());
         }
-        match repr.operation {
+        Step::Break(match repr.operation {
             // The node's stack answers for the address it keeps.
             OP_REQUEST if iface == L3If::Uplink && self.snapshot.uplink_shared => {
-                Some(Verdict::Drop(DropReason::HostOwned))
+                Verdict::Drop(DropReason::HostOwned)
             }
             OP_REQUEST if sender_ok => {
                 arp.set_operation(OP_REPLY);
@@ -122,15 +119,21 @@ impl Pipeline {
                 eth.set_src_addr(l3.mac);
                 frame.offload = Offload::default();
                 self.counters.event(Event::ArpReplySent);
-                Some(Verdict::Forward(in_port))
+                Verdict::Forward(in_port)
             }
-            OP_REPLY if sender_ok => Some(Verdict::Consumed),
-            _ => Some(Verdict::Drop(DropReason::ArpIgnored)),
-        }
+            OP_REPLY if sender_ok => Verdict::Consumed,
+            _ => Verdict::Drop(DropReason::ArpIgnored),
+        })
     }
 
     /// A packet to one of our addresses: answer ICMP echo, refuse the rest.
-    pub(super) fn local_input(&mut self, frame: &mut Frame, iface: L3If, now: u64) -> Verdict {
+    pub(super) fn local_input(
+        &mut self,
+        frame: &mut Frame,
+        iface: L3If,
+        from_tunnel: bool,
+        now: u64,
+    ) -> Verdict {
         let Some(l3) = self.snapshot.l3_interface(iface).copied() else {
             return Verdict::Drop(DropReason::LocalUnsupported);
         };
@@ -165,7 +168,7 @@ impl Pipeline {
         ip.set_dst_addr(src);
         ip.set_ttl_with_checksum(DEFAULT_TTL);
         let mtu = self.snapshot.port(in_port).map_or(0, |p| p.mtu);
-        if ip.total_len() > mtu && self.rx_tunnel.is_none() {
+        if ip.total_len() > mtu && !from_tunnel {
             // The request came whole though larger than the MTU (an
             // AF_PACKET fanout reassembles fragments): answered in fragments.
             return self.answer_in_fragments(frame, iface, now);
@@ -232,7 +235,8 @@ impl Pipeline {
         }
         // A translated packet is quoted, and answered, as its sender sent it.
         if let Some(ip) = frame.data_mut().get_mut(ETH_LEN..) {
-            self.nat_stage(now).untranslate(ip);
+            let no_note = core::cell::Cell::new(None);
+            self.nat_stage(now, false, &no_note).untranslate(ip);
         }
         let src_ip = src_ip.unwrap_or(l3.address.addr);
         if build_icmp_error(frame, src_ip, l3.mac, kind.0, kind.1).is_none() {

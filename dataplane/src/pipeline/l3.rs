@@ -11,12 +11,13 @@
 use core::net::Ipv4Addr;
 
 use super::Pipeline;
-use super::flow_cache::FlowCacheResult;
+use super::context::Packet;
 use super::host::HostRoute;
-use super::nat_hook::AfterNat;
 use super::neighbour::Lookup;
 use super::reassembly::Reassembly;
 use crate::packet::{Batch, DropReason, Event, Frame, L3If, Verdict};
+use crate::packet::{Step, verdict};
+use crate::routes::NextHop;
 use crate::wire::icmpv4;
 use crate::wire::{EthernetFrame, Ipv4Packet, MacAddr};
 
@@ -31,144 +32,186 @@ fn martian(ip: Ipv4Addr) -> bool {
 }
 
 impl Pipeline {
-    /// An IPv4 packet sent to the router's MAC on `iface`.
-    pub(super) fn ipv4_input(
+    /// An IPv4 packet sent to the router's MAC on `pkt.iface`: the router's
+    /// stages in order.
+    pub(super) fn ipv4_input(&mut self, batch: &mut Batch, pkt: &mut Packet) -> Verdict {
+        verdict(self.route_ipv4(batch, pkt))
+    }
+
+    #[inline(always)]
+    fn route_ipv4(&mut self, batch: &mut Batch, pkt: &mut Packet) -> Step<Verdict> {
+        self.ipv4_header(batch, pkt)?;
+        self.flow_cache_stage(batch, pkt)?;
+        let dst = self.nat_routed(batch, pkt)?;
+        let to_host = self.local_stage(batch, pkt, dst)?;
+        if let Some(tunnel) = self.tunnel_route(dst) {
+            // VXLAN overlay: a remote pod CIDR at least as specific as any route.
+            return Step::Break(self.tunnel_output(batch, pkt, tunnel));
+        }
+        let next_hop = self.next_hop(batch, pkt, dst, to_host)?;
+        Step::Break(self.resolve_next_hop(batch, pkt, next_hop))
+    }
+
+    /// Checks the header (RFC 1812 §5.2.2) and notes its addresses and TTL;
+    /// a fragment goes to reassembly and the router sees the whole datagram.
+    #[inline(always)]
+    fn ipv4_header(&mut self, batch: &mut Batch, pkt: &mut Packet) -> Step {
+        let frame = batch.frame_mut(pkt.index);
+        let Some(l3) = frame.data().get(pkt.l3()..) else {
+            return Step::Break(Verdict::Drop(DropReason::Ipv4Malformed));
+        };
+        let Ok(ip) = Ipv4Packet::new_checked(l3) else {
+            return Step::Break(Verdict::Drop(DropReason::Ipv4Malformed));
+        };
+        if !ip.verify_checksum() {
+            return Step::Break(Verdict::Drop(DropReason::Ipv4BadChecksum));
+        }
+        if ip.is_fragment() {
+            return Step::Break(self.reassemble_then_route(batch, pkt));
+        }
+        let (src, dst) = (ip.src_addr(), ip.dst_addr());
+        if martian(src) || martian(dst) {
+            return Step::Break(Verdict::Drop(DropReason::Ipv4BadAddress));
+        }
+        pkt.original = (src, dst);
+        pkt.ttl = ip.ttl();
+        Step::Continue(())
+    }
+
+    /// Packets of a flow the worker has routed before: forwarded from the
+    /// flow cache. The others get the key to remember their flow by.
+    #[inline(always)]
+    fn flow_cache_stage(&mut self, batch: &mut Batch, pkt: &mut Packet) -> Step {
+        if !pkt.decapsulated() && self.flow_cache_usable() {
+            let at = (pkt.index, pkt.l3());
+            pkt.flow_key = self.flow_cache_input(batch, at, pkt.ttl, pkt.now)?;
+        }
+        Step::Continue(())
+    }
+
+    /// Packets to the node itself: answered here, or sent to the host
+    /// port; `Continue` with the host port's next hop when it takes them.
+    #[inline(always)]
+    fn local_stage(
         &mut self,
         batch: &mut Batch,
-        i: usize,
-        l3_offset: usize,
-        iface: L3If,
-        now: u64,
-    ) -> Verdict {
-        let frame = batch.frame_mut(i);
-        let (src, dst, ttl) = {
-            let Some(l3) = frame.data().get(l3_offset..) else {
-                return Verdict::Drop(DropReason::Ipv4Malformed);
-            };
-            let Ok(ip) = Ipv4Packet::new_checked(l3) else {
-                return Verdict::Drop(DropReason::Ipv4Malformed);
-            };
-            if !ip.verify_checksum() {
-                return Verdict::Drop(DropReason::Ipv4BadChecksum);
-            }
-            if ip.is_fragment() {
-                return self.reassemble_then_route(batch, i, l3_offset, iface, now);
-            }
-            (ip.src_addr(), ip.dst_addr(), ip.ttl())
-        };
-        if martian(src) || martian(dst) {
-            return Verdict::Drop(DropReason::Ipv4BadAddress);
-        }
-        let original = (src, dst);
-        let flow_key = if self.flow_cache_usable() {
-            match self.flow_cache_input(batch, i, l3_offset, ttl, now) {
-                FlowCacheResult::Hit(verdict) => return verdict,
-                FlowCacheResult::Miss(key) => key,
-            }
-        } else {
-            None
-        };
-        if flow_key.is_some() {
-            self.nat_note.set(None);
-        }
-        let dst = match self.nat_routed(batch, i, l3_offset, iface, now) {
-            AfterNat::Route(dst) => dst,
-            AfterNat::Verdict(v) => return v,
-        };
-        let to_host = match self.host_route(dst, iface) {
+        pkt: &Packet,
+        dst: Ipv4Addr,
+    ) -> Step<Option<NextHop>> {
+        let to_host = match self.host_route(dst, pkt.iface) {
             HostRoute::Ours => None,
             HostRoute::ToHost(next_hop) => Some(next_hop),
-            HostRoute::HostOwned => return Verdict::Drop(DropReason::HostOwned),
+            HostRoute::HostOwned => return Step::Break(Verdict::Drop(DropReason::HostOwned)),
         };
-        let frame = batch.frame_mut(i);
         if to_host.is_none() && self.snapshot.is_local_ip(dst) {
-            return self.local_input(frame, iface, now);
+            let frame = batch.frame_mut(pkt.index);
+            return Step::Break(self.local_input(frame, pkt.iface, pkt.decapsulated(), pkt.now));
         }
-        // VXLAN overlay: a remote pod CIDR at least as specific as any route.
-        if let Some(tunnel) = self.tunnel_route(dst) {
-            return self.tunnel_output(batch, i, l3_offset, tunnel, iface, now);
-        }
-        let frame = batch.frame_mut(i);
+        Step::Continue(to_host)
+    }
+
+    /// The route to `dst` (or the host port's `to_host`), with the checks
+    /// that need it: no route (ICMP net unreachable), split horizon out of
+    /// a tunnel, the outgoing subnet's broadcast, TTL (ICMP time exceeded).
+    #[inline(always)]
+    fn next_hop(
+        &mut self,
+        batch: &mut Batch,
+        pkt: &mut Packet,
+        dst: Ipv4Addr,
+        to_host: Option<NextHop>,
+    ) -> Step<NextHop> {
+        let (iface, now) = (pkt.iface, pkt.now);
+        let frame = batch.frame_mut(pkt.index);
         let Some(next_hop) = to_host.or_else(|| self.snapshot.routes.next_hop(dst)) else {
             let kind = (icmpv4::DST_UNREACHABLE, icmpv4::CODE_NET_UNREACHABLE);
-            return self.icmp_error(frame, iface, kind, DropReason::NoRoute, now);
+            return Step::Break(self.icmp_error(frame, iface, kind, DropReason::NoRoute, now));
         };
-        if self.rx_tunnel.is_some() && next_hop.iface != L3If::Bridge {
+        if pkt.decapsulated() && next_hop.iface != L3If::Bridge {
             // Not back out of the uplink, unless it is the reply of a
             // connection this node translated (a NodePort to an endpoint on
             // another node): then it goes back to the client.
-            if !translated(frame, l3_offset, original) {
-                return Verdict::Drop(DropReason::VxlanSplitHorizon);
+            if !translated(frame, pkt.l3(), pkt.original) {
+                return Step::Break(Verdict::Drop(DropReason::VxlanSplitHorizon));
             }
-            self.tunnel_exit = true;
+            pkt.tunnel_exit = true;
         }
         if self
             .snapshot
             .l3_interface(next_hop.iface)
             .is_some_and(|l3| l3.address.broadcast() == dst)
         {
-            return Verdict::Drop(DropReason::Ipv4BadAddress);
+            return Step::Break(Verdict::Drop(DropReason::Ipv4BadAddress));
         }
-        if ttl <= 1 {
+        if pkt.ttl <= 1 {
             let kind = (icmpv4::TIME_EXCEEDED, icmpv4::CODE_TTL_EXCEEDED);
-            return self.icmp_error(frame, iface, kind, DropReason::TtlExpired, now);
+            return Step::Break(self.icmp_error(frame, iface, kind, DropReason::TtlExpired, now));
         }
+        Step::Continue(next_hop)
+    }
+
+    /// Sends the packet to `next_hop` once its MAC is known (probing a
+    /// stale one, holding the packet while an unknown one resolves);
+    /// remembers the flow in the flow cache.
+    #[inline(always)]
+    fn resolve_next_hop(&mut self, batch: &mut Batch, pkt: &Packet, next_hop: NextHop) -> Verdict {
+        let (i, now) = (pkt.index, pkt.now);
         let tuning = self.snapshot.tuning;
-        match self.neighbours.lookup(
-            next_hop.iface,
-            next_hop.addr,
-            now,
-            tuning.neighbour_reachable_ns,
-        ) {
+        let (iface, addr) = (next_hop.iface, next_hop.addr);
+        match self
+            .neighbours
+            .lookup(iface, addr, now, tuning.neighbour_reachable_ns)
+        {
             Lookup::Reachable(mac) => {
-                let frame = batch.frame_mut(i);
-                if self.may_exceed_mtu(frame)
-                    && let Some(mtu) = self.refused_mtu_toward(frame, next_hop.iface, mac)
-                {
-                    return self.refuse_too_long(frame, iface, mtu, now);
-                }
-                let verdict = self.forward_resolved(frame, next_hop.iface, mac);
-                if let Some(key) = flow_key {
-                    let next_hop = (next_hop.iface, (next_hop.addr, mac));
-                    self.flow_cache_remember(key, next_hop, verdict, now);
+                let verdict = match self.forward_checked(batch.frame_mut(i), pkt, iface, mac) {
+                    Step::Continue(forwarded) => forwarded,
+                    Step::Break(refused) => return refused,
+                };
+                if let Some(key) = pkt.flow_key {
+                    let tracked = pkt.tracked.take();
+                    self.flow_cache_remember(key, tracked, (iface, (addr, mac)), verdict, now);
                 }
                 verdict
             }
             Lookup::Stale(mac) => {
-                if self.neighbours.probe_due(
-                    next_hop.iface,
-                    next_hop.addr,
-                    now,
-                    tuning.probe_interval_ns,
-                ) {
-                    self.send_arp_request(batch, next_hop.iface, next_hop.addr);
-                }
-                let frame = batch.frame_mut(i);
-                if self.may_exceed_mtu(frame)
-                    && let Some(mtu) = self.refused_mtu_toward(frame, next_hop.iface, mac)
+                if self
+                    .neighbours
+                    .probe_due(iface, addr, now, tuning.probe_interval_ns)
                 {
-                    return self.refuse_too_long(frame, iface, mtu, now);
+                    self.send_arp_request(batch, iface, addr);
                 }
-                self.forward_resolved(frame, next_hop.iface, mac)
+                verdict(self.forward_checked(batch.frame_mut(i), pkt, iface, mac))
             }
-            Lookup::Unknown => self.hold(batch, i, next_hop.iface, next_hop.addr, now),
+            Lookup::Unknown => self.hold(batch, i, iface, addr, now),
         }
+    }
+
+    /// [`forward_resolved`](Self::forward_resolved) after the egress MTU
+    /// check (`Break`: refused, the ICMP error in its place).
+    #[inline(always)]
+    fn forward_checked(
+        &mut self,
+        frame: &mut Frame,
+        pkt: &Packet,
+        iface: L3If,
+        mac: MacAddr,
+    ) -> Step<Verdict> {
+        if self.may_exceed_mtu(frame)
+            && let Some(mtu) = self.refused_mtu_toward(frame, iface, mac)
+        {
+            return Step::Break(self.refuse_too_long(frame, pkt.iface, mtu, pkt.now));
+        }
+        Step::Continue(self.forward_resolved(frame, iface, mac))
     }
 
     /// A fragment sent to the router: the stages after this one see whole
     /// datagrams, as Linux's do; the datagram goes on once whole.
     #[cold]
     #[inline(never)]
-    fn reassemble_then_route(
-        &mut self,
-        batch: &mut Batch,
-        i: usize,
-        l3_offset: usize,
-        iface: L3If,
-        now: u64,
-    ) -> Verdict {
-        match self.reassemble(batch, i, l3_offset, iface, now) {
-            Reassembly::Whole => self.ipv4_input(batch, i, l3_offset, iface, now),
+    fn reassemble_then_route(&mut self, batch: &mut Batch, pkt: &mut Packet) -> Verdict {
+        let from_tunnel = pkt.decapsulated();
+        match self.reassemble(batch, pkt.index, pkt.l3(), pkt.iface, from_tunnel, pkt.now) {
+            Reassembly::Whole => self.ipv4_input(batch, pkt),
             Reassembly::Done(verdict) => verdict,
         }
     }

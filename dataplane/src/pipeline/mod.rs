@@ -21,6 +21,7 @@
 //! the batch after the received ones, each with its own verdict.
 
 mod antispoof;
+mod context;
 mod fast_path;
 mod flow_cache;
 mod gateway;
@@ -40,10 +41,12 @@ pub use neighbour::{NeighbourRecord, SharedNeighbourTable};
 
 use crate::config::Snapshot;
 use crate::mirror::{MirrorNote, MirrorRegistry, MirrorStage, MirrorView};
+use crate::packet::Step;
 use crate::packet::{
     Batch, DropReason, Event, Frame, GsoKind, L3If, PortId, Verdict, WorkerCounters,
 };
 use crate::wire::{EtherType, L2Header};
+use context::Packet;
 
 /// The tables every worker of a node shares: MACs and neighbours are
 /// written rarely and read through per-worker copies; connection tracking
@@ -90,21 +93,14 @@ pub struct Pipeline {
     counters: Arc<WorkerCounters>,
     mirror: MirrorView,
     // VXLAN overlay (overlay/).
-    /// The tunnel the frame being processed was decapsulated from (split horizon).
-    rx_tunnel: Option<crate::overlay::TunnelId>,
     /// Next outer IPv4 identification.
     overlay_ip_id: u16,
     /// Bit per received frame of the batch that was decapsulated.
     tunnel_rx_mask: u64,
-    /// The decapsulated frame being processed is a translated reply that
-    /// legitimately leaves by the uplink (not a gateway answer to tunnel back).
-    tunnel_exit: bool,
     // Established-flow cache (flow_cache.rs).
     flow_cache: flow_cache::FlowCache,
     /// Snapshots installed so far (part of the flow cache's epoch).
     snapshot_changes: u64,
-    /// The tracked flow the NAT stage found for the packet being routed.
-    nat_note: core::cell::Cell<Option<crate::nat::TrackedFlow>>,
     /// Per received frame of the batch: the cache slot the prefetch pass found.
     flow_hints: [u32; flow_cache::HINTED_FRAMES],
     /// The prefetch pass's working space.
@@ -141,13 +137,10 @@ impl Pipeline {
             icmp_bucket,
             counters: Arc::new(WorkerCounters::default()),
             mirror: MirrorView::default(),
-            rx_tunnel: None,
             overlay_ip_id: 0,
             tunnel_rx_mask: 0,
-            tunnel_exit: false,
             flow_cache,
             snapshot_changes: 0,
-            nat_note: core::cell::Cell::new(None),
             flow_hints: [flow_cache::NO_SLOT; flow_cache::HINTED_FRAMES],
             prefetch_scratch: nat_hook::PrefetchScratch::default(),
             reassembly: reassembly::Reassembler::default(),
@@ -278,16 +271,19 @@ impl Pipeline {
         {
             return Verdict::Drop(reason);
         }
+        let mut pkt = Packet::new(i, in_port, l2, now);
         if is_uplink {
-            self.uplink_input(batch, i, &l2, now)
+            self.uplink_input(batch, &mut pkt)
         } else {
-            self.bridge_input(batch, i, &l2, now)
+            self.bridge_input(batch, &mut pkt)
         }
     }
 
+    /// A frame from a pod's port: learned, then routed (to the gateway's
+    /// MAC), flooded (ARP and other multicast) or switched.
     #[inline(always)]
-    fn bridge_input(&mut self, batch: &mut Batch, i: usize, l2: &L2Header, now: u64) -> Verdict {
-        let in_port = batch.frame_mut(i).in_port;
+    fn bridge_input(&mut self, batch: &mut Batch, pkt: &mut Packet) -> Verdict {
+        let l2 = pkt.l2;
         if !l2.src.is_unicast() {
             return Verdict::Drop(DropReason::InvalidSrcMac);
         }
@@ -295,14 +291,20 @@ impl Pipeline {
         if l2.src == gateway.mac {
             return Verdict::Drop(DropReason::SrcMacIsOurs);
         }
-        self.macs
-            .learn(&self.shared.macs, &self.counters, l2.src, in_port, now);
+        self.macs.learn(
+            &self.shared.macs,
+            &self.counters,
+            l2.src,
+            pkt.in_port,
+            pkt.now,
+        );
         if l2.dst == gateway.mac {
-            return self.router_input(batch, i, l2, L3If::Bridge, now);
+            pkt.iface = L3If::Bridge;
+            return self.router_input(batch, pkt);
         }
         if l2.dst.is_multicast() {
             if l2.ethertype == EtherType::ARP
-                && let Some(v) = self.arp_input(batch, i, L3If::Bridge, now)
+                && let Step::Break(v) = self.arp_input(batch, pkt.index, L3If::Bridge, pkt.now)
             {
                 return v;
             }
@@ -310,51 +312,50 @@ impl Pipeline {
             return Verdict::Flood;
         }
         if l2.ethertype == EtherType::IPV4 {
-            let frame = batch.frame_mut(i);
+            let frame = batch.frame_mut(pkt.index);
             if self.may_exceed_mtu(frame)
-                && let Some(v) = self.bridged_too_long(frame, l2.dst, now)
+                && let Step::Break(v) = self.bridged_too_long(frame, l2.dst, pkt.now)
             {
                 return v;
             }
-            if let Some(v) = self.nat_bridged(batch, i, l2.l3_offset, now) {
+            if let Step::Break(v) = self.nat_bridged(batch, pkt) {
                 return v;
             }
         }
-        l2::unicast_verdict(&self.macs, &self.counters, l2.dst, in_port)
+        l2::unicast_verdict(&self.macs, &self.counters, l2.dst, pkt.in_port)
     }
 
-    fn uplink_input(&mut self, batch: &mut Batch, i: usize, l2: &L2Header, now: u64) -> Verdict {
+    /// A frame from the uplink: VXLAN for us, routed, or ARP.
+    fn uplink_input(&mut self, batch: &mut Batch, pkt: &mut Packet) -> Verdict {
         let Some((_, uplink)) = self.snapshot.uplink else {
             return Verdict::Drop(DropReason::NotForUs);
         };
+        let l2 = pkt.l2;
         if l2.dst == uplink.mac {
-            if let Some(verdict) = self.overlay_input(batch, i, l2, now) {
+            if let Step::Break(verdict) = self.overlay_input(batch, pkt) {
                 return verdict;
             }
-            return self.router_input(batch, i, l2, L3If::Uplink, now);
+            pkt.iface = L3If::Uplink;
+            return self.router_input(batch, pkt);
         }
         if l2.dst.is_broadcast() && l2.ethertype == EtherType::ARP {
-            return self
-                .arp_input(batch, i, L3If::Uplink, now)
-                .unwrap_or(Verdict::Drop(DropReason::ArpIgnored));
+            return match self.arp_input(batch, pkt.index, L3If::Uplink, pkt.now) {
+                Step::Break(v) => v,
+                Step::Continue(()) => Verdict::Drop(DropReason::ArpIgnored),
+            };
         }
         Verdict::Drop(DropReason::NotForUs)
     }
 
-    fn router_input(
-        &mut self,
-        batch: &mut Batch,
-        i: usize,
-        l2: &L2Header,
-        iface: L3If,
-        now: u64,
-    ) -> Verdict {
-        match l2.ethertype {
-            EtherType::IPV4 => self.ipv4_input(batch, i, l2.l3_offset, iface, now),
-            EtherType::ARP => self
-                .arp_input(batch, i, iface, now)
-                .unwrap_or(Verdict::Drop(DropReason::ArpIgnored)),
-            _ if iface == L3If::Uplink && self.snapshot.uplink_shared => {
+    /// A frame for the router's MAC on `pkt.iface`.
+    fn router_input(&mut self, batch: &mut Batch, pkt: &mut Packet) -> Verdict {
+        match pkt.l2.ethertype {
+            EtherType::IPV4 => self.ipv4_input(batch, pkt),
+            EtherType::ARP => match self.arp_input(batch, pkt.index, pkt.iface, pkt.now) {
+                Step::Break(v) => v,
+                Step::Continue(()) => Verdict::Drop(DropReason::ArpIgnored),
+            },
+            _ if pkt.iface == L3If::Uplink && self.snapshot.uplink_shared => {
                 Verdict::Drop(DropReason::HostOwned)
             }
             _ => Verdict::Drop(DropReason::L3ProtocolUnsupported),

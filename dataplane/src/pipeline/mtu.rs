@@ -18,6 +18,7 @@
 
 use super::Pipeline;
 use crate::config::Snapshot;
+use crate::packet::Step;
 use crate::packet::{DropReason, Frame, GsoKind, L3If, PortId, Verdict};
 use crate::wire::ethernet::HEADER_LEN as ETH_LEN;
 use crate::wire::{Ipv4Packet, MacAddr, icmpv4};
@@ -67,17 +68,14 @@ impl Pipeline {
 
     /// A frame switched between pods (to `dst`), before the NAT stage may
     /// rewrite a reply in it: refused when too long for the destination's
-    /// port, the error coming from the gateway.
+    /// port (`Break`), the error coming from the gateway.
     #[inline(never)]
-    pub(super) fn bridged_too_long(
-        &mut self,
-        frame: &mut Frame,
-        dst: MacAddr,
-        now: u64,
-    ) -> Option<Verdict> {
-        let port = self.macs.lookup(dst).filter(|&p| p != frame.in_port)?;
-        let mtu = self.refused_mtu(frame, port)?;
-        Some(self.refuse_too_long(frame, L3If::Bridge, mtu, now))
+    pub(super) fn bridged_too_long(&mut self, frame: &mut Frame, dst: MacAddr, now: u64) -> Step {
+        let port = self.macs.lookup(dst).filter(|&p| p != frame.in_port);
+        match port.and_then(|port| self.refused_mtu(frame, port)) {
+            Some(mtu) => Step::Break(self.refuse_too_long(frame, L3If::Bridge, mtu, now)),
+            None => Step::Continue(()),
+        }
     }
 
     /// Turns `frame` (arrived on `iface`) into ICMP fragmentation needed
@@ -96,11 +94,11 @@ impl Pipeline {
         self.icmp_error_rest(frame, iface, kind, rest, DropReason::FragNeeded, now)
     }
 
-    /// The L3 interface a frame from `in_port` arrived on (out of a
-    /// tunnel: the bridge, as the overlay routes it).
+    /// The L3 interface a frame released from the hold queue arrived on
+    /// (by its input port).
     pub(super) fn arrival_iface(&self, in_port: PortId) -> L3If {
         match self.snapshot.uplink {
-            Some((uplink, _)) if uplink == in_port && self.rx_tunnel.is_none() => L3If::Uplink,
+            Some((uplink, _)) if uplink == in_port => L3If::Uplink,
             _ => L3If::Bridge,
         }
     }

@@ -1,17 +1,21 @@
 //! Where the NAT stage ([`crate::nat`]) plugs into the pipeline: routed
 //! IPv4, IPv4 switched between pods, and per-batch conntrack expiry.
 
+use core::cell::Cell;
 use core::net::Ipv4Addr;
 
 use super::Pipeline;
+use super::context::Packet;
 use super::flow_cache::{FlowKey, HINTED_FRAMES, NO_SLOT};
 use super::reassembly::Reassembly;
+use crate::config::Snapshot;
 use crate::conntrack::ConnKey;
 use crate::mirror::{MirrorNote, MirrorStage, NatKind, NatRewrite};
-use crate::nat::{NatAction, NatStage};
+use crate::nat::{NatAction, NatStage, TrackedFlow};
+use crate::packet::Step;
 use crate::packet::{Batch, DropReason, Event, Frame, L3If, Verdict};
-use crate::wire::{EthernetFrame, Ipv4Packet};
-use crate::wire::{ethernet, icmpv4};
+use crate::wire::{EtherType, EthernetFrame, Ipv4Packet};
+use crate::wire::{ethernet, icmpv4, ipv4};
 
 /// Fewest tracked connections for which [`Pipeline::nat_prefetch`]
 /// prefetches conntrack lines: below, the flows' index slots and entries
@@ -27,107 +31,96 @@ const PREFETCH_MIN_SERVICES: usize = if cfg!(test) { 1 } else { 256 };
 const EXPIRE_BUDGET: usize = 8;
 const EXPIRE_BUDGET_IDLE: usize = 4096;
 
-/// What routing does after the NAT stage.
-pub(super) enum AfterNat {
-    /// Route to this (possibly translated) destination.
-    Route(core::net::Ipv4Addr),
-    /// Done.
-    Verdict(Verdict),
-}
-
 impl Pipeline {
-    pub(super) fn nat_stage(&self, now: u64) -> NatStage<'_> {
+    /// The NAT stage at `now`, for a packet out of a tunnel or not, noting
+    /// the conntrack entry it tracks a routed packet under in `note`.
+    pub(super) fn nat_stage<'a>(
+        &'a self,
+        now: u64,
+        from_tunnel: bool,
+        note: &'a Cell<Option<TrackedFlow>>,
+    ) -> NatStage<'a> {
         NatStage {
             snapshot: &self.snapshot,
             conntrack: &self.shared.conntrack,
             affinity: &self.shared.affinity,
             counters: &self.counters,
             now,
-            from_tunnel: self.rx_tunnel.is_some(),
-            note: &self.nat_note,
+            from_tunnel,
+            note,
         }
     }
 
-    /// The NAT stage for a routed IPv4 packet (header already checked).
-    pub(super) fn nat_routed(
-        &mut self,
-        batch: &mut Batch,
-        i: usize,
-        l3: usize,
-        iface: L3If,
-        now: u64,
-    ) -> AfterNat {
-        let frame = batch.frame_mut(i);
+    /// The NAT stage for a routed IPv4 packet (header already checked):
+    /// `Continue` with its destination after translation.
+    pub(super) fn nat_routed(&mut self, batch: &mut Batch, pkt: &Packet) -> Step<Ipv4Addr> {
+        let (l3, iface, now) = (pkt.l3(), pkt.iface, pkt.now);
+        let frame = batch.frame_mut(pkt.index);
         let before = self.mirror_pre_nat(frame, l3);
-        let action = self.nat_stage(now).routed(frame, l3, iface);
+        let action = self
+            .nat_stage(now, pkt.decapsulated(), &pkt.tracked)
+            .routed(frame, l3, iface);
         if let NatAction::Continue = action {
             self.mirror_post_nat(frame, l3, before);
         }
-        match action {
+        Step::Break(match action {
             NatAction::Continue => {
                 let dst = frame
                     .data()
                     .get(l3..)
                     .map(|ip| Ipv4Packet::new_unchecked(ip).dst_addr())
-                    .unwrap_or(core::net::Ipv4Addr::UNSPECIFIED);
-                AfterNat::Route(dst)
+                    .unwrap_or(Ipv4Addr::UNSPECIFIED);
+                return Step::Continue(dst);
             }
-            NatAction::Verdict(v) => AfterNat::Verdict(v),
-            NatAction::EchoReply => AfterNat::Verdict(self.local_input(frame, iface, now)),
+            NatAction::Verdict(v) => v,
+            NatAction::EchoReply => self.local_input(frame, iface, pkt.decapsulated(), now),
             NatAction::RejectIcmp(from) => {
                 let kind = ((icmpv4::DST_UNREACHABLE, icmpv4::CODE_PORT_UNREACHABLE), 0);
-                AfterNat::Verdict(self.icmp_error_from(
-                    frame,
-                    iface,
-                    Some(from),
-                    kind,
-                    DropReason::ServiceNoEndpoints,
-                    now,
-                ))
+                let reason = DropReason::ServiceNoEndpoints;
+                self.icmp_error_from(frame, iface, Some(from), kind, reason, now)
             }
-        }
+        })
     }
 
     /// The NAT stage for an IPv4 frame switched between bridge ports: a
     /// translated reply leaves with the gateway's MAC and TTL − 1, as if
-    /// routed; a backend's fragments are reassembled first. `Some`: its
+    /// routed; a backend's fragments are reassembled first. `Break`: its
     /// verdict (dropped, or a fragment held).
-    pub(super) fn nat_bridged(
-        &mut self,
-        batch: &mut Batch,
-        i: usize,
-        l3: usize,
-        now: u64,
-    ) -> Option<Verdict> {
+    pub(super) fn nat_bridged(&mut self, batch: &mut Batch, pkt: &Packet) -> Step {
         if self.shared.conntrack.is_empty() {
-            return None;
+            return Step::Continue(());
         }
+        let (i, l3, now) = (pkt.index, pkt.l3(), pkt.now);
         let frame = batch.frame_mut(i);
         // Only a service backend's packets can be replies of DNATed flows
         // (and its ICMP errors about them): everything else between pods
         // is switched without a conntrack lookup.
-        let (src, fragment) = frame
+        let Some((src, fragment)) = frame
             .data()
             .get(l3..)
             .and_then(|ip| Ipv4Packet::new_checked(ip).ok())
-            .map(|ip| (ip.src_addr(), ip.is_fragment()))?;
+            .map(|ip| (ip.src_addr(), ip.is_fragment()))
+        else {
+            return Step::Continue(());
+        };
         if !self.snapshot.services.is_backend_ip(src) {
-            return None;
+            return Step::Continue(());
         }
         // A reply in fragments is translated back whole.
         if fragment
-            && let Reassembly::Done(verdict) = self.reassemble(batch, i, l3, L3If::Bridge, now)
+            && let Reassembly::Done(verdict) =
+                self.reassemble(batch, i, l3, L3If::Bridge, false, now)
         {
-            return Some(verdict);
+            return Step::Break(verdict);
         }
         let frame = batch.frame_mut(i);
         let before = self.mirror_pre_nat(frame, l3);
-        let result = self.nat_stage(now).bridged(frame, l3);
+        let result = self.nat_stage(now, false, &pkt.tracked).bridged(frame, l3);
         if result.is_ok() {
             self.mirror_post_nat(frame, l3, before);
         }
         match result {
-            Ok(false) => None,
+            Ok(false) => Step::Continue(()),
             Ok(true) => {
                 let data = frame.data_mut();
                 EthernetFrame::new_unchecked(&mut *data).set_src_addr(self.snapshot.gateway.mac);
@@ -138,9 +131,9 @@ impl Pipeline {
                     ip.decrement_ttl();
                 }
                 self.counters.event(Event::Routed);
-                None
+                Step::Continue(())
             }
-            Err(reason) => Some(Verdict::Drop(reason)),
+            Err(reason) => Step::Break(Verdict::Drop(reason)),
         }
     }
 
@@ -206,7 +199,6 @@ impl Pipeline {
     /// that look untracked, what picking their service endpoint reads.
     /// `true`: it noted a slot.
     pub(super) fn nat_prefetch(&mut self, batch: &Batch, now: u64) -> bool {
-        let mut hints = [NO_SLOT; HINTED_FRAMES];
         let conntrack = &self.shared.conntrack;
         // Cached flows: finding their slots and entries here, for the whole
         // batch, hides the misses even when all is in L2 (1,000 flows:
@@ -215,61 +207,47 @@ impl Pipeline {
         // a small conntrack and a few services (that part costs ~150
         // instructions per frame, −14 % on in-cache traffic).
         // Slots are noted only when the flow cache (and so the fast path) may be used.
-        let probe_flows =
-            self.flow_cache.ever_filled() && !conntrack.is_empty() && self.flow_cache_usable();
-        let probe_conntrack = conntrack.len() >= PREFETCH_MIN_CONNECTIONS;
-        let probe_services = self.snapshot.services.len() >= PREFETCH_MIN_SERVICES;
-        if !(probe_flows || probe_conntrack || probe_services) {
-            self.flow_hints = hints;
-            return false;
-        }
+        let plan = PrefetchPlan {
+            flows: self.flow_cache.ever_filled()
+                && !conntrack.is_empty()
+                && self.flow_cache_usable(),
+            conntrack: conntrack.len() >= PREFETCH_MIN_CONNECTIONS,
+            services: self.snapshot.services.len() >= PREFETCH_MIN_SERVICES,
+        };
+        let mut hints = [NO_SLOT; HINTED_FRAMES];
+        let noted = (plan.flows || plan.conntrack || plan.services)
+            && self.prefetch_batch(batch, plan, &mut hints, now);
+        self.flow_hints = hints;
+        noted
+    }
+
+    /// [`nat_prefetch`](Self::nat_prefetch) for a batch with something to
+    /// prefetch; notes the cache slots of frames of cached flows in `hints`.
+    #[inline(always)]
+    fn prefetch_batch(
+        &mut self,
+        batch: &Batch,
+        plan: PrefetchPlan,
+        hints: &mut [u32; HINTED_FRAMES],
+        now: u64,
+    ) -> bool {
+        let conntrack = &self.shared.conntrack;
         let epoch = self.flow_epoch();
         let PrefetchScratch { probes, misses } = &mut self.prefetch_scratch;
         probes.len = 0;
         misses.len = 0;
-        let flush = |keys: &[ConnKey]| {
-            let mut tracked = [false; CHUNK];
-            let tracked = &mut tracked[..keys.len()];
-            if probe_services {
-                crate::nat::prefetch_service_slots(&self.snapshot, keys);
-            }
-            if probe_conntrack {
-                conntrack.prefetch_batch(keys, tracked);
-            }
-            if probe_services {
-                crate::nat::prefetch_new_flows(&self.snapshot, keys, tracked);
-            }
-        };
-        let s = &self.snapshot;
-        let gateway = s.gateway.mac.0;
-        let uplink = s.uplink.map(|(_, u)| u.mac.0);
+        let flush = |keys: &[ConnKey]| plan.prefetch(&self.snapshot, conntrack, keys);
         for i in 0..batch.rx_len() {
             let Some((frame, _)) = batch.get(i) else {
                 break;
             };
-            let data = frame.data();
-            let Some(head) = data.get(..ethernet::HEADER_LEN + 20) else {
+            let switched = plan.conntrack || plan.services;
+            let Some((key, routed)) = prefetch_candidate(&self.snapshot, frame, switched) else {
                 continue;
             };
-            if head[12..14] != [0x08, 0x00] {
-                continue;
-            }
-            // Routed frames (to the gateway or the uplink), and frames
-            // switched from a service backend: the ones the NAT stage looks up.
-            // Only routed frames use the flow cache.
-            let routed = head[..6] == gateway || uplink.is_some_and(|m| head[..6] == m);
-            if !routed {
-                let src = Ipv4Addr::new(head[26], head[27], head[28], head[29]);
-                if !(probe_conntrack || probe_services) || !s.services.is_backend_ip(src) {
-                    continue;
-                }
-            }
-            let ip = &data[ethernet::HEADER_LEN..];
-            let Some(key) = crate::nat::prefetch_key(ip) else {
-                continue;
-            };
+            let ip = &frame.data()[ethernet::HEADER_LEN..];
             // New flows (TCP SYNs) skip the flow cache.
-            if probe_flows && routed && i < HINTED_FRAMES && !crate::nat::is_tcp_syn(ip) {
+            if plan.flows && routed && i < HINTED_FRAMES && !crate::nat::is_tcp_syn(ip) {
                 let flow_key = FlowKey::new(frame.in_port, &key);
                 let set = self.flow_cache.prefetch_set(flow_key);
                 probes.push(i as u8, flow_key, set);
@@ -279,26 +257,19 @@ impl Pipeline {
         }
         // The sets are on their way: find the flows, start loading their
         // conntrack entries; the flows not cached go to the conntrack prefetch.
-        let mut noted = false;
-        for p in probes.iter() {
-            match self.flow_cache.find_in_set(p.set, p.flow_key, epoch, now) {
-                Some((slot, flow)) => {
-                    let t = &flow.flow.tracked;
-                    conntrack.prefetch_entry(usize::from(t.shard), t.id);
-                    if let Some(hint) = hints.get_mut(usize::from(p.frame)) {
-                        *hint = slot;
-                        noted = true;
-                    }
+        let noted = find_probed_flows(
+            &self.flow_cache,
+            conntrack,
+            probes,
+            hints,
+            (epoch, now),
+            |key| {
+                if misses.push(key) {
+                    flush(misses.take());
                 }
-                None => {
-                    if misses.push(p.flow_key.conn_key()) {
-                        flush(misses.take());
-                    }
-                }
-            }
-        }
+            },
+        );
         flush(misses.take());
-        self.flow_hints = hints;
         noted
     }
 
@@ -314,6 +285,93 @@ impl Pipeline {
             conntrack.expire_step(now, budget);
         }
     }
+}
+
+/// For each frame whose flow-cache set was prefetched (`probes`): its
+/// cached flow's slot noted in `hints` and its conntrack entry prefetched,
+/// or, not cached, its key handed to `uncached`. `true`: it noted a slot.
+#[inline(always)]
+fn find_probed_flows(
+    flow_cache: &super::flow_cache::FlowCache,
+    conntrack: &crate::nat::SharedConntrack,
+    probes: &FlowProbes,
+    hints: &mut [u32; HINTED_FRAMES],
+    (epoch, now): (u64, u64),
+    mut uncached: impl FnMut(ConnKey),
+) -> bool {
+    let mut noted = false;
+    for p in probes.iter() {
+        match flow_cache.find_in_set(p.set, p.flow_key, epoch, now) {
+            Some((slot, flow)) => {
+                let t = &flow.flow.tracked;
+                conntrack.prefetch_entry(usize::from(t.shard), t.id);
+                if let Some(hint) = hints.get_mut(usize::from(p.frame)) {
+                    *hint = slot;
+                    noted = true;
+                }
+            }
+            None => uncached(p.flow_key.conn_key()),
+        }
+    }
+    noted
+}
+
+/// What the prefetch pass loads for a batch: the flow cache's sets, the
+/// conntrack's slots and entries, what new flows of services read.
+#[derive(Clone, Copy)]
+struct PrefetchPlan {
+    flows: bool,
+    conntrack: bool,
+    services: bool,
+}
+
+impl PrefetchPlan {
+    /// Starts loading what looking `keys` up reads: their conntrack slots
+    /// and entries, their services, and what picking an endpoint for the
+    /// untracked ones reads.
+    #[inline(always)]
+    fn prefetch(
+        self,
+        snapshot: &Snapshot,
+        conntrack: &crate::nat::SharedConntrack,
+        keys: &[ConnKey],
+    ) {
+        let mut tracked = [false; CHUNK];
+        let tracked = &mut tracked[..keys.len()];
+        if self.services {
+            crate::nat::prefetch_service_slots(snapshot, keys);
+        }
+        if self.conntrack {
+            conntrack.prefetch_batch(keys, tracked);
+        }
+        if self.services {
+            crate::nat::prefetch_new_flows(snapshot, keys, tracked);
+        }
+    }
+}
+
+/// The conntrack key of a frame the NAT stage will look up, and whether
+/// it is routed: untagged IPv4 to the gateway's or the uplink's MAC, or
+/// (`switched`: when the conntrack or the services are prefetched)
+/// switched from a service backend. Only routed frames use the flow cache.
+#[inline(always)]
+fn prefetch_candidate(s: &Snapshot, frame: &Frame, switched: bool) -> Option<(ConnKey, bool)> {
+    let data = frame.data();
+    let head = data.first_chunk::<{ ethernet::HEADER_LEN + ipv4::HEADER_LEN }>()?;
+    let eth = EthernetFrame::new_unchecked(&head[..]);
+    if eth.ethertype() != EtherType::IPV4 {
+        return None;
+    }
+    let dst = eth.dst_addr();
+    let routed = dst == s.gateway.mac || s.uplink.is_some_and(|(_, u)| dst == u.mac);
+    if !routed {
+        let src = Ipv4Packet::new_unchecked(&head[ethernet::HEADER_LEN..]).src_addr();
+        if !switched || !s.services.is_backend_ip(src) {
+            return None;
+        }
+    }
+    let key = crate::nat::prefetch_key(&data[ethernet::HEADER_LEN..])?;
+    Some((key, routed))
 }
 
 /// Keys per conntrack prefetch round.

@@ -19,13 +19,15 @@
 use core::net::Ipv4Addr;
 
 use super::Pipeline;
+use super::context::Packet;
 use super::neighbour::Lookup;
 use super::reassembly::Reassembly;
 use crate::io::fragment::Fragmenter;
 use crate::mirror::{MirrorNote, MirrorStage};
 use crate::overlay::encap::{self, EncapParams};
 use crate::overlay::{TunnelId, coalesce, decap};
-use crate::packet::{Batch, DropReason, Event, Frame, GsoKind, L3If, Verdict};
+use crate::packet::{Batch, DropReason, Event, Frame, GsoKind, L3If, PortId, Verdict};
+use crate::packet::{Step, verdict};
 use crate::wire::{EtherType, EthernetFrame, Ipv4Packet, L2Header, MacAddr, icmpv4};
 
 /// What the tunnel output needs to know about the inner IPv4 packet.
@@ -37,6 +39,16 @@ struct InnerFacts {
     wire_len: usize,
     /// Outer packets this frame becomes.
     segments: u16,
+}
+
+/// Where a tunnel leads.
+struct TunnelTarget {
+    /// The remote node's address (the outer destination).
+    node_ip: Ipv4Addr,
+    /// The remote VTEP's MAC (the inner destination).
+    vtep_mac: MacAddr,
+    /// The outer next hop on the uplink.
+    next_hop: Ipv4Addr,
 }
 
 fn inner_facts(frame: &Frame, l3_offset: usize) -> Option<InnerFacts> {
@@ -83,125 +95,42 @@ impl Pipeline {
         }
     }
 
-    /// Sends the IPv4 packet in frame `i` (IP header at `l3_offset`,
-    /// arrived on `iface`) into tunnel `tunnel`.
+    /// Sends the routed IPv4 packet `pkt` into tunnel `tunnel`: the
+    /// tunnel's checks, the inner frame readied, the outer headers put on,
+    /// out of the uplink (held while the outer next hop resolves).
     pub(super) fn tunnel_output(
         &mut self,
         batch: &mut Batch,
-        i: usize,
-        l3_offset: usize,
+        pkt: &Packet,
         tunnel: TunnelId,
-        iface: L3If,
-        now: u64,
     ) -> Verdict {
-        if self.rx_tunnel.is_some() {
-            return Verdict::Drop(DropReason::VxlanSplitHorizon);
-        }
-        let Some(overlay) = self.snapshot.overlay.as_ref() else {
-            return Verdict::Drop(DropReason::NoRoute);
-        };
-        let Some(t) = overlay.tunnels.get(tunnel) else {
-            return Verdict::Drop(DropReason::NoRoute);
-        };
-        let (inner_mtu, remote_ip, remote_mac, next_hop) =
-            (overlay.inner_mtu, t.node_ip, t.vtep_mac, t.outer_next_hop);
-        let frame = batch.frame_mut(i);
-        let Some(facts) = inner_facts(frame, l3_offset) else {
-            return Verdict::Drop(DropReason::Ipv4Malformed);
-        };
-        if facts.ttl <= 1 {
-            let kind = (icmpv4::TIME_EXCEEDED, icmpv4::CODE_TTL_EXCEEDED);
-            return self.icmp_error(frame, iface, kind, DropReason::TtlExpired, now);
-        }
-        // A packet without DF too long for the tunnel goes in fragments
-        // that fit it (cut when sent); one with DF is refused with ICMP.
-        let mut fragments = 0;
-        if facts.wire_len > usize::from(inner_mtu)
-            && !facts.dont_frag
-            && frame.offload.gso == GsoKind::None
-        {
-            let cut = Fragmenter::new(frame.data(), usize::from(inner_mtu));
-            let Ok(cut) = cut else {
-                return Verdict::Drop(DropReason::VxlanTooBig);
-            };
-            fragments = u16::try_from(cut.remaining()).unwrap_or(u16::MAX);
-        } else if facts.wire_len > usize::from(inner_mtu) {
-            let kind = (icmpv4::DST_UNREACHABLE, icmpv4::CODE_FRAG_NEEDED);
-            let verdict = self.icmp_error_rest(
-                frame,
-                iface,
-                kind,
-                u32::from(inner_mtu),
-                DropReason::VxlanTooBig,
-                now,
-            );
-            if matches!(verdict, Verdict::Forward(_)) {
-                self.counters.event(Event::VxlanFragNeededSent);
-            }
-            return verdict;
-        }
-        if frame.offload.gso == GsoKind::None {
-            if let Some((start, offset)) = frame.offload.csum {
-                let done = crate::io::gso::complete_checksum(
-                    frame.data_mut(),
-                    usize::from(start),
-                    usize::from(offset),
-                );
-                if done.is_err() {
-                    return Verdict::Drop(DropReason::VxlanEncapFailed);
-                }
-            }
-            frame.offload = crate::packet::Offload::default();
-        }
-        let vtep_mac = overlay.vtep_mac;
-        let Some(mut eth) = EthernetFrame::new_checked(frame.data_mut()).ok() else {
-            return Verdict::Drop(DropReason::EthernetMalformed);
-        };
-        eth.set_src_addr(vtep_mac);
-        eth.set_dst_addr(remote_mac);
-        let data = frame.data_mut();
-        let Some(mut ip) = data
-            .get_mut(l3_offset..)
-            .and_then(|b| Ipv4Packet::new_checked(b).ok())
-        else {
-            return Verdict::Drop(DropReason::Ipv4Malformed);
-        };
-        ip.decrement_ttl();
-        let src_port = encap::flow_src_port(ip.into_inner());
+        verdict(self.encapsulate_into(batch, pkt, tunnel))
+    }
+
+    #[inline(always)]
+    fn encapsulate_into(
+        &mut self,
+        batch: &mut Batch,
+        pkt: &Packet,
+        tunnel: TunnelId,
+    ) -> Step<Verdict> {
+        let (i, now) = (pkt.index, pkt.now);
+        let (target, facts, fragments) = self.tunnel_checks(batch.frame_mut(i), pkt, tunnel)?;
+        let src_port = self.ready_inner(batch.frame_mut(i), pkt.l3(), target.vtep_mac)?;
         self.counters.event(Event::Routed);
-        let tuning = self.snapshot.tuning;
-        let outer_mac =
-            match self
-                .neighbours
-                .lookup(L3If::Uplink, next_hop, now, tuning.neighbour_reachable_ns)
-            {
-                Lookup::Reachable(mac) => Some(mac),
-                Lookup::Stale(mac) => {
-                    if self.neighbours.probe_due(
-                        L3If::Uplink,
-                        next_hop,
-                        now,
-                        tuning.probe_interval_ns,
-                    ) {
-                        self.send_arp_request(batch, L3If::Uplink, next_hop);
-                    }
-                    Some(mac)
-                }
-                Lookup::Unknown => None,
-            };
+        let outer_mac = self.outer_next_hop_mac(batch, target.next_hop, now);
         let ip_id = self.overlay_ip_id;
         self.overlay_ip_id = ip_id.wrapping_add(facts.segments.max(fragments));
-        let Some(overlay) = self.snapshot.overlay.as_ref() else {
-            return Verdict::Drop(DropReason::NoRoute);
-        };
-        let Some((uplink_port, uplink)) = self.snapshot.uplink else {
-            return Verdict::Drop(DropReason::NoRoute);
+        let (Some(overlay), Some((uplink_port, uplink))) =
+            (self.snapshot.overlay.as_ref(), self.snapshot.uplink)
+        else {
+            return Step::Break(Verdict::Drop(DropReason::NoRoute));
         };
         let params = EncapParams {
             src_mac: uplink.mac,
             dst_mac: outer_mac.unwrap_or(MacAddr::ZERO),
             src_ip: overlay.node_ip,
-            dst_ip: remote_ip,
+            dst_ip: target.node_ip,
             src_port,
             dst_port: overlay.udp_port,
             vni: overlay.vni,
@@ -210,19 +139,156 @@ impl Pipeline {
             df: overlay.df,
             udp_checksum: overlay.outer_udp_checksum,
         };
-        let frame = batch.frame_mut(i);
+        self.encapsulate_frame(batch.frame_mut(i), &params, uplink_port, fragments)?;
+        Step::Break(match outer_mac {
+            Some(_) => Verdict::Forward(uplink_port),
+            None => self.hold_frame(batch, i, L3If::Uplink, target.next_hop, now, true),
+        })
+    }
+
+    /// What a packet must pass to enter `tunnel`: split horizon, TTL (ICMP
+    /// time exceeded), the tunnel's MTU (ICMP fragmentation needed with DF;
+    /// without, the number of fragments it is cut into when sent).
+    #[inline(always)]
+    fn tunnel_checks(
+        &mut self,
+        frame: &mut Frame,
+        pkt: &Packet,
+        tunnel: TunnelId,
+    ) -> Step<(TunnelTarget, InnerFacts, u16)> {
+        let (iface, now) = (pkt.iface, pkt.now);
+        if pkt.decapsulated() {
+            return Step::Break(Verdict::Drop(DropReason::VxlanSplitHorizon));
+        }
+        let Some(overlay) = self.snapshot.overlay.as_ref() else {
+            return Step::Break(Verdict::Drop(DropReason::NoRoute));
+        };
+        let Some(t) = overlay.tunnels.get(tunnel) else {
+            return Step::Break(Verdict::Drop(DropReason::NoRoute));
+        };
+        let inner_mtu = overlay.inner_mtu;
+        let target = TunnelTarget {
+            node_ip: t.node_ip,
+            vtep_mac: t.vtep_mac,
+            next_hop: t.outer_next_hop,
+        };
+        let Some(facts) = inner_facts(frame, pkt.l3()) else {
+            return Step::Break(Verdict::Drop(DropReason::Ipv4Malformed));
+        };
+        if facts.ttl <= 1 {
+            let kind = (icmpv4::TIME_EXCEEDED, icmpv4::CODE_TTL_EXCEEDED);
+            return Step::Break(self.icmp_error(frame, iface, kind, DropReason::TtlExpired, now));
+        }
+        if facts.wire_len <= usize::from(inner_mtu) {
+            return Step::Continue((target, facts, 0));
+        }
+        // Too long for the tunnel: without DF it goes in fragments that
+        // fit it (cut when sent); with DF it is refused with ICMP.
+        if !facts.dont_frag && frame.offload.gso == GsoKind::None {
+            let Ok(cut) = Fragmenter::new(frame.data(), usize::from(inner_mtu)) else {
+                return Step::Break(Verdict::Drop(DropReason::VxlanTooBig));
+            };
+            let fragments = u16::try_from(cut.remaining()).unwrap_or(u16::MAX);
+            return Step::Continue((target, facts, fragments));
+        }
+        let kind = (icmpv4::DST_UNREACHABLE, icmpv4::CODE_FRAG_NEEDED);
+        let mtu = u32::from(inner_mtu);
+        let verdict = self.icmp_error_rest(frame, iface, kind, mtu, DropReason::VxlanTooBig, now);
+        if matches!(verdict, Verdict::Forward(_)) {
+            self.counters.event(Event::VxlanFragNeededSent);
+        }
+        Step::Break(verdict)
+    }
+
+    /// Readies the inner frame: its partial checksum completed (no GSO),
+    /// our VTEP's MAC to the remote one, TTL − 1. `Continue` with the
+    /// outer UDP source port of its flow.
+    #[inline(always)]
+    fn ready_inner(&self, frame: &mut Frame, l3_offset: usize, remote_mac: MacAddr) -> Step<u16> {
+        if frame.offload.gso == GsoKind::None {
+            if let Some((start, offset)) = frame.offload.csum {
+                let done = crate::io::gso::complete_checksum(
+                    frame.data_mut(),
+                    usize::from(start),
+                    usize::from(offset),
+                );
+                if done.is_err() {
+                    return Step::Break(Verdict::Drop(DropReason::VxlanEncapFailed));
+                }
+            }
+            frame.offload = crate::packet::Offload::default();
+        }
+        let Some(vtep_mac) = self.snapshot.overlay.as_ref().map(|o| o.vtep_mac) else {
+            return Step::Break(Verdict::Drop(DropReason::NoRoute));
+        };
+        let Some(mut eth) = EthernetFrame::new_checked(frame.data_mut()).ok() else {
+            return Step::Break(Verdict::Drop(DropReason::EthernetMalformed));
+        };
+        eth.set_src_addr(vtep_mac);
+        eth.set_dst_addr(remote_mac);
+        let data = frame.data_mut();
+        let Some(mut ip) = data
+            .get_mut(l3_offset..)
+            .and_then(|b| Ipv4Packet::new_checked(b).ok())
+        else {
+            return Step::Break(Verdict::Drop(DropReason::Ipv4Malformed));
+        };
+        ip.decrement_ttl();
+        Step::Continue(encap::flow_src_port(ip.into_inner()))
+    }
+
+    /// The MAC of the tunnel's outer next hop on the uplink, if known
+    /// (probing it when stale).
+    #[inline(always)]
+    fn outer_next_hop_mac(
+        &mut self,
+        batch: &mut Batch,
+        next_hop: Ipv4Addr,
+        now: u64,
+    ) -> Option<MacAddr> {
+        let tuning = self.snapshot.tuning;
+        let reachable_ns = tuning.neighbour_reachable_ns;
+        match self
+            .neighbours
+            .lookup(L3If::Uplink, next_hop, now, reachable_ns)
+        {
+            Lookup::Reachable(mac) => Some(mac),
+            Lookup::Stale(mac) => {
+                let probe_ns = tuning.probe_interval_ns;
+                if self
+                    .neighbours
+                    .probe_due(L3If::Uplink, next_hop, now, probe_ns)
+                {
+                    self.send_arp_request(batch, L3If::Uplink, next_hop);
+                }
+                Some(mac)
+            }
+            Lookup::Unknown => None,
+        }
+    }
+
+    /// Puts the outer headers on (in `fragments` when it is cut), with the
+    /// `pre-encap` and `post-encap` mirror stages around it.
+    #[inline(always)]
+    fn encapsulate_frame(
+        &self,
+        frame: &mut Frame,
+        params: &EncapParams,
+        uplink_port: PortId,
+        fragments: u16,
+    ) -> Step {
         let in_port = frame.in_port;
         if self.mirror_active(MirrorStage::PreEncap) {
             let note = MirrorNote::new(MirrorStage::PreEncap, in_port).with_out_port(uplink_port);
             self.mirror(MirrorStage::PreEncap, in_port, frame.data(), note);
         }
         let encapsulated = if fragments > 0 {
-            encap::encapsulate_to_fragment(frame, &params)
+            encap::encapsulate_to_fragment(frame, params)
         } else {
-            encap::encapsulate(frame, &params)
+            encap::encapsulate(frame, params)
         };
         if encapsulated.is_err() {
-            return Verdict::Drop(DropReason::VxlanEncapFailed);
+            return Step::Break(Verdict::Drop(DropReason::VxlanEncapFailed));
         }
         // The outer frame as built (a frame waiting for ARP has a zero
         // destination MAC until it is released; a GSO frame's outer lengths
@@ -237,10 +303,7 @@ impl Pipeline {
         } else if frame.encap_len > 0 {
             self.counters.event(Event::VxlanGsoSegmented);
         }
-        match outer_mac {
-            Some(_) => Verdict::Forward(uplink_port),
-            None => self.hold_frame(batch, i, L3If::Uplink, next_hop, now, true),
-        }
+        Step::Continue(())
     }
 
     /// Sets the outer MACs of an encapsulated frame released from the hold queue.
@@ -256,24 +319,21 @@ impl Pipeline {
         Verdict::Forward(port)
     }
 
-    /// A frame for the uplink's MAC: `Some` when it is VXLAN for us (then
-    /// decapsulated and routed), `None` for the ordinary router.
-    pub(super) fn overlay_input(
-        &mut self,
-        batch: &mut Batch,
-        i: usize,
-        l2: &L2Header,
-        now: u64,
-    ) -> Option<Verdict> {
-        let overlay = self.snapshot.overlay.as_ref()?;
-        if l2.ethertype != EtherType::IPV4 {
-            return None;
+    /// A frame for the uplink's MAC: `Break` when it is VXLAN for us (then
+    /// decapsulated and routed), `Continue` for the ordinary router.
+    pub(super) fn overlay_input(&mut self, batch: &mut Batch, pkt: &mut Packet) -> Step {
+        let Some(overlay) = self.snapshot.overlay.as_ref() else {
+            return Step::Continue(());
+        };
+        if pkt.l2.ethertype != EtherType::IPV4 {
+            return Step::Continue(());
         }
+        let i = pkt.index;
         let frame = batch.frame_mut(i);
         let tunnel = match decap::decapsulate(frame, overlay) {
             Ok(Some(tunnel)) => tunnel,
-            Ok(None) => return None,
-            Err(reason) => return Some(self.decap_refused(batch, i, l2, reason, now)),
+            Ok(None) => return Step::Continue(()),
+            Err(reason) => return Step::Break(self.decap_refused(batch, pkt, reason)),
         };
         self.counters.event(Event::VxlanDecapsulated);
         if frame.offload.gso != GsoKind::None {
@@ -286,28 +346,44 @@ impl Pipeline {
             .ok()
             .and_then(|inner| super::strip_priority_tags(frame, inner))
         else {
-            return Some(Verdict::Drop(DropReason::VxlanInnerNotForUs));
+            return Step::Break(Verdict::Drop(DropReason::VxlanInnerNotForUs));
         };
         let ours = inner.dst == overlay.vtep_mac || inner.dst == self.snapshot.gateway.mac;
         if !ours || inner.vlan_tags > 0 || inner.ethertype != EtherType::IPV4 {
-            return Some(Verdict::Drop(DropReason::VxlanInnerNotForUs));
+            return Step::Break(Verdict::Drop(DropReason::VxlanInnerNotForUs));
         }
-        self.rx_tunnel = Some(tunnel);
-        self.tunnel_exit = false;
-        let verdict = self.ipv4_input(batch, i, inner.l3_offset, L3If::Bridge, now);
-        self.rx_tunnel = None;
-        if core::mem::take(&mut self.tunnel_exit) {
+        Step::Break(self.route_decapsulated(batch, pkt, inner, tunnel))
+    }
+
+    /// The inner packet of a VXLAN packet out of `tunnel`: routed as if it
+    /// came from the bridge domain; what would leave by the uplink again is
+    /// dropped (split horizon) or, a gateway answer, sent back through the
+    /// tunnel.
+    fn route_decapsulated(
+        &mut self,
+        batch: &mut Batch,
+        pkt: &mut Packet,
+        inner: L2Header,
+        tunnel: TunnelId,
+    ) -> Verdict {
+        pkt.l2 = inner;
+        pkt.iface = L3If::Bridge;
+        pkt.rx_tunnel = Some(tunnel);
+        pkt.tunnel_exit = false;
+        let verdict = self.ipv4_input(batch, pkt);
+        pkt.rx_tunnel = None;
+        if core::mem::take(&mut pkt.tunnel_exit) {
             // A translated reply routed out of the uplink (see `ipv4_input`).
-            return Some(verdict);
+            return verdict;
         }
-        Some(match (verdict, self.snapshot.uplink) {
+        match (verdict, self.snapshot.uplink) {
             // The gateway answered the remote sender (echo reply, ICMP
             // error): back through the tunnel its destination lies behind.
             (Verdict::Forward(port), Some((uplink_port, _))) if port == uplink_port => {
-                self.reply_into_tunnel(batch, i, inner.l3_offset, now)
+                self.reply_into_tunnel(batch, pkt)
             }
             (verdict, _) => verdict,
-        })
+        }
     }
 
     /// A packet decapsulation refused for `reason`: dropped, but an outer
@@ -319,18 +395,20 @@ impl Pipeline {
     fn decap_refused(
         &mut self,
         batch: &mut Batch,
-        i: usize,
-        l2: &L2Header,
+        pkt: &mut Packet,
         reason: DropReason,
-        now: u64,
     ) -> Verdict {
         if reason != DropReason::VxlanFragmented {
             return Verdict::Drop(reason);
         }
-        match self.reassemble(batch, i, l2.l3_offset, L3If::Uplink, now) {
-            Reassembly::Whole => match self.overlay_input(batch, i, l2, now) {
-                Some(verdict) => verdict,
-                None => self.router_input(batch, i, l2, L3If::Uplink, now),
+        let (i, l3, now) = (pkt.index, pkt.l3(), pkt.now);
+        match self.reassemble(batch, i, l3, L3If::Uplink, false, now) {
+            Reassembly::Whole => match self.overlay_input(batch, pkt) {
+                Step::Break(verdict) => verdict,
+                Step::Continue(()) => {
+                    pkt.iface = L3If::Uplink;
+                    self.router_input(batch, pkt)
+                }
             },
             Reassembly::Done(verdict) => verdict,
         }
@@ -376,21 +454,20 @@ impl Pipeline {
         }
     }
 
-    fn reply_into_tunnel(
-        &mut self,
-        batch: &mut Batch,
-        i: usize,
-        l3_offset: usize,
-        now: u64,
-    ) -> Verdict {
+    /// A gateway answer to a packet out of a tunnel, sent back into the
+    /// tunnel its destination lies behind.
+    fn reply_into_tunnel(&mut self, batch: &mut Batch, pkt: &mut Packet) -> Verdict {
         let dst = batch
-            .frame_mut(i)
+            .frame_mut(pkt.index)
             .data()
-            .get(l3_offset..)
+            .get(pkt.l3()..)
             .and_then(|b| Ipv4Packet::new_checked(b).ok())
             .map(|ip| ip.dst_addr());
         match dst.and_then(|dst| self.tunnel_route(dst)) {
-            Some(tunnel) => self.tunnel_output(batch, i, l3_offset, tunnel, L3If::Bridge, now),
+            Some(tunnel) => {
+                pkt.iface = L3If::Bridge;
+                self.tunnel_output(batch, pkt, tunnel)
+            }
             None => Verdict::Drop(DropReason::VxlanSplitHorizon),
         }
     }

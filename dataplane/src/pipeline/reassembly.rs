@@ -305,6 +305,7 @@ impl Pipeline {
         i: usize,
         l3: usize,
         iface: L3If,
+        from_tunnel: bool,
         now: u64,
     ) -> Reassembly {
         let frame = batch.frame_mut(i);
@@ -322,9 +323,8 @@ impl Pipeline {
             ident: ip.ident(),
         };
         // Echo to us (not through a tunnel) is answered from the slot.
-        let echo_to_us = key.protocol == IpProtocol::ICMP
-            && self.snapshot.is_local_ip(key.dst)
-            && self.rx_tunnel.is_none();
+        let echo_to_us =
+            key.protocol == IpProtocol::ICMP && self.snapshot.is_local_ip(key.dst) && !from_tunnel;
         let Some(slot) = self.claim_slot(key, frame, l3, iface, now) else {
             return Reassembly::Done(Verdict::Drop(DropReason::FragmentMemory));
         };
