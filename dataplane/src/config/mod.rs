@@ -2,7 +2,7 @@
 //!
 //! The file is parsed into [`NodeConfig`] (plain serde types, unknown fields
 //! rejected), then validated completely into a [`Snapshot`]: ports get
-//! [`PortId`]s, connected routes are derived, static routes are resolved to
+//! [`PortId`](crate::packet::PortId)s, connected routes are derived, static routes are resolved to
 //! an outgoing L3 interface. The pipeline only ever sees a `Snapshot`; a new
 //! configuration is a new snapshot with a higher generation, swapped in
 //! whole. `config/node.example.toml` documents every field.

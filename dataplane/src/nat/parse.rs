@@ -10,7 +10,7 @@ use super::rewrite::{ICMP_IDENT_AT, SCTP, read_u16};
 use crate::conntrack::{ConnKey, TcpSegment};
 use crate::wire::icmpv4;
 use crate::wire::tcp::FLAG_SYN;
-use crate::wire::{IpProtocol, Ipv4Packet, TcpPacket};
+use crate::wire::{IpProtocol, Ipv4Packet, TcpPacket, ipv4};
 
 /// The fields of a packet the stage looks at.
 #[derive(Clone, Copy, Debug)]
@@ -90,18 +90,17 @@ pub(super) fn parse(ip: &[u8]) -> Result<Parsed, Unparsed> {
 /// the stage's own parsing, with fewer steps.
 #[inline]
 pub fn flow_of(ip: &[u8]) -> Option<(ConnKey, Option<TcpSegment>)> {
-    let header = ip.get(..20)?;
-    let version_ihl = header[0];
-    let ihl = usize::from(version_ihl & 0x0f) * 4;
-    let total = usize::from(u16::from_be_bytes([header[2], header[3]]));
-    let fragment = u16::from_be_bytes([header[6], header[7]]) & 0x3fff != 0;
-    if version_ihl >> 4 != 4 || ihl < 20 || fragment {
+    let header = Ipv4Packet::new_unchecked(ip.first_chunk::<{ ipv4::HEADER_LEN }>()?);
+    let ihl = header.header_len();
+    if header.version() != 4 || ihl < ipv4::HEADER_LEN || header.is_fragment() {
         return None;
     }
-    let l4 = ip.get(ihl..total)?;
-    let addr =
-        |at: usize| Ipv4Addr::new(header[at], header[at + 1], header[at + 2], header[at + 3]);
-    l4_flow(IpProtocol(header[9]), (addr(12), addr(16)), l4)
+    let l4 = ip.get(ihl..usize::from(header.total_len()))?;
+    l4_flow(
+        header.protocol(),
+        (header.src_addr(), header.dst_addr()),
+        l4,
+    )
 }
 
 /// [`flow_of`] after the IPv4 header: the key and segment of the TCP or

@@ -1,7 +1,7 @@
 //! What the stages know about the frame in hand, and what each returns.
 //!
-//! A [`Packet`] is filled as a frame goes through the stages: its input
-//! port and Ethernet header when it is parsed at the start, the L3
+//! A [`Packet`] is filled as a frame goes through the stages: its
+//! Ethernet header when it is parsed at the start, the L3
 //! interface when it reaches the router, its IPv4 addresses and TTL when
 //! the router has checked the header, the tunnel it came out of when the
 //! overlay decapsulated it, the conntrack entry the NAT stage tracked it
@@ -20,7 +20,7 @@ use core::net::Ipv4Addr;
 use super::flow_cache::FlowKey;
 use crate::nat::TrackedFlow;
 use crate::overlay::TunnelId;
-use crate::packet::{L3If, PortId};
+use crate::packet::L3If;
 use crate::wire::L2Header;
 
 /// The frame being processed, as the stages have found it so far.
@@ -28,8 +28,6 @@ use crate::wire::L2Header;
 pub(super) struct Packet {
     /// Its position in the batch.
     pub index: usize,
-    /// The port it arrived on.
-    pub in_port: PortId,
     /// Its Ethernet header (priority tags removed; after decapsulation,
     /// the inner frame's).
     pub l2: L2Header,
@@ -54,12 +52,11 @@ pub(super) struct Packet {
 }
 
 impl Packet {
-    /// A frame just parsed at L2.
+    /// A frame just parsed at L2, on its way to the router.
     #[inline(always)]
-    pub(super) fn new(index: usize, in_port: PortId, l2: L2Header, now: u64) -> Packet {
+    pub(super) fn new(index: usize, l2: L2Header, now: u64) -> Packet {
         Packet {
             index,
-            in_port,
             l2,
             now,
             iface: L3If::Bridge,

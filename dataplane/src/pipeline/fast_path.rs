@@ -20,7 +20,9 @@ use super::{Pipeline, antispoof};
 use crate::conntrack::{ConnKey, TcpSegment};
 use crate::packet::Step;
 use crate::packet::{Batch, PortId, Verdict};
-use crate::wire::{EtherType, EthernetFrame, IpProtocol, L2Header, MacAddr, ethernet, ipv4};
+use crate::wire::{
+    EtherType, EthernetFrame, IpProtocol, Ipv4Packet, L2Header, MacAddr, ethernet, ipv4,
+};
 
 impl Pipeline {
     /// Forwards frame `i` of `batch` (its receive already counted; its
@@ -121,25 +123,19 @@ impl Pipeline {
 #[inline]
 fn plain_flow(ip: &[u8]) -> Option<(ConnKey, Option<TcpSegment>)> {
     let header = ip.first_chunk::<{ ipv4::HEADER_LEN }>()?;
-    let total = usize::from(u16::from_be_bytes([header[2], header[3]]));
-    let fragment = header[6] & 0x3f != 0 || header[7] != 0;
-    if header[0] != 0x45 || total < ipv4::HEADER_LEN || fragment || header[8] <= 1 {
+    let view = Ipv4Packet::new_unchecked(&header[..]);
+    let total = usize::from(view.total_len());
+    let plain = view.version() == 4 && view.header_len() == ipv4::HEADER_LEN;
+    if !plain || total < ipv4::HEADER_LEN || view.is_fragment() || view.ttl() <= 1 {
         return None;
     }
     let l4 = ip.get(ipv4::HEADER_LEN..total)?;
     if !ipv4::plain_header_checksum_ok(header) {
         return None;
     }
-    let addr = |at: usize| {
-        core::net::Ipv4Addr::from_bits(u32::from_be_bytes([
-            header[at],
-            header[at + 1],
-            header[at + 2],
-            header[at + 3],
-        ]))
-    };
     // No martian check: the key holds the addresses, and the full path
     // drops a martian before it could cache its flow, so such a packet
     // misses the cache.
-    crate::nat::l4_flow(IpProtocol(header[9]), (addr(12), addr(16)), l4)
+    let addrs = (view.src_addr(), view.dst_addr());
+    crate::nat::l4_flow(view.protocol(), addrs, l4)
 }

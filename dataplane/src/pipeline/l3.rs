@@ -14,7 +14,6 @@ use super::Pipeline;
 use super::context::Packet;
 use super::host::HostRoute;
 use super::neighbour::Lookup;
-use super::reassembly::Reassembly;
 use crate::packet::{Batch, DropReason, Event, Frame, L3If, Verdict};
 use crate::packet::{Step, verdict};
 use crate::routes::NextHop;
@@ -211,8 +210,8 @@ impl Pipeline {
     fn reassemble_then_route(&mut self, batch: &mut Batch, pkt: &mut Packet) -> Verdict {
         let from_tunnel = pkt.decapsulated();
         match self.reassemble(batch, pkt.index, pkt.l3(), pkt.iface, from_tunnel, pkt.now) {
-            Reassembly::Whole => self.ipv4_input(batch, pkt),
-            Reassembly::Done(verdict) => verdict,
+            Step::Continue(()) => self.ipv4_input(batch, pkt),
+            Step::Break(verdict) => verdict,
         }
     }
 

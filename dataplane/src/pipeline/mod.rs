@@ -10,15 +10,23 @@
 //!                                               └─ else: l2 (unicast / flood)
 //! ```
 //!
+//! A frame's stages share what they learn about it through its
+//! per-packet context (`context.rs`: input port, Ethernet header, L3
+//! interface, addresses before NAT, the tunnel it came out of, its
+//! conntrack entry); each stage returns a [`Step`](crate::packet::Step),
+//! `Continue` (with what the next one needs) or `Break` with the frame's
+//! verdict, so a path through the stages reads as a sequence of `?`
+//! (`l3.rs`: the router's stages in order). This module only composes
+//! them.
+//!
 //! Routed packets of tracked flows first try the worker's established-flow
 //! cache (`flow_cache.rs`), which skips the NAT lookups, the route and the
 //! neighbour for flows it has seen; its plain frames skip the stages in
-//! between too (`fast_path.rs`). Each stage returns a [`Verdict`]; the
-//! frame is rewritten in place. The hot path never allocates, logs or
-//! panics: drops bump a per-worker
-//! counter keyed by [`DropReason`]. Frames the switch originates (ARP
-//! requests, packets released from the neighbour hold queue) are appended to
-//! the batch after the received ones, each with its own verdict.
+//! between too (`fast_path.rs`). The frame is rewritten in place. The hot
+//! path never allocates, logs or panics: drops bump a per-worker counter
+//! keyed by [`DropReason`]. Frames the switch originates (ARP requests,
+//! packets released from the neighbour hold queue) are appended to the
+//! batch after the received ones, each with its own verdict.
 
 mod antispoof;
 mod context;
@@ -271,19 +279,20 @@ impl Pipeline {
         {
             return Verdict::Drop(reason);
         }
-        let mut pkt = Packet::new(i, in_port, l2, now);
         if is_uplink {
+            let mut pkt = Packet::new(i, l2, now);
             self.uplink_input(batch, &mut pkt)
         } else {
-            self.bridge_input(batch, &mut pkt)
+            self.bridge_input(batch, i, &l2, now)
         }
     }
 
     /// A frame from a pod's port: learned, then routed (to the gateway's
-    /// MAC), flooded (ARP and other multicast) or switched.
+    /// MAC), flooded (ARP and other multicast) or switched. Switched frames
+    /// need no packet context: it is built for the router.
     #[inline(always)]
-    fn bridge_input(&mut self, batch: &mut Batch, pkt: &mut Packet) -> Verdict {
-        let l2 = pkt.l2;
+    fn bridge_input(&mut self, batch: &mut Batch, i: usize, l2: &L2Header, now: u64) -> Verdict {
+        let in_port = batch.frame_mut(i).in_port;
         if !l2.src.is_unicast() {
             return Verdict::Drop(DropReason::InvalidSrcMac);
         }
@@ -291,20 +300,15 @@ impl Pipeline {
         if l2.src == gateway.mac {
             return Verdict::Drop(DropReason::SrcMacIsOurs);
         }
-        self.macs.learn(
-            &self.shared.macs,
-            &self.counters,
-            l2.src,
-            pkt.in_port,
-            pkt.now,
-        );
+        self.macs
+            .learn(&self.shared.macs, &self.counters, l2.src, in_port, now);
         if l2.dst == gateway.mac {
-            pkt.iface = L3If::Bridge;
-            return self.router_input(batch, pkt);
+            let mut pkt = Packet::new(i, *l2, now);
+            return self.router_input(batch, &mut pkt);
         }
         if l2.dst.is_multicast() {
             if l2.ethertype == EtherType::ARP
-                && let Step::Break(v) = self.arp_input(batch, pkt.index, L3If::Bridge, pkt.now)
+                && let Step::Break(v) = self.arp_input(batch, i, L3If::Bridge, now)
             {
                 return v;
             }
@@ -312,17 +316,17 @@ impl Pipeline {
             return Verdict::Flood;
         }
         if l2.ethertype == EtherType::IPV4 {
-            let frame = batch.frame_mut(pkt.index);
+            let frame = batch.frame_mut(i);
             if self.may_exceed_mtu(frame)
-                && let Step::Break(v) = self.bridged_too_long(frame, l2.dst, pkt.now)
+                && let Step::Break(v) = self.bridged_too_long(frame, l2.dst, now)
             {
                 return v;
             }
-            if let Step::Break(v) = self.nat_bridged(batch, pkt) {
+            if let Step::Break(v) = self.nat_bridged(batch, i, l2.l3_offset, now) {
                 return v;
             }
         }
-        l2::unicast_verdict(&self.macs, &self.counters, l2.dst, pkt.in_port)
+        l2::unicast_verdict(&self.macs, &self.counters, l2.dst, in_port)
     }
 
     /// A frame from the uplink: VXLAN for us, routed, or ARP.

@@ -7,13 +7,13 @@ use core::net::Ipv4Addr;
 use super::Pipeline;
 use super::context::Packet;
 use super::flow_cache::{FlowKey, HINTED_FRAMES, NO_SLOT};
-use super::reassembly::Reassembly;
 use crate::config::Snapshot;
 use crate::conntrack::ConnKey;
 use crate::mirror::{MirrorNote, MirrorStage, NatKind, NatRewrite};
 use crate::nat::{NatAction, NatStage, TrackedFlow};
 use crate::packet::Step;
 use crate::packet::{Batch, DropReason, Event, Frame, L3If, Verdict};
+use crate::services::Protocol;
 use crate::wire::{EtherType, EthernetFrame, Ipv4Packet};
 use crate::wire::{ethernet, icmpv4, ipv4};
 
@@ -86,11 +86,10 @@ impl Pipeline {
     /// translated reply leaves with the gateway's MAC and TTL − 1, as if
     /// routed; a backend's fragments are reassembled first. `Break`: its
     /// verdict (dropped, or a fragment held).
-    pub(super) fn nat_bridged(&mut self, batch: &mut Batch, pkt: &Packet) -> Step {
+    pub(super) fn nat_bridged(&mut self, batch: &mut Batch, i: usize, l3: usize, now: u64) -> Step {
         if self.shared.conntrack.is_empty() {
             return Step::Continue(());
         }
-        let (i, l3, now) = (pkt.index, pkt.l3(), pkt.now);
         let frame = batch.frame_mut(i);
         // Only a service backend's packets can be replies of DNATed flows
         // (and its ICMP errors about them): everything else between pods
@@ -108,14 +107,15 @@ impl Pipeline {
         }
         // A reply in fragments is translated back whole.
         if fragment
-            && let Reassembly::Done(verdict) =
-                self.reassemble(batch, i, l3, L3If::Bridge, false, now)
+            && let Step::Break(verdict) = self.reassemble(batch, i, l3, L3If::Bridge, false, now)
         {
             return Step::Break(verdict);
         }
         let frame = batch.frame_mut(i);
         let before = self.mirror_pre_nat(frame, l3);
-        let result = self.nat_stage(now, false, &pkt.tracked).bridged(frame, l3);
+        // Replies only: the NAT stage notes no entry for the flow cache.
+        let no_note = Cell::new(None);
+        let result = self.nat_stage(now, false, &no_note).bridged(frame, l3);
         if result.is_ok() {
             self.mirror_post_nat(frame, l3, before);
         }
@@ -472,9 +472,9 @@ struct Tuple {
 
 fn tuple(data: &[u8], l3: usize) -> Option<Tuple> {
     let ip = Ipv4Packet::new_checked(data.get(l3..)?).ok()?;
-    let ports = match ip.protocol().0 {
-        6 | 17 | 132 => ip.payload().get(..4),
-        _ => None,
+    let ports = match Protocol::from_number(ip.protocol().0) {
+        Some(_) => ip.payload().get(..4),
+        None => None,
     };
     let (sport, dport) = ports.map_or((0, 0), |p| {
         (

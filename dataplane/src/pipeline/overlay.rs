@@ -21,7 +21,6 @@ use core::net::Ipv4Addr;
 use super::Pipeline;
 use super::context::Packet;
 use super::neighbour::Lookup;
-use super::reassembly::Reassembly;
 use crate::io::fragment::Fragmenter;
 use crate::mirror::{MirrorNote, MirrorStage};
 use crate::overlay::encap::{self, EncapParams};
@@ -359,6 +358,7 @@ impl Pipeline {
     /// came from the bridge domain; what would leave by the uplink again is
     /// dropped (split horizon) or, a gateway answer, sent back through the
     /// tunnel.
+    #[inline(always)]
     fn route_decapsulated(
         &mut self,
         batch: &mut Batch,
@@ -403,14 +403,14 @@ impl Pipeline {
         }
         let (i, l3, now) = (pkt.index, pkt.l3(), pkt.now);
         match self.reassemble(batch, i, l3, L3If::Uplink, false, now) {
-            Reassembly::Whole => match self.overlay_input(batch, pkt) {
+            Step::Continue(()) => match self.overlay_input(batch, pkt) {
                 Step::Break(verdict) => verdict,
                 Step::Continue(()) => {
                     pkt.iface = L3If::Uplink;
                     self.router_input(batch, pkt)
                 }
             },
-            Reassembly::Done(verdict) => verdict,
+            Step::Break(verdict) => verdict,
         }
     }
 

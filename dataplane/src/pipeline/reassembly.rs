@@ -36,7 +36,7 @@
 use core::net::Ipv4Addr;
 
 use super::Pipeline;
-use crate::packet::{Batch, DropReason, Event, Frame, L3If, PortId, Verdict};
+use crate::packet::{Batch, DropReason, Event, Frame, L3If, PortId, Step, Verdict};
 use crate::wire::ipv4::{self, Ipv4Packet};
 use crate::wire::{EthernetFrame, IpProtocol, MacAddr};
 
@@ -287,17 +287,10 @@ impl Reassembler {
     }
 }
 
-/// What [`Pipeline::reassemble`] made of a fragment.
-pub(super) enum Reassembly {
-    /// Its frame now holds the whole datagram: go on with it.
-    Whole,
-    /// Held, answered or dropped.
-    Done(Verdict),
-}
-
 impl Pipeline {
     /// Frame `i`, an IPv4 fragment (header at `l3`, arrived on `iface`):
-    /// held until its datagram is whole, then the datagram written into
+    /// held until its datagram is whole (`Break`: held, answered or
+    /// dropped), then the datagram written into
     /// the frame (or, an echo request to us, answered).
     pub(super) fn reassemble(
         &mut self,
@@ -307,14 +300,14 @@ impl Pipeline {
         iface: L3If,
         from_tunnel: bool,
         now: u64,
-    ) -> Reassembly {
+    ) -> Step {
         let frame = batch.frame_mut(i);
         let ip = frame.data().get(l3..).map(Ipv4Packet::new_checked);
         let Some(Ok(ip)) = ip else {
-            return Reassembly::Done(Verdict::Drop(DropReason::Ipv4Malformed));
+            return Step::Break(Verdict::Drop(DropReason::Ipv4Malformed));
         };
         if !ip.verify_checksum() {
-            return Reassembly::Done(Verdict::Drop(DropReason::Ipv4BadChecksum));
+            return Step::Break(Verdict::Drop(DropReason::Ipv4BadChecksum));
         }
         let key = DatagramKey {
             src: ip.src_addr(),
@@ -326,17 +319,17 @@ impl Pipeline {
         let echo_to_us =
             key.protocol == IpProtocol::ICMP && self.snapshot.is_local_ip(key.dst) && !from_tunnel;
         let Some(slot) = self.claim_slot(key, frame, l3, iface, now) else {
-            return Reassembly::Done(Verdict::Drop(DropReason::FragmentMemory));
+            return Step::Break(Verdict::Drop(DropReason::FragmentMemory));
         };
         let Some(d) = self.reassembly.slots.get_mut(slot) else {
-            return Reassembly::Done(Verdict::Drop(DropReason::FragmentMemory));
+            return Step::Break(Verdict::Drop(DropReason::FragmentMemory));
         };
         let offset = usize::from(ip.frag_offset());
         match d.add(offset, ip.more_frags(), ip.header(), ip.payload()) {
-            Added::Held => Reassembly::Done(Verdict::Consumed),
-            Added::Repeat => Reassembly::Done(Verdict::Drop(DropReason::FragmentOverlap)),
-            Added::Misfit => Reassembly::Done(self.give_up(slot, DropReason::FragmentOverlap, 0)),
-            Added::Complete if echo_to_us => Reassembly::Done(self.answer_datagram(slot)),
+            Added::Held => Step::Break(Verdict::Consumed),
+            Added::Repeat => Step::Break(Verdict::Drop(DropReason::FragmentOverlap)),
+            Added::Misfit => Step::Break(self.give_up(slot, DropReason::FragmentOverlap, 0)),
+            Added::Complete if echo_to_us => Step::Break(self.answer_datagram(slot)),
             Added::Complete => self.restore(batch.frame_mut(i), l3, slot),
         }
     }
@@ -351,18 +344,18 @@ impl Pipeline {
 
     /// Writes the whole datagram of slot `slot` into `frame` (its IP
     /// header at `l3`) and frees the slot.
-    fn restore(&mut self, frame: &mut Frame, l3: usize, slot: usize) -> Reassembly {
+    fn restore(&mut self, frame: &mut Frame, l3: usize, slot: usize) -> Step {
         let Some(d) = self.reassembly.slots.get(slot) else {
-            return Reassembly::Done(Verdict::Drop(DropReason::FragmentMemory));
+            return Step::Break(Verdict::Drop(DropReason::FragmentMemory));
         };
         let (header_len, end) = (d.header_len, d.end.unwrap_or(0));
         let total = header_len + end;
         if total > MAX_DATAGRAM {
             // Its first fragment's options made it longer than IPv4 allows.
-            return Reassembly::Done(self.give_up(slot, DropReason::FragmentOverlap, 1));
+            return Step::Break(self.give_up(slot, DropReason::FragmentOverlap, 1));
         }
         if !frame.set_len(l3 + total) {
-            return Reassembly::Done(self.give_up(slot, DropReason::FragmentMemory, 1));
+            return Step::Break(self.give_up(slot, DropReason::FragmentMemory, 1));
         }
         let whole = frame.data_mut().get_mut(l3..).unwrap_or_default();
         let (header, payload) = whole.split_at_mut(header_len.min(whole.len()));
@@ -375,7 +368,7 @@ impl Pipeline {
         frame.offload = crate::packet::Offload::default();
         self.reassembly.free(slot);
         self.counters.event(Event::Ipv4Reassembled);
-        Reassembly::Whole
+        Step::Continue(())
     }
 
     /// The slot for `key`'s datagram (see [`Reassembler::slot_for`]; what

@@ -114,7 +114,7 @@ impl Entry {
         (other.dst(), other.src())
     }
 
-    /// The owner's tag (see [`ConntrackTable::set_mark`]).
+    /// The owner's tag (see [`ConntrackTable::set_mark`](super::ConntrackTable::set_mark)).
     pub const fn mark(&self) -> u16 {
         self.mark
     }
