@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::Once;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::Serialize;
@@ -155,8 +156,9 @@ pub struct Store {
     db: Option<Database>,
     path: PathBuf,
     /// Damage was found: the file must not be written again, not even
-    /// when closing it.
-    damaged: Cell<bool>,
+    /// when closing it. Atomic so that a write can run on another thread
+    /// ([`Store::commit_diff_if`]).
+    damaged: AtomicBool,
 }
 
 thread_local! {
@@ -239,7 +241,7 @@ impl Store {
         let store = Store {
             db: Some(db),
             path,
-            damaged: Cell::new(false),
+            damaged: AtomicBool::new(false),
         };
         store.guarded("creating the tables", |store| {
             let txn = store
@@ -272,7 +274,7 @@ impl Store {
         let result = without_panics(|| f(self))
             .unwrap_or_else(|panic| Err(damaged(&self.path, &format!("{step}: {panic}"))));
         if let Err(StoreError::Damaged { .. }) = result {
-            self.damaged.set(true);
+            self.damaged.store(true, Ordering::Relaxed);
         }
         result
     }
@@ -296,10 +298,29 @@ impl Store {
     /// transaction, encoding each as it is written (as [`Store::commit`] of
     /// [`changes`], without the list). Nothing to write is no transaction.
     pub fn commit_diff(&self, old: &ApiState, new: &ApiState) -> Result<(), StoreError> {
-        self.guarded("writing", |store| store.write_diff(old, new))
+        self.commit_diff_if(old, new, || true).map(drop)
     }
 
-    fn write_diff(&self, old: &ApiState, new: &ApiState) -> Result<(), StoreError> {
+    /// As [`Store::commit_diff`], but once the keys are written the
+    /// transaction waits for `proceed` and is committed only if it says so
+    /// (else dropped): the keys of a large change can be written on another
+    /// thread while the caller builds what the change runs. Returns whether
+    /// it was committed.
+    pub fn commit_diff_if(
+        &self,
+        old: &ApiState,
+        new: &ApiState,
+        proceed: impl FnOnce() -> bool,
+    ) -> Result<bool, StoreError> {
+        self.guarded("writing", |store| store.write_diff(old, new, proceed))
+    }
+
+    fn write_diff(
+        &self,
+        old: &ApiState,
+        new: &ApiState,
+        proceed: impl FnOnce() -> bool,
+    ) -> Result<bool, StoreError> {
         let txn = self
             .db()?
             .begin_write()
@@ -331,10 +352,16 @@ impl Store {
                 }
             })?;
         }
-        if written == 0 {
-            return txn.abort().map_err(io_error(&self.path, "abort"));
+        if !proceed() {
+            txn.abort().map_err(io_error(&self.path, "abort"))?;
+            return Ok(false);
         }
-        txn.commit().map_err(io_error(&self.path, "commit"))
+        if written == 0 {
+            txn.abort().map_err(io_error(&self.path, "abort"))?;
+            return Ok(true);
+        }
+        txn.commit().map_err(io_error(&self.path, "commit"))?;
+        Ok(true)
     }
 
     fn write_all(&self, changes: &[Change]) -> Result<(), StoreError> {
@@ -439,7 +466,7 @@ impl Drop for Store {
         let Some(db) = self.db.take() else {
             return;
         };
-        if self.damaged.get() {
+        if self.damaged.load(Ordering::Relaxed) {
             std::mem::forget(db);
         } else if let Err(panic) = without_panics(move || drop(db)) {
             tracing::warn!(file = %self.path.display(), "closing the state database: {panic}");

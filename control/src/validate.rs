@@ -14,7 +14,7 @@ use crate::error::ControlError;
 use crate::state::{Endpoint, Mirror, NodeRecord, Service};
 
 /// `namespace/name` with DNS-1123 labels.
-pub fn check_service_name(field: &str, name: &str) -> Result<(), ControlError> {
+pub fn check_service_name(field: impl std::fmt::Display, name: &str) -> Result<(), ControlError> {
     let ok = name
         .split_once('/')
         .is_some_and(|(ns, n)| dns_label(ns) && dns_label(n));
@@ -22,7 +22,7 @@ pub fn check_service_name(field: &str, name: &str) -> Result<(), ControlError> {
         Ok(())
     } else {
         Err(ControlError::invalid(
-            field,
+            field.to_string(),
             format!("{name:?}"),
             "must be namespace/name, each a DNS label (a-z, 0-9, '-', at most 63)",
         ))
@@ -40,7 +40,7 @@ pub fn dns_label(s: &str) -> bool {
 }
 
 /// A resource name for nodes, mirrors, ports: 1–64 of `[A-Za-z0-9._-]`.
-pub fn check_name(field: &str, name: &str) -> Result<(), ControlError> {
+pub fn check_name(field: impl std::fmt::Display, name: &str) -> Result<(), ControlError> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name
@@ -50,16 +50,17 @@ pub fn check_name(field: &str, name: &str) -> Result<(), ControlError> {
         Ok(())
     } else {
         Err(ControlError::invalid(
-            field,
+            field.to_string(),
             format!("{name:?}"),
             "must be 1 to 64 characters of A-Z a-z 0-9 . _ -",
         ))
     }
 }
 
-/// Validates one service on its own (`field` prefixes every error).
-pub fn validate_service(field: &str, s: &Service) -> Result<(), ControlError> {
-    check_service_name(&format!("{field}.name"), &s.name)?;
+/// Validates one service on its own (`field` prefixes every error; it is
+/// written out only for an error, as an apply checks 100,000 services).
+pub fn validate_service(field: impl std::fmt::Display, s: &Service) -> Result<(), ControlError> {
+    check_service_name(format_args!("{field}.name"), &s.name)?;
     let ip = s.cluster_ip;
     if ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast() || ip.is_loopback() {
         return Err(ControlError::invalid(
@@ -77,7 +78,7 @@ pub fn validate_service(field: &str, s: &Service) -> Result<(), ControlError> {
     }
     let mut seen = BTreeSet::new();
     for (i, p) in s.ports.iter().enumerate() {
-        let f = format!("{field}.ports[{i}]");
+        let f = format_args!("{field}.ports[{i}]");
         if !matches!(p.protocol.as_str(), "TCP" | "UDP" | "SCTP") {
             return Err(ControlError::invalid(
                 format!("{f}.protocol"),
@@ -178,7 +179,10 @@ fn is_unicast(ip: Ipv4Addr) -> bool {
 }
 
 /// Validates a service's endpoint list.
-pub fn validate_endpoints(field: &str, endpoints: &[Endpoint]) -> Result<(), ControlError> {
+pub fn validate_endpoints(
+    field: impl std::fmt::Display,
+    endpoints: &[Endpoint],
+) -> Result<(), ControlError> {
     let mut seen = BTreeSet::new();
     for (i, e) in endpoints.iter().enumerate() {
         let a = e.address;
@@ -196,7 +200,7 @@ pub fn validate_endpoints(field: &str, endpoints: &[Endpoint]) -> Result<(), Con
             });
         }
         if !e.node.is_empty() {
-            check_name(&format!("{field}[{i}].node"), &e.node)?;
+            check_name(format_args!("{field}[{i}].node"), &e.node)?;
         }
         if let Some((name, port)) = e.ports.iter().find(|(_, p)| !(1..=65535).contains(*p)) {
             return Err(ControlError::invalid(
@@ -255,7 +259,7 @@ pub fn check_service_conflicts<'a>(
 
 /// Validates one node on its own.
 pub fn validate_node(field: &str, n: &NodeRecord) -> Result<(), ControlError> {
-    check_name(&format!("{field}.name"), &n.name)?;
+    check_name(format_args!("{field}.name"), &n.name)?;
     if n.node_ip.is_unspecified() || n.node_ip.is_multicast() || n.node_ip.is_broadcast() {
         return Err(ControlError::invalid(
             format!("{field}.node_ip"),
@@ -316,7 +320,7 @@ pub fn validate_mirror(
     m: &Mirror,
     ports: &BTreeSet<String>,
 ) -> Result<(), ControlError> {
-    check_name(&format!("{field}.name"), &m.name)?;
+    check_name(format_args!("{field}.name"), &m.name)?;
     check_selection(field, &m.ports, &m.direction, &m.stage, &m.stages, ports)?;
     if m.iface.is_empty() {
         return Err(ControlError::invalid(

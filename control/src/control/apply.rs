@@ -9,7 +9,6 @@ use std::collections::{BTreeMap, HashSet};
 
 use compact_str::CompactString;
 
-use super::commit::Candidate;
 use super::{ApplyReport, Control, conflicts, refuse_managed};
 use crate::error::ControlError;
 use crate::state::{
@@ -83,10 +82,7 @@ impl Control {
             nodes,
             ..self.state().without_services()
         };
-        report.generation = self.commit(Candidate::State {
-            state: Box::new(candidate),
-            changed,
-        })?;
+        report.generation = self.commit_state_while_storing(candidate, changed)?;
         // The old state, the old table and the decoding's garbage are
         // free now: hundreds of MB at 100,000 services.
         podswitch_dataplane::mem::heap::release_free_memory();
@@ -106,9 +102,9 @@ impl Control {
         let mut services = Vec::with_capacity(list.len());
         let mut endpoints = Vec::with_capacity(list.len());
         for (i, s) in list.into_iter().enumerate() {
-            validate_service(&format!("services[{i}]"), &s.service)?;
-            addresses.check_cluster_ip(&format!("services[{i}]."), &s.service)?;
-            validate_endpoints(&format!("services[{i}].endpoints"), &s.endpoints)?;
+            validate_service(format_args!("services[{i}]"), &s.service)?;
+            addresses.check_cluster_ip(format_args!("services[{i}]."), &s.service)?;
+            validate_endpoints(format_args!("services[{i}].endpoints"), &s.endpoints)?;
             let name = s.service.name.clone();
             if !names.insert(name.clone()) {
                 return Err(ControlError::ListedTwice {

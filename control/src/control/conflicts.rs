@@ -77,7 +77,11 @@ impl NodeAddresses {
 
     /// Refuses `service` when its cluster IP is one of them; `prefix` (e.g.
     /// `services[3].`) comes before `cluster_ip` in the message.
-    pub fn check_cluster_ip(&self, prefix: &str, service: &Service) -> Result<(), ControlError> {
+    pub fn check_cluster_ip(
+        &self,
+        prefix: impl std::fmt::Display,
+        service: &Service,
+    ) -> Result<(), ControlError> {
         match self.0.get(&service.cluster_ip) {
             Some(whose) => Err(taken(
                 &format!("{prefix}cluster_ip"),

@@ -12,13 +12,12 @@ use std::fmt;
 
 use compact_str::CompactString;
 use serde::Deserialize;
-use serde::de::{
-    self, DeserializeSeed, Deserializer, IntoDeserializer, MapAccess, Visitor,
-};
+use serde::de::{self, DeserializeSeed, Deserializer, IntoDeserializer, MapAccess, Visitor};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use crate::state::{ApiError, Endpoint, Service, ServiceWithEndpoints};
+use crate::api::ApiError;
+use crate::state::{Endpoint, Service, ServiceWithEndpoints};
 
 /// Fewest services worth decoding on more than one thread.
 const PARALLEL_DECODE: usize = 1024;
@@ -50,10 +49,7 @@ pub(super) fn decode(texts: &[&RawValue]) -> Result<Vec<ServiceWithEndpoints>, A
 }
 
 /// The services of `texts`, the first of which is `services[first]`.
-fn decode_part(
-    texts: &[&RawValue],
-    first: usize,
-) -> Result<Vec<ServiceWithEndpoints>, ApiError> {
+fn decode_part(texts: &[&RawValue], first: usize) -> Result<Vec<ServiceWithEndpoints>, ApiError> {
     texts
         .iter()
         .enumerate()
@@ -168,7 +164,12 @@ mod tests {
     use super::*;
 
     /// The service from its text, and from its value tree.
-    fn both_ways(text: &str) -> (Result<ServiceWithEndpoints, ApiError>, Result<ServiceWithEndpoints, ApiError>) {
+    fn both_ways(
+        text: &str,
+    ) -> (
+        Result<ServiceWithEndpoints, ApiError>,
+        Result<ServiceWithEndpoints, ApiError>,
+    ) {
         let value: Value = serde_json::from_str(text).unwrap();
         (
             service(text, 7),
@@ -197,17 +198,36 @@ mod tests {
     #[test]
     fn errors_are_the_value_trees() {
         for (text, field) in [
-            (r#"{"name": "a/b", "cluster_ip": "10.96.0.1", "ports": [{"port": "x"}]}"#, "services[7].ports[0].port: "),
-            (r#"{"name": "a/b", "cluster_ip": "10.96.0.1", "ports": [], "endpoints": [{"address": "x"}]}"#, "services[7].endpoints[0].address: "),
-            (r#"{"name": "a/b", "cluster_ip": "10.96.0.1", "ports": [], "endpoints": null}"#, "services[7].endpoints: "),
-            (r#"{"name": "a/b", "cluster_ip": "10.96.0.1", "ports": [], "colour": 1}"#, "services[7].colour: "),
-            (r#"{"cluster_ip": "10.96.0.1", "ports": []}"#, "services[7]: "),
+            (
+                r#"{"name": "a/b", "cluster_ip": "10.96.0.1", "ports": [{"port": "x"}]}"#,
+                "services[7].ports[0].port: ",
+            ),
+            (
+                r#"{"name": "a/b", "cluster_ip": "10.96.0.1", "ports": [], "endpoints": [{"address": "x"}]}"#,
+                "services[7].endpoints[0].address: ",
+            ),
+            (
+                r#"{"name": "a/b", "cluster_ip": "10.96.0.1", "ports": [], "endpoints": null}"#,
+                "services[7].endpoints: ",
+            ),
+            (
+                r#"{"name": "a/b", "cluster_ip": "10.96.0.1", "ports": [], "colour": 1}"#,
+                "services[7].colour: ",
+            ),
+            (
+                r#"{"cluster_ip": "10.96.0.1", "ports": []}"#,
+                "services[7]: ",
+            ),
             (r#"[1, 2]"#, "services[7][0]: "),
         ] {
             let (fast, reference) = both_ways(text);
             let (fast, reference) = (fast.unwrap_err(), reference.unwrap_err());
             assert_eq!(fast.message, reference.message);
-            assert!(fast.message.starts_with(&format!("invalid body: {field}")), "{}", fast.message);
+            assert!(
+                fast.message.starts_with(&format!("invalid body: {field}")),
+                "{}",
+                fast.message
+            );
         }
     }
 
@@ -221,7 +241,13 @@ mod tests {
         let text = format!("[{}]", list.join(","));
         let texts: Vec<&RawValue> = serde_json::from_str(&text).unwrap();
         let error = decode(&texts).unwrap_err();
-        assert!(error.message.starts_with("invalid body: services[1700].ports[0].port: "), "{}", error.message);
+        assert!(
+            error
+                .message
+                .starts_with("invalid body: services[1700].ports[0].port: "),
+            "{}",
+            error.message
+        );
         list[1700] = good;
         list[2500] = good;
         let text = format!("[{}]", list.join(","));
