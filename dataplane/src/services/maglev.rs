@@ -273,27 +273,30 @@ fn populate(backends: &[BackendId], size: u32) -> Vec<u32> {
 const FREE: u32 = u32::MAX;
 
 /// Packs `owners` (each below `1 << width`, `width` at most 16) into
-/// `width` bits each from bit 0 of byte 0 on, then [`PADDING`]: eight
-/// slots are `width` whole bytes, gathered in one integer.
+/// `width` bits each from bit 0 of byte 0 on, then [`PADDING`]. Eight slots
+/// are `width` whole bytes: they are gathered in one integer and written
+/// whole, its bytes past them zero (the next group's write covers them).
 fn pack(owners: &[u32], width: usize) -> Vec<u8> {
     let bytes = (owners.len() * width).div_ceil(8).max(1);
-    let mut packed = Vec::with_capacity(bytes.next_multiple_of(8) + PADDING);
+    let mut packed = vec![0u8; owners.len().div_ceil(8) * width + 16];
+    let mut at = 0;
     for group in owners.chunks(8) {
         // A `u64` holds eight slots of up to 8 bits (256 backends), and
         // shifts in one instruction where a `u128` takes several.
         if width <= 8 {
-            let bits = group.iter().enumerate().fold(0u64, |bits, (i, &owner)| {
-                bits | u64::from(owner) << (i * width)
+            let bits = group.iter().rev().fold(0u64, |bits, &owner| {
+                bits << width | u64::from(owner)
             });
-            packed.extend_from_slice(&bits.to_le_bytes()[..width]);
+            packed[at..at + 8].copy_from_slice(&bits.to_le_bytes());
         } else {
-            let bits = group.iter().enumerate().fold(0u128, |bits, (i, &owner)| {
-                bits | u128::from(owner) << (i * width)
+            let bits = group.iter().rev().fold(0u128, |bits, &owner| {
+                bits << width | u128::from(owner)
             });
-            packed.extend_from_slice(&bits.to_le_bytes()[..width]);
+            packed[at..at + 16].copy_from_slice(&bits.to_le_bytes());
         }
+        at += width;
     }
-    packed.resize(bytes + PADDING, 0);
+    packed.truncate(bytes + PADDING);
     packed
 }
 
