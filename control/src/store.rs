@@ -620,6 +620,38 @@ mod tests {
     }
 
     #[test]
+    fn a_diff_written_on_another_thread_is_committed_only_when_told() {
+        let dir = std::env::temp_dir().join(format!("podswitch-store-if-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = Store::open(&dir).unwrap();
+        let empty = ApiState::default();
+        let mut a = ApiState::default();
+        for i in 0..10 {
+            a.services.insert(service(i).name.clone(), service(i));
+        }
+        let (go, decision) = std::sync::mpsc::channel();
+        let stored = std::thread::scope(|scope| {
+            let (store, empty, a) = (&store, &empty, &a);
+            let writer = scope.spawn(move || {
+                store.commit_diff_if(empty, a, || decision.recv().unwrap_or(false))
+            });
+            go.send(false).unwrap();
+            writer.join().unwrap()
+        });
+        assert!(!stored.unwrap(), "told not to: not committed");
+        assert_eq!(store.load().unwrap(), empty);
+        // A caller that goes away (its sender dropped) is a no as well.
+        let (go, decision) = std::sync::mpsc::channel::<bool>();
+        drop(go);
+        assert!(!store.commit_diff_if(&empty, &a, || decision.recv().unwrap_or(false)).unwrap());
+        assert_eq!(store.load().unwrap(), empty);
+        assert!(store.commit_diff_if(&empty, &a, || true).unwrap());
+        drop(store);
+        assert_eq!(Store::open(&dir).unwrap().load().unwrap(), a);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn round_trip_and_minimal_writes() {
         let dir = std::env::temp_dir().join(format!("podswitch-store-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
