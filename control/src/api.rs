@@ -709,11 +709,16 @@ async fn capture(
 async fn apply(State(api): Shared, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
     // JSON is decoded as it is read, one service at a time (100,000 of
     // them are about 80 MB), and the body freed before the change runs.
+    let started = std::time::Instant::now();
     let doc = match media_type(&headers).as_str() {
         "application/json" | "" => document::from_json(&body)?,
         _ => document::from_value(parse_value(&headers, &body)?)?,
     };
     drop(body);
+    tracing::debug!(
+        decoded_ms = started.elapsed().as_millis(),
+        "apply: document decoded"
+    );
     let report = with_control(&api, move |c| c.apply(doc)).await?;
     Ok(ok(
         StatusCode::OK,

@@ -17,6 +17,7 @@ pub mod kubernetes;
 pub mod metrics;
 pub mod mirror;
 pub mod node_config;
+pub mod parallel;
 pub mod ports;
 pub mod services;
 pub mod state;

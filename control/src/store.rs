@@ -632,9 +632,8 @@ mod tests {
         let (go, decision) = std::sync::mpsc::channel();
         let stored = std::thread::scope(|scope| {
             let (store, empty, a) = (&store, &empty, &a);
-            let writer = scope.spawn(move || {
-                store.commit_diff_if(empty, a, || decision.recv().unwrap_or(false))
-            });
+            let writer = scope
+                .spawn(move || store.commit_diff_if(empty, a, || decision.recv().unwrap_or(false)));
             go.send(false).unwrap();
             writer.join().unwrap()
         });
@@ -643,7 +642,11 @@ mod tests {
         // A caller that goes away (its sender dropped) is a no as well.
         let (go, decision) = std::sync::mpsc::channel::<bool>();
         drop(go);
-        assert!(!store.commit_diff_if(&empty, &a, || decision.recv().unwrap_or(false)).unwrap());
+        assert!(
+            !store
+                .commit_diff_if(&empty, &a, || decision.recv().unwrap_or(false))
+                .unwrap()
+        );
         assert_eq!(store.load().unwrap(), empty);
         assert!(store.commit_diff_if(&empty, &a, || true).unwrap());
         drop(store);

@@ -11,7 +11,8 @@
 //! gives them).
 //!
 //! Usage (root): `state_apply [SERVICES] [ENDPOINTS] [PORTS]`, default
-//! `100000 10 1`. `PODSWITCHD_BIN` names the podswitchd to run (default:
+//! `100000 10 1`. With `PODSWITCH_LOG=podswitch_control=debug` the daemon's
+//! timings of each step (decoding, checks, tables, store) are printed too. `PODSWITCHD_BIN` names the podswitchd to run (default:
 //! the `podswitchd` next to this program, so build both with `--release`).
 //! Figures: `benches/README.md`.
 
@@ -213,6 +214,11 @@ fn main() {
     println!("config: {}", brief(&config));
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!("load after: {}", load.trim());
+    // Where the time went, when the daemon logs at debug level
+    // (`PODSWITCH_LOG=podswitch_control=debug`).
+    for line in daemon.log_text().lines().filter(|l| l.contains("apply: ")) {
+        println!("daemon: {}", line.trim());
+    }
     let _ = daemon.stop();
     let _ = std::fs::remove_dir_all(&run_dir);
 }

@@ -284,14 +284,16 @@ fn pack(owners: &[u32], width: usize) -> Vec<u8> {
         // A `u64` holds eight slots of up to 8 bits (256 backends), and
         // shifts in one instruction where a `u128` takes several.
         if width <= 8 {
-            let bits = group.iter().rev().fold(0u64, |bits, &owner| {
-                bits << width | u64::from(owner)
-            });
+            let bits = group
+                .iter()
+                .rev()
+                .fold(0u64, |bits, &owner| bits << width | u64::from(owner));
             packed[at..at + 8].copy_from_slice(&bits.to_le_bytes());
         } else {
-            let bits = group.iter().rev().fold(0u128, |bits, &owner| {
-                bits << width | u128::from(owner)
-            });
+            let bits = group
+                .iter()
+                .rev()
+                .fold(0u128, |bits, &owner| bits << width | u128::from(owner));
             packed[at..at + 16].copy_from_slice(&bits.to_le_bytes());
         }
         at += width;

@@ -17,7 +17,7 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 use crate::api::ApiError;
-use crate::state::{Endpoint, Service, ServiceWithEndpoints};
+use crate::state::{Endpoint, ExactList, Service, ServiceWithEndpoints};
 
 /// Fewest services worth decoding on more than one thread.
 const PARALLEL_DECODE: usize = 1024;
@@ -25,36 +25,12 @@ const PARALLEL_DECODE: usize = 1024;
 /// The services whose texts are `texts`, in order; the error is the first
 /// failing service's.
 pub(super) fn decode(texts: &[&RawValue]) -> Result<Vec<ServiceWithEndpoints>, ApiError> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
-    if threads < 2 || texts.len() < PARALLEL_DECODE {
-        return decode_part(texts, 0);
-    }
-    let chunk = texts.len().div_ceil(threads);
-    let parts = std::thread::scope(|scope| {
-        let parts: Vec<_> = texts
-            .chunks(chunk)
-            .enumerate()
-            .map(|(k, part)| scope.spawn(move || decode_part(part, k * chunk)))
-            .collect();
-        parts
-            .into_iter()
-            .map(|part| part.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-            .collect::<Vec<_>>()
-    });
-    let mut services = Vec::with_capacity(texts.len());
-    for part in parts {
-        services.extend(part?);
-    }
-    Ok(services)
-}
-
-/// The services of `texts`, the first of which is `services[first]`.
-fn decode_part(texts: &[&RawValue], first: usize) -> Result<Vec<ServiceWithEndpoints>, ApiError> {
-    texts
-        .iter()
-        .enumerate()
-        .map(|(i, text)| service(text.get(), first + i))
-        .collect()
+    let indexed: Vec<(usize, &RawValue)> = texts.iter().copied().enumerate().collect();
+    crate::parallel::map(&indexed, PARALLEL_DECODE, |&(index, text)| {
+        service(text.get(), index)
+    })
+    .into_iter()
+    .collect()
 }
 
 /// Service `services[index]` from its text.
@@ -66,16 +42,10 @@ fn service(text: &str, index: usize) -> Result<ServiceWithEndpoints, ApiError> {
         endpoints: &mut endpoints,
     });
     match typed {
-        Ok(mut service) => {
-            // Lists read from text grow by doubling (a value tree knows
-            // their length): 10 endpoints would keep room for 16, which at
-            // 100,000 services is a fifth of what a service keeps.
-            let mut endpoints = endpoints.unwrap_or_default();
-            endpoints.shrink_to_fit();
-            service.ports.shrink_to_fit();
-            service.external_ips.shrink_to_fit();
-            Ok(ServiceWithEndpoints { service, endpoints })
-        }
+        Ok(service) => Ok(ServiceWithEndpoints {
+            service,
+            endpoints: endpoints.unwrap_or_default(),
+        }),
         Err(_) => {
             // The text was read as JSON already, so it parses.
             let value: Value = serde_json::from_str(text)
@@ -145,7 +115,9 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for FilteredMap<'_, A> {
     ) -> Result<Option<K::Value>, A::Error> {
         while let Some(key) = self.map.next_key::<CompactString>()? {
             if key == "endpoints" {
-                *self.endpoints = Some(self.map.next_value()?);
+                // Of exactly its length, as the service's own lists.
+                let list = ExactList(std::marker::PhantomData);
+                *self.endpoints = Some(self.map.next_value_seed(list)?);
                 continue;
             }
             let key: de::value::StrDeserializer<'_, A::Error> = key.as_str().into_deserializer();
@@ -196,6 +168,32 @@ mod tests {
     }
 
     #[test]
+    fn lists_are_kept_at_their_length() {
+        let endpoints: Vec<String> = (1..=10)
+            .map(|i| format!(r#"{{"address": "10.244.1.{i}"}}"#))
+            .collect();
+        let text = format!(
+            r#"{{"name": "a/b", "cluster_ip": "10.96.0.1", "ports": [{{"port": 80}}],
+                "external_ips": ["192.0.2.1", "192.0.2.2", "192.0.2.3"], "endpoints": [{}]}}"#,
+            endpoints.join(",")
+        );
+        let s = service(&text, 0).unwrap();
+        assert_eq!((s.endpoints.len(), s.endpoints.capacity()), (10, 10));
+        assert_eq!((s.service.ports.len(), s.service.ports.capacity()), (1, 1));
+        assert_eq!(s.service.external_ips.capacity(), 3);
+        // Past what is gathered on the stack too.
+        let many: Vec<String> = (1..=40)
+            .map(|i| format!(r#"{{"address": "10.244.1.{i}"}}"#))
+            .collect();
+        let text = format!(
+            r#"{{"name": "a/b", "cluster_ip": "10.96.0.1", "ports": [{{"port": 80}}], "endpoints": [{}]}}"#,
+            many.join(",")
+        );
+        let s = service(&text, 0).unwrap();
+        assert_eq!((s.endpoints.len(), s.endpoints.capacity()), (40, 40));
+    }
+
+    #[test]
     fn errors_are_the_value_trees() {
         for (text, field) in [
             (
@@ -219,6 +217,10 @@ mod tests {
                 "services[7]: ",
             ),
             (r#"[1, 2]"#, "services[7][0]: "),
+            (
+                r#"{"name": "a/b", "cluster_ip": "10.96.0.1", "ports": 5}"#,
+                "services[7].ports: invalid type: integer `5`, expected a sequence",
+            ),
         ] {
             let (fast, reference) = both_ways(text);
             let (fast, reference) = (fast.unwrap_err(), reference.unwrap_err());
