@@ -158,7 +158,9 @@ pub fn run(opts: &RunOptions) -> Result<()> {
     }
     let queues = opened.queues;
     let snapshots = control.view().snapshots();
-    let shared = Arc::new(SharedTables::for_snapshot(&snapshot));
+    // Before the first packet: the tables a previous process left.
+    let (shared, state_header) = open_kept_tables(opts, &snapshot);
+    let shared = Arc::new(shared);
     // Workers' time is the NAT clock, so the API can show conntrack timeouts.
     let epoch = podswitch_dataplane::nat::clock_origin();
     let (mut counters, mut senders, mut handles) = (Vec::new(), Vec::new(), Vec::new());
@@ -219,6 +221,10 @@ pub fn run(opts: &RunOptions) -> Result<()> {
             Err(_) => tracing::error!("worker panicked"),
         }
     }
+    // Everything the tables hold is in the state file already; say it is whole.
+    if let Some(header) = &state_header {
+        header.mark_closed();
+    }
     write_stats(
         &stats_path(opts),
         &snapshots.load(),
@@ -235,6 +241,57 @@ pub fn run(opts: &RunOptions) -> Result<()> {
     drop(lock);
     served
 }
+
+/// The shared tables, with connection tracking and affinity in the state
+/// file under the run directory (attached when a previous process left a
+/// sound one), and that file's header.
+fn open_kept_tables(
+    opts: &RunOptions,
+    snapshot: &Snapshot,
+) -> (
+    SharedTables,
+    Option<podswitch_dataplane::nat::state::StateHeader>,
+) {
+    use podswitch_dataplane::nat::state::{self, StateSpec};
+    let spec = StateSpec {
+        path: opts.run_dir.join(STATE_FILE),
+        conntrack_capacity: snapshot.nat.conntrack_capacity,
+        timeouts: snapshot.nat.timeouts,
+        affinity_capacity: podswitch_dataplane::nat::affinity::DEFAULT_AFFINITY_CAPACITY,
+    };
+    let kept = state::open(&spec);
+    let r = &kept.report;
+    let file = spec.path.display();
+    if let Some(reason) = &r.discarded {
+        tracing::warn!(%file, %reason, "state file discarded; starting with empty connection tracking");
+    }
+    if let Some(error) = &r.error {
+        tracing::warn!(%file, %error, "cannot keep state in a file; connections will not survive a restart");
+    }
+    if r.persistent {
+        tracing::info!(%file, entries = r.attached_entries, clean_stop = r.clean, elapsed_us = r.elapsed.as_micros() as u64, "state attached");
+    }
+    crate::stats::set_state(crate::stats::StateStats {
+        file: spec.path.clone(),
+        persistent: r.persistent,
+        attached_entries: r.attached_entries as u64,
+        clean_stop: r.clean,
+        discarded: u64::from(r.discarded.is_some()),
+        discard_reason: r.discarded.clone(),
+        attach_us: r.elapsed.as_micros() as u64,
+    });
+    let tables = SharedTables {
+        macs: Default::default(),
+        neighbours: Default::default(),
+        conntrack: kept.conntrack,
+        affinity: kept.affinity,
+        mirrors: Default::default(),
+    };
+    (tables, kept.header)
+}
+
+/// The state file's name in the run directory.
+pub const STATE_FILE: &str = "dataplane.state";
 
 /// Refuses settings of the file that cannot work on this node: other
 /// nodes and NodePorts are reached through the uplink, so without one

@@ -139,6 +139,19 @@ pub fn render(stats: &Stats, api_requests: &BTreeMap<(String, u16), u64>) -> Str
             &ct.counters,
         );
     }
+    if let Some(state) = &stats.state {
+        gauge(
+            &mut out,
+            "podswitch_state_attached_entries",
+            "Connections the daemon found in the state file at start and kept.",
+            state.attached_entries,
+        );
+        let _ = writeln!(
+            out,
+            "# HELP podswitch_state_discarded_total State files discarded at start (incompatible or damaged).\n# TYPE podswitch_state_discarded_total counter\npodswitch_state_discarded_total {}",
+            state.discarded
+        );
+    }
     let _ = writeln!(
         out,
         "# HELP podswitch_api_requests_total Control API requests, by method and status.\n# TYPE podswitch_api_requests_total counter"

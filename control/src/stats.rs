@@ -58,6 +58,36 @@ pub struct Stats {
     /// The connection-tracking table, once the workers run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conntrack: Option<ConntrackStats>,
+    /// The state file (`podswitchd run` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<StateStats>,
+}
+
+/// What the daemon found in the state file at start.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct StateStats {
+    /// The file.
+    pub file: std::path::PathBuf,
+    /// The tables live in it (they outlive the process).
+    pub persistent: bool,
+    /// Connections found in it and kept.
+    pub attached_entries: u64,
+    /// The previous process stopped cleanly.
+    pub clean_stop: bool,
+    /// State files discarded at start (incompatible or damaged): 0 or 1.
+    pub discarded: u64,
+    /// Why it was discarded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discard_reason: Option<String>,
+    /// Microseconds spent opening and attaching it.
+    pub attach_us: u64,
+}
+
+static STATE: std::sync::OnceLock<StateStats> = std::sync::OnceLock::new();
+
+/// Records what the daemon found in the state file (once, at start).
+pub fn set_state(state: StateStats) {
+    let _ = STATE.set(state);
 }
 
 /// Size and counters of the connection-tracking table.
@@ -158,6 +188,7 @@ impl Stats {
             drops,
             events,
             conntrack: None,
+            state: STATE.get().cloned(),
         }
     }
 

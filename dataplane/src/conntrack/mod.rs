@@ -49,6 +49,8 @@ mod tcp;
 
 pub use key::{ConnKey, Nat};
 pub use sources::SourceCounts;
+#[cfg(test)]
+pub(crate) use table::tcp_state_offset;
 pub use table::{
     ConntrackTable, Entry, EntryId, INDEX_SLOT_BYTES, IndexReader, InsertError, KeyHasher, Listing,
     MAX_CAPACITY,

@@ -19,6 +19,8 @@ use super::tcp::{TcpReject, TcpSegment, TcpState, TcpTracking};
 use super::{ConntrackStats, Direction, Timeouts};
 use crate::mem::hugemem::{self, HugeChunk};
 use crate::wire::IpProtocol;
+#[cfg(test)]
+pub(crate) use entry::tcp_state_offset;
 use entry::{CHARGED, IN_USE, update_entry, update_tcp_entry};
 pub use entry::{Entry, EntryId, Listing};
 use index::{EMPTY, Index, Slot, home_slot_address};
@@ -114,6 +116,47 @@ impl ConntrackTable {
                 ConntrackTable::with_memory(memory, hasher.clone(), timeouts)
             })
             .collect()
+    }
+
+    /// A table over memory kept in a state file: `entries` (read as they
+    /// are) and `index` (its slots). `fresh`: the memory holds nothing yet
+    /// (the index is emptied). Otherwise the table takes what is there: the
+    /// free list, length and per-source counts are rebuilt from the
+    /// entries, and an index slot naming no entry of the table refuses
+    /// the memory (its number is the error).
+    pub fn attach(
+        (entries, index, sources): (HugeChunk<Entry>, HugeChunk<AtomicU64>, Arc<SourceCounts>),
+        hasher: KeyHasher,
+        timeouts: Timeouts,
+        fresh: bool,
+    ) -> Result<ConntrackTable, usize> {
+        if !index.len().is_power_of_two() || entries.is_empty() {
+            return Err(0);
+        }
+        if fresh {
+            index
+                .iter()
+                .for_each(|s| s.store(EMPTY.to_bits(), Ordering::Relaxed));
+        } else if let Some(bad) = index.iter().position(|s| {
+            let value = Slot::from_bits(s.load(Ordering::Relaxed)).value;
+            value != EMPTY.value && (value >> 1) as usize >= entries.len()
+        }) {
+            return Err(bad);
+        }
+        let mut table =
+            ConntrackTable::with_memory((entries, Arc::new(index), sources), hasher, timeouts);
+        if !fresh {
+            table.free.clear();
+            for (i, e) in table.entries.iter().enumerate().rev() {
+                if !e.in_use() {
+                    table.free.push(i as u32);
+                } else if e.flags & CHARGED != 0 {
+                    table.sources.add(e.original.src_addr);
+                }
+            }
+            table.len = table.entries.len() - table.free.len();
+        }
+        Ok(table)
     }
 
     /// Index slots of a table of `capacity` (clamped) entries.

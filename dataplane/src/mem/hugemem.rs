@@ -37,9 +37,18 @@ const CACHE_LINE: usize = 64;
 
 /// One allocation, freed when the last chunk of it is dropped.
 #[derive(Debug)]
-struct Region {
-    ptr: NonNull<u8>,
-    layout: Layout,
+pub(super) struct Region {
+    pub(super) ptr: NonNull<u8>,
+    pub(super) kind: RegionKind,
+}
+
+/// Where a region's memory came from, so it goes back the same way.
+#[derive(Debug)]
+pub(super) enum RegionKind {
+    /// The global allocator, with this layout.
+    Heap(Layout),
+    /// A shared mapping of a file (`mmap`), of this many bytes.
+    Mapped(usize),
 }
 
 // SAFETY: the region is plain memory; which thread frees it does not matter.
@@ -49,18 +58,24 @@ unsafe impl Sync for Region {}
 
 impl Drop for Region {
     fn drop(&mut self) {
-        // SAFETY: `ptr` came from `alloc(layout)` and is freed once, here.
-        unsafe { dealloc(self.ptr.as_ptr(), self.layout) }
+        match self.kind {
+            // SAFETY: `ptr` came from `alloc(layout)` and is freed once, here.
+            RegionKind::Heap(layout) => unsafe { dealloc(self.ptr.as_ptr(), layout) },
+            // SAFETY: `ptr..ptr+len` is a mapping made by `mmap` and unmapped once, here.
+            RegionKind::Mapped(len) => unsafe {
+                libc::munmap(self.ptr.as_ptr().cast(), len);
+            },
+        }
     }
 }
 
 /// A fixed-length slice of `T` in a region shared with other chunks; the
 /// chunks of a region never overlap.
 pub struct HugeChunk<T> {
-    _region: Arc<Region>,
-    ptr: NonNull<T>,
-    len: usize,
-    _owns: PhantomData<T>,
+    pub(super) _region: Arc<Region>,
+    pub(super) ptr: NonNull<T>,
+    pub(super) len: usize,
+    pub(super) _owns: PhantomData<T>,
 }
 
 // SAFETY: a chunk owns its elements exclusively (as a `Box<[T]>` would).
@@ -134,7 +149,10 @@ pub fn chunks<T>(count: usize, len: usize, fill: impl Fn() -> T) -> Vec<HugeChun
         // SAFETY: `i < elements` and the region holds `elements` aligned `T`s.
         unsafe { first.add(i).write(fill()) };
     }
-    let region = Arc::new(Region { ptr: base, layout });
+    let region = Arc::new(Region {
+        ptr: base,
+        kind: RegionKind::Heap(layout),
+    });
     (0..count)
         .map(|c| HugeChunk {
             _region: Arc::clone(&region),

@@ -3,7 +3,8 @@
 //! [`hugemem`] puts the big random-access tables (connection tracking, the
 //! flow cache) in huge pages and gives the prefetch hint the NAT stage uses
 //! before it takes a lock; [`heap`] gives the heap's free pages back to the
-//! kernel after large control-plane changes.
+//! kernel after large control-plane changes; [`statefile`] maps the file
+//! the state that outlives the process lives in (conntrack, affinity).
 //!
 //! With [`crate::io`] this is the only place where `unsafe` may appear, each
 //! block with a `// SAFETY:` line. It imports nothing from the rest of the
@@ -11,3 +12,4 @@
 
 pub mod heap;
 pub mod hugemem;
+pub mod statefile;

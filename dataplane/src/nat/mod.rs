@@ -59,6 +59,7 @@
 pub mod affinity;
 pub mod shared;
 pub mod stage;
+pub mod state;
 
 mod icmp_error;
 mod masquerade;

@@ -143,23 +143,44 @@ impl SharedConntrack {
     /// A table for `capacity` connections in all, cut into up to
     /// [`MAX_SHARDS`] shards; allocates everything now.
     pub fn new(capacity: usize, timeouts: Timeouts) -> SharedConntrack {
+        let (shards, per_shard) = SharedConntrack::shape(capacity);
+        let hasher = KeyHasher::default();
+        let tables = ConntrackTable::many(shards, per_shard, &hasher, timeouts);
+        SharedConntrack::from_tables(tables, hasher)
+    }
+
+    /// How a table for `capacity` connections is cut: (shards, entries
+    /// per shard). Shards are a power of two.
+    pub fn shape(capacity: usize) -> (usize, usize) {
         let capacity = capacity.max(1);
         let mut shards = MAX_SHARDS;
         while shards > 1 && capacity / shards < MIN_SHARD_CAPACITY {
             shards /= 2;
         }
-        let per_shard = capacity.div_ceil(shards);
-        let hasher = KeyHasher::default();
-        let tables = ConntrackTable::many(shards, per_shard, &hasher, timeouts);
+        (shards, capacity.div_ceil(shards))
+    }
+
+    /// The shared table over `tables` (a power of two of them, of equal
+    /// capacity, as [`shape`](Self::shape) cuts), which hash with `hasher`:
+    /// how a table kept in a state file is put back together.
+    pub fn from_tables(tables: Vec<ConntrackTable>, hasher: KeyHasher) -> SharedConntrack {
+        let shards = tables.len().max(1);
+        debug_assert!(shards.is_power_of_two());
+        let len = tables.iter().map(ConntrackTable::len).sum();
         SharedConntrack {
             readers: tables.iter().map(ConntrackTable::index_reader).collect(),
             hasher,
+            capacity: tables.iter().map(ConntrackTable::capacity).sum(),
             shards: tables.into_iter().map(Mutex::new).collect(),
             mask: shards - 1,
-            capacity: per_shard * shards,
-            len: AtomicUsize::new(0),
+            len: AtomicUsize::new(len),
             hand: AtomicUsize::new(0),
         }
+    }
+
+    /// The key hasher the shards share (its seed is kept in the state file).
+    pub fn hasher(&self) -> &KeyHasher {
+        &self.hasher
     }
 
     /// Live entries (expired ones count until collected).
@@ -478,17 +499,24 @@ impl SharedConntrack {
     }
 }
 
-/// The clock the workers' `now_ns` comes from: nanoseconds since a
-/// process-wide origin (the first call), monotonic. The control thread
-/// passes it to [`SharedConntrack::list`] so timeouts read right.
+/// The clock the workers' `now_ns` comes from: nanoseconds of
+/// `CLOCK_MONOTONIC` (since boot), so that expiry times kept in the state
+/// file mean the same to the next process. The control thread passes it
+/// to [`SharedConntrack::list`] so timeouts read right.
 pub fn monotonic_ns() -> u64 {
     u64::try_from(clock_origin().elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
 
-/// The origin of [`monotonic_ns`]; workers measure their time from it.
+/// The origin of [`monotonic_ns`]: the instant `CLOCK_MONOTONIC` read zero
+/// (the boot); workers measure their time from it.
 pub fn clock_origin() -> std::time::Instant {
     static ORIGIN: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    *ORIGIN.get_or_init(std::time::Instant::now)
+    *ORIGIN.get_or_init(|| {
+        // Read the clock first: `now` is later, so the difference cannot go below the boot.
+        let since_boot = std::time::Duration::from_nanos(crate::mem::statefile::monotonic_now_ns());
+        let now = std::time::Instant::now();
+        now.checked_sub(since_boot).unwrap_or(now)
+    })
 }
 
 #[cfg(test)]

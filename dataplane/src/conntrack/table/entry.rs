@@ -132,6 +132,57 @@ impl Entry {
         }
     }
 
+    /// The entry laid out in `bytes` as this build lays entries out (a
+    /// state file); a free slot reads as [`Entry::FREE`]. `None` if a field
+    /// holds no valid value.
+    pub(crate) fn decode(bytes: &[u8]) -> Option<Entry> {
+        use core::mem::offset_of;
+        let flags = *bytes.get(offset_of!(Entry, flags))?;
+        if flags & IN_USE == 0 {
+            return Some(Entry::FREE);
+        }
+        let at = |offset: usize, len: usize| bytes.get(offset..offset + len);
+        let mark = at(offset_of!(Entry, mark), 2)?;
+        let expires = at(offset_of!(Entry, expires), 4)?;
+        Some(Entry {
+            original: decode_key(at(offset_of!(Entry, original), size_of::<ConnKey>())?)?,
+            reply: decode_key(at(offset_of!(Entry, reply), size_of::<ConnKey>())?)?,
+            tcp: TcpTracking::decode(at(offset_of!(Entry, tcp), size_of::<TcpTracking>())?)?,
+            expires: u32::from_ne_bytes(expires.try_into().ok()?),
+            flags,
+            mark: u16::from_ne_bytes(mark.try_into().ok()?),
+        })
+    }
+
+    /// A fingerprint of how this build lays entries out: a state file
+    /// written by a build with another layout is not read.
+    pub(crate) fn layout_fingerprint() -> u64 {
+        use core::mem::offset_of;
+        let fields = [
+            size_of::<Entry>(),
+            offset_of!(Entry, original),
+            offset_of!(Entry, reply),
+            offset_of!(Entry, tcp),
+            offset_of!(Entry, expires),
+            offset_of!(Entry, flags),
+            offset_of!(Entry, mark),
+            size_of::<ConnKey>(),
+            offset_of!(ConnKey, src_addr),
+            offset_of!(ConnKey, dst_addr),
+            offset_of!(ConnKey, src_port),
+            offset_of!(ConnKey, dst_port),
+            offset_of!(ConnKey, protocol),
+        ];
+        let tcp = TcpTracking::layout();
+        // FNV-1a over the offsets: stable across builds and platforms.
+        fields
+            .iter()
+            .chain(&tcp)
+            .fold(0xcbf2_9ce4_8422_2325u64, |h, &v| {
+                (h ^ v as u64).wrapping_mul(0x0000_0100_0000_01b3)
+            })
+    }
+
     pub(super) fn in_use(&self) -> bool {
         self.flags & IN_USE != 0
     }
@@ -139,6 +190,33 @@ impl Entry {
     pub(super) fn live(&self, now: u32) -> bool {
         self.in_use() && self.expires > now
     }
+}
+
+/// Where an entry keeps its TCP state byte (tests damage it).
+#[cfg(test)]
+pub(crate) fn tcp_state_offset() -> usize {
+    core::mem::offset_of!(Entry, tcp) + TcpTracking::layout()[6]
+}
+
+/// A key laid out in `bytes` as this build lays keys out.
+fn decode_key(bytes: &[u8]) -> Option<ConnKey> {
+    use core::mem::offset_of;
+    let addr = |offset: usize| -> Option<Ipv4Addr> {
+        let b: [u8; 4] = bytes.get(offset..offset + 4)?.try_into().ok()?;
+        Some(Ipv4Addr::from(b))
+    };
+    let port = |offset: usize| -> Option<u16> {
+        Some(u16::from_ne_bytes(
+            bytes.get(offset..offset + 2)?.try_into().ok()?,
+        ))
+    };
+    Some(ConnKey {
+        src_addr: addr(offset_of!(ConnKey, src_addr))?,
+        dst_addr: addr(offset_of!(ConnKey, dst_addr))?,
+        src_port: port(offset_of!(ConnKey, src_port))?,
+        dst_port: port(offset_of!(ConnKey, dst_port))?,
+        protocol: IpProtocol(*bytes.get(offset_of!(ConnKey, protocol))?),
+    })
 }
 
 /// Shows an entry as `conntrack -L` does.

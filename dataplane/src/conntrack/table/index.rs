@@ -48,17 +48,27 @@ pub(super) const EMPTY: Slot = Slot {
 /// Hashes keys for the index; tables that share one (the shards of the
 /// shared table) let a key be hashed once, outside their locks.
 #[derive(Clone, Debug)]
-pub struct KeyHasher(foldhash::fast::FixedState);
+pub struct KeyHasher(foldhash::fast::FixedState, u64);
 
 impl Default for KeyHasher {
     /// A hasher with a seed drawn at random (per process and call).
     fn default() -> KeyHasher {
-        let seed = foldhash::fast::RandomState::default().hash_one(0u64);
-        KeyHasher(foldhash::fast::FixedState::with_seed(seed))
+        KeyHasher::with_seed(foldhash::fast::RandomState::default().hash_one(0u64))
     }
 }
 
 impl KeyHasher {
+    /// A hasher with this seed: an index kept in a state file is read
+    /// with the seed it was built with.
+    pub fn with_seed(seed: u64) -> KeyHasher {
+        KeyHasher(foldhash::fast::FixedState::with_seed(seed), seed)
+    }
+
+    /// The seed.
+    pub fn seed(&self) -> u64 {
+        self.1
+    }
+
     /// The index tag of `key`.
     #[inline]
     pub fn hash(&self, key: &ConnKey) -> u32 {

@@ -1,0 +1,366 @@
+//! The NAT state that outlives the process: connection tracking (with the
+//! NAT bindings) and ClientIP affinity live in one file under the run
+//! directory ([`crate::mem::statefile`]), so a restarted or upgraded
+//! daemon attaches them before it forwards its first packet and the
+//! connections through services go on: also those whose endpoint sends
+//! first, which without the entry would no longer be translated back.
+//!
+//! Layout (all parts 2 MiB aligned, so they can sit in huge pages):
+//!
+//! | part | bytes |
+//! |---|---|
+//! | header: [`HEADER_WORDS`] `u64` words | 4096 |
+//! | conntrack entries, shard after shard | shards × per shard × 64 |
+//! | conntrack index, shard after shard | shards × slots × 8 |
+//! | affinity slots, shard after shard | 16 × slots × 32 |
+//!
+//! The header holds a magic number, the layout version, the file length,
+//! a fingerprint of how this build lays an entry out, the table shape, the
+//! index hash seed, the boot the clock counts from and a checksum of all of
+//! these. The next process reads the file only if all of them match what
+//! it would build; otherwise, or when an entry or index slot it finds
+//! while attaching is not valid, it discards the file and starts clean
+//! ([`StateReport::discarded`] says why). Times in entries are
+//! `CLOCK_MONOTONIC` ([`super::monotonic_ns`]), the same for every process
+//! of a boot.
+
+use core::sync::atomic::{AtomicU64, Ordering};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::affinity::{AffinitySlot, AffinityTable};
+use super::shared::SharedConntrack;
+use crate::conntrack::{ConntrackTable, Entry, KeyHasher, SourceCounts, Timeouts};
+use crate::mem::hugemem::{HUGE_PAGE, HugeChunk};
+use crate::mem::statefile::StateFile;
+
+/// "PSWSTATE".
+const MAGIC: u64 = u64::from_le_bytes(*b"PSWSTATE");
+/// Bumped whenever the layout changes in a way the fingerprint misses.
+pub const LAYOUT_VERSION: u64 = 1;
+/// Words of the header.
+pub const HEADER_WORDS: usize = 512;
+
+mod word {
+    pub const MAGIC: usize = 0;
+    pub const VERSION: usize = 1;
+    pub const FILE_LEN: usize = 2;
+    pub const FINGERPRINT: usize = 3;
+    pub const SHARDS: usize = 4;
+    pub const PER_SHARD: usize = 5;
+    pub const SLOTS: usize = 6;
+    pub const SEED: usize = 7;
+    pub const AFFINITY_SLOTS: usize = 8;
+    pub const BOOT: usize = 9;
+    /// FNV-1a of the words before it.
+    pub const CHECKSUM: usize = 10;
+    /// [`super::OPEN`] while a process uses the file, [`super::CLOSED`] after a clean stop.
+    pub const STATUS: usize = 16;
+    /// The process that uses (or last used) the file.
+    pub const PID: usize = 17;
+}
+
+const OPEN: u64 = 1;
+const CLOSED: u64 = 2;
+
+/// What the tables kept in the state file are sized for.
+#[derive(Clone, Debug)]
+pub struct StateSpec {
+    /// The file (`<run dir>/dataplane.state`).
+    pub path: PathBuf,
+    /// Conntrack entries in all (`[conntrack] capacity`).
+    pub conntrack_capacity: usize,
+    /// Conntrack timeouts.
+    pub timeouts: Timeouts,
+    /// Affinity pairs.
+    pub affinity_capacity: usize,
+}
+
+/// What opening the state file found.
+#[derive(Clone, Debug, Default)]
+pub struct StateReport {
+    /// The tables live in the file (`false`: it could not be created; they
+    /// are in anonymous memory and die with the process).
+    pub persistent: bool,
+    /// Conntrack entries found in the file and kept.
+    pub attached_entries: usize,
+    /// The previous process stopped cleanly (SIGTERM), not killed.
+    pub clean: bool,
+    /// Why a file that was there was not used (then the tables start empty).
+    pub discarded: Option<String>,
+    /// Why no file could be created, if so.
+    pub error: Option<String>,
+    /// Time spent opening and attaching.
+    pub elapsed: Duration,
+}
+
+/// The tables, in the state file when it could be had.
+#[derive(Debug)]
+pub struct KeptTables {
+    /// Connection tracking.
+    pub conntrack: SharedConntrack,
+    /// Session affinity.
+    pub affinity: AffinityTable,
+    /// The header, to mark a clean stop; `None` without a file.
+    pub header: Option<StateHeader>,
+    /// What opening found.
+    pub report: StateReport,
+}
+
+/// The header of the state file in use.
+#[derive(Debug)]
+pub struct StateHeader {
+    words: HugeChunk<AtomicU64>,
+    path: PathBuf,
+}
+
+impl StateHeader {
+    /// Records that the tables are complete in the file (after the workers
+    /// stopped): the next process reads it as a clean stop.
+    pub fn mark_closed(&self) {
+        self.words[word::STATUS].store(CLOSED, Ordering::Release);
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Where each part of the file lies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Layout {
+    shards: usize,
+    per_shard: usize,
+    slots: usize,
+    affinity_slots: usize,
+    entries_at: usize,
+    index_at: usize,
+    affinity_at: usize,
+    len: usize,
+}
+
+impl Layout {
+    fn of(spec: &StateSpec) -> Layout {
+        let (shards, per_shard) = SharedConntrack::shape(spec.conntrack_capacity);
+        let slots = ConntrackTable::index_slots(per_shard);
+        let affinity_slots = AffinityTable::slots_per_shard(spec.affinity_capacity);
+        let up = |n: usize| n.next_multiple_of(HUGE_PAGE);
+        let entries_at = HUGE_PAGE;
+        let index_at = up(entries_at + shards * per_shard * size_of::<Entry>());
+        let affinity_at = up(index_at + shards * slots * size_of::<AtomicU64>());
+        let len =
+            up(affinity_at + AffinityTable::SHARDS * affinity_slots * size_of::<AffinitySlot>());
+        Layout {
+            shards,
+            per_shard,
+            slots,
+            affinity_slots,
+            entries_at,
+            index_at,
+            affinity_at,
+            len,
+        }
+    }
+
+    /// The header's checked words for this layout and `seed`.
+    fn header(&self, seed: u64) -> [u64; word::CHECKSUM + 1] {
+        let mut h = [0u64; word::CHECKSUM + 1];
+        h[word::MAGIC] = MAGIC;
+        h[word::VERSION] = LAYOUT_VERSION;
+        h[word::FILE_LEN] = self.len as u64;
+        h[word::FINGERPRINT] = Entry::layout_fingerprint();
+        h[word::SHARDS] = self.shards as u64;
+        h[word::PER_SHARD] = self.per_shard as u64;
+        h[word::SLOTS] = self.slots as u64;
+        h[word::SEED] = seed;
+        h[word::AFFINITY_SLOTS] = self.affinity_slots as u64;
+        h[word::BOOT] = boot_id();
+        h[word::CHECKSUM] = fnv(&h[..word::CHECKSUM]);
+        h
+    }
+}
+
+fn fnv(words: &[u64]) -> u64 {
+    words
+        .iter()
+        .flat_map(|w| w.to_le_bytes())
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        })
+}
+
+/// This boot, as a number: a file from before a reboot (a state directory
+/// not on tmpfs) holds times of another clock.
+fn boot_id() -> u64 {
+    let id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+    fnv(&id.trim().bytes().map(u64::from).collect::<Vec<_>>())
+}
+
+/// Opens the tables kept at `spec.path`: attaches what a previous process
+/// left there if it is sound and of this layout, else starts them empty in
+/// a new file; without a file, in anonymous memory.
+pub fn open(spec: &StateSpec) -> KeptTables {
+    let started = Instant::now();
+    let mut tables = match attach(spec) {
+        Ok(Some(tables)) => tables,
+        Ok(None) => fresh(spec, None),
+        Err(reason) => fresh(spec, Some(reason)),
+    };
+    tables.report.elapsed = started.elapsed();
+    tables
+}
+
+/// The tables of an existing file; `Ok(None)` if there is no file.
+fn attach(spec: &StateSpec) -> Result<Option<KeptTables>, String> {
+    let file = match StateFile::open(&spec.path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot be mapped: {e}")),
+    };
+    if file.len() < HEADER_WORDS * 8 {
+        return Err(format!("truncated: {} bytes", file.len()));
+    }
+    let header = take(file.chunks::<AtomicU64>(0, 1, HEADER_WORDS))?;
+    let read = |i: usize| header[i].load(Ordering::Acquire);
+    let layout = Layout::of(spec);
+    let found: Vec<u64> = (0..=word::CHECKSUM).map(read).collect();
+    if found[word::MAGIC] != MAGIC {
+        return Err("not a podswitch state file (bad magic)".into());
+    }
+    if found[word::VERSION] != LAYOUT_VERSION {
+        let v = found[word::VERSION];
+        return Err(format!(
+            "layout version {v}, this build reads {LAYOUT_VERSION}"
+        ));
+    }
+    if found[word::CHECKSUM] != fnv(&found[..word::CHECKSUM]) {
+        return Err("damaged: the header checksum does not match".into());
+    }
+    let want = layout.header(found[word::SEED]);
+    if found[word::FINGERPRINT] != want[word::FINGERPRINT] {
+        return Err("written by a build that lays entries out differently".into());
+    }
+    if found[word::BOOT] != want[word::BOOT] {
+        return Err("written before the last reboot".into());
+    }
+    if found[..word::CHECKSUM] != want[..word::CHECKSUM] {
+        return Err(format!(
+            "sized for {} shards of {} entries and {} affinity slots per shard, configured {} of {} and {}",
+            found[word::SHARDS],
+            found[word::PER_SHARD],
+            found[word::AFFINITY_SLOTS],
+            layout.shards,
+            layout.per_shard,
+            layout.affinity_slots
+        ));
+    }
+    if file.len() != layout.len {
+        return Err(format!(
+            "truncated: {} bytes, the header says {}",
+            file.len(),
+            layout.len
+        ));
+    }
+    let clean = read(word::STATUS) == CLOSED;
+    let tables = build(&file, (&layout, spec.timeouts), header, false)?;
+    Ok(Some(KeptTables {
+        report: StateReport {
+            persistent: true,
+            attached_entries: tables.conntrack.len(),
+            clean,
+            ..StateReport::default()
+        },
+        ..tables
+    }))
+}
+
+fn take<T>(
+    chunks: Result<Vec<HugeChunk<T>>, crate::mem::statefile::StateFileError>,
+) -> Result<HugeChunk<T>, String> {
+    chunks
+        .map_err(|e| format!("damaged: {e}"))?
+        .pop()
+        .ok_or_else(|| "damaged: an empty part".to_string())
+}
+
+/// The tables over `file`'s parts (`fresh`: emptied, else as found).
+fn build(
+    file: &StateFile,
+    (layout, timeouts): (&Layout, Timeouts),
+    header: HugeChunk<AtomicU64>,
+    fresh: bool,
+) -> Result<KeptTables, String> {
+    let seed = header[word::SEED].load(Ordering::Acquire);
+    let hasher = KeyHasher::with_seed(seed);
+    let damaged = |e: crate::mem::statefile::StateFileError| format!("damaged: {e}");
+    let entries = file
+        .typed_chunks(
+            (layout.entries_at, layout.shards, layout.per_shard),
+            Entry::decode,
+        )
+        .map_err(damaged)?;
+    let indexes = file
+        .chunks::<AtomicU64>(layout.index_at, layout.shards, layout.slots)
+        .map_err(damaged)?;
+    let sources = Arc::new(SourceCounts::default());
+    let mut tables = Vec::with_capacity(layout.shards);
+    for (shard, (entries, index)) in entries.into_iter().zip(indexes).enumerate() {
+        let memory = (entries, index, Arc::clone(&sources));
+        let table =
+            ConntrackTable::attach(memory, hasher.clone(), timeouts, fresh).map_err(|slot| {
+                format!("damaged: index slot {slot} of shard {shard} names no entry")
+            })?;
+        tables.push(table);
+    }
+    let affinity = file
+        .chunks::<AffinitySlot>(
+            layout.affinity_at,
+            AffinityTable::SHARDS,
+            layout.affinity_slots,
+        )
+        .map_err(damaged)?;
+    header[word::STATUS].store(OPEN, Ordering::Release);
+    header[word::PID].store(u64::from(std::process::id()), Ordering::Release);
+    Ok(KeptTables {
+        conntrack: SharedConntrack::from_tables(tables, hasher),
+        affinity: AffinityTable::from_shards(affinity),
+        header: Some(StateHeader {
+            words: header,
+            path: file.path().to_path_buf(),
+        }),
+        report: StateReport::default(),
+    })
+}
+
+/// Empty tables in a new file at `spec.path` (replacing any), or in
+/// anonymous memory if it cannot be made.
+fn fresh(spec: &StateSpec, discarded: Option<String>) -> KeptTables {
+    let layout = Layout::of(spec);
+    let made = (|| -> Result<KeptTables, String> {
+        let _ = std::fs::remove_file(&spec.path);
+        let file = StateFile::create(&spec.path, layout.len).map_err(|e| e.to_string())?;
+        let header = take(file.chunks::<AtomicU64>(0, 1, HEADER_WORDS))?;
+        let words = layout.header(KeyHasher::default().seed());
+        for (slot, value) in header.iter().zip(words) {
+            slot.store(value, Ordering::Relaxed);
+        }
+        build(&file, (&layout, spec.timeouts), header, true)
+    })();
+    let mut tables = made.unwrap_or_else(|error| KeptTables {
+        conntrack: SharedConntrack::new(spec.conntrack_capacity, spec.timeouts),
+        affinity: AffinityTable::new(spec.affinity_capacity),
+        header: None,
+        report: StateReport {
+            error: Some(error),
+            ..StateReport::default()
+        },
+    });
+    tables.report.persistent = tables.header.is_some();
+    tables.report.discarded = discarded;
+    tables
+}
+
+#[cfg(test)]
+mod tests;

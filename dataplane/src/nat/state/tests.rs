@@ -1,0 +1,236 @@
+use core::net::Ipv4Addr;
+use std::os::unix::fs::FileExt;
+
+use super::*;
+use crate::conntrack::{ConnKey, Direction, Nat};
+use crate::services::Backend;
+use crate::wire::IpProtocol;
+
+const CLIENT: (Ipv4Addr, u16) = (Ipv4Addr::new(10, 244, 1, 2), 40000);
+const VIP: (Ipv4Addr, u16) = (Ipv4Addr::new(10, 96, 0, 10), 80);
+const POD: (Ipv4Addr, u16) = (Ipv4Addr::new(10, 244, 1, 3), 8080);
+
+fn spec(name: &str, capacity: usize) -> StateSpec {
+    let path = std::env::temp_dir().join(format!(
+        "podswitch-state-{}-{name}.state",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_file(&path);
+    StateSpec {
+        path,
+        conntrack_capacity: capacity,
+        timeouts: Timeouts::default(),
+        affinity_capacity: 1024,
+    }
+}
+
+/// A DNAT flow and an affinity pair written by one "process".
+fn populate(spec: &StateSpec) -> u64 {
+    let t = open(spec);
+    assert!(
+        t.report.persistent && t.report.discarded.is_none(),
+        "{:?}",
+        t.report
+    );
+    let now = super::super::monotonic_ns();
+    let meeting = t.conntrack.shard_of(CLIENT.0, CLIENT.1, IpProtocol::TCP);
+    t.conntrack
+        .insert_with(
+            meeting,
+            ConnKey::tcp(CLIENT, VIP),
+            Nat::dnat(POD),
+            now,
+            |_, _| (),
+        )
+        .unwrap();
+    t.affinity
+        .remember(7, CLIENT.0, Backend::new(POD.0, POD.1), now, 60_000_000_000);
+    now
+}
+
+fn reopen_discards(spec: &StateSpec, reason: &str) {
+    let t = open(spec);
+    let why = t.report.discarded.clone().unwrap_or_default();
+    assert!(why.contains(reason), "{why:?} does not say {reason:?}");
+    assert!(t.report.persistent, "a clean file replaces it");
+    assert_eq!((t.conntrack.len(), t.affinity.len()), (0, 0));
+    // And the clean file it left is attached next time.
+    drop(t);
+    assert!(open(spec).report.discarded.is_none());
+    let _ = std::fs::remove_file(&spec.path);
+}
+
+#[test]
+fn a_new_process_finds_the_flows_and_affinity_of_the_last() {
+    let spec = spec("roundtrip", 4096);
+    let now = populate(&spec);
+    let t = open(&spec);
+    assert_eq!(t.report.attached_entries, 1, "{:?}", t.report);
+    assert!(!t.report.clean, "not marked closed: a kill");
+    let reply = ConnKey::tcp(POD, CLIENT);
+    let found = t
+        .conntrack
+        .with_entry(&reply, now, |_, f| f)
+        .expect("reply found");
+    assert_eq!(found.direction, Direction::Reply);
+    let original = ConnKey::tcp(CLIENT, VIP);
+    let nat = t
+        .conntrack
+        .with_entry(&original, now, |table, f| table.get(f.id).map(|e| e.nat()))
+        .flatten();
+    assert_eq!(nat, Some(Nat::dnat(POD)));
+    assert_eq!(
+        t.affinity.lookup(7, CLIENT.0, now),
+        Some(Backend::new(POD.0, POD.1))
+    );
+    // New entries go on from the rebuilt free list.
+    let meeting = t
+        .conntrack
+        .shard_of(CLIENT.0, CLIENT.1 + 1, IpProtocol::TCP);
+    let next = ConnKey::tcp((CLIENT.0, CLIENT.1 + 1), VIP);
+    t.conntrack
+        .insert_with(meeting, next, Nat::dnat(POD), now, |_, _| ())
+        .unwrap();
+    assert_eq!(t.conntrack.len(), 2);
+    t.header.as_ref().unwrap().mark_closed();
+    drop(t);
+    let t = open(&spec);
+    assert!(
+        t.report.clean && t.report.attached_entries == 2,
+        "{:?}",
+        t.report
+    );
+    std::fs::remove_file(&spec.path).unwrap();
+}
+
+#[test]
+fn a_damaged_header_is_discarded() {
+    let spec = spec("checksum", 4096);
+    populate(&spec);
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&spec.path)
+        .unwrap();
+    f.write_at(&[0xff], (word::SEED * 8) as u64).unwrap();
+    reopen_discards(&spec, "checksum");
+}
+
+#[test]
+fn a_truncated_file_is_discarded() {
+    let spec = spec("truncated", 4096);
+    populate(&spec);
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&spec.path)
+        .unwrap();
+    f.set_len(HUGE_PAGE as u64 + 100).unwrap();
+    reopen_discards(&spec, "truncated");
+    std::fs::write(&spec.path, b"short").unwrap();
+    reopen_discards(&spec, "truncated");
+    std::fs::write(&spec.path, vec![0u8; 8192]).unwrap();
+    reopen_discards(&spec, "bad magic");
+}
+
+#[test]
+fn another_layout_version_or_size_is_discarded() {
+    let spec = spec("version", 4096);
+    populate(&spec);
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&spec.path)
+        .unwrap();
+    f.write_at(&99u64.to_le_bytes(), (word::VERSION * 8) as u64)
+        .unwrap();
+    reopen_discards(&spec, "layout version 99");
+    populate(&spec);
+    let bigger = StateSpec {
+        conntrack_capacity: 8192,
+        ..spec.clone()
+    };
+    reopen_discards(&bigger, "sized for");
+}
+
+#[test]
+fn an_index_slot_naming_no_entry_is_discarded() {
+    let spec = spec("slot", 4096);
+    populate(&spec);
+    let layout = Layout::of(&spec);
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&spec.path)
+        .unwrap();
+    let slot = (u64::from(u32::MAX - 1)).to_le_bytes();
+    f.write_at(&slot, (layout.index_at + 8 * 5) as u64).unwrap();
+    reopen_discards(&spec, "index slot 5 of shard 0");
+}
+
+#[test]
+fn an_entry_with_an_impossible_tcp_state_is_discarded() {
+    let spec = spec("entry", 4096);
+    populate(&spec);
+    let layout = Layout::of(&spec);
+    let t = open(&spec);
+    let shard = t.conntrack.shard_of(CLIENT.0, CLIENT.1, IpProtocol::TCP);
+    let id = t
+        .conntrack
+        .with_entry(
+            &ConnKey::tcp(CLIENT, VIP),
+            super::super::monotonic_ns(),
+            |_, f| f.id,
+        )
+        .unwrap();
+    drop(t);
+    let at = layout.entries_at
+        + (shard * layout.per_shard + id.index() as usize) * size_of::<Entry>()
+        + crate::conntrack::tcp_state_offset();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&spec.path)
+        .unwrap();
+    f.write_at(&[200], at as u64).unwrap();
+    reopen_discards(&spec, "is not valid");
+}
+
+#[test]
+fn without_a_usable_directory_the_tables_are_in_memory() {
+    let spec = StateSpec {
+        path: "/proc/podswitch-no-such-dir/dataplane.state".into(),
+        ..spec("nodir", 4096)
+    };
+    let t = open(&spec);
+    assert!(
+        !t.report.persistent && t.report.error.is_some(),
+        "{:?}",
+        t.report
+    );
+    assert_eq!(t.conntrack.capacity(), 4096);
+}
+
+#[test]
+fn one_million_entries_are_attached_quickly() {
+    let spec = spec("million", 1 << 20);
+    let t = open(&spec);
+    let now = super::super::monotonic_ns();
+    for i in 0..1_000_000u32 {
+        let client = (
+            Ipv4Addr::from(0x0a00_0000 | (i >> 8)),
+            1024 + (i & 0xff) as u16,
+        );
+        let shard = t.conntrack.shard_of(client.0, client.1, IpProtocol::TCP);
+        t.conntrack
+            .insert_with(
+                shard,
+                ConnKey::tcp(client, VIP),
+                Nat::dnat(POD),
+                now,
+                |_, _| (),
+            )
+            .unwrap();
+    }
+    drop(t);
+    let t = open(&spec);
+    assert_eq!(t.report.attached_entries, 1_000_000);
+    eprintln!("attached 1,000,000 entries in {:?}", t.report.elapsed);
+    drop(t);
+    std::fs::remove_file(&spec.path).unwrap();
+}

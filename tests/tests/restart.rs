@@ -1,0 +1,327 @@
+//! Restarts keep connections through a ClusterIP (issue 24): the state
+//! file under the run directory carries connection tracking over to the
+//! next `podswitchd run`. Two byte streams cross the restarts, each
+//! checked end to end by a hash: one where the client sends, one where the
+//! endpoint sends (server push: without the entry its packets would no
+//! longer be translated back, and the client would reset the connection).
+//! A damaged or incompatible state file gives a clean start with a log
+//! line. Needs root (namespaces, TAP); skips otherwise.
+//!
+//! ```text
+//!  c 10.244.1.2 ─┐ podswitchd (node ns)
+//!  s 10.244.1.3 ─┘ up   10.96.0.10:80 → s:8080 (c sends)
+//!                  push 10.96.0.11:80 → s:8081 (s sends)
+//! ```
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use podswitch_tests::live::{Daemon, Launch, Netns, pattern_byte, root_or_skip, wait_reachable};
+
+const GW: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 1);
+const C_IP: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 2);
+const S_IP: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 3);
+const UP: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 96, 0, 10), 80);
+const PUSH: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 96, 0, 11), 80);
+const CHUNK: usize = 16 * 1024;
+
+fn tap_port(name: &str, tag: &str, ns: &Netns, addr: Ipv4Addr) -> String {
+    let ifname = format!("ps{}{tag}{name}", std::process::id() % 100_000);
+    let last = addr.octets()[3];
+    format!(
+        "[[ports]]\nname = \"{name}\"\nkind = \"tap\"\nifname = \"{ifname}\"\nnetns = \"{}\"\n\
+         mac = \"02:00:0a:f4:01:{last:02x}\"\nips = [\"{addr}\"]\n",
+        ns.path().display()
+    )
+}
+
+fn service(name: &str, vip: SocketAddrV4, target: u16) -> String {
+    format!(
+        "[[services]]\nname = \"{name}\"\ncluster_ip = \"{}\"\nprotocol = \"TCP\"\nport = {}\n\
+         target_port = {target}\nendpoints = [{{ address = \"{S_IP}\" }}]\n",
+        vip.ip(),
+        vip.port()
+    )
+}
+
+/// FNV-1a, 64 bits.
+#[derive(Clone, Copy)]
+struct Fnv(u64);
+
+impl Fnv {
+    fn new() -> Fnv {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+    fn add(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+}
+
+/// Writes the pattern in chunks, a few milliseconds apart, until `stop`;
+/// returns (bytes, hash) of what it wrote.
+fn send(mut stream: TcpStream, stop: Arc<AtomicBool>) -> std::io::Result<(u64, u64)> {
+    let (mut sent, mut hash) = (0u64, Fnv::new());
+    let mut chunk = vec![0u8; CHUNK];
+    while !stop.load(Ordering::Relaxed) {
+        for (i, b) in chunk.iter_mut().enumerate() {
+            *b = pattern_byte(sent + i as u64);
+        }
+        stream.write_all(&chunk)?;
+        hash.add(&chunk);
+        sent += CHUNK as u64;
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    stream.shutdown(std::net::Shutdown::Write)?;
+    Ok((sent, hash.0))
+}
+
+/// Reads to the end; returns (bytes, hash).
+fn receive(mut stream: TcpStream) -> std::io::Result<(u64, u64)> {
+    let (mut got, mut hash) = (0u64, Fnv::new());
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            return Ok((got, hash.0));
+        }
+        hash.add(&buf[..n]);
+        got += n as u64;
+    }
+}
+
+type Side = JoinHandle<std::io::Result<(u64, u64)>>;
+
+/// One stream through a ClusterIP: (sender, receiver) threads.
+struct Stream {
+    name: &'static str,
+    sender: Side,
+    receiver: Side,
+}
+
+impl Stream {
+    fn check(self) {
+        let sent = self.sender.join().expect("sender thread");
+        let got = self.receiver.join().expect("receiver thread");
+        let (sent, got) = match (sent, got) {
+            (Ok(s), Ok(g)) => (s, g),
+            (s, g) => panic!(
+                "{}: the connection broke: sender {s:?}, receiver {g:?}",
+                self.name
+            ),
+        };
+        assert!(sent.0 > 0, "{}: nothing sent", self.name);
+        assert_eq!(sent, got, "{}: (bytes, hash) sent and received", self.name);
+    }
+}
+
+/// Opens both streams: `up` (the client sends) and `push` (the endpoint sends).
+fn open_streams(c: &Netns, s: &Netns, stop: &Arc<AtomicBool>) -> [Stream; 2] {
+    let listen = |port: u16| {
+        s.run(move || TcpListener::bind(SocketAddrV4::new(S_IP, port)))
+            .expect("listen in s")
+    };
+    let (up_listener, push_listener) = (listen(8080), listen(8081));
+    let connect = |vip: SocketAddrV4| {
+        c.run(move || TcpStream::connect_timeout(&vip.into(), Duration::from_secs(5)))
+            .expect("connect through the ClusterIP")
+    };
+    let (up_client, push_client) = (connect(UP), connect(PUSH));
+    let (up_server, _) = up_listener.accept().expect("accept up");
+    let (push_server, _) = push_listener.accept().expect("accept push");
+    let (stop_up, stop_push) = (Arc::clone(stop), Arc::clone(stop));
+    [
+        Stream {
+            name: "client sends first",
+            sender: std::thread::spawn(move || send(up_client, stop_up)),
+            receiver: std::thread::spawn(move || receive(up_server)),
+        },
+        Stream {
+            name: "endpoint sends first",
+            sender: std::thread::spawn(move || send(push_server, stop_push)),
+            receiver: std::thread::spawn(move || receive(push_client)),
+        },
+    ]
+}
+
+struct Node {
+    node: Netns,
+    c: Netns,
+    s: Netns,
+    run_dir: PathBuf,
+    config: PathBuf,
+}
+
+impl Node {
+    fn new(tag: &str) -> Node {
+        let node = Netns::new(&format!("{tag}-node"));
+        let (c, s) = (
+            Netns::new(&format!("{tag}-c")),
+            Netns::new(&format!("{tag}-s")),
+        );
+        let config = format!(
+            "[node]\nname = \"{tag}\"\n[bridge]\ngateway = \"{GW}/24\"\ngateway_mac = \"02:00:0a:f4:01:01\"\n\
+             {}{}[conntrack]\ncapacity = 4096\n{}{}",
+            tap_port("c", tag, &c, C_IP),
+            tap_port("s", tag, &s, S_IP),
+            service("up", UP, 8080),
+            service("push", PUSH, 8081),
+        );
+        let run_dir =
+            std::env::temp_dir().join(format!("podswitch-live-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&run_dir);
+        std::fs::create_dir_all(&run_dir).unwrap();
+        let config_path = run_dir.join("node.toml");
+        std::fs::write(&config_path, config).unwrap();
+        Node {
+            node,
+            c,
+            s,
+            run_dir,
+            config: config_path,
+        }
+    }
+
+    fn start(&self, extra: &[&str]) -> Daemon {
+        let launch = Launch {
+            workers: 1,
+            extra,
+            env: &[],
+            wrapper: &[],
+        };
+        let d = Daemon::launch(
+            &self.node,
+            self.run_dir.clone(),
+            self.config.clone(),
+            &launch,
+        );
+        for ns in [&self.c, &self.s] {
+            assert!(
+                wait_reachable(ns, GW, Duration::from_secs(10)),
+                "{}: {}",
+                ns.name,
+                d.log_text()
+            );
+        }
+        d
+    }
+
+    fn state_file(&self) -> PathBuf {
+        self.run_dir.join("dataplane.state")
+    }
+}
+
+/// The daemon's log says it attached `at_least` connections.
+fn attached(d: &Daemon, at_least: u64) {
+    let stats = d.stats();
+    let n = stats["state"]["attached_entries"].as_u64().unwrap_or(0);
+    assert!(n >= at_least, "attached {n}: {}", d.log_text());
+    assert_eq!(stats["state"]["discarded"], 0, "{}", d.log_text());
+}
+
+#[test]
+fn streams_through_a_cluster_ip_survive_kill_and_sigterm() {
+    if !root_or_skip("streams_through_a_cluster_ip_survive_kill_and_sigterm") {
+        return;
+    }
+    let n = Node::new("rs1");
+    let mut d = n.start(&[]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let streams = open_streams(&n.c, &n.s, &stop);
+    std::thread::sleep(Duration::from_millis(300));
+
+    // kill -9: nothing is written at exit; the file has it all already.
+    let t = Instant::now();
+    assert!(d.stop_with(libc::SIGKILL, Duration::from_secs(2)).is_some());
+    d = n.start(&[]);
+    eprintln!("kill -9 -> forwarding again in {:?}", t.elapsed());
+    attached(&d, 2);
+    assert!(
+        d.log_text().contains("clean_stop=false"),
+        "{}",
+        d.log_text()
+    );
+    std::thread::sleep(Duration::from_millis(800));
+
+    // SIGTERM: a clean stop.
+    let t = Instant::now();
+    assert!(d.stop().is_some(), "stops on SIGTERM");
+    d = n.start(&[]);
+    eprintln!("SIGTERM -> forwarding again in {:?}", t.elapsed());
+    attached(&d, 2);
+    assert!(d.log_text().contains("clean_stop=true"), "{}", d.log_text());
+    std::thread::sleep(Duration::from_millis(800));
+
+    stop.store(true, Ordering::Relaxed);
+    for s in streams {
+        s.check();
+    }
+    drop(d);
+    let _ = std::fs::remove_dir_all(&n.run_dir);
+}
+
+/// Starts on a state file `spoil` damaged: the log names the file and the
+/// reason, the counter says one discard, and a new connection works.
+fn clean_start_after(tag: &str, spoil: impl FnOnce(&std::fs::File), reason: &str) {
+    let n = Node::new(tag);
+    let mut d = n.start(&[]);
+    assert!(d.stop().is_some());
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(n.state_file())
+        .expect("the state file is there");
+    spoil(&file);
+    drop(file);
+    let d = n.start(&[]);
+    let log = d.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("state file discarded"))
+        .unwrap_or_else(|| panic!("no log line: {log}"));
+    assert!(
+        line.contains(reason) && line.contains("dataplane.state"),
+        "{line}"
+    );
+    let stats = d.stats();
+    assert_eq!(stats["state"]["discarded"], 1, "{stats}");
+    assert_eq!(stats["state"]["persistent"], true, "{stats}");
+    let stop = Arc::new(AtomicBool::new(false));
+    let streams = open_streams(&n.c, &n.s, &stop);
+    std::thread::sleep(Duration::from_millis(100));
+    stop.store(true, Ordering::Relaxed);
+    for s in streams {
+        s.check();
+    }
+    drop(d);
+    let _ = std::fs::remove_dir_all(&n.run_dir);
+}
+
+#[test]
+fn a_damaged_state_file_gives_a_clean_start() {
+    if !root_or_skip("a_damaged_state_file_gives_a_clean_start") {
+        return;
+    }
+    // A byte of the header's hash seed: the checksum no longer matches.
+    clean_start_after(
+        "rs2",
+        |f| f.write_all_at(&[0x5a], 7 * 8).unwrap(),
+        "checksum",
+    );
+}
+
+#[test]
+fn an_incompatible_state_file_gives_a_clean_start() {
+    if !root_or_skip("an_incompatible_state_file_gives_a_clean_start") {
+        return;
+    }
+    // Another layout version (what an older or newer build would write).
+    let version = |f: &std::fs::File| f.write_all_at(&7u64.to_le_bytes(), 8).unwrap();
+    clean_start_after("rs3", version, "layout version 7");
+}
