@@ -125,13 +125,14 @@ impl StateFile {
         if len == 0 {
             return Err(std::io::Error::other("the file is empty"));
         }
+        // Populated at once: one pass over the page cache, not a fault per page.
         // SAFETY: a new shared mapping of an open file; the kernel picks the address.
         let ptr = unsafe {
             libc::mmap(
                 core::ptr::null_mut(),
                 len,
                 libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
+                libc::MAP_SHARED | libc::MAP_POPULATE,
                 file.as_raw_fd(),
                 0,
             )

@@ -295,24 +295,50 @@ fn build(
     let seed = header[word::SEED].load(Ordering::Acquire);
     let hasher = KeyHasher::with_seed(seed);
     let damaged = |e: crate::mem::statefile::StateFileError| format!("damaged: {e}");
-    let entries = file
-        .typed_chunks(
-            (layout.entries_at, layout.shards, layout.per_shard),
-            Entry::decode,
-        )
-        .map_err(damaged)?;
     let indexes = file
         .chunks::<AtomicU64>(layout.index_at, layout.shards, layout.slots)
         .map_err(damaged)?;
     let sources = Arc::new(SourceCounts::default());
-    let mut tables = Vec::with_capacity(layout.shards);
-    for (shard, (entries, index)) in entries.into_iter().zip(indexes).enumerate() {
-        let memory = (entries, index, Arc::clone(&sources));
-        let table =
-            ConntrackTable::attach(memory, hasher.clone(), timeouts, fresh).map_err(|slot| {
-                format!("damaged: index slot {slot} of shard {shard} names no entry")
-            })?;
-        tables.push(table);
+    // Shards attach in parallel: a million entries are 64 MB to decode.
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 8)
+        .min(layout.shards);
+    let per_thread = layout.shards.div_ceil(threads);
+    let tables: Vec<Result<Vec<ConntrackTable>, String>> = std::thread::scope(|scope| {
+        let mut indexes = indexes.into_iter();
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                let mine: Vec<_> = indexes.by_ref().take(per_thread).collect();
+                let (hasher, sources) = (hasher.clone(), Arc::clone(&sources));
+                scope.spawn(move || {
+                    let first = t * per_thread;
+                    let attach_one = |(k, index)| {
+                        let shard = first + k;
+                        let at = layout.entries_at + shard * layout.per_shard * size_of::<Entry>();
+                        let entries =
+                            take(file.typed_chunks((at, 1, layout.per_shard), Entry::decode))?;
+                        let memory = (entries, index, Arc::clone(&sources));
+                        ConntrackTable::attach(memory, hasher.clone(), timeouts, fresh).map_err(
+                            |slot| {
+                                format!(
+                                    "damaged: index slot {slot} of shard {shard} names no entry"
+                                )
+                            },
+                        )
+                    };
+                    mine.into_iter().enumerate().map(attach_one).collect()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().unwrap_or_else(|_| Err("attaching failed".into())))
+            .collect()
+    });
+    let mut all = Vec::with_capacity(layout.shards);
+    for part in tables {
+        all.extend(part?);
     }
     let affinity = file
         .chunks::<AffinitySlot>(
@@ -324,7 +350,7 @@ fn build(
     header[word::STATUS].store(OPEN, Ordering::Release);
     header[word::PID].store(u64::from(std::process::id()), Ordering::Release);
     Ok(KeptTables {
-        conntrack: SharedConntrack::from_tables(tables, hasher),
+        conntrack: SharedConntrack::from_tables(all, hasher),
         affinity: AffinityTable::from_shards(affinity),
         header: Some(StateHeader {
             words: header,
