@@ -75,6 +75,12 @@ struct RunArgs {
     /// Also serve Prometheus metrics over TCP at this address (e.g. 127.0.0.1:9641).
     #[arg(long)]
     metrics_listen: Option<std::net::SocketAddr>,
+    /// Take over from the podswitchd running with this run directory (an
+    /// upgrade): its TAP queues, lock, database and state file are handed
+    /// over and it stops forwarding only when this one is ready. Without a
+    /// running one, start as usual.
+    #[arg(long)]
+    takeover: bool,
     /// Follow a Kubernetes cluster's Services, EndpointSlices and Nodes
     /// (credentials: --kubeconfig, else in-cluster, else $KUBECONFIG).
     #[arg(long, env = "PODSWITCH_KUBERNETES")]
@@ -195,6 +201,7 @@ pub fn main() -> ExitCode {
                 state_dir: args.state_dir.clone(),
                 metrics_listen: args.metrics_listen,
                 kubernetes: kubernetes_options(args),
+                takeover: args.takeover,
             })
         }
         Command::Replay(args) => replay(args),

@@ -134,6 +134,18 @@ impl Control {
         self.view.snapshot()
     }
 
+    /// Closes the store for the process taking over (`--takeover`);
+    /// changes fail until [`reopen_store`](Self::reopen_store).
+    pub fn close_store(&mut self) {
+        self.store.close();
+    }
+
+    /// Opens the store again (a takeover that did not happen).
+    pub fn reopen_store(&mut self, dir: &std::path::Path) -> anyhow::Result<()> {
+        self.store = Store::open(dir)?;
+        Ok(())
+    }
+
     /// The committed API state (a read guard: drop it before the next change).
     pub fn state(&self) -> RwLockReadGuard<'_, ApiState> {
         self.view.state()

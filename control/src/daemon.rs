@@ -56,6 +56,8 @@ pub struct RunOptions {
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// The Kubernetes source's command-line options.
     pub kubernetes: crate::kubernetes::KubernetesRun,
+    /// `--takeover`: take over from the daemon running with this run directory.
+    pub takeover: bool,
 }
 
 /// Holds the single-instance lock for as long as it lives.
@@ -114,6 +116,22 @@ pub fn run(opts: &RunOptions) -> Result<()> {
         .context("SIGTERM handler")?;
     signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&stop))
         .context("SIGINT handler")?;
+    // A takeover: the running daemon hands its TAP queues over and
+    // releases the lock and the database, still forwarding.
+    let incoming = if opts.takeover {
+        std::fs::create_dir_all(&opts.run_dir)
+            .with_context(|| format!("cannot create {}", opts.run_dir.display()))?;
+        let incoming = crate::takeover::request(&opts.run_dir)?;
+        match &incoming {
+            Some(i) => {
+                tracing::info!(from_pid = %i.from_pid, "taking over: the running daemon released the lock and the database")
+            }
+            None => tracing::info!("no running podswitchd to take over; starting"),
+        }
+        incoming
+    } else {
+        None
+    };
     let lock = InstanceLock::acquire(&opts.run_dir)?;
     if let Some(dir) = &opts.host_proc {
         ports::set_host_proc(dir.clone());
@@ -140,9 +158,23 @@ pub fn run(opts: &RunOptions) -> Result<()> {
 
     let started = Instant::now();
     let fanout_base = (std::process::id() as u16).wrapping_mul(31);
-    let opened = ports::open_all(&snapshot, workers, fanout_base);
-    for note in &opened.notes {
-        tracing::info!("{note}");
+    // Taking over, the TAP ports come from the old process once it stops.
+    let mut opened = match incoming {
+        Some(_) => ports::open_all_but_taps(&snapshot, workers, fanout_base),
+        None => ports::open_all(&snapshot, workers, fanout_base),
+    };
+    if let Some(plan) = crate::host::HostPlan::of(&file, &snapshot) {
+        plan.apply().context("setting up the node's own traffic")?;
+        tracing::info!(routed = ?plan.routed.iter().map(ToString::to_string).collect::<Vec<_>>(), shared_uplink = ?plan.shared_uplink, "host access and uplink steering installed");
+    }
+    // The old process stops its workers only now: the forwarding gap is
+    // from here until this one's workers run.
+    let handover = Instant::now();
+    if let Some(incoming) = incoming {
+        let mut handed = incoming
+            .ready()
+            .context("the running daemon did not stop")?;
+        opened.add_taps(&snapshot, workers, &mut handed);
     }
     let port_states = control.view().port_states();
     for (port, error) in &opened.failed {
@@ -151,16 +183,14 @@ pub fn run(opts: &RunOptions) -> Result<()> {
             format!("its device could not be opened: {error:#}"),
         );
     }
-    control.view().log_ports_down();
-    if let Some(plan) = crate::host::HostPlan::of(&file, &snapshot) {
-        plan.apply().context("setting up the node's own traffic")?;
-        tracing::info!(routed = ?plan.routed.iter().map(ToString::to_string).collect::<Vec<_>>(), shared_uplink = ?plan.shared_uplink, "host access and uplink steering installed");
-    }
     let queues = opened.queues;
     let snapshots = control.view().snapshots();
     // Before the first packet: the tables a previous process left.
     let (shared, state_header) = open_kept_tables(opts, &snapshot);
-    let shared = Arc::new(shared);
+    let (shared, state_header) = (Arc::new(shared), state_header.map(Arc::new));
+    let running = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let handed_over = Arc::new(AtomicBool::new(false));
+    let left = crate::takeover::LeftQueues::default();
     // Workers' time is the NAT clock, so the API can show conntrack timeouts.
     let epoch = podswitch_dataplane::nat::clock_origin();
     let (mut counters, mut senders, mut handles) = (Vec::new(), Vec::new(), Vec::new());
@@ -179,21 +209,54 @@ pub fn run(opts: &RunOptions) -> Result<()> {
         });
         counters.push(worker.counters());
         senders.push(tx);
+        running.fetch_add(1, Ordering::AcqRel);
+        let still = Arc::clone(&running);
+        let (left_flag, left_queues) = (Arc::clone(&handed_over), Arc::clone(&left));
         let handle = std::thread::Builder::new()
             .name(format!("podswitch-w{id}"))
-            .spawn(move || worker.run())
+            .spawn(move || {
+                let result = worker.run();
+                // Stopped for a takeover: leave the queues for the new process.
+                if left_flag.load(Ordering::Acquire) {
+                    let fds = worker.handover_fds();
+                    left_queues
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push((id, fds));
+                }
+                drop(worker);
+                still.fetch_sub(1, Ordering::AcqRel);
+                result
+            })
             .context("cannot start worker thread")?;
         handles.push(handle);
     }
+    for note in &opened.notes {
+        tracing::info!("{note}");
+    }
+    control.view().log_ports_down();
     control.attach_workers(senders, counters.clone(), fanout_base);
     control.attach_tables(Arc::clone(&shared));
     control.attach_mirrors(Arc::clone(&shared.mirrors));
     tracing::info!(
         elapsed_ms = started.elapsed().as_millis() as u64,
+        handover_us = handover.elapsed().as_micros() as u64,
         "forwarding"
     );
 
     let api = Api::new(control);
+    let lock = Arc::new(std::sync::Mutex::new(Some(lock)));
+    crate::takeover::listen(crate::takeover::OldSide {
+        run_dir: opts.run_dir.clone(),
+        state_dir: opts.state_dir.clone(),
+        lock: Arc::clone(&lock),
+        api: Arc::clone(&api),
+        stop: Arc::clone(&stop),
+        running: Arc::clone(&running),
+        header: state_header.clone(),
+        left,
+        handed_over: Arc::clone(&handed_over),
+    })?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("podswitch-api")
@@ -221,24 +284,32 @@ pub fn run(opts: &RunOptions) -> Result<()> {
             Err(_) => tracing::error!("worker panicked"),
         }
     }
-    // Everything the tables hold is in the state file already; say it is whole.
-    if let Some(header) = &state_header {
-        header.mark_closed();
+    // A process that took over has the API socket, the stats file and the
+    // state file now.
+    let handed_over = handed_over.load(Ordering::Acquire);
+    if !handed_over {
+        // Everything the tables hold is in the state file already; say it is whole.
+        if let Some(header) = &state_header {
+            header.mark_closed();
+        }
+        write_stats(
+            &stats_path(opts),
+            &snapshots.load(),
+            &counters,
+            Some(&shared),
+            &port_states,
+        );
     }
-    write_stats(
-        &stats_path(opts),
-        &snapshots.load(),
-        &counters,
-        Some(&shared),
-        &port_states,
-    );
     runtime.shutdown_timeout(Duration::from_millis(200));
-    let _ = std::fs::remove_file(&opts.api_socket);
+    if !handed_over {
+        let _ = std::fs::remove_file(&opts.api_socket);
+        let _ = std::fs::remove_file(opts.run_dir.join(crate::takeover::SOCKET));
+    }
     tracing::info!(
         elapsed_ms = stopping.elapsed().as_millis() as u64,
         "stopped; persistent TAPs left in place"
     );
-    drop(lock);
+    drop(lock.lock().unwrap_or_else(|e| e.into_inner()).take());
     served
 }
 

@@ -23,4 +23,5 @@ pub mod services;
 pub mod state;
 pub mod stats;
 pub mod store;
+pub mod takeover;
 pub mod validate;

@@ -5,6 +5,8 @@
 //! (daemon restart) and created and placed otherwise. AF_PACKET ports get
 //! one socket per worker in a fanout group, so the kernel spreads flows.
 
+use std::collections::HashMap;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -38,26 +40,58 @@ pub struct Opened {
     pub failed: Vec<(PortSpec, anyhow::Error)>,
 }
 
+/// TAP queue descriptors by port name, handed from one process to the next
+/// (`podswitchd run --takeover`), in worker order.
+pub type HandedTaps = HashMap<String, Vec<OwnedFd>>;
+
 /// Opens every port's queues for `workers` workers. A port that fails (a
 /// pod's namespace gone while the daemon was down) does not stop the others.
 pub fn open_all(snapshot: &Snapshot, workers: usize, fanout_base: u16) -> Opened {
-    let mut queues: WorkerQueues = (0..workers)
-        .map(|_| (0..snapshot.port_id_limit()).map(|_| None).collect())
-        .collect();
-    let (mut notes, mut failed) = (Vec::new(), Vec::new());
-    for port in &snapshot.ports {
-        let opened = match open_port(snapshot, port, workers, fanout_base) {
-            Ok((opened, note)) => {
-                notes.push(note);
-                opened
+    open_some(snapshot, workers, fanout_base, |_| true)
+}
+
+/// [`open_all`] without the TAP ports: a process taking over opens them
+/// with [`Opened::add_taps`] once the old one has handed them over.
+pub fn open_all_but_taps(snapshot: &Snapshot, workers: usize, fanout_base: u16) -> Opened {
+    open_some(snapshot, workers, fanout_base, |p| p.kind != PortKind::Tap)
+}
+
+fn open_some(
+    snapshot: &Snapshot,
+    workers: usize,
+    fanout_base: u16,
+    which: impl Fn(&PortSpec) -> bool,
+) -> Opened {
+    let mut opened = Opened {
+        queues: (0..workers)
+            .map(|_| (0..snapshot.port_id_limit()).map(|_| None).collect())
+            .collect(),
+        notes: Vec::new(),
+        failed: Vec::new(),
+    };
+    for port in snapshot.ports.iter().filter(|p| which(p)) {
+        let result = open_port(snapshot, port, workers, fanout_base);
+        opened.place(port, result);
+    }
+    opened
+}
+
+impl Opened {
+    /// Puts a port's queues (or its failure) in place.
+    fn place(&mut self, port: &PortSpec, result: Result<(Vec<Box<dyn PortQueue>>, String)>) {
+        let queues = match result {
+            Ok((queues, note)) => {
+                self.notes.push(note);
+                queues
             }
             Err(e) => {
-                failed.push((port.clone(), e));
-                continue;
+                self.failed.push((port.clone(), e));
+                return;
             }
         };
-        for (w, q) in opened.into_iter().enumerate() {
-            if let Some(slot) = queues
+        for (w, q) in queues.into_iter().enumerate() {
+            if let Some(slot) = self
+                .queues
                 .get_mut(w)
                 .and_then(|wq| wq.get_mut(usize::from(port.id.0)))
             {
@@ -65,10 +99,27 @@ pub fn open_all(snapshot: &Snapshot, workers: usize, fanout_base: u16) -> Opened
             }
         }
     }
-    Opened {
-        queues,
-        notes,
-        failed,
+
+    /// Opens the TAP ports [`open_all_but_taps`] left out: a port whose
+    /// queues are in `handed` (one per worker) takes them, the others open
+    /// their device as usual.
+    pub fn add_taps(&mut self, snapshot: &Snapshot, workers: usize, handed: &mut HandedTaps) {
+        for port in snapshot.ports.iter().filter(|p| p.kind == PortKind::Tap) {
+            let result = match handed.remove(&port.name).filter(|fds| fds.len() == workers) {
+                Some(fds) => {
+                    let queues = fds
+                        .into_iter()
+                        .map(|fd| {
+                            Box::new(tap::TapQueue::from_fd(fd, port.offload)) as Box<dyn PortQueue>
+                        })
+                        .collect();
+                    let note = format!("port {}: tap handed over with {workers} queues", port.name);
+                    Ok((queues, note))
+                }
+                None => open_port(snapshot, port, workers, 0),
+            };
+            self.place(port, result);
+        }
     }
 }
 

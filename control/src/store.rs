@@ -463,6 +463,14 @@ impl Drop for Store {
     /// as it is (the handle is leaked; the daemon is about to exit), and a
     /// panic while closing any other is only logged.
     fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl Store {
+    /// Closes the database now (handing it to the next process, which
+    /// opens it); what is asked of it afterwards fails as closed.
+    pub fn close(&mut self) {
         let Some(db) = self.db.take() else {
             return;
         };

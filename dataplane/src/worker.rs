@@ -115,6 +115,19 @@ impl Worker {
         }
     }
 
+    /// Descriptors of this worker's queues that can be handed to a
+    /// process taking over, by port (after [`run`](Self::run) returned).
+    pub fn handover_fds(&self) -> Vec<(PortId, std::os::fd::OwnedFd)> {
+        self.queues
+            .iter()
+            .enumerate()
+            .filter_map(|(i, q)| {
+                let fd = q.as_ref()?.handover_fd()?;
+                Some((PortId(u16::try_from(i).ok()?), fd))
+            })
+            .collect()
+    }
+
     /// This worker's counters (read them from any thread).
     pub fn counters(&self) -> Arc<WorkerCounters> {
         self.pipeline.counters().clone()

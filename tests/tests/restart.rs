@@ -4,7 +4,8 @@
 //! checked end to end by a hash: one where the client sends, one where the
 //! endpoint sends (server push: without the entry its packets would no
 //! longer be translated back, and the client would reset the connection).
-//! A damaged or incompatible state file gives a clean start with a log
+//! The same holds across a takeover (`--takeover`, an upgrade). A
+//! damaged or incompatible state file gives a clean start with a log
 //! line. Needs root (namespaces, TAP); skips otherwise.
 //!
 //! ```text
@@ -83,8 +84,10 @@ fn send(mut stream: TcpStream, stop: Arc<AtomicBool>) -> std::io::Result<(u64, u
     Ok((sent, hash.0))
 }
 
-/// Reads to the end; returns (bytes, hash).
+/// Reads to the end; returns (bytes, hash). A stream that stalls for 10 s
+/// (its peer reset by the other side's kernel) is an error.
 fn receive(mut stream: TcpStream) -> std::io::Result<(u64, u64)> {
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     let (mut got, mut hash) = (0u64, Fnv::new());
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -227,8 +230,8 @@ fn attached(d: &Daemon, at_least: u64) {
 }
 
 #[test]
-fn streams_through_a_cluster_ip_survive_kill_and_sigterm() {
-    if !root_or_skip("streams_through_a_cluster_ip_survive_kill_and_sigterm") {
+fn streams_through_a_cluster_ip_survive_kill_sigterm_and_takeover() {
+    if !root_or_skip("streams_through_a_cluster_ip_survive_kill_sigterm_and_takeover") {
         return;
     }
     let n = Node::new("rs1");
@@ -259,12 +262,44 @@ fn streams_through_a_cluster_ip_survive_kill_and_sigterm() {
     assert!(d.log_text().contains("clean_stop=true"), "{}", d.log_text());
     std::thread::sleep(Duration::from_millis(800));
 
+    // Takeover (an upgrade): a new process beside the running one.
+    let mut old = d;
+    // The old process keeps writing its log, under another name.
+    let log = n.run_dir.join("daemon.log");
+    std::fs::rename(&log, n.run_dir.join("daemon.old.log")).unwrap();
+    let d = n.start(&["--takeover"]);
+    let line = wait_log(&d, "forwarding", Duration::from_secs(10));
+    eprintln!("takeover: {line}");
+    assert!(
+        old.wait_exit(Duration::from_secs(5)).is_some(),
+        "the old process exits once taken over"
+    );
+    let log = d.log_text();
+    assert!(log.contains("tap handed over"), "{log}");
+    assert!(log.contains("clean_stop=true"), "{log}");
+    std::thread::sleep(Duration::from_millis(800));
+
     stop.store(true, Ordering::Relaxed);
     for s in streams {
         s.check();
     }
+    // The new process serves the API and is itself taken over or stopped.
+    assert!(d.ctl_ok(&["port", "list"]).contains("c"));
     drop(d);
     let _ = std::fs::remove_dir_all(&n.run_dir);
+}
+
+/// Waits for a log line of `d` containing `needle`; returns it.
+fn wait_log(d: &Daemon, needle: &str, limit: Duration) -> String {
+    let start = Instant::now();
+    loop {
+        let log = d.log_text();
+        if let Some(line) = log.lines().find(|l| l.contains(needle)) {
+            return line.to_string();
+        }
+        assert!(start.elapsed() < limit, "no {needle:?} in the log: {log}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Starts on a state file `spoil` damaged: the log names the file and the

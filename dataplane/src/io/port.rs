@@ -59,6 +59,13 @@ pub trait PortQueue: Send {
     /// (a vnet header is written with each frame).
     fn accepts_offload(&self) -> bool;
 
+    /// A descriptor of the same open queue, for the process that takes
+    /// over from this one (`podswitchd run --takeover`); `None` for a queue
+    /// that cannot be handed over (the new process opens its own).
+    fn handover_fd(&self) -> Option<std::os::fd::OwnedFd> {
+        None
+    }
+
     /// When `error` (from [`PortQueue::recv_batch`]) means the device is
     /// gone for good, why, in a few words; the worker then stops using this
     /// queue, which would otherwise poll ready forever. `None` for errors

@@ -380,6 +380,23 @@ pub struct TapQueue {
 }
 
 impl TapQueue {
+    /// A queue over `fd`, a TAP queue another process opened and handed
+    /// over (`podswitchd run --takeover`): the device is set up already.
+    pub fn from_fd(fd: OwnedFd, offload: bool) -> TapQueue {
+        TapQueue {
+            fd,
+            offload,
+            rx_errors: 0,
+            rx_errors_taken: 0,
+        }
+    }
+
+    /// A second descriptor of this queue (the same open queue), to hand
+    /// over to the next process; frames queued in it stay queued.
+    pub fn try_clone_fd(&self) -> io::Result<OwnedFd> {
+        self.fd.try_clone()
+    }
+
     /// Frames dropped on receive: a vnet header we cannot honour, or a
     /// frame shorter than the header or longer than the buffer.
     pub fn rx_errors(&self) -> u64 {
@@ -431,6 +448,10 @@ impl TapQueue {
 impl PortQueue for TapQueue {
     fn poll_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
+    }
+
+    fn handover_fd(&self) -> Option<OwnedFd> {
+        self.try_clone_fd().ok()
     }
 
     fn recv_batch(&mut self, batch: &mut Batch, port: PortId, now_ns: u64) -> io::Result<usize> {
