@@ -226,6 +226,30 @@ fn attach(spec: &StateSpec) -> Result<Option<KeptTables>, String> {
     let read = |i: usize| header[i].load(Ordering::Acquire);
     let layout = Layout::of(spec);
     let found: Vec<u64> = (0..=word::CHECKSUM).map(read).collect();
+    check_header(&found, &layout)?;
+    if file.len() != layout.len {
+        return Err(format!(
+            "truncated: {} bytes, the header says {}",
+            file.len(),
+            layout.len
+        ));
+    }
+    let clean = read(word::STATUS) == CLOSED;
+    let tables = build(&file, (&layout, spec.timeouts), header, false)?;
+    Ok(Some(KeptTables {
+        report: StateReport {
+            persistent: true,
+            attached_entries: tables.conntrack.len(),
+            clean,
+            ..StateReport::default()
+        },
+        ..tables
+    }))
+}
+
+/// Checks the header words `found` (up to the checksum) against the
+/// layout this process would write.
+fn check_header(found: &[u64], layout: &Layout) -> Result<(), String> {
     if found[word::MAGIC] != MAGIC {
         return Err("not a podswitch state file (bad magic)".into());
     }
@@ -256,24 +280,7 @@ fn attach(spec: &StateSpec) -> Result<Option<KeptTables>, String> {
             layout.affinity_slots
         ));
     }
-    if file.len() != layout.len {
-        return Err(format!(
-            "truncated: {} bytes, the header says {}",
-            file.len(),
-            layout.len
-        ));
-    }
-    let clean = read(word::STATUS) == CLOSED;
-    let tables = build(&file, (&layout, spec.timeouts), header, false)?;
-    Ok(Some(KeptTables {
-        report: StateReport {
-            persistent: true,
-            attached_entries: tables.conntrack.len(),
-            clean,
-            ..StateReport::default()
-        },
-        ..tables
-    }))
+    Ok(())
 }
 
 fn take<T>(
@@ -299,7 +306,42 @@ fn build(
         .chunks::<AtomicU64>(layout.index_at, layout.shards, layout.slots)
         .map_err(damaged)?;
     let sources = Arc::new(SourceCounts::default());
-    // Shards attach in parallel: a million entries are 64 MB to decode.
+    let all = attach_shards(
+        file,
+        (layout, timeouts),
+        indexes,
+        (&hasher, &sources),
+        fresh,
+    )?;
+    let affinity = file
+        .chunks::<AffinitySlot>(
+            layout.affinity_at,
+            AffinityTable::SHARDS,
+            layout.affinity_slots,
+        )
+        .map_err(damaged)?;
+    header[word::STATUS].store(OPEN, Ordering::Release);
+    header[word::PID].store(u64::from(std::process::id()), Ordering::Release);
+    Ok(KeptTables {
+        conntrack: SharedConntrack::from_tables(all, hasher),
+        affinity: AffinityTable::from_shards(affinity),
+        header: Some(StateHeader {
+            words: header,
+            path: file.path().to_path_buf(),
+        }),
+        report: StateReport::default(),
+    })
+}
+
+/// The conntrack shards over `indexes` and their entries in `file`,
+/// attached in parallel (a million entries are 64 MB to decode).
+fn attach_shards(
+    file: &StateFile,
+    (layout, timeouts): (&Layout, Timeouts),
+    indexes: Vec<HugeChunk<AtomicU64>>,
+    (hasher, sources): (&KeyHasher, &Arc<SourceCounts>),
+    fresh: bool,
+) -> Result<Vec<ConntrackTable>, String> {
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .clamp(1, 8)
@@ -310,7 +352,7 @@ fn build(
         let workers: Vec<_> = (0..threads)
             .map(|t| {
                 let mine: Vec<_> = indexes.by_ref().take(per_thread).collect();
-                let (hasher, sources) = (hasher.clone(), Arc::clone(&sources));
+                let (hasher, sources) = (hasher.clone(), Arc::clone(sources));
                 scope.spawn(move || {
                     let first = t * per_thread;
                     let attach_one = |(k, index)| {
@@ -340,24 +382,7 @@ fn build(
     for part in tables {
         all.extend(part?);
     }
-    let affinity = file
-        .chunks::<AffinitySlot>(
-            layout.affinity_at,
-            AffinityTable::SHARDS,
-            layout.affinity_slots,
-        )
-        .map_err(damaged)?;
-    header[word::STATUS].store(OPEN, Ordering::Release);
-    header[word::PID].store(u64::from(std::process::id()), Ordering::Release);
-    Ok(KeptTables {
-        conntrack: SharedConntrack::from_tables(all, hasher),
-        affinity: AffinityTable::from_shards(affinity),
-        header: Some(StateHeader {
-            words: header,
-            path: file.path().to_path_buf(),
-        }),
-        report: StateReport::default(),
-    })
+    Ok(all)
 }
 
 /// Empty tables in a new file at `spec.path` (replacing any), or in
