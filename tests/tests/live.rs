@@ -363,7 +363,8 @@ fn sighup_is_logged_and_ignored() {
 }
 
 /// The unit restarts the daemon after any exit systemd did not ask for
-/// (a signal or a clean exit too, not only a failure), without waiting.
+/// (a signal or a clean exit too, not only a failure), without waiting,
+/// and keeps the run directory (the state file) across the restart.
 #[test]
 fn systemd_unit_restarts_after_any_exit() {
     let unit =
@@ -372,9 +373,17 @@ fn systemd_unit_restarts_after_any_exit() {
     let settings: Vec<&str> = unit
         .lines()
         .map(str::trim)
-        .filter(|l| l.starts_with("Restart"))
+        .filter(|l| l.starts_with("Restart") || l.starts_with("RuntimeDirectoryPreserve"))
         .collect();
-    assert_eq!(settings, ["Restart=always", "RestartSec=100ms"], "{unit}");
+    assert_eq!(
+        settings,
+        [
+            "Restart=always",
+            "RestartSec=0",
+            "RuntimeDirectoryPreserve=yes"
+        ],
+        "{unit}"
+    );
 }
 
 #[test]
