@@ -12,7 +12,6 @@
 //! stats a last time. Persistent TAPs stay in their pods, so a restarted
 //! daemon picks them up and the pods keep their interfaces and addresses.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,6 +25,7 @@ use podswitch_dataplane::worker::{Worker, WorkerSetup};
 
 use crate::api::{self, Api, RootOnlyListener};
 use crate::control::Control;
+use crate::instance_lock::InstanceLock;
 use crate::ports;
 use crate::stats::Stats;
 use crate::store::Store;
@@ -58,50 +58,6 @@ pub struct RunOptions {
     pub kubernetes: crate::kubernetes::KubernetesRun,
     /// `--takeover`: take over from the daemon running with this run directory.
     pub takeover: bool,
-}
-
-/// Holds the single-instance lock for as long as it lives.
-pub struct InstanceLock {
-    _file: File,
-    path: PathBuf,
-}
-
-impl InstanceLock {
-    /// Takes `<run_dir>/podswitchd.lock`, or explains who holds it.
-    pub fn acquire(run_dir: &Path) -> Result<InstanceLock> {
-        std::fs::create_dir_all(run_dir)
-            .with_context(|| format!("cannot create {}", run_dir.display()))?;
-        let path = run_dir.join("podswitchd.lock");
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&path)
-            .with_context(|| format!("cannot open {}", path.display()))?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                let holder = std::fs::read_to_string(&path).unwrap_or_default();
-                bail!(
-                    "another podswitchd is already running on this node (lock {} held by pid {}); stop it first",
-                    path.display(),
-                    holder.trim()
-                );
-            }
-            Err(std::fs::TryLockError::Error(e)) => {
-                return Err(e).with_context(|| format!("cannot lock {}", path.display()));
-            }
-        }
-        file.set_len(0)?;
-        std::io::Write::write_all(&mut &file, format!("{}\n", std::process::id()).as_bytes())?;
-        Ok(InstanceLock { _file: file, path })
-    }
-
-    /// The lock file.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
 }
 
 /// Runs the node service until SIGTERM or SIGINT.

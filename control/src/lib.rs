@@ -13,6 +13,7 @@ pub mod demo;
 pub mod error;
 pub mod fake_api;
 pub mod host;
+pub mod instance_lock;
 pub mod kubernetes;
 pub mod metrics;
 pub mod mirror;

@@ -38,7 +38,7 @@ use rustix::net::{
 };
 
 use crate::api::Api;
-use crate::daemon::InstanceLock;
+use crate::instance_lock::InstanceLock;
 use crate::ports::HandedTaps;
 use podswitch_dataplane::packet::PortId;
 

@@ -10,6 +10,9 @@
 //! - **No file over 800 lines**, and no function over 60 lines on the hot
 //!   path (the modules in [`HOT_PATH`]).
 //!
+//! The control plane's modules are checked for cycles the same way
+//! ([`control_has_no_import_cycles`]).
+//!
 //! Tests are exempt from the import rules (test files and `#[cfg(test)]`
 //! modules build whole pipelines to test a stage), not from the line limit.
 //! Run with `--nocapture` to see the import graph:
@@ -141,10 +144,27 @@ fn module_rules_hold() {
         }
     }
 
-    // Cycles between siblings: project every edge onto the children of the
-    // deepest module that contains both ends.
+    failures.extend(import_cycles(&edges));
+
+    println!(
+        "{} source files, {} module rules broken",
+        files.len(),
+        failures.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "module rules broken:\n  {}",
+        failures.join("\n  ")
+    );
+}
+
+/// The import cycles among `edges` (module → module it imports), found
+/// between siblings: every edge is projected onto the children of the
+/// deepest module that contains both ends.
+fn import_cycles(edges: &BTreeSet<(Vec<String>, Vec<String>)>) -> Vec<String> {
+    let mut failures = Vec::new();
     let mut sibling_edges: BTreeMap<Vec<String>, BTreeSet<(String, String)>> = BTreeMap::new();
-    for (from, to) in &edges {
+    for (from, to) in edges {
         let common = from.iter().zip(to).take_while(|(a, b)| a == b).count();
         if common == from.len() || common == to.len() {
             continue; // a module and its ancestor or descendant
@@ -165,14 +185,34 @@ fn module_rules_hold() {
         }
     }
 
+    failures
+}
+
+/// The control plane (`control/src`) has no import cycle either: its
+/// layers (HTTP at the edge, the changes, the state and its checks, the
+/// store) are not numbered here, but no two modules import each other.
+#[test]
+fn control_has_no_import_cycles() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../control/src");
+    let files = source_files(&root);
+    let modules: BTreeSet<Vec<String>> = files.iter().map(|f| f.module.clone()).collect();
+    let mut edges = BTreeSet::new();
+    for file in files.iter().filter(|f| !f.is_test) {
+        for path in referenced_paths(&file.code) {
+            if let Some(target) = resolve(&file.module, &path, &modules) {
+                edges.insert((file.module.clone(), target));
+            }
+        }
+    }
+    let failures = import_cycles(&edges);
     println!(
-        "{} source files, {} module rules broken",
+        "control: {} source files, {} import cycles",
         files.len(),
         failures.len()
     );
     assert!(
         failures.is_empty(),
-        "module rules broken:\n  {}",
+        "import cycles in control:\n  {}",
         failures.join("\n  ")
     );
 }
