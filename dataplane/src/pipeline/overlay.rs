@@ -46,8 +46,44 @@ struct TunnelTarget {
     node_ip: Ipv4Addr,
     /// The remote VTEP's MAC (the inner destination).
     vtep_mac: MacAddr,
+    /// Our VTEP's MAC (the inner source).
+    local_vtep_mac: MacAddr,
     /// The outer next hop on the uplink.
     next_hop: Ipv4Addr,
+}
+
+/// Readies the inner frame: its partial checksum completed (no GSO),
+/// our VTEP's MAC to the remote one, TTL − 1. `Continue` with the
+/// outer UDP source port of its flow.
+#[inline(always)]
+fn ready_inner(frame: &mut Frame, l3_offset: usize, target: &TunnelTarget) -> Step<u16> {
+    if frame.offload.gso == GsoKind::None {
+        if let Some((start, offset)) = frame.offload.csum {
+            let done = crate::io::gso::complete_checksum(
+                frame.data_mut(),
+                usize::from(start),
+                usize::from(offset),
+            );
+            if done.is_err() {
+                return Step::Break(Verdict::Drop(DropReason::VxlanEncapFailed));
+            }
+        }
+        frame.offload = crate::packet::Offload::default();
+    }
+    let Some(mut eth) = EthernetFrame::new_checked(frame.data_mut()).ok() else {
+        return Step::Break(Verdict::Drop(DropReason::EthernetMalformed));
+    };
+    eth.set_src_addr(target.local_vtep_mac);
+    eth.set_dst_addr(target.vtep_mac);
+    let data = frame.data_mut();
+    let Some(mut ip) = data
+        .get_mut(l3_offset..)
+        .and_then(|b| Ipv4Packet::new_checked(b).ok())
+    else {
+        return Step::Break(Verdict::Drop(DropReason::Ipv4Malformed));
+    };
+    ip.decrement_ttl();
+    Step::Continue(encap::flow_src_port(ip.into_inner()))
 }
 
 fn inner_facts(frame: &Frame, l3_offset: usize) -> Option<InnerFacts> {
@@ -115,7 +151,7 @@ impl Pipeline {
     ) -> Step<Verdict> {
         let (i, now) = (pkt.index, pkt.now);
         let (target, facts, fragments) = self.tunnel_checks(batch.frame_mut(i), pkt, tunnel)?;
-        let src_port = self.ready_inner(batch.frame_mut(i), pkt.l3(), target.vtep_mac)?;
+        let src_port = ready_inner(batch.frame_mut(i), pkt.l3(), &target)?;
         self.counters.event(Event::Routed);
         let outer_mac = self.outer_next_hop_mac(batch, target.next_hop, now);
         let ip_id = self.overlay_ip_id;
@@ -169,6 +205,7 @@ impl Pipeline {
         let target = TunnelTarget {
             node_ip: t.node_ip,
             vtep_mac: t.vtep_mac,
+            local_vtep_mac: overlay.vtep_mac,
             next_hop: t.outer_next_hop,
         };
         let Some(facts) = inner_facts(frame, pkt.l3()) else {
@@ -197,43 +234,6 @@ impl Pipeline {
             self.counters.event(Event::VxlanFragNeededSent);
         }
         Step::Break(verdict)
-    }
-
-    /// Readies the inner frame: its partial checksum completed (no GSO),
-    /// our VTEP's MAC to the remote one, TTL − 1. `Continue` with the
-    /// outer UDP source port of its flow.
-    #[inline(always)]
-    fn ready_inner(&self, frame: &mut Frame, l3_offset: usize, remote_mac: MacAddr) -> Step<u16> {
-        if frame.offload.gso == GsoKind::None {
-            if let Some((start, offset)) = frame.offload.csum {
-                let done = crate::io::gso::complete_checksum(
-                    frame.data_mut(),
-                    usize::from(start),
-                    usize::from(offset),
-                );
-                if done.is_err() {
-                    return Step::Break(Verdict::Drop(DropReason::VxlanEncapFailed));
-                }
-            }
-            frame.offload = crate::packet::Offload::default();
-        }
-        let Some(vtep_mac) = self.snapshot.overlay.as_ref().map(|o| o.vtep_mac) else {
-            return Step::Break(Verdict::Drop(DropReason::NoRoute));
-        };
-        let Some(mut eth) = EthernetFrame::new_checked(frame.data_mut()).ok() else {
-            return Step::Break(Verdict::Drop(DropReason::EthernetMalformed));
-        };
-        eth.set_src_addr(vtep_mac);
-        eth.set_dst_addr(remote_mac);
-        let data = frame.data_mut();
-        let Some(mut ip) = data
-            .get_mut(l3_offset..)
-            .and_then(|b| Ipv4Packet::new_checked(b).ok())
-        else {
-            return Step::Break(Verdict::Drop(DropReason::Ipv4Malformed));
-        };
-        ip.decrement_ttl();
-        Step::Continue(encap::flow_src_port(ip.into_inner()))
     }
 
     /// The MAC of the tunnel's outer next hop on the uplink, if known
