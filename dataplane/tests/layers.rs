@@ -77,12 +77,10 @@ const MAX_HOT_FUNCTION_LINES: usize = 60;
 fn module_rules_hold() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let files = source_files(&root);
-    let modules: BTreeSet<Vec<String>> = files.iter().map(|f| f.module.clone()).collect();
     let layer_of = |top: &str| LAYERS.iter().position(|row| row.contains(&top));
 
     let mut failures = Vec::new();
     let mut top_edges: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
-    let mut edges: BTreeSet<(Vec<String>, Vec<String>)> = BTreeSet::new();
     for file in &files {
         if file.lines > MAX_FILE_LINES {
             failures.push(format!(
@@ -101,18 +99,14 @@ fn module_rules_hold() {
                 ));
             }
         }
-        for path in referenced_paths(&file.code) {
-            let Some(target) = resolve(&file.module, &path, &modules) else {
-                continue;
-            };
-            let (from_top, to_top) = (&file.module[0], &target[0]);
-            if from_top != to_top {
-                top_edges
-                    .entry((from_top.clone(), to_top.clone()))
-                    .or_default()
-                    .insert(file.rel.clone());
-            }
-            edges.insert((file.module.clone(), target));
+    }
+    let edges = import_edges(&files);
+    for ((from, to), users) in &edges {
+        if from[0] != to[0] {
+            top_edges
+                .entry((from[0].clone(), to[0].clone()))
+                .or_default()
+                .extend(users.iter().cloned());
         }
     }
 
@@ -144,7 +138,7 @@ fn module_rules_hold() {
         }
     }
 
-    failures.extend(import_cycles(&edges));
+    failures.extend(import_cycles(edges.keys()));
 
     println!(
         "{} source files, {} module rules broken",
@@ -158,10 +152,28 @@ fn module_rules_hold() {
     );
 }
 
+/// Every import between modules of `files` (module → the module it names),
+/// with the files that make it; tests and the crate root left out.
+fn import_edges(files: &[SourceFile]) -> BTreeMap<(Vec<String>, Vec<String>), BTreeSet<String>> {
+    let modules: BTreeSet<Vec<String>> = files.iter().map(|f| f.module.clone()).collect();
+    let mut edges: BTreeMap<_, BTreeSet<String>> = BTreeMap::new();
+    for file in files.iter().filter(|f| !f.module.is_empty() && !f.is_test) {
+        for path in referenced_paths(&file.code) {
+            if let Some(target) = resolve(&file.module, &path, &modules) {
+                edges
+                    .entry((file.module.clone(), target))
+                    .or_default()
+                    .insert(file.rel.clone());
+            }
+        }
+    }
+    edges
+}
+
 /// The import cycles among `edges` (module → module it imports), found
 /// between siblings: every edge is projected onto the children of the
 /// deepest module that contains both ends.
-fn import_cycles(edges: &BTreeSet<(Vec<String>, Vec<String>)>) -> Vec<String> {
+fn import_cycles<'a>(edges: impl Iterator<Item = &'a (Vec<String>, Vec<String>)>) -> Vec<String> {
     let mut failures = Vec::new();
     let mut sibling_edges: BTreeMap<Vec<String>, BTreeSet<(String, String)>> = BTreeMap::new();
     for (from, to) in edges {
@@ -195,16 +207,7 @@ fn import_cycles(edges: &BTreeSet<(Vec<String>, Vec<String>)>) -> Vec<String> {
 fn control_has_no_import_cycles() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../control/src");
     let files = source_files(&root);
-    let modules: BTreeSet<Vec<String>> = files.iter().map(|f| f.module.clone()).collect();
-    let mut edges = BTreeSet::new();
-    for file in files.iter().filter(|f| !f.is_test) {
-        for path in referenced_paths(&file.code) {
-            if let Some(target) = resolve(&file.module, &path, &modules) {
-                edges.insert((file.module.clone(), target));
-            }
-        }
-    }
-    let failures = import_cycles(&edges);
+    let failures = import_cycles(import_edges(&files).keys());
     println!(
         "control: {} source files, {} import cycles",
         files.len(),
