@@ -286,9 +286,13 @@ fn open_kept_tables(
         timeouts: snapshot.nat.timeouts,
         affinity_capacity: podswitch_dataplane::nat::affinity::DEFAULT_AFFINITY_CAPACITY,
     };
-    let kept = state::open(&spec);
+    let mut kept = state::open(&spec);
+    let (macs, neighbours, carried) = kept_l2_and_counters(kept.kept.take(), snapshot);
     let r = &kept.report;
     let file = spec.path.display();
+    if r.upgraded {
+        tracing::info!(%file, "state file of layout version 1 extended to this version");
+    }
     if let Some(reason) = &r.discarded {
         tracing::warn!(%file, %reason, "state file discarded; starting with empty connection tracking");
     }
@@ -296,7 +300,7 @@ fn open_kept_tables(
         tracing::warn!(%file, %error, "cannot keep state in a file; connections will not survive a restart");
     }
     if r.persistent {
-        tracing::info!(%file, entries = r.attached_entries, clean_stop = r.clean, elapsed_us = r.elapsed.as_micros() as u64, "state attached");
+        tracing::info!(%file, entries = r.attached_entries, macs = macs.1, neighbours = neighbours.1, counters_continued = carried, clean_stop = r.clean, elapsed_us = r.elapsed.as_micros() as u64, "state attached");
     }
     crate::stats::set_state(crate::stats::StateStats {
         file: spec.path.clone(),
@@ -306,15 +310,45 @@ fn open_kept_tables(
         discarded: u64::from(r.discarded.is_some()),
         discard_reason: r.discarded.clone(),
         attach_us: r.elapsed.as_micros() as u64,
+        attached_macs: macs.1 as u64,
+        attached_neighbours: neighbours.1 as u64,
+        counters_continued: carried,
     });
     let tables = SharedTables {
-        macs: Default::default(),
-        neighbours: Default::default(),
+        macs: macs.0,
+        neighbours: neighbours.0,
         conntrack: kept.conntrack,
         affinity: kept.affinity,
         mirrors: Default::default(),
     };
     (tables, kept.header)
+}
+
+/// The MAC and neighbour tables over the state file's `parts` (with how
+/// many entries each found there; MACs of ports `snapshot` does not have
+/// are left out), and whether the counters go on from kept totals.
+fn kept_l2_and_counters(
+    parts: Option<podswitch_dataplane::nat::state::KeptParts>,
+    snapshot: &Snapshot,
+) -> (
+    (podswitch_dataplane::pipeline::SharedMacTable, usize),
+    (podswitch_dataplane::pipeline::SharedNeighbourTable, usize),
+    bool,
+) {
+    use podswitch_dataplane::pipeline::{SharedMacTable, SharedNeighbourTable};
+    let Some(parts) = parts else {
+        return ((Default::default(), 0), (Default::default(), 0), false);
+    };
+    let macs = SharedMacTable::kept(parts.macs, |port| snapshot.port(port).is_some());
+    let neighbours = SharedNeighbourTable::kept(parts.neighbours);
+    let carried = match crate::stats::kept::attach(parts.counters) {
+        Ok(found) => found != crate::stats::kept::Found::Nothing,
+        Err(reason) => {
+            tracing::warn!(%reason, "counters start from zero");
+            false
+        }
+    };
+    (macs, neighbours, carried)
 }
 
 /// The state file's name in the run directory.

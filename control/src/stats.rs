@@ -9,6 +9,8 @@ use podswitch_dataplane::io::PortStates;
 use podswitch_dataplane::packet::{DropReason, Event, WorkerCounters};
 use podswitch_dataplane::pipeline::SharedTables;
 
+pub mod kept;
+
 /// Totals of one port.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct PortStats {
@@ -81,6 +83,15 @@ pub struct StateStats {
     pub discard_reason: Option<String>,
     /// Microseconds spent opening and attaching it.
     pub attach_us: u64,
+    /// Learned MACs found in it and kept.
+    #[serde(default)]
+    pub attached_macs: u64,
+    /// Resolved neighbours found in it and kept.
+    #[serde(default)]
+    pub attached_neighbours: u64,
+    /// The counters go on from the totals it held.
+    #[serde(default)]
+    pub counters_continued: bool,
 }
 
 static STATE: std::sync::OnceLock<StateStats> = std::sync::OnceLock::new();
@@ -135,7 +146,8 @@ impl ConntrackStats {
 
 impl Stats {
     /// Sums `workers`' counters for the ports of `snapshot`, with the
-    /// ports' `states`.
+    /// ports' `states`, from where the previous process left them
+    /// ([`kept`]); publishes the totals.
     pub fn collect(
         snapshot: &Snapshot,
         workers: &[Arc<WorkerCounters>],
@@ -181,7 +193,7 @@ impl Stats {
                 )
             })
             .collect();
-        Stats {
+        let mut stats = Stats {
             generation: snapshot.generation,
             workers: workers.len(),
             ports,
@@ -189,7 +201,9 @@ impl Stats {
             events,
             conntrack: None,
             state: STATE.get().cloned(),
-        }
+        };
+        kept::carry(&mut stats);
+        stats
     }
 
     /// Writes the stats as JSON to `path` atomically (write, then rename).

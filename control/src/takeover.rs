@@ -12,10 +12,10 @@
 //! 2. new → `READY`; the old one stops its workers, sends one `PORT <name>`
 //!    frame per TAP port with its queue descriptors (`SCM_RIGHTS`: the same
 //!    open queues, so frames queued in them stay queued), marks the state
-//!    file whole and → `STOPPED`; the new one wraps the queues, attaches
-//!    the state file and starts its workers. The forwarding gap is this
-//!    step. The old process then exits; it leaves the API socket and the
-//!    stats file to the new one.
+//!    file whole, keeps its final counter totals in it and → `STOPPED`;
+//!    the new one wraps the queues, attaches the state file and starts its
+//!    workers. The forwarding gap is this step. The old process then
+//!    exits; it leaves the API socket and the stats file to the new one.
 //!
 //! If the new process goes away before `READY`, the old one takes the lock
 //! and the database back and goes on as before.
@@ -239,6 +239,9 @@ impl OldSide {
         if let Some(header) = &self.header {
             header.mark_closed();
         }
+        // The workers' final counts, kept for the new process; then no more.
+        let _ = self.api.view().stats();
+        crate::stats::kept::seal();
         for (name, fds) in self.taps_by_name() {
             let fds: Vec<BorrowedFd<'_>> = fds.iter().map(AsFd::as_fd).collect();
             send_frame(conn, &format!("PORT {name}"), &fds)?;

@@ -4,9 +4,12 @@
 //! checked end to end by a hash: one where the client sends, one where the
 //! endpoint sends (server push: without the entry its packets would no
 //! longer be translated back, and the client would reset the connection).
-//! The same holds across a takeover (`--takeover`, an upgrade). A
-//! damaged or incompatible state file gives a clean start with a log
-//! line. Needs root (namespaces, TAP); skips otherwise.
+//! The same holds across a takeover (`--takeover`, an upgrade). The
+//! learned MACs, the neighbours and the counters are kept too: after a
+//! `kill -9` the switch asks no ARP and learns no MAC again, and the
+//! counters go on from what was published. A damaged or incompatible
+//! state file gives a clean start with a log line. Needs root
+//! (namespaces, TAP); skips otherwise.
 //!
 //! ```text
 //!  c 10.244.1.2 ─┐ podswitchd (node ns)
@@ -216,6 +219,17 @@ impl Node {
         d
     }
 
+    /// Both streams, for `run`, checked.
+    fn streams_for(&self, run: Duration) {
+        let stop = Arc::new(AtomicBool::new(false));
+        let streams = open_streams(&self.c, &self.s, &stop);
+        std::thread::sleep(run);
+        stop.store(true, Ordering::Relaxed);
+        for s in streams {
+            s.check();
+        }
+    }
+
     fn state_file(&self) -> PathBuf {
         self.run_dir.join("dataplane.state")
     }
@@ -260,6 +274,7 @@ fn streams_through_a_cluster_ip_survive_kill_sigterm_and_takeover() {
     eprintln!("SIGTERM -> forwarding again in {:?}", t.elapsed());
     attached(&d, 2);
     assert!(d.log_text().contains("clean_stop=true"), "{}", d.log_text());
+    kept_l2_and_counters(&d);
     std::thread::sleep(Duration::from_millis(800));
 
     // Takeover (an upgrade): a new process beside the running one.
@@ -277,6 +292,7 @@ fn streams_through_a_cluster_ip_survive_kill_sigterm_and_takeover() {
     let log = d.log_text();
     assert!(log.contains("tap handed over"), "{log}");
     assert!(log.contains("clean_stop=true"), "{log}");
+    kept_l2_and_counters(&d);
     std::thread::sleep(Duration::from_millis(800));
 
     stop.store(true, Ordering::Relaxed);
@@ -285,6 +301,77 @@ fn streams_through_a_cluster_ip_survive_kill_sigterm_and_takeover() {
     }
     // The new process serves the API and is itself taken over or stopped.
     assert!(d.ctl_ok(&["port", "list"]).contains("c"));
+    drop(d);
+    let _ = std::fs::remove_dir_all(&n.run_dir);
+}
+
+/// The daemon found the MACs of c and s, their neighbour entries and the
+/// counters in the state file.
+fn kept_l2_and_counters(d: &Daemon) {
+    let state = api_stats(d)["state"].clone();
+    assert!(state["attached_macs"].as_u64() >= Some(2), "{state}");
+    assert!(state["attached_neighbours"].as_u64() >= Some(2), "{state}");
+    assert_eq!(state["counters_continued"], true, "{state}");
+}
+
+/// The API's stats: totals, and per worker what this process counted.
+fn api_stats(d: &Daemon) -> serde_json::Value {
+    serde_json::from_str(&d.ctl_ok(&["-o", "json", "stats"])).expect("stats JSON")
+}
+
+/// What this process's workers counted of `event`.
+fn own_events(stats: &serde_json::Value, event: &str) -> u64 {
+    let workers = stats["per_worker"].as_array().expect("per_worker");
+    workers
+        .iter()
+        .map(|w| w["events"][event].as_u64().unwrap_or(0))
+        .sum()
+}
+
+fn port_rx(stats: &serde_json::Value, name: &str) -> u64 {
+    let ports = stats["ports"].as_array().expect("ports");
+    let port = ports.iter().find(|p| p["name"] == name).expect("the port");
+    port["rx_packets"].as_u64().unwrap_or(0)
+}
+
+#[test]
+fn macs_neighbours_and_counters_survive_kill_9() {
+    if !root_or_skip("macs_neighbours_and_counters_survive_kill_9") {
+        return;
+    }
+    let n = Node::new("rs4");
+    let mut d = n.start(&[]);
+    // Traffic through the ClusterIPs: the MACs of c and s are learned, and
+    // the pods' neighbour entries (from their ARP requests for the gateway).
+    n.streams_for(Duration::from_millis(200));
+    let before = api_stats(&d);
+    assert!(own_events(&before, "neighbour_learned") >= 2, "{before}");
+    assert!(own_events(&before, "mac_learned") >= 2, "{before}");
+    let published = port_rx(&before, "c");
+    let drops_before = before["drops"].clone();
+    assert!(published > 0, "{before}");
+
+    assert!(d.stop_with(libc::SIGKILL, Duration::from_secs(2)).is_some());
+    let d = n.start(&[]);
+    kept_l2_and_counters(&d);
+    // The counters go on from what was published before the kill.
+    let after = api_stats(&d);
+    assert!(port_rx(&after, "c") >= published, "{after}");
+    for (reason, n) in drops_before.as_object().expect("drops") {
+        assert!(
+            after["drops"][reason].as_u64() >= n.as_u64(),
+            "{reason}: {after}"
+        );
+    }
+    // New connections through the ClusterIPs: no MAC to learn, and no ARP
+    // to send (the pods' kernels know the gateway; without the kept
+    // neighbours the switch would ask for s, the DNAT's next hop).
+    n.streams_for(Duration::from_millis(200));
+    let again = api_stats(&d);
+    assert_eq!(own_events(&again, "arp_request_sent"), 0, "{again}");
+    assert_eq!(own_events(&again, "mac_learned"), 0, "{again}");
+    assert!(own_events(&again, "dnat") >= 2, "{again}");
+    assert!(port_rx(&again, "c") > port_rx(&after, "c"), "{again}");
     drop(d);
     let _ = std::fs::remove_dir_all(&n.run_dir);
 }
@@ -327,13 +414,7 @@ fn clean_start_after(tag: &str, spoil: impl FnOnce(&std::fs::File), reason: &str
     let stats = d.stats();
     assert_eq!(stats["state"]["discarded"], 1, "{stats}");
     assert_eq!(stats["state"]["persistent"], true, "{stats}");
-    let stop = Arc::new(AtomicBool::new(false));
-    let streams = open_streams(&n.c, &n.s, &stop);
-    std::thread::sleep(Duration::from_millis(100));
-    stop.store(true, Ordering::Relaxed);
-    for s in streams {
-        s.check();
-    }
+    n.streams_for(Duration::from_millis(100));
     drop(d);
     let _ = std::fs::remove_dir_all(&n.run_dir);
 }

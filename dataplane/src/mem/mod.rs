@@ -4,7 +4,9 @@
 //! flow cache) in huge pages and gives the prefetch hint the NAT stage uses
 //! before it takes a lock; [`heap`] gives the heap's free pages back to the
 //! kernel after large control-plane changes; [`statefile`] maps the file
-//! the state that outlives the process lives in (conntrack, affinity).
+//! the state that outlives the process lives in (conntrack, affinity), and
+//! [`kept`] the small tables kept in it beside those (MACs, neighbours,
+//! published counters).
 //!
 //! With [`crate::io`] this is the only place where `unsafe` may appear, each
 //! block with a `// SAFETY:` line. It imports nothing from the rest of the
@@ -12,4 +14,5 @@
 
 pub mod heap;
 pub mod hugemem;
+pub mod kept;
 pub mod statefile;

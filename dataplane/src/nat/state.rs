@@ -1,9 +1,12 @@
-//! The NAT state that outlives the process: connection tracking (with the
+//! The state that outlives the process: connection tracking (with the
 //! NAT bindings) and ClientIP affinity live in one file under the run
 //! directory ([`crate::mem::statefile`]), so a restarted or upgraded
 //! daemon attaches them before it forwards its first packet and the
 //! connections through services go on: also those whose endpoint sends
 //! first, which without the entry would no longer be translated back.
+//! The same file keeps the learned MACs, the resolved neighbours and the
+//! published counters ([`KeptParts`]: this module lays them out, the
+//! pipeline and the control plane read and write them).
 //!
 //! Layout (all parts 2 MiB aligned, so they can sit in huge pages):
 //!
@@ -13,6 +16,11 @@
 //! | conntrack entries, shard after shard | shards × per shard × 64 |
 //! | conntrack index, shard after shard | shards × slots × 8 |
 //! | affinity slots, shard after shard | 16 × slots × 32 |
+//! | MAC records ([`KEPT_MACS`]), neighbour records ([`KEPT_NEIGHBOURS`]), counters blob | 2 MiB |
+//!
+//! Layout version 1 ended after the affinity slots; a sound version 1
+//! file is extended by the last part (empty) and attached, so an upgrade
+//! from a build that wrote it keeps its connections.
 //!
 //! The header holds a magic number, the layout version, the file length,
 //! a fingerprint of how this build lays an entry out, the table shape, the
@@ -25,6 +33,7 @@
 //! of a boot.
 
 use core::sync::atomic::{AtomicU64, Ordering};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,12 +42,19 @@ use super::affinity::{AffinitySlot, AffinityTable};
 use super::shared::SharedConntrack;
 use crate::conntrack::{ConntrackTable, Entry, KeyHasher, SourceCounts, Timeouts};
 use crate::mem::hugemem::{HUGE_PAGE, HugeChunk};
+use crate::mem::kept::{KeptBlob, KeptRecords};
 use crate::mem::statefile::StateFile;
 
 /// "PSWSTATE".
 const MAGIC: u64 = u64::from_le_bytes(*b"PSWSTATE");
 /// Bumped whenever the layout changes in a way the fingerprint misses.
-pub const LAYOUT_VERSION: u64 = 1;
+pub const LAYOUT_VERSION: u64 = 2;
+/// MAC records the file keeps.
+pub const KEPT_MACS: usize = 16 * 1024;
+/// Neighbour records the file keeps.
+pub const KEPT_NEIGHBOURS: usize = 16 * 1024;
+/// Bytes of the part holding the MACs, the neighbours and the counters.
+const KEPT_PART: usize = HUGE_PAGE;
 /// Words of the header.
 pub const HEADER_WORDS: usize = 512;
 
@@ -93,6 +109,20 @@ pub struct StateReport {
     pub error: Option<String>,
     /// Time spent opening and attaching.
     pub elapsed: Duration,
+    /// The file was of layout version 1 and was extended to this one.
+    pub upgraded: bool,
+}
+
+/// The parts of the file for the tables outside NAT, as the file holds
+/// them (zeros in a new file).
+#[derive(Debug)]
+pub struct KeptParts {
+    /// Learned MACs ([`KEPT_MACS`] records).
+    pub macs: HugeChunk<AtomicU64>,
+    /// Resolved neighbours ([`KEPT_NEIGHBOURS`] records).
+    pub neighbours: HugeChunk<AtomicU64>,
+    /// The counters last published.
+    pub counters: KeptBlob,
 }
 
 /// The tables, in the state file when it could be had.
@@ -104,6 +134,8 @@ pub struct KeptTables {
     pub affinity: AffinityTable,
     /// The header, to mark a clean stop; `None` without a file.
     pub header: Option<StateHeader>,
+    /// The other tables' parts; `None` without a file.
+    pub kept: Option<KeptParts>,
     /// What opening found.
     pub report: StateReport,
 }
@@ -138,6 +170,8 @@ struct Layout {
     entries_at: usize,
     index_at: usize,
     affinity_at: usize,
+    /// Where the MACs, neighbours and counters lie: the end of a version 1 file.
+    kept_at: usize,
     len: usize,
 }
 
@@ -150,7 +184,7 @@ impl Layout {
         let entries_at = HUGE_PAGE;
         let index_at = up(entries_at + shards * per_shard * size_of::<Entry>());
         let affinity_at = up(index_at + shards * slots * size_of::<AtomicU64>());
-        let len =
+        let kept_at =
             up(affinity_at + AffinityTable::SHARDS * affinity_slots * size_of::<AffinitySlot>());
         Layout {
             shards,
@@ -160,16 +194,18 @@ impl Layout {
             entries_at,
             index_at,
             affinity_at,
-            len,
+            kept_at,
+            len: kept_at + KEPT_PART,
         }
     }
 
-    /// The header's checked words for this layout and `seed`.
-    fn header(&self, seed: u64) -> [u64; word::CHECKSUM + 1] {
+    /// The header's checked words for this layout, `seed` and layout
+    /// `version` (1: without the last part).
+    fn header(&self, seed: u64, version: u64) -> [u64; word::CHECKSUM + 1] {
         let mut h = [0u64; word::CHECKSUM + 1];
         h[word::MAGIC] = MAGIC;
-        h[word::VERSION] = LAYOUT_VERSION;
-        h[word::FILE_LEN] = self.len as u64;
+        h[word::VERSION] = version;
+        h[word::FILE_LEN] = if version == 1 { self.kept_at } else { self.len } as u64;
         h[word::FINGERPRINT] = Entry::layout_fingerprint();
         h[word::SHARDS] = self.shards as u64;
         h[word::PER_SHARD] = self.per_shard as u64;
@@ -214,6 +250,8 @@ pub fn open(spec: &StateSpec) -> KeptTables {
 
 /// The tables of an existing file; `Ok(None)` if there is no file.
 fn attach(spec: &StateSpec) -> Result<Option<KeptTables>, String> {
+    let layout = Layout::of(spec);
+    let upgraded = upgrade_version_1(&spec.path, &layout)?;
     let file = match StateFile::open(&spec.path) {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -224,9 +262,8 @@ fn attach(spec: &StateSpec) -> Result<Option<KeptTables>, String> {
     }
     let header = take(file.chunks::<AtomicU64>(0, 1, HEADER_WORDS))?;
     let read = |i: usize| header[i].load(Ordering::Acquire);
-    let layout = Layout::of(spec);
     let found: Vec<u64> = (0..=word::CHECKSUM).map(read).collect();
-    check_header(&found, &layout)?;
+    check_header(&found, &layout, LAYOUT_VERSION)?;
     if file.len() != layout.len {
         return Err(format!(
             "truncated: {} bytes, the header says {}",
@@ -241,19 +278,52 @@ fn attach(spec: &StateSpec) -> Result<Option<KeptTables>, String> {
             persistent: true,
             attached_entries: tables.conntrack.len(),
             clean,
+            upgraded,
             ..StateReport::default()
         },
         ..tables
     }))
 }
 
+/// A sound file of layout version 1 at `path` is extended by the last
+/// part (zeros: no MACs, neighbours or counters) and given a header of
+/// this version; `Ok(true)` if so. Any other file is left as it is.
+fn upgrade_version_1(path: &Path, layout: &Layout) -> Result<bool, String> {
+    let Ok(file) = std::fs::File::options().read(true).write(true).open(path) else {
+        return Ok(false);
+    };
+    let mut bytes = [0u8; (word::CHECKSUM + 1) * 8];
+    if file.read_exact_at(&mut bytes, 0).is_err() {
+        return Ok(false);
+    }
+    let found: Vec<u64> = bytes
+        .chunks(8)
+        .map(|c| u64::from_le_bytes(<[u8; 8]>::try_from(c).unwrap_or_default()))
+        .collect();
+    if found[word::MAGIC] != MAGIC || found[word::VERSION] != 1 {
+        return Ok(false);
+    }
+    check_header(&found, layout, 1)?;
+    let len = file.metadata().map_err(|e| e.to_string())?.len();
+    if len != layout.kept_at as u64 {
+        let want = layout.kept_at;
+        return Err(format!("truncated: {len} bytes, the header says {want}"));
+    }
+    let header = layout.header(found[word::SEED], LAYOUT_VERSION);
+    let header: Vec<u8> = header.iter().flat_map(|w| w.to_le_bytes()).collect();
+    file.set_len(layout.len as u64)
+        .and_then(|()| file.write_all_at(&header, 0))
+        .map_err(|e| format!("layout version 1 cannot be extended: {e}"))?;
+    Ok(true)
+}
+
 /// Checks the header words `found` (up to the checksum) against the
-/// layout this process would write.
-fn check_header(found: &[u64], layout: &Layout) -> Result<(), String> {
+/// layout of `version` this process would write.
+fn check_header(found: &[u64], layout: &Layout, version: u64) -> Result<(), String> {
     if found[word::MAGIC] != MAGIC {
         return Err("not a podswitch state file (bad magic)".into());
     }
-    if found[word::VERSION] != LAYOUT_VERSION {
+    if found[word::VERSION] != version {
         let v = found[word::VERSION];
         return Err(format!(
             "layout version {v}, this build reads {LAYOUT_VERSION}"
@@ -262,7 +332,7 @@ fn check_header(found: &[u64], layout: &Layout) -> Result<(), String> {
     if found[word::CHECKSUM] != fnv(&found[..word::CHECKSUM]) {
         return Err("damaged: the header checksum does not match".into());
     }
-    let want = layout.header(found[word::SEED]);
+    let want = layout.header(found[word::SEED], version);
     if found[word::FINGERPRINT] != want[word::FINGERPRINT] {
         return Err("written by a build that lays entries out differently".into());
     }
@@ -320,6 +390,7 @@ fn build(
             layout.affinity_slots,
         )
         .map_err(damaged)?;
+    let kept = kept_parts(file, layout)?;
     header[word::STATUS].store(OPEN, Ordering::Release);
     header[word::PID].store(u64::from(std::process::id()), Ordering::Release);
     Ok(KeptTables {
@@ -329,7 +400,22 @@ fn build(
             words: header,
             path: file.path().to_path_buf(),
         }),
+        kept: Some(kept),
         report: StateReport::default(),
+    })
+}
+
+/// The MAC, neighbour and counter parts of `file`.
+fn kept_parts(file: &StateFile, layout: &Layout) -> Result<KeptParts, String> {
+    let macs_at = layout.kept_at;
+    let neighbours_at = macs_at + KeptRecords::words_for(KEPT_MACS) * 8;
+    let counters_at = neighbours_at + KeptRecords::words_for(KEPT_NEIGHBOURS) * 8;
+    let counter_words = (layout.len - counters_at) / 8;
+    let words = |at: usize, n: usize| take(file.chunks::<AtomicU64>(at, 1, n));
+    Ok(KeptParts {
+        macs: words(macs_at, KeptRecords::words_for(KEPT_MACS))?,
+        neighbours: words(neighbours_at, KeptRecords::words_for(KEPT_NEIGHBOURS))?,
+        counters: KeptBlob::attach(words(counters_at, counter_words)?),
     })
 }
 
@@ -393,7 +479,7 @@ fn fresh(spec: &StateSpec, discarded: Option<String>) -> KeptTables {
         let _ = std::fs::remove_file(&spec.path);
         let file = StateFile::create(&spec.path, layout.len).map_err(|e| e.to_string())?;
         let header = take(file.chunks::<AtomicU64>(0, 1, HEADER_WORDS))?;
-        let words = layout.header(KeyHasher::default().seed());
+        let words = layout.header(KeyHasher::default().seed(), LAYOUT_VERSION);
         for (slot, value) in header.iter().zip(words) {
             slot.store(value, Ordering::Relaxed);
         }
@@ -403,6 +489,7 @@ fn fresh(spec: &StateSpec, discarded: Option<String>) -> KeptTables {
         conntrack: SharedConntrack::new(spec.conntrack_capacity, spec.timeouts),
         affinity: AffinityTable::new(spec.affinity_capacity),
         header: None,
+        kept: None,
         report: StateReport {
             error: Some(error),
             ..StateReport::default()

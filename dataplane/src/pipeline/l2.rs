@@ -7,12 +7,19 @@
 //! only refreshes timestamps; the shared copy is refreshed at most once per
 //! second per MAC, so aging works across workers without per-packet writes
 //! to shared memory.
+//!
+//! The shared table also writes every change through to the state file
+//! ([`SharedMacTable::kept`]), under the lock it takes anyway: a restarted
+//! or upgraded daemon starts with the MACs learned before, and the hot
+//! path does not change.
 
 use core::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use hashbrown::HashMap;
 
+use crate::mem::hugemem::HugeChunk;
+use crate::mem::kept::KeptRecords;
 use crate::packet::DropReason;
 use crate::packet::{Event, PortId, Verdict, WorkerCounters};
 use crate::wire::MacAddr;
@@ -33,11 +40,65 @@ pub struct MacRecord {
 #[derive(Debug, Default)]
 pub struct SharedMacTable {
     generation: AtomicU64,
-    map: Mutex<HashMap<u64, MacRecord>>,
+    map: Mutex<MacMap>,
+}
+
+/// The shared MACs, and the state file's records of them if kept.
+#[derive(Debug, Default)]
+struct MacMap {
+    map: HashMap<u64, MacRecord>,
+    kept: Option<KeptRecords>,
+}
+
+impl MacMap {
+    fn insert(&mut self, mac: u64, record: MacRecord) {
+        self.map.insert(mac, record);
+        self.keep(mac, record);
+    }
+
+    fn keep(&mut self, mac: u64, record: MacRecord) {
+        if let Some(kept) = &mut self.kept {
+            kept.put(mac, [u64::from(record.port.0), record.last_seen]);
+        }
+    }
+
+    fn remove(&mut self, mac: u64) {
+        self.map.remove(&mac);
+        if let Some(kept) = &mut self.kept {
+            kept.remove(mac);
+        }
+    }
 }
 
 impl SharedMacTable {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, MacRecord>> {
+    /// A table kept in `records` (a state file's part), holding the MACs
+    /// they have on ports `port_exists` knows; returns it and how many.
+    pub fn kept(
+        records: HugeChunk<AtomicU64>,
+        port_exists: impl Fn(PortId) -> bool,
+    ) -> (SharedMacTable, usize) {
+        let valid = |mac: u64, [port, _]: [u64; 2]| {
+            mac >> 48 == 0 && u16::try_from(port).is_ok_and(|p| port_exists(PortId(p)))
+        };
+        let (kept, found) = KeptRecords::attach(records, valid);
+        let mut map = HashMap::with_capacity(found.len());
+        for (mac, [port, last_seen]) in found {
+            let port = PortId(u16::try_from(port).unwrap_or_default());
+            map.insert(mac, MacRecord { port, last_seen });
+        }
+        let count = map.len();
+        let table = SharedMacTable {
+            // Workers copy the table in at their first batch.
+            generation: AtomicU64::new(1),
+            map: Mutex::new(MacMap {
+                map,
+                kept: Some(kept),
+            }),
+        };
+        (table, count)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, MacMap> {
         // A worker that panicked while holding the lock leaves valid data.
         self.map.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -48,26 +109,26 @@ impl SharedMacTable {
     }
 
     fn refresh(&self, mac: u64, record: MacRecord) {
-        if let Some(r) = self.lock().get_mut(&mac).filter(|r| r.port == record.port) {
-            r.last_seen = r.last_seen.max(record.last_seen);
-        }
+        let mut map = self.lock();
+        let Some(r) = map.map.get_mut(&mac).filter(|r| r.port == record.port) else {
+            return;
+        };
+        r.last_seen = r.last_seen.max(record.last_seen);
+        let r = *r;
+        map.keep(mac, r);
     }
 
     /// A copy of every entry, for state views.
     pub fn entries(&self) -> Vec<(MacAddr, MacRecord)> {
         let mut v: Vec<_> = self
             .lock()
+            .map
             .iter()
-            .map(|(k, r)| (mac_from_u64(*k), *r))
+            .map(|(k, r)| (MacAddr::from_u64(*k), *r))
             .collect();
         v.sort_by_key(|e| e.0);
         v
     }
-}
-
-fn mac_from_u64(k: u64) -> MacAddr {
-    let b = k.to_be_bytes();
-    MacAddr([b[2], b[3], b[4], b[5], b[6], b[7]])
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -209,7 +270,7 @@ impl MacTable {
         }
         self.version += 1;
         let map = shared.lock();
-        for (key, rec) in map.iter() {
+        for (key, rec) in map.map.iter() {
             let e = self.local.entry(*key).or_insert(LocalMac {
                 port: rec.port,
                 last_seen: rec.last_seen,
@@ -246,14 +307,14 @@ impl MacTable {
             if !stale(e.last_seen) {
                 return true;
             }
-            match map.get(key) {
+            match map.map.get(key) {
                 Some(r) if !stale(r.last_seen) => {
                     e.port = r.port;
                     e.last_seen = r.last_seen;
                     true
                 }
                 Some(_) => {
-                    map.remove(key);
+                    map.remove(*key);
                     counters.event(Event::MacAged);
                     false
                 }
@@ -363,6 +424,47 @@ mod tests {
         assert_eq!(c.lookup(m), None);
         c.learn(&lone, &counters, m, PortId(1), SEC);
         assert_eq!(c.lookup(m), Some(PortId(1)));
+    }
+
+    /// A state file part of `records` records at `path`: made new, or the one there.
+    fn kept_part(path: &std::path::Path, new: bool) -> HugeChunk<AtomicU64> {
+        use crate::mem::statefile::StateFile;
+        let words = KeptRecords::words_for(8);
+        let file = if new {
+            StateFile::create(path, words * 8)
+        } else {
+            StateFile::open(path)
+        };
+        file.unwrap().chunks(0, 1, words).unwrap().pop().unwrap()
+    }
+
+    #[test]
+    fn learned_macs_outlive_the_process() {
+        let path = std::env::temp_dir().join(format!("podswitch-l2-{}", std::process::id()));
+        let (shared, found) = SharedMacTable::kept(kept_part(&path, true), |_| true);
+        assert_eq!(found, 0);
+        let counters = WorkerCounters::default();
+        let mut t = MacTable::default();
+        let (m, gone, aged) = (
+            MacAddr([2, 0, 0, 0, 0, 1]),
+            MacAddr([2, 0, 0, 0, 0, 2]),
+            MacAddr([2, 0, 0, 0, 0, 3]),
+        );
+        t.learn(&shared, &counters, aged, PortId(1), 0);
+        t.learn(&shared, &counters, m, PortId(1), 200 * SEC);
+        t.learn(&shared, &counters, m, PortId(2), 250 * SEC);
+        t.learn(&shared, &counters, gone, PortId(7), 250 * SEC);
+        t.sweep(&shared, &counters, 302 * SEC, 300 * SEC);
+        drop(shared);
+        // The next process: port 7 is no more.
+        let (shared, found) = SharedMacTable::kept(kept_part(&path, false), |p| p.0 < 5);
+        assert_eq!(found, 1);
+        let mut next = MacTable::default();
+        next.sync(&shared);
+        assert_eq!(next.lookup(m), Some(PortId(2)));
+        assert_eq!((next.lookup(gone), next.lookup(aged)), (None, None));
+        assert_eq!(shared.entries()[0].1.last_seen, 250 * SEC);
+        std::fs::remove_file(&path).unwrap();
     }
 
     #[test]

@@ -9,6 +9,10 @@
 //! with `neighbour_hold_full`. A resolved entry older than `reachable_secs`
 //! is still used while it is probed again (Linux's STALE/PROBE states), so
 //! established traffic never waits on ARP.
+//!
+//! The shared table writes every entry through to the state file
+//! ([`SharedNeighbourTable::kept`]): a restarted or upgraded daemon knows
+//! its neighbours without asking again.
 
 use core::net::Ipv4Addr;
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -18,6 +22,8 @@ use hashbrown::HashMap;
 
 use super::Pipeline;
 use crate::config::MAX_HOLD_PER_NEIGHBOUR;
+use crate::mem::hugemem::HugeChunk;
+use crate::mem::kept::KeptRecords;
 use crate::packet::{Batch, DropReason, Event, Frame, L3If, Verdict};
 use crate::wire::arp::{ArpRepr, OP_REQUEST};
 use crate::wire::{EtherType, EthernetFrame, MacAddr};
@@ -50,11 +56,51 @@ fn key(iface: L3If, ip: Ipv4Addr) -> u64 {
 #[derive(Debug, Default)]
 pub struct SharedNeighbourTable {
     generation: AtomicU64,
-    map: Mutex<HashMap<u64, NeighbourRecord>>,
+    map: Mutex<NeighbourMap>,
+}
+
+/// The shared neighbours, and the state file's records of them if kept.
+#[derive(Debug, Default)]
+struct NeighbourMap {
+    map: HashMap<u64, NeighbourRecord>,
+    kept: Option<KeptRecords>,
+}
+
+impl NeighbourMap {
+    fn insert(&mut self, key: u64, record: NeighbourRecord) {
+        self.map.insert(key, record);
+        if let Some(kept) = &mut self.kept {
+            kept.put(key, [record.mac.to_u64(), record.confirmed]);
+        }
+    }
 }
 
 impl SharedNeighbourTable {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, NeighbourRecord>> {
+    /// A table kept in `records` (a state file's part), holding the
+    /// neighbours they have; returns it and how many.
+    pub fn kept(records: HugeChunk<AtomicU64>) -> (SharedNeighbourTable, usize) {
+        let valid = |key: u64, [mac, _]: [u64; 2]| key >> 32 <= 1 && mac >> 48 == 0;
+        let (kept, found) = KeptRecords::attach(records, valid);
+        let map: HashMap<u64, NeighbourRecord> = found
+            .into_iter()
+            .map(|(key, [mac, confirmed])| {
+                let mac = MacAddr::from_u64(mac);
+                (key, NeighbourRecord { mac, confirmed })
+            })
+            .collect();
+        let count = map.len();
+        let table = SharedNeighbourTable {
+            // Workers copy the table in at their first batch.
+            generation: AtomicU64::new(1),
+            map: Mutex::new(NeighbourMap {
+                map,
+                kept: Some(kept),
+            }),
+        };
+        (table, count)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, NeighbourMap> {
         self.map.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -62,6 +108,7 @@ impl SharedNeighbourTable {
     pub fn entries(&self) -> Vec<(L3If, Ipv4Addr, NeighbourRecord)> {
         let mut v: Vec<_> = self
             .lock()
+            .map
             .iter()
             .map(|(k, r)| {
                 let iface = if k >> 32 == 0 {
@@ -109,7 +156,7 @@ impl NeighbourTable {
             return;
         }
         self.version += 1;
-        for (k, rec) in shared.lock().iter() {
+        for (k, rec) in shared.lock().map.iter() {
             let e = self.local.entry(*k).or_insert(LocalNeighbour {
                 record: *rec,
                 last_probe: 0,
@@ -430,5 +477,36 @@ impl Pipeline {
         };
         batch.set_verdict(j, verdict);
         self.counters.event(Event::ArpRequestSent);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mem::statefile::StateFile;
+
+    #[test]
+    fn resolved_neighbours_outlive_the_process() {
+        let path = std::env::temp_dir().join(format!("podswitch-nb-{}", std::process::id()));
+        let words = KeptRecords::words_for(4);
+        let part = |file: std::io::Result<StateFile>| {
+            file.unwrap().chunks(0, 1, words).unwrap().pop().unwrap()
+        };
+        let (shared, found) = SharedNeighbourTable::kept(part(StateFile::create(&path, words * 8)));
+        assert_eq!(found, 0);
+        let (ip, mac) = (Ipv4Addr::new(10, 244, 1, 3), MacAddr([2, 0, 10, 244, 1, 3]));
+        let mut t = NeighbourTable::default();
+        assert!(t.learn(&shared, L3If::Uplink, ip, mac, 5));
+        drop(shared);
+        let (shared, found) = SharedNeighbourTable::kept(part(StateFile::open(&path)));
+        assert_eq!(found, 1);
+        let mut next = NeighbourTable::default();
+        next.sync(&shared);
+        assert!(matches!(next.lookup(L3If::Uplink, ip, 6, 10), Lookup::Reachable(m) if m == mac));
+        assert!(matches!(
+            next.lookup(L3If::Bridge, ip, 6, 10),
+            Lookup::Unknown
+        ));
+        std::fs::remove_file(&path).unwrap();
     }
 }

@@ -234,3 +234,81 @@ fn one_million_entries_are_attached_quickly() {
     drop(t);
     std::fs::remove_file(&spec.path).unwrap();
 }
+
+#[test]
+fn a_version_1_file_is_extended_and_attached() {
+    let spec = spec("version1", 4096);
+    populate(&spec);
+    // What a build of layout version 1 left: no last part, its header.
+    let layout = Layout::of(&spec);
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&spec.path)
+        .unwrap();
+    let mut seed = [0u8; 8];
+    f.read_exact_at(&mut seed, (word::SEED * 8) as u64).unwrap();
+    let old = layout.header(u64::from_le_bytes(seed), 1);
+    let old: Vec<u8> = old.iter().flat_map(|w| w.to_le_bytes()).collect();
+    f.write_all_at(&old, 0).unwrap();
+    f.set_len(layout.kept_at as u64).unwrap();
+    drop(f);
+    let t = open(&spec);
+    assert!(
+        t.report.upgraded && t.report.discarded.is_none(),
+        "{:?}",
+        t.report
+    );
+    assert_eq!(t.report.attached_entries, 1);
+    let kept = t.kept.as_ref().expect("the new part");
+    assert!(
+        kept.counters.load().is_none() && kept.macs.iter().all(|w| w.load(Ordering::Relaxed) == 0)
+    );
+    assert_eq!(
+        std::fs::metadata(&spec.path).unwrap().len(),
+        layout.len as u64
+    );
+    drop(t);
+    // The file is of this version now.
+    let t = open(&spec);
+    assert!(
+        !t.report.upgraded && t.report.attached_entries == 1,
+        "{:?}",
+        t.report
+    );
+    drop(t);
+    // A version 1 file sized for another table is discarded with the reason.
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&spec.path)
+        .unwrap();
+    f.write_all_at(&old, 0).unwrap();
+    f.set_len(layout.kept_at as u64).unwrap();
+    drop(f);
+    let bigger = StateSpec {
+        conntrack_capacity: 8192,
+        ..spec.clone()
+    };
+    reopen_discards(&bigger, "sized for");
+}
+
+#[test]
+fn the_kept_parts_outlive_the_process() {
+    let spec = spec("kept", 4096);
+    let t = open(&spec);
+    let kept = t.kept.expect("a file");
+    let (mut macs, found) = KeptRecords::attach(kept.macs, |_, _| true);
+    assert!(found.is_empty());
+    assert!(macs.put(0x0200_0af4_0102, [3, 77]));
+    assert!(kept.counters.store(b"{\"drops\":{}}"));
+    drop((macs, kept.neighbours, kept.counters, t.conntrack, t.header));
+    let t = open(&spec);
+    let kept = t.kept.expect("a file");
+    let (_, found) = KeptRecords::attach(kept.macs, |_, _| true);
+    assert_eq!(found, vec![(0x0200_0af4_0102, [3, 77])]);
+    assert_eq!(
+        kept.counters.load().as_deref(),
+        Some(&b"{\"drops\":{}}"[..])
+    );
+    std::fs::remove_file(&spec.path).unwrap();
+}
