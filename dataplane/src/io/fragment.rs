@@ -83,10 +83,9 @@ pub fn exceeds_mtu(frame: &[u8], mtu: usize) -> bool {
     // An untagged Ethernet header: the worker's egress frames have no tags.
     const ETH: usize = crate::wire::ethernet::HEADER_LEN;
     frame.len() > ETH + mtu
-        && frame.get(12..14) == Some(&[0x08, 0x00])
-        && frame
-            .get(ETH + 2..ETH + 4)
-            .is_some_and(|l| usize::from(u16::from_be_bytes([l[0], l[1]])) > mtu)
+        && crate::wire::ethernet::ipv4_payload(frame)
+            .and_then(|ip| ip.first_chunk::<{ ipv4::HEADER_LEN }>())
+            .is_some_and(|ip| usize::from(Ipv4Packet::new_unchecked(ip).total_len()) > mtu)
 }
 
 /// Cuts the IPv4 packet in `frame` into fragments of at most `mtu` IP

@@ -17,14 +17,11 @@
 //! needed) about a packet it translated quote the packet as its sender sent
 //! it: [`untranslate`] puts the packet back first, the same way.
 
-use super::rewrite::{
-    ICMP_IDENT_AT, L4Sum, SCTP, l4_addr_changed, l4_set_u16, read_u16, write_u16,
-};
+use super::rewrite::{L4Field, L4Sum, l4_addr_changed, l4_set_u16};
 use super::shared::SharedConntrack;
 use crate::conntrack::{ConnKey, Direction};
-use crate::wire::checksum;
 use crate::wire::icmpv4::{self, Icmpv4Packet};
-use crate::wire::{IpProtocol, Ipv4Packet};
+use crate::wire::{IpProtocol, Ipv4Packet, L4Header, ipv4};
 
 /// ICMP types that carry a quoted datagram.
 pub(crate) fn is_error_type(icmp_type: u8) -> bool {
@@ -53,25 +50,25 @@ pub(crate) enum IcmpErrorOutcome {
 /// ports, `Err` for a quote too short or not IPv4 (RFC 792: the IP header
 /// and 8 bytes of the datagram are quoted).
 fn quoted_key(inner: &[u8]) -> Result<Option<(ConnKey, usize)>, ()> {
-    let ip = Ipv4Packet::new_unchecked(inner);
-    if inner.len() < 20 || ip.version() != 4 || ip.header_len() < 20 {
+    let ip = Ipv4Packet::new_unchecked(inner.first_chunk::<{ ipv4::HEADER_LEN }>().ok_or(())?);
+    if ip.version() != 4 || ip.header_len() < ipv4::HEADER_LEN {
         return Err(());
     }
     let l4_at = ip.header_len();
-    let l4 = inner.get(l4_at..l4_at + 8).ok_or(())?;
-    let port = |at: usize| read_u16(l4, at).ok_or(());
     let (src, dst, protocol) = (ip.src_addr(), ip.dst_addr(), ip.protocol());
+    let l4 = L4Header::new(protocol, inner.get(l4_at..l4_at + 8).ok_or(())?);
     let key = match protocol {
-        IpProtocol::TCP | IpProtocol::UDP | SCTP => {
-            ConnKey::new(protocol, (src, port(0)?), (dst, port(2)?))
+        IpProtocol::TCP | IpProtocol::UDP | IpProtocol::SCTP => {
+            let (sport, dport) = (l4.src_port().ok_or(())?, l4.dst_port().ok_or(())?);
+            ConnKey::new(protocol, (src, sport), (dst, dport))
         }
         IpProtocol::ICMP
             if matches!(
-                l4.first(),
-                Some(&icmpv4::ECHO_REQUEST | &icmpv4::ECHO_REPLY)
+                Icmpv4Packet::new_unchecked(l4.as_bytes()).msg_type(),
+                icmpv4::ECHO_REQUEST | icmpv4::ECHO_REPLY
             ) =>
         {
-            ConnKey::icmp_echo(src, dst, port(ICMP_IDENT_AT)?)
+            ConnKey::icmp_echo(src, dst, l4.echo_ident().ok_or(())?)
         }
         _ => return Ok(None),
     };
@@ -165,35 +162,24 @@ pub(crate) fn untranslate(conntrack: &SharedConntrack, ip: &mut [u8], now_ns: u6
 /// Puts the quoted datagram back to `new` (addresses and ports).
 fn rewrite_quoted(inner: &mut [u8], l4_at: usize, old: &ConnKey, new: &ConnKey) {
     let protocol = old.protocol;
-    let ihl = l4_at;
-    {
-        let Some(header) = inner.get_mut(..ihl) else {
-            return;
-        };
-        let mut check = read_u16(header, 10).unwrap_or(0);
-        for (at, old_a, new_a) in [
-            (12, old.src_addr, new.src_addr),
-            (16, old.dst_addr, new.dst_addr),
-        ] {
-            if old_a != new_a {
-                check = checksum::update_u32(check, old_a.to_bits(), new_a.to_bits());
-                if let Some(s) = header.get_mut(at..at + 4) {
-                    s.copy_from_slice(&new_a.octets());
-                }
-            }
-        }
-        write_u16(header, 10, check);
-    }
-    let Some(l4) = inner.get_mut(l4_at..) else {
+    let Some((header, l4)) = inner.split_at_mut_checked(l4_at) else {
         return;
     };
+    let Some(header) = header.first_chunk_mut::<{ ipv4::HEADER_LEN }>() else {
+        return;
+    };
+    let mut header = Ipv4Packet::new_unchecked(header);
+    if old.src_addr != new.src_addr {
+        header.rewrite_src_addr(new.src_addr);
+    }
+    if old.dst_addr != new.dst_addr {
+        header.rewrite_dst_addr(new.dst_addr);
+    }
+    let mut l4 = L4Header::new(protocol, l4);
     // The L4 checksum field is updated when the quote holds it (an
     // incremental update is right even if the payload is cut off).
-    let holds_checksum = match protocol {
-        IpProtocol::TCP => l4.len() >= 18,
-        IpProtocol::UDP => l4.len() >= 8,
-        _ => true,
-    };
+    let holds_checksum =
+        l4.checksum().is_some() || !matches!(protocol, IpProtocol::TCP | IpProtocol::UDP);
     let sum = if holds_checksum {
         L4Sum::Full
     } else {
@@ -202,19 +188,19 @@ fn rewrite_quoted(inner: &mut [u8], l4_at: usize, old: &ConnKey, new: &ConnKey) 
     if holds_checksum {
         for (old_a, new_a) in [(old.src_addr, new.src_addr), (old.dst_addr, new.dst_addr)] {
             if old_a != new_a {
-                l4_addr_changed(l4, protocol, sum, old_a, new_a);
+                l4_addr_changed(&mut l4, sum, old_a, new_a);
             }
         }
     }
     match protocol {
-        IpProtocol::ICMP => l4_set_u16(l4, protocol, L4Sum::Full, ICMP_IDENT_AT, new.src_port),
-        SCTP => {
-            write_u16(l4, 0, new.src_port);
-            write_u16(l4, 2, new.dst_port);
+        IpProtocol::ICMP => l4_set_u16(&mut l4, L4Sum::Full, L4Field::EchoIdent, new.src_port),
+        IpProtocol::SCTP => {
+            l4.set_src_port(new.src_port);
+            l4.set_dst_port(new.dst_port);
         }
         _ => {
-            l4_set_u16(l4, protocol, sum, 0, new.src_port);
-            l4_set_u16(l4, protocol, sum, 2, new.dst_port);
+            l4_set_u16(&mut l4, sum, L4Field::SrcPort, new.src_port);
+            l4_set_u16(&mut l4, sum, L4Field::DstPort, new.dst_port);
         }
     }
 }

@@ -6,11 +6,10 @@
 use core::net::Ipv4Addr;
 
 use super::icmp_error;
-use super::rewrite::{ICMP_IDENT_AT, SCTP, read_u16};
 use crate::conntrack::{ConnKey, TcpSegment};
-use crate::wire::icmpv4;
-use crate::wire::tcp::FLAG_SYN;
-use crate::wire::{IpProtocol, Ipv4Packet, TcpPacket, ipv4};
+use crate::wire::l4::SCTP_HEADER_LEN;
+use crate::wire::{Icmpv4Packet, icmpv4};
+use crate::wire::{IpProtocol, Ipv4Packet, L4Header, TcpPacket, UdpPacket, ipv4, tcp, udp};
 
 /// The fields of a packet the stage looks at.
 #[derive(Clone, Copy, Debug)]
@@ -56,23 +55,26 @@ pub(super) fn parse(ip: &[u8]) -> Result<Parsed, Unparsed> {
             parsed.key = ConnKey::tcp((src, tcp.src_port()), (dst, tcp.dst_port()));
             parsed.tcp = Some(TcpSegment::from_packet(&tcp));
         }
-        IpProtocol::UDP | SCTP => {
-            let min = if protocol == SCTP { 12 } else { 8 };
-            if l4.len() < min {
-                return Err(Unparsed::Malformed);
-            }
-            parsed.key.src_port = read_u16(l4, 0).ok_or(Unparsed::Malformed)?;
-            parsed.key.dst_port = read_u16(l4, 2).ok_or(Unparsed::Malformed)?;
+        IpProtocol::UDP | IpProtocol::SCTP => {
+            let min = if protocol == IpProtocol::SCTP {
+                SCTP_HEADER_LEN
+            } else {
+                udp::HEADER_LEN
+            };
+            let ports = L4Header::new(protocol, l4.get(..min).ok_or(Unparsed::Malformed)?);
+            parsed.key.src_port = ports.src_port().ok_or(Unparsed::Malformed)?;
+            parsed.key.dst_port = ports.dst_port().ok_or(Unparsed::Malformed)?;
         }
         IpProtocol::ICMP => {
-            let icmp_type = *l4.first().ok_or(Unparsed::Malformed)?;
+            if l4.is_empty() {
+                return Err(Unparsed::Malformed);
+            }
+            let icmp_type = Icmpv4Packet::new_unchecked(l4).msg_type();
             if icmp_error::is_error_type(icmp_type) {
                 parsed.icmp_error = true;
             } else if matches!(icmp_type, icmpv4::ECHO_REQUEST | icmpv4::ECHO_REPLY) {
-                let ident = read_u16(l4, ICMP_IDENT_AT)
-                    .filter(|_| l4.len() >= icmpv4::HEADER_LEN)
-                    .ok_or(Unparsed::Malformed)?;
-                parsed.key = ConnKey::icmp_echo(src, dst, ident);
+                let icmp = Icmpv4Packet::new_checked(l4).map_err(|_| Unparsed::Malformed)?;
+                parsed.key = ConnKey::icmp_echo(src, dst, icmp.echo_ident());
                 parsed.echo_request = icmp_type == icmpv4::ECHO_REQUEST;
             } else {
                 return Err(Unparsed::Skip);
@@ -111,32 +113,30 @@ pub fn l4_flow(
     (src, dst): (Ipv4Addr, Ipv4Addr),
     l4: &[u8],
 ) -> Option<(ConnKey, Option<TcpSegment>)> {
-    let port = |at: usize| u16::from_be_bytes([l4[at], l4[at + 1]]);
     match protocol {
         IpProtocol::TCP => {
-            let fixed = l4.get(..20)?;
-            let offset = usize::from(fixed[12] >> 4) * 4;
-            if offset < 20 || offset > l4.len() {
+            let tcp = TcpPacket::new_unchecked(l4.first_chunk::<{ tcp::HEADER_LEN }>()?);
+            let offset = tcp.header_len();
+            if offset < tcp::HEADER_LEN || offset > l4.len() || tcp.syn() {
                 return None;
             }
-            if fixed[13] & FLAG_SYN != 0 {
-                return None;
-            }
-            let word = |at: usize| {
-                u32::from_be_bytes([fixed[at], fixed[at + 1], fixed[at + 2], fixed[at + 3]])
-            };
             let segment = TcpSegment {
-                flags: fixed[13],
-                seq: word(4),
-                ack: word(8),
-                window: u16::from_be_bytes([fixed[14], fixed[15]]),
+                flags: tcp.flags(),
+                seq: tcp.seq_number(),
+                ack: tcp.ack_number(),
+                window: tcp.window(),
                 payload_len: u32::try_from(l4.len() - offset).unwrap_or(u32::MAX),
                 window_scale: None,
             };
-            Some((ConnKey::tcp((src, port(0)), (dst, port(2))), Some(segment)))
+            let key = ConnKey::tcp((src, tcp.src_port()), (dst, tcp.dst_port()));
+            Some((key, Some(segment)))
         }
-        IpProtocol::UDP if l4.len() >= 8 => {
-            Some((ConnKey::udp((src, port(0)), (dst, port(2))), None))
+        IpProtocol::UDP => {
+            let udp = UdpPacket::new_unchecked(l4.first_chunk::<{ udp::HEADER_LEN }>()?);
+            Some((
+                ConnKey::udp((src, udp.src_port()), (dst, udp.dst_port())),
+                None,
+            ))
         }
         _ => None,
     }
@@ -146,11 +146,15 @@ pub fn l4_flow(
 /// without checks beyond the bounds).
 #[inline]
 pub fn is_tcp_syn(ip: &[u8]) -> bool {
-    let Some(&version_ihl) = ip.first() else {
+    let Some(header) = ip.first_chunk::<{ ipv4::HEADER_LEN }>() else {
         return false;
     };
-    let flags_at = usize::from(version_ihl & 0x0f) * 4 + 13;
-    ip.get(9) == Some(&IpProtocol::TCP.0) && ip.get(flags_at).is_some_and(|f| f & FLAG_SYN != 0)
+    let header = Ipv4Packet::new_unchecked(header);
+    let flags_at = header.header_len() + tcp::field::FLAGS;
+    header.protocol() == IpProtocol::TCP
+        && ip
+            .get(flags_at)
+            .is_some_and(|&flags| flags & tcp::FLAG_SYN != 0)
 }
 
 /// The conntrack key of a TCP or UDP packet `ip` (an IPv4 header
@@ -158,21 +162,17 @@ pub fn is_tcp_syn(ip: &[u8]) -> bool {
 /// [`SharedConntrack::prefetch_batch`], a hint and never a decision.
 #[inline]
 pub fn prefetch_key(ip: &[u8]) -> Option<ConnKey> {
-    let &version_ihl = ip.first()?;
-    let header = usize::from(version_ihl & 0x0f) * 4;
-    let fields = ip.get(..20)?;
-    let ports = ip.get(header..header + 4)?;
-    let protocol = IpProtocol(fields[9]);
-    if version_ihl >> 4 != 4 || !matches!(protocol, IpProtocol::TCP | IpProtocol::UDP) {
+    let header = Ipv4Packet::new_unchecked(ip.first_chunk::<{ ipv4::HEADER_LEN }>()?);
+    let protocol = header.protocol();
+    let l4_at = header.header_len();
+    if header.version() != 4 || !matches!(protocol, IpProtocol::TCP | IpProtocol::UDP) {
         return None;
     }
-    let addr =
-        |at: usize| Ipv4Addr::new(fields[at], fields[at + 1], fields[at + 2], fields[at + 3]);
-    let port = |at: usize| u16::from_be_bytes([ports[at], ports[at + 1]]);
+    let ports = L4Header::new(protocol, ip.get(l4_at..)?.first_chunk::<4>()?);
     Some(ConnKey::new(
         protocol,
-        (addr(12), port(0)),
-        (addr(16), port(2)),
+        (header.src_addr(), ports.src_port()?),
+        (header.dst_addr(), ports.dst_port()?),
     ))
 }
 
@@ -202,7 +202,7 @@ mod tests {
             let want = parse(&ip)
                 .ok()
                 .filter(|p| matches!(p.key.protocol, IpProtocol::TCP | IpProtocol::UDP))
-                .filter(|p| p.tcp.is_none_or(|s| s.flags & FLAG_SYN == 0))
+                .filter(|p| p.tcp.is_none_or(|s| s.flags & tcp::FLAG_SYN == 0))
                 .map(|p| (p.key, p.tcp));
             prop_assert_eq!(flow_of(&ip), want);
         }

@@ -12,20 +12,8 @@ use core::net::Ipv4Addr;
 
 use crate::conntrack::ConnKey;
 use crate::wire::checksum::{fold_u64, update_u16, update_u32, update_udp_u16, update_udp_u32};
-use crate::wire::{IpProtocol, Ipv4Packet};
-
-/// Offset of the checksum field in a TCP header.
-pub(crate) const TCP_CHECKSUM_AT: usize = 16;
-/// Offset of the checksum field in a UDP header.
-pub(crate) const UDP_CHECKSUM_AT: usize = 6;
-/// Offset of the checksum field in an ICMP header.
-pub(crate) const ICMP_CHECKSUM_AT: usize = 2;
-/// Offset of the echo identifier in an ICMP header.
-pub(crate) const ICMP_IDENT_AT: usize = 4;
-/// SCTP's IP protocol number.
-pub(crate) const SCTP: IpProtocol = IpProtocol(132);
-/// Offset of the CRC32c in an SCTP common header.
-const SCTP_CHECKSUM_AT: usize = 8;
+use crate::wire::l4::{SCTP_HEADER_LEN, sctp_field};
+use crate::wire::{IpProtocol, Ipv4Packet, L4Header, ipv4, tcp, udp};
 
 /// How an L4 checksum field is kept.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -36,30 +24,19 @@ pub(crate) enum L4Sum {
     Partial,
 }
 
-pub(crate) fn read_u16(b: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?]))
-}
-
-pub(crate) fn write_u16(b: &mut [u8], at: usize, v: u16) {
-    if let Some(s) = b.get_mut(at..at + 2) {
-        s.copy_from_slice(&v.to_be_bytes());
-    }
-}
-
-/// Updates the L4 checksum at `at` in `l4` for an address change (in the pseudo-header).
-pub(crate) fn l4_addr_changed(
-    l4: &mut [u8],
-    protocol: IpProtocol,
+/// Updates the TCP or UDP checksum of `l4` for an address change (in the
+/// pseudo-header); other protocols have none that covers addresses.
+pub(crate) fn l4_addr_changed<T: AsRef<[u8]> + AsMut<[u8]>>(
+    l4: &mut L4Header<T>,
     sum: L4Sum,
     old: Ipv4Addr,
     new: Ipv4Addr,
 ) {
-    let at = match protocol {
-        IpProtocol::TCP => TCP_CHECKSUM_AT,
-        IpProtocol::UDP => UDP_CHECKSUM_AT,
-        _ => return,
-    };
-    let Some(check) = read_u16(l4, at) else {
+    let protocol = l4.protocol();
+    if !matches!(protocol, IpProtocol::TCP | IpProtocol::UDP) {
+        return;
+    }
+    let Some(check) = l4.checksum() else {
         return;
     };
     let (old, new) = (old.to_bits(), new.to_bits());
@@ -68,35 +45,46 @@ pub(crate) fn l4_addr_changed(
         (L4Sum::Full, IpProtocol::UDP) => update_udp_u32(check, old, new),
         (L4Sum::Full, _) => update_u32(check, old, new),
     };
-    write_u16(l4, at, updated);
+    l4.set_checksum(updated);
 }
 
-/// Sets the 16-bit port (or identifier) at `port_at` in `l4` and updates
-/// the checksum, which covers it unless the checksum is partial.
-pub(crate) fn l4_set_u16(
-    l4: &mut [u8],
-    protocol: IpProtocol,
+/// Which 16-bit field of an L4 header a translation changes.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum L4Field {
+    /// The source port (TCP, UDP).
+    SrcPort,
+    /// The destination port (TCP, UDP).
+    DstPort,
+    /// ICMP echo's identifier.
+    EchoIdent,
+}
+
+/// Sets `field` of `l4` to `new` and updates the checksum, which covers it
+/// unless the checksum is partial.
+pub(crate) fn l4_set_u16<T: AsRef<[u8]> + AsMut<[u8]>>(
+    l4: &mut L4Header<T>,
     sum: L4Sum,
-    port_at: usize,
+    field: L4Field,
     new: u16,
 ) {
-    let Some(old) = read_u16(l4, port_at) else {
+    let old = match field {
+        L4Field::SrcPort => l4.src_port(),
+        L4Field::DstPort => l4.dst_port(),
+        L4Field::EchoIdent => l4.echo_ident(),
+    };
+    let Some(old) = old.filter(|&old| old != new) else {
         return;
     };
-    if old == new {
-        return;
+    match field {
+        L4Field::SrcPort => l4.set_src_port(new),
+        L4Field::DstPort => l4.set_dst_port(new),
+        L4Field::EchoIdent => l4.set_echo_ident(new),
     }
-    write_u16(l4, port_at, new);
-    let at = match protocol {
-        IpProtocol::TCP => TCP_CHECKSUM_AT,
-        IpProtocol::UDP => UDP_CHECKSUM_AT,
-        IpProtocol::ICMP => ICMP_CHECKSUM_AT,
-        _ => return,
-    };
+    let protocol = l4.protocol();
     if sum == L4Sum::Partial && protocol != IpProtocol::ICMP {
         return;
     }
-    let Some(check) = read_u16(l4, at) else {
+    let Some(check) = l4.checksum() else {
         return;
     };
     let updated = if protocol == IpProtocol::UDP {
@@ -104,7 +92,19 @@ pub(crate) fn l4_set_u16(
     } else {
         update_u16(check, old, new)
     };
-    write_u16(l4, at, updated);
+    l4.set_checksum(updated);
+}
+
+/// Sets an SCTP header's ports and recomputes its CRC32c, if they change
+/// and the header is whole.
+pub(crate) fn sctp_set_ports(sctp: &mut [u8], src: u16, dst: u16) {
+    let mut l4 = L4Header::new(IpProtocol::SCTP, &mut *sctp);
+    let changed = l4.src_port() != Some(src) || l4.dst_port() != Some(dst);
+    if changed && l4.as_bytes().len() >= SCTP_HEADER_LEN {
+        l4.set_src_port(src);
+        l4.set_dst_port(dst);
+        fill_sctp_checksum(sctp);
+    }
 }
 
 /// Rewrites the IPv4 packet `ip` (header and L4) to carry `src` and `dst`;
@@ -135,26 +135,19 @@ fn rewrite_any(ip: &mut [u8], sum: L4Sum, src: (Ipv4Addr, u16), dst: (Ipv4Addr, 
     if old_dst != dst.0 {
         packet.rewrite_dst_addr(dst.0);
     }
-    let l4 = packet.payload_mut();
+    let mut l4 = L4Header::new(protocol, packet.payload_mut());
     if old_src != src.0 {
-        l4_addr_changed(l4, protocol, sum, old_src, src.0);
+        l4_addr_changed(&mut l4, sum, old_src, src.0);
     }
     if old_dst != dst.0 {
-        l4_addr_changed(l4, protocol, sum, old_dst, dst.0);
+        l4_addr_changed(&mut l4, sum, old_dst, dst.0);
     }
     match protocol {
-        IpProtocol::ICMP => l4_set_u16(l4, protocol, sum, ICMP_IDENT_AT, src.1),
-        SCTP => {
-            let changed = read_u16(l4, 0) != Some(src.1) || read_u16(l4, 2) != Some(dst.1);
-            if changed && l4.len() >= 12 {
-                write_u16(l4, 0, src.1);
-                write_u16(l4, 2, dst.1);
-                fill_sctp_checksum(l4);
-            }
-        }
+        IpProtocol::ICMP => l4_set_u16(&mut l4, sum, L4Field::EchoIdent, src.1),
+        IpProtocol::SCTP => sctp_set_ports(l4.as_bytes_mut(), src.1, dst.1),
         _ => {
-            l4_set_u16(l4, protocol, sum, 0, src.1);
-            l4_set_u16(l4, protocol, sum, 2, dst.1);
+            l4_set_u16(&mut l4, sum, L4Field::SrcPort, src.1);
+            l4_set_u16(&mut l4, sum, L4Field::DstPort, dst.1);
         }
     }
 }
@@ -197,58 +190,89 @@ fn rewrite_plain_routed(
     src: (Ipv4Addr, u16),
     dst: (Ipv4Addr, u16),
 ) -> bool {
-    let (udp, check_at) = match key.protocol {
-        IpProtocol::TCP => (false, TCP_CHECKSUM_AT),
-        IpProtocol::UDP => (true, UDP_CHECKSUM_AT),
-        _ => return false,
-    };
-    let Some((header, l4)) = ip.split_first_chunk_mut::<20>() else {
+    let Some((header, l4)) = ip.split_first_chunk_mut::<{ ipv4::HEADER_LEN }>() else {
         return false;
     };
-    let Some((ports, rest)) = l4.split_first_chunk_mut::<4>() else {
+    let header = Ipv4Packet::new_unchecked(header);
+    match key.protocol {
+        IpProtocol::TCP => match l4.first_chunk_mut::<TCP_FIXED>() {
+            Some(l4) => plain_routed(
+                header,
+                L4Header::new(IpProtocol::TCP, l4),
+                sum,
+                key,
+                src,
+                dst,
+            ),
+            None => false,
+        },
+        IpProtocol::UDP => match l4.first_chunk_mut::<{ udp::HEADER_LEN }>() {
+            Some(l4) => plain_routed(
+                header,
+                L4Header::new(IpProtocol::UDP, l4),
+                sum,
+                key,
+                src,
+                dst,
+            ),
+            None => false,
+        },
+        _ => false,
+    }
+}
+
+/// The bytes of a TCP header the fast paths need: up to its checksum.
+const TCP_FIXED: usize = tcp::field::CHECKSUM + 2;
+
+/// [`rewrite_plain_routed`] once the L4 header is a view of fixed length
+/// with a known protocol (one copy per protocol, its offsets constants).
+#[inline(always)]
+fn plain_routed<T: AsRef<[u8]> + AsMut<[u8]>>(
+    mut header: Ipv4Packet<&mut [u8; ipv4::HEADER_LEN]>,
+    mut l4: L4Header<T>,
+    sum: L4Sum,
+    key: &ConnKey,
+    src: (Ipv4Addr, u16),
+    dst: (Ipv4Addr, u16),
+) -> bool {
+    let Some(check) = l4.checksum() else {
         return false;
     };
-    let Some(l4_check) = rest
-        .get_mut(check_at - 4..)
-        .and_then(|c| c.first_chunk_mut::<2>())
-    else {
-        return false;
-    };
-    if header[0] != 0x45 || header[8] <= 1 {
+    let ttl = header.ttl();
+    if !header.is_plain() || ttl <= 1 {
         return false;
     }
-    let (new_src, new_dst) = (src.0.to_bits(), dst.0.to_bits());
     let old_ports = (u32::from(key.src_port) << 16) | u32::from(key.dst_port);
     let new_ports = (u32::from(src.1) << 16) | u32::from(dst.1);
-    let addrs = delta32(key.src_addr.to_bits(), new_src) + delta32(key.dst_addr.to_bits(), new_dst);
-    header[8] -= 1;
-    let ip_check = u16::from_be_bytes([header[10], header[11]]);
-    let ip_check = !fold_u64(u64::from(!ip_check) + addrs + TTL_STEP_DELTA);
-    header[10..12].copy_from_slice(&ip_check.to_be_bytes());
-    header[12..20]
-        .copy_from_slice(&((u64::from(new_src) << 32) | u64::from(new_dst)).to_be_bytes());
-    *ports = new_ports.to_be_bytes();
+    let addrs = delta32(key.src_addr.to_bits(), src.0.to_bits())
+        + delta32(key.dst_addr.to_bits(), dst.0.to_bits());
+    header.set_ttl(ttl - 1);
+    header.set_checksum(!fold_u64(
+        u64::from(!header.checksum()) + addrs + TTL_STEP_DELTA,
+    ));
+    header.set_src_addr(src.0);
+    header.set_dst_addr(dst.0);
+    l4.set_ports(new_ports);
     let ports = delta32(old_ports, new_ports);
-    update_l4_checksum(l4_check, sum, udp, (addrs, ports));
+    let udp = l4.protocol() == IpProtocol::UDP;
+    l4.set_checksum(updated_l4_checksum(check, sum, udp, (addrs, ports)));
     true
 }
 
-/// Applies a TCP or UDP rewrite to its L4 checksum: `addrs`, the
+/// A TCP or UDP checksum `check` after a rewrite: `addrs`, the
 /// pseudo-header's change (all a partial sum follows), and `ports`, the
 /// ports' change (as [`delta32`] sums). A UDP checksum of zero (none) stays
 /// zero, and a computed zero is sent as `0xffff`.
 #[inline(always)]
-fn update_l4_checksum(l4_check: &mut [u8; 2], sum: L4Sum, udp: bool, (addrs, ports): (u64, u64)) {
-    let check = u16::from_be_bytes(*l4_check);
-    let updated = match sum {
+fn updated_l4_checksum(check: u16, sum: L4Sum, udp: bool, (addrs, ports): (u64, u64)) -> u16 {
+    match sum {
         L4Sum::Partial => fold_u64(u64::from(check) + addrs),
         L4Sum::Full if udp && check == 0 => 0,
         L4Sum::Full => match !fold_u64(u64::from(!check) + addrs + ports) {
             0 if udp => 0xffff,
             c => c,
         },
-    };
-    *l4_check = updated.to_be_bytes();
+    }
 }
 
 /// `!old + new` of a 32-bit field, for a one's-complement sum of 32-bit words.
@@ -269,62 +293,88 @@ fn rewrite_tcp_udp(
     dst: (Ipv4Addr, u16),
     ttl_step: bool,
 ) -> bool {
-    let Some((header, rest)) = ip.split_first_chunk_mut::<20>() else {
+    let Some((header, rest)) = ip.split_first_chunk_mut::<{ ipv4::HEADER_LEN }>() else {
         return false;
     };
-    let (udp, check_at) = match IpProtocol(header[9]) {
-        IpProtocol::TCP => (false, TCP_CHECKSUM_AT),
-        IpProtocol::UDP => (true, UDP_CHECKSUM_AT),
-        _ => return false,
-    };
-    let ihl = usize::from(header[0] & 0x0f) * 4;
-    if header[0] >> 4 != 4 || ihl < 20 {
+    let header = Ipv4Packet::new_unchecked(header);
+    let ihl = header.header_len();
+    if header.version() != 4 || ihl < ipv4::HEADER_LEN {
         return false;
     }
-    let Some((ports, l4)) = rest
-        .get_mut(ihl - 20..)
-        .and_then(|l4| l4.split_first_chunk_mut::<4>())
-    else {
+    let Some(l4) = rest.get_mut(ihl - ipv4::HEADER_LEN..) else {
         return false;
     };
-    let Some(Ok(l4_check)) = l4
-        .get_mut(check_at - 4..check_at - 2)
-        .map(<&mut [u8; 2]>::try_from)
-    else {
+    let addrs = (src.0, dst.0);
+    let ports = (src.1, dst.1);
+    match header.protocol() {
+        IpProtocol::TCP => match l4.first_chunk_mut::<TCP_FIXED>() {
+            Some(l4) => tcp_udp(
+                header,
+                L4Header::new(IpProtocol::TCP, l4),
+                sum,
+                addrs,
+                ports,
+                ttl_step,
+            ),
+            None => false,
+        },
+        IpProtocol::UDP => match l4.first_chunk_mut::<{ udp::HEADER_LEN }>() {
+            Some(l4) => tcp_udp(
+                header,
+                L4Header::new(IpProtocol::UDP, l4),
+                sum,
+                addrs,
+                ports,
+                ttl_step,
+            ),
+            None => false,
+        },
+        _ => false,
+    }
+}
+
+/// [`rewrite_tcp_udp`] once the L4 header is a view of fixed length with
+/// a known protocol (one copy per protocol, its offsets constants).
+#[inline(always)]
+fn tcp_udp<T: AsRef<[u8]> + AsMut<[u8]>>(
+    mut header: Ipv4Packet<&mut [u8; ipv4::HEADER_LEN]>,
+    mut l4: L4Header<T>,
+    sum: L4Sum,
+    (src, dst): (Ipv4Addr, Ipv4Addr),
+    (src_port, dst_port): (u16, u16),
+    ttl_step: bool,
+) -> bool {
+    let (Some(old_ports), Some(check)) = (l4.ports(), l4.checksum()) else {
         return false;
     };
-    let old_src = u32::from_be_bytes([header[12], header[13], header[14], header[15]]);
-    let old_dst = u32::from_be_bytes([header[16], header[17], header[18], header[19]]);
-    let old_ports = u32::from_be_bytes(*ports);
-    let (new_src, new_dst) = (src.0.to_bits(), dst.0.to_bits());
-    let new_ports = (u32::from(src.1) << 16) | u32::from(dst.1);
-    let addrs = delta32(old_src, new_src) + delta32(old_dst, new_dst);
-    header[12..16].copy_from_slice(&new_src.to_be_bytes());
-    header[16..20].copy_from_slice(&new_dst.to_be_bytes());
-    *ports = new_ports.to_be_bytes();
+    let (old_src, old_dst) = (header.src_addr().to_bits(), header.dst_addr().to_bits());
+    let new_ports = (u32::from(src_port) << 16) | u32::from(dst_port);
+    let addrs = delta32(old_src, src.to_bits()) + delta32(old_dst, dst.to_bits());
+    header.set_src_addr(src);
+    header.set_dst_addr(dst);
+    l4.set_ports(new_ports);
     let mut ip_delta = addrs;
     if ttl_step {
-        let old = u16::from_be_bytes([header[8], header[9]]);
-        let new = old.wrapping_sub(0x0100);
-        header[8..10].copy_from_slice(&new.to_be_bytes());
-        ip_delta += u64::from(!old) + u64::from(new);
+        let ttl = header.ttl();
+        let old = u16::from_be_bytes([ttl, l4.protocol().0]);
+        header.set_ttl(ttl.wrapping_sub(1));
+        ip_delta += u64::from(!old) + u64::from(old.wrapping_sub(0x0100));
     }
-    let ip_check = u16::from_be_bytes([header[10], header[11]]);
-    let ip_check = !fold_u64(u64::from(!ip_check) + ip_delta);
-    header[10..12].copy_from_slice(&ip_check.to_be_bytes());
+    header.set_checksum(!fold_u64(u64::from(!header.checksum()) + ip_delta));
     let ports = delta32(old_ports, new_ports);
-    update_l4_checksum(l4_check, sum, udp, (addrs, ports));
+    let udp = l4.protocol() == IpProtocol::UDP;
+    l4.set_checksum(updated_l4_checksum(check, sum, udp, (addrs, ports)));
     true
 }
 
 /// Recomputes an SCTP packet's CRC32c (RFC 4960 appendix B): ports are
 /// inside it and it cannot be updated incrementally.
 fn fill_sctp_checksum(sctp: &mut [u8]) {
-    if let Some(c) = sctp.get_mut(SCTP_CHECKSUM_AT..SCTP_CHECKSUM_AT + 4) {
+    if let Some(c) = sctp.get_mut(sctp_field::CHECKSUM..sctp_field::CHECKSUM + 4) {
         c.fill(0);
     }
     let crc = crc32c(sctp);
-    if let Some(c) = sctp.get_mut(SCTP_CHECKSUM_AT..SCTP_CHECKSUM_AT + 4) {
+    if let Some(c) = sctp.get_mut(sctp_field::CHECKSUM..sctp_field::CHECKSUM + 4) {
         c.copy_from_slice(&crc.to_le_bytes());
     }
 }
@@ -392,8 +442,8 @@ mod tests {
             };
             let ihl = usize::from(first & 0x0f) * 4;
             let (protocol, check_at) = match ip.get(9).copied().map(IpProtocol) {
-                Some(IpProtocol::TCP) => (IpProtocol::TCP, TCP_CHECKSUM_AT),
-                Some(IpProtocol::UDP) => (IpProtocol::UDP, UDP_CHECKSUM_AT),
+                Some(IpProtocol::TCP) => (IpProtocol::TCP, 16),
+                Some(IpProtocol::UDP) => (IpProtocol::UDP, 6),
                 _ => return false,
             };
             if first >> 4 != 4 || ihl < 20 {
@@ -560,12 +610,12 @@ mod tests {
             Ipv4Addr::new(10, 244, 1, 3),
         );
         let pseudo = |dst| checksum::fold(checksum::pseudo_header_v4(a, dst, 6, 40));
-        let mut l4 = [0u8; 20];
-        write_u16(&mut l4, TCP_CHECKSUM_AT, pseudo(b));
-        l4_addr_changed(&mut l4, IpProtocol::TCP, L4Sum::Partial, b, c);
-        assert_eq!(read_u16(&l4, TCP_CHECKSUM_AT), Some(pseudo(c)));
-        l4_set_u16(&mut l4, IpProtocol::TCP, L4Sum::Partial, 2, 8080);
-        assert_eq!(read_u16(&l4, TCP_CHECKSUM_AT), Some(pseudo(c)));
-        assert_eq!(read_u16(&l4, 2), Some(8080));
+        let mut l4 = L4Header::new(IpProtocol::TCP, [0u8; 20]);
+        l4.set_checksum(pseudo(b));
+        l4_addr_changed(&mut l4, L4Sum::Partial, b, c);
+        assert_eq!(l4.checksum(), Some(pseudo(c)));
+        l4_set_u16(&mut l4, L4Sum::Partial, L4Field::DstPort, 8080);
+        assert_eq!(l4.checksum(), Some(pseudo(c)));
+        assert_eq!(l4.dst_port(), Some(8080));
     }
 }

@@ -12,7 +12,7 @@
 //! frame's tailroom.
 
 use crate::packet::{Frame, GsoKind, Offload};
-use crate::wire::{checksum, ethernet, ipv4, tcp};
+use crate::wire::{Ipv4Packet, TcpPacket, checksum, ethernet, ipv4, tcp};
 
 /// The first segment of a run being merged.
 #[derive(Debug, Clone, Copy)]
@@ -29,27 +29,24 @@ pub struct Run {
 
 const L3: usize = ethernet::HEADER_LEN;
 const L4: usize = L3 + ipv4::HEADER_LEN;
-/// IPv4 bytes compared between segments: version/IHL, TOS, flags, TTL,
-/// protocol, addresses (length, identification and checksum may differ).
-const IP_SAME: [core::ops::Range<usize>; 3] = [L3..L3 + 2, L3 + 6..L3 + 10, L3 + 12..L3 + 20];
 
 /// The TCP header length and payload length of `f` when it is a plain
 /// IPv4 TCP segment (no IP options, not a fragment, no offload state, data
 /// and only ACK or ACK|PSH) that coalescing may use.
 fn segment(f: &Frame) -> Option<(usize, usize, u8)> {
+    if f.offload != Offload::default() || f.encap_len != 0 {
+        return None;
+    }
     let d = f.data();
-    if f.offload != Offload::default() || f.encap_len != 0 || d.get(12..14)? != [0x08, 0x00] {
+    let ip = Ipv4Packet::new_unchecked(
+        ethernet::ipv4_payload(d)?.first_chunk::<{ ipv4::HEADER_LEN }>()?,
+    );
+    if !ip.is_plain() || ip.protocol() != crate::wire::IpProtocol::TCP || ip.is_fragment() {
         return None;
     }
-    if *d.get(L3)? != 0x45
-        || *d.get(L3 + 9)? != 6
-        || u16::from_be_bytes([d[L3 + 6], d[L3 + 7]]) & 0x3fff != 0
-    {
-        return None;
-    }
-    let total = usize::from(u16::from_be_bytes([d[L3 + 2], d[L3 + 3]]));
-    let tcp_len = usize::from(*d.get(L4 + 12)? >> 4) * 4;
-    let flags = *d.get(L4 + 13)?;
+    let total = usize::from(ip.total_len());
+    let tcp = TcpPacket::new_unchecked(d.get(L4..)?.first_chunk::<{ tcp::HEADER_LEN }>()?);
+    let (tcp_len, flags) = (tcp.header_len(), tcp.flags());
     if tcp_len < tcp::HEADER_LEN || L3 + total != d.len() || total < ipv4::HEADER_LEN + tcp_len {
         return None;
     }
@@ -60,8 +57,35 @@ fn segment(f: &Frame) -> Option<(usize, usize, u8)> {
     (payload > 0).then_some((tcp_len, payload, flags))
 }
 
+/// The IPv4 header of a frame [`segment`] accepted.
+fn ip_of(d: &[u8]) -> Ipv4Packet<&[u8]> {
+    Ipv4Packet::new_unchecked(&d[L3..L4])
+}
+
+/// The TCP header (options included) of a frame [`segment`] accepted.
+fn tcp_of(d: &[u8], tcp_len: usize) -> TcpPacket<&[u8]> {
+    TcpPacket::new_unchecked(&d[L4..L4 + tcp_len])
+}
+
 fn seq(d: &[u8]) -> u32 {
-    u32::from_be_bytes([d[L4 + 4], d[L4 + 5], d[L4 + 6], d[L4 + 7]])
+    tcp_of(d, tcp::HEADER_LEN).seq_number()
+}
+
+/// Whether two segments [`segment`] accepted, whose TCP headers are both
+/// `tcp_len` long, belong to one run: the same TOS, DF, TTL and addresses,
+/// and the same ports, ACK number, window and options (IPv4 length,
+/// identification and checksum, and the sequence number, may differ).
+fn same_headers(a: &[u8], b: &[u8], tcp_len: usize) -> bool {
+    let (ia, ib) = (ip_of(a), ip_of(b));
+    let (ta, tb) = (tcp_of(a, tcp_len), tcp_of(b, tcp_len));
+    ia.dscp_ecn() == ib.dscp_ecn()
+        && ia.dont_frag() == ib.dont_frag()
+        && ia.ttl() == ib.ttl()
+        && (ia.src_addr(), ia.dst_addr()) == (ib.src_addr(), ib.dst_addr())
+        && (ta.src_port(), ta.dst_port()) == (tb.src_port(), tb.dst_port())
+        && ta.ack_number() == tb.ack_number()
+        && ta.window() == tb.window()
+        && ta.options() == tb.options()
 }
 
 /// Starts a run at `first` if it can head one (a full segment without PSH).
@@ -86,17 +110,10 @@ pub fn append(run: &mut Run, first: &mut Frame, next: &Frame) -> bool {
         return false;
     };
     let (a, b) = (first.data(), next.data());
-    let same_ip = IP_SAME.iter().all(|r| a.get(r.clone()) == b.get(r.clone()));
-    // Ports, ACK number, data offset, window; then the options.
-    let same_tcp = a.get(L4..L4 + 4) == b.get(L4..L4 + 4)
-        && a.get(L4 + 8..L4 + 13) == b.get(L4 + 8..L4 + 13)
-        && a.get(L4 + 14..L4 + 16) == b.get(L4 + 14..L4 + 16)
-        && a.get(L4 + tcp::HEADER_LEN..L4 + tcp_len) == b.get(L4 + tcp::HEADER_LEN..L4 + tcp_len);
     let len = a.len();
     if run.mss == 0
-        || !same_ip
-        || !same_tcp
         || tcp_len != run.tcp_len
+        || !same_headers(a, b, tcp_len)
         || seq(b) != run.next_seq
         || payload > run.mss
         || len - L3 + payload > usize::from(u16::MAX)
@@ -113,7 +130,8 @@ pub fn append(run: &mut Run, first: &mut Frame, next: &Frame) -> bool {
     };
     first.data_mut()[len..].copy_from_slice(src);
     if flags & tcp::FLAG_PSH != 0 {
-        first.data_mut()[L4 + 13] |= tcp::FLAG_PSH;
+        let mut tcp = TcpPacket::new_unchecked(&mut first.data_mut()[L4..]);
+        tcp.set_flags(tcp.flags() | tcp::FLAG_PSH);
     }
     if payload < run.mss || flags & tcp::FLAG_PSH != 0 {
         run.mss = 0;
@@ -130,22 +148,17 @@ pub fn finish(run: &Run, first: &mut Frame, mss: usize) -> u16 {
     if run.merged == 0 {
         return 0;
     }
-    let len = first.len();
-    let d = first.data_mut();
-    let total = (len - L3) as u16;
-    d[L3 + 2..L3 + 4].copy_from_slice(&total.to_be_bytes());
-    d[L3 + 10..L3 + 12].copy_from_slice(&[0, 0]);
-    let ip_csum = checksum::checksum(&d[L3..L4]);
-    d[L3 + 10..L3 + 12].copy_from_slice(&ip_csum.to_be_bytes());
-    let src = [d[L3 + 12], d[L3 + 13], d[L3 + 14], d[L3 + 15]].into();
-    let dst = [d[L3 + 16], d[L3 + 17], d[L3 + 18], d[L3 + 19]].into();
-    let pseudo = checksum::pseudo_header_v4(src, dst, 6, u32::from(total) - 20);
-    d[L4 + 16..L4 + 18].copy_from_slice(&checksum::fold(pseudo).to_be_bytes());
+    let total = (first.len() - L3) as u16;
+    let mut ip = Ipv4Packet::new_unchecked(&mut first.data_mut()[L3..]);
+    ip.set_total_len(total);
+    ip.fill_checksum();
+    let pseudo = checksum::fold(ip.pseudo_header_sum());
+    TcpPacket::new_unchecked(ip.payload_mut()).set_checksum(pseudo);
     first.offload = Offload {
         gso: GsoKind::TcpV4,
         gso_size: mss as u16,
         hdr_len: (L4 + run.tcp_len) as u16,
-        csum: Some((L4 as u16, 16)),
+        csum: Some((L4 as u16, tcp::field::CHECKSUM as u16)),
         csum_valid: false,
     };
     run.merged

@@ -65,10 +65,8 @@ fn outer_headers(frame: &Frame, overlay: &Overlay) -> Result<Option<Outer>, Drop
         return Ok(None);
     }
     // The destination port, read before the UDP header is checked whole.
-    let dst_port = ip
-        .payload()
-        .get(2..4)
-        .map(|p| u16::from_be_bytes([p[0], p[1]]));
+    let dst_port =
+        crate::wire::L4Header::new(crate::wire::IpProtocol::UDP, ip.payload()).dst_port();
     if dst_port != Some(overlay.udp_port) && !ip.is_later_fragment() {
         return Ok(None);
     }
@@ -164,27 +162,12 @@ const ECN_CE: u8 = 0b11;
 /// RFC 6040 (Linux `INET_ECN_decapsulate`): congestion experienced on the
 /// outer header is copied to an ECN-capable inner IPv4 packet.
 fn mark_inner_congestion(inner: &mut [u8]) {
-    if inner.get(12..14) != Some(&[0x08, 0x00]) {
-        return;
-    }
-    let Some(Ok(mut ip)) = inner
-        .get_mut(ethernet::HEADER_LEN..)
-        .map(Ipv4Packet::new_checked)
-    else {
+    let Some(Ok(mut ip)) = ethernet::ipv4_payload_mut(inner).map(Ipv4Packet::new_checked) else {
         return;
     };
     let old = ip.dscp_ecn();
     if old & ECN_MASK == 0 || old & ECN_MASK == ECN_CE {
         return;
     }
-    let new = old | ECN_CE;
-    // The TOS byte shares a 16-bit word with version and IHL.
-    let ver_ihl = 0x40 | (ip.header_len() / 4) as u8;
-    let check = crate::wire::checksum::update_u16(
-        ip.checksum(),
-        u16::from_be_bytes([ver_ihl, old]),
-        u16::from_be_bytes([ver_ihl, new]),
-    );
-    ip.set_dscp_ecn(new);
-    ip.set_checksum(check);
+    ip.set_dscp_ecn_with_checksum(old | ECN_CE);
 }

@@ -13,18 +13,19 @@ use core::net::Ipv4Addr;
 use crate::io::fragment::{FragmentError, Fragmenter};
 use crate::io::gso::{GsoError, Segmenter};
 use crate::packet::{Frame, GsoKind};
-use crate::wire::{MacAddr, checksum, ethernet, ipv4, udp, vxlan};
+use crate::wire::{
+    EtherType, EthernetFrame, IpProtocol, Ipv4Packet, L4Header, MacAddr, UdpPacket, checksum,
+    ethernet, ipv4, udp, vxlan,
+};
 
 use super::OUTER_LEN;
 
+/// Where the outer headers start.
 mod field {
-    pub const IP: usize = 14;
-    pub const IP_LEN: usize = IP + 2;
-    pub const IP_ID: usize = IP + 4;
-    pub const IP_CSUM: usize = IP + 10;
-    pub const UDP: usize = IP + 20;
-    pub const UDP_LEN: usize = UDP + 4;
-    pub const UDP_CSUM: usize = UDP + 6;
+    use crate::wire::{ethernet, ipv4, udp};
+    pub const IP: usize = ethernet::HEADER_LEN;
+    pub const UDP: usize = IP + ipv4::HEADER_LEN;
+    pub const VXLAN: usize = UDP + udp::HEADER_LEN;
 }
 
 /// TTL of outer packets (Linux `ip_default_ttl`).
@@ -120,56 +121,62 @@ pub fn encapsulate_to_fragment(frame: &mut Frame, p: &EncapParams) -> Result<(),
 /// checksum and the UDP checksum. In a template, a UDP checksum field of
 /// 0xffff asks [`finish_outer`] (through [`segment_encapsulated`]) to compute it.
 fn write_outer(out: &mut [u8], p: &EncapParams) {
-    let Some(out) = out.get_mut(..OUTER_LEN) else {
+    let Some(out) = out.first_chunk_mut::<OUTER_LEN>() else {
         return;
     };
-    out[0..6].copy_from_slice(&p.dst_mac.octets());
-    out[6..12].copy_from_slice(&p.src_mac.octets());
-    out[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
-    let ip = &mut out[field::IP..field::UDP];
-    ip[0] = 0x45;
-    ip[1] = p.tos;
-    ip[4..6].copy_from_slice(&p.ip_id.to_be_bytes());
-    ip[6..8].copy_from_slice(&(if p.df { 0x4000u16 } else { 0 }).to_be_bytes());
-    ip[8] = OUTER_TTL;
-    ip[9] = crate::wire::IpProtocol::UDP.0;
-    ip[12..16].copy_from_slice(&p.src_ip.octets());
-    ip[16..20].copy_from_slice(&p.dst_ip.octets());
-    let u = &mut out[field::UDP..field::UDP + udp::HEADER_LEN];
-    u[0..2].copy_from_slice(&p.src_port.to_be_bytes());
-    u[2..4].copy_from_slice(&p.dst_port.to_be_bytes());
-    let marker: u16 = if p.udp_checksum { 0xffff } else { 0 };
-    u[6..8].copy_from_slice(&marker.to_be_bytes());
-    let vx = &mut out[field::UDP + udp::HEADER_LEN..];
-    vxlan::VxlanHeader::new_unchecked(vx).set_vni(p.vni);
+    let mut eth = EthernetFrame::new_unchecked(&mut out[..field::IP]);
+    eth.set_dst_addr(p.dst_mac);
+    eth.set_src_addr(p.src_mac);
+    eth.set_ethertype(EtherType::IPV4);
+    let mut ip = Ipv4Packet::new_unchecked(&mut out[field::IP..field::UDP]);
+    ip.set_version_and_header_len(ipv4::HEADER_LEN);
+    ip.set_dscp_ecn(p.tos);
+    ip.set_ident(p.ip_id);
+    ip.set_unfragmented(p.df);
+    ip.set_ttl(OUTER_TTL);
+    ip.set_protocol(IpProtocol::UDP);
+    ip.set_src_addr(p.src_ip);
+    ip.set_dst_addr(p.dst_ip);
+    let mut u = UdpPacket::new_unchecked(&mut out[field::UDP..field::VXLAN]);
+    u.set_src_port(p.src_port);
+    u.set_dst_port(p.dst_port);
+    u.set_checksum(if p.udp_checksum { 0xffff } else { 0 });
+    vxlan::VxlanHeader::new_unchecked(&mut out[field::VXLAN..]).set_vni(p.vni);
 }
 
 /// Sets the outer lengths, identification and checksums for an inner frame
 /// of `inner_len` bytes following the outer headers in `out`.
 fn finish_outer(out: &mut [u8], inner_len: usize, ip_id: u16, udp_checksum: bool) {
     let udp_len = (inner_len + udp::HEADER_LEN + vxlan::HEADER_LEN) as u16;
-    let ip_len = udp_len.wrapping_add(ipv4::HEADER_LEN as u16);
     if out.len() < OUTER_LEN {
         return;
     }
-    out[field::IP_LEN..field::IP_LEN + 2].copy_from_slice(&ip_len.to_be_bytes());
-    out[field::IP_ID..field::IP_ID + 2].copy_from_slice(&ip_id.to_be_bytes());
-    out[field::IP_CSUM..field::IP_CSUM + 2].copy_from_slice(&[0, 0]);
-    let ip_csum = checksum::checksum(&out[field::IP..field::UDP]);
-    out[field::IP_CSUM..field::IP_CSUM + 2].copy_from_slice(&ip_csum.to_be_bytes());
-    out[field::UDP_LEN..field::UDP_LEN + 2].copy_from_slice(&udp_len.to_be_bytes());
-    out[field::UDP_CSUM..field::UDP_CSUM + 2].copy_from_slice(&[0, 0]);
+    let Some((headers, _)) = out.split_first_chunk_mut::<{ field::VXLAN }>() else {
+        return;
+    };
+    let (ip_bytes, udp) = headers.split_at_mut(field::UDP);
+    let ip_bytes = &mut ip_bytes[field::IP..];
+    let mut ip = Ipv4Packet::new_unchecked(&mut *ip_bytes);
+    ip.set_total_len(udp_len.wrapping_add(ipv4::HEADER_LEN as u16));
+    ip.set_ident(ip_id);
+    ip.set_checksum(0);
+    let (src, dst) = (ip.src_addr(), ip.dst_addr());
+    // Summed over the fixed 20 bytes (`fill_checksum` reads the length
+    // from the header and loops).
+    let ip_csum = checksum::checksum(ip_bytes);
+    Ipv4Packet::new_unchecked(ip_bytes).set_checksum(ip_csum);
+    let mut u = UdpPacket::new_unchecked(udp);
+    u.set_len(udp_len);
+    u.set_checksum(0);
     if udp_checksum {
-        let src = Ipv4Addr::from([out[26], out[27], out[28], out[29]]);
-        let dst = Ipv4Addr::from([out[30], out[31], out[32], out[33]]);
-        let pseudo = checksum::pseudo_header_v4(src, dst, 17, u32::from(udp_len));
+        let pseudo = checksum::pseudo_header_v4(src, dst, IpProtocol::UDP.0, u32::from(udp_len));
         let end = (field::UDP + usize::from(udp_len)).min(out.len());
         let sum = checksum::combine(pseudo, checksum::sum(&out[field::UDP..end]));
         let value = match !checksum::fold(sum) {
             0 => 0xffff,
             c => c,
         };
-        out[field::UDP_CSUM..field::UDP_CSUM + 2].copy_from_slice(&value.to_be_bytes());
+        UdpPacket::new_unchecked(&mut out[field::UDP..field::VXLAN]).set_checksum(value);
     }
 }
 
@@ -189,11 +196,11 @@ pub fn segment_encapsulated(
     let data = frame.data();
     let encap = usize::from(frame.encap_len).min(data.len());
     let (template, inner) = data.split_at(encap);
-    let Some(first_id) = template.get(field::IP_ID..field::IP_ID + 2) else {
+    let Some(outer) = template.first_chunk::<OUTER_LEN>() else {
         return Err(EncapError::NoHeadroom);
     };
-    let first_id = u16::from_be_bytes([first_id[0], first_id[1]]);
-    let udp_checksum = template.get(field::UDP_CSUM..field::UDP_CSUM + 2) != Some(&[0, 0]);
+    let first_id = Ipv4Packet::new_unchecked(&outer[field::IP..field::UDP]).ident();
+    let udp_checksum = UdpPacket::new_unchecked(&outer[field::UDP..field::VXLAN]).checksum() != 0;
     let mut n: u16 = 0;
     let mut wrap = |scratch: &mut Frame| {
         let inner_len = scratch.len();
@@ -239,21 +246,22 @@ pub fn outer_tos(inner_tos: u8) -> u8 {
 /// UDP packet, ports, mapped into 32768..61000. The same flow always gets
 /// the same port; different flows spread over ECMP paths.
 pub fn flow_src_port(inner_ip: &[u8]) -> u16 {
-    let word = |at: usize| {
-        inner_ip
-            .get(at..at + 4)
-            .map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    let Some(header) = inner_ip.first_chunk::<{ ipv4::HEADER_LEN }>() else {
+        return SRC_PORT_MIN as u16;
     };
-    let proto = inner_ip.get(9).copied().unwrap_or(0);
-    let ihl = usize::from(inner_ip.first().copied().unwrap_or(0x45) & 0x0f) * 4;
-    let unfragmented = word(4) & 0x3fff == 0;
-    let ports = if unfragmented && (proto == 6 || proto == 17) {
-        word(ihl)
-    } else {
-        0
+    let ip = Ipv4Packet::new_unchecked(header);
+    let proto = ip.protocol();
+    let ports = match proto {
+        IpProtocol::TCP | IpProtocol::UDP if !ip.is_fragment() => {
+            let l4_at = ip.header_len();
+            L4Header::new(proto, inner_ip.get(l4_at..l4_at + 4).unwrap_or_default())
+                .ports()
+                .unwrap_or(0)
+        }
+        _ => 0,
     };
-    let mut h = u64::from(word(12)) << 32 | u64::from(word(16));
-    h ^= (u64::from(ports) << 8 | u64::from(proto)).rotate_left(17);
+    let mut h = u64::from(ip.src_addr().to_bits()) << 32 | u64::from(ip.dst_addr().to_bits());
+    h ^= (u64::from(ports) << 8 | u64::from(proto.0)).rotate_left(17);
     // splitmix64 finaliser: every input bit moves the output.
     h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);

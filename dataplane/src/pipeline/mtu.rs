@@ -109,12 +109,7 @@ impl Pipeline {
 #[cold]
 fn too_long_with_df(frame: &Frame, mtu: u16) -> bool {
     let data = frame.data();
-    if data.get(12..14) != Some(&[0x08, 0x00]) {
-        return false;
-    }
-    let Some(ip) = data
-        .get(ETH_LEN..)
-        .and_then(|b| Ipv4Packet::new_checked(b).ok())
+    let Some(Ok(ip)) = crate::wire::ethernet::ipv4_payload(data).map(Ipv4Packet::new_checked)
     else {
         return false;
     };

@@ -13,7 +13,6 @@ use crate::mirror::{MirrorNote, MirrorStage, NatKind, NatRewrite};
 use crate::nat::{NatAction, NatStage, TrackedFlow};
 use crate::packet::Step;
 use crate::packet::{Batch, DropReason, Event, Frame, L3If, Verdict};
-use crate::services::Protocol;
 use crate::wire::{EtherType, EthernetFrame, Ipv4Packet};
 use crate::wire::{ethernet, icmpv4, ipv4};
 
@@ -472,16 +471,9 @@ struct Tuple {
 
 fn tuple(data: &[u8], l3: usize) -> Option<Tuple> {
     let ip = Ipv4Packet::new_checked(data.get(l3..)?).ok()?;
-    let ports = match Protocol::from_number(ip.protocol().0) {
-        Some(_) => ip.payload().get(..4),
-        None => None,
-    };
-    let (sport, dport) = ports.map_or((0, 0), |p| {
-        (
-            u16::from_be_bytes([p[0], p[1]]),
-            u16::from_be_bytes([p[2], p[3]]),
-        )
-    });
+    // TCP, UDP and SCTP have ports; the others get port 0.
+    let l4 = crate::wire::L4Header::new(ip.protocol(), ip.payload());
+    let (sport, dport) = l4.ports().map_or((0, 0), |p| ((p >> 16) as u16, p as u16));
     Some(Tuple {
         src: (ip.src_addr(), sport),
         dst: (ip.dst_addr(), dport),

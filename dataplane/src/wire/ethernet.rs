@@ -132,6 +132,21 @@ impl EtherType {
     }
 }
 
+/// The IPv4 packet in `frame`, an untagged Ethernet frame with
+/// EtherType IPv4; `None` for anything else.
+#[inline]
+pub fn ipv4_payload(frame: &[u8]) -> Option<&[u8]> {
+    let eth = EthernetFrame::new_checked(frame).ok()?;
+    (eth.ethertype() == EtherType::IPV4).then(|| &frame[HEADER_LEN..])
+}
+
+/// [`ipv4_payload`], writable.
+#[inline]
+pub fn ipv4_payload_mut(frame: &mut [u8]) -> Option<&mut [u8]> {
+    ipv4_payload(frame)?;
+    frame.get_mut(HEADER_LEN..)
+}
+
 mod field {
     use core::ops::Range;
     pub const DESTINATION: Range<usize> = 0..6;

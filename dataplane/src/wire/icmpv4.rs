@@ -3,7 +3,7 @@
 use super::checksum;
 use super::{Result, WireError, read_u16, write_u16};
 
-mod field {
+pub(crate) mod field {
     pub const TYPE: usize = 0;
     pub const CODE: usize = 1;
     pub const CHECKSUM: usize = 2;

@@ -32,9 +32,11 @@ impl IpProtocol {
     pub const IPV6_NO_NEXT: IpProtocol = IpProtocol(59);
     /// IPv6 Destination options.
     pub const IPV6_OPTS: IpProtocol = IpProtocol(60);
+    /// SCTP.
+    pub const SCTP: IpProtocol = IpProtocol(132);
 }
 
-mod field {
+pub(crate) mod field {
     pub const VER_IHL: usize = 0;
     pub const DSCP_ECN: usize = 1;
     pub const LENGTH: usize = 2;
@@ -53,6 +55,8 @@ pub const HEADER_LEN: usize = 20;
 const FLAG_DF: u16 = 0x4000;
 /// Flag bit "more fragments".
 const FLAG_MF: u16 = 0x2000;
+/// The fragment offset (in 8-byte units) in the flags/offset word.
+const OFFSET_MASK: u16 = 0x1fff;
 
 /// A view of an IPv4 packet.
 ///
@@ -119,6 +123,13 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
         self.buffer.as_ref()[field::VER_IHL] >> 4
     }
 
+    /// True for version 4 with a 20-byte header (no options): the
+    /// common case, told by one byte.
+    #[inline]
+    pub fn is_plain(&self) -> bool {
+        self.buffer.as_ref()[field::VER_IHL] == 0x45
+    }
+
     /// Header length in bytes (IHL × 4), options included.
     pub fn header_len(&self) -> usize {
         usize::from(self.buffer.as_ref()[field::VER_IHL] & 0x0f) * 4
@@ -151,12 +162,13 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
 
     /// Fragment offset in bytes.
     pub fn frag_offset(&self) -> u16 {
-        (read_u16(self.buffer.as_ref(), field::FLG_OFF) & 0x1fff) << 3
+        (read_u16(self.buffer.as_ref(), field::FLG_OFF) & OFFSET_MASK) << 3
     }
 
     /// True when this is any fragment of a larger datagram.
+    #[inline]
     pub fn is_fragment(&self) -> bool {
-        self.more_frags() || self.frag_offset() != 0
+        read_u16(self.buffer.as_ref(), field::FLG_OFF) & (FLAG_MF | OFFSET_MASK) != 0
     }
 
     /// True for a non-first fragment (it carries no L4 header).
@@ -314,6 +326,16 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
         let new = old.wrapping_sub(0x0100);
         let check = checksum::update_u16(self.checksum(), old, new);
         write_u16(self.buffer.as_mut(), field::TTL, new);
+        self.set_checksum(check);
+    }
+
+    /// Sets the DSCP/ECN byte and updates the checksum (RFC 1624: the
+    /// byte shares a 16-bit word with version and IHL).
+    pub fn set_dscp_ecn_with_checksum(&mut self, value: u8) {
+        let old = read_u16(self.buffer.as_ref(), field::VER_IHL);
+        let new = (old & 0xff00) | u16::from(value);
+        let check = checksum::update_u16(self.checksum(), old, new);
+        self.set_dscp_ecn(value);
         self.set_checksum(check);
     }
 

@@ -11,7 +11,7 @@ use super::ipv4::IpProtocol;
 use super::ipv6::update_checksum_for_addr;
 use super::{Result, WireError, read_u16, write_u16};
 
-mod field {
+pub(crate) mod field {
     pub const SRC_PORT: usize = 0;
     pub const DST_PORT: usize = 2;
     pub const LENGTH: usize = 4;
