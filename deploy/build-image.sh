@@ -91,6 +91,8 @@ copy "$bin_dir/podswitchctl" "$rootfs/usr/local/bin/podswitchctl" 0755
 copy "$bin_dir/podswitch" "$rootfs/opt/podswitch/podswitch" 0755
 cp "$root/deploy/install-cni.sh" "$rootfs/opt/podswitch/install-cni.sh"
 chmod 0755 "$rootfs/opt/podswitch/install-cni.sh"
+cp "$root/deploy/podswitchd-entrypoint.sh" "$rootfs/opt/podswitch/podswitchd-entrypoint.sh"
+chmod 0755 "$rootfs/opt/podswitch/podswitchd-entrypoint.sh"
 cp "$root/cni/10-podswitch.conflist" "$rootfs/opt/podswitch/10-podswitch.conflist"
 chmod 0644 "$rootfs/opt/podswitch/10-podswitch.conflist"
 cp -L "$nft" "$rootfs/usr/sbin/nft"

@@ -446,9 +446,7 @@ async fn serve(
     let api_task = tokio::spawn(async move { api_server.await });
     let metrics_task = match opts.metrics_listen {
         Some(addr) => {
-            let l = tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot listen on {addr} for metrics"))?;
+            let l = bind_metrics(addr).await?;
             tracing::info!(%addr, "metrics listening");
             let server = axum::serve(l, api::metrics_router(Arc::clone(&api)))
                 .with_graceful_shutdown(stopped());
@@ -495,6 +493,26 @@ async fn serve(
         let _ = t.await;
     }
     Ok(())
+}
+
+/// How long a new process waits for the metrics address to be free: a
+/// process it took over holds it until it exits.
+const METRICS_BIND_WAIT: Duration = Duration::from_secs(10);
+
+/// Listens on `addr` for metrics, waiting while it is in use.
+async fn bind_metrics(addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener> {
+    let started = Instant::now();
+    loop {
+        match tokio::net::TcpListener::bind(addr).await {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrInUse
+                    && started.elapsed() < METRICS_BIND_WAIT =>
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            bound => return bound.with_context(|| format!("cannot listen on {addr} for metrics")),
+        }
+    }
 }
 
 fn write_stats(

@@ -244,6 +244,13 @@ fn the_image_builds_offline_and_its_programs_run() {
     );
     let ctl = podman.run_ok(&[], &["podswitchctl", "--version"], &[], "");
     assert_eq!(ctl, format!("podswitchctl {}\n", env!("CARGO_PKG_VERSION")));
+    // The DaemonSet's entrypoint runs on the image's busybox sh.
+    let entrypoint = [
+        "/opt/podswitch/podswitchd-entrypoint.sh",
+        "/usr/local/bin/podswitchd",
+        "--version",
+    ];
+    assert_eq!(podman.run_ok(&[], &entrypoint, &[], ""), version);
 
     let answer = podman.run_ok(
         &[],

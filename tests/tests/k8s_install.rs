@@ -4,7 +4,8 @@
 //! - `kubectl apply --dry-run=server` accepts every object (with strict
 //!   field validation: a misspelt field is refused, which the test checks
 //!   too), and the DaemonSet agrees with itself and with what the daemon
-//!   needs (metrics port and annotations, host paths, downward API);
+//!   needs (metrics port and annotations, host paths, downward API), and
+//!   updates by surge without a host port, so a takeover can happen;
 //! - applied for real, the ServiceAccount's token is enough for podswitchd
 //!   `--kubernetes` and nothing more: started with it and the ConfigMap's
 //!   settings file, podswitchd waits for its Node's pod CIDR, takes the pod
@@ -98,7 +99,31 @@ fn check_daemonset(ds: &Value) {
     assert!(args.contains(&"--kubernetes"), "{args:?}");
     let metrics = format!("--metrics-listen=$(POD_IP):{METRICS_PORT}");
     assert!(args.contains(&metrics.as_str()), "{args:?}");
-    assert_eq!(daemon["ports"][0]["containerPort"], METRICS_PORT);
+    // An update is a takeover: the new pod starts beside the old one, so
+    // nothing may claim a host port (on hostNetwork every declared
+    // containerPort is one); metrics are found by the annotations.
+    let update = &ds["spec"]["updateStrategy"];
+    assert_eq!(update["type"], "RollingUpdate");
+    assert_eq!(update["rollingUpdate"]["maxSurge"], 1, "{update}");
+    assert_eq!(update["rollingUpdate"]["maxUnavailable"], 0, "{update}");
+    for container in spec["containers"].as_array().unwrap() {
+        assert!(container["ports"].is_null(), "{}", container["ports"]);
+    }
+    let command: Vec<&str> = daemon["command"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        command,
+        [
+            "/opt/podswitch/podswitchd-entrypoint.sh",
+            "/usr/local/bin/podswitchd"
+        ]
+    );
+    assert_eq!(args[0], "run", "{args:?}");
+    assert!(!args.contains(&"--takeover"), "the entrypoint decides");
     let env = |name: &str| -> &Value {
         let vars = daemon["env"].as_array().unwrap();
         vars.iter()

@@ -27,6 +27,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use podswitch_tests::live::{Daemon, Launch, Netns, pattern_byte, root_or_skip, wait_reachable};
+use podswitch_tests::workspace;
 
 const GW: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 1);
 const C_IP: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 2);
@@ -196,11 +197,16 @@ impl Node {
     }
 
     fn start(&self, extra: &[&str]) -> Daemon {
+        self.start_wrapped(extra, &[])
+    }
+
+    /// Starts `wrapper podswitchd run ...`.
+    fn start_wrapped(&self, extra: &[&str], wrapper: &[&str]) -> Daemon {
         let launch = Launch {
             workers: 1,
             extra,
             env: &[],
-            wrapper: &[],
+            wrapper,
         };
         let d = Daemon::launch(
             &self.node,
@@ -373,6 +379,95 @@ fn macs_neighbours_and_counters_survive_kill_9() {
     assert!(own_events(&again, "dnat") >= 2, "{again}");
     assert!(port_rx(&again, "c") > port_rx(&after, "c"), "{again}");
     drop(d);
+    let _ = std::fs::remove_dir_all(&n.run_dir);
+}
+
+/// `GET /metrics` at `addr` in `ns`, retried for up to 10 s; the body.
+fn scrape(ns: &Netns, addr: SocketAddrV4) -> String {
+    let start = Instant::now();
+    loop {
+        let got = ns.run(move || -> std::io::Result<String> {
+            let mut conn = TcpStream::connect_timeout(&addr.into(), Duration::from_secs(1))?;
+            conn.set_read_timeout(Some(Duration::from_secs(2)))?;
+            conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")?;
+            let mut body = String::new();
+            conn.read_to_string(&mut body)?;
+            Ok(body)
+        });
+        match got {
+            Ok(body) if body.contains("podswitch_port_rx_packets_total") => return body,
+            other => assert!(start.elapsed() < Duration::from_secs(10), "{other:?}"),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The DaemonSet's entrypoint (deploy/podswitchd-entrypoint.sh): started
+/// beside a running daemon (a surge update; the two share the run dir), it
+/// takes the node over; the old one's container stays, idle, until it is
+/// stopped; the streams through the ClusterIPs go on and the metrics
+/// address moves to the new process. Without a running daemon it starts
+/// as usual.
+#[test]
+fn the_entrypoint_takes_over_from_a_running_pod() {
+    if !root_or_skip("the_entrypoint_takes_over_from_a_running_pod") {
+        return;
+    }
+    let n = Node::new("rs5");
+    let entrypoint = workspace().join("deploy/podswitchd-entrypoint.sh");
+    let wrapper = ["sh", entrypoint.to_str().unwrap()];
+    let metrics_addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9612);
+    let metrics = format!("--metrics-listen={metrics_addr}");
+    let mut old = n.start_wrapped(&[&metrics], &wrapper);
+    assert!(!old.log_text().contains("--takeover"), "{}", old.log_text());
+    scrape(&n.node, metrics_addr);
+    let stop = Arc::new(AtomicBool::new(false));
+    let streams = open_streams(&n.c, &n.s, &stop);
+    std::thread::sleep(Duration::from_millis(300));
+
+    let old_log = n.run_dir.join("daemon.old.log");
+    std::fs::rename(n.run_dir.join("daemon.log"), &old_log).unwrap();
+    let mut new = n.start_wrapped(&[&metrics], &wrapper);
+    wait_log(&new, "forwarding", Duration::from_secs(10));
+    let log = new.log_text();
+    assert!(log.contains("starting with --takeover"), "{log}");
+    assert!(log.contains("tap handed over"), "{log}");
+    // The old podswitchd exits; its container does not.
+    let start = Instant::now();
+    while !std::fs::read_to_string(&old_log)
+        .unwrap_or_default()
+        .contains("handed the node over")
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the old one did not hand over"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        old.wait_exit(Duration::from_millis(500)).is_none(),
+        "the old container stays"
+    );
+    let body = scrape(&n.node, metrics_addr);
+    assert!(body.contains("podswitch_state_discarded_total 0"), "{body}");
+    // The DaemonSet deletes the old pod: SIGTERM, and it is gone at once.
+    assert!(old.stop().is_some(), "the idle container stops on SIGTERM");
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    for s in streams {
+        s.check();
+    }
+    assert!(new.ctl_ok(&["port", "list"]).contains("c"));
+    // SIGTERM reaches podswitchd through the entrypoint; it cleans up.
+    assert!(new.stop().is_some());
+    assert!(!n.run_dir.join("takeover.sock").exists());
+    let again = n.start_wrapped(&[], &wrapper);
+    assert!(
+        !again.log_text().contains("--takeover"),
+        "{}",
+        again.log_text()
+    );
+    drop(again);
     let _ = std::fs::remove_dir_all(&n.run_dir);
 }
 
