@@ -9,6 +9,11 @@
 //!   its children may use each other: that is how Rust modules share items.
 //! - **No file over 800 lines**, and no function over 60 lines on the hot
 //!   path (the modules in [`HOT_PATH`]).
+//! - **Headers are read through `wire/` views** in the stages and tables
+//!   ([`WIRE_VIEWS_ONLY`]): no big-endian field is read from bytes by hand
+//!   there (`from_be_bytes`). The formats that are not packet headers —
+//!   vnet headers, netlink, BPF, pcap files, the state file — are read in
+//!   `io/`, `mirror/` and `mem/`.
 //!
 //! The control plane's modules are checked for cycles the same way
 //! ([`control_has_no_import_cycles`]).
@@ -70,6 +75,18 @@ const HOT_PATH: &[&str] = &[
     "io/port.rs",
 ];
 
+/// Modules that read packet headers only through `wire/` views.
+const WIRE_VIEWS_ONLY: &[&str] = &[
+    "pipeline/",
+    "nat/",
+    "overlay/",
+    "conntrack/",
+    "services/",
+    "routes.rs",
+    "worker",
+    "config/",
+];
+
 /// Longest function allowed on the hot path, in lines.
 const MAX_HOT_FUNCTION_LINES: usize = 60;
 
@@ -90,6 +107,14 @@ fn module_rules_hold() {
         }
         if file.module.is_empty() || file.is_test {
             continue;
+        }
+        if WIRE_VIEWS_ONLY.iter().any(|p| file.rel.starts_with(p))
+            && file.code.contains("from_be_bytes")
+        {
+            failures.push(format!(
+                "{}: reads a header field by hand (from_be_bytes): use a wire/ view",
+                file.rel
+            ));
         }
         if HOT_PATH.iter().any(|p| file.rel.starts_with(p)) {
             for (name, lines) in long_functions(&file.code, MAX_HOT_FUNCTION_LINES) {

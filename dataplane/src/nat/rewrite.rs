@@ -356,7 +356,7 @@ fn tcp_udp<T: AsRef<[u8]> + AsMut<[u8]>>(
     let mut ip_delta = addrs;
     if ttl_step {
         let ttl = header.ttl();
-        let old = u16::from_be_bytes([ttl, l4.protocol().0]);
+        let old = (u16::from(ttl) << 8) | u16::from(l4.protocol().0); // the (TTL, protocol) word
         header.set_ttl(ttl.wrapping_sub(1));
         ip_delta += u64::from(!old) + u64::from(old.wrapping_sub(0x0100));
     }
