@@ -5,6 +5,7 @@
 
 pub mod k8s;
 pub mod live;
+pub mod overlay_nodes;
 
 use std::path::{Path, PathBuf};
 

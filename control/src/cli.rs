@@ -66,6 +66,11 @@ struct RunArgs {
     /// microseconds (lower latency for more CPU; 0 = always sleep in poll).
     #[arg(long, default_value_t = 200)]
     busy_poll_us: u64,
+    /// How VXLAN super-frames leave: `auto` sends them whole through a
+    /// transmit TAP where the kernel has UDP-tunnel GSO in tun (Linux
+    /// 6.17+), `off` always cuts them into segments in software.
+    #[arg(long, value_enum, default_value_t = crate::tunnel_tx::TunnelGso::Auto)]
+    tunnel_gso: crate::tunnel_tx::TunnelGso,
     /// The control API socket (HTTP/JSON, root only).
     #[arg(long, default_value = "/run/podswitch/api.sock")]
     api_socket: PathBuf,
@@ -197,6 +202,7 @@ pub fn main() -> ExitCode {
                 run_dir: args.run_dir.clone(),
                 stats_file: args.stats_file.clone(),
                 busy_poll_us: args.busy_poll_us,
+                tunnel_gso: args.tunnel_gso,
                 api_socket: args.api_socket.clone(),
                 state_dir: args.state_dir.clone(),
                 metrics_listen: args.metrics_listen,

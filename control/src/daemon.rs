@@ -48,6 +48,8 @@ pub struct RunOptions {
     pub stats_file: Option<PathBuf>,
     /// Busy-poll window after traffic, in microseconds (0: always sleep in poll).
     pub busy_poll_us: u64,
+    /// `--tunnel-gso`: send VXLAN super-frames whole where the kernel can.
+    pub tunnel_gso: crate::tunnel_tx::TunnelGso,
     /// The control API socket.
     pub api_socket: PathBuf,
     /// Where the API state is stored (`state.redb`).
@@ -114,6 +116,8 @@ pub fn run(opts: &RunOptions) -> Result<()> {
 
     let started = Instant::now();
     let fanout_base = (std::process::id() as u16).wrapping_mul(31);
+    // Before the uplink opens: its queues take the transmit TAP's writers.
+    crate::tunnel_tx::setup(&snapshot, opts.tunnel_gso);
     // Taking over, the TAP ports come from the old process once it stops.
     let mut opened = match incoming {
         Some(_) => ports::open_all_but_taps(&snapshot, workers, fanout_base),

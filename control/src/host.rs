@@ -215,18 +215,18 @@ impl HostPlan {
     }
 }
 
-/// Removes podswitch's nftables tables (`podswitchd host-cleanup`); absent
-/// tables are not an error.
+/// Removes podswitch's nftables tables (`podswitchd host-cleanup`), the
+/// transmit TAPs' redirects included; absent tables are not an error.
 pub fn remove_rules() -> Result<()> {
     let mut script = String::new();
-    for table in TABLES {
+    for table in TABLES.iter().chain([&crate::tunnel_tx::TABLE]) {
         let _ = writeln!(script, "table {table} {{}}\ndelete table {table}");
     }
     nft(&script).context("removing podswitch's nftables rules")
 }
 
 /// Runs `nft -f -` with `script`.
-fn nft(script: &str) -> Result<()> {
+pub(crate) fn nft(script: &str) -> Result<()> {
     let mut child = Command::new("nft")
         .args(["-f", "-"])
         .stdin(Stdio::piped())

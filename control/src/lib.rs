@@ -25,4 +25,5 @@ pub mod state;
 pub mod stats;
 pub mod store;
 pub mod takeover;
+pub mod tunnel_tx;
 pub mod validate;

@@ -156,12 +156,15 @@ pub fn open_port(
                     rx_ring: port.rx_ring,
                     ..AfPacketOptions::new(port.ifname.clone())
                 };
-                let q = AfPacketQueue::open(&opts).with_context(|| {
+                let mut q = AfPacketQueue::open(&opts).with_context(|| {
                     format!(
                         "port {}: AF_PACKET socket {w} on {}",
                         port.name, port.ifname
                     )
                 })?;
+                if let Some(tx) = crate::tunnel_tx::writer_for(port) {
+                    q.set_tunnel_tx(tx);
+                }
                 qs.push(Box::new(q));
             }
             let note = format!(

@@ -9,7 +9,9 @@
 //! cannot take as they are (a GSO super-frame or a partial checksum toward a
 //! port without offloads) are segmented and completed in software first; an
 //! IPv4 packet without DF longer than the output port's MTU is sent in
-//! fragments (`io::fragment`).
+//! fragments (`io::fragment`). A VXLAN super-frame leaves the uplink whole
+//! through the overlay's transmit TAP (`io::tap::tunnel_tx`) where the
+//! kernel has one, and is cut per segment in software otherwise.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,6 +22,7 @@ use arc_swap::ArcSwap;
 
 use crate::config::Snapshot;
 use crate::io::poll::PollSet;
+use crate::io::vnet;
 use crate::io::{PortQueue, PortStates};
 use crate::mirror::{MirrorNote, MirrorStage};
 use crate::packet::{
@@ -351,8 +354,14 @@ impl Worker {
         };
         self.dirty[usize::from(port.0)] = true;
         if frame.encap_len > 0 {
-            // A VXLAN-encapsulated super-frame: cut the inner frame, each
-            // segment with its own outer headers (no tunnel GSO through AF_PACKET).
+            // A VXLAN-encapsulated super-frame: whole through tunnel GSO
+            // where the uplink can, else each segment with its own outer headers.
+            if frame.offload.gso != GsoKind::None
+                && queue.sends_tunnel_gso()
+                && send_whole(frame, &mut **queue, counters, port)
+            {
+                return;
+            }
             let snapshot = self.pipeline.snapshot();
             let mtu = snapshot
                 .port(port)
@@ -461,8 +470,34 @@ impl Worker {
     }
 }
 
+/// Sends an encapsulated super-frame whole (UDP-tunnel GSO) if it can go
+/// so ([`crate::overlay::whole_super_frame`]); false when it must be cut in
+/// software instead. A frame the device refuses is dropped as `tx_error`.
+fn send_whole(
+    frame: &Frame,
+    queue: &mut dyn PortQueue,
+    counters: &WorkerCounters,
+    port: PortId,
+) -> bool {
+    let mut outer = [0u8; crate::overlay::OUTER_LEN];
+    let Some(whole) = crate::overlay::whole_super_frame(frame, &mut outer) else {
+        return false;
+    };
+    let mut vnet = [0u8; vnet::VNET_HDR_LEN_TUNNEL];
+    vnet::encode_tunnel(&whole.offload, &whole.tunnel, &mut vnet);
+    let inner = frame.data().get(outer.len()..).unwrap_or_default();
+    match queue.send_tunnel_gso(&vnet, &outer, inner) {
+        Ok(()) => {
+            counters.tx(port, frame.len());
+            counters.event(Event::VxlanGsoSentWhole);
+        }
+        Err(_) => counters.count_drop(DropReason::TxError),
+    }
+    true
+}
+
 /// Sends an encapsulated super-frame as segments of at most `mtu` bytes,
-/// each with its own outer headers.
+/// each with its own outer headers (or a plain inner packet as fragments).
 fn send_encapsulated(
     frame: &Frame,
     queue: &mut dyn PortQueue,
@@ -470,6 +505,9 @@ fn send_encapsulated(
     counters: &WorkerCounters,
     (port, mtu): (PortId, usize),
 ) {
+    if frame.offload.gso != GsoKind::None {
+        counters.event(Event::VxlanGsoSegmented);
+    }
     let result = crate::overlay::segment_encapsulated(frame, scratch, mtu, |segment| {
         match queue.send(segment) {
             Ok(()) => counters.tx(port, segment.len()),

@@ -69,8 +69,8 @@ use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 
-use crate::io::vnet::{self, VNET_HDR_LEN_LEGACY};
-use crate::io::{DeviceDrops, PortQueue};
+use crate::io::vnet::{self, VNET_HDR_LEN_LEGACY, VNET_HDR_LEN_TUNNEL};
+use crate::io::{DeviceDrops, PortQueue, TunnelTx};
 use crate::packet::{Batch, Frame, PortId};
 use ring::{copy_packet, read_u32, ring_packet};
 
@@ -299,6 +299,9 @@ pub struct AfPacketQueue {
     stats: AfPacketStats,
     /// `stats` when [`PortQueue::take_device_drops`] last ran.
     stats_taken: AfPacketStats,
+    /// Where whole UDP-tunnel super-frames go out of this interface
+    /// instead (the overlay's transmit TAP, redirected here).
+    tunnel: Option<TunnelTx>,
 }
 
 impl std::fmt::Debug for AfPacketQueue {
@@ -355,7 +358,15 @@ impl AfPacketQueue {
             tx: TxQueue::new(),
             stats: AfPacketStats::default(),
             stats_taken: AfPacketStats::default(),
+            tunnel: None,
         })
+    }
+
+    /// Sends whole UDP-tunnel super-frames through `tx`, a writer of a
+    /// transmit TAP whose frames the kernel redirects out of this interface
+    /// ([`PortQueue::send_tunnel_gso`]).
+    pub fn set_tunnel_tx(&mut self, tx: TunnelTx) {
+        self.tunnel = Some(tx);
     }
 
     /// The interface index the socket is bound to.
@@ -722,6 +733,25 @@ impl PortQueue for AfPacketQueue {
 
     fn accepts_offload(&self) -> bool {
         self.caps.vnet_hdr
+    }
+
+    fn sends_tunnel_gso(&self) -> bool {
+        self.tunnel.is_some()
+    }
+
+    fn send_tunnel_gso(
+        &mut self,
+        vnet: &[u8; VNET_HDR_LEN_TUNNEL],
+        outer: &[u8],
+        inner: &[u8],
+    ) -> io::Result<()> {
+        // What `send` queued goes first, so a flow's frames keep their
+        // order (frames the flush loses are counted by the device drops).
+        let _ = self.flush();
+        let Some(tunnel) = &self.tunnel else {
+            return Err(io::ErrorKind::Unsupported.into());
+        };
+        tunnel.send(vnet, outer, inner)
     }
 
     /// The kernel reports a deleted interface as `ENETDOWN` (as it does a

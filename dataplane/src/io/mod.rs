@@ -10,6 +10,8 @@
 //!   packets longer than a port's MTU into fragments, [`egress_mtu`] cuts
 //!   any frame to its port's MTU with both; [`poll`] waits on a
 //!   worker's queues; [`port_state`] says which ports are down and why.
+//!   The overlay's transmit TAP ([`tap::tunnel_tx`]) sends VXLAN
+//!   super-frames out of the uplink whole (UDP-tunnel GSO).
 //!
 //! With [`crate::mem`] this is the only module where `unsafe` may appear,
 //! and only with a `// SAFETY:` line per block.
@@ -33,6 +35,7 @@ pub use netns::run_in_netns;
 pub use pcap::{CaptureFormat, LINKTYPE_ETHERNET, PcapError, PcapReader, PcapRecord, PcapWriter};
 pub use port::{DeviceDrops, PortQueue};
 pub use port_state::PortStates;
+pub use tap::tunnel_tx::{TunnelTx, TunnelTxDevice, TunnelTxError};
 pub use tap::{
     PodPlacement, TapError, TapOptions, TapQueue, attach_pod_tap, attach_tap, create_pod_tap,
     create_tap, delete_pod_tap,

@@ -59,6 +59,27 @@ pub trait PortQueue: Send {
     /// (a vnet header is written with each frame).
     fn accepts_offload(&self) -> bool;
 
+    /// True when [`PortQueue::send_tunnel_gso`] can send a UDP-tunnel
+    /// super-frame whole (the uplink, with the overlay's transmit TAP).
+    fn sends_tunnel_gso(&self) -> bool {
+        false
+    }
+
+    /// Sends a UDP-tunnel super-frame whole, after what
+    /// [`PortQueue::send`] queued (so a flow's frames keep their order):
+    /// `vnet` is its tunnel vnet header ([`super::vnet::encode_tunnel`]),
+    /// `outer` the outer headers, `inner` the inner frame. Only called
+    /// when [`PortQueue::sends_tunnel_gso`] is true.
+    fn send_tunnel_gso(
+        &mut self,
+        vnet: &[u8; super::vnet::VNET_HDR_LEN_TUNNEL],
+        outer: &[u8],
+        inner: &[u8],
+    ) -> std::io::Result<()> {
+        let _ = (vnet, outer, inner);
+        Err(std::io::ErrorKind::Unsupported.into())
+    }
+
     /// A descriptor of the same open queue, for the process that takes
     /// over from this one (`podswitchd run --takeover`); `None` for a queue
     /// that cannot be handed over (the new process opens its own).

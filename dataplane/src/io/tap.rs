@@ -31,6 +31,7 @@ use super::{DeviceDrops, PortQueue};
 use crate::packet::{Batch, Frame, PortId};
 
 mod pod;
+pub mod tunnel_tx;
 
 pub use pod::{
     PodPlacement, attach_pod_tap, create_pod_tap, delete_pod_tap, delete_tap, sync_pod_addressing,

@@ -10,7 +10,15 @@
 //! ```
 //!
 //! TAP uses the 12-byte `virtio_net_hdr_v1` (set by `TUNSETVNETHDRSZ`),
-//! AF_PACKET the 10-byte legacy header.
+//! AF_PACKET the 10-byte legacy header. The transmit TAP of the overlay
+//! (`super::tunnel_tx`) uses the 24-byte `virtio_net_hdr_v1_hash_tunnel`
+//! (Linux 6.17), which adds where the outer UDP and the inner IP headers
+//! start, so one write can carry a whole UDP-tunnel super-frame:
+//!
+//! ```text
+//! 0..12 virtio_net_hdr_v1  12..16 hash_value  16..18 hash_report  18..20 padding
+//! 20..22 outer_th_offset  22..24 inner_nh_offset
+//! ```
 
 use crate::packet::{GsoKind, Offload};
 
@@ -19,10 +27,17 @@ pub const VNET_HDR_LEN_V1: usize = 12;
 /// Legacy `virtio_net_hdr` length (AF_PACKET `PACKET_VNET_HDR`).
 pub const VNET_HDR_LEN_LEGACY: usize = 10;
 
+/// `virtio_net_hdr_v1_hash_tunnel` length: tun takes tunnel GSO from a
+/// writer only with a vnet header size at least this (`TUN_VNET_TNL_SIZE`).
+pub const VNET_HDR_LEN_TUNNEL: usize = 24;
+
 /// `VIRTIO_NET_HDR_F_NEEDS_CSUM`.
 pub const F_NEEDS_CSUM: u8 = 1;
 /// `VIRTIO_NET_HDR_F_DATA_VALID`.
 pub const F_DATA_VALID: u8 = 2;
+/// `VIRTIO_NET_HDR_F_UDP_TUNNEL_CSUM`: each segment's outer UDP checksum
+/// is to be computed (the field holds the pseudo-header sum).
+pub const F_UDP_TUNNEL_CSUM: u8 = 8;
 /// `VIRTIO_NET_HDR_GSO_NONE`.
 pub const GSO_NONE: u8 = 0;
 /// `VIRTIO_NET_HDR_GSO_TCPV4`.
@@ -33,6 +48,10 @@ pub const GSO_UDP: u8 = 3;
 pub const GSO_TCPV6: u8 = 4;
 /// `VIRTIO_NET_HDR_GSO_UDP_L4` (USO).
 pub const GSO_UDP_L4: u8 = 5;
+/// `VIRTIO_NET_HDR_GSO_UDP_TUNNEL_IPV4` bit: inside an IPv4 UDP tunnel.
+pub const GSO_UDP_TUNNEL_IPV4: u8 = 0x20;
+/// `VIRTIO_NET_HDR_GSO_UDP_TUNNEL_IPV6` bit: inside an IPv6 UDP tunnel.
+pub const GSO_UDP_TUNNEL_IPV6: u8 = 0x40;
 /// `VIRTIO_NET_HDR_GSO_ECN` flag bit.
 pub const GSO_ECN: u8 = 0x80;
 
@@ -118,6 +137,47 @@ pub fn encode(offload: &Offload, hdr: &mut [u8]) -> usize {
     len
 }
 
+/// Where the headers of a UDP-tunnel super-frame lie, as a tunnel vnet
+/// header names them (offsets from the outer Ethernet header).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TunnelOffsets {
+    /// The outer UDP header (`outer_th_offset`).
+    pub outer_l4: u16,
+    /// The inner IP header (`inner_nh_offset`).
+    pub inner_l3: u16,
+    /// The outer IP header is IPv6 (else IPv4).
+    pub outer_ipv6: bool,
+    /// The outer UDP checksum is in use: each segment gets its own.
+    pub outer_udp_checksum: bool,
+}
+
+/// Writes a `virtio_net_hdr_v1_hash_tunnel` for a UDP-tunnel super-frame
+/// whose inner segmentation and partial checksum `offload` describes (with
+/// offsets from the outer Ethernet header); `tunnel` says where the outer
+/// UDP and inner IP headers are. Linux's `virtio_net_hdr_tnl_to_skb`
+/// refuses a tunnel header without a partial checksum, so `offload.csum`
+/// must be set and `offload.gso` must be TCP or UDP segmentation.
+pub fn encode_tunnel(
+    offload: &Offload,
+    tunnel: &TunnelOffsets,
+    hdr: &mut [u8; VNET_HDR_LEN_TUNNEL],
+) {
+    let (v1, rest) = hdr.split_at_mut(VNET_HDR_LEN_V1);
+    encode(offload, v1);
+    let tunnel_bit = if tunnel.outer_ipv6 {
+        GSO_UDP_TUNNEL_IPV6
+    } else {
+        GSO_UDP_TUNNEL_IPV4
+    };
+    v1[1] |= tunnel_bit;
+    if tunnel.outer_udp_checksum {
+        v1[0] |= F_UDP_TUNNEL_CSUM;
+    }
+    rest[..8].fill(0);
+    rest[8..10].copy_from_slice(&tunnel.outer_l4.to_le_bytes());
+    rest[10..12].copy_from_slice(&tunnel.inner_l3.to_le_bytes());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,6 +200,69 @@ mod tests {
         let mut legacy = [0u8; 10];
         assert_eq!(encode(&o, &mut legacy), 10);
         assert_eq!(legacy, bytes[..10]);
+    }
+
+    #[test]
+    fn tunnel_header_layout() {
+        // What the kernel's own tunnel header names for a VXLAN/IPv4 frame
+        // around a TCP/IPv4 super-frame (outer UDP at 34, inner IP at 64,
+        // inner TCP at 84 with 32 header bytes), outer UDP checksum on.
+        let offload = Offload {
+            gso: GsoKind::TcpV4,
+            gso_size: 1398,
+            hdr_len: 116,
+            csum: Some((84, 16)),
+            csum_valid: false,
+        };
+        let tunnel = TunnelOffsets {
+            outer_l4: 34,
+            inner_l3: 64,
+            outer_ipv6: false,
+            outer_udp_checksum: true,
+        };
+        let mut hdr = [0xaa; VNET_HDR_LEN_TUNNEL];
+        encode_tunnel(&offload, &tunnel, &mut hdr);
+        assert_eq!(
+            hdr,
+            [
+                F_NEEDS_CSUM | F_UDP_TUNNEL_CSUM,
+                GSO_TCPV4 | GSO_UDP_TUNNEL_IPV4,
+                116,
+                0,
+                0x76,
+                0x05,
+                84,
+                0,
+                16,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                34,
+                0,
+                64,
+                0
+            ]
+        );
+        // The first 12 bytes read back as the inner offload state.
+        assert_eq!(
+            decode(&hdr[..12]).unwrap_err(),
+            VnetError::UnsupportedGso(0x21)
+        );
+        let plain = TunnelOffsets {
+            outer_udp_checksum: false,
+            outer_ipv6: true,
+            ..tunnel
+        };
+        encode_tunnel(&offload, &plain, &mut hdr);
+        assert_eq!(hdr[..2], [F_NEEDS_CSUM, GSO_TCPV4 | GSO_UDP_TUNNEL_IPV6]);
     }
 
     #[test]

@@ -12,10 +12,11 @@ use core::net::Ipv4Addr;
 
 use crate::io::fragment::{FragmentError, Fragmenter};
 use crate::io::gso::{GsoError, Segmenter};
-use crate::packet::{Frame, GsoKind};
+use crate::io::vnet::TunnelOffsets;
+use crate::packet::{Frame, GsoKind, Offload};
 use crate::wire::{
-    EtherType, EthernetFrame, IpProtocol, Ipv4Packet, L4Header, MacAddr, UdpPacket, checksum,
-    ethernet, ipv4, udp, vxlan,
+    EtherType, EthernetFrame, IpProtocol, Ipv4Packet, L4Header, MacAddr, TcpPacket, UdpPacket,
+    checksum, ethernet, ipv4, udp, vxlan,
 };
 
 use super::OUTER_LEN;
@@ -30,6 +31,8 @@ mod field {
 
 /// TTL of outer packets (Linux `ip_default_ttl`).
 const OUTER_TTL: u8 = 64;
+/// Offset of the checksum field in a TCP header.
+const TCP_CHECKSUM_OFFSET: u16 = 16;
 /// Linux's default ephemeral port range, from which source ports are taken.
 const SRC_PORT_MIN: u32 = 32768;
 const SRC_PORT_MAX: u32 = 61000;
@@ -147,13 +150,30 @@ fn write_outer(out: &mut [u8], p: &EncapParams) {
 /// Sets the outer lengths, identification and checksums for an inner frame
 /// of `inner_len` bytes following the outer headers in `out`.
 fn finish_outer(out: &mut [u8], inner_len: usize, ip_id: u16, udp_checksum: bool) {
-    let udp_len = (inner_len + udp::HEADER_LEN + vxlan::HEADER_LEN) as u16;
-    if out.len() < OUTER_LEN {
-        return;
-    }
-    let Some((headers, _)) = out.split_first_chunk_mut::<{ field::VXLAN }>() else {
+    let Some((udp_len, pseudo)) = set_outer_lengths(out, inner_len, ip_id) else {
         return;
     };
+    if udp_checksum {
+        let end = (field::UDP + usize::from(udp_len)).min(out.len());
+        let sum = checksum::combine(pseudo, checksum::sum(&out[field::UDP..end]));
+        let value = match !checksum::fold(sum) {
+            0 => 0xffff,
+            c => c,
+        };
+        UdpPacket::new_unchecked(&mut out[field::UDP..field::VXLAN]).set_checksum(value);
+    }
+}
+
+/// Sets the outer IPv4 and UDP lengths for an inner frame of `inner_len`
+/// bytes, the identification and the IPv4 checksum, and zeroes the UDP
+/// checksum. Returns the UDP length and the UDP pseudo-header sum (`None`
+/// if `out` is shorter than the outer headers).
+fn set_outer_lengths(out: &mut [u8], inner_len: usize, ip_id: u16) -> Option<(u16, u32)> {
+    let udp_len = (inner_len + udp::HEADER_LEN + vxlan::HEADER_LEN) as u16;
+    if out.len() < OUTER_LEN {
+        return None;
+    }
+    let (headers, _) = out.split_first_chunk_mut::<{ field::VXLAN }>()?;
     let (ip_bytes, udp) = headers.split_at_mut(field::UDP);
     let ip_bytes = &mut ip_bytes[field::IP..];
     let mut ip = Ipv4Packet::new_unchecked(&mut *ip_bytes);
@@ -168,16 +188,75 @@ fn finish_outer(out: &mut [u8], inner_len: usize, ip_id: u16, udp_checksum: bool
     let mut u = UdpPacket::new_unchecked(udp);
     u.set_len(udp_len);
     u.set_checksum(0);
-    if udp_checksum {
-        let pseudo = checksum::pseudo_header_v4(src, dst, IpProtocol::UDP.0, u32::from(udp_len));
-        let end = (field::UDP + usize::from(udp_len)).min(out.len());
-        let sum = checksum::combine(pseudo, checksum::sum(&out[field::UDP..end]));
-        let value = match !checksum::fold(sum) {
-            0 => 0xffff,
-            c => c,
-        };
-        UdpPacket::new_unchecked(&mut out[field::UDP..field::VXLAN]).set_checksum(value);
+    let pseudo = checksum::pseudo_header_v4(src, dst, IpProtocol::UDP.0, u32::from(udp_len));
+    Some((udp_len, pseudo))
+}
+
+/// A super-frame ready to be sent whole through UDP-tunnel GSO (see
+/// [`whole_super_frame`]): the inner offload state with offsets from the
+/// outer Ethernet header, and where the tunnel's headers are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WholeSuperFrame {
+    /// Inner segmentation, headers length (all headers up to the end of
+    /// the inner TCP header) and partial checksum, from the outer start.
+    pub offload: Offload,
+    /// Where the outer UDP and the inner IP headers are.
+    pub tunnel: TunnelOffsets,
+}
+
+/// Readies an encapsulated TCP super-frame (made by [`encapsulate`]) to be
+/// sent whole, the way Linux's `vxlan` device hands one to its underlay:
+/// writes into `outer` the template's headers with the lengths of the whole
+/// frame, the first segment's identification, the IPv4 checksum and, if
+/// the outer UDP checksum is on, the UDP pseudo-header sum in its place
+/// (each segment's is finished by whoever cuts it). The inner frame, its
+/// headers and its partial checksum stay as they are.
+///
+/// `None` for what software segmentation must do instead: a plain inner
+/// packet cut into fragments, an inner frame that is not a TCP/IPv4
+/// super-frame with a partial checksum at its TCP header, one that makes a
+/// single segment, or an outer packet longer than 65,535 bytes.
+pub fn whole_super_frame(frame: &Frame, outer: &mut [u8; OUTER_LEN]) -> Option<WholeSuperFrame> {
+    let offload = frame.offload;
+    if usize::from(frame.encap_len) != OUTER_LEN || offload.gso != GsoKind::TcpV4 {
+        return None;
     }
+    let (template, inner) = frame.data().split_first_chunk::<OUTER_LEN>()?;
+    let (start, offset) = offload.csum?;
+    let eth = EthernetFrame::new_checked(inner).ok()?;
+    let tcp = TcpPacket::new_checked(inner.get(usize::from(start)..)?).ok()?;
+    let headers = usize::from(start) + tcp.header_len();
+    let payload = inner.len().checked_sub(headers)?;
+    let ip_len = inner.len() + OUTER_LEN - ethernet::HEADER_LEN;
+    if eth.ethertype() != EtherType::IPV4
+        || offset != TCP_CHECKSUM_OFFSET
+        || payload <= usize::from(offload.gso_size)
+        || ip_len > usize::from(u16::MAX)
+    {
+        return None;
+    }
+    *outer = *template;
+    let udp_checksum = UdpPacket::new_unchecked(&outer[field::UDP..field::VXLAN]).checksum() != 0;
+    let ip_id = Ipv4Packet::new_unchecked(&outer[field::IP..field::UDP]).ident();
+    let (_, pseudo) = set_outer_lengths(outer, inner.len(), ip_id)?;
+    if udp_checksum {
+        let seed = checksum::fold(pseudo);
+        UdpPacket::new_unchecked(&mut outer[field::UDP..field::VXLAN]).set_checksum(seed);
+    }
+    let from_outer = |at: usize| u16::try_from(OUTER_LEN + at).ok();
+    Some(WholeSuperFrame {
+        offload: Offload {
+            hdr_len: from_outer(headers)?,
+            csum: Some((from_outer(usize::from(start))?, offset)),
+            ..offload
+        },
+        tunnel: TunnelOffsets {
+            outer_l4: field::UDP as u16,
+            inner_l3: from_outer(ethernet::HEADER_LEN)?,
+            outer_ipv6: false,
+            outer_udp_checksum: udp_checksum,
+        },
+    })
 }
 
 /// Cuts an encapsulated super-frame (made by [`encapsulate`]) into wire

@@ -28,10 +28,18 @@
 //! without DF is encapsulated as a template ([`encap::encapsulate_to_fragment`])
 //! and cut into inner IPv4 fragments that fit, each with its own outer
 //! headers, when it is sent ([`segment_encapsulated`]). GSO super-frames
-//! are encapsulated once as a template and cut into segments, each with its
-//! own outer headers, by the worker at transmit time ([`segment_encapsulated`]);
-//! tunnel GSO (`VIRTIO_NET_HDR_GSO_UDP_TUNNEL*`) is not available through
-//! AF_PACKET's send path, so software segmentation is the only path. On the
+//! are encapsulated once as a template. Where the kernel has UDP-tunnel GSO
+//! in tun (Linux 6.17+), the worker sends such a template whole, as a
+//! kernel `vxlan` device hands one to its underlay: [`whole_super_frame`]
+//! finishes its outer headers for the whole frame and leaves the inner
+//! checksum partial, and one write into the overlay's transmit TAP
+//! (`crate::io::tap::tunnel_tx`, with a `VIRTIO_NET_HDR_GSO_UDP_TUNNEL_IPV4`
+//! vnet header) sends it out of the uplink, where a veth carries it whole
+//! and a NIC or the kernel segments it. AF_PACKET's send path takes only the
+//! legacy vnet header, which cannot say "tunnel", so without that TAP (an
+//! older kernel, `--tunnel-gso off`) the worker cuts the template into
+//! segments, each with its own outer headers ([`segment_encapsulated`]).
+//! On the
 //! receiving side, consecutive TCP segments of a flow decapsulated in one
 //! batch are merged back into one GSO frame ([`coalesce`]) before they go to
 //! the pod, and a tunnel GSO super-frame from a kernel peer
@@ -45,7 +53,7 @@ mod table;
 #[cfg(test)]
 mod tests;
 
-pub use encap::{EncapParams, segment_encapsulated};
+pub use encap::{EncapParams, WholeSuperFrame, segment_encapsulated, whole_super_frame};
 pub use table::{Tunnel, TunnelId, TunnelTable};
 
 use core::net::Ipv4Addr;

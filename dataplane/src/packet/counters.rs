@@ -297,8 +297,12 @@ named_enum! {
         // VXLAN overlay (overlay/).
         /// A packet was encapsulated toward another node.
         VxlanEncapsulated => "vxlan_encapsulated",
-        /// A GSO super-frame was encapsulated and cut into segments at transmit.
+        /// An encapsulated GSO super-frame was cut into segments in
+        /// software at transmit (no tunnel GSO on the uplink).
         VxlanGsoSegmented => "vxlan_gso_segmented",
+        /// An encapsulated GSO super-frame left the uplink whole (UDP-tunnel
+        /// GSO through the transmit TAP); the kernel segments it if it must.
+        VxlanGsoSentWhole => "vxlan_gso_sent_whole",
         /// A VXLAN packet was decapsulated.
         VxlanDecapsulated => "vxlan_decapsulated",
         /// A VXLAN GSO super-frame (a kernel peer's tunnel GSO) was

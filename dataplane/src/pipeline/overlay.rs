@@ -299,8 +299,6 @@ impl Pipeline {
         self.counters.event(Event::VxlanEncapsulated);
         if fragments > 0 {
             self.counters.event(Event::Ipv4Fragmented);
-        } else if frame.encap_len > 0 {
-            self.counters.event(Event::VxlanGsoSegmented);
         }
         Step::Continue(())
     }

@@ -209,3 +209,136 @@ fn segments_that_do_not_continue_a_run_are_left_alone() {
     }
     assert_eq!(p.counters().events(Event::VxlanRxCoalesced), 0);
 }
+
+/// A pod's TSO super-frame of `payload_len` bytes as its TAP hands it over
+/// (partial TCP checksum), encapsulated with `udp_checksum` as a template.
+fn encapsulated_tso(payload_len: usize, udp_checksum: bool) -> Frame {
+    let bytes = tcp_super_frame(payload_len);
+    let mut frame = Frame::with_capacity(MAX_FRAME_LEN);
+    assert!(frame.fill(&bytes));
+    let pseudo = crate::wire::checksum::pseudo_header_v4(
+        [10, 244, 1, 2].into(),
+        [10, 244, 2, 7].into(),
+        6,
+        (bytes.len() - 34) as u32,
+    );
+    let folded = crate::wire::checksum::fold(pseudo);
+    frame.data_mut()[34 + 16..34 + 18].copy_from_slice(&folded.to_be_bytes());
+    frame.offload = Offload {
+        gso: GsoKind::TcpV4,
+        gso_size: 1398,
+        hdr_len: 54,
+        csum: Some((34, 16)),
+        csum_valid: false,
+    };
+    let params = EncapParams {
+        src_mac: MacAddr(UP_MAC),
+        dst_mac: MacAddr(NODE_B_MAC),
+        src_ip: OUR_IP.into(),
+        dst_ip: NODE_B.into(),
+        src_port: 40000,
+        dst_port: 4789,
+        vni: 7,
+        ip_id: 100,
+        tos: 0,
+        df: false,
+        udp_checksum,
+    };
+    encap::encapsulate(&mut frame, &params).unwrap();
+    frame
+}
+
+#[test]
+fn gso_super_frame_is_readied_to_leave_whole() {
+    for udp_checksum in [false, true] {
+        let frame = encapsulated_tso(20_000, udp_checksum);
+        let mut outer = [0u8; OUTER_LEN];
+        let whole = whole_super_frame(&frame, &mut outer).unwrap();
+        // Offsets from the outer Ethernet header, as the tunnel vnet header
+        // names them: inner TCP at 84, its header ends at 104.
+        assert_eq!(
+            whole.offload,
+            Offload {
+                gso: GsoKind::TcpV4,
+                gso_size: 1398,
+                hdr_len: 104,
+                csum: Some((84, 16)),
+                csum_valid: false,
+            }
+        );
+        assert_eq!(
+            whole.tunnel,
+            crate::io::vnet::TunnelOffsets {
+                outer_l4: 34,
+                inner_l3: 64,
+                outer_ipv6: false,
+                outer_udp_checksum: udp_checksum,
+            }
+        );
+        let mut wire = outer.to_vec();
+        wire.extend_from_slice(&frame.data()[OUTER_LEN..]);
+        // Outer lengths cover the whole frame; the IPv4 header checks.
+        let outer_ip = SlicedPacket::from_ethernet(&wire).unwrap();
+        let Some(NetSlice::Ipv4(ip)) = &outer_ip.net else {
+            panic!("outer IPv4")
+        };
+        assert_eq!(usize::from(ip.header().total_len()), wire.len() - 14);
+        assert_eq!(ip.header().identification(), 100);
+        assert_eq!(crate::wire::checksum::checksum(&wire[14..34]), 0);
+        assert_eq!(
+            u16::from_be_bytes([wire[38], wire[39]]) as usize,
+            wire.len() - 34
+        );
+        // The outer UDP checksum is the pseudo-header sum of the whole
+        // frame (each segment's is finished by whoever cuts it), or 0.
+        let pseudo = crate::wire::checksum::pseudo_header_v4(
+            OUR_IP.into(),
+            NODE_B.into(),
+            17,
+            (wire.len() - 34) as u32,
+        );
+        let expected = if udp_checksum {
+            crate::wire::checksum::fold(pseudo)
+        } else {
+            0
+        };
+        assert_eq!(u16::from_be_bytes([wire[40], wire[41]]), expected);
+        // The receiver's parser of kernel tunnel GSO frames takes it.
+        let legacy = Offload {
+            hdr_len: 104,
+            ..whole.offload
+        };
+        let layout = crate::io::gso::tunnel::parse_vxlan(&wire, &legacy).unwrap();
+        assert_eq!(
+            (layout.inner_l3, layout.inner_l4, layout.inner_payload),
+            (64, 84, 104)
+        );
+        assert_eq!(layout.segments, 20_000usize.div_ceil(1398));
+        assert_eq!(layout.outer_udp_checksum, udp_checksum);
+        // The inner frame is untouched.
+        assert_eq!(&wire[OUTER_LEN..], &frame.data()[OUTER_LEN..]);
+    }
+}
+
+#[test]
+fn what_cannot_leave_whole_is_left_to_software() {
+    let mut outer = [0u8; OUTER_LEN];
+    // One segment: nothing to cut, and Linux would not make it GSO.
+    let single = encapsulated_tso(1398, false);
+    assert_eq!(whole_super_frame(&single, &mut outer), None);
+    let mut no_csum = encapsulated_tso(20_000, false);
+    no_csum.offload.csum = None;
+    assert_eq!(whole_super_frame(&no_csum, &mut outer), None);
+    let mut not_tcp_checksum = encapsulated_tso(20_000, false);
+    not_tcp_checksum.offload.csum = Some((34, 6));
+    assert_eq!(whole_super_frame(&not_tcp_checksum, &mut outer), None);
+    let mut udp = encapsulated_tso(20_000, false);
+    udp.offload.gso = GsoKind::UdpL4;
+    assert_eq!(whole_super_frame(&udp, &mut outer), None);
+    let mut v6 = encapsulated_tso(20_000, false);
+    v6.offload.gso = GsoKind::TcpV6;
+    assert_eq!(whole_super_frame(&v6, &mut outer), None);
+    let mut plain = encapsulated_tso(20_000, false);
+    plain.encap_len = 0;
+    assert_eq!(whole_super_frame(&plain, &mut outer), None);
+}
