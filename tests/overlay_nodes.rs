@@ -106,8 +106,23 @@ pub fn two_podswitch_nodes(
     per_node: usize,
     mtu: Option<u32>,
 ) -> (TwoNodes, Vec<Ipv4Addr>) {
+    two_podswitch_nodes_with(tag, per_node, mtu, &[])
+}
+
+/// [`two_podswitch_nodes`] with extra `podswitchd run` arguments for node 1.
+pub fn two_podswitch_nodes_with(
+    tag: &str,
+    per_node: usize,
+    mtu: Option<u32>,
+    node1_args: &[&str],
+) -> (TwoNodes, Vec<Ipv4Addr>) {
     let (n1, n2) = underlay(tag);
-    let d1 = Daemon::start(&n1, &format!("{tag}1"), &node_config(1, U1_MAC), 2);
+    let run_dir =
+        std::env::temp_dir().join(format!("podswitch-live-{}-{tag}1", std::process::id()));
+    std::fs::create_dir_all(&run_dir).unwrap();
+    let config = run_dir.join("node.toml");
+    std::fs::write(&config, node_config(1, U1_MAC)).unwrap();
+    let d1 = Daemon::start_with_args(&n1, run_dir, config, 2, node1_args);
     let d2 = Daemon::start(&n2, &format!("{tag}2"), &node_config(2, U2_MAC), 2);
     add_node(&d1, "n2", N2_IP, "10.244.2.0/24", &[]);
     add_node(&d2, "n1", N1_IP, "10.244.1.0/24", &[]);

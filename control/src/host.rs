@@ -44,6 +44,11 @@ use podswitch_dataplane::io::netlink::Rtnetlink;
 /// The nftables tables podswitch owns.
 const TABLES: [&str; 2] = ["netdev podswitch", "ip podswitch"];
 
+/// The nftables table of the overlay's transmit TAPs (`crate::tunnel_tx`),
+/// apart from [`TABLES`]: the host plan replaces those whole, this one
+/// keeps a chain per TAP (a takeover's two processes each have one).
+pub const TUNNEL_TX_TABLE: &str = "netdev podswitch_tx";
+
 /// Linux's VXLAN port, when no `[overlay]` names another.
 const VXLAN_PORT: u16 = 4789;
 
@@ -219,7 +224,7 @@ impl HostPlan {
 /// transmit TAPs' redirects included; absent tables are not an error.
 pub fn remove_rules() -> Result<()> {
     let mut script = String::new();
-    for table in TABLES.iter().chain([&crate::tunnel_tx::TABLE]) {
+    for table in TABLES.iter().chain([&TUNNEL_TX_TABLE]) {
         let _ = writeln!(script, "table {table} {{}}\ndelete table {table}");
     }
     nft(&script).context("removing podswitch's nftables rules")

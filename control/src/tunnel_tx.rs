@@ -20,8 +20,7 @@ use anyhow::{Context, Result};
 use podswitch_dataplane::config::{PortKind, PortSpec, Snapshot};
 use podswitch_dataplane::io::{TunnelTx, TunnelTxDevice};
 
-/// The nftables table of the transmit TAPs' redirects.
-pub const TABLE: &str = "netdev podswitch_tx";
+use crate::host::TUNNEL_TX_TABLE as TABLE;
 
 /// Whether to try sending super-frames whole (`podswitchd run --tunnel-gso`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]

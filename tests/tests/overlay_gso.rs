@@ -9,7 +9,8 @@
 //! counters must not move. With the sender's underlay offloads off, the
 //! kernel cuts the same super-frames in software from the partial
 //! checksums podswitch left, and the receivers verify every checksum.
-//! With `--tunnel-gso off` the software segmentation still works.
+//! With `--tunnel-gso off` the software segmentation (and the receiver's
+//! coalescing of its segments) still works.
 //!
 //! Needs root; skips with a printed reason otherwise. One test at a time.
 
@@ -19,7 +20,8 @@ use std::time::Duration;
 use podswitch_tests::live::{Daemon, Netns, ping, root_or_skip, tcp_transfer, wait_reachable};
 use podswitch_tests::overlay_nodes::{
     KERNEL_VTEP, KPOD_IP, MIB, U1_MAC, checksum_errors, kernel_node, node_config,
-    pod_beside_the_kernel_node, stat, two_podswitch_nodes, underlay, vxlan_drops,
+    pod_beside_the_kernel_node, stat, two_podswitch_nodes, two_podswitch_nodes_with, underlay,
+    vxlan_drops,
 };
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -167,42 +169,30 @@ fn super_frames_cross_whole_between_two_podswitch_nodes() {
     }
 }
 
-/// `--tunnel-gso off` forces the software path: the super-frames are cut
-/// into segments by the worker, and the transfer still verifies.
+/// `--tunnel-gso off` on node 1 forces the software path: its worker cuts
+/// the super-frames into segments, node 2 merges them back for its pod
+/// (receive coalescing), and the transfer still verifies.
 #[test]
 fn tunnel_gso_off_segments_in_software() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     if !root_or_skip("tunnel_gso_off_segments_in_software") {
         return;
     }
-    let (n1, n2) = underlay("ts");
-    let kpod = Netns::new("tskpod");
-    kernel_node(&n2, &kpod, KERNEL_VTEP);
-    let run_dir = std::env::temp_dir().join(format!("podswitch-live-{}-ts1", std::process::id()));
-    std::fs::create_dir_all(&run_dir).unwrap();
-    let config = run_dir.join("node.toml");
-    std::fs::write(&config, node_config(1, U1_MAC)).unwrap();
-    let mut d1 = Daemon::start_with_args(&n1, run_dir, config, 2, &["--tunnel-gso", "off"]);
-    let (pod, _) = pod_beside_the_kernel_node(&d1, "tspod");
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        assert!(
-            d1.log_text().contains("segmented in software"),
-            "{}",
-            d1.log_text()
-        );
-        assert!(wait_reachable(&pod, KPOD_IP, Duration::from_secs(10)));
-        let errors_before = [&kpod, &n2].map(checksum_errors);
-        let frame = average_rx_frame(&n2, "u2", || verified(&pod, &kpod, KPOD_IP, 5621, 16));
-        assert!(frame <= 1514, "{frame} bytes per underlay frame");
-        let s = d1.fresh_stats();
-        assert!(stat(&s, "events", "vxlan_gso_segmented") > 0, "{s}");
-        assert_eq!(stat(&s, "events", "vxlan_gso_sent_whole"), 0, "{s}");
-        assert_eq!([&kpod, &n2].map(checksum_errors), errors_before);
-    }));
-    let _ = d1.stop();
-    let _ = std::fs::remove_dir_all(&d1.run_dir);
-    drop((pod, kpod, n1, n2));
-    if let Err(e) = result {
-        std::panic::resume_unwind(e);
-    }
+    let (t, ips) = two_podswitch_nodes_with("ts", 1, None, &["--tunnel-gso", "off"]);
+    let (p1, p2) = (&t.pods[0], &t.pods[1]);
+    assert!(
+        t.d1.log_text().contains("segmented in software"),
+        "{}",
+        t.d1.log_text()
+    );
+    assert!(wait_reachable(p1, ips[1], Duration::from_secs(10)));
+    let errors_before = checksum_errors(p2);
+    let frame = average_rx_frame(&t.nodes.1, "u2", || verified(p1, p2, ips[1], 5621, 32));
+    assert!(frame <= 1514, "{frame} bytes per underlay frame");
+    assert_eq!(checksum_errors(p2), errors_before);
+    let (s1, s2) = (t.d1.fresh_stats(), t.d2.fresh_stats());
+    assert!(stat(&s1, "events", "vxlan_gso_segmented") > 0, "{s1}");
+    assert_eq!(stat(&s1, "events", "vxlan_gso_sent_whole"), 0, "{s1}");
+    // The receiving node merged segments back into GSO frames for its pod.
+    assert!(stat(&s2, "events", "vxlan_rx_coalesced") > 0, "{s2}");
 }
