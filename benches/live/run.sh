@@ -2,14 +2,19 @@
 # Live benchmark, run by hand (root): two pods attached to podswitchd (TAP
 # ports, 2 workers) and the same two pods on a Linux bridge (veth), measured
 # in the same run:
-#   - TCP, one stream, iperf3, SECS seconds (default 10)
+#   - TCP, iperf3 with 1, 2 and 4 streams (STREAMS), SECS seconds each,
+#     and the CPU time of the whole machine per GB received (all tasks:
+#     pods, podswitchd, kernel; /proc/stat, so run it on a quiet machine)
 #   - UDP with 64-byte payloads from many flows (udpblast, sendmmsg/recvmmsg),
 #     offered at a sweep of paced rates: the best packets/s received, and the
 #     loss at that rate
-#   - round-trip latency: median of 2000 UDP ping-pongs
-# Knobs: SECS (10, per TCP round), ROUNDS (3), UDP_SECS (4 per offered rate), RATES, WORKERS (2),
-# FLOWS (32), ATTACH (tap | afpacket), BUSY_POLL_US (200).
-# and the podswitch / Linux-bridge ratios. Traffic only flows between the
+#   - round-trip latency: median of 1000 UDP ping-pongs
+# each ROUNDS times, podswitch and the bridge alternating within a round;
+# printed: min / median / max per side, the ratio of the medians, and the
+# load average before and after.
+# Knobs: SECS (10, per TCP run), ROUNDS (3), STREAMS ("1 2 4"), UDP_SECS (4
+# per offered rate), RATES, WORKERS (2), FLOWS (32), ATTACH (tap | afpacket),
+# BUSY_POLL_US (200). Traffic only flows between the
 # namespaces this script creates (psb<pid>-*), which it deletes on exit.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -21,16 +26,26 @@ UDP_SECS=${UDP_SECS:-4}
 ROUNDS=${ROUNDS:-3}
 # Offered UDP rates in packets/s (0 = as fast as the sender can).
 RATES=${RATES:-100000 150000 200000 250000 300000 0}
+STREAMS=${STREAMS:-1 2 4}
 command -v iperf3 >/dev/null || { apt-get update -qq && apt-get install -y -qq iperf3 >/dev/null; }
-cargo build --release -q -p podswitch-control --bin podswitchd
-cargo build --release -q -p podswitch-benches --bin udpblast
-PSD=$PWD/target/release/podswitchd
-BLAST=$PWD/target/release/udpblast
+nice cargo build --release -q -p podswitch-control --bin podswitchd
+nice cargo build --release -q -p podswitch-benches --bin udpblast
+TARGET=${CARGO_TARGET_DIR:-$PWD/target}
+PSD=$TARGET/release/podswitchd
+BLAST=$TARGET/release/udpblast
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 P=psb$$
 TMP=$(mktemp -d)
 DPID=
+# CPU per GB counts this script's tasks through a cpuacct cgroup (cgroup v1
+# here; without it, the whole machine's busy time from /proc/stat), plus
+# the ksoftirqd threads, which run deferred packet work for everyone.
+CG=/sys/fs/cgroup/cpuacct/psb$$
+if mkdir "$CG" 2>/dev/null; then echo $$ >"$CG/cgroup.procs"; else CG=; fi
+KSOFTIRQD=$(grep -l '^ksoftirqd/' /proc/[0-9]*/comm | sed 's/comm$/stat/' | tr '\n' ' ')
 cleanup() {
   [ -n "$DPID" ] && kill -TERM "$DPID" 2>/dev/null && wait "$DPID" 2>/dev/null || true
+  if [ -n "$CG" ]; then echo $$ >/sys/fs/cgroup/cpuacct/cgroup.procs; rmdir "$CG" 2>/dev/null || true; fi
   for ns in node a b lnode la lb; do ip netns del "$P-$ns" 2>/dev/null || true; done
   rm -rf "$TMP"
 }
@@ -103,20 +118,42 @@ done
 ip -n "$P-la" addr add 10.244.1.2/24 dev eth0
 ip -n "$P-lb" addr add 10.244.1.3/24 dev eth0
 
-tcp() { # pod-a ns, pod-b ns -> Gbit/s of one iperf3 stream
-  local a=$1 b=$2
+cpu_ns() { # CPU time (ns) of this script's tasks (pods, podswitchd, their kernel work) and of the ksoftirqd threads
+  local own soft tick
+  tick=$(getconf CLK_TCK)
+  soft=$(awk '{s += $14 + $15} END {print s + 0}' $KSOFTIRQD)
+  if [ -n "$CG" ]; then
+    own=$(cat "$CG/cpuacct.usage")
+  else
+    own=$(awk -v t="$tick" '/^cpu / {print ($2 + $3 + $4 + $7 + $8) * 1e9 / t}' /proc/stat)
+  fi
+  python3 -c "print(int($own + $soft * 1e9 / $tick))"
+}
+tcp() { # pod-a ns, pod-b ns, streams -> "Gbit/s CPU-seconds-per-GB"
+  local a=$1 b=$2 n=$3
   ip netns exec "$b" iperf3 -s -1 -B 10.244.1.3 -p 5201 >/dev/null 2>&1 &
   local srv=$!; sleep 0.5
-  ip netns exec "$a" iperf3 -c 10.244.1.3 -p 5201 -t "$SECS" -J \
-    | python3 -c 'import json,sys; print("%.2f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9))'
+  local before after try
+  before=$(cpu_ns)
+  for try in 1 2 3; do # the server may not listen yet on a loaded machine
+    ip netns exec "$a" iperf3 -c 10.244.1.3 -p 5201 -t "$SECS" -P "$n" -J >"$TMP/iperf.json" && break
+    sleep 1
+  done
+  after=$(cpu_ns)
   wait $srv || true
+  python3 - "$TMP/iperf.json" $((after - before)) <<'PY'
+import json, sys
+end = json.load(open(sys.argv[1]))["end"]["sum_received"]
+gb = end["bytes"] / 1e9
+print("%.2f %.3f" % (end["bits_per_second"] / 1e9, int(sys.argv[2]) / 1e9 / max(gb, 1e-9)))
+PY
 }
 
 udp() { # pod-a ns, pod-b ns -> "best_rx_pps loss_at_that_rate"
   # Offered rates swept (RFC 2544 style); the best received rate counts, with
   # the loss at that rate. An unpaced sender alone keeps one of this machine's
   # two cores busy producing packets that are only dropped.
-  local a=$1 b=$2 pps=0 loss=100 rate
+  local a=$1 b=$2 pps=0 loss=100 rate unpaced=0
   for rate in $RATES; do
     ip netns exec "$b" "$BLAST" sink 10.244.1.3 9000 $((UDP_SECS + 2)) >"$TMP/sink" &
     local sinkpid=$!; sleep 0.5
@@ -128,8 +165,9 @@ udp() { # pod-a ns, pod-b ns -> "best_rx_pps loss_at_that_rate"
     if python3 -c "import sys; sys.exit(0 if $got > $pps else 1)"; then
       pps=$got; loss=$(python3 -c "print('%.1f' % (100.0 * (1 - $recv / max($sent, 1))))")
     fi
+    [ "$rate" = 0 ] && unpaced=$got
   done
-  echo "$pps $loss"
+  echo "$pps $loss $unpaced"
 }
 
 rtt() { # pod-a ns, pod-b ns -> median round trip (us) of 1000 UDP ping-pongs
@@ -140,36 +178,58 @@ rtt() { # pod-a ns, pod-b ns -> median round trip (us) of 1000 UDP ping-pongs
   kill $echopid 2>/dev/null; wait $echopid 2>/dev/null || true
 }
 
-median() { python3 -c "import statistics,sys; print('%.2f' % statistics.median(map(float, sys.argv[1:])))" "$@"; }
-
 for ns in "$P-a" "$P-la"; do # resolve neighbours first
   ip netns exec "$ns" "$BLAST" rtt 10.244.1.3 9 3 >/dev/null
 done
-# TCP and RTT alternate between the two topologies, ROUNDS times, and the
-# medians are compared: this machine's timing drifts within a run.
-ps_t=(); lb_t=(); ps_r=(); lb_r=()
+# Every measurement alternates between the two topologies, ROUNDS times:
+# this machine's timing drifts within a run, so values of one round are
+# compared, and the medians of the rounds summarised.
+: >"$TMP/results"
+record() { echo "$1 $2 $3" >>"$TMP/results"; } # metric side value
 for round in $(seq "$ROUNDS"); do
-  echo "round $round/$ROUNDS: TCP and RTT, podswitchd then Linux bridge ..." >&2
-  ps_t+=("$(tcp "$P-a" "$P-b")"); lb_t+=("$(tcp "$P-la" "$P-lb")")
-  ps_r+=("$(rtt "$P-a" "$P-b")"); lb_r+=("$(rtt "$P-la" "$P-lb")")
+  echo "round $round/$ROUNDS: TCP ($STREAMS streams), RTT, UDP; podswitchd then Linux bridge ..." >&2
+  for n in $STREAMS; do
+    read -r g c < <(tcp "$P-a" "$P-b" "$n"); record "tcp$n" ps "$g"; record "cpu$n" ps "$c"
+    read -r g c < <(tcp "$P-la" "$P-lb" "$n"); record "tcp$n" lb "$g"; record "cpu$n" lb "$c"
+  done
+  record rtt ps "$(rtt "$P-a" "$P-b")"; record rtt lb "$(rtt "$P-la" "$P-lb")"
+  read -r pps loss unpaced < <(udp "$P-a" "$P-b")
+  record udp ps "$pps"; record udploss ps "$loss"; record unpaced ps "$unpaced"
+  read -r pps loss unpaced < <(udp "$P-la" "$P-lb")
+  record udp lb "$pps"; record udploss lb "$loss"; record unpaced lb "$unpaced"
 done
-echo "TCP Gbit/s podswitchd: ${ps_t[*]}; Linux bridge: ${lb_t[*]}" >&2
-echo "RTT us podswitchd: ${ps_r[*]}; Linux bridge: ${lb_r[*]}" >&2
-ps_tcp=$(median "${ps_t[@]}"); lb_tcp=$(median "${lb_t[@]}")
-ps_rtt=$(median "${ps_r[@]}"); lb_rtt=$(median "${lb_r[@]}")
-echo "UDP sweep ..." >&2
-read -r ps_pps ps_loss < <(udp "$P-a" "$P-b")
-read -r lb_pps lb_loss < <(udp "$P-la" "$P-lb")
 
-SECS=$SECS WORKERS=$WORKERS ATTACH=$ATTACH ROUNDS=$ROUNDS python3 - "$ps_tcp" "$ps_pps" "$ps_loss" "$ps_rtt" "$lb_tcp" "$lb_pps" "$lb_loss" "$lb_rtt" <<'PY'
-import sys
-ps_tcp, ps_pps, ps_loss, ps_rtt, lb_tcp, lb_pps, lb_loss, lb_rtt = map(float, sys.argv[1:])
-import os
-print(f"podswitchd: {os.environ.get('WORKERS', '2')} workers, {os.environ.get('ATTACH', 'tap')} ports; Linux bridge: veth + br0")
-print(f"TCP and RTT: medians of {os.environ.get('ROUNDS', '3')} alternating rounds ({os.environ.get('SECS', '10')} s TCP, 1000 UDP ping-pongs); UDP: best of a paced-rate sweep")
-print(f"{'':28} {'podswitchd':>12} {'Linux bridge':>13} {'ratio':>7}")
-print(f"{'TCP 1 stream (Gbit/s)':28} {ps_tcp:12.2f} {lb_tcp:13.2f} {ps_tcp/lb_tcp:7.2f}")
-print(f"{'UDP 64 B best rx (pps)':28} {ps_pps:12.0f} {lb_pps:13.0f} {ps_pps/lb_pps:7.2f}")
-print(f"{'UDP loss at that rate (%)':28} {ps_loss:12.1f} {lb_loss:13.1f}")
-print(f"{'RTT median (us)':28} {ps_rtt:12.1f} {lb_rtt:13.1f} {'%+.1f' % (ps_rtt-lb_rtt):>7}")
+LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
+SECS=$SECS WORKERS=$WORKERS ATTACH=$ATTACH ROUNDS=$ROUNDS STREAMS=$STREAMS LOAD_START=$LOAD_START LOAD_END=$LOAD_END \
+  python3 - "$TMP/results" <<'PY'
+import os, statistics, sys
+from collections import defaultdict
+values = defaultdict(list)
+for line in open(sys.argv[1]):
+    metric, side, value = line.split()
+    values[(metric, side)].append(float(value))
+env = os.environ.get
+print(f"podswitchd: {env('WORKERS')} workers, {env('ATTACH')} ports; Linux bridge: veth + br0")
+print(f"{env('ROUNDS')} rounds, podswitchd and the bridge alternating in each ({env('SECS')} s TCP runs, "
+      f"1000 UDP ping-pongs, UDP 64 B: best of a paced sweep and the unpaced sender)")
+print(f"load average: {env('LOAD_START')} before, {env('LOAD_END')} after")
+def fmt(v, digits):
+    return "/".join(f"{x:.{digits}f}" for x in (min(v), statistics.median(v), max(v)))
+print(f"{'min/median/max':30} {'podswitchd':>24} {'Linux bridge':>24} {'ratio':>7}")
+rows = [(f"tcp{n}", f"TCP {n} stream(s) (Gbit/s)", 2) for n in env('STREAMS').split()]
+rows += [(f"cpu{n}", f"CPU s per GB, {n} stream(s)", 3) for n in env('STREAMS').split()]
+rows += [("udp", "UDP 64 B best rx (pps)", 0), ("udploss", "UDP loss at that rate (%)", 1),
+         ("unpaced", "UDP 64 B unpaced rx (pps)", 0), ("rtt", "RTT median (us)", 1)]
+for metric, label, digits in rows:
+    ps, lb = values[(metric, "ps")], values[(metric, "lb")]
+    if not ps or not lb:
+        continue
+    mp, ml = statistics.median(ps), statistics.median(lb)
+    if metric == "rtt":
+        ratio = "%+.1f" % (mp - ml)
+    elif metric == "udploss":
+        ratio = ""
+    else:
+        ratio = "%.2f" % (mp / ml if ml else float("nan"))
+    print(f"{label:30} {fmt(ps, digits):>24} {fmt(lb, digits):>24} {ratio:>7}")
 PY
