@@ -376,6 +376,14 @@ fn macs_neighbours_and_counters_survive_kill_9() {
     let again = api_stats(&d);
     assert_eq!(own_events(&again, "arp_request_sent"), 0, "{again}");
     assert_eq!(own_events(&again, "mac_learned"), 0, "{again}");
+    // Nor do the pods ask for the gateway: their kernels kept its MAC
+    // while the TAP had no carrier (arp_evict_nocarrier = 0).
+    assert_eq!(own_events(&again, "arp_reply_sent"), 0, "{again}");
+    for ns in [&n.c, &n.s] {
+        let kept =
+            ns.run(|| std::fs::read_to_string("/proc/sys/net/ipv4/conf/eth0/arp_evict_nocarrier"));
+        assert_eq!(kept.expect("the sysctl").trim(), "0", "{}", ns.name);
+    }
     assert!(own_events(&again, "dnat") >= 2, "{again}");
     assert!(port_rx(&again, "c") > port_rx(&after, "c"), "{again}");
     drop(d);

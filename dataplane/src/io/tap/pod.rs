@@ -78,7 +78,29 @@ pub fn attach_pod_tap(
     opts: &TapOptions,
     placement: &PodPlacement,
 ) -> Result<Vec<TapQueue>, TapError> {
-    in_pod(placement, || attach_tap(&placement.ifname, opts))
+    in_pod(placement, || {
+        let queues = attach_tap(&placement.ifname, opts)?;
+        keep_neighbours_without_carrier(&placement.ifname);
+        Ok(queues)
+    })
+}
+
+/// Tells the pod's kernel to keep its neighbour entries (the gateway's
+/// MAC, the other pods') while the interface has no carrier: a TAP loses
+/// it whenever the daemon's queues close (a `kill -9`, a restart). By
+/// default Linux flushes them then, so the pod has to ask ARP again once
+/// the carrier is back, and a request sent into the dead link is repeated
+/// only after a second (`retrans_time_ms`): a one-second gap measured by
+/// `benches/live/restart.sh`. `arp_evict_nocarrier` and
+/// `ndisc_evict_nocarrier` are Linux 5.16 and later; an older kernel (no
+/// such file) keeps flushing.
+fn keep_neighbours_without_carrier(ifname: &str) {
+    for path in [
+        format!("/proc/sys/net/ipv4/conf/{ifname}/arp_evict_nocarrier"),
+        format!("/proc/sys/net/ipv6/conf/{ifname}/ndisc_evict_nocarrier"),
+    ] {
+        let _ = std::fs::write(path, "0");
+    }
 }
 
 /// Removes the pod's TAP: clears persist through a fresh queue, then
@@ -207,6 +229,7 @@ fn configure_in_pod(node_name: &str, placement: &PodPlacement) -> Result<(), Tap
         .map_err(step("setting the MAC"))?;
     nl.link_set_mtu(index, p.mtu.into())
         .map_err(step("setting the MTU"))?;
+    keep_neighbours_without_carrier(&p.ifname);
     for &(addr, prefix_len) in &p.addresses {
         nl.addr_add_v4(index, addr, prefix_len)
             .map_err(step("adding an address"))?;
