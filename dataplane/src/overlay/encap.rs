@@ -174,17 +174,12 @@ fn set_outer_lengths(out: &mut [u8], inner_len: usize, ip_id: u16) -> Option<(u1
         return None;
     }
     let (headers, _) = out.split_first_chunk_mut::<{ field::VXLAN }>()?;
-    let (ip_bytes, udp) = headers.split_at_mut(field::UDP);
-    let ip_bytes = &mut ip_bytes[field::IP..];
-    let mut ip = Ipv4Packet::new_unchecked(&mut *ip_bytes);
+    let (eth_ip, udp) = headers.split_at_mut(field::UDP);
+    let mut ip = Ipv4Packet::new_unchecked(eth_ip.last_chunk_mut::<{ ipv4::HEADER_LEN }>()?);
     ip.set_total_len(udp_len.wrapping_add(ipv4::HEADER_LEN as u16));
     ip.set_ident(ip_id);
-    ip.set_checksum(0);
+    ip.fill_checksum();
     let (src, dst) = (ip.src_addr(), ip.dst_addr());
-    // Summed over the fixed 20 bytes (`fill_checksum` reads the length
-    // from the header and loops).
-    let ip_csum = checksum::checksum(ip_bytes);
-    Ipv4Packet::new_unchecked(ip_bytes).set_checksum(ip_csum);
     let mut u = UdpPacket::new_unchecked(udp);
     u.set_len(udp_len);
     u.set_checksum(0);

@@ -73,8 +73,15 @@ pub struct Ipv4Packet<T: AsRef<[u8]>> {
 /// [`checksum::sum_u64`]).
 #[inline]
 pub fn plain_header_checksum_ok(h: &[u8; HEADER_LEN]) -> bool {
+    checksum::fold_u64(plain_header_sum(h)) == 0xffff
+}
+
+/// The one's-complement sum of a 20-byte header: its five 32-bit words,
+/// unrolled.
+#[inline]
+fn plain_header_sum(h: &[u8; HEADER_LEN]) -> u64 {
     let word = |at: usize| u64::from(u32::from_be_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]));
-    checksum::fold_u64(word(0) + word(4) + word(8) + word(12) + word(16)) == 0xffff
+    word(0) + word(4) + word(8) + word(12) + word(16)
 }
 
 impl<T: AsRef<[u8]>> Ipv4Packet<T> {
@@ -313,7 +320,11 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
     /// Recomputes the header checksum from scratch.
     pub fn fill_checksum(&mut self) {
         self.set_checksum(0);
-        let c = checksum::checksum(self.header());
+        let c = match self.buffer.as_ref().first_chunk::<HEADER_LEN>() {
+            // The common header, without options: summed unrolled.
+            Some(h) if self.is_plain() => !checksum::fold_u64(plain_header_sum(h)),
+            _ => checksum::checksum(self.header()),
+        };
         self.set_checksum(c);
     }
 
