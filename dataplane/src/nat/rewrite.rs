@@ -178,6 +178,35 @@ pub(crate) fn rewrite_routed(
 /// `old` is (for a TTL of at least 1).
 const TTL_STEP_DELTA: u64 = 0xfeff;
 
+/// The bytes of a TCP header the fast paths need: up to its checksum.
+const TCP_FIXED: usize = tcp::field::CHECKSUM + 2;
+
+/// `$body` with `$view` bound to the bytes `$l4` viewed as a `$protocol`
+/// header (TCP or UDP) of the fixed length the fast paths need: one copy of
+/// `$body` per protocol, in which the view's offsets and bounds are
+/// constants. `false` for another protocol or a header cut shorter.
+macro_rules! with_fixed_l4 {
+    ($protocol:expr, $l4:expr, |$view:ident| $body:expr) => {
+        match $protocol {
+            IpProtocol::TCP => match $l4.first_chunk_mut::<TCP_FIXED>() {
+                Some(bytes) => {
+                    let $view = L4Header::new(IpProtocol::TCP, bytes);
+                    $body
+                }
+                None => false,
+            },
+            IpProtocol::UDP => match $l4.first_chunk_mut::<{ udp::HEADER_LEN }>() {
+                Some(bytes) => {
+                    let $view = L4Header::new(IpProtocol::UDP, bytes);
+                    $body
+                }
+                None => false,
+            },
+            _ => false,
+        }
+    };
+}
+
 /// [`rewrite_routed`]'s plain case, a cached flow's common packet: a
 /// 20-byte IPv4 header, TCP or UDP, TTL above 1. The old addresses and
 /// ports are `key`'s, which the caller read from this packet, so the
@@ -194,35 +223,10 @@ fn rewrite_plain_routed(
         return false;
     };
     let header = Ipv4Packet::new_unchecked(header);
-    match key.protocol {
-        IpProtocol::TCP => match l4.first_chunk_mut::<TCP_FIXED>() {
-            Some(l4) => plain_routed(
-                header,
-                L4Header::new(IpProtocol::TCP, l4),
-                sum,
-                key,
-                src,
-                dst,
-            ),
-            None => false,
-        },
-        IpProtocol::UDP => match l4.first_chunk_mut::<{ udp::HEADER_LEN }>() {
-            Some(l4) => plain_routed(
-                header,
-                L4Header::new(IpProtocol::UDP, l4),
-                sum,
-                key,
-                src,
-                dst,
-            ),
-            None => false,
-        },
-        _ => false,
-    }
+    with_fixed_l4!(key.protocol, l4, |l4| plain_routed(
+        header, l4, sum, key, src, dst
+    ))
 }
-
-/// The bytes of a TCP header the fast paths need: up to its checksum.
-const TCP_FIXED: usize = tcp::field::CHECKSUM + 2;
 
 /// [`rewrite_plain_routed`] once the L4 header is a view of fixed length
 /// with a known protocol (one copy per protocol, its offsets constants).
@@ -304,33 +308,10 @@ fn rewrite_tcp_udp(
     let Some(l4) = rest.get_mut(ihl - ipv4::HEADER_LEN..) else {
         return false;
     };
-    let addrs = (src.0, dst.0);
-    let ports = (src.1, dst.1);
-    match header.protocol() {
-        IpProtocol::TCP => match l4.first_chunk_mut::<TCP_FIXED>() {
-            Some(l4) => tcp_udp(
-                header,
-                L4Header::new(IpProtocol::TCP, l4),
-                sum,
-                addrs,
-                ports,
-                ttl_step,
-            ),
-            None => false,
-        },
-        IpProtocol::UDP => match l4.first_chunk_mut::<{ udp::HEADER_LEN }>() {
-            Some(l4) => tcp_udp(
-                header,
-                L4Header::new(IpProtocol::UDP, l4),
-                sum,
-                addrs,
-                ports,
-                ttl_step,
-            ),
-            None => false,
-        },
-        _ => false,
-    }
+    let (addrs, ports) = ((src.0, dst.0), (src.1, dst.1));
+    with_fixed_l4!(header.protocol(), l4, |l4| tcp_udp(
+        header, l4, sum, addrs, ports, ttl_step
+    ))
 }
 
 /// [`rewrite_tcp_udp`] once the L4 header is a view of fixed length with
