@@ -62,7 +62,7 @@ pub fn check_name(field: impl std::fmt::Display, name: &str) -> Result<(), Contr
 pub fn validate_service(field: impl std::fmt::Display, s: &Service) -> Result<(), ControlError> {
     check_service_name(format_args!("{field}.name"), &s.name)?;
     let ip = s.cluster_ip;
-    if ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast() || ip.is_loopback() {
+    if !is_unicast(ip) {
         return Err(ControlError::invalid(
             format!("{field}.cluster_ip"),
             ip,
@@ -186,7 +186,7 @@ pub fn validate_endpoints(
     let mut seen = BTreeSet::new();
     for (i, e) in endpoints.iter().enumerate() {
         let a = e.address;
-        if a.is_unspecified() || a.is_multicast() || a.is_broadcast() || a.is_loopback() {
+        if !is_unicast(a) {
             return Err(ControlError::invalid(
                 format!("{field}[{i}].address"),
                 a,
