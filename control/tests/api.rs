@@ -9,17 +9,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Body;
-use axum::http::Request;
 use podswitch_control::api::{self, Api, RootOnlyListener};
 use podswitch_control::control::Control;
 use podswitch_control::store::Store;
 use podswitch_dataplane::config::NodeConfig;
 use serde_json::{Value, json};
-use tower::ServiceExt;
 
 mod common;
-use common::TempDir;
+use common::{TempDir, call};
 
 const CONFIG: &str = r#"
 [node]
@@ -53,30 +50,6 @@ fn control(dir: &Path) -> Control {
 
 fn app(dir: &Path) -> Router {
     api::router(Api::new(control(dir)))
-}
-
-async fn call(
-    app: &Router,
-    method: &str,
-    path: &str,
-    body: Option<(&str, String)>,
-) -> (u16, Value) {
-    let mut req = Request::builder().method(method).uri(path);
-    let body = match body {
-        Some((ct, text)) => {
-            req = req.header("content-type", ct);
-            Body::from(text)
-        }
-        None => Body::empty(),
-    };
-    let resp = app.clone().oneshot(req.body(body).unwrap()).await.unwrap();
-    let status = resp.status().as_u16();
-    let bytes = axum::body::to_bytes(resp.into_body(), 64 << 20)
-        .await
-        .unwrap();
-    let value = serde_json::from_slice(&bytes)
-        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
-    (status, value)
 }
 
 async fn post(app: &Router, path: &str, v: Value) -> (u16, Value) {

@@ -8,16 +8,14 @@
 use std::path::Path;
 
 use axum::Router;
-use axum::body::Body;
-use axum::http::Request;
 use podswitch_control::api::{self, Api};
 use podswitch_control::control::Control;
 use podswitch_control::store::Store;
 use podswitch_dataplane::config::NodeConfig;
 use serde_json::{Value, json};
-use tower::ServiceExt;
 
 mod common;
+use common::call_json as call;
 
 const CONFIG: &str = r#"
 [node]
@@ -43,26 +41,6 @@ fn app(dir: &Path) -> Router {
     let file = NodeConfig::from_toml_str(CONFIG).unwrap();
     let control = Control::restore(file, Store::open(dir).unwrap()).unwrap().0;
     api::router(Api::new(control))
-}
-
-async fn call(app: &Router, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-    let mut req = Request::builder().method(method).uri(path);
-    let body = match body {
-        Some(v) => {
-            req = req.header("content-type", "application/json");
-            Body::from(v.to_string())
-        }
-        None => Body::empty(),
-    };
-    let resp = app.clone().oneshot(req.body(body).unwrap()).await.unwrap();
-    let status = resp.status().as_u16();
-    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
-        .await
-        .unwrap();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
 }
 
 /// A port in a namespace that does not exist: opening it would fail, so

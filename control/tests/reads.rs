@@ -9,17 +9,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::Router;
-use axum::body::Body;
-use axum::http::Request;
 use podswitch_control::api::{self, Api};
 use podswitch_control::control::Control;
 use podswitch_control::store::Store;
 use podswitch_dataplane::config::NodeConfig;
-use serde_json::{Value, json};
-use tower::ServiceExt;
+use serde_json::json;
 
 mod common;
+use common::call_json as call;
 
 /// How long the write in progress holds the control plane at most.
 const HOLD: Duration = Duration::from_secs(5);
@@ -29,23 +26,6 @@ fn control(dir: &Path) -> Control {
     Control::restore(file, Store::open(dir).unwrap()).unwrap().0
 }
 
-async fn call(app: Router, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-    let req = Request::builder()
-        .method(method)
-        .uri(path)
-        .header("content-type", "application/json");
-    let body = body.map_or_else(Body::empty, |v| Body::from(v.to_string()));
-    let resp = app.oneshot(req.body(body).unwrap()).await.unwrap();
-    let status = resp.status().as_u16();
-    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
-        .await
-        .unwrap();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
-}
-
 #[tokio::test(flavor = "current_thread")]
 async fn health_and_gets_are_answered_while_a_write_holds_the_control_plane() {
     let dir = common::temp_dir("reads", "held");
@@ -53,10 +33,7 @@ async fn health_and_gets_are_answered_while_a_write_holds_the_control_plane() {
     let app = api::router(Arc::clone(&api));
     let web = json!({"name": "default/web", "cluster_ip": "10.96.0.10", "ports": [{"port": 80}],
                      "endpoints": [{"address": "10.244.1.5"}]});
-    assert_eq!(
-        call(app.clone(), "POST", "/v1/services", Some(web)).await.0,
-        201
-    );
+    assert_eq!(call(&app, "POST", "/v1/services", Some(web)).await.0, 201);
 
     // A write in progress: the control plane held until released (or HOLD).
     let (held_tx, held_rx) = std::sync::mpsc::channel();
@@ -72,10 +49,13 @@ async fn health_and_gets_are_answered_while_a_write_holds_the_control_plane() {
     held_rx.recv().unwrap();
     // A second change queues behind it.
     let route = json!({"prefix": "10.244.9.0/24", "via": "192.168.100.9"});
-    let queued = tokio::spawn(call(app.clone(), "POST", "/v1/routes", Some(route)));
+    let queued = tokio::spawn({
+        let app = app.clone();
+        async move { call(&app, "POST", "/v1/routes", Some(route)).await }
+    });
 
     let started = Instant::now();
-    let (status, health) = call(app.clone(), "GET", "/v1/health", None).await;
+    let (status, health) = call(&app, "GET", "/v1/health", None).await;
     // No workers run in this test: not forwarding, but answered.
     assert_eq!(
         (status, &health["generation"]),
@@ -96,10 +76,10 @@ async fn health_and_gets_are_answered_while_a_write_holds_the_control_plane() {
         "/v1/stats",
         "/metrics",
     ] {
-        let (status, body) = call(app.clone(), "GET", path, None).await;
+        let (status, body) = call(&app, "GET", path, None).await;
         assert_eq!(status, 200, "GET {path}: {body}");
     }
-    let (_, services) = call(app.clone(), "GET", "/v1/services", None).await;
+    let (_, services) = call(&app, "GET", "/v1/services", None).await;
     assert_eq!(services["services"][0]["name"], "default/web");
     let elapsed = started.elapsed();
     assert!(
@@ -115,6 +95,6 @@ async fn health_and_gets_are_answered_while_a_write_holds_the_control_plane() {
     writer.join().unwrap();
     let (status, body) = queued.await.unwrap();
     assert_eq!(status, 201, "{body}");
-    let (_, health) = call(app.clone(), "GET", "/v1/health", None).await;
+    let (_, health) = call(&app, "GET", "/v1/health", None).await;
     assert_eq!(health["generation"], 3);
 }

@@ -2,6 +2,12 @@
 
 use std::path::{Path, PathBuf};
 
+use axum::Router;
+use axum::body::Body;
+use axum::http::Request;
+use serde_json::Value;
+use tower::ServiceExt;
+
 /// A temporary directory removed on drop (also when the test fails).
 pub struct TempDir(PathBuf);
 
@@ -62,4 +68,44 @@ name = "up0"
 kind = "afpacket"
 "#
     )
+}
+
+/// Sends one request to `app` (`body`: its content type and text) and
+/// returns the status and the answer as JSON (an answer that is not JSON,
+/// such as `/metrics`, as a JSON string).
+#[allow(dead_code)] // not every test of this crate calls the API in process
+pub async fn call(
+    app: &Router,
+    method: &str,
+    path: &str,
+    body: Option<(&str, String)>,
+) -> (u16, Value) {
+    let mut req = Request::builder().method(method).uri(path);
+    let body = match body {
+        Some((ct, text)) => {
+            req = req.header("content-type", ct);
+            Body::from(text)
+        }
+        None => Body::empty(),
+    };
+    let resp = app.clone().oneshot(req.body(body).unwrap()).await.unwrap();
+    let status = resp.status().as_u16();
+    let bytes = axum::body::to_bytes(resp.into_body(), 64 << 20)
+        .await
+        .unwrap();
+    let value = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+    (status, value)
+}
+
+/// [`call`] with a JSON body, if any.
+#[allow(dead_code)] // not every test of this crate calls the API in process
+pub async fn call_json(
+    app: &Router,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let body = body.map(|v| ("application/json", v.to_string()));
+    call(app, method, path, body).await
 }
