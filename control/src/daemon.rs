@@ -127,36 +127,23 @@ pub fn run(opts: &RunOptions) -> Result<()> {
         plan.apply().context("setting up the node's own traffic")?;
         tracing::info!(routed = ?plan.routed.iter().map(ToString::to_string).collect::<Vec<_>>(), shared_uplink = ?plan.shared_uplink, "host access and uplink steering installed");
     }
-    // The old process stops its workers only now: the forwarding gap is
-    // from here until this one's workers run.
-    let handover = Instant::now();
-    if let Some(incoming) = incoming {
-        let mut handed = incoming
-            .ready()
-            .context("the running daemon did not stop")?;
-        opened.add_taps(&snapshot, workers, &mut handed);
-    }
     let port_states = control.view().port_states();
-    for (port, error) in &opened.failed {
-        port_states.set_down(
-            port.id,
-            format!("its device could not be opened: {error:#}"),
-        );
-    }
-    let queues = opened.queues;
     let snapshots = control.view().snapshots();
-    // Before the first packet: the tables a previous process left.
-    let (shared, state_header) = open_kept_tables(opts, &snapshot);
-    let (shared, state_header) = (Arc::new(shared), state_header.map(Arc::new));
+    // Before the first packet, and taking over before the old process
+    // stops: the tables a previous process left, mapped and checked, and
+    // the workers built over them (TAP queues come later).
+    let kept = prepare_kept_tables(opts, &snapshot);
+    let state_header = kept.header.map(Arc::new);
+    let shared = Arc::new(kept.tables);
     let running = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let handed_over = Arc::new(AtomicBool::new(false));
     let left = crate::takeover::LeftQueues::default();
     // Workers' time is the NAT clock, so the API can show conntrack timeouts.
     let epoch = podswitch_dataplane::nat::clock_origin();
-    let (mut counters, mut senders, mut handles) = (Vec::new(), Vec::new(), Vec::new());
-    for (id, queues) in queues.into_iter().enumerate() {
+    let (mut counters, mut senders, mut built) = (Vec::new(), Vec::new(), Vec::new());
+    for (id, queues) in std::mem::take(&mut opened.queues).into_iter().enumerate() {
         let (tx, rx) = std::sync::mpsc::channel();
-        let mut worker = Worker::new(WorkerSetup {
+        let worker = Worker::new(WorkerSetup {
             id,
             queues,
             snapshots: Arc::clone(&snapshots),
@@ -169,6 +156,37 @@ pub fn run(opts: &RunOptions) -> Result<()> {
         });
         counters.push(worker.counters());
         senders.push(tx);
+        built.push(worker);
+    }
+    // The old process stops its workers only now: the forwarding gap is
+    // from here until this one's workers run.
+    let handover = Instant::now();
+    if let Some(incoming) = incoming {
+        let mut handed = incoming
+            .ready()
+            .context("the running daemon did not stop")?;
+        let mut taps = ports::Opened::none(&snapshot, workers);
+        taps.add_taps(&snapshot, workers, &mut handed);
+        for (worker, queues) in built.iter_mut().zip(taps.queues) {
+            for (port, queue) in queues.into_iter().enumerate() {
+                if let (Some(queue), Ok(port)) = (queue, u16::try_from(port)) {
+                    worker.add_queue(podswitch_dataplane::packet::PortId(port), queue);
+                }
+            }
+        }
+        opened.notes.append(&mut taps.notes);
+        opened.failed.append(&mut taps.failed);
+    }
+    settle_kept_tables(kept.rest, state_header.as_deref(), &shared, &snapshot);
+    for (port, error) in &opened.failed {
+        port_states.set_down(
+            port.id,
+            format!("its device could not be opened: {error:#}"),
+        );
+    }
+    let mut handles = Vec::new();
+    for mut worker in built {
+        let id = worker.id();
         running.fetch_add(1, Ordering::AcqRel);
         let still = Arc::clone(&running);
         let (left_flag, left_queues) = (Arc::clone(&handed_over), Arc::clone(&left));
@@ -273,16 +291,26 @@ pub fn run(opts: &RunOptions) -> Result<()> {
     served
 }
 
+/// The shared tables over the state file under the run directory (see
+/// [`prepare_kept_tables`]), and what [`settle_kept_tables`] finishes.
+struct KeptTables {
+    tables: SharedTables,
+    header: Option<podswitch_dataplane::nat::state::StateHeader>,
+    rest: KeptRest,
+}
+
+/// What is left to do once the previous process stopped.
+struct KeptRest {
+    parts: Option<podswitch_dataplane::nat::state::KeptParts>,
+    report: podswitch_dataplane::nat::state::StateReport,
+    path: std::path::PathBuf,
+}
+
 /// The shared tables, with connection tracking and affinity in the state
-/// file under the run directory (attached when a previous process left a
-/// sound one), and that file's header.
-fn open_kept_tables(
-    opts: &RunOptions,
-    snapshot: &Snapshot,
-) -> (
-    SharedTables,
-    Option<podswitch_dataplane::nat::state::StateHeader>,
-) {
+/// file under the run directory (mapped and checked if a previous process
+/// left a sound one, which may still be running: nothing it writes is
+/// trusted yet), the MACs and neighbours empty until they are settled.
+fn prepare_kept_tables(opts: &RunOptions, snapshot: &Snapshot) -> KeptTables {
     use podswitch_dataplane::nat::state::{self, StateSpec};
     let spec = StateSpec {
         path: opts.run_dir.join(STATE_FILE),
@@ -290,12 +318,11 @@ fn open_kept_tables(
         timeouts: snapshot.nat.timeouts,
         affinity_capacity: podswitch_dataplane::nat::affinity::DEFAULT_AFFINITY_CAPACITY,
     };
-    let mut kept = state::open(&spec);
-    let (macs, neighbours, carried) = kept_l2_and_counters(kept.kept.take(), snapshot);
-    let r = &kept.report;
+    let mut kept = state::prepare(&spec);
     let file = spec.path.display();
+    let r = &kept.report;
     if r.upgraded {
-        tracing::info!(%file, "state file of layout version 1 extended to this version");
+        tracing::info!(%file, "state file of an older layout version extended to this version");
     }
     if let Some(reason) = &r.discarded {
         tracing::warn!(%file, %reason, "state file discarded; starting with empty connection tracking");
@@ -303,56 +330,74 @@ fn open_kept_tables(
     if let Some(error) = &r.error {
         tracing::warn!(%file, %error, "cannot keep state in a file; connections will not survive a restart");
     }
+    KeptTables {
+        rest: KeptRest {
+            parts: kept.kept.take(),
+            report: kept.report.clone(),
+            path: spec.path.clone(),
+        },
+        tables: SharedTables {
+            macs: Default::default(),
+            neighbours: Default::default(),
+            conntrack: kept.conntrack,
+            affinity: kept.affinity,
+            mirrors: Default::default(),
+        },
+        header: kept.header,
+    }
+}
+
+/// Once the previous process stopped (at once when none ran): settles the
+/// connection tracking kept in the state file, takes its MACs (of ports
+/// `snapshot` has), neighbours and counters, logs and publishes what it found.
+fn settle_kept_tables(
+    rest: KeptRest,
+    header: Option<&podswitch_dataplane::nat::state::StateHeader>,
+    shared: &SharedTables,
+    snapshot: &Snapshot,
+) {
+    let mut r = rest.report;
+    if let Some(header) = header {
+        let settled = header.settle(&shared.conntrack);
+        r.clean = settled.clean;
+        r.rebuilt = settled.rebuilt;
+        r.attached_entries = if r.discarded.is_some() {
+            0
+        } else {
+            settled.entries
+        };
+        r.settle = settled.elapsed;
+    }
+    let (mut macs, mut neighbours, mut carried) = (0, 0, false);
+    if let Some(parts) = rest.parts {
+        macs = shared
+            .macs
+            .take_kept(parts.macs, |port| snapshot.port(port).is_some());
+        neighbours = shared.neighbours.take_kept(parts.neighbours);
+        carried = match crate::stats::kept::attach(parts.counters) {
+            Ok(found) => found != crate::stats::kept::Found::Nothing,
+            Err(reason) => {
+                tracing::warn!(%reason, "counters start from zero");
+                false
+            }
+        };
+    }
+    let file = rest.path.display();
     if r.persistent {
-        tracing::info!(%file, entries = r.attached_entries, macs = macs.1, neighbours = neighbours.1, counters_continued = carried, clean_stop = r.clean, elapsed_us = r.elapsed.as_micros() as u64, "state attached");
+        tracing::info!(%file, entries = r.attached_entries, macs, neighbours, counters_continued = carried, clean_stop = r.clean, lists_rebuilt = r.rebuilt, prepare_us = r.elapsed.as_micros() as u64, settle_us = r.settle.as_micros() as u64, "state attached");
     }
     crate::stats::set_state(crate::stats::StateStats {
-        file: spec.path.clone(),
+        file: rest.path.clone(),
         persistent: r.persistent,
         attached_entries: r.attached_entries as u64,
         clean_stop: r.clean,
         discarded: u64::from(r.discarded.is_some()),
         discard_reason: r.discarded.clone(),
-        attach_us: r.elapsed.as_micros() as u64,
-        attached_macs: macs.1 as u64,
-        attached_neighbours: neighbours.1 as u64,
+        attach_us: (r.elapsed + r.settle).as_micros() as u64,
+        attached_macs: macs as u64,
+        attached_neighbours: neighbours as u64,
         counters_continued: carried,
     });
-    let tables = SharedTables {
-        macs: macs.0,
-        neighbours: neighbours.0,
-        conntrack: kept.conntrack,
-        affinity: kept.affinity,
-        mirrors: Default::default(),
-    };
-    (tables, kept.header)
-}
-
-/// The MAC and neighbour tables over the state file's `parts` (with how
-/// many entries each found there; MACs of ports `snapshot` does not have
-/// are left out), and whether the counters go on from kept totals.
-fn kept_l2_and_counters(
-    parts: Option<podswitch_dataplane::nat::state::KeptParts>,
-    snapshot: &Snapshot,
-) -> (
-    (podswitch_dataplane::pipeline::SharedMacTable, usize),
-    (podswitch_dataplane::pipeline::SharedNeighbourTable, usize),
-    bool,
-) {
-    use podswitch_dataplane::pipeline::{SharedMacTable, SharedNeighbourTable};
-    let Some(parts) = parts else {
-        return ((Default::default(), 0), (Default::default(), 0), false);
-    };
-    let macs = SharedMacTable::kept(parts.macs, |port| snapshot.port(port).is_some());
-    let neighbours = SharedNeighbourTable::kept(parts.neighbours);
-    let carried = match crate::stats::kept::attach(parts.counters) {
-        Ok(found) => found != crate::stats::kept::Found::Nothing,
-        Err(reason) => {
-            tracing::warn!(%reason, "counters start from zero");
-            false
-        }
-    };
-    (macs, neighbours, carried)
 }
 
 /// The state file's name in the run directory.

@@ -77,6 +77,11 @@ fn open_some(
 }
 
 impl Opened {
+    /// No queues yet, for `workers` workers.
+    pub fn none(snapshot: &Snapshot, workers: usize) -> Opened {
+        open_some(snapshot, workers, 0, |_| false)
+    }
+
     /// Puts a port's queues (or its failure) in place.
     fn place(&mut self, port: &PortSpec, result: Result<(Vec<Box<dyn PortQueue>>, String)>) {
         let queues = match result {

@@ -213,22 +213,31 @@ impl Worker {
         }
     }
 
+    /// Polls and sends on `queue` for `port` from now on (before
+    /// [`run`](Self::run): a process taking over adds the queues handed to
+    /// it once the workers are built).
+    pub fn add_queue(&mut self, port: PortId, queue: Box<dyn PortQueue>) {
+        self.put_queue(port, queue);
+        (self.polled, self.poll) = poll_set(&self.queues);
+    }
+
+    fn put_queue(&mut self, port: PortId, queue: Box<dyn PortQueue>) {
+        let i = usize::from(port.0);
+        if self.queues.len() <= i {
+            self.queues.resize_with(i + 1, || None);
+            self.dirty.resize(i + 1, false);
+        }
+        if let Some(slot) = self.queues.get_mut(i) {
+            *slot = Some(queue);
+        }
+    }
+
     /// Takes queue changes from the control plane (between batches only).
     fn apply_commands(&mut self) {
-        let Some(commands) = &self.commands else {
-            return;
-        };
         let mut changed = false;
-        while let Ok(command) = commands.try_recv() {
+        while let Some(command) = self.commands.as_ref().and_then(|c| c.try_recv().ok()) {
             match command {
-                WorkerCommand::AddQueue(port, queue) => {
-                    let i = usize::from(port.0);
-                    if self.queues.len() <= i {
-                        self.queues.resize_with(i + 1, || None);
-                        self.dirty.resize(i + 1, false);
-                    }
-                    self.queues[i] = Some(queue);
-                }
+                WorkerCommand::AddQueue(port, queue) => self.put_queue(port, queue),
                 WorkerCommand::RemoveQueue(port) => {
                     let slot = self.queues.get_mut(usize::from(port.0));
                     if let Some(mut queue) = slot.and_then(Option::take) {

@@ -40,7 +40,9 @@
 //! // ... and says which addresses the answer must carry: the service's.
 //! assert_eq!(table.get(id).unwrap().rewrite(dir), (service, client));
 //! ```
-#![forbid(unsafe_code)]
+// No unsafe code but one line: an entry is plain data a state file may
+// hold (`unsafe impl AnyBits for Entry`, in table/entry.rs).
+#![deny(unsafe_code)]
 
 mod key;
 mod sources;
@@ -48,12 +50,12 @@ mod table;
 mod tcp;
 
 pub use key::{ConnKey, Nat};
-pub use sources::SourceCounts;
+pub use sources::{SOURCE_COUNTERS, SourceCounts};
 #[cfg(test)]
 pub(crate) use table::tcp_state_offset;
 pub use table::{
     ConntrackTable, Entry, EntryId, INDEX_SLOT_BYTES, IndexReader, InsertError, KeyHasher, Listing,
-    MAX_CAPACITY,
+    MAX_CAPACITY, TableMemory, free_list_slots,
 };
 pub use tcp::{TcpReject, TcpSegment, TcpState};
 

@@ -10,19 +10,37 @@
 use core::net::Ipv4Addr;
 use core::sync::atomic::{AtomicU32, Ordering};
 
+use crate::mem::hugemem::{self, HugeChunk};
+
+/// Counters a [`SourceCounts`] holds (one per value of the low 16 bits).
+pub const SOURCE_COUNTERS: usize = 1 << 16;
+
 /// How many entries each local pod's source address holds. Charged by
 /// [`ConntrackTable::insert_charged`](super::ConntrackTable::insert_charged),
 /// released with the entry.
 #[derive(Debug)]
-pub struct SourceCounts(Box<[AtomicU32]>);
+pub struct SourceCounts(HugeChunk<AtomicU32>);
 
 impl Default for SourceCounts {
     fn default() -> SourceCounts {
-        SourceCounts((0..1usize << 16).map(|_| AtomicU32::new(0)).collect())
+        let mut chunks = hugemem::chunks(1, SOURCE_COUNTERS, || AtomicU32::new(0));
+        SourceCounts(chunks.pop().expect("one chunk"))
     }
 }
 
 impl SourceCounts {
+    /// The counts kept in `counters` (a state file's part of
+    /// [`SOURCE_COUNTERS`], or fewer: addresses beyond it are not counted),
+    /// as they hold them.
+    pub fn over(counters: HugeChunk<AtomicU32>) -> SourceCounts {
+        SourceCounts(counters)
+    }
+
+    /// Sets every count to zero (before the shards' entries are counted again).
+    pub fn clear(&self) {
+        self.0.iter().for_each(|c| c.store(0, Ordering::Relaxed));
+    }
+
     #[inline]
     fn counter(&self, addr: Ipv4Addr) -> Option<&AtomicU32> {
         self.0.get((addr.to_bits() & 0xffff) as usize)

@@ -11,6 +11,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 mod entry;
+mod free;
 mod index;
 
 use super::key::{ConnKey, Nat};
@@ -23,6 +24,8 @@ use crate::wire::IpProtocol;
 pub(crate) use entry::tcp_state_offset;
 use entry::{CHARGED, IN_USE, update_entry, update_tcp_entry};
 pub use entry::{Entry, EntryId, Listing};
+use free::FreeList;
+pub use free::slots_for as free_list_slots;
 use index::{EMPTY, Index, Slot, home_slot_address};
 pub use index::{INDEX_SLOT_BYTES, IndexReader, KeyHasher};
 
@@ -56,10 +59,20 @@ fn seconds(now_ns: u64) -> u32 {
     u32::try_from(now_ns / 1_000_000_000).unwrap_or(u32::MAX)
 }
 
+/// The memory of one table: entries, index slots, free list (see
+/// [`free_list_slots`]) and the per-source counts it shares with the
+/// other shards.
+pub type TableMemory = (
+    HugeChunk<Entry>,
+    HugeChunk<AtomicU64>,
+    HugeChunk<u32>,
+    Arc<SourceCounts>,
+);
+
 /// A bounded connection tracking table, owned by one worker.
 pub struct ConntrackTable {
     entries: HugeChunk<Entry>,
-    free: Vec<u32>,
+    free: FreeList,
     index: Index,
     mask: usize,
     hasher: KeyHasher,
@@ -107,30 +120,39 @@ impl ConntrackTable {
         let slots = Self::index_slots(capacity);
         let entries = hugemem::chunks(count, capacity, || Entry::FREE);
         let indexes = hugemem::chunks(count, slots, || AtomicU64::new(EMPTY.to_bits()));
+        let frees = hugemem::chunks(count, free_list_slots(capacity), || 0u32);
         let sources = Arc::new(SourceCounts::default());
         entries
             .into_iter()
             .zip(indexes)
-            .map(|(entries, index)| {
-                let memory = (entries, Arc::new(index), Arc::clone(&sources));
-                ConntrackTable::with_memory(memory, hasher.clone(), timeouts)
+            .zip(frees)
+            .map(|((entries, index), free)| {
+                let memory = (entries, Arc::new(index), free, Arc::clone(&sources));
+                let mut table = ConntrackTable::with_memory(memory, hasher.clone(), timeouts);
+                table.refill();
+                table
             })
             .collect()
     }
 
     /// A table over memory kept in a state file: `entries` (read as they
-    /// are) and `index` (its slots). `fresh`: the memory holds nothing yet
-    /// (the index is emptied). Otherwise the table takes what is there: the
-    /// free list, length and per-source counts are rebuilt from the
-    /// entries, and an index slot naming no entry of the table refuses
-    /// the memory (its number is the error).
+    /// are), `index` (its slots) and `free` (its free list). `fresh`: the
+    /// memory holds nothing yet (the index is emptied, every entry is
+    /// free). Otherwise the table takes the entries and the index as they
+    /// are, and an index slot naming no entry of the table refuses the
+    /// memory (its number is the error); its free list, length and
+    /// per-source counts are not trusted until [`settle`](Self::settle)
+    /// (the process that wrote them may still be running).
     pub fn attach(
-        (entries, index, sources): (HugeChunk<Entry>, HugeChunk<AtomicU64>, Arc<SourceCounts>),
+        (entries, index, free, sources): TableMemory,
         hasher: KeyHasher,
         timeouts: Timeouts,
         fresh: bool,
     ) -> Result<ConntrackTable, usize> {
         if !index.len().is_power_of_two() || entries.is_empty() {
+            return Err(0);
+        }
+        if free_list_slots(entries.len()) > free.len() {
             return Err(0);
         }
         if fresh {
@@ -143,20 +165,48 @@ impl ConntrackTable {
         }) {
             return Err(bad);
         }
-        let mut table =
-            ConntrackTable::with_memory((entries, Arc::new(index), sources), hasher, timeouts);
-        if !fresh {
-            table.free.clear();
-            for (i, e) in table.entries.iter().enumerate().rev() {
-                if !e.in_use() {
-                    table.free.push(i as u32);
-                } else if e.flags & CHARGED != 0 {
-                    table.sources.add(e.original.src_addr);
-                }
-            }
-            table.len = table.entries.len() - table.free.len();
+        let memory = (entries, Arc::new(index), free, sources);
+        let mut table = ConntrackTable::with_memory(memory, hasher, timeouts);
+        if fresh {
+            table.refill();
         }
         Ok(table)
+    }
+
+    /// Takes the free list and the per-source counts as the state file
+    /// holds them (written by a process that stopped cleanly); `false` if
+    /// the list's length cannot be right (then [`rebuild`](Self::rebuild)
+    /// must make them). The ids on the list are not read here (a million
+    /// of them would lengthen a takeover's gap): one naming no entry or
+    /// one in use is skipped when it comes up ([`insert`](Self::insert)).
+    pub fn settle(&mut self) -> bool {
+        let sound = self.free.is_sound();
+        self.len = self.entries.len() - self.free.len();
+        sound
+    }
+
+    /// Makes the free list, the length and the per-source counts from the
+    /// entries (the counts of other shards sharing them must have been
+    /// cleared first: see [`SourceCounts::clear`]).
+    pub fn rebuild(&mut self) {
+        self.free.clear();
+        for (i, e) in self.entries.iter().enumerate().rev() {
+            if !e.in_use() {
+                self.free.push(i as u32);
+            } else if e.flags & CHARGED != 0 {
+                self.sources.add(e.original.src_addr);
+            }
+        }
+        self.len = self.entries.len() - self.free.len();
+    }
+
+    /// Every entry free: the free list holds every id, lowest on top.
+    fn refill(&mut self) {
+        self.free.clear();
+        for id in (0..self.entries.len()).rev() {
+            self.free.push(id as u32);
+        }
+        self.len = 0;
     }
 
     /// Index slots of a table of `capacity` (clamped) entries.
@@ -165,16 +215,19 @@ impl ConntrackTable {
     }
 
     fn with_memory(
-        (entries, index, sources): (HugeChunk<Entry>, Index, Arc<SourceCounts>),
+        (entries, index, free, sources): (
+            HugeChunk<Entry>,
+            Index,
+            HugeChunk<u32>,
+            Arc<SourceCounts>,
+        ),
         hasher: KeyHasher,
         timeouts: Timeouts,
     ) -> ConntrackTable {
-        let top = u32::try_from(entries.len()).unwrap_or(u32::MAX);
         ConntrackTable {
             mask: index.len() - 1,
             entries,
-            // Popped from the back: ids are handed out in ascending order.
-            free: (0..top).rev().collect(),
+            free: FreeList::over(free),
             index,
             hasher,
             timeouts,
@@ -219,7 +272,7 @@ impl ConntrackTable {
     /// Bytes the table allocated: entries, free list and index.
     pub fn memory_bytes(&self) -> usize {
         self.entries.len() * size_of::<Entry>()
-            + self.free.capacity() * size_of::<u32>()
+            + (self.free.capacity() + 1) * size_of::<u32>()
             + self.index.len() * INDEX_SLOT_BYTES
     }
 
@@ -381,7 +434,7 @@ impl ConntrackTable {
         if self.free.is_empty() {
             self.evict(now);
         }
-        let Some(id) = self.free.pop() else {
+        let Some(id) = self.take_free() else {
             return Err(InsertError::Full);
         };
         let timeout = match original.protocol {
@@ -411,6 +464,19 @@ impl ConntrackTable {
         self.len += 1;
         self.stats.inserted += 1;
         Ok(EntryId(id))
+    }
+
+    /// An id off the free list whose entry is free: a list kept in a state
+    /// file that names an entry in use (damaged) loses that id, never the
+    /// entry.
+    #[inline]
+    fn take_free(&mut self) -> Option<u32> {
+        while let Some(id) = self.free.pop() {
+            if self.entries.get(id as usize).is_some_and(|e| !e.in_use()) {
+                return Some(id);
+            }
+        }
+        None
     }
 
     /// Records a non-TCP packet (UDP, ICMP echo, other) of direction `dir`:
@@ -570,7 +636,7 @@ impl ConntrackTable {
                 &mut self.stats.expired
             } else if !e.is_assured() {
                 &mut self.stats.evicted_unassured
-            } else if e.tcp.state.is_closing() {
+            } else if e.tcp.state().is_closing() {
                 &mut self.stats.evicted_assured
             } else {
                 continue;

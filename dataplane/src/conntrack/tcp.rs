@@ -66,6 +66,18 @@ impl TcpState {
         TcpState::SynSent2,
     ];
 
+    /// The state numbered `number` in [`ALL`](Self::ALL); a number that
+    /// names none (a damaged state file) reads as `Close`, a connection
+    /// the table lets go soon.
+    #[inline]
+    pub const fn from_number(number: u8) -> TcpState {
+        if (number as usize) < TcpState::ALL.len() {
+            TcpState::ALL[number as usize]
+        } else {
+            TcpState::Close
+        }
+    }
+
     /// A connection on its way out (a FIN or RST seen): Linux's
     /// `tcp_can_early_drop`, what a full table may evict even if assured.
     pub const fn is_closing(self) -> bool {
@@ -258,7 +270,10 @@ pub(super) struct TcpTracking {
     /// Window scale per direction: low nibble original, high nibble reply.
     scales: u8,
     seen: u8,
-    pub(super) state: TcpState,
+    /// The [`TcpState`] as its number: any byte is a valid value, so an
+    /// entry read from a state file needs no decoding (a byte naming no
+    /// state reads as [`TcpState::Close`]).
+    state: u8,
 }
 
 impl TcpTracking {
@@ -271,8 +286,14 @@ impl TcpTracking {
         }; 2],
         scales: NO_SCALE | (NO_SCALE << 4),
         seen: 0,
-        state: TcpState::None,
+        state: TcpState::None as u8,
     };
+
+    /// The connection's state.
+    #[inline]
+    pub(super) fn state(&self) -> TcpState {
+        TcpState::from_number(self.state)
+    }
 }
 
 impl Default for TcpTracking {
@@ -302,7 +323,7 @@ impl TcpTracking {
         // Most segments: an ACK (no SYN, FIN or RST) of an established
         // connection, which the table keeps established in both directions.
         const CONTROL: u8 = FLAG_SYN | FLAG_FIN | FLAG_RST | FLAG_ACK;
-        if self.state == TcpState::Established && seg.flags & CONTROL == FLAG_ACK {
+        if self.state == TcpState::Established as u8 && seg.flags & CONTROL == FLAG_ACK {
             self.track_window(dir, seg)?;
             return Ok(TcpState::Established);
         }
@@ -313,7 +334,8 @@ impl TcpTracking {
     /// and flags.
     fn track_by_table(&mut self, dir: Direction, seg: &TcpSegment) -> Result<TcpState, TcpReject> {
         let index = flag_index(seg.flags).ok_or(TcpReject::InvalidTransition)?;
-        let mut next = match TRANSITIONS[dir as usize][index][self.state as usize] {
+        let state = self.state();
+        let mut next = match TRANSITIONS[dir as usize][index][state as usize] {
             Next::To(s) => s,
             Next::Ignore => return Err(TcpReject::Ignored),
             Next::Invalid => return Err(TcpReject::InvalidTransition),
@@ -323,19 +345,19 @@ impl TcpTracking {
         if next == TcpState::SynRecv
             && self.seen & SIMULTANEOUS_OPEN != 0
             && index == 3
-            && self.state == TcpState::SynRecv
+            && state == TcpState::SynRecv
         {
             next = TcpState::Established;
         }
         let reopen =
-            next == TcpState::SynSent && matches!(self.state, TcpState::TimeWait | TcpState::Close);
+            next == TcpState::SynSent && matches!(state, TcpState::TimeWait | TcpState::Close);
         if reopen {
             // Port reuse: a new connection on the same tuple starts from scratch.
             let mut fresh = TcpTracking::default();
             fresh.track_window(Direction::Original, seg)?;
             *self = fresh;
         } else {
-            if self.state == TcpState::None && !seg.has(FLAG_SYN) {
+            if state == TcpState::None && !seg.has(FLAG_SYN) {
                 self.seen |= LIBERAL;
             }
             self.track_window(dir, seg)?;
@@ -343,7 +365,7 @@ impl TcpTracking {
         if next == TcpState::SynSent2 {
             self.seen |= SIMULTANEOUS_OPEN;
         }
-        self.state = next;
+        self.state = next as u8;
         Ok(next)
     }
 
@@ -506,7 +528,7 @@ mod tests {
             for &(dir, flags) in path {
                 c.send(dir, flags, 0).unwrap();
             }
-            assert_eq!(c.t.state, state);
+            assert_eq!(c.t.state(), state);
             c
         }
     }
@@ -547,7 +569,7 @@ mod tests {
                         }
                         None => {
                             assert!(got.is_err(), "{dir:?} flags {fl:#x} in {state:?}: {got:?}");
-                            assert_eq!(c.t.state, state);
+                            assert_eq!(c.t.state(), state);
                         }
                     }
                 }
@@ -658,7 +680,7 @@ mod tests {
         let mut fin = c.seg(R, FIN, 0);
         fin.ack = fin.ack.wrapping_add(10_000_000);
         assert_eq!(c.t.track(R, &fin), Err(TcpReject::OutOfWindow));
-        assert_eq!(c.t.state, TcpState::Established);
+        assert_eq!(c.t.state(), TcpState::Established);
         // In-window traffic still flows, including across sequence wrap.
         assert_eq!(c.send(O, ACK, 1400), Ok(TcpState::Established));
     }

@@ -6,14 +6,13 @@
 //! The file lives under the run directory on tmpfs, so it is memory, not
 //! disk, and a reboot clears it. Its parts are handed out as
 //! [`HugeChunk`]s like [`hugemem`](super::hugemem)'s: the hot path reads
-//! them exactly as it reads anonymous memory. Two ways to take a part:
-//!
-//! - [`StateFile::chunks`] for types every bit pattern of which is a value
-//!   ([`AnyBits`]: integers and atomics): the bytes are used as they are.
-//! - [`StateFile::typed_chunks`] for any other plain type: each element is
-//!   rebuilt from its bytes by a decoder and written back, so what the
-//!   table then reads was written by this process as a valid value, whatever
-//!   the file held (a decoder that refuses an element fails the call).
+//! them exactly as it reads anonymous memory. A part is taken with
+//! [`StateFile::chunks`], of a type every bit pattern of which is a value
+//! ([`AnyBits`]: integers, atomics, and plain structs of them such as a
+//! conntrack entry): the bytes are used as they are, whatever the file
+//! holds, and without writing them (a process taking over reads the
+//! tables while the previous one still writes them). What the bytes mean
+//! is checked by the tables' owners.
 //!
 //! Every part is handed out once ([`StateFile`] remembers the ranges), so
 //! no two chunks ever alias. Huge pages: the mapping is advised
@@ -76,14 +75,6 @@ pub enum StateFileError {
     /// The part overlaps one handed out before.
     #[error("the part at byte {0} overlaps one already in use")]
     Overlaps(usize),
-    /// The decoder refused element `index` of the part.
-    #[error("element {index} of the part at byte {offset} is not valid")]
-    Invalid {
-        /// Where the part starts.
-        offset: usize,
-        /// The element's position in the part.
-        index: usize,
-    },
 }
 
 /// A mapped state file.
@@ -229,36 +220,6 @@ impl StateFile {
         self.part::<T>(offset, count, len)?;
         Ok(self.hand_out(offset, count, len))
     }
-
-    /// `count` chunks of `len` elements at byte `offset`, each element
-    /// made by `init` from the bytes the file holds for it and written
-    /// there. `init` returning `None` fails the call (the part stays
-    /// reserved, the file as it was from that element on).
-    pub fn typed_chunks<T>(
-        &self,
-        (offset, count, len): (usize, usize, usize),
-        mut init: impl FnMut(&[u8]) -> Option<T>,
-    ) -> Result<Vec<HugeChunk<T>>, StateFileError> {
-        const {
-            assert!(
-                !core::mem::needs_drop::<T>(),
-                "a state file holds plain data only"
-            )
-        };
-        let elements = self.part::<T>(offset, count, len)?;
-        // SAFETY: `part` checked that the part lies inside the mapping.
-        let first = unsafe { self.region.ptr.add(offset) };
-        for index in 0..elements {
-            // SAFETY: element `index` is inside the part; mapped file bytes are initialised.
-            let at = unsafe { first.add(index * size_of::<T>()) };
-            // SAFETY: as above; the slice ends before the write below.
-            let bytes = unsafe { core::slice::from_raw_parts(at.as_ptr(), size_of::<T>()) };
-            let value = init(bytes).ok_or(StateFileError::Invalid { offset, index })?;
-            // SAFETY: `at` is aligned for `T` (checked by `part`) and only this call reaches it.
-            unsafe { at.cast::<T>().write(value) };
-        }
-        Ok(self.hand_out(offset, count, len))
-    }
 }
 
 /// `CLOCK_MONOTONIC` now, in nanoseconds since boot: one clock for all
@@ -289,24 +250,15 @@ mod tests {
             let f = StateFile::create(&path, 8192).unwrap();
             let words = f.chunks::<AtomicU64>(0, 2, 8).unwrap();
             words[1][7].store(42, Ordering::Relaxed);
-            let mut pairs = f
-                .typed_chunks((4096, 1, 4), |_| Some((1u32, 2u16)))
-                .unwrap();
-            pairs[0][3] = (7, 9);
+            let mut pairs = f.chunks::<[u32; 2]>(4096, 1, 4).unwrap();
+            pairs[0][3] = [7, 9];
         }
         let f = StateFile::open(&path).unwrap();
         assert_eq!(f.len(), 8192);
         let words = f.chunks::<AtomicU64>(0, 2, 8).unwrap();
         assert_eq!(words[1][7].load(Ordering::Relaxed), 42);
-        let decode = |b: &[u8]| Some(b.to_vec());
-        let mut seen = Vec::new();
-        let pairs = f
-            .typed_chunks((4096, 1, 4), |b| {
-                seen.push(decode(b));
-                Some(0u64)
-            })
-            .unwrap();
-        assert_eq!((pairs[0].len(), seen.len()), (4, 4));
+        let pairs = f.chunks::<[u32; 2]>(4096, 1, 4).unwrap();
+        assert_eq!((pairs[0].len(), pairs[0][3]), (4, [7, 9]));
         std::fs::remove_file(&path).unwrap();
     }
 
@@ -326,13 +278,6 @@ mod tests {
         assert_eq!(
             f.chunks::<u32>(32, 1, 1).unwrap_err(),
             StateFileError::Overlaps(32)
-        );
-        assert_eq!(
-            f.typed_chunks((64, 1, 2), |_| None::<u32>).unwrap_err(),
-            StateFileError::Invalid {
-                offset: 64,
-                index: 0
-            }
         );
         assert!(StateFile::create(&path, 0).is_err());
         std::fs::remove_file(&path).unwrap();

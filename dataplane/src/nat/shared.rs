@@ -178,6 +178,41 @@ impl SharedConntrack {
         }
     }
 
+    /// Once the process that wrote the state file the shards live in has
+    /// stopped: takes their free lists and per-source counts as the file
+    /// holds them if `kept` (that process stopped cleanly and kept them)
+    /// and every list is sound; else makes them from the entries, on up to
+    /// `threads` threads (a million entries are 64 MB to read). Returns
+    /// whether they were made anew.
+    pub fn settle(&self, kept: bool, threads: usize) -> bool {
+        let mut sound = kept;
+        for shard in 0..self.shards.len() {
+            sound &= self.lock(shard).settle();
+        }
+        if !sound {
+            if let Some(first) = self.shards.first() {
+                first
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .sources()
+                    .clear();
+            }
+            let threads = threads.clamp(1, self.shards.len());
+            std::thread::scope(|scope| {
+                for t in 0..threads {
+                    scope.spawn(move || {
+                        for shard in (t..self.shards.len()).step_by(threads) {
+                            self.lock(shard).rebuild();
+                        }
+                    });
+                }
+            });
+        }
+        let len = (0..self.shards.len()).map(|s| self.lock(s).len()).sum();
+        self.len.store(len, Ordering::Relaxed);
+        !sound
+    }
+
     /// The key hasher the shards share (its seed is kept in the state file).
     pub fn hasher(&self) -> &KeyHasher {
         &self.hasher

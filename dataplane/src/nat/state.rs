@@ -17,10 +17,23 @@
 //! | conntrack index, shard after shard | shards × slots × 8 |
 //! | affinity slots, shard after shard | 16 × slots × 32 |
 //! | MAC records ([`KEPT_MACS`]), neighbour records ([`KEPT_NEIGHBOURS`]), counters blob | 2 MiB |
+//! | conntrack free lists, shard after shard | shards × [`free_list_slots`] × 4 |
+//! | per-source counts | [`SOURCE_COUNTERS`] × 4 |
 //!
-//! Layout version 1 ended after the affinity slots; a sound version 1
-//! file is extended by the last part (empty) and attached, so an upgrade
-//! from a build that wrote it keeps its connections.
+//! Layout version 1 ended after the affinity slots, version 2 after the
+//! MACs, neighbours and counters; a sound file of either is extended by
+//! the parts it lacks (empty) and attached, so an upgrade from a build
+//! that wrote it keeps its connections.
+//!
+//! Opening is two steps, so that a process taking over from a running one
+//! ([`prepare`] while the old one still forwards, [`StateHeader::settle`]
+//! once it stopped) does the long part outside the forwarding gap:
+//! `prepare` maps the file and checks the header, every index slot and
+//! every entry (reading only: the old process may still be writing them);
+//! `settle` takes the free lists and per-source counts as the file holds
+//! them when the previous process stopped cleanly and kept them there (a
+//! few microseconds), and otherwise (killed, or an older layout) makes
+//! them from the entries, which takes a pass over all of them.
 //!
 //! The header holds a magic number, the layout version, the file length,
 //! a fingerprint of how this build lays an entry out, the table shape, the
@@ -38,9 +51,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use core::sync::atomic::AtomicU32;
+
 use super::affinity::{AffinitySlot, AffinityTable};
 use super::shared::SharedConntrack;
-use crate::conntrack::{ConntrackTable, Entry, KeyHasher, SourceCounts, Timeouts};
+use crate::conntrack::{
+    ConntrackTable, Entry, KeyHasher, SOURCE_COUNTERS, SourceCounts, Timeouts, free_list_slots,
+};
 use crate::mem::hugemem::{HUGE_PAGE, HugeChunk};
 use crate::mem::kept::{KeptBlob, KeptRecords};
 use crate::mem::statefile::StateFile;
@@ -48,7 +65,7 @@ use crate::mem::statefile::StateFile;
 /// "PSWSTATE".
 const MAGIC: u64 = u64::from_le_bytes(*b"PSWSTATE");
 /// Bumped whenever the layout changes in a way the fingerprint misses.
-pub const LAYOUT_VERSION: u64 = 2;
+pub const LAYOUT_VERSION: u64 = 3;
 /// MAC records the file keeps.
 pub const KEPT_MACS: usize = 16 * 1024;
 /// Neighbour records the file keeps.
@@ -75,6 +92,9 @@ mod word {
     pub const STATUS: usize = 16;
     /// The process that uses (or last used) the file.
     pub const PID: usize = 17;
+    /// The process whose free lists and per-source counts the file holds
+    /// (0: none, as in a file extended from an older layout).
+    pub const OWNER: usize = 18;
 }
 
 const OPEN: u64 = 1;
@@ -109,8 +129,26 @@ pub struct StateReport {
     pub error: Option<String>,
     /// Time spent opening and attaching.
     pub elapsed: Duration,
-    /// The file was of layout version 1 and was extended to this one.
+    /// The file was of an older layout version and was extended to this one.
     pub upgraded: bool,
+    /// The free lists and per-source counts were made from the entries
+    /// (the previous process was killed, or wrote an older layout).
+    pub rebuilt: bool,
+    /// Of [`elapsed`](Self::elapsed), the time [`StateHeader::settle`] took.
+    pub settle: Duration,
+}
+
+/// What [`StateHeader::settle`] found.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Settled {
+    /// The previous process stopped cleanly.
+    pub clean: bool,
+    /// The free lists and per-source counts were made from the entries.
+    pub rebuilt: bool,
+    /// Conntrack entries the table holds.
+    pub entries: usize,
+    /// Time it took.
+    pub elapsed: Duration,
 }
 
 /// The parts of the file for the tables outside NAT, as the file holds
@@ -145,9 +183,34 @@ pub struct KeptTables {
 pub struct StateHeader {
     words: HugeChunk<AtomicU64>,
     path: PathBuf,
+    /// The file was made by this process (nothing to take from it).
+    fresh: bool,
 }
 
 impl StateHeader {
+    /// Once the process that used the file before has stopped (at once
+    /// when none runs): settles `conntrack`'s free lists and per-source
+    /// counts (see the module doc) and marks the file as this process's.
+    pub fn settle(&self, conntrack: &SharedConntrack) -> Settled {
+        let started = Instant::now();
+        let read = |w: usize| self.words[w].load(Ordering::Acquire);
+        let clean = !self.fresh && read(word::STATUS) == CLOSED;
+        let kept =
+            self.fresh || (clean && read(word::PID) != 0 && read(word::OWNER) == read(word::PID));
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let rebuilt = conntrack.settle(kept, threads);
+        let me = u64::from(std::process::id());
+        self.words[word::STATUS].store(OPEN, Ordering::Release);
+        self.words[word::PID].store(me, Ordering::Release);
+        self.words[word::OWNER].store(me, Ordering::Release);
+        Settled {
+            clean,
+            rebuilt,
+            entries: conntrack.len(),
+            elapsed: started.elapsed(),
+        }
+    }
+
     /// Records that the tables are complete in the file (after the workers
     /// stopped): the next process reads it as a clean stop.
     pub fn mark_closed(&self) {
@@ -172,6 +235,11 @@ struct Layout {
     affinity_at: usize,
     /// Where the MACs, neighbours and counters lie: the end of a version 1 file.
     kept_at: usize,
+    /// Slots of a shard's free list.
+    free_slots: usize,
+    /// Where the free lists lie: the end of a version 2 file.
+    free_at: usize,
+    sources_at: usize,
     len: usize,
 }
 
@@ -186,6 +254,9 @@ impl Layout {
         let affinity_at = up(index_at + shards * slots * size_of::<AtomicU64>());
         let kept_at =
             up(affinity_at + AffinityTable::SHARDS * affinity_slots * size_of::<AffinitySlot>());
+        let free_slots = free_list_slots(per_shard);
+        let free_at = kept_at + KEPT_PART;
+        let sources_at = up(free_at + shards * free_slots * size_of::<u32>());
         Layout {
             shards,
             per_shard,
@@ -195,17 +266,29 @@ impl Layout {
             index_at,
             affinity_at,
             kept_at,
-            len: kept_at + KEPT_PART,
+            free_slots,
+            free_at,
+            sources_at,
+            len: up(sources_at + SOURCE_COUNTERS * size_of::<AtomicU32>()),
+        }
+    }
+
+    /// The file's length in layout `version`.
+    fn len_of(&self, version: u64) -> usize {
+        match version {
+            1 => self.kept_at,
+            2 => self.free_at,
+            _ => self.len,
         }
     }
 
     /// The header's checked words for this layout, `seed` and layout
-    /// `version` (1: without the last part).
+    /// `version` (older ones end earlier: [`len_of`](Self::len_of)).
     fn header(&self, seed: u64, version: u64) -> [u64; word::CHECKSUM + 1] {
         let mut h = [0u64; word::CHECKSUM + 1];
         h[word::MAGIC] = MAGIC;
         h[word::VERSION] = version;
-        h[word::FILE_LEN] = if version == 1 { self.kept_at } else { self.len } as u64;
+        h[word::FILE_LEN] = self.len_of(version) as u64;
         h[word::FINGERPRINT] = Entry::layout_fingerprint();
         h[word::SHARDS] = self.shards as u64;
         h[word::PER_SHARD] = self.per_shard as u64;
@@ -236,8 +319,28 @@ fn boot_id() -> u64 {
 
 /// Opens the tables kept at `spec.path`: attaches what a previous process
 /// left there if it is sound and of this layout, else starts them empty in
-/// a new file; without a file, in anonymous memory.
+/// a new file; without a file, in anonymous memory. [`prepare`] and
+/// [`StateHeader::settle`] at once: for a file no running process uses.
 pub fn open(spec: &StateSpec) -> KeptTables {
+    let started = Instant::now();
+    let mut tables = prepare(spec);
+    if let Some(header) = &tables.header {
+        let settled = header.settle(&tables.conntrack);
+        tables.report.clean = settled.clean;
+        tables.report.rebuilt = settled.rebuilt;
+        tables.report.attached_entries = if header.fresh { 0 } else { settled.entries };
+        tables.report.settle = settled.elapsed;
+    }
+    tables.report.elapsed = started.elapsed();
+    tables
+}
+
+/// The first step of opening (see the module doc): the tables over the
+/// file at `spec.path`, checked, their free lists and per-source counts
+/// not yet settled; or empty ones in a new file (or anonymous memory).
+/// Writes nothing a process still using the file writes, except when it
+/// extends a file of an older layout (the parts it adds).
+pub fn prepare(spec: &StateSpec) -> KeptTables {
     let started = Instant::now();
     let mut tables = match attach(spec) {
         Ok(Some(tables)) => tables,
@@ -251,7 +354,7 @@ pub fn open(spec: &StateSpec) -> KeptTables {
 /// The tables of an existing file; `Ok(None)` if there is no file.
 fn attach(spec: &StateSpec) -> Result<Option<KeptTables>, String> {
     let layout = Layout::of(spec);
-    let upgraded = upgrade_version_1(&spec.path, &layout)?;
+    let upgraded = upgrade_older(&spec.path, &layout)?;
     let file = match StateFile::open(&spec.path) {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -271,13 +374,10 @@ fn attach(spec: &StateSpec) -> Result<Option<KeptTables>, String> {
             layout.len
         ));
     }
-    let clean = read(word::STATUS) == CLOSED;
     let tables = build(&file, (&layout, spec.timeouts), header, false)?;
     Ok(Some(KeptTables {
         report: StateReport {
             persistent: true,
-            attached_entries: tables.conntrack.len(),
-            clean,
             upgraded,
             ..StateReport::default()
         },
@@ -285,10 +385,12 @@ fn attach(spec: &StateSpec) -> Result<Option<KeptTables>, String> {
     }))
 }
 
-/// A sound file of layout version 1 at `path` is extended by the last
-/// part (zeros: no MACs, neighbours or counters) and given a header of
-/// this version; `Ok(true)` if so. Any other file is left as it is.
-fn upgrade_version_1(path: &Path, layout: &Layout) -> Result<bool, String> {
+/// A sound file of layout version 1 or 2 at `path` is extended by the
+/// parts it lacks (zeros: no MACs, neighbours or counters; free lists and
+/// per-source counts that [`StateHeader::settle`] makes from the entries)
+/// and given a header of this version; `Ok(true)` if so. Any other file
+/// is left as it is.
+fn upgrade_older(path: &Path, layout: &Layout) -> Result<bool, String> {
     let Ok(file) = std::fs::File::options().read(true).write(true).open(path) else {
         return Ok(false);
     };
@@ -300,20 +402,24 @@ fn upgrade_version_1(path: &Path, layout: &Layout) -> Result<bool, String> {
         .chunks(8)
         .map(|c| u64::from_le_bytes(<[u8; 8]>::try_from(c).unwrap_or_default()))
         .collect();
-    if found[word::MAGIC] != MAGIC || found[word::VERSION] != 1 {
+    let version = found[word::VERSION];
+    if found[word::MAGIC] != MAGIC || !(1..LAYOUT_VERSION).contains(&version) {
         return Ok(false);
     }
-    check_header(&found, layout, 1)?;
+    check_header(&found, layout, version)?;
     let len = file.metadata().map_err(|e| e.to_string())?.len();
-    if len != layout.kept_at as u64 {
-        let want = layout.kept_at;
+    let want = layout.len_of(version);
+    if len != want as u64 {
         return Err(format!("truncated: {len} bytes, the header says {want}"));
     }
     let header = layout.header(found[word::SEED], LAYOUT_VERSION);
     let header: Vec<u8> = header.iter().flat_map(|w| w.to_le_bytes()).collect();
+    // No process's free lists are in the parts added (an older build
+    // never writes the owner word; cleared all the same).
     file.set_len(layout.len as u64)
         .and_then(|()| file.write_all_at(&header, 0))
-        .map_err(|e| format!("layout version 1 cannot be extended: {e}"))?;
+        .and_then(|()| file.write_all_at(&0u64.to_le_bytes(), (word::OWNER * 8) as u64))
+        .map_err(|e| format!("layout version {version} cannot be extended: {e}"))?;
     Ok(true)
 }
 
@@ -362,7 +468,8 @@ fn take<T>(
         .ok_or_else(|| "damaged: an empty part".to_string())
 }
 
-/// The tables over `file`'s parts (`fresh`: emptied, else as found).
+/// The tables over `file`'s parts (`fresh`: emptied, else as found,
+/// their free lists and per-source counts not settled).
 fn build(
     file: &StateFile,
     (layout, timeouts): (&Layout, Timeouts),
@@ -375,11 +482,18 @@ fn build(
     let indexes = file
         .chunks::<AtomicU64>(layout.index_at, layout.shards, layout.slots)
         .map_err(damaged)?;
-    let sources = Arc::new(SourceCounts::default());
+    let frees = file
+        .chunks::<u32>(layout.free_at, layout.shards, layout.free_slots)
+        .map_err(damaged)?;
+    let counters = take(file.chunks::<AtomicU32>(layout.sources_at, 1, SOURCE_COUNTERS))?;
+    let sources = Arc::new(SourceCounts::over(counters));
+    if fresh {
+        sources.clear();
+    }
     let all = attach_shards(
         file,
         (layout, timeouts),
-        indexes,
+        indexes.into_iter().zip(frees).collect(),
         (&hasher, &sources),
         fresh,
     )?;
@@ -391,14 +505,13 @@ fn build(
         )
         .map_err(damaged)?;
     let kept = kept_parts(file, layout)?;
-    header[word::STATUS].store(OPEN, Ordering::Release);
-    header[word::PID].store(u64::from(std::process::id()), Ordering::Release);
     Ok(KeptTables {
         conntrack: SharedConntrack::from_tables(all, hasher),
         affinity: AffinityTable::from_shards(affinity),
         header: Some(StateHeader {
             words: header,
             path: file.path().to_path_buf(),
+            fresh,
         }),
         kept: Some(kept),
         report: StateReport::default(),
@@ -410,7 +523,7 @@ fn kept_parts(file: &StateFile, layout: &Layout) -> Result<KeptParts, String> {
     let macs_at = layout.kept_at;
     let neighbours_at = macs_at + KeptRecords::words_for(KEPT_MACS) * 8;
     let counters_at = neighbours_at + KeptRecords::words_for(KEPT_NEIGHBOURS) * 8;
-    let counter_words = (layout.len - counters_at) / 8;
+    let counter_words = (layout.free_at - counters_at) / 8;
     let words = |at: usize, n: usize| take(file.chunks::<AtomicU64>(at, 1, n));
     Ok(KeptParts {
         macs: words(macs_at, KeptRecords::words_for(KEPT_MACS))?,
@@ -419,12 +532,13 @@ fn kept_parts(file: &StateFile, layout: &Layout) -> Result<KeptParts, String> {
     })
 }
 
-/// The conntrack shards over `indexes` and their entries in `file`,
-/// attached in parallel (a million entries are 64 MB to decode).
+/// The conntrack shards over `parts` (index and free list of each) and
+/// their entries in `file`, attached and checked in parallel (a million
+/// entries are 64 MB to read).
 fn attach_shards(
     file: &StateFile,
     (layout, timeouts): (&Layout, Timeouts),
-    indexes: Vec<HugeChunk<AtomicU64>>,
+    parts: Vec<(HugeChunk<AtomicU64>, HugeChunk<u32>)>,
     (hasher, sources): (&KeyHasher, &Arc<SourceCounts>),
     fresh: bool,
 ) -> Result<Vec<ConntrackTable>, String> {
@@ -434,19 +548,23 @@ fn attach_shards(
         .min(layout.shards);
     let per_thread = layout.shards.div_ceil(threads);
     let tables: Vec<Result<Vec<ConntrackTable>, String>> = std::thread::scope(|scope| {
-        let mut indexes = indexes.into_iter();
+        let mut parts = parts.into_iter();
         let workers: Vec<_> = (0..threads)
             .map(|t| {
-                let mine: Vec<_> = indexes.by_ref().take(per_thread).collect();
+                let mine: Vec<_> = parts.by_ref().take(per_thread).collect();
                 let (hasher, sources) = (hasher.clone(), Arc::clone(sources));
                 scope.spawn(move || {
                     let first = t * per_thread;
-                    let attach_one = |(k, index)| {
+                    let attach_one = |(k, (index, free))| {
                         let shard = first + k;
                         let at = layout.entries_at + shard * layout.per_shard * size_of::<Entry>();
-                        let entries =
-                            take(file.typed_chunks((at, 1, layout.per_shard), Entry::decode))?;
-                        let memory = (entries, index, Arc::clone(&sources));
+                        let entries = take(file.chunks::<Entry>(at, 1, layout.per_shard))?;
+                        if let Some(bad) = entries.iter().position(|e| !e.is_sound()) {
+                            return Err(format!(
+                                "damaged: entry {bad} of shard {shard} holds no TCP state"
+                            ));
+                        }
+                        let memory = (entries, index, free, Arc::clone(&sources));
                         ConntrackTable::attach(memory, hasher.clone(), timeouts, fresh).map_err(
                             |slot| {
                                 format!(

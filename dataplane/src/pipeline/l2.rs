@@ -77,25 +77,38 @@ impl SharedMacTable {
         records: HugeChunk<AtomicU64>,
         port_exists: impl Fn(PortId) -> bool,
     ) -> (SharedMacTable, usize) {
+        let table = SharedMacTable::default();
+        let count = table.take_kept(records, port_exists);
+        (table, count)
+    }
+
+    /// Keeps the table in `records` from now on, taking the MACs they have
+    /// on ports `port_exists` knows (one the table learned since it was
+    /// made wins); returns how many it took. Workers copy them in at their
+    /// next batch.
+    pub fn take_kept(
+        &self,
+        records: HugeChunk<AtomicU64>,
+        port_exists: impl Fn(PortId) -> bool,
+    ) -> usize {
         let valid = |mac: u64, [port, _]: [u64; 2]| {
             mac >> 48 == 0 && u16::try_from(port).is_ok_and(|p| port_exists(PortId(p)))
         };
         let (kept, found) = KeptRecords::attach(records, valid);
-        let mut map = HashMap::with_capacity(found.len());
+        let mut shared = self.lock();
+        let learned = std::mem::take(&mut shared.map);
+        shared.kept = Some(kept);
+        let count = found.len();
         for (mac, [port, last_seen]) in found {
             let port = PortId(u16::try_from(port).unwrap_or_default());
-            map.insert(mac, MacRecord { port, last_seen });
+            shared.map.insert(mac, MacRecord { port, last_seen });
         }
-        let count = map.len();
-        let table = SharedMacTable {
-            // Workers copy the table in at their first batch.
-            generation: AtomicU64::new(1),
-            map: Mutex::new(MacMap {
-                map,
-                kept: Some(kept),
-            }),
-        };
-        (table, count)
+        for (mac, record) in learned {
+            shared.insert(mac, record);
+        }
+        drop(shared);
+        self.generation.fetch_add(1, Ordering::Release);
+        count
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, MacMap> {

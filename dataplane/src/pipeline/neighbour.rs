@@ -79,25 +79,31 @@ impl SharedNeighbourTable {
     /// A table kept in `records` (a state file's part), holding the
     /// neighbours they have; returns it and how many.
     pub fn kept(records: HugeChunk<AtomicU64>) -> (SharedNeighbourTable, usize) {
+        let table = SharedNeighbourTable::default();
+        let count = table.take_kept(records);
+        (table, count)
+    }
+
+    /// Keeps the table in `records` from now on, taking the neighbours
+    /// they have (one the table resolved since it was made wins); returns
+    /// how many it took. Workers copy them in at their next batch.
+    pub fn take_kept(&self, records: HugeChunk<AtomicU64>) -> usize {
         let valid = |key: u64, [mac, _]: [u64; 2]| key >> 32 <= 1 && mac >> 48 == 0;
         let (kept, found) = KeptRecords::attach(records, valid);
-        let map: HashMap<u64, NeighbourRecord> = found
-            .into_iter()
-            .map(|(key, [mac, confirmed])| {
-                let mac = MacAddr::from_u64(mac);
-                (key, NeighbourRecord { mac, confirmed })
-            })
-            .collect();
-        let count = map.len();
-        let table = SharedNeighbourTable {
-            // Workers copy the table in at their first batch.
-            generation: AtomicU64::new(1),
-            map: Mutex::new(NeighbourMap {
-                map,
-                kept: Some(kept),
-            }),
-        };
-        (table, count)
+        let mut shared = self.lock();
+        let resolved = std::mem::take(&mut shared.map);
+        shared.kept = Some(kept);
+        let count = found.len();
+        for (key, [mac, confirmed]) in found {
+            let mac = MacAddr::from_u64(mac);
+            shared.map.insert(key, NeighbourRecord { mac, confirmed });
+        }
+        for (key, record) in resolved {
+            shared.insert(key, record);
+        }
+        drop(shared);
+        self.generation.fetch_add(1, Ordering::Release);
+        count
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, NeighbourMap> {

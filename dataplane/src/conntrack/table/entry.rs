@@ -7,6 +7,7 @@ use super::seconds;
 use crate::conntrack::key::{ConnKey, Nat};
 use crate::conntrack::tcp::{TcpReject, TcpSegment, TcpState, TcpTracking};
 use crate::conntrack::{ConntrackStats, Direction, Timeouts};
+use crate::mem::statefile::AnyBits;
 use crate::wire::IpProtocol;
 
 pub(super) const IN_USE: u8 = 1;
@@ -83,8 +84,8 @@ impl Entry {
     }
 
     /// The TCP state (NONE for other protocols).
-    pub const fn tcp_state(&self) -> TcpState {
-        self.tcp.state
+    pub fn tcp_state(&self) -> TcpState {
+        self.tcp.state()
     }
 
     /// Seen in both directions and, for TCP, through the handshake.
@@ -132,26 +133,11 @@ impl Entry {
         }
     }
 
-    /// The entry laid out in `bytes` as this build lays entries out (a
-    /// state file); a free slot reads as [`Entry::FREE`]. `None` if a field
-    /// holds no valid value.
-    pub(crate) fn decode(bytes: &[u8]) -> Option<Entry> {
-        use core::mem::offset_of;
-        let flags = *bytes.get(offset_of!(Entry, flags))?;
-        if flags & IN_USE == 0 {
-            return Some(Entry::FREE);
-        }
-        let at = |offset: usize, len: usize| bytes.get(offset..offset + len);
-        let mark = at(offset_of!(Entry, mark), 2)?;
-        let expires = at(offset_of!(Entry, expires), 4)?;
-        Some(Entry {
-            original: decode_key(at(offset_of!(Entry, original), size_of::<ConnKey>())?)?,
-            reply: decode_key(at(offset_of!(Entry, reply), size_of::<ConnKey>())?)?,
-            tcp: TcpTracking::decode(at(offset_of!(Entry, tcp), size_of::<TcpTracking>())?)?,
-            expires: u32::from_ne_bytes(expires.try_into().ok()?),
-            flags,
-            mark: u16::from_ne_bytes(mark.try_into().ok()?),
-        })
+    /// Whether an entry read from a state file holds what this build
+    /// writes: a free one anything, one in use a known TCP state (any
+    /// bytes are a valid `Entry`; this finds a damaged file).
+    pub(crate) fn is_sound(&self) -> bool {
+        !self.in_use() || self.tcp.state_is_known()
     }
 
     /// A fingerprint of how this build lays entries out: a state file
@@ -192,31 +178,17 @@ impl Entry {
     }
 }
 
+// SAFETY: every field is an integer, an array of integers, or a struct of
+// them (`Ipv4Addr` is four bytes, `IpProtocol` one, the TCP state a byte
+// read through `TcpState::from_number`): any bytes are a valid `Entry`, and
+// it needs no drop.
+#[allow(unsafe_code)]
+unsafe impl AnyBits for Entry {}
+
 /// Where an entry keeps its TCP state byte (tests damage it).
 #[cfg(test)]
 pub(crate) fn tcp_state_offset() -> usize {
     core::mem::offset_of!(Entry, tcp) + TcpTracking::layout()[6]
-}
-
-/// A key laid out in `bytes` as this build lays keys out.
-fn decode_key(bytes: &[u8]) -> Option<ConnKey> {
-    use core::mem::offset_of;
-    let addr = |offset: usize| -> Option<Ipv4Addr> {
-        let b: [u8; 4] = bytes.get(offset..offset + 4)?.try_into().ok()?;
-        Some(Ipv4Addr::from(b))
-    };
-    let port = |offset: usize| -> Option<u16> {
-        Some(u16::from_ne_bytes(
-            bytes.get(offset..offset + 2)?.try_into().ok()?,
-        ))
-    };
-    Some(ConnKey {
-        src_addr: addr(offset_of!(ConnKey, src_addr))?,
-        dst_addr: addr(offset_of!(ConnKey, dst_addr))?,
-        src_port: port(offset_of!(ConnKey, src_port))?,
-        dst_port: port(offset_of!(ConnKey, dst_port))?,
-        protocol: IpProtocol(*bytes.get(offset_of!(ConnKey, protocol))?),
-    })
 }
 
 /// Shows an entry as `conntrack -L` does.

@@ -18,29 +18,9 @@ impl TcpTracking {
         ]
     }
 
-    /// The tracking laid out in `bytes` as this build lays it out (a state
-    /// file); `None` if its state byte names no state.
-    pub(in crate::conntrack) fn decode(bytes: &[u8]) -> Option<TcpTracking> {
-        use core::mem::offset_of;
-        let byte = |at: usize| bytes.get(at).copied();
-        let word = |at: usize| {
-            let b = bytes.get(at..at + 4)?;
-            Some(u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
-        };
-        let window = |i: usize| {
-            let at = offset_of!(TcpTracking, windows) + i * size_of::<Window>();
-            Some(Window {
-                end: word(at + offset_of!(Window, end))?,
-                max_end: word(at + offset_of!(Window, max_end))?,
-                max_window: word(at + offset_of!(Window, max_window))?,
-            })
-        };
-        let state = *TcpState::ALL.get(usize::from(byte(offset_of!(TcpTracking, state))?))?;
-        Some(TcpTracking {
-            windows: [window(0)?, window(1)?],
-            scales: byte(offset_of!(TcpTracking, scales))?,
-            seen: byte(offset_of!(TcpTracking, seen))?,
-            state,
-        })
+    /// Whether the state byte names a state (a state file's entry whose
+    /// byte does not was damaged).
+    pub(in crate::conntrack) fn state_is_known(&self) -> bool {
+        usize::from(self.state) < TcpState::ALL.len()
     }
 }

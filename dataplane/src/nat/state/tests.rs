@@ -188,7 +188,7 @@ fn an_entry_with_an_impossible_tcp_state_is_discarded() {
         .open(&spec.path)
         .unwrap();
     f.write_at(&[200], at as u64).unwrap();
-    reopen_discards(&spec, "is not valid");
+    reopen_discards(&spec, "holds no TCP state");
 }
 
 #[test]
@@ -228,19 +228,32 @@ fn one_million_entries_are_attached_quickly() {
             .unwrap();
     }
     drop(t);
+    // Killed: the free lists are made from the entries.
     let t = open(&spec);
     assert_eq!(t.report.attached_entries, 1_000_000);
-    eprintln!("attached 1,000,000 entries in {:?}", t.report.elapsed);
+    assert!(t.report.rebuilt, "{:?}", t.report);
+    eprintln!(
+        "after a kill: attached 1,000,000 entries in {:?} (settling {:?})",
+        t.report.elapsed, t.report.settle
+    );
+    t.header.as_ref().unwrap().mark_closed();
+    drop(t);
+    // Stopped cleanly: taken as kept.
+    let t = open(&spec);
+    assert_eq!(t.report.attached_entries, 1_000_000);
+    assert!(t.report.clean && !t.report.rebuilt, "{:?}", t.report);
+    eprintln!(
+        "after a clean stop: attached 1,000,000 entries in {:?} (settling {:?})",
+        t.report.elapsed, t.report.settle
+    );
     drop(t);
     std::fs::remove_file(&spec.path).unwrap();
 }
 
-#[test]
-fn a_version_1_file_is_extended_and_attached() {
-    let spec = spec("version1", 4096);
-    populate(&spec);
-    // What a build of layout version 1 left: no last part, its header.
-    let layout = Layout::of(&spec);
+/// Makes the file at `spec.path` what a build of layout `version` would
+/// have left (its header, without the later parts); returns that header.
+fn as_older_version(spec: &StateSpec, version: u64) -> Vec<u8> {
+    let layout = Layout::of(spec);
     let f = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -248,11 +261,22 @@ fn a_version_1_file_is_extended_and_attached() {
         .unwrap();
     let mut seed = [0u8; 8];
     f.read_exact_at(&mut seed, (word::SEED * 8) as u64).unwrap();
-    let old = layout.header(u64::from_le_bytes(seed), 1);
+    let old = layout.header(u64::from_le_bytes(seed), version);
     let old: Vec<u8> = old.iter().flat_map(|w| w.to_le_bytes()).collect();
     f.write_all_at(&old, 0).unwrap();
-    f.set_len(layout.kept_at as u64).unwrap();
-    drop(f);
+    f.write_all_at(&0u64.to_le_bytes(), (word::OWNER * 8) as u64)
+        .unwrap();
+    f.set_len(layout.len_of(version) as u64).unwrap();
+    old
+}
+
+#[test]
+fn a_version_1_file_is_extended_and_attached() {
+    let spec = spec("version1", 4096);
+    populate(&spec);
+    // What a build of layout version 1 left: no last parts, its header.
+    let layout = Layout::of(&spec);
+    let old = as_older_version(&spec, 1);
     let t = open(&spec);
     assert!(
         t.report.upgraded && t.report.discarded.is_none(),
@@ -310,5 +334,133 @@ fn the_kept_parts_outlive_the_process() {
         kept.counters.load().as_deref(),
         Some(&b"{\"drops\":{}}"[..])
     );
+    std::fs::remove_file(&spec.path).unwrap();
+}
+
+/// `n` DNAT flows from distinct client ports starting at `first`.
+fn insert_flows(conntrack: &SharedConntrack, first: u16, n: u16, limit: Option<u32>, now: u64) {
+    for port in first..first + n {
+        let meeting = conntrack.shard_of(CLIENT.0, port, IpProtocol::TCP);
+        let key = (ConnKey::tcp((CLIENT.0, port), VIP), Nat::dnat(POD));
+        conntrack
+            .insert_charged_with(meeting, key, limit, now, |_, _| ())
+            .unwrap();
+    }
+}
+
+#[test]
+fn a_process_taking_over_prepares_while_the_old_one_writes() {
+    let spec = spec("takeover", 4096);
+    let now = super::super::monotonic_ns();
+    let old = open(&spec);
+    insert_flows(&old.conntrack, 1000, 10, Some(100), now);
+    // The new process maps and checks the file; the old one goes on.
+    let new = prepare(&spec);
+    assert!(new.report.discarded.is_none(), "{:?}", new.report);
+    insert_flows(&old.conntrack, 2000, 5, Some(100), now);
+    old.header.as_ref().unwrap().mark_closed();
+    drop(old);
+    let settled = new.header.as_ref().unwrap().settle(&new.conntrack);
+    assert!(settled.clean && !settled.rebuilt, "{settled:?}");
+    assert_eq!((settled.entries, new.conntrack.len()), (15, 15));
+    assert_eq!(new.conntrack.entries_from(CLIENT.0), 15);
+    // New flows take free entries, never one of the old process's.
+    insert_flows(&new.conntrack, 3000, 20, Some(100), now);
+    assert_eq!(new.conntrack.len(), 35);
+    for port in (1000..1010).chain(2000..2005).chain(3000..3020) {
+        let key = ConnKey::tcp((CLIENT.0, port), VIP);
+        let nat = new
+            .conntrack
+            .with_entry(&key, now, |table, f| table.get(f.id).map(|e| *e.original()))
+            .flatten();
+        assert_eq!(nat, Some(key), "flow from port {port}");
+    }
+    // Killed now (never marked closed): the next process makes the lists anew.
+    drop(new);
+    let t = open(&spec);
+    assert!(!t.report.clean && t.report.rebuilt, "{:?}", t.report);
+    assert_eq!(t.conntrack.len(), 35);
+    assert_eq!(t.conntrack.entries_from(CLIENT.0), 35);
+    drop(t);
+    std::fs::remove_file(&spec.path).unwrap();
+}
+
+#[test]
+fn a_damaged_free_list_loses_no_connection() {
+    let spec = spec("freelist", 4096);
+    let now = super::super::monotonic_ns();
+    let layout = Layout::of(&spec);
+    #[derive(PartialEq)]
+    enum Damage {
+        Length,
+        Beyond,
+        InUse,
+    }
+    for damage in [Damage::Length, Damage::Beyond, Damage::InUse] {
+        let t = open(&spec);
+        insert_flows(&t.conntrack, 1000, 3, None, now);
+        t.header.as_ref().unwrap().mark_closed();
+        drop(t);
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&spec.path)
+            .unwrap();
+        // Every shard's list: a length beyond its room, or an id beyond the
+        // table or of an entry in use on top.
+        for shard in 0..layout.shards {
+            let list = layout.free_at + shard * layout.free_slots * 4;
+            let mut len = [0u8; 4];
+            let r = std::fs::File::open(&spec.path).unwrap();
+            r.read_exact_at(&mut len, list as u64).unwrap();
+            let top = list + u32::from_ne_bytes(len) as usize * 4;
+            match damage {
+                Damage::Length => f.write_all_at(&u32::MAX.to_ne_bytes(), list as u64),
+                Damage::Beyond => f.write_all_at(&u32::MAX.to_ne_bytes(), top as u64),
+                Damage::InUse => f.write_all_at(&0u32.to_ne_bytes(), top as u64),
+            }
+            .unwrap();
+        }
+        drop(f);
+        let t = open(&spec);
+        assert!(t.report.discarded.is_none(), "{:?}", t.report);
+        assert_eq!(t.conntrack.len(), 3, "{:?}", t.report);
+        assert_eq!(t.report.rebuilt, damage == Damage::Length, "{:?}", t.report);
+        // Either way new flows (in every shard) take free entries: the
+        // three old ones stay.
+        insert_flows(&t.conntrack, 4000, 300, None, now);
+        for port in [1000, 1001, 1002].into_iter().chain(4000..4300) {
+            let key = ConnKey::tcp((CLIENT.0, port), VIP);
+            assert!(
+                t.conntrack.with_entry(&key, now, |_, _| ()).is_some(),
+                "{port}"
+            );
+        }
+        drop(t);
+        std::fs::remove_file(&spec.path).unwrap();
+    }
+}
+
+#[test]
+fn a_version_2_file_is_extended_and_its_lists_made() {
+    let spec = spec("version2", 4096);
+    populate(&spec);
+    as_older_version(&spec, 2);
+    // A clean stop of a version 2 build: no lists of its own in the file.
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&spec.path)
+        .unwrap();
+    f.write_all_at(&CLOSED.to_le_bytes(), (word::STATUS * 8) as u64)
+        .unwrap();
+    drop(f);
+    let t = open(&spec);
+    assert!(
+        t.report.upgraded && t.report.clean && t.report.rebuilt,
+        "{:?}",
+        t.report
+    );
+    assert_eq!(t.report.attached_entries, 1);
+    assert_eq!(t.conntrack.len(), 1);
+    drop(t);
     std::fs::remove_file(&spec.path).unwrap();
 }
