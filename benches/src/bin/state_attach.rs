@@ -4,12 +4,18 @@
 //! ```sh
 //! cargo build --release -p podswitch-benches --bin state_attach
 //! target/release/state_attach fill /dev/shm/ps-attach 1000000   # one process fills
-//! target/release/state_attach attach /dev/shm/ps-attach          # another attaches (repeat)
+//! target/release/state_attach attach /dev/shm/ps-attach 1000000 kill    # after kill -9 (repeat)
+//! target/release/state_attach attach /dev/shm/ps-attach 1000000 clean   # after SIGTERM or a takeover
 //! ```
 //!
 //! `fill` sizes the table for the count (as `[conntrack] capacity`) and
-//! inserts that many DNAT connections; `attach` opens the file as
-//! `podswitchd run` does and prints the time and the entries it found.
+//! inserts that many DNAT connections; `attach` first leaves the file as a
+//! previous process would have (`kill`: in use; `clean`: marked closed,
+//! its free lists kept), then opens it as `podswitchd run` does and prints
+//! the time of each step ([`state::prepare`], which `podswitchd run
+//! --takeover` does while the old process still forwards, and
+//! [`StateHeader::settle`](state::StateHeader::settle), the part in the
+//! forwarding gap) and the entries it found.
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -30,7 +36,7 @@ fn spec(dir: &str, capacity: usize) -> StateSpec {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: state_attach fill DIR COUNT | attach DIR [CAPACITY]";
+    let usage = "usage: state_attach fill DIR COUNT | attach DIR [CAPACITY [kill|clean]]";
     let (mode, dir) = match (args.get(1), args.get(2)) {
         (Some(m), Some(d)) => (m.as_str(), d.as_str()),
         _ => {
@@ -69,6 +75,20 @@ fn main() {
             println!("filled {} entries", kept.conntrack.len());
         }
         "attach" => {
+            let clean = match args.get(4).map(String::as_str) {
+                None | Some("kill") => false,
+                Some("clean") => true,
+                Some(_) => {
+                    eprintln!("{usage}");
+                    std::process::exit(2);
+                }
+            };
+            // The previous process: it leaves the file in use (killed) or closed.
+            let previous = state::open(&spec(dir, count));
+            if let (true, Some(header)) = (clean, &previous.header) {
+                header.mark_closed();
+            }
+            drop(previous);
             let kept = state::open(&spec(dir, count));
             let r = &kept.report;
             if let Some(reason) = &r.discarded {
@@ -76,9 +96,17 @@ fn main() {
                 std::process::exit(1);
             }
             println!(
-                "attached {} entries in {:.1} ms",
+                "attached {} entries in {:.1} ms: prepare {:.1} ms, settle {:.2} ms (previous process {}, lists {})",
                 r.attached_entries,
-                r.elapsed.as_secs_f64() * 1e3
+                r.elapsed.as_secs_f64() * 1e3,
+                (r.elapsed - r.settle).as_secs_f64() * 1e3,
+                r.settle.as_secs_f64() * 1e3,
+                if r.clean { "stopped cleanly" } else { "killed" },
+                if r.rebuilt {
+                    "made from the entries"
+                } else {
+                    "kept"
+                },
             );
         }
         _ => {

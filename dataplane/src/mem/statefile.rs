@@ -19,7 +19,7 @@
 //! `MADV_HUGEPAGE`; on tmpfs the kernel honours it only when
 //! `/sys/kernel/mm/transparent_hugepage/shmem_enabled` is `advise` (or
 //! `always`/`within_size`) or the mount has `huge=`: otherwise the tables
-//! use 4 KiB pages (see `docs/state.md`).
+//! use 4 KiB pages (the README's "Restart and upgrade" says how to enable them).
 #![allow(unsafe_code)]
 
 use core::marker::PhantomData;
