@@ -352,6 +352,10 @@ async fn conntrack_flush(
 ) -> Result<Response, ApiError> {
     let (filter, _) = crate::conntrack_view::parse_filter(&query)?;
     let tables = conntrack_tables(&api)?;
+    if tables.conntrack.is_handed_over() {
+        let taken = "this process has been taken over; the new one serves the API";
+        return Err(ControlError::NotRunning(taken).into());
+    }
     let flushed = tokio::task::spawn_blocking(move || tables.conntrack.flush(&filter))
         .await
         .map_err(|e| ApiError::internal(format!("flush failed: {e}")))?;

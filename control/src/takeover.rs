@@ -236,6 +236,11 @@ impl OldSide {
         while self.running.load(Ordering::Acquire) > 0 && stopping.elapsed() < STOP_LIMIT {
             std::thread::sleep(Duration::from_micros(20));
         }
+        // The table's memory is the new process's from here: no flush
+        // through this process's API may write it.
+        if let Some(tables) = self.api.view().tables() {
+            tables.conntrack.hand_over();
+        }
         if let Some(header) = &self.header {
             header.mark_closed();
         }

@@ -12,7 +12,7 @@
 //! masquerading rewrites the identifier that stands in for both ports.
 
 use core::net::Ipv4Addr;
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use crate::conntrack::{
@@ -117,6 +117,9 @@ pub struct SharedConntrack {
     len: AtomicUsize,
     /// Round-robin shard for [`expire_step`](Self::expire_step).
     hand: AtomicUsize,
+    /// Handed to another process (a takeover): [`flush`](Self::flush)
+    /// removes nothing, since that process now writes the same memory.
+    handed_over: AtomicBool,
 }
 
 impl Default for SharedConntrack {
@@ -175,6 +178,7 @@ impl SharedConntrack {
             mask: shards - 1,
             len: AtomicUsize::new(len),
             hand: AtomicUsize::new(0),
+            handed_over: AtomicBool::new(false),
         }
     }
 
@@ -461,6 +465,17 @@ impl SharedConntrack {
         out
     }
 
+    /// Marks the table handed to a process taking over (its state file's
+    /// memory is that process's now): nothing here removes entries after it.
+    pub fn hand_over(&self) {
+        self.handed_over.store(true, Ordering::Release);
+    }
+
+    /// Whether [`hand_over`](Self::hand_over) was called.
+    pub fn is_handed_over(&self) -> bool {
+        self.handed_over.load(Ordering::Acquire)
+    }
+
     /// Removes every entry matching `filter`; returns how many.
     pub fn flush(&self, filter: &ConntrackFilter) -> usize {
         self.flush_any(std::slice::from_ref(filter))
@@ -469,6 +484,9 @@ impl SharedConntrack {
     /// Removes every entry matching any of `filters`, in one walk of the
     /// table; returns how many.
     pub fn flush_any(&self, filters: &[ConntrackFilter]) -> usize {
+        if self.is_handed_over() {
+            return 0;
+        }
         let mut removed = 0;
         let mut ids = Vec::new();
         for shard in 0..self.shards.len() {
@@ -638,6 +656,11 @@ mod tests {
         assert_eq!(ct.list(&syn_sent, SEC, 10).len(), 5);
         assert_eq!(ct.flush(&udp), 5);
         assert_eq!(ct.len(), 5);
+        // Handed to a process taking over: its memory is not ours to change.
+        ct.hand_over();
+        assert_eq!(ct.flush(&ConntrackFilter::default()), 0);
+        assert_eq!(ct.len(), 5);
+        ct.handed_over.store(false, Ordering::Release);
         assert_eq!(ct.flush(&ConntrackFilter::default()), 5);
         assert!(ct.is_empty());
         assert_eq!(ct.stats().removed, 10);
