@@ -180,8 +180,8 @@ impl ConntrackTable {
     /// of them would lengthen a takeover's gap): one naming no entry or
     /// one in use is skipped when it comes up ([`insert`](Self::insert)).
     pub fn settle(&mut self) -> bool {
-        let sound = self.free.is_sound();
-        self.len = self.entries.len() - self.free.len();
+        let sound = self.free.is_sound() && self.free.len() <= self.entries.len();
+        self.len = self.entries.len().saturating_sub(self.free.len());
         sound
     }
 

@@ -414,7 +414,11 @@ fn a_damaged_free_list_loses_no_connection() {
             r.read_exact_at(&mut len, list as u64).unwrap();
             let top = list + u32::from_ne_bytes(len) as usize * 4;
             match damage {
-                Damage::Length => f.write_all_at(&u32::MAX.to_ne_bytes(), list as u64),
+                // One more than the shard's entries: within the list's room.
+                Damage::Length => {
+                    let len = layout.per_shard as u32 + 1;
+                    f.write_all_at(&len.to_ne_bytes(), list as u64)
+                }
                 Damage::Beyond => f.write_all_at(&u32::MAX.to_ne_bytes(), top as u64),
                 Damage::InUse => f.write_all_at(&0u32.to_ne_bytes(), top as u64),
             }
