@@ -16,34 +16,48 @@ pub const fn slots_for(capacity: usize) -> usize {
 pub(super) struct FreeList {
     /// `[0]`: how many ids follow; `[1..=len]`: the ids.
     slots: HugeChunk<u32>,
+    /// `slots[0]` as this process last wrote or read it (read again by
+    /// [`reload`](Self::reload): another process may have written it).
+    len: u32,
 }
 
 impl FreeList {
-    /// The list kept in `slots`, as they hold it (its length checked
-    /// against their room: a longer one reads as empty until refilled).
+    /// The list kept in `slots`, as they hold it (see [`reload`](Self::reload)).
     pub(super) fn over(slots: HugeChunk<u32>) -> FreeList {
-        FreeList { slots }
+        let mut list = FreeList { slots, len: 0 };
+        list.reload();
+        list
+    }
+
+    /// Takes the length the slots keep (a previous process wrote it); one
+    /// beyond their room reads as an empty list.
+    pub(super) fn reload(&mut self) {
+        self.len = self
+            .slots
+            .first()
+            .copied()
+            .filter(|&n| (n as usize) < self.slots.len())
+            .unwrap_or(0);
     }
 
     /// Ids on the list.
     #[inline]
     pub(super) fn len(&self) -> usize {
-        let len = self.slots.first().map_or(0, |&n| n as usize);
-        if len < self.slots.len() { len } else { 0 }
+        self.len as usize
     }
 
     /// No id on the list.
     #[inline]
     pub(super) fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.len == 0
     }
 
     /// The id pushed last.
     #[inline]
     pub(super) fn pop(&mut self) -> Option<u32> {
-        let len = self.len();
-        let id = *self.slots.get(len).filter(|_| len > 0)?;
-        self.set_len(len - 1);
+        let len = self.len.checked_sub(1)?;
+        let id = *self.slots.get(self.len as usize)?;
+        self.set_len(len);
         Some(id)
     }
 
@@ -51,8 +65,8 @@ impl FreeList {
     /// frees only what it handed out never makes it).
     #[inline]
     pub(super) fn push(&mut self, id: u32) {
-        let len = self.len() + 1;
-        if let Some(slot) = self.slots.get_mut(len) {
+        let len = self.len + 1;
+        if let Some(slot) = self.slots.get_mut(len as usize) {
             *slot = id;
             self.set_len(len);
         }
@@ -68,7 +82,7 @@ impl FreeList {
         self.slots.len().saturating_sub(1)
     }
 
-    /// Whether the length the list keeps fits its room (a damaged one
+    /// Whether the length the slots keep fits their room (a damaged one
     /// reads as an empty list).
     pub(super) fn is_sound(&self) -> bool {
         self.slots
@@ -77,9 +91,10 @@ impl FreeList {
     }
 
     #[inline]
-    fn set_len(&mut self, len: usize) {
+    fn set_len(&mut self, len: u32) {
+        self.len = len;
         if let Some(first) = self.slots.first_mut() {
-            *first = len as u32;
+            *first = len;
         }
     }
 }
