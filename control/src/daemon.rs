@@ -367,6 +367,9 @@ fn settle_kept_tables(
             settled.entries
         };
         r.settle = settled.elapsed;
+        if let Some(error) = &settled.error {
+            tracing::warn!(file = %rest.path.display(), %error, "the new state file could not replace the old one; connections will not survive the next restart");
+        }
     }
     let (mut macs, mut neighbours, mut carried) = (0, 0, false);
     if let Some(parts) = rest.parts {

@@ -139,7 +139,7 @@ pub struct StateReport {
 }
 
 /// What [`StateHeader::settle`] found.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Settled {
     /// The previous process stopped cleanly.
     pub clean: bool,
@@ -149,6 +149,9 @@ pub struct Settled {
     pub entries: usize,
     /// Time it took.
     pub elapsed: Duration,
+    /// Why a file this process made could not replace the one before
+    /// (it is used all the same, but the next process will not find it).
+    pub error: Option<String>,
 }
 
 /// The parts of the file for the tables outside NAT, as the file holds
@@ -185,6 +188,11 @@ pub struct StateHeader {
     path: PathBuf,
     /// The file was made by this process (nothing to take from it).
     fresh: bool,
+    /// Where this process made the file, when it replaces one a running
+    /// process may still use: renamed to `path` by [`settle`](Self::settle),
+    /// once that process has stopped (a takeover given up before leaves
+    /// it its file).
+    made_at: Option<PathBuf>,
 }
 
 impl StateHeader {
@@ -199,6 +207,12 @@ impl StateHeader {
             self.fresh || (clean && read(word::PID) != 0 && read(word::OWNER) == read(word::PID));
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         let rebuilt = conntrack.settle(kept, threads);
+        let error = self.made_at.as_ref().and_then(|made| {
+            let moved = std::fs::rename(made, &self.path);
+            moved
+                .err()
+                .map(|e| format!("cannot rename {} to it: {e}", made.display()))
+        });
         let me = u64::from(std::process::id());
         self.words[word::STATUS].store(OPEN, Ordering::Release);
         self.words[word::PID].store(me, Ordering::Release);
@@ -208,6 +222,7 @@ impl StateHeader {
             rebuilt,
             entries: conntrack.len(),
             elapsed: started.elapsed(),
+            error,
         }
     }
 
@@ -330,6 +345,9 @@ pub fn open(spec: &StateSpec) -> KeptTables {
         tables.report.rebuilt = settled.rebuilt;
         tables.report.attached_entries = if header.fresh { 0 } else { settled.entries };
         tables.report.settle = settled.elapsed;
+        if settled.error.is_some() {
+            tables.report.error = settled.error;
+        }
     }
     tables.report.elapsed = started.elapsed();
     tables
@@ -512,6 +530,7 @@ fn build(
             words: header,
             path: file.path().to_path_buf(),
             fresh,
+            made_at: None,
         }),
         kept: Some(kept),
         report: StateReport::default(),
@@ -593,15 +612,23 @@ fn attach_shards(
 /// anonymous memory if it cannot be made.
 fn fresh(spec: &StateSpec, discarded: Option<String>) -> KeptTables {
     let layout = Layout::of(spec);
+    // Made beside the file it replaces, which a process being taken over
+    // may still use; settling renames it into place.
+    let made_at = spec.path.with_extension("state.new");
     let made = (|| -> Result<KeptTables, String> {
-        let _ = std::fs::remove_file(&spec.path);
-        let file = StateFile::create(&spec.path, layout.len).map_err(|e| e.to_string())?;
+        let _ = std::fs::remove_file(&made_at);
+        let file = StateFile::create(&made_at, layout.len).map_err(|e| e.to_string())?;
         let header = take(file.chunks::<AtomicU64>(0, 1, HEADER_WORDS))?;
         let words = layout.header(KeyHasher::default().seed(), LAYOUT_VERSION);
         for (slot, value) in header.iter().zip(words) {
             slot.store(value, Ordering::Relaxed);
         }
-        build(&file, (&layout, spec.timeouts), header, true)
+        let mut tables = build(&file, (&layout, spec.timeouts), header, true)?;
+        if let Some(header) = &mut tables.header {
+            header.path = spec.path.clone();
+            header.made_at = Some(made_at.clone());
+        }
+        Ok(tables)
     })();
     let mut tables = made.unwrap_or_else(|error| KeptTables {
         conntrack: SharedConntrack::new(spec.conntrack_capacity, spec.timeouts),

@@ -468,3 +468,35 @@ fn a_version_2_file_is_extended_and_its_lists_made() {
     drop(t);
     std::fs::remove_file(&spec.path).unwrap();
 }
+
+#[test]
+fn a_file_replaced_while_its_process_runs_is_replaced_only_when_settled() {
+    let spec = spec("replace", 4096);
+    populate(&spec);
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&spec.path)
+        .unwrap();
+    f.write_at(&99u64.to_le_bytes(), (word::VERSION * 8) as u64)
+        .unwrap();
+    drop(f);
+    // A process taking over from a build of another layout: the running
+    // one keeps its file until the new one settles.
+    let new = prepare(&spec);
+    assert!(new.report.discarded.is_some(), "{:?}", new.report);
+    let version = |path: &Path| {
+        let mut word = [0u8; 8];
+        let f = std::fs::File::open(path).unwrap();
+        f.read_exact_at(&mut word, (word::VERSION * 8) as u64)
+            .unwrap();
+        u64::from_le_bytes(word)
+    };
+    assert_eq!(version(&spec.path), 99);
+    let settled = new.header.as_ref().unwrap().settle(&new.conntrack);
+    assert!(settled.error.is_none(), "{settled:?}");
+    assert_eq!(version(&spec.path), LAYOUT_VERSION);
+    assert!(!spec.path.with_extension("state.new").exists());
+    drop(new);
+    assert!(open(&spec).report.discarded.is_none());
+    std::fs::remove_file(&spec.path).unwrap();
+}
