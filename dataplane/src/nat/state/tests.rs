@@ -48,6 +48,16 @@ fn populate(spec: &StateSpec) -> u64 {
     now
 }
 
+/// Writes header word `index` of the file at `spec.path`.
+fn write_word(spec: &StateSpec, index: usize, value: u64) {
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&spec.path)
+        .unwrap();
+    f.write_all_at(&value.to_le_bytes(), (index * 8) as u64)
+        .unwrap();
+}
+
 fn reopen_discards(spec: &StateSpec, reason: &str) {
     let t = open(spec);
     let why = t.report.discarded.clone().unwrap_or_default();
@@ -135,12 +145,7 @@ fn a_truncated_file_is_discarded() {
 fn another_layout_version_or_size_is_discarded() {
     let spec = spec("version", 4096);
     populate(&spec);
-    let f = std::fs::OpenOptions::new()
-        .write(true)
-        .open(&spec.path)
-        .unwrap();
-    f.write_at(&99u64.to_le_bytes(), (word::VERSION * 8) as u64)
-        .unwrap();
+    write_word(&spec, word::VERSION, 99);
     reopen_discards(&spec, "layout version 99");
     populate(&spec);
     let bigger = StateSpec {
@@ -473,13 +478,7 @@ fn a_version_2_file_is_extended_and_its_lists_made() {
 fn a_file_replaced_while_its_process_runs_is_replaced_only_when_settled() {
     let spec = spec("replace", 4096);
     populate(&spec);
-    let f = std::fs::OpenOptions::new()
-        .write(true)
-        .open(&spec.path)
-        .unwrap();
-    f.write_at(&99u64.to_le_bytes(), (word::VERSION * 8) as u64)
-        .unwrap();
-    drop(f);
+    write_word(&spec, word::VERSION, 99);
     // A process taking over from a build of another layout: the running
     // one keeps its file until the new one settles.
     let new = prepare(&spec);
