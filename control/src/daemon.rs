@@ -397,6 +397,8 @@ fn settle_kept_tables(
         discarded: u64::from(r.discarded.is_some()),
         discard_reason: r.discarded.clone(),
         attach_us: (r.elapsed + r.settle).as_micros() as u64,
+        settle_us: r.settle.as_micros() as u64,
+        lists_rebuilt: r.rebuilt,
         attached_macs: macs as u64,
         attached_neighbours: neighbours as u64,
         counters_continued: carried,

@@ -83,6 +83,15 @@ pub struct StateStats {
     pub discard_reason: Option<String>,
     /// Microseconds spent opening and attaching it.
     pub attach_us: u64,
+    /// Of those, the microseconds spent settling it once the previous
+    /// process had stopped (a takeover's share of the forwarding gap).
+    #[serde(default)]
+    pub settle_us: u64,
+    /// The conntrack free lists and per-source counts were made from the
+    /// entries (the previous process was killed, or wrote an older layout)
+    /// rather than taken as it kept them.
+    #[serde(default)]
+    pub lists_rebuilt: bool,
     /// Learned MACs found in it and kept.
     #[serde(default)]
     pub attached_macs: u64,

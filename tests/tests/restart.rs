@@ -298,6 +298,9 @@ fn streams_through_a_cluster_ip_survive_kill_sigterm_and_takeover() {
     let log = d.log_text();
     assert!(log.contains("tap handed over"), "{log}");
     assert!(log.contains("clean_stop=true lists_rebuilt=false"), "{log}");
+    let state = &d.stats()["state"];
+    assert_eq!(state["lists_rebuilt"], false, "{state}");
+    assert!(state["settle_us"].as_u64().is_some(), "{state}");
     kept_l2_and_counters(&d);
     std::thread::sleep(Duration::from_millis(800));
 
