@@ -1,6 +1,8 @@
 //! Durable storage of the API state in redb (`<state-dir>/state.redb`).
 //!
-//! One table per kind of resource, one key per resource, JSON values. A
+//! One table per kind of resource, one key per resource: services and
+//! endpoint lists as compact binary records (the `record` module: a
+//! declarative apply writes 200,000 of them), the rest as JSON. A
 //! change writes only the keys that differ from the stored state, in one
 //! write transaction committed with redb's default durability (fsync)
 //! before the API answers; so `kill -9` at any moment loses no change that
@@ -23,7 +25,9 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::state::ApiState;
+use crate::state::{ApiState, Endpoint, Service};
+
+mod record;
 
 const PORTS: TableDefinition<&str, &[u8]> = TableDefinition::new("ports");
 const ROUTES: TableDefinition<&str, &[u8]> = TableDefinition::new("routes");
@@ -91,7 +95,7 @@ pub enum StoreError {
         table: &'static str,
         /// Key.
         key: String,
-        /// serde's message.
+        /// What is wrong with it.
         message: String,
     },
 }
@@ -99,7 +103,7 @@ pub enum StoreError {
 /// One key to write or delete.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
-    /// Store `value` (JSON) at `table/key`.
+    /// Store `value` (its stored form) at `table/key`.
     Put(TableId, String, Vec<u8>),
     /// Delete `table/key`.
     Delete(TableId, String),
@@ -109,6 +113,20 @@ impl Change {
     /// Store `value` as JSON at `table/key`.
     pub fn put<T: Serialize>(table: TableId, key: &str, value: &T) -> Change {
         Change::Put(table, key.to_string(), json(value))
+    }
+
+    /// Store `service` at `services/key`.
+    pub fn service(key: &str, service: &Service) -> Change {
+        let mut value = Vec::new();
+        record::put_service(&mut value, service);
+        Change::Put(TableId::Services, key.to_string(), value)
+    }
+
+    /// Store `list` at `endpoints/key`.
+    pub fn endpoints(key: &str, list: &[Endpoint]) -> Change {
+        let mut value = Vec::new();
+        record::put_endpoints(&mut value, list);
+        Change::Put(TableId::Endpoints, key.to_string(), value)
     }
 
     /// Delete `table/key`.
@@ -441,8 +459,10 @@ fn read_state(db: &impl ReadableDatabase, path: &Path) -> Result<ApiState, Store
     let mut state = ApiState {
         ports: decode_map(read(TableId::Ports)?, "ports").map_err(decode_error)?,
         routes: decode_map(read(TableId::Routes)?, "routes").map_err(decode_error)?,
-        services: decode_map(read(TableId::Services)?, "services").map_err(decode_error)?,
-        endpoints: decode_map(read(TableId::Endpoints)?, "endpoints").map_err(decode_error)?,
+        services: decode_records(read(TableId::Services)?, "services", record::service)
+            .map_err(decode_error)?,
+        endpoints: decode_records(read(TableId::Endpoints)?, "endpoints", record::endpoints)
+            .map_err(decode_error)?,
         nodes: decode_map(read(TableId::Nodes)?, "nodes").map_err(decode_error)?,
         mirrors: decode_map(read(TableId::Mirrors)?, "mirrors").map_err(decode_error)?,
         ..ApiState::default()
@@ -524,6 +544,29 @@ fn decode_map<K: From<String> + Ord, T: DeserializeOwned>(
         .collect()
 }
 
+/// As [`decode_map`] for a table of binary records (`decode_record`), whose
+/// values earlier builds wrote as JSON.
+fn decode_records<K: From<String> + Ord, T: DeserializeOwned>(
+    rows: Vec<(String, Vec<u8>)>,
+    table: &'static str,
+    decode_record: fn(&[u8]) -> Result<T, String>,
+) -> Result<BTreeMap<K, T>, StoreError> {
+    rows.into_iter()
+        .map(|(k, v)| {
+            let value = if record::is_record(&v) {
+                decode_record(&v).map_err(|message| StoreError::Decode {
+                    table,
+                    key: k.clone(),
+                    message,
+                })
+            } else {
+                decode(table, &k, &v)
+            };
+            value.map(|d| (k.into(), d))
+        })
+        .collect()
+}
+
 fn json<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).unwrap_or_default()
 }
@@ -532,10 +575,21 @@ fn json<T: Serialize>(value: &T) -> Vec<u8> {
 /// JSON (`None`: the key goes).
 type EachKey<'a> = dyn FnMut(TableId, &str, Option<&[u8]>) -> Result<(), StoreError> + 'a;
 
+/// Appends the stored form of a value to a buffer.
+type Encode<T> = fn(&mut Vec<u8>, &T) -> Result<(), StoreError>;
+
+/// The JSON form, for the tables of few values.
+fn encode_json<T: Serialize>(out: &mut Vec<u8>, value: &T) -> Result<(), StoreError> {
+    serde_json::to_writer(out, value).map_err(|e| StoreError::Io {
+        step: "encode",
+        message: e.to_string(),
+    })
+}
+
 /// Calls `each` for every key of `t` in which `new` differs from `old`;
-/// values are serialised one at a time into `buf`.
-fn map_diff<K: Ord + AsRef<str>, T: Serialize + PartialEq>(
-    t: TableId,
+/// values are encoded one at a time into `buf`.
+fn map_diff<K: Ord + AsRef<str>, T: PartialEq>(
+    (t, encode): (TableId, Encode<T>),
     old: &BTreeMap<K, T>,
     new: &BTreeMap<K, T>,
     buf: &mut Vec<u8>,
@@ -544,10 +598,7 @@ fn map_diff<K: Ord + AsRef<str>, T: Serialize + PartialEq>(
     for (k, v) in new {
         if old.get(k) != Some(v) {
             buf.clear();
-            serde_json::to_writer(&mut *buf, v).map_err(|e| StoreError::Io {
-                step: "encode",
-                message: e.to_string(),
-            })?;
+            encode(buf, v)?;
             each(t, k.as_ref(), Some(buf))?;
         }
     }
@@ -562,24 +613,26 @@ fn map_diff<K: Ord + AsRef<str>, T: Serialize + PartialEq>(
 /// services writes about 70 MB).
 fn diff_keys(old: &ApiState, new: &ApiState, each: &mut EachKey<'_>) -> Result<(), StoreError> {
     let mut buf = Vec::new();
-    map_diff(TableId::Ports, &old.ports, &new.ports, &mut buf, each)?;
-    map_diff(TableId::Routes, &old.routes, &new.routes, &mut buf, each)?;
+    let ports = (TableId::Ports, encode_json as Encode<_>);
+    map_diff(ports, &old.ports, &new.ports, &mut buf, each)?;
+    let routes = (TableId::Routes, encode_json as Encode<_>);
+    map_diff(routes, &old.routes, &new.routes, &mut buf, each)?;
+    let services: Encode<Service> = |out, s| Ok(record::put_service(out, s));
+    let (old_s, new_s) = (&old.services, &new.services);
+    map_diff((TableId::Services, services), old_s, new_s, &mut buf, each)?;
+    let endpoints: Encode<Vec<Endpoint>> = |out, list| Ok(record::put_endpoints(out, list));
+    let (old_e, new_e) = (&old.endpoints, &new.endpoints);
     map_diff(
-        TableId::Services,
-        &old.services,
-        &new.services,
+        (TableId::Endpoints, endpoints),
+        old_e,
+        new_e,
         &mut buf,
         each,
     )?;
-    map_diff(
-        TableId::Endpoints,
-        &old.endpoints,
-        &new.endpoints,
-        &mut buf,
-        each,
-    )?;
-    map_diff(TableId::Nodes, &old.nodes, &new.nodes, &mut buf, each)?;
-    map_diff(TableId::Mirrors, &old.mirrors, &new.mirrors, &mut buf, each)?;
+    let nodes = (TableId::Nodes, encode_json as Encode<_>);
+    map_diff(nodes, &old.nodes, &new.nodes, &mut buf, each)?;
+    let mirrors = (TableId::Mirrors, encode_json as Encode<_>);
+    map_diff(mirrors, &old.mirrors, &new.mirrors, &mut buf, each)?;
     if old.port_ids != new.port_ids {
         each(TableId::Meta, "port_ids", Some(&json(&new.port_ids)))?;
     }
@@ -603,100 +656,4 @@ pub fn changes(old: &ApiState, new: &ApiState) -> Vec<Change> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::state::{Endpoint, Service, ServicePort};
-
-    fn service(i: u32) -> Service {
-        Service {
-            name: format!("default/svc-{i}").into(),
-            cluster_ip: std::net::Ipv4Addr::from(0x0a60_0000 + i),
-            ports: vec![ServicePort {
-                name: Default::default(),
-                protocol: "TCP".into(),
-                port: 80,
-                target_port: Some(8080),
-                node_port: None,
-            }],
-            session_affinity: "None".into(),
-            affinity_timeout_secs: 10800,
-            external_ips: Vec::new(),
-            external_traffic_policy: "Cluster".into(),
-            internal_traffic_policy: "Cluster".into(),
-            source: Default::default(),
-        }
-    }
-
-    #[test]
-    fn a_diff_written_on_another_thread_is_committed_only_when_told() {
-        let dir = std::env::temp_dir().join(format!("podswitch-store-if-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let store = Store::open(&dir).unwrap();
-        let empty = ApiState::default();
-        let mut a = ApiState::default();
-        for i in 0..10 {
-            a.services.insert(service(i).name.clone(), service(i));
-        }
-        let (go, decision) = std::sync::mpsc::channel();
-        let stored = std::thread::scope(|scope| {
-            let (store, empty, a) = (&store, &empty, &a);
-            let writer = scope
-                .spawn(move || store.commit_diff_if(empty, a, || decision.recv().unwrap_or(false)));
-            go.send(false).unwrap();
-            writer.join().unwrap()
-        });
-        assert!(!stored.unwrap(), "told not to: not committed");
-        assert_eq!(store.load().unwrap(), empty);
-        // A caller that goes away (its sender dropped) is a no as well.
-        let (go, decision) = std::sync::mpsc::channel::<bool>();
-        drop(go);
-        assert!(
-            !store
-                .commit_diff_if(&empty, &a, || decision.recv().unwrap_or(false))
-                .unwrap()
-        );
-        assert_eq!(store.load().unwrap(), empty);
-        assert!(store.commit_diff_if(&empty, &a, || true).unwrap());
-        drop(store);
-        assert_eq!(Store::open(&dir).unwrap().load().unwrap(), a);
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    #[test]
-    fn round_trip_and_minimal_writes() {
-        let dir = std::env::temp_dir().join(format!("podswitch-store-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let store = Store::open(&dir).unwrap();
-        assert_eq!(store.load().unwrap(), ApiState::default());
-        let mut a = ApiState::default();
-        for i in 0..100 {
-            a.services.insert(service(i).name.clone(), service(i));
-        }
-        a.endpoints.insert(
-            "default/svc-1".into(),
-            vec![Endpoint {
-                address: "10.244.1.5".parse().unwrap(),
-                ready: true,
-                terminating: false,
-                node: Default::default(),
-                serving: None,
-                ports: Default::default(),
-            }],
-        );
-        a.port_ids.insert("pod-a".into(), 0);
-        let c = changes(&ApiState::default(), &a);
-        assert_eq!(c.len(), 102);
-        store.commit(&c).unwrap();
-        assert_eq!(store.load().unwrap(), a);
-        let mut b = a.clone();
-        b.services.remove("default/svc-7");
-        b.services.insert(service(100).name.clone(), service(100));
-        let c = changes(&a, &b);
-        assert_eq!(c.len(), 2, "one delete, one put");
-        store.commit(&c).unwrap();
-        drop(store);
-        let reopened = Store::open(&dir).unwrap();
-        assert_eq!(reopened.load().unwrap(), b);
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-}
+mod tests;

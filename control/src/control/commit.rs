@@ -122,12 +122,12 @@ impl Entries {
         let mut keys = Vec::with_capacity(2 * self.services.len() + self.mirrors.len());
         let endpoints = |name: &str, list: &[Endpoint]| match list {
             [] => Change::delete(TableId::Endpoints, name),
-            list => Change::put(TableId::Endpoints, name, &list),
+            list => Change::endpoints(name, list),
         };
         for (name, edit) in &self.services {
             match edit {
                 ServiceEdit::Put(service, list) => {
-                    keys.push(Change::put(TableId::Services, name, service));
+                    keys.push(Change::service(name, service));
                     keys.push(endpoints(name, list));
                 }
                 ServiceEdit::Endpoints(list) => keys.push(endpoints(name, list)),
