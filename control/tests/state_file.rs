@@ -1,7 +1,8 @@
 //! A damaged `state.redb`: podswitchd never panics on it and never takes it
 //! for "no state"; it refuses to start, naming the file and how to recover.
 //! Damage tried: an empty file, a file overwritten with random bytes, and
-//! random bytes written over parts of a file holding state.
+//! random bytes written over parts of a file holding state (its services
+//! as JSON values, as earlier builds wrote them, or as binary records).
 
 use std::path::Path;
 use std::process::Command;
@@ -33,6 +34,19 @@ impl Noise {
 
 /// A state directory whose database holds some services and port ids.
 fn stored_state(dir: &Path) {
+    stored_state_as(dir, Stored::Json);
+}
+
+/// How services are stored.
+#[derive(Clone, Copy, Debug)]
+enum Stored {
+    /// JSON values, as builds before the binary records wrote them.
+    Json,
+    /// Binary records with endpoints.
+    Records,
+}
+
+fn stored_state_as(dir: &Path, stored: Stored) {
     let store = Store::open(dir).unwrap();
     let mut changes = Vec::new();
     for i in 0..200 {
@@ -41,7 +55,17 @@ fn stored_state(dir: &Path) {
             "name": name, "cluster_ip": format!("10.96.{}.{}", i / 250, i % 250 + 1),
             "ports": [{"protocol": "TCP", "port": 80, "target_port": 8080}],
         });
-        changes.push(Change::put(TableId::Services, &name, &value));
+        changes.push(match stored {
+            Stored::Json => Change::put(TableId::Services, &name, &value),
+            Stored::Records => Change::service(&name, &serde_json::from_value(value).unwrap()),
+        });
+        if let Stored::Records = stored {
+            let endpoints: Vec<_> = (0..3)
+                .map(|e| serde_json::json!({"address": format!("10.244.{i}.{e}"), "node": "n1"}))
+                .map(|e| serde_json::from_value(e).unwrap())
+                .collect();
+            changes.push(Change::endpoints(&name, &endpoints));
+        }
     }
     changes.push(Change::put(
         TableId::Meta,
@@ -121,8 +145,17 @@ fn a_state_file_overwritten_with_noise_is_refused() {
 
 #[test]
 fn noise_over_part_of_a_state_file_never_panics_nor_loses_state_silently() {
-    let dir = temp_dir("partial");
-    stored_state(&dir);
+    noise_over_part_of(Stored::Json);
+}
+
+#[test]
+fn noise_over_part_of_a_state_file_of_records_never_panics_nor_loses_state_silently() {
+    noise_over_part_of(Stored::Records);
+}
+
+fn noise_over_part_of(stored: Stored) {
+    let dir = temp_dir(&format!("partial-{stored:?}"));
+    stored_state_as(&dir, stored);
     let file = dir.join("state.redb");
     let intact = std::fs::read(&file).unwrap();
     let want = open_and_load(&dir).unwrap();

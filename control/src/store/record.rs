@@ -7,7 +7,10 @@
 //! and decoded without a parser. The other tables (ports, routes, nodes,
 //! mirrors, meta) hold a few values each and stay JSON.
 //!
-//! A record starts with [`FORMAT`], a byte no JSON text starts with: a
+//! A record starts with [`FORMAT`], a byte no JSON text starts with, and
+//! ends with a 32-bit checksum of the bytes before it: noise over a stored
+//! value is found (as damage naming the key) rather than read as another
+//! valid service, as a JSON text would almost always have been. A
 //! value that does not is JSON as earlier builds wrote it, and is read as
 //! such. Nothing rewrites a store wholesale: a key is written in this form
 //! when it changes, so a file that a newer build opened without changing
@@ -32,7 +35,8 @@
 //!   external and internal traffic policy, source (0 api, 1 kubernetes);
 //! - endpoint list: `FORMAT`, count, per endpoint (address, flags: bit 0
 //!   ready, 1 terminating, 2 serving given, 3 serving; node name, port
-//!   map count, per pair: name, port).
+//!   map count, per pair: name, port);
+//! - then the checksum of every byte before it (little-endian `u32`).
 
 use std::net::Ipv4Addr;
 
@@ -47,6 +51,33 @@ const READY: u8 = 1;
 const TERMINATING: u8 = 1 << 1;
 const SERVING_GIVEN: u8 = 1 << 2;
 const SERVING: u8 = 1 << 3;
+
+/// Bytes of the checksum at a record's end.
+const CHECKSUM_LEN: usize = 4;
+
+/// A 32-bit checksum of `bytes`: eight bytes at a time through a multiply
+/// and a rotation, then the splitmix64 finaliser (any change of up to 64
+/// bits in one word changes it; other noise goes unnoticed one time in 2^32).
+fn checksum(bytes: &[u8]) -> u32 {
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut h = K ^ bytes.len() as u64;
+    for chunk in bytes.chunks(8) {
+        let mut word = [0u8; 8];
+        word[..chunk.len()].copy_from_slice(chunk);
+        h = (h ^ u64::from_le_bytes(word))
+            .wrapping_mul(K)
+            .rotate_left(31);
+    }
+    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    (h ^ (h >> 31)) as u32
+}
+
+/// Ends the record that starts at `start` in `out` with its checksum.
+fn seal(out: &mut Vec<u8>, start: usize) {
+    let sum = checksum(&out[start..]);
+    out.extend_from_slice(&sum.to_le_bytes());
+}
 
 /// Whether `value` is a record of this module (else JSON).
 pub fn is_record(value: &[u8]) -> bool {
@@ -83,6 +114,7 @@ pub fn put_service(out: &mut Vec<u8>, service: &Service) {
         internal_traffic_policy,
         source,
     } = service;
+    let start = out.len();
     out.push(FORMAT);
     put_str(out, name);
     out.extend_from_slice(&cluster_ip.octets());
@@ -113,10 +145,12 @@ pub fn put_service(out: &mut Vec<u8>, service: &Service) {
         Source::Api => 0,
         Source::Kubernetes => 1,
     });
+    seal(out, start);
 }
 
 /// Appends the record of an endpoint list to `out`.
 pub fn put_endpoints(out: &mut Vec<u8>, endpoints: &[Endpoint]) {
+    let start = out.len();
     out.push(FORMAT);
     put_uint(out, endpoints.len() as u64);
     for endpoint in endpoints {
@@ -148,6 +182,7 @@ pub fn put_endpoints(out: &mut Vec<u8>, endpoints: &[Endpoint]) {
             put_uint(out, u64::from(*port));
         }
     }
+    seal(out, start);
 }
 
 /// Reads a record front to back; every read says what it reads, for the
@@ -158,13 +193,25 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
-    /// A reader past the format byte of `bytes`.
-    fn new(bytes: &'a [u8]) -> Result<Reader<'a>, String> {
-        match bytes.first() {
-            Some(&FORMAT) => Ok(Reader { bytes, at: 1 }),
-            Some(other) => Err(format!("unknown record format (first byte {other:#04x})")),
-            None => Err("the record is empty".to_string()),
+    /// A reader of the fields of `record`, past its format byte, once its
+    /// checksum is found right.
+    fn new(record: &'a [u8]) -> Result<Reader<'a>, String> {
+        match record.first() {
+            Some(&FORMAT) => {}
+            Some(other) => return Err(format!("unknown record format (first byte {other:#04x})")),
+            None => return Err("the record is empty".to_string()),
         }
+        let Some(body_len) = record.len().checked_sub(CHECKSUM_LEN).filter(|&n| n > 0) else {
+            return Err(format!("the record is too short ({} bytes)", record.len()));
+        };
+        let (bytes, sum) = record.split_at(body_len);
+        if u32::from_le_bytes([sum[0], sum[1], sum[2], sum[3]]) != checksum(bytes) {
+            return Err(format!(
+                "its checksum is wrong ({} bytes): the record is damaged",
+                record.len()
+            ));
+        }
+        Ok(Reader { bytes, at: 1 })
     }
 
     fn take(&mut self, len: usize, what: &str) -> Result<&'a [u8], String> {
@@ -404,7 +451,8 @@ mod tests {
         assert_eq!(endpoints(&out).unwrap(), endpoints_list());
         out.clear();
         put_endpoints(&mut out, &[]);
-        assert_eq!(out, [FORMAT, 0]);
+        assert_eq!(out[..2], [FORMAT, 0]);
+        assert_eq!(out.len(), 2 + CHECKSUM_LEN);
         assert_eq!(endpoints(&out).unwrap(), Vec::new());
     }
 
@@ -428,11 +476,23 @@ mod tests {
         expected.extend_from_slice(b"\x07metrics\x03TCP\xc1\x47\x00\x80\x80\x80\x80\x10");
         expected.extend_from_slice(b"\x08ClientIP\xac\x02\x02\xc0\x00\x02\x01\xc0\x00\x02\x02");
         expected.extend_from_slice(b"\x05Local\x07Cluster\x01");
+        let sum = checksum(&expected);
+        expected.extend_from_slice(&sum.to_le_bytes());
         assert_eq!(encoded_service(), expected);
+        // The checksum itself is fixed too (it is stored).
+        assert_eq!(checksum(b""), 0x7b1d_cdaf);
+        assert_eq!(checksum(b"podswitch"), 0x3eaa_fd9d);
+    }
+
+    /// `body` (a record without its checksum) with its checksum.
+    fn sealed(body: &[u8]) -> Vec<u8> {
+        let mut record = body.to_vec();
+        seal(&mut record, 0);
+        record
     }
 
     #[test]
-    fn every_cut_and_every_flipped_byte_is_an_error_or_a_value_never_a_panic() {
+    fn every_cut_and_every_flipped_bit_is_found() {
         let mut list = Vec::new();
         put_endpoints(&mut list, &endpoints_list());
         let service_record = encoded_service();
@@ -450,7 +510,28 @@ mod tests {
                 for bit in 0..8 {
                     let mut bad = record.clone();
                     bad[at] ^= 1 << bit;
-                    let _ = (super::service(&bad), endpoints(&bad));
+                    assert!(super::service(&bad).is_err(), "bit {bit} of byte {at}");
+                    assert!(endpoints(&bad).is_err(), "bit {bit} of byte {at}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn wrong_fields_under_a_right_checksum_are_errors_never_panics() {
+        let mut list = Vec::new();
+        put_endpoints(&mut list, &endpoints_list());
+        for record in [encoded_service(), list] {
+            let body = &record[..record.len() - CHECKSUM_LEN];
+            for len in 1..body.len() {
+                let cut = sealed(&body[..len]);
+                assert!(super::service(&cut).is_err() || endpoints(&cut).is_err());
+            }
+            for at in 1..body.len() {
+                for bit in 0..8 {
+                    let mut bad = body.to_vec();
+                    bad[at] ^= 1 << bit;
+                    let _ = (super::service(&sealed(&bad)), endpoints(&sealed(&bad)));
                 }
             }
         }
@@ -459,27 +540,38 @@ mod tests {
     #[test]
     fn errors_say_what_is_wrong_where() {
         let record = encoded_service();
-        let cut = super::service(&record[..20]).unwrap_err();
+        let body = &record[..record.len() - CHECKSUM_LEN];
+        let cut = super::service(&sealed(&body[..20])).unwrap_err();
         assert_eq!(cut, "the record ends inside the cluster IP (byte 17 of 20)");
-        let mut long = record.clone();
+        let mut long = body.to_vec();
         long.push(0);
         assert_eq!(
-            super::service(&long).unwrap_err(),
+            super::service(&sealed(&long)).unwrap_err(),
             "bytes left over after the record's end (byte 89): 1"
         );
         assert_eq!(
-            endpoints(&[FORMAT, 0xff, 0xff, 0x03]).unwrap_err(),
+            endpoints(&sealed(&[FORMAT, 0xff, 0xff, 0x03])).unwrap_err(),
             "the endpoint count at byte 1 is 65535, more than the 0 bytes left hold"
         );
         assert_eq!(
             endpoints(b"[]").unwrap_err(),
             "unknown record format (first byte 0x5b)"
         );
-        let mut bad_source = record;
+        let mut bad_source = body.to_vec();
         *bad_source.last_mut().unwrap() = 7;
         assert_eq!(
-            super::service(&bad_source).unwrap_err(),
+            super::service(&sealed(&bad_source)).unwrap_err(),
             "the source at byte 88 is 7, not 0 or 1"
+        );
+        let mut noise = record.clone();
+        noise[30] ^= 0x10;
+        assert_eq!(
+            super::service(&noise).unwrap_err(),
+            "its checksum is wrong (93 bytes): the record is damaged"
+        );
+        assert_eq!(
+            endpoints(&[FORMAT, 0, 0]).unwrap_err(),
+            "the record is too short (3 bytes)"
         );
     }
 }
