@@ -617,10 +617,16 @@ fn diff_keys(old: &ApiState, new: &ApiState, each: &mut EachKey<'_>) -> Result<(
     map_diff(ports, &old.ports, &new.ports, &mut buf, each)?;
     let routes = (TableId::Routes, encode_json as Encode<_>);
     map_diff(routes, &old.routes, &new.routes, &mut buf, each)?;
-    let services: Encode<Service> = |out, s| Ok(record::put_service(out, s));
+    let services: Encode<Service> = |out, s| {
+        record::put_service(out, s);
+        Ok(())
+    };
     let (old_s, new_s) = (&old.services, &new.services);
     map_diff((TableId::Services, services), old_s, new_s, &mut buf, each)?;
-    let endpoints: Encode<Vec<Endpoint>> = |out, list| Ok(record::put_endpoints(out, list));
+    let endpoints: Encode<Vec<Endpoint>> = |out, list| {
+        record::put_endpoints(out, list);
+        Ok(())
+    };
     let (old_e, new_e) = (&old.endpoints, &new.endpoints);
     map_diff(
         (TableId::Endpoints, endpoints),

@@ -419,8 +419,8 @@ mod tests {
     fn endpoints_list() -> Vec<Endpoint> {
         let endpoint = |i: u8, serving: Option<bool>, ports: PortMap| Endpoint {
             address: Ipv4Addr::new(10, 244, 1, i),
-            ready: i % 2 == 0,
-            terminating: i % 3 == 0,
+            ready: i.is_multiple_of(2),
+            terminating: i.is_multiple_of(3),
             node: NodeName::new(if i == 1 { "" } else { "node-é" }),
             serving,
             ports,
