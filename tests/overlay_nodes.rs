@@ -166,6 +166,63 @@ pub fn pod_beside_the_kernel_node(d1: &Daemon, name: &str) -> (Netns, Ipv4Addr) 
     (pod, pod_ip)
 }
 
+/// A podswitch node 1 beside a kernel vxlan node 2, each with a pod.
+pub struct KernelPeer {
+    /// Node 1's namespace (podswitch).
+    pub n1: Netns,
+    /// Node 2's namespace (the kernel's vxlan and bridge).
+    pub n2: Netns,
+    /// Node 1's daemon.
+    pub d1: Daemon,
+    /// The pod on node 1 and its address.
+    pub pod: Netns,
+    /// Its address.
+    pub pod_ip: Ipv4Addr,
+    /// The pod on node 2 (at [`KPOD_IP`]).
+    pub kpod: Netns,
+}
+
+/// Builds a [`KernelPeer`] (namespaces named after `tag`; `uplink` added
+/// to podswitch's uplink port section), runs `test` on it, then checks
+/// that no receiving kernel (both pods, the kernel node) counted a
+/// checksum error and that podswitch dropped no VXLAN frame, and tears it
+/// down, also when `test` panics.
+pub fn with_kernel_peer(tag: &str, uplink: &str, test: impl FnOnce(&KernelPeer)) {
+    let (n1, n2) = underlay(tag);
+    let kpod = Netns::new(&format!("{tag}kpod"));
+    kernel_node(&n2, &kpod, KERNEL_VTEP);
+    let config =
+        node_config(1, U1_MAC).replace("ifname = \"u1\"\n", &format!("ifname = \"u1\"\n{uplink}"));
+    let d1 = Daemon::start(&n1, &format!("{tag}1"), &config, 2);
+    let (pod, pod_ip) = pod_beside_the_kernel_node(&d1, &format!("{tag}pod"));
+    let mut peer = KernelPeer {
+        n1,
+        n2,
+        d1,
+        pod,
+        pod_ip,
+        kpod,
+    };
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let receivers = [&peer.pod, &peer.kpod, &peer.n2];
+        let errors_before = receivers.map(checksum_errors);
+        test(&peer);
+        assert_eq!(
+            receivers.map(checksum_errors),
+            errors_before,
+            "checksum errors counted by the podswitch pod, the kernel pod and the kernel node"
+        );
+        let drops = vxlan_drops(&peer.d1);
+        assert!(drops.is_empty(), "{drops:?}");
+    }));
+    let _ = peer.d1.stop();
+    let _ = std::fs::remove_dir_all(&peer.d1.run_dir);
+    drop(peer);
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}
+
 /// Node 2 as flannel's vxlan backend builds it: `cni0` bridge with the pod,
 /// `vxlan0` (VNI 7, port 4789, VTEP MAC `vtep`) routed, with a permanent
 /// neighbour and an FDB entry for podswitch's VTEP. The underlay veth keeps

@@ -33,8 +33,9 @@ use podswitch_tests::live::{
     tcp_transfer, veth, wait_reachable,
 };
 use podswitch_tests::overlay_nodes::{
-    KERNEL_VTEP, KPOD_IP, MIB, U1_MAC, U2_MAC, checksum_errors, ethtool_features, kernel_node,
-    node_config, pod_beside_the_kernel_node, stat, two_podswitch_nodes, underlay, vxlan_drops,
+    KERNEL_VTEP, KPOD_IP, KernelPeer, MIB, U1_MAC, U2_MAC, ethtool_features, kernel_node,
+    node_config, pod_beside_the_kernel_node, stat, two_podswitch_nodes, vxlan_drops,
+    with_kernel_peer,
 };
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -213,62 +214,49 @@ fn interop_with_kernel_vxlan_on_an_uplink_without_vnet_headers() {
 /// kernel node 2 with its default offloads: ping, `mib` MiB of TCP each way
 /// verified, UDP each way, no checksum error counted by a receiving kernel.
 fn interop(tag: &str, uplink: &str, mib: u64) {
-    let (n1, n2) = underlay(tag);
-    let kpod = Netns::new(&format!("{tag}kpod"));
-    kernel_node(&n2, &kpod, KERNEL_VTEP);
-    let config =
-        node_config(1, U1_MAC).replace("ifname = \"u1\"\n", &format!("ifname = \"u1\"\n{uplink}"));
-    let mut d1 = Daemon::start(&n1, &format!("{tag}1"), &config, 2);
-    let (pod, pod_ip) = pod_beside_the_kernel_node(&d1, &format!("{tag}pod"));
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let offloads = ethtool_features(&n2, "u2");
+    with_kernel_peer(tag, uplink, |peer| {
+        let KernelPeer {
+            n2,
+            d1,
+            pod,
+            pod_ip,
+            kpod,
+            ..
+        } = peer;
+        let offloads = ethtool_features(n2, "u2");
         for feature in ["tx-udp_tnl-segmentation", "tx-udp_tnl-csum-segmentation"] {
             assert!(
                 offloads.contains(&format!("{feature}: on")),
                 "the kernel node's default {feature} is on\n{offloads}"
             );
         }
-        let receivers = [&pod, &kpod, &n2];
-        let errors_before = receivers.map(checksum_errors);
         assert!(
-            wait_reachable(&pod, KPOD_IP, Duration::from_secs(10)),
+            wait_reachable(pod, KPOD_IP, Duration::from_secs(10)),
             "podswitch pod -> kernel pod\n{}",
             d1.log_text()
         );
         assert!(
-            ping(&kpod, pod_ip, Duration::from_secs(2)).is_some(),
+            ping(kpod, *pod_ip, Duration::from_secs(2)).is_some(),
             "kernel pod -> podswitch pod"
         );
-        let (verified, took) = tcp_transfer(&pod, &kpod, KPOD_IP, 5501, mib * MIB);
+        let (verified, took) = tcp_transfer(pod, kpod, KPOD_IP, 5501, mib * MIB);
         assert_eq!(verified, mib * MIB);
         println!("interop {tag}: {mib} MiB podswitch -> kernel in {took:?}");
         // Before podswitch took tunnel GSO frames, this direction stalled:
         // every super-frame was dropped as vxlan_malformed.
-        let (verified, took) = tcp_transfer(&kpod, &pod, pod_ip, 5502, mib * MIB);
+        let (verified, took) = tcp_transfer(kpod, pod, *pod_ip, 5502, mib * MIB);
         assert_eq!(verified, mib * MIB);
         println!("interop {tag}: {mib} MiB kernel -> podswitch in {took:?}");
-        let intact = udp_exchange(&kpod, &pod, pod_ip, 100);
+        let intact = udp_exchange(kpod, pod, *pod_ip, 100);
         assert!(intact >= 95, "UDP kernel -> podswitch: {intact} of 100");
-        let intact = udp_exchange(&pod, &kpod, KPOD_IP, 100);
+        let intact = udp_exchange(pod, kpod, KPOD_IP, 100);
         assert!(intact >= 95, "UDP podswitch -> kernel: {intact} of 100");
-        assert_eq!(
-            receivers.map(checksum_errors),
-            errors_before,
-            "checksum errors counted by the podswitch pod, the kernel pod and the kernel node"
-        );
         let stats = d1.fresh_stats();
         assert!(
             stat(&stats, "events", "vxlan_gso_decapsulated") > 0,
             "the kernel sent tunnel GSO frames: {stats}"
         );
-        assert!(vxlan_drops(&d1).is_empty(), "{:?}", vxlan_drops(&d1));
-    }));
-    let _ = d1.stop();
-    let _ = std::fs::remove_dir_all(&d1.run_dir);
-    drop((pod, kpod, n1, n2));
-    if let Err(e) = result {
-        std::panic::resume_unwind(e);
-    }
+    });
 }
 
 #[test]
