@@ -11,6 +11,17 @@ use std::net::Ipv4Addr;
 use podswitch_dataplane::config::Ipv4Cidr;
 
 use crate::error::ControlError;
+
+/// Returns `ControlError::invalid(field, value, reason)` from the enclosing
+/// function when `condition` holds; the field's path and the value are
+/// formatted only then.
+macro_rules! reject_if {
+    ($condition:expr, $field:expr, $value:expr, $reason:expr $(,)?) => {
+        if $condition {
+            return Err(ControlError::invalid($field, $value, $reason));
+        }
+    };
+}
 use crate::state::{Endpoint, Mirror, NodeRecord, Service};
 
 /// `namespace/name` with DNS-1123 labels.
@@ -62,37 +73,33 @@ pub fn check_name(field: impl std::fmt::Display, name: &str) -> Result<(), Contr
 pub fn validate_service(field: impl std::fmt::Display, s: &Service) -> Result<(), ControlError> {
     check_service_name(format_args!("{field}.name"), &s.name)?;
     let ip = s.cluster_ip;
-    if !is_unicast(ip) {
-        return Err(ControlError::invalid(
-            format!("{field}.cluster_ip"),
-            ip,
-            "must be a unicast address",
-        ));
-    }
-    if s.ports.is_empty() {
-        return Err(ControlError::invalid(
-            format!("{field}.ports"),
-            "[]",
-            "a service needs at least one port",
-        ));
-    }
+    reject_if!(
+        !is_unicast(ip),
+        format!("{field}.cluster_ip"),
+        ip,
+        "must be a unicast address"
+    );
+    reject_if!(
+        s.ports.is_empty(),
+        format!("{field}.ports"),
+        "[]",
+        "a service needs at least one port"
+    );
     let mut seen = BTreeSet::new();
     for (i, p) in s.ports.iter().enumerate() {
         let f = format_args!("{field}.ports[{i}]");
-        if !matches!(p.protocol.as_str(), "TCP" | "UDP" | "SCTP") {
-            return Err(ControlError::invalid(
-                format!("{f}.protocol"),
-                &p.protocol,
-                "must be TCP, UDP or SCTP",
-            ));
-        }
-        if !(1..=65535).contains(&p.port) {
-            return Err(ControlError::invalid(
-                format!("{f}.port"),
-                p.port,
-                "must be 1 to 65535",
-            ));
-        }
+        reject_if!(
+            !matches!(p.protocol.as_str(), "TCP" | "UDP" | "SCTP"),
+            format!("{f}.protocol"),
+            &p.protocol,
+            "must be TCP, UDP or SCTP"
+        );
+        reject_if!(
+            !(1..=65535).contains(&p.port),
+            format!("{f}.port"),
+            p.port,
+            "must be 1 to 65535"
+        );
         if let Some(t) = p.target_port.filter(|t| !(1..=65535).contains(t)) {
             return Err(ControlError::invalid(
                 format!("{f}.target_port"),
@@ -107,20 +114,18 @@ pub fn validate_service(field: impl std::fmt::Display, s: &Service) -> Result<()
                 "must be 30000 to 32767",
             ));
         }
-        if !p.name.is_empty() && !dns_label(&p.name) {
-            return Err(ControlError::invalid(
-                format!("{f}.name"),
-                &p.name,
-                "must be a DNS label",
-            ));
-        }
-        if !seen.insert((p.port, p.protocol.clone())) {
-            return Err(ControlError::invalid(
-                format!("{f}.port"),
-                p.port,
-                format!("{} is listed twice", p.protocol),
-            ));
-        }
+        reject_if!(
+            !p.name.is_empty() && !dns_label(&p.name),
+            format!("{f}.name"),
+            &p.name,
+            "must be a DNS label"
+        );
+        reject_if!(
+            !seen.insert((p.port, p.protocol.clone())),
+            format!("{f}.port"),
+            p.port,
+            format!("{} is listed twice", p.protocol)
+        );
     }
     if s.ports.iter().filter(|p| !p.name.is_empty()).count()
         != s.ports
@@ -136,40 +141,36 @@ pub fn validate_service(field: impl std::fmt::Display, s: &Service) -> Result<()
             "port names must be unique",
         ));
     }
-    if !matches!(s.session_affinity.as_str(), "None" | "ClientIP") {
-        return Err(ControlError::invalid(
-            format!("{field}.session_affinity"),
-            &s.session_affinity,
-            "must be None or ClientIP",
-        ));
-    }
-    if !(1..=86400).contains(&s.affinity_timeout_secs) {
-        return Err(ControlError::invalid(
-            format!("{field}.affinity_timeout_secs"),
-            s.affinity_timeout_secs,
-            "must be 1 to 86400",
-        ));
-    }
+    reject_if!(
+        !matches!(s.session_affinity.as_str(), "None" | "ClientIP"),
+        format!("{field}.session_affinity"),
+        &s.session_affinity,
+        "must be None or ClientIP"
+    );
+    reject_if!(
+        !(1..=86400).contains(&s.affinity_timeout_secs),
+        format!("{field}.affinity_timeout_secs"),
+        s.affinity_timeout_secs,
+        "must be 1 to 86400"
+    );
     for (i, ip) in s.external_ips.iter().enumerate() {
-        if !is_unicast(*ip) {
-            return Err(ControlError::invalid(
-                format!("{field}.external_ips[{i}]"),
-                ip,
-                "must be a unicast address",
-            ));
-        }
+        reject_if!(
+            !is_unicast(*ip),
+            format!("{field}.external_ips[{i}]"),
+            ip,
+            "must be a unicast address"
+        );
     }
     for (name, policy) in [
         ("external_traffic_policy", &s.external_traffic_policy),
         ("internal_traffic_policy", &s.internal_traffic_policy),
     ] {
-        if !matches!(policy.as_str(), "Cluster" | "Local") {
-            return Err(ControlError::invalid(
-                format!("{field}.{name}"),
-                policy,
-                "must be Cluster or Local",
-            ));
-        }
+        reject_if!(
+            !matches!(policy.as_str(), "Cluster" | "Local"),
+            format!("{field}.{name}"),
+            policy,
+            "must be Cluster or Local"
+        );
     }
     Ok(())
 }
@@ -186,13 +187,12 @@ pub fn validate_endpoints(
     let mut seen = BTreeSet::new();
     for (i, e) in endpoints.iter().enumerate() {
         let a = e.address;
-        if !is_unicast(a) {
-            return Err(ControlError::invalid(
-                format!("{field}[{i}].address"),
-                a,
-                "must be a unicast address",
-            ));
-        }
+        reject_if!(
+            !is_unicast(a),
+            format!("{field}[{i}].address"),
+            a,
+            "must be a unicast address"
+        );
         if !seen.insert(a) {
             return Err(ControlError::ListedTwice {
                 field: format!("{field}[{i}].address"),
@@ -260,27 +260,24 @@ pub fn check_service_conflicts<'a>(
 /// Validates one node on its own.
 pub fn validate_node(field: &str, n: &NodeRecord) -> Result<(), ControlError> {
     check_name(format_args!("{field}.name"), &n.name)?;
-    if n.node_ip.is_unspecified() || n.node_ip.is_multicast() || n.node_ip.is_broadcast() {
-        return Err(ControlError::invalid(
-            format!("{field}.node_ip"),
-            n.node_ip,
-            "must be a unicast address",
-        ));
-    }
-    if n.pod_cidr.prefix_len == 0 || n.pod_cidr.prefix_len > 30 {
-        return Err(ControlError::invalid(
-            format!("{field}.pod_cidr"),
-            n.pod_cidr,
-            "prefix must be /1 to /30",
-        ));
-    }
-    if !(1..=16_777_215).contains(&n.vni) {
-        return Err(ControlError::invalid(
-            format!("{field}.vni"),
-            n.vni,
-            "must be 1 to 16777215",
-        ));
-    }
+    reject_if!(
+        n.node_ip.is_unspecified() || n.node_ip.is_multicast() || n.node_ip.is_broadcast(),
+        format!("{field}.node_ip"),
+        n.node_ip,
+        "must be a unicast address"
+    );
+    reject_if!(
+        n.pod_cidr.prefix_len == 0 || n.pod_cidr.prefix_len > 30,
+        format!("{field}.pod_cidr"),
+        n.pod_cidr,
+        "prefix must be /1 to /30"
+    );
+    reject_if!(
+        !(1..=16_777_215).contains(&n.vni),
+        format!("{field}.vni"),
+        n.vni,
+        "must be 1 to 16777215"
+    );
     Ok(())
 }
 
@@ -292,13 +289,12 @@ pub fn check_node_overlaps<'a>(
     let overlap = |a: &Ipv4Cidr, b: &Ipv4Cidr| a.contains(b.network()) || b.contains(a.network());
     let nodes: Vec<&NodeRecord> = nodes.collect();
     for (i, n) in nodes.iter().enumerate() {
-        if overlap(&n.pod_cidr, &local) {
-            return Err(ControlError::invalid(
-                format!("nodes[{}].pod_cidr", n.name),
-                n.pod_cidr,
-                format!("overlaps this node's pod subnet {local}"),
-            ));
-        }
+        reject_if!(
+            overlap(&n.pod_cidr, &local),
+            format!("nodes[{}].pod_cidr", n.name),
+            n.pod_cidr,
+            format!("overlaps this node's pod subnet {local}")
+        );
         if let Some(m) = nodes[..i]
             .iter()
             .find(|m| overlap(&m.pod_cidr, &n.pod_cidr))
@@ -322,13 +318,12 @@ pub fn validate_mirror(
 ) -> Result<(), ControlError> {
     check_name(format_args!("{field}.name"), &m.name)?;
     check_selection(field, &m.ports, &m.direction, &m.stage, &m.stages, ports)?;
-    if m.iface.is_empty() {
-        return Err(ControlError::invalid(
-            format!("{field}.iface"),
-            "\"\"",
-            "required: the mirror interface to create (for a transient capture use POST /v1/capture)",
-        ));
-    }
+    reject_if!(
+        m.iface.is_empty(),
+        format!("{field}.iface"),
+        "\"\"",
+        "required: the mirror interface to create (for a transient capture use POST /v1/capture)"
+    );
     if m.iface.len() > 15 || m.iface.contains(['/', ' ', ':']) || m.iface == "." || m.iface == ".."
     {
         return Err(ControlError::invalid(
@@ -356,13 +351,12 @@ pub fn check_selection(
             "no such port",
         ));
     }
-    if !matches!(direction, "ingress" | "egress" | "both") {
-        return Err(ControlError::invalid(
-            format!("{field}.direction"),
-            direction,
-            "must be ingress, egress or both",
-        ));
-    }
+    reject_if!(
+        !matches!(direction, "ingress" | "egress" | "both"),
+        format!("{field}.direction"),
+        direction,
+        "must be ingress, egress or both"
+    );
     let names: Vec<&str> = podswitch_dataplane::mirror::MirrorStage::ALL
         .iter()
         .map(|s| s.as_str())
