@@ -28,8 +28,8 @@ use podswitch_tests::live::{
     Daemon, Netns, cni_add, ip, link_mtu, root_or_skip, serve, tcp_ask, tcp_transfer, veth,
     wait_reachable,
 };
+use podswitch_tests::overlay_nodes::{VNI, add_node};
 
-const VNI: &str = "7";
 const NODE1: Ipv4Addr = Ipv4Addr::new(192, 168, 200, 1);
 const EXTERNAL: Ipv4Addr = Ipv4Addr::new(192, 168, 200, 9);
 const KERNEL_PORT: u16 = 8022;
@@ -171,17 +171,7 @@ fn cluster(tag: &str) -> (Cluster, Netns, Vec<Ipv4Addr>) {
         (&d1, "n2", "192.168.200.2", "10.244.2.0/24"),
         (&d2, "n1", "192.168.200.1", "10.244.1.0/24"),
     ] {
-        d.ctl_ok(&[
-            "node",
-            "add",
-            name,
-            "--node-ip",
-            node_ip,
-            "--pod-cidr",
-            cidr,
-            "--vni",
-            VNI,
-        ]);
+        add_node(d, name, node_ip, cidr, &[]);
     }
     let p1 = Netns::new(&format!("{tag}p1"));
     let p2 = Netns::new(&format!("{tag}p2"));
