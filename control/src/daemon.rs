@@ -359,17 +359,10 @@ fn settle_kept_tables(
     let mut r = rest.report;
     if let Some(header) = header {
         let settled = header.settle(&shared.conntrack);
-        r.clean = settled.clean;
-        r.rebuilt = settled.rebuilt;
-        r.attached_entries = if r.discarded.is_some() {
-            0
-        } else {
-            settled.entries
-        };
-        r.settle = settled.elapsed;
         if let Some(error) = &settled.error {
             tracing::warn!(file = %rest.path.display(), %error, "the new state file could not replace the old one; connections will not survive the next restart");
         }
+        r.record(settled);
     }
     let (mut macs, mut neighbours, mut carried) = (0, 0, false);
     if let Some(parts) = rest.parts {

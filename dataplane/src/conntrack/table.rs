@@ -180,8 +180,7 @@ impl ConntrackTable {
     /// of them would lengthen a takeover's gap): one naming no entry or
     /// one in use is skipped when it comes up ([`insert`](Self::insert)).
     pub fn settle(&mut self) -> bool {
-        self.free.reload();
-        let sound = self.free.is_sound() && self.free.len() <= self.entries.len();
+        let sound = self.free.reload() && self.free.len() <= self.entries.len();
         self.len = self.entries.len().saturating_sub(self.free.len());
         sound
     }

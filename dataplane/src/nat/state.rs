@@ -138,6 +138,20 @@ pub struct StateReport {
     pub settle: Duration,
 }
 
+impl StateReport {
+    /// Adds what [`StateHeader::settle`] found (a file this process made
+    /// holds no entries, so the count is the table's).
+    pub fn record(&mut self, settled: Settled) {
+        self.clean = settled.clean;
+        self.rebuilt = settled.rebuilt;
+        self.attached_entries = settled.entries;
+        self.settle = settled.elapsed;
+        if settled.error.is_some() {
+            self.error = settled.error;
+        }
+    }
+}
+
 /// What [`StateHeader::settle`] found.
 #[derive(Clone, Debug, Default)]
 pub struct Settled {
@@ -341,13 +355,7 @@ pub fn open(spec: &StateSpec) -> KeptTables {
     let mut tables = prepare(spec);
     if let Some(header) = &tables.header {
         let settled = header.settle(&tables.conntrack);
-        tables.report.clean = settled.clean;
-        tables.report.rebuilt = settled.rebuilt;
-        tables.report.attached_entries = if header.fresh { 0 } else { settled.entries };
-        tables.report.settle = settled.elapsed;
-        if settled.error.is_some() {
-            tables.report.error = settled.error;
-        }
+        tables.report.record(settled);
     }
     tables.report.elapsed = started.elapsed();
     tables

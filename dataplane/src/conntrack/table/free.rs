@@ -29,15 +29,14 @@ impl FreeList {
         list
     }
 
-    /// Takes the length the slots keep (a previous process wrote it); one
-    /// beyond their room reads as an empty list.
-    pub(super) fn reload(&mut self) {
-        self.len = self
-            .slots
-            .first()
-            .copied()
-            .filter(|&n| (n as usize) < self.slots.len())
-            .unwrap_or(0);
+    /// Takes the length the slots keep (a previous process wrote it);
+    /// `false` if it is beyond their room (damaged: it reads as an empty
+    /// list).
+    pub(super) fn reload(&mut self) -> bool {
+        let kept = self.slots.first().copied().unwrap_or(0);
+        let sound = (kept as usize) < self.slots.len();
+        self.len = if sound { kept } else { 0 };
+        sound
     }
 
     /// Ids on the list.
@@ -80,14 +79,6 @@ impl FreeList {
     /// Ids the list has room for.
     pub(super) fn capacity(&self) -> usize {
         self.slots.len().saturating_sub(1)
-    }
-
-    /// Whether the length the slots keep fits their room (a damaged one
-    /// reads as an empty list).
-    pub(super) fn is_sound(&self) -> bool {
-        self.slots
-            .first()
-            .is_some_and(|&n| (n as usize) < self.slots.len())
     }
 
     #[inline]
