@@ -156,24 +156,7 @@ impl Control {
         &self,
         services: impl Iterator<Item = &'a Service>,
     ) -> Result<(), ControlError> {
-        for s in services {
-            // The dataplane's view of the service's ports, as the table gets them.
-            let specs = crate::services::service_specs(s, &[], "");
-            for e in &self.static_services {
-                let node_port_taken = specs.iter().any(|p| {
-                    p.node_port.is_some()
-                        && p.node_port == e.node_port()
-                        && p.protocol == e.protocol()
-                });
-                if s.cluster_ip == e.vip() || node_port_taken {
-                    return Err(ControlError::FileServiceClash {
-                        name: s.name.to_string(),
-                        cluster_ip: s.cluster_ip,
-                    });
-                }
-            }
-        }
-        Ok(())
+        check_static_conflicts(&self.static_services, services)
     }
 
     fn port_names(&self) -> BTreeSet<String> {
@@ -532,4 +515,31 @@ fn refuse_managed(kind: &'static str, name: &str, source: Source) -> Result<(), 
 fn next_capture_id() -> u64 {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Refuses a service whose cluster IP, or one of whose node ports, is one
+/// of `statics` (the node file's services).
+fn check_static_conflicts<'a>(
+    statics: &[ServiceEntry],
+    services: impl Iterator<Item = &'a Service>,
+) -> Result<(), ControlError> {
+    if statics.is_empty() {
+        return Ok(());
+    }
+    for s in services {
+        // The dataplane's view of the service's ports, as the table gets them.
+        let specs = crate::services::service_specs(s, &[], "");
+        for e in statics {
+            let node_port_taken = specs.iter().any(|p| {
+                p.node_port.is_some() && p.node_port == e.node_port() && p.protocol == e.protocol()
+            });
+            if s.cluster_ip == e.vip() || node_port_taken {
+                return Err(ControlError::FileServiceClash {
+                    name: s.name.to_string(),
+                    cluster_ip: s.cluster_ip,
+                });
+            }
+        }
+    }
+    Ok(())
 }

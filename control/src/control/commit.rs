@@ -222,6 +222,13 @@ fn snapshot_of(
     Ok(snapshot.with_services(table))
 }
 
+/// What `thread` returned; its panic goes on in this thread.
+fn joined<T>(thread: std::thread::ScopedJoinHandle<'_, T>) -> T {
+    thread
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
+
 impl Control {
     /// Builds, stores and publishes `candidate`: the generation published.
     pub(crate) fn commit(&mut self, candidate: Candidate) -> Result<u64, ControlError> {
@@ -284,23 +291,35 @@ impl Control {
 
     /// [`commit`](Self::commit) of a whole new state, its keys written on
     /// another thread while its snapshot is built (a declarative apply of
-    /// 100,000 new services spends seconds on each). The write is committed
-    /// only once the snapshot is built, and the snapshot published only
-    /// once the write is durable, as on the one path.
+    /// 100,000 new services spends seconds on each), and `checks` run on a
+    /// third. The write is committed only once the snapshot is built and
+    /// the checks passed, and the snapshot published only once the write is
+    /// durable, as on the one path. A check's error comes first: the build
+    /// may fail on what the checks refuse.
     pub(crate) fn commit_state_while_storing(
         &mut self,
         mut state: ApiState,
         changed: Vec<CompactString>,
+        checks: impl FnOnce(&ApiState) -> Result<(), ControlError> + Send,
     ) -> Result<u64, ControlError> {
         let config = state.effective_config(self.view.file());
         state.assign_port_ids(&config);
         let generation = self.view.snapshot().generation + 1;
         let names: Vec<&str> = changed.iter().map(CompactString::as_str).collect();
         let (go, decision) = std::sync::mpsc::channel();
-        let (built, stored) = {
+        let (checked, built, stored) = {
             let old = self.view.state();
             std::thread::scope(|scope| {
                 let (store, old, new) = (&self.store, &*old, &state);
+                let checker = scope.spawn(move || {
+                    let started = std::time::Instant::now();
+                    let checked = checks(new);
+                    tracing::debug!(
+                        checked_ms = started.elapsed().as_millis(),
+                        "apply: services checked"
+                    );
+                    checked
+                });
                 let writer = scope.spawn(move || {
                     let started = std::time::Instant::now();
                     let mut written = std::time::Duration::ZERO;
@@ -322,13 +341,12 @@ impl Control {
                     built_ms = started.elapsed().as_millis(),
                     "apply: snapshot built"
                 );
-                let _ = go.send(built.is_ok());
-                let stored = writer
-                    .join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-                (built, stored)
+                let checked = joined(checker);
+                let _ = go.send(built.is_ok() && checked.is_ok());
+                (checked, built, joined(writer))
             })
         };
+        checked?;
         let snapshot = built?;
         stored?;
         Ok(self.publish(Prepared::new(state, changed, snapshot)))
