@@ -64,6 +64,8 @@ pub struct RunOptions {
 
 /// Runs the node service until SIGTERM or SIGINT.
 pub fn run(opts: &RunOptions) -> Result<()> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    podswitch_dataplane::mem::heap::limit_arenas(cores);
     // First of all, so that a SIGHUP during start-up does not end it either.
     let hangup = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&hangup))

@@ -20,6 +20,25 @@ pub fn release_free_memory() {
     }
 }
 
+/// Most arenas the allocator keeps: one per thread that allocates at the
+/// same time, up to the cores. glibc's default (eight per core) lets each
+/// short-lived thread of an apply (decoding, checks, the store write, the
+/// table builds) take an arena of its own, so the tables an apply keeps
+/// end up spread over more heaps with the others' freed blocks between
+/// them: about 70 bytes more per service at 100,000 services. The
+/// dataplane's workers do not allocate while they forward.
+pub fn limit_arenas(threads: usize) {
+    let arenas = i32::try_from(threads.max(1)).unwrap_or(i32::MAX);
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter; it is thread-safe
+    // and M_ARENA_MAX takes any positive count.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, arenas);
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    let _ = arenas;
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
