@@ -26,8 +26,12 @@ pub fn release_free_memory() {
 /// table builds) take an arena of its own, so the tables an apply keeps
 /// end up spread over more heaps with the others' freed blocks between
 /// them: about 70 bytes more per service at 100,000 services. The
-/// dataplane's workers do not allocate while they forward.
+/// dataplane's workers do not allocate while they forward. An operator's
+/// `MALLOC_ARENA_MAX` is left as it is.
 pub fn limit_arenas(threads: usize) {
+    if std::env::var_os("MALLOC_ARENA_MAX").is_some() {
+        return;
+    }
     let arenas = i32::try_from(threads.max(1)).unwrap_or(i32::MAX);
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets an allocator parameter; it is thread-safe
