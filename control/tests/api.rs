@@ -61,6 +61,12 @@ fn web() -> Value {
            "ports": [{"name": "http", "protocol": "TCP", "port": 80, "target_port": 8080, "node_port": 30080}]})
 }
 
+/// A service named `default/{name}` on cluster IP 10.96.0.`{ip}`.
+fn named(name: &str, ip: u8) -> Value {
+    json!({"name": format!("default/{name}"), "cluster_ip": format!("10.96.0.{ip}"),
+           "ports": [{"port": 80}]})
+}
+
 /// Everything the API serves about stored resources.
 async fn everything(app: &Router) -> Value {
     let mut all = serde_json::Map::new();
@@ -305,6 +311,8 @@ async fn bad_inputs_name_the_field_and_change_nothing() {
         ("POST", "/v1/ports", Some((json_ct, json!({"name": "pod-x", "kind": "vhost"}).to_string())), 400, "kind"),
         ("POST", "/v1/ports", Some((json_ct, json!({"name": "pod-x", "kind": "tap", "ips": ["10.244.1.7"]}).to_string())), 400, "ips"),
         ("PUT", "/v1/state", Some((json_ct, json!({"services": [web(), web()]}).to_string())), 409, "services[1].name = default/web"),
+        // The first service that repeats an earlier one, in the document's order.
+        ("PUT", "/v1/state", Some((json_ct, json!({"services": [named("z", 1), named("b", 2), web(), named("b", 3), named("z", 4)]}).to_string())), 409, "services[3].name = default/b"),
         ("PUT", "/v1/state", Some((json_ct, json!({"services": [{"name": "a/b", "cluster_ip": "10.96.1.1", "ports": [{"port": 0}]}]}).to_string())), 400, "services[0].ports[0].port = 0"),
         ("GET", "/v1/nope", None, 404, "no such API path"),
         ("PATCH", "/v1/services", None, 405, "method not allowed"),

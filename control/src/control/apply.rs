@@ -5,7 +5,7 @@
 //! not copied, into the candidate, and only services that differ from the
 //! running ones get new Maglev tables.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
 use compact_str::CompactString;
 
@@ -113,33 +113,42 @@ impl Control {
     /// sources (the Kubernetes source's) kept, and the document's service
     /// names in its order (to check them in it: see
     /// [`check_document_services`]). The maps are built in one go from
-    /// sorted lists, which fills their B-tree nodes: inserting 100,000
-    /// services one by one leaves them half full.
+    /// lists in name order, which fills their B-tree nodes (inserting
+    /// 100,000 services one by one leaves them half full); the order is
+    /// found once, on the services' places rather than on the services.
     fn document_services(
         &self,
         list: Vec<ServiceWithEndpoints>,
     ) -> Result<(ServiceMap, EndpointMap, Vec<CompactString>), ControlError> {
-        let mut names = HashSet::with_capacity(list.len());
-        let mut order = Vec::with_capacity(list.len());
+        let order: Vec<CompactString> = list.iter().map(|s| s.service.name.clone()).collect();
+        // The document's places in name order, then document order: a name
+        // listed twice sits next to itself.
+        let mut by_name: Vec<usize> = (0..list.len()).collect();
+        by_name.sort_unstable_by(|&a, &b| order[a].cmp(&order[b]).then(a.cmp(&b)));
+        let again = by_name.windows(2).filter(|w| order[w[0]] == order[w[1]]);
+        if let Some(i) = again.map(|w| w[1]).min() {
+            return Err(ControlError::ListedTwice {
+                field: format!("services[{i}].name"),
+                value: order[i].to_string(),
+            });
+        }
+        let mut list: Vec<Option<ServiceWithEndpoints>> = list.into_iter().map(Some).collect();
         let mut services = Vec::with_capacity(list.len());
         let mut endpoints = Vec::with_capacity(list.len());
-        for (i, s) in list.into_iter().enumerate() {
-            let name = s.service.name.clone();
-            if !names.insert(name.clone()) {
-                return Err(ControlError::ListedTwice {
-                    field: format!("services[{i}].name"),
-                    value: name.to_string(),
-                });
-            }
+        for &i in &by_name {
+            let Some(s) = list[i].take() else { continue };
             if !s.endpoints.is_empty() {
-                endpoints.push((name.clone(), s.endpoints));
+                endpoints.push((order[i].clone(), s.endpoints));
             }
-            order.push(name.clone());
-            services.push((name, s.service));
+            services.push((order[i].clone(), s.service));
         }
+        let listed = |name: &CompactString| {
+            let found = by_name.binary_search_by(|&i| order[i].cmp(name));
+            found.is_ok()
+        };
         for (name, s) in &self.state().services {
             if s.source != Source::Api {
-                if names.contains(name) {
+                if listed(name) {
                     refuse_managed("service", name, s.source)?;
                 }
                 if let Some(e) = self.state().endpoints.get(name) {
@@ -148,6 +157,8 @@ impl Control {
                 services.push((name.clone(), s.clone()));
             }
         }
+        // In name order but for the other sources' services at the end:
+        // the maps' sort merges the two runs.
         Ok((
             services.into_iter().collect(),
             endpoints.into_iter().collect(),
