@@ -29,7 +29,8 @@ LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 nice cargo build --release -q -p podswitch-control --bin podswitchd
 nice cargo build --release -q -p podswitch-benches --bin udpblast
 TARGET=${CARGO_TARGET_DIR:-$PWD/target}
-PSD=$TARGET/release/podswitchd
+# PODSWITCHD_BIN: another build to measure (a before/after in one sitting).
+PSD=${PODSWITCHD_BIN:-$TARGET/release/podswitchd}
 BLAST=$TARGET/release/udpblast
 P=pso$$
 TMP=$(mktemp -d)

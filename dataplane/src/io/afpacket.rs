@@ -32,7 +32,9 @@
 //! batch fills mid-block, the position is kept for the next call.
 //! Transmit copies each frame (behind its vnet header) into a preallocated
 //! arena. [`PortQueue::flush`] then sends the whole arena, up to
-//! [`TX_BATCH`] messages, with one `sendmmsg`. A partial send hides the
+//! [`TX_BATCH`] messages, with one `sendmmsg`. A frame of
+//! [`TX_DIRECT_MIN`] bytes or more (a GSO super-frame) is sent at once from
+//! its own buffer, after the queued ones, and so copied only by the kernel. A partial send hides the
 //! error of the first unsent message, so the next call starts with that
 //! message. If the kernel refuses it (`EMSGSIZE`, `EINVAL`), only that
 //! frame is dropped. If the socket is full (`EAGAIN`, `ENOBUFS`), the rest
@@ -90,6 +92,10 @@ const RX_SOCKET_BUFFER: libc::c_int = 8 << 20;
 /// Bytes of frames (with their vnet headers) queued between flushes; a
 /// frame that does not fit triggers a flush first.
 pub const TX_ARENA_LEN: usize = 256 * 1024;
+/// Frames at least this long are sent at once from where they are (after
+/// the frames queued before them), not copied into the arena: for a 64 KiB
+/// GSO super-frame the copy costs more than a system call of its own.
+pub const TX_DIRECT_MIN: usize = 16 * 1024;
 
 /// Where and how to open one AF_PACKET queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -269,6 +275,9 @@ pub struct AfPacketStats {
     pub rx_bad_blocks: u64,
     /// Frames sent.
     pub tx_packets: u64,
+    /// Of those, the frames sent at once from their own buffer (at least
+    /// [`TX_DIRECT_MIN`] bytes) rather than copied into the arena.
+    pub tx_direct: u64,
     /// Frames given to `send` that were not sent: too large for the
     /// arena, refused by the kernel, or dropped when the socket was full.
     pub tx_errors: u64,
@@ -555,6 +564,47 @@ impl AfPacketQueue {
 }
 
 impl AfPacketQueue {
+    /// Sends `frame` with its vnet header straight from the frame's buffer,
+    /// after the frames queued before it: a large frame is not copied into
+    /// the arena (the kernel copies it once, as it does a TAP write).
+    fn send_now(&mut self, frame: &Frame) -> io::Result<()> {
+        if let Err(err) = self.flush() {
+            self.count_unsent(1);
+            return Err(err);
+        }
+        let mut hdr = [0u8; VNET_HDR_LEN_LEGACY];
+        let hdr = &mut hdr[..self.vnet_len];
+        if !hdr.is_empty() {
+            vnet::encode(&frame.offload, hdr);
+        }
+        // sendmmsg only reads through iov_base; *mut is just the C type.
+        let iovecs = [
+            libc::iovec {
+                iov_base: hdr.as_mut_ptr().cast(),
+                iov_len: hdr.len(),
+            },
+            libc::iovec {
+                iov_base: frame.data().as_ptr().cast_mut().cast(),
+                iov_len: frame.len(),
+            },
+        ];
+        let parts = if hdr.is_empty() {
+            &iovecs[1..]
+        } else {
+            &iovecs[..]
+        };
+        // SAFETY: mmsghdr is plain C data for which all-zero bytes are valid
+        // (null pointers, zero lengths).
+        let mut msg: libc::mmsghdr = unsafe { std::mem::zeroed() };
+        msg.msg_hdr.msg_iov = parts.as_ptr().cast_mut();
+        msg.msg_hdr.msg_iovlen = parts.len();
+        // The header and the frame are not touched until the send is over.
+        let sent = self.stats.tx_packets;
+        let result = self.send_queued(std::slice::from_mut(&mut msg));
+        self.stats.tx_direct += self.stats.tx_packets - sent;
+        result
+    }
+
     /// Counts `n` frames `send` took that will not go out.
     fn count_unsent(&mut self, n: usize) {
         self.stats.tx_errors += n as u64;
@@ -673,6 +723,9 @@ impl PortQueue for AfPacketQueue {
     }
 
     fn send(&mut self, frame: &Frame) -> io::Result<()> {
+        if frame.len() >= TX_DIRECT_MIN {
+            return self.send_now(frame);
+        }
         let len = self.vnet_len + frame.len();
         if len > self.tx.arena.len() {
             self.count_unsent(1);

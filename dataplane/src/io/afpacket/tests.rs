@@ -497,6 +497,51 @@ fn sends_frames_to_the_peer() {
     }
 }
 
+/// Frames of [`TX_DIRECT_MIN`] bytes or more go out at once from their own
+/// buffer, after the small frames queued before them: bytes and order are
+/// kept, with and without vnet headers.
+#[test]
+fn large_frames_are_sent_from_their_own_buffer_in_order() {
+    if !is_root("large_frames_are_sent_from_their_own_buffer_in_order") {
+        return;
+    }
+    let pair = VethPair::new();
+    pair.a.ip(&["link", "set", IF_A, "mtu", "30000"]);
+    pair.b.ip(&["link", "set", IF_B, "mtu", "30000"]);
+    for vnet_hdr in [false, true] {
+        let mut queue = pair
+            .a
+            .run(|| AfPacketQueue::open(&small_ring(IF_A, vnet_hdr)).expect("open"));
+        let peer = pair.b.run(|| RawSocket::open(IF_B));
+        let len = |i: u16| match i % 3 {
+            0 => TX_DIRECT_MIN + 100 * usize::from(i),
+            _ => 200 + usize::from(i),
+        };
+        let frames: Vec<Vec<u8>> = (0..40u16)
+            .map(|i| udp_frame(TEST_MAC_A, TEST_MAC_B, 3, i, len(i)))
+            .collect();
+        let mut frame = Frame::with_capacity(32 * 1024);
+        for f in &frames {
+            assert!(frame.fill(f));
+            queue.send(&frame).expect("send");
+        }
+        queue.flush().expect("flush");
+        let got = peer.recv(TEST_MAC_A, frames.len(), WAIT);
+        assert_eq!(got.len(), frames.len(), "vnet_hdr={vnet_hdr}");
+        for (sent, (_, got)) in frames.iter().zip(&got) {
+            assert_eq!(got, sent, "bytes and order are kept (vnet_hdr={vnet_hdr})");
+        }
+        let stats = queue.stats();
+        let direct = frames.iter().filter(|f| f.len() >= TX_DIRECT_MIN).count() as u64;
+        assert_eq!(direct, 14);
+        assert_eq!(
+            (stats.tx_packets, stats.tx_direct, stats.tx_errors),
+            (40, direct, 0),
+            "{stats:?}"
+        );
+    }
+}
+
 /// A ring of two 4 KiB blocks that nobody reads fills up: the kernel drops
 /// the rest and counts them, and the ring works again once drained.
 #[test]
