@@ -101,10 +101,7 @@ impl AfPacketQueue {
     /// after the frames queued before it: a large frame is not copied into
     /// the arena (the kernel copies it once, as it does a TAP write).
     fn send_now(&mut self, frame: &Frame) -> io::Result<()> {
-        if let Err(err) = self.flush_queued() {
-            self.count_unsent(1);
-            return Err(err);
-        }
+        self.flush_before_send()?;
         let mut hdr = [0u8; VNET_HDR_LEN_LEGACY];
         let hdr = &mut hdr[..self.vnet_len];
         if !hdr.is_empty() {
@@ -132,10 +129,24 @@ impl AfPacketQueue {
         msg.msg_hdr.msg_iov = parts.as_ptr().cast_mut();
         msg.msg_hdr.msg_iovlen = parts.len();
         // The header and the frame are not touched until the send is over.
-        let sent = self.stats.tx_packets;
+        let (sent, unsent) = (self.stats.tx_packets, self.stats.tx_unsent);
         let result = self.send_queued(std::slice::from_mut(&mut msg));
         self.stats.tx_direct += self.stats.tx_packets - sent;
+        if result.is_err() {
+            // `send` answers this frame's error itself, and the caller
+            // counts the drop: it is not one `send` took (`tx_unsent`, which
+            // the device drops report again).
+            self.stats.tx_unsent = unsent;
+        }
         result
+    }
+
+    /// Sends the queued frames before the frame `send` is given: if that
+    /// fails, that frame is not taken either (`send` answers the error and
+    /// the caller counts it), and it is counted only in `tx_errors`.
+    fn flush_before_send(&mut self) -> io::Result<()> {
+        self.flush_queued()
+            .inspect_err(|_| self.stats.tx_errors += 1)
     }
 
     /// Counts `n` frames `send` took that will not go out.
@@ -157,11 +168,8 @@ impl AfPacketQueue {
             self.count_unsent(1);
             return Ok(());
         }
-        if !self.tx.has_room(len)
-            && let Err(err) = self.flush_queued()
-        {
-            self.stats.tx_errors += 1;
-            return Err(err);
+        if !self.tx.has_room(len) {
+            self.flush_before_send()?;
         }
         let tx = &mut self.tx;
         let (Some(dst), Some(msg)) = (
