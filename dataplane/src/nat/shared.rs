@@ -194,13 +194,9 @@ impl SharedConntrack {
             sound &= self.lock(shard).settle();
         }
         if !sound {
-            if let Some(first) = self.shards.first() {
-                first
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .sources()
-                    .clear();
-            }
+            // The shards share one set of per-source counts: cleared once,
+            // each shard's rebuild counts its entries again.
+            self.lock(0).sources().clear();
             let threads = threads.clamp(1, self.shards.len());
             std::thread::scope(|scope| {
                 for t in 0..threads {
